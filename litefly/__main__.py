@@ -1,0 +1,3 @@
+from litefly.cli.main import main
+
+main()

@@ -1,0 +1,95 @@
+"""``litefly chain``: show a chain config, import a published ``rshapes`` line."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from litefly.config import LayerConfig, MixingWarning, load_config
+from litefly.chain import parse_rshapes_line
+from litefly.errors import ConfigError
+
+
+@click.group()
+def chain() -> None:
+    """Show, import and generate DeBut chains."""
+
+
+def _layer_table(layer: LayerConfig) -> Table:
+    table = Table(title=f"{layer.name}: {layer.kind} {layer.chain_in} -> {layer.chain_out}"
+                        f" (config hash {layer.config_hash[:8]})")
+    for col in ("factor", "[p, q, r, s, t]", "blocks", "params = MACs/col", "acc bits"):
+        table.add_column(col, justify="right")
+    n = len(layer.chain)
+    for i, f in enumerate(layer.chain):
+        table.add_row(str(i + 1), str(f), str(f.blocks), f"{f.params:,}",
+                      str(layer.format.acc_bits(f, last=(i == n - 1))))
+    return table
+
+
+@chain.command()
+@click.argument("config", type=click.Path(path_type=Path))
+def show(config: Path) -> None:
+    """Print factors, parameters, MACs, compression and the mixing check of CONFIG."""
+    console = Console()
+    cfg = load_config(config)
+    layers = cfg.layers if hasattr(cfg, "layers") else (cfg,)
+    for layer in layers:
+        console.print(_layer_table(layer))
+        console.print(f"parameters {layer.params:,} vs dense {layer.dense_params:,}: "
+                      f"{100 * layer.compression:.2f}% compression, {layer.mac_reduction:.2f}x fewer MACs per column")
+        broken = layer.mixing_violations()
+        dense = layer.is_dense_product()
+        if broken:
+            for msg in broken:
+                console.print(f"[yellow]mixing rule broken[/]: {msg}")
+        else:
+            console.print("mixing rule: followed")
+        console.print(f"product of the patterns: {'dense' if dense else '[red]NOT dense[/]'}")
+        fmt = layer.format
+        console.print(f"format: int{fmt.act_bits} activations, int{fmt.weight_bits} weights, "
+                      f"bias {'on' if fmt.bias else 'off'}, relu {'on' if fmt.relu else 'off'}; "
+                      f"engine: {layer.engine.multipliers} multipliers, {layer.engine.stream_bits}-bit stream\n")
+
+
+@chain.command("import-rshapes")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--line", "line_no", required=True, type=click.IntRange(min=1), help="1-based line number.")
+@click.option("--kind", type=click.Choice(["conv2d", "linear"]), default="conv2d", show_default=True)
+@click.option("--kernel", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Kernel size of a conv2d layer (in channels = q_1 / kernel^2).")
+@click.option("--padding", default=None, type=click.IntRange(min=0), help="Default: kernel // 2.")
+@click.option("--stride", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--name", default=None, help="Layer name (default: FILE stem + line).")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
+def import_rshapes(file: Path, line_no: int, kind: str, kernel: int, padding: int | None, stride: int,
+                   name: str | None, output: Path) -> None:
+    """Import line N of a published rshapes FILE as a layer config."""
+    if not file.exists():
+        raise ConfigError(f"{file}: no such file")
+    lines = [l for l in file.read_text().splitlines()]
+    if line_no > len(lines):
+        raise ConfigError(f"{file}: --line {line_no} is past the end (the file has {len(lines)} lines)")
+    facts = parse_rshapes_line(lines[line_no - 1], where=f"{file} line {line_no}")
+    q1, pn = facts[0].q, facts[-1].p
+    name = name or f"{file.stem}_l{line_no}".replace("-", "_")
+    data: dict = {"name": name, "kind": kind, "chain": [f.as_list() for f in facts]}
+    if kind == "linear":
+        data.update(in_features=q1, out_features=pn)
+    else:
+        if q1 % (kernel * kernel):
+            raise ConfigError(f"{file} line {line_no}: q_1={q1} is not a multiple of kernel^2={kernel * kernel}; "
+                              f"use --kernel or --kind linear")
+        data.update(in_channels=q1 // (kernel * kernel), out_channels=pn, kernel=kernel,
+                    padding=kernel // 2 if padding is None else padding, stride=stride)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MixingWarning)
+        layer = LayerConfig.from_dict(data)
+    output.write_text(f"# imported from {file.name} line {line_no}\n" + layer.to_yaml())
+    layer.warn_mixing()
+    click.echo(f"wrote {output}: {layer.name}, {len(layer.chain)} factors, {layer.params:,} parameters "
+               f"({100 * layer.compression:.2f}% compression)")

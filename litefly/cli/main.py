@@ -1,0 +1,100 @@
+"""The ``litefly`` command: a click group whose subcommands load lazily.
+
+Subcommands live in their own modules (``litefly.cli.<name>`` or the area's package) and
+are imported only when used, so ``litefly --help`` works on a board without torch or
+amaranth. A :class:`~litefly.errors.LiteflyError` becomes one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+
+import click
+
+from litefly import __version__
+from litefly.errors import LiteflyError
+
+# name -> ("module:attribute", one-line help shown by `litefly --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "chain": ("litefly.cli.chain_cmd:chain", "Show, import and generate DeBut chains."),
+    "vectors": ("litefly.cli.vectors_cmd:vectors", "Write fixed-point test vectors for a layer."),
+    "gen": ("litefly.hw.cli:gen", "Generate the engine's Verilog and manifest for a layer."),
+    "sim": ("litefly.sim.cli:sim", "Simulate the engine with cocotb and check it bit-exactly."),
+    "bench": ("litefly.host.cli:bench", "Run a layer or network and report the speedup over conv2d."),
+    "build": ("litefly.boards.cli:build", "Write (and run, if Vivado is here) a Vivado build for a board."),
+    "synth": ("litefly.boards.cli:synth", "Estimate resources with Yosys synth_xilinx."),
+    "bitstreams": ("litefly.bitstreams.cli:bitstreams", "Manage the registry of built bitstreams."),
+    "convert": ("litefly.cli.convert_cmd:convert", "Convert a PyTorch model's layers to DeBut."),
+    "demo": ("litefly.cli.demo_cmd:demo", "End-to-end demos (digits)."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        target, _ = COMMANDS[name]
+        module, attr = target.split(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or str(exc)
+            return _unavailable(name, f"needs the Python module {missing!r}; "
+                                      f"install the PC extras: pip install 'litefly[pc]'")
+        except AttributeError:
+            return _unavailable(name, f"is not available in this version ({target} not found)")
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+def _unavailable(name: str, why: str) -> click.Command:
+    @click.command(name=name, help=f"(unavailable: {why})",
+                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def cmd() -> None:
+        raise LiteflyError(f"litefly {name} {why}")
+    return cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="litefly")
+def cli() -> None:
+    """litefly: generate, verify and run Deformable Butterfly (DeBut) FPGA accelerators."""
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning user errors into one line and exit code 2."""
+    warnings.formatwarning = _format_warning
+    try:
+        cli.main(args=argv, prog_name="litefly", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except LiteflyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

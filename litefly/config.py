@@ -1,0 +1,390 @@
+"""Layer and network configurations: typed, immutable, loaded from YAML, hashed.
+
+One :class:`LayerConfig` drives the golden models, the generated engine, its register
+map, the host packing and the reports. The YAML schema is documented in ``docs/config.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass, field, asdict
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from .chain import (Factor, chain_is_dense, chain_params, dense_params, log2_ceil,
+                    mixing_violations, parse_rshapes_line, validate_chain)
+from .errors import ConfigError
+
+__all__ = ["NumericFormat", "EngineParams", "LayerConfig", "HostOp", "NetworkConfig",
+           "load_config", "load_layer", "load_network", "MixingWarning"]
+
+STREAM_WIDTHS = (32, 64, 128)
+HOST_OPS = ("relu", "maxpool2d", "avgpool2d", "flatten")
+
+
+class MixingWarning(UserWarning):
+    """A shape-valid chain that breaks the mixing rule."""
+
+
+def _int(where: str, name: str, value: Any, minimum: int = 0, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: {name}={value!r} is not an integer")
+    if value < minimum or (maximum is not None and value > maximum):
+        hi = f"..{maximum}" if maximum is not None else " or more"
+        raise ConfigError(f"{where}: {name}={value} is out of range, expected {minimum}{hi}")
+    return value
+
+
+def _bool(where: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {name}={value!r} is not true or false")
+    return value
+
+
+def _check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r}, expected one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class NumericFormat:
+    """Signed fixed-point format of the engine (see ``docs/arithmetic.md``)."""
+
+    act_bits: int = 8
+    weight_bits: int = 8
+    bias: bool = False
+    relu: bool = False
+
+    def __post_init__(self) -> None:
+        _int("format", "act_bits", self.act_bits, 2, 16)
+        _int("format", "weight_bits", self.weight_bits, 2, 16)
+        _bool("format", "bias", self.bias)
+        _bool("format", "relu", self.relu)
+
+    @property
+    def bias_bits(self) -> int:
+        """Width of a bias value (at the last factor's accumulator scale)."""
+        return self.act_bits + self.weight_bits
+
+    def acc_bits(self, factor: Factor, last: bool = False) -> int:
+        """Accumulator width proven sufficient for one factor.
+
+        Each product fits ``act_bits + weight_bits`` signed bits; a sum of ``s`` of them
+        needs ``ceil(log2 s)`` more. The last factor with a bias adds two more terms' worth
+        (the bias is at most twice a product in magnitude): ``ceil(log2(s + 2))``.
+        """
+        terms = factor.s + (2 if (last and self.bias) else 0)
+        return self.act_bits + self.weight_bits + log2_ceil(terms)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "NumericFormat":
+        data = {} if data is None else data
+        _check_keys("format", data, ("act_bits", "weight_bits", "bias", "relu"))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """Generation parameters of the engine: multiplier budget and AXI-Stream width."""
+
+    multipliers: int = 64
+    stream_bits: int = 64
+
+    def __post_init__(self) -> None:
+        _int("engine", "multipliers", self.multipliers, 1, 4096)
+        if self.stream_bits not in STREAM_WIDTHS:
+            raise ConfigError(f"engine: stream_bits={self.stream_bits!r} must be one of 32, 64, 128")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "EngineParams":
+        data = {} if data is None else data
+        _check_keys("engine", data, ("multipliers", "stream_bits"))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """One DeBut layer: geometry, chain, numeric format and engine parameters."""
+
+    name: str
+    kind: str
+    in_features: int           # linear: in features; conv2d: in channels
+    out_features: int          # linear: out features; conv2d: out channels
+    chain: tuple[Factor, ...]
+    format: NumericFormat = field(default_factory=NumericFormat)
+    engine: EngineParams = field(default_factory=EngineParams)
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("linear", "conv2d"):
+            raise ConfigError(f"layer {self.name!r}: kind={self.kind!r} must be 'linear' or 'conv2d'")
+        validate_chain(self.chain, self.chain_in, self.out_features)
+
+    # -- geometry -------------------------------------------------------------
+    @property
+    def chain_in(self) -> int:
+        """Input size of the chain: in features, or ``kh*kw*c_in`` for a convolution."""
+        return self.kernel[0] * self.kernel[1] * self.in_features
+
+    @property
+    def chain_out(self) -> int:
+        return self.out_features
+
+    @property
+    def in_channels(self) -> int:
+        return self.in_features
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_features
+
+    # -- counts ----------------------------------------------------------------
+    @property
+    def params(self) -> int:
+        return chain_params(self.chain)
+
+    @property
+    def macs_per_column(self) -> int:
+        return chain_params(self.chain)
+
+    @property
+    def dense_params(self) -> int:
+        return dense_params(self.chain)
+
+    @property
+    def compression(self) -> float:
+        return 1.0 - self.params / self.dense_params
+
+    @property
+    def mac_reduction(self) -> float:
+        return self.dense_params / self.params
+
+    def mixing_violations(self) -> list[str]:
+        return mixing_violations(self.chain)
+
+    def is_dense_product(self) -> bool:
+        return chain_is_dense(self.chain)
+
+    def warn_mixing(self) -> None:
+        """Emit a :class:`MixingWarning` per broken mixing rule, saying whether the product is dense."""
+        broken = self.mixing_violations()
+        if broken:
+            dense = "dense" if self.is_dense_product() else "NOT dense"
+            for msg in broken:
+                warnings.warn(f"layer {self.name!r}: {msg} (the product is {dense})", MixingWarning,
+                              stacklevel=2)
+
+    # -- serialisation ---------------------------------------------------------
+    def hardware_dict(self) -> dict[str, Any]:
+        """What determines the engine (and so a bitstream): chain, format, engine parameters."""
+        return {
+            "chain": [f.as_list() for f in self.chain],
+            "format": asdict(self.format),
+            "engine": asdict(self.engine),
+        }
+
+    @property
+    def config_hash(self) -> str:
+        """Stable SHA-256 (hex) of :meth:`hardware_dict`; the engine holds its first 32 bits."""
+        blob = json.dumps(self.hardware_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def hash32(self) -> int:
+        return int(self.config_hash[:8], 16)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.kind == "linear":
+            d.update(in_features=self.in_features, out_features=self.out_features)
+        else:
+            d.update(in_channels=self.in_features, out_channels=self.out_features,
+                     kernel=list(self.kernel), stride=list(self.stride),
+                     padding=list(self.padding), dilation=list(self.dilation))
+        d["chain"] = [f.as_list() for f in self.chain]
+        d["format"] = asdict(self.format)
+        d["engine"] = asdict(self.engine)
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    def with_chain(self, chain: Sequence[Factor], name: str | None = None) -> "LayerConfig":
+        from dataclasses import replace
+        return replace(self, chain=tuple(chain), name=name or self.name)
+
+    def dense_baseline(self) -> "LayerConfig":
+        """The same layer as a dense one-factor chain ``[p, q, p, q, 1]`` (the speedup baseline)."""
+        p, q = self.chain_out, self.chain_in
+        return self.with_chain([Factor(p, q, p, q, 1)], name=f"{self.name}_dense")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], default_name: str = "layer") -> "LayerConfig":
+        where = f"layer {data.get('name', default_name)!r}" if isinstance(data, Mapping) else "layer"
+        _check_keys(where, data, ("name", "kind", "in_features", "out_features", "in_channels",
+                                  "out_channels", "kernel", "stride", "padding", "dilation",
+                                  "chain", "rshapes", "format", "engine"))
+        name = data.get("name", default_name)
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigError(f"{where}: name={name!r} must be an identifier (letters, digits, _)")
+        kind = data.get("kind")
+        if kind not in ("linear", "conv2d"):
+            raise ConfigError(f"{where}: kind={kind!r} must be 'linear' or 'conv2d'")
+        if kind == "linear":
+            for bad in ("in_channels", "out_channels", "kernel", "stride", "padding", "dilation"):
+                if bad in data:
+                    raise ConfigError(f"{where}: key {bad!r} is for conv2d layers, not linear")
+            fin = _int(where, "in_features", data.get("in_features"), 1)
+            fout = _int(where, "out_features", data.get("out_features"), 1)
+            geometry: dict[str, Any] = {}
+        else:
+            for bad in ("in_features", "out_features"):
+                if bad in data:
+                    raise ConfigError(f"{where}: key {bad!r} is for linear layers; use in_channels/out_channels")
+            fin = _int(where, "in_channels", data.get("in_channels"), 1)
+            fout = _int(where, "out_channels", data.get("out_channels"), 1)
+            geometry = {
+                "kernel": _pair(where, "kernel", data.get("kernel"), 1),
+                "stride": _pair(where, "stride", data.get("stride", 1), 1),
+                "padding": _pair(where, "padding", data.get("padding", 0), 0),
+                "dilation": _pair(where, "dilation", data.get("dilation", 1), 1),
+            }
+        if ("chain" in data) == ("rshapes" in data):
+            raise ConfigError(f"{where}: give exactly one of 'chain' (list of [p, q, r, s, t]) or 'rshapes' (a line)")
+        if "rshapes" in data:
+            if not isinstance(data["rshapes"], str):
+                raise ConfigError(f"{where}: rshapes={data['rshapes']!r} must be a string of integers")
+            chain = parse_rshapes_line(data["rshapes"], where=f"{where}: rshapes")
+        else:
+            raw = data["chain"]
+            if not isinstance(raw, list):
+                raise ConfigError(f"{where}: chain={raw!r} must be a list of [p, q, r, s, t]")
+            chain = validate_chain(raw)
+        try:
+            return cls(name=name, kind=kind, in_features=fin, out_features=fout, chain=tuple(chain),
+                       format=NumericFormat.from_dict(data.get("format")),
+                       engine=EngineParams.from_dict(data.get("engine")), **geometry)
+        except TypeError as exc:  # e.g. a format value of the wrong kind
+            raise ConfigError(f"{where}: {exc}") from None
+
+
+def _pair(where: str, name: str, value: Any, minimum: int) -> tuple[int, int]:
+    if isinstance(value, list) and len(value) == 2:
+        return (_int(where, name, value[0], minimum), _int(where, name, value[1], minimum))
+    if value is None:
+        raise ConfigError(f"{where}: {name} is required for a conv2d layer")
+    v = _int(where, name, value, minimum)
+    return (v, v)
+
+
+@dataclass(frozen=True)
+class HostOp:
+    """A host-side operation between layers: relu, maxpool2d/avgpool2d (kernel, stride), flatten."""
+
+    op: str
+    kernel: int = 2
+    stride: int = 0   # 0: same as kernel
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "HostOp":
+        _check_keys("network op", data, ("op", "kernel", "stride"))
+        if data["op"] not in HOST_OPS:
+            raise ConfigError(f"network op: op={data['op']!r} must be one of {', '.join(HOST_OPS)}")
+        return cls(op=data["op"], kernel=_int("network op", "kernel", data.get("kernel", 2), 1),
+                   stride=_int("network op", "stride", data.get("stride", 0), 0))
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """A list of layers and host ops, run in order."""
+
+    name: str
+    steps: tuple[LayerConfig | HostOp, ...]
+
+    @property
+    def layers(self) -> tuple[LayerConfig, ...]:
+        return tuple(s for s in self.steps if isinstance(s, LayerConfig))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base: Path | None = None) -> "NetworkConfig":
+        _check_keys("network", data, ("name", "layers"))
+        items = data.get("layers")
+        if not isinstance(items, list) or not items:
+            raise ConfigError(f"network: layers={items!r} must be a non-empty list")
+        steps: list[LayerConfig | HostOp] = []
+        for i, item in enumerate(items):
+            if isinstance(item, Mapping) and "op" in item:
+                steps.append(HostOp.from_dict(item))
+            elif isinstance(item, Mapping) and "file" in item:
+                path = (base or Path(".")) / str(item["file"])
+                steps.append(load_layer(path))
+            else:
+                steps.append(LayerConfig.from_dict(item, default_name=f"layer{i}"))
+        names = [l.name for l in steps if isinstance(l, LayerConfig)]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ConfigError(f"network: layer name {sorted(dup)[0]!r} is used twice")
+        return cls(name=str(data.get("name", "network")), steps=tuple(steps))
+
+    @classmethod
+    def single(cls, layer: LayerConfig) -> "NetworkConfig":
+        return cls(name=layer.name, steps=(layer,))
+
+
+def _read_yaml(path: Path) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{at}: {problem}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_layer(path: str | Path) -> LayerConfig:
+    """Load a single-layer YAML file."""
+    path = Path(path)
+    data = _read_yaml(path)
+    if "layers" in data:
+        raise ConfigError(f"{path}: is a network file (has 'layers'), expected one layer")
+    try:
+        return LayerConfig.from_dict(data, default_name=path.stem.replace("-", "_"))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def load_network(path: str | Path) -> NetworkConfig:
+    """Load a network YAML file, or wrap a single-layer file as a one-layer network."""
+    path = Path(path)
+    data = _read_yaml(path)
+    try:
+        if "layers" in data:
+            return NetworkConfig.from_dict(data, base=path.parent)
+        return NetworkConfig.single(LayerConfig.from_dict(data, default_name=path.stem.replace("-", "_")))
+    except ConfigError as exc:
+        msg = str(exc)
+        raise ConfigError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+
+
+def load_config(path: str | Path) -> LayerConfig | NetworkConfig:
+    """Load either kind of file."""
+    data = _read_yaml(Path(path))
+    return load_network(path) if "layers" in data else load_layer(path)

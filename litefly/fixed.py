@@ -1,0 +1,248 @@
+"""Fixed-point golden model of a DeBut chain (numpy only): the engine's bit-exact contract.
+
+Arithmetic (``docs/arithmetic.md`` states it in full):
+
+* activations are signed ``act_bits`` integers, weights signed ``weight_bits`` integers;
+* factor i computes ``acc = R_i x`` exactly (its accumulator width
+  :meth:`NumericFormat.acc_bits` is proven sufficient, so nothing wraps);
+* the last factor adds the bias (signed ``act_bits + weight_bits``) to ``acc`` if enabled;
+* requantisation: ``y = clamp((acc + 2^(shift-1)) >> shift)`` with an arithmetic
+  (floor) shift, i.e. round half up, and no rounding term for ``shift == 0``;
+  ``clamp`` saturates to ``[-2^(act_bits-1), 2^(act_bits-1) - 1]``;
+* ReLU, if enabled, is ``max(y, 0)`` after the last factor's requantisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .chain import Factor
+from .config import LayerConfig, NumericFormat
+from .errors import ShapeError
+
+__all__ = ["requantize", "factor_forward", "factor_dense", "chain_dense", "QuantizedLayer",
+           "quantize_layer", "quantize_tensor", "dequantize", "float_forward", "int_range",
+           "random_float_weights"]
+
+
+def int_range(bits: int) -> tuple[int, int]:
+    """Inclusive range of a signed ``bits``-wide integer."""
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def requantize(acc: np.ndarray, shift: int, bits: int) -> np.ndarray:
+    """Round half up by an arithmetic right shift, then saturate to signed ``bits``."""
+    acc = np.asarray(acc, dtype=np.int64)
+    if shift > 0:
+        acc = (acc + (1 << (shift - 1))) >> shift
+    lo, hi = int_range(bits)
+    return np.clip(acc, lo, hi)
+
+
+def factor_forward(factor: Factor, weights: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``x @ R^T`` for rows of ``x`` (shape ``(n, q)``), weights in the compact layout ``(g, t, r, s)``.
+
+    Integer inputs give exact int64 results; float inputs give float results.
+    """
+    g, t, r, s = factor.compact_shape
+    n = x.shape[0]
+    xr = x.reshape(n, g, s, t)
+    out = np.einsum("gtrb,ngbt->ngrt", weights, xr, optimize=True)
+    return out.reshape(n, factor.p)
+
+
+def factor_dense(factor: Factor, weights: np.ndarray) -> np.ndarray:
+    """The p x q matrix of one factor from its compact weights (indexed by the structure, not by value)."""
+    weights = np.asarray(weights)
+    if weights.shape != factor.compact_shape:
+        raise ShapeError(f"factor {factor}: weights have shape {weights.shape}, expected {factor.compact_shape}")
+    rows, cols = factor.nonzero_indices()
+    dense = np.zeros((factor.p, factor.q), dtype=weights.dtype)
+    dense[rows, cols] = weights.ravel()
+    return dense
+
+
+def factor_compact(factor: Factor, dense: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`factor_dense`: read the structural nonzeros of a p x q matrix."""
+    rows, cols = factor.nonzero_indices()
+    return np.asarray(dense)[rows, cols].reshape(factor.compact_shape)
+
+
+def chain_dense(chain: Sequence[Factor], weights: Sequence[np.ndarray]) -> np.ndarray:
+    """The dense product ``R_N ... R_1`` (float64)."""
+    m = factor_dense(chain[0], weights[0]).astype(np.float64)
+    for f, w in zip(chain[1:], weights[1:]):
+        m = factor_dense(f, w).astype(np.float64) @ m
+    return m
+
+
+def float_forward(chain: Sequence[Factor], weights: Sequence[np.ndarray], x: np.ndarray,
+                  bias: np.ndarray | None = None, relu: bool = False) -> np.ndarray:
+    """Float reference in numpy (rows of ``x`` are input columns)."""
+    y = np.asarray(x, dtype=np.float64)
+    for f, w in zip(chain, weights):
+        y = factor_forward(f, np.asarray(w, dtype=np.float64), y)
+    if bias is not None:
+        y = y + bias
+    return np.maximum(y, 0.0) if relu else y
+
+
+@dataclass
+class QuantizedLayer:
+    """Integer weights, shifts and bias of a layer, plus the float scales that give them meaning.
+
+    ``weights[i]`` is factor i's compact ``(g, t, r, s)`` int array. The float value of an
+    activation ``X_i`` is ``X_i * act_scales[i]``; ``act_scales[0]`` is the input scale.
+    """
+
+    layer: LayerConfig
+    weights: list[np.ndarray]
+    shifts: list[int]
+    bias: np.ndarray | None = None
+    weight_scales: list[float] = field(default_factory=list)
+    act_scales: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        fmt, chain = self.layer.format, self.layer.chain
+        if len(self.weights) != len(chain) or len(self.shifts) != len(chain):
+            raise ShapeError(f"layer {self.layer.name!r}: {len(self.weights)} weight arrays and "
+                             f"{len(self.shifts)} shifts for a chain of {len(chain)} factors")
+        wlo, whi = int_range(fmt.weight_bits)
+        for i, (f, w) in enumerate(zip(chain, self.weights)):
+            w = np.asarray(w)
+            if w.shape != f.compact_shape:
+                raise ShapeError(f"factor {i + 1}: weights have shape {w.shape}, expected {f.compact_shape}")
+            if w.size and (w.min() < wlo or w.max() > whi):
+                raise ShapeError(f"factor {i + 1}: weights outside the {fmt.weight_bits}-bit range {wlo}..{whi}")
+            acc_bits = fmt.acc_bits(f, last=(i == len(chain) - 1))
+            if not 0 <= self.shifts[i] < acc_bits:
+                raise ShapeError(f"factor {i + 1}: shift={self.shifts[i]} must be in 0..{acc_bits - 1}")
+        if fmt.bias and (self.bias is None or np.shape(self.bias) != (self.layer.chain_out,)):
+            raise ShapeError(f"layer {self.layer.name!r}: the format has a bias; expected {self.layer.chain_out} "
+                             f"bias values, got {None if self.bias is None else np.shape(self.bias)}")
+        if not fmt.bias and self.bias is not None:
+            raise ShapeError(f"layer {self.layer.name!r}: bias given but the format has bias: false")
+        if self.bias is not None:
+            blo, bhi = int_range(fmt.bias_bits)
+            if self.bias.min() < blo or self.bias.max() > bhi:
+                raise ShapeError(f"bias outside the {fmt.bias_bits}-bit range {blo}..{bhi}")
+
+    @property
+    def in_scale(self) -> float:
+        return self.act_scales[0]
+
+    @property
+    def out_scale(self) -> float:
+        return self.act_scales[-1]
+
+    def forward(self, x: np.ndarray, intermediates: bool = False):
+        """Integer forward of rows of ``x`` (``(n, chain_in)`` signed ints) -> ``(n, chain_out)`` int64."""
+        fmt, chain = self.layer.format, self.layer.chain
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != chain[0].q:
+            raise ShapeError(f"layer {self.layer.name!r}: input has shape {x.shape}, expected (n, {chain[0].q})")
+        if not np.issubdtype(x.dtype, np.integer):
+            raise ShapeError(f"layer {self.layer.name!r}: input dtype {x.dtype} is not an integer type")
+        lo, hi = int_range(fmt.act_bits)
+        if x.size and (x.min() < lo or x.max() > hi):
+            raise ShapeError(f"layer {self.layer.name!r}: input values outside the {fmt.act_bits}-bit range {lo}..{hi}")
+        y = x.astype(np.int64)
+        steps = [y]
+        for i, (f, w) in enumerate(zip(chain, self.weights)):
+            acc = factor_forward(f, np.asarray(w, dtype=np.int64), y)
+            last = i == len(chain) - 1
+            if last and self.bias is not None:
+                acc = acc + self.bias.astype(np.int64)
+            alo, ahi = int_range(fmt.acc_bits(f, last))
+            assert acc.size == 0 or (acc.min() >= alo and acc.max() <= ahi), "accumulator bound violated"
+            y = requantize(acc, self.shifts[i], fmt.act_bits)
+            if last and fmt.relu:
+                y = np.maximum(y, 0)
+            steps.append(y)
+        return steps if intermediates else y
+
+    def dense_factors(self) -> list[np.ndarray]:
+        """Each factor's dense integer p x q matrix."""
+        return [factor_dense(f, np.asarray(w, dtype=np.int64)) for f, w in zip(self.layer.chain, self.weights)]
+
+    def float_weights(self) -> list[np.ndarray]:
+        """The weights this quantisation represents, as floats."""
+        return [np.asarray(w, dtype=np.float64) * s for w, s in zip(self.weights, self.weight_scales)]
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        return quantize_tensor(x, self.in_scale, self.layer.format.act_bits)
+
+    def dequantize_output(self, y: np.ndarray) -> np.ndarray:
+        return dequantize(y, self.out_scale)
+
+
+def quantize_tensor(x: np.ndarray, scale: float, bits: int) -> np.ndarray:
+    """``clamp(floor(x / scale + 1/2))`` as int64 (round half up, saturate)."""
+    lo, hi = int_range(bits)
+    return np.clip(np.floor(np.asarray(x, dtype=np.float64) / scale + 0.5), lo, hi).astype(np.int64)
+
+
+def dequantize(y: np.ndarray, scale: float) -> np.ndarray:
+    return np.asarray(y, dtype=np.float64) * scale
+
+
+def _max_abs_scale(values: np.ndarray, bits: int) -> float:
+    m = float(np.max(np.abs(values))) if np.size(values) else 0.0
+    return (m if m > 0 else 1.0) / ((1 << (bits - 1)) - 1)
+
+
+def quantize_layer(layer: LayerConfig, weights: Sequence[np.ndarray], calib_x: np.ndarray,
+                   bias: np.ndarray | None = None, in_scale: float | None = None) -> QuantizedLayer:
+    """Quantise float compact weights for ``layer`` using sample inputs ``calib_x`` (rows).
+
+    Per factor: the weight scale maps the largest |weight| to the top of the range; the
+    shift is the smallest one that keeps the calibration data's largest accumulator
+    within the activation range after rounding. The input scale maps the largest |input|
+    to the top of the range unless given.
+    """
+    fmt, chain = layer.format, layer.chain
+    if fmt.bias and bias is None:
+        bias = np.zeros(layer.chain_out)
+    calib_x = np.asarray(calib_x, dtype=np.float64)
+    if calib_x.ndim != 2 or calib_x.shape[1] != layer.chain_in:
+        raise ShapeError(f"layer {layer.name!r}: calibration input has shape {calib_x.shape}, "
+                         f"expected (n, {layer.chain_in})")
+    a_scale = in_scale or _max_abs_scale(calib_x, fmt.act_bits)
+    act_scales = [a_scale]
+    x = quantize_tensor(calib_x, a_scale, fmt.act_bits)
+    q_weights, w_scales, shifts = [], [], []
+    q_bias = None
+    _, amax = int_range(fmt.act_bits)
+    for i, (f, w) in enumerate(zip(chain, weights)):
+        last = i == len(chain) - 1
+        w = np.asarray(w, dtype=np.float64)
+        if w.shape != f.compact_shape:
+            raise ShapeError(f"factor {i + 1}: weights have shape {w.shape}, expected {f.compact_shape}")
+        ws = _max_abs_scale(w, fmt.weight_bits)
+        wq = quantize_tensor(w, ws, fmt.weight_bits)
+        acc = factor_forward(f, wq, x)
+        acc_scale = ws * act_scales[-1]
+        if last and fmt.bias:
+            q_bias = quantize_tensor(np.asarray(bias) / acc_scale, 1.0, fmt.bias_bits)
+            acc = acc + q_bias
+        peak = int(np.max(np.abs(acc))) if acc.size else 0
+        shift = 0
+        max_shift = fmt.acc_bits(f, last) - 1
+        while shift < max_shift and ((peak + (1 << shift >> 1)) >> shift) > amax:
+            shift += 1
+        x = requantize(acc, shift, fmt.act_bits)
+        if last and fmt.relu:
+            x = np.maximum(x, 0)
+        q_weights.append(wq)
+        w_scales.append(ws)
+        shifts.append(shift)
+        act_scales.append(acc_scale * (1 << shift))
+    return QuantizedLayer(layer, q_weights, shifts, q_bias, w_scales, act_scales)
+
+
+def random_float_weights(layer: LayerConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """Random compact weights with variance ``1/s`` per factor (keeps activations O(1))."""
+    return [rng.standard_normal(f.compact_shape) / np.sqrt(f.s) for f in layer.chain]

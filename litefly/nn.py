@@ -1,0 +1,177 @@
+"""Float golden model in PyTorch: ``DeButLinear`` and ``DeButConv2d``.
+
+Each factor's weights are a parameter in the reference code's compact layout
+``(q/(s*t), t, r, s)``; the forward pass is one einsum per factor (no dense matrix).
+
+Convolution im2col ordering (as the reference code): ``F.unfold`` columns are reordered
+so the flattened input index is ``kernel_position * in_channels + channel`` (kernel
+position outer, row-major over (kh, kw); channel inner), one row per output pixel.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .chain import Factor, chain_params, validate_chain
+from .config import LayerConfig
+from .errors import ShapeError
+
+__all__ = ["DeButLinear", "DeButConv2d", "debut_chain_forward", "factor_dense_torch", "from_layer"]
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def debut_chain_forward(x: torch.Tensor, chain: Sequence[Factor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Apply the chain to rows of ``x`` (shape ``(n, q_1)``)."""
+    n = x.shape[0]
+    for f, w in zip(chain, weights):
+        g, t, r, s = f.compact_shape
+        x = torch.einsum("gtrb,ngbt->ngrt", w, x.reshape(n, g, s, t)).reshape(n, f.p)
+    return x
+
+
+def factor_dense_torch(f: Factor, w: torch.Tensor) -> torch.Tensor:
+    """Dense p x q matrix of one factor (differentiable)."""
+    rows, cols = f.nonzero_indices()
+    dense = w.new_zeros(f.p, f.q)
+    dense[torch.as_tensor(rows), torch.as_tensor(cols)] = w.reshape(-1)
+    return dense
+
+
+class _DeButChain(nn.Module):
+    def __init__(self, chain: Sequence[Factor | Sequence[int]], in_size: int, out_size: int, bias: bool) -> None:
+        super().__init__()
+        self.chain: tuple[Factor, ...] = validate_chain(chain, in_size, out_size)
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.randn(f.compact_shape) / math.sqrt(f.s)) for f in self.chain)
+        if bias:
+            bound = 1 / math.sqrt(in_size)
+            self.bias = nn.Parameter(torch.empty(out_size).uniform_(-bound, bound))
+        else:
+            self.register_parameter("bias", None)
+
+    # -- counts ------------------------------------------------------------------
+    @property
+    def num_params(self) -> int:
+        """Chain parameters (no bias) = MACs per output column."""
+        return chain_params(self.chain)
+
+    @property
+    def dense_params(self) -> int:
+        return self.chain[-1].p * self.chain[0].q
+
+    @property
+    def compression(self) -> float:
+        return 1.0 - self.num_params / self.dense_params
+
+    # -- dense views ---------------------------------------------------------------
+    def factor_matrices(self) -> list[torch.Tensor]:
+        return [factor_dense_torch(f, w) for f, w in zip(self.chain, self.weights)]
+
+    def dense_matrix(self) -> torch.Tensor:
+        """The product ``R_N ... R_1`` as a (p_N, q_1) matrix."""
+        mats = self.factor_matrices()
+        m = mats[0]
+        for f in mats[1:]:
+            m = f @ m
+        return m
+
+    # -- the reference code's flat layout -------------------------------------------
+    def reference_flat(self) -> torch.Tensor:
+        """All factor weights as one flat vector (factor i owns the next p_i*s_i entries)."""
+        return torch.cat([w.detach().reshape(-1) for w in self.weights])
+
+    @torch.no_grad()
+    def load_reference_flat(self, flat: torch.Tensor | np.ndarray) -> None:
+        flat = torch.as_tensor(np.asarray(flat) if not isinstance(flat, torch.Tensor) else flat)
+        if flat.ndim != 1 or flat.numel() != self.num_params:
+            raise ShapeError(f"flat parameter vector has shape {tuple(flat.shape)}, expected ({self.num_params},)")
+        off = 0
+        for f, w in zip(self.chain, self.weights):
+            w.copy_(flat[off:off + f.params].reshape(f.compact_shape))
+            off += f.params
+
+    def compact_numpy(self) -> list[np.ndarray]:
+        return [w.detach().cpu().double().numpy() for w in self.weights]
+
+    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+        y = debut_chain_forward(x, self.chain, self.weights)
+        return y + self.bias if self.bias is not None else y
+
+
+class DeButLinear(_DeButChain):
+    """A drop-in ``nn.Linear`` replacement: ``y = R_N ... R_1 x + b`` over the last dimension."""
+
+    def __init__(self, in_features: int, out_features: int, chain: Sequence[Factor | Sequence[int]],
+                 bias: bool = True) -> None:
+        super().__init__(chain, in_features, out_features, bias)
+        self.in_features, self.out_features = in_features, out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ShapeError(f"DeButLinear: input has {x.shape[-1]} features, expected {self.in_features}")
+        lead = x.shape[:-1]
+        return self._apply(x.reshape(-1, self.in_features)).reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, factors={len(self.chain)}, " \
+               f"params={self.num_params} ({100 * self.compression:.1f}% compression)"
+
+
+class DeButConv2d(_DeButChain):
+    """A drop-in ``nn.Conv2d`` replacement (groups=1) computing im2col, then the chain."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
+                 chain: Sequence[Factor | Sequence[int]], stride: int | Sequence[int] = 1,
+                 padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, bias: bool = True) -> None:
+        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+        self.padding, self.dilation = _pair(padding), _pair(dilation)
+        k = self.kernel_size[0] * self.kernel_size[1]
+        super().__init__(chain, k * in_channels, out_channels, bias)
+        self.in_channels, self.out_channels = in_channels, out_channels
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        return ((h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+
+    def im2col(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows ``(batch*h_out*w_out, k*k*c_in)`` in the reference ordering."""
+        b, c, h, w = x.shape
+        cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)   # (b, c*k, L)
+        k = self.kernel_size[0] * self.kernel_size[1]
+        return cols.reshape(b, c, k, -1).permute(0, 3, 2, 1).reshape(-1, k * c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ShapeError(f"DeButConv2d: input has shape {tuple(x.shape)}, expected (N, {self.in_channels}, H, W)")
+        b, _, h, w = x.shape
+        ho, wo = self.output_size(h, w)
+        y = self._apply(self.im2col(x))
+        return y.reshape(b, ho * wo, self.out_channels).transpose(1, 2).reshape(b, self.out_channels, ho, wo)
+
+    def dense_weight(self) -> torch.Tensor:
+        """The equivalent ``nn.Conv2d`` weight ``(c_out, c_in, kh, kw)``."""
+        m = self.dense_matrix()
+        kh, kw = self.kernel_size
+        return m.reshape(self.out_channels, kh, kw, self.in_channels).permute(0, 3, 1, 2)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, " \
+               f"padding={self.padding}, factors={len(self.chain)}, params={self.num_params} " \
+               f"({100 * self.compression:.1f}% compression)"
+
+
+def from_layer(layer: LayerConfig) -> DeButLinear | DeButConv2d:
+    """Build the float module a layer config describes."""
+    if layer.kind == "linear":
+        return DeButLinear(layer.in_features, layer.out_features, layer.chain, bias=layer.format.bias)
+    return DeButConv2d(layer.in_channels, layer.out_channels, layer.kernel, layer.chain, stride=layer.stride,
+                       padding=layer.padding, dilation=layer.dilation, bias=layer.format.bias)
