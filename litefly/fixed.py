@@ -246,3 +246,31 @@ def quantize_layer(layer: LayerConfig, weights: Sequence[np.ndarray], calib_x: n
 def random_float_weights(layer: LayerConfig, rng: np.random.Generator) -> list[np.ndarray]:
     """Random compact weights with variance ``1/s`` per factor (keeps activations O(1))."""
     return [rng.standard_normal(f.compact_shape) / np.sqrt(f.s) for f in layer.chain]
+
+
+def save_quantized(q: QuantizedLayer, path) -> None:
+    """Save a quantised layer's parameters (keys as in the vectors file: ``weights{i}``, ``shifts``,
+    ``bias``, ``weight_scales``, ``act_scales``, ``config_hash``)."""
+    arrays = {f"weights{i}": np.asarray(w, dtype=np.int64) for i, w in enumerate(q.weights)}
+    arrays.update(shifts=np.asarray(q.shifts, dtype=np.int64), weight_scales=np.asarray(q.weight_scales),
+                  act_scales=np.asarray(q.act_scales), config_hash=np.asarray(q.layer.config_hash))
+    if q.bias is not None:
+        arrays["bias"] = np.asarray(q.bias, dtype=np.int64)
+    np.savez_compressed(path, **arrays)
+
+
+def load_quantized(layer: LayerConfig, path) -> QuantizedLayer:
+    """Load parameters saved by :func:`save_quantized` (or a vectors file) for ``layer``; checks the hash."""
+    from pathlib import Path
+    path = Path(path)
+    if not path.exists():
+        raise ShapeError(f"{path}: no such parameter file")
+    with np.load(path, allow_pickle=False) as d:
+        got = str(d["config_hash"]) if "config_hash" in d.files else "?"
+        if got != layer.config_hash:
+            raise ShapeError(f"{path}: parameters are for config hash {got[:8]}, layer {layer.name!r} has "
+                             f"{layer.config_hash[:8]}")
+        n = len(layer.chain)
+        return QuantizedLayer(layer, [d[f"weights{i}"] for i in range(n)], [int(s) for s in d["shifts"]],
+                              d["bias"] if "bias" in d.files else None, list(d["weight_scales"]),
+                              list(d["act_scales"]))
