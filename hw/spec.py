@@ -12,7 +12,8 @@ Wire formats (little-endian element packing, element k of a beat at bits
 * data out (``m_axis``): the same with p_N elements; TLAST on the last beat of a tile
 * parameters (``s_axis`` after ``CTRL.LOAD_PARAMS``): all weights in compact order
   (the reference flat layout), ``weights_per_beat`` a beat, zero-padded to a whole beat;
-  then, if the format has a bias, the p_N biases, ``biases_per_beat`` a beat, zero-padded.
+  then, if the format has a bias, the p_N biases as sign-extended 32-bit containers,
+  ``biases_per_beat`` a beat, zero-padded.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class EngineSpec:
 
     @property
     def biases_per_beat(self) -> int:
-        return max(1, self.stream_bits // self.bias_bits)
+        """Biases travel in 32-bit containers (sign-extended), so a beat holds a power of two of them."""
+        return self.stream_bits // 32
 
     # -- the array ---------------------------------------------------------------
     @property

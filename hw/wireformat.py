@@ -84,7 +84,7 @@ def pack_params(spec: EngineSpec, weights: list[np.ndarray], bias: np.ndarray | 
     if spec.layer.format.bias:
         if bias is None or np.size(bias) != spec.out_elems:
             raise ShapeError(f"expected {spec.out_elems} biases, got {None if bias is None else np.size(bias)}")
-        parts.append(pack_elements(bias, spec.bias_bits, spec.biases_per_beat, spec.stream_bits))
+        parts.append(pack_elements(bias, 32, spec.biases_per_beat, spec.stream_bits))
     return np.concatenate(parts)
 
 

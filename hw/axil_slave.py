@@ -1,0 +1,63 @@
+"""AXI4-Lite register slave generic over a register map."""
+
+from __future__ import annotations
+
+from amaranth import Module, Signal, Const
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+
+def axil_signature(addr_bits: int) -> dict:
+    return {
+        "s_axil_awaddr": In(addr_bits), "s_axil_awprot": In(3), "s_axil_awvalid": In(1), "s_axil_awready": Out(1),
+        "s_axil_wdata": In(32), "s_axil_wstrb": In(4), "s_axil_wvalid": In(1), "s_axil_wready": Out(1),
+        "s_axil_bresp": Out(2), "s_axil_bvalid": Out(1), "s_axil_bready": In(1),
+        "s_axil_araddr": In(addr_bits), "s_axil_arprot": In(3), "s_axil_arvalid": In(1), "s_axil_arready": Out(1),
+        "s_axil_rdata": Out(32), "s_axil_rresp": Out(2), "s_axil_rvalid": Out(1), "s_axil_rready": In(1),
+    }
+
+
+class AxiLiteSlave(wiring.Component):
+    """Accepts AW and W in any order; presents a single-cycle write strobe and a read address.
+
+    ``wr_stb``/``wr_addr``/``wr_data``: one cycle per completed write.
+    ``rd_addr``/``rd_data``: ``rd_data`` (combinational from the register file) is sampled
+    in the cycle the read address handshake completes.
+    """
+
+    def __init__(self, addr_bits: int) -> None:
+        self._addr_bits = addr_bits
+        sig = axil_signature(addr_bits)
+        sig.update({"wr_stb": Out(1), "wr_addr": Out(addr_bits), "wr_data": Out(32),
+                    "rd_addr": Out(addr_bits), "rd_data": In(32)})
+        super().__init__(sig)
+
+    def elaborate(self, platform):
+        m = Module()
+        aw_ok = Signal()
+        w_ok = Signal()
+        awaddr = Signal(self._addr_bits)
+        wdata = Signal(32)
+        m.d.comb += [
+            self.s_axil_awready.eq(~aw_ok & ~self.s_axil_bvalid),
+            self.s_axil_wready.eq(~w_ok & ~self.s_axil_bvalid),
+            self.s_axil_bresp.eq(0),
+            self.s_axil_rresp.eq(0),
+        ]
+        with m.If(self.s_axil_awvalid & self.s_axil_awready):
+            m.d.sync += [aw_ok.eq(1), awaddr.eq(self.s_axil_awaddr)]
+        with m.If(self.s_axil_wvalid & self.s_axil_wready):
+            m.d.sync += [w_ok.eq(1), wdata.eq(self.s_axil_wdata)]
+        m.d.comb += [self.wr_addr.eq(awaddr), self.wr_data.eq(wdata)]
+        with m.If(aw_ok & w_ok):
+            m.d.comb += self.wr_stb.eq(1)
+            m.d.sync += [aw_ok.eq(0), w_ok.eq(0), self.s_axil_bvalid.eq(1)]
+        with m.If(self.s_axil_bvalid & self.s_axil_bready):
+            m.d.sync += self.s_axil_bvalid.eq(0)
+        # reads: one outstanding
+        m.d.comb += [self.s_axil_arready.eq(~self.s_axil_rvalid), self.rd_addr.eq(self.s_axil_araddr)]
+        with m.If(self.s_axil_arvalid & self.s_axil_arready):
+            m.d.sync += [self.s_axil_rvalid.eq(1), self.s_axil_rdata.eq(self.rd_data)]
+        with m.If(self.s_axil_rvalid & self.s_axil_rready):
+            m.d.sync += self.s_axil_rvalid.eq(0)
+        return m
