@@ -102,7 +102,7 @@ class _DeButChain(nn.Module):
     def compact_numpy(self) -> list[np.ndarray]:
         return [w.detach().cpu().double().numpy() for w in self.weights]
 
-    def _apply(self, x: torch.Tensor) -> torch.Tensor:
+    def _chain_forward(self, x: torch.Tensor) -> torch.Tensor:
         y = debut_chain_forward(x, self.chain, self.weights)
         return y + self.bias if self.bias is not None else y
 
@@ -119,7 +119,7 @@ class DeButLinear(_DeButChain):
         if x.shape[-1] != self.in_features:
             raise ShapeError(f"DeButLinear: input has {x.shape[-1]} features, expected {self.in_features}")
         lead = x.shape[:-1]
-        return self._apply(x.reshape(-1, self.in_features)).reshape(*lead, self.out_features)
+        return self._chain_forward(x.reshape(-1, self.in_features)).reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, factors={len(self.chain)}, " \
@@ -154,7 +154,7 @@ class DeButConv2d(_DeButChain):
             raise ShapeError(f"DeButConv2d: input has shape {tuple(x.shape)}, expected (N, {self.in_channels}, H, W)")
         b, _, h, w = x.shape
         ho, wo = self.output_size(h, w)
-        y = self._apply(self.im2col(x))
+        y = self._chain_forward(self.im2col(x))
         return y.reshape(b, ho * wo, self.out_channels).transpose(1, 2).reshape(b, self.out_channels, ho, wo)
 
     def dense_weight(self) -> torch.Tensor:
