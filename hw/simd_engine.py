@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Array, C, Cat, ClockDomain, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth import C, Cat, ClockDomain, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
@@ -69,7 +69,7 @@ class DeButEngine(wiring.Component):
             else:
                 m.d.comb += port.eq(mine)
         tile_batches = Signal(32)
-        shifts = Array(Signal(range(ACC), name=f"shift{i}") for i in range(N))
+        shifts = [Signal(range(ACC), name=f"shift{i}") for i in range(N)]
         ctrl = Signal(32)
         m.d.comb += ctrl.eq(Mux(axil.wr_stb & (axil.wr_addr == regmap.REG["CTRL"]), axil.wr_data, 0))
         start = ctrl[0]
@@ -153,17 +153,21 @@ class DeButEngine(wiring.Component):
                                   Mux(ld_half, 2, 1), 0))
 
         # ---------------- sequencer (issue) -------------------------------------------------
-        def table(values, name):
-            return Array(C(v, _bits(max(values) + 1) + 1) for v in values)
-
-        f_s = table([f.s for f in chain], "s")
-        f_r = table([f.r for f in chain], "r")
-        f_t = table([f.t for f in chain], "t")
-        f_g = table([f.blocks for f in chain], "g")
-        f_st = table([f.s * f.t for f in chain], "st")
-        f_rt = table([f.r * f.t for f in chain], "rt")
-        maxdim = max(max(f.p, f.q) for f in chain)
+        # per-factor loop limits and strides, selected by the factor index
         fi = Signal(range(max(N, 2)))
+        span = 2 * max(max(f.p, f.q) for f in chain) + 1
+        cur = {k: Signal(range(span), name=f"cur_{k}") for k in ("s", "r", "t", "g", "st", "rt")}
+        # registered (loaded when a factor starts): keeps constants out of combinational
+        # processes, which Icarus would never evaluate, and off the critical path
+        load_factor = Signal(range(max(N, 2)))
+        load_limits = Signal()
+        with m.If(load_limits):
+            with m.Switch(load_factor):
+                for i, f in enumerate(chain):
+                    with m.Case(i):
+                        m.d.sync += [cur["s"].eq(f.s), cur["r"].eq(f.r), cur["t"].eq(f.t), cur["g"].eq(f.blocks),
+                                     cur["st"].eq(f.s * f.t), cur["rt"].eq(f.r * f.t)]
+        maxdim = max(max(f.p, f.q) for f in chain)
         j = Signal(range(maxdim + 1))
         u = Signal(range(maxdim + 1))
         a = Signal(range(maxdim + 1))
@@ -184,8 +188,8 @@ class DeButEngine(wiring.Component):
         rd = Signal(range(2 * maxdim + 1))
         wr = Signal(range(2 * maxdim + 1))
         m.d.comb += [rd.eq(rd_j + rd_bt + u), wr.eq(wr_j + wr_at + u)]
-        row_end = b == f_s[fi] - 1
-        fac_end = row_end & (a == f_r[fi] - 1) & (u == f_t[fi] - 1) & (j == f_g[fi] - 1)
+        row_end = b == cur["s"] - 1
+        fac_end = row_end & (a == cur["r"] - 1) & (u == cur["t"] - 1) & (j == cur["g"] - 1)
         idle = Signal()
         with m.FSM(name="seq"):
             with m.State("IDLE"):
@@ -193,6 +197,7 @@ class DeButEngine(wiring.Component):
                 with m.If((sq_left != 0) & in_full.bit_select(sq_in, 1) & ~out_full.bit_select(sq_out, 1)):
                     m.d.sync += [fi.eq(0), j.eq(0), u.eq(0), a.eq(0), b.eq(0), rd_bt.eq(0), rd_j.eq(0),
                                  wr_at.eq(0), wr_j.eq(0), wword.eq(0), wsub.eq(0), widx.eq(0)]
+                    m.d.comb += [load_limits.eq(1), load_factor.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += issue.eq(1)
@@ -201,13 +206,13 @@ class DeButEngine(wiring.Component):
                     m.d.sync += [wsub.eq(0), wword.eq(wword + 1)]
                 with m.Else():
                     m.d.sync += wsub.eq(wsub + 1)
-                m.d.sync += [b.eq(b + 1), rd_bt.eq(rd_bt + f_t[fi])]
+                m.d.sync += [b.eq(b + 1), rd_bt.eq(rd_bt + cur["t"])]
                 with m.If(row_end):
-                    m.d.sync += [b.eq(0), rd_bt.eq(0), a.eq(a + 1), wr_at.eq(wr_at + f_t[fi])]
-                    with m.If(a == f_r[fi] - 1):
+                    m.d.sync += [b.eq(0), rd_bt.eq(0), a.eq(a + 1), wr_at.eq(wr_at + cur["t"])]
+                    with m.If(a == cur["r"] - 1):
                         m.d.sync += [a.eq(0), wr_at.eq(0), u.eq(u + 1)]
-                        with m.If(u == f_t[fi] - 1):
-                            m.d.sync += [u.eq(0), j.eq(j + 1), rd_j.eq(rd_j + f_st[fi]), wr_j.eq(wr_j + f_rt[fi])]
+                        with m.If(u == cur["t"] - 1):
+                            m.d.sync += [u.eq(0), j.eq(j + 1), rd_j.eq(rd_j + cur["st"]), wr_j.eq(wr_j + cur["rt"])]
                 with m.If(fac_end):
                     m.d.sync += [j.eq(0), rd_j.eq(0), wr_j.eq(0)]
                     with m.If(fi == 0):
@@ -218,6 +223,7 @@ class DeButEngine(wiring.Component):
                         m.next = "IDLE"
                     with m.Else():
                         m.d.sync += [fi.eq(fi + 1), drain.eq(WRITE_STAGE - 1)]
+                        m.d.comb += [load_limits.eq(1), load_factor.eq(fi + 1)]
                         m.next = "DRAIN"
                 with m.If(soft):
                     m.next = "IDLE"
@@ -290,7 +296,10 @@ class DeButEngine(wiring.Component):
         for k, v in p4.items():
             m.d.sync += v.eq(p3[k])
         shift = Signal(range(ACC))
-        m.d.comb += shift.eq(shifts[p3["fi"]])
+        with m.Switch(p3["fi"]):
+            for i in range(N):
+                with m.Case(i):
+                    m.d.comb += shift.eq(shifts[i])
         rnd = Signal(ACC + 1)
         if self._fault == "rounding":
             m.d.comb += rnd.eq(0)

@@ -151,3 +151,12 @@ def test_counts_and_errors():
         conv(torch.zeros(1, 4, 8, 8))
     with pytest.raises(ValueError, match=r"flat parameter vector has shape \(5,\), expected \(756,\)"):
         conv.load_reference_flat(np.zeros(5))
+
+
+def test_worked_example_in_docs():
+    """docs/arithmetic.md's worked example, digit for digit."""
+    layer = LayerConfig(name="w", kind="linear", in_features=2, out_features=2, chain=(Factor(2, 2, 2, 2, 1),),
+                        format=NumericFormat(bias=True))
+    q = QuantizedLayer(layer, [np.array([[[[-128, 127], [5, -7]]]])], [3], np.array([100, -4]))
+    np.testing.assert_array_equal(q.forward(np.array([[-128, 127]])), [[127, -128]])
+    assert layer.format.acc_bits(layer.chain[0], last=True) == 8 + 8 + 2
