@@ -28,7 +28,7 @@ from litefly.vectors import make_vectors, save_vectors
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ["vgg_conv1", "vgg_conv2", "vgg_conv3", "pointnet_fc3"]
-BUDGETS = [(64, 64), (200, 128)]      # (multipliers, stream bits)
+BUDGETS = [(64, 64), (64, 128), (200, 128)]      # (multipliers, stream bits)
 
 
 def measure(layer, tmp: Path) -> dict:
@@ -45,9 +45,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", nargs="*", default=LAYERS)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--budgets", nargs="*", default=None, help="MULT:STREAM pairs, e.g. 64:64 200:128")
     args = ap.parse_args()
     rows = []
-    jobs = [(name, m, sb) for name in args.layers for (m, sb) in BUDGETS]
+    budgets = [tuple(int(v) for v in b.split(":")) for b in args.budgets] if args.budgets else BUDGETS
+    jobs = [(name, m, sb) for name in args.layers for (m, sb) in budgets]
     with tempfile.TemporaryDirectory() as tmp:
         for name, mult, sbits in track(jobs, description="simulating", console=Console(stderr=True)):
             base = load_layer(ROOT / "examples" / "layers" / f"{name}.yaml")
@@ -69,7 +71,7 @@ def main() -> None:
                       f"{r['dense']['steady_cycles_per_column']:.2f}",
                       f"{100 * r['dense']['steady_mac_utilisation']:.1f}%",
                       f"{r['mac_reduction']:.2f}x", f"{r['speedup']:.2f}x", f"{r['speedup_over_reduction']:.3f}")
-    Console().print(table)
+    Console(width=180).print(table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

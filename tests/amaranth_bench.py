@@ -78,8 +78,11 @@ def run_engine(layer: LayerConfig, x: np.ndarray, weights, shifts, bias, tiles: 
             await axil_write(ctx, dut, regmap.REG["TILE_BATCHES"], nb)
             await axil_write(ctx, dut, regmap.REG["CTRL"], regmap.CTRL_START)
             await stream_send(ctx, dut, wireformat.pack_batches(spec, x[starts[t]:starts[t + 1]]), idle)
+            waited = 0
             while len(result.y) <= t:
                 await ctx.tick()
+                waited += 1
+                assert waited < max_cycles, f"tile {t}: no output after {max_cycles} cycles"
             while (await axil_read(ctx, dut, regmap.REG["STATUS"])) & regmap.STATUS_BUSY:
                 pass
         for r in spec.registers:
@@ -107,5 +110,5 @@ def run_engine(layer: LayerConfig, x: np.ndarray, weights, shifts, bias, tiles: 
     sim.add_clock(1e-8)
     sim.add_testbench(driver)
     sim.add_testbench(receiver, background=True)
-    sim.run_until(1e-8 * max_cycles)
+    sim.run()
     return result
