@@ -84,7 +84,7 @@ def pack_params(spec: EngineSpec, weights: list[np.ndarray], bias: np.ndarray | 
     if spec.layer.format.bias:
         if bias is None or np.size(bias) != spec.out_elems:
             raise ShapeError(f"expected {spec.out_elems} biases, got {None if bias is None else np.size(bias)}")
-        parts.append(pack_elements(bias, 32, spec.biases_per_beat, spec.stream_bits))
+        parts.append(pack_elements(bias, BIAS_CONTAINER_BITS, spec.biases_per_beat, spec.stream_bits))
     return np.concatenate(parts)
 
 
@@ -94,3 +94,22 @@ def beats_to_bytes(beats: np.ndarray) -> bytes:
 
 def bytes_to_beats(data: bytes, stream_bits: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(-1, stream_bits // 8)
+
+
+BIAS_CONTAINER_BITS = 32
+
+
+def unpack_params(spec: EngineSpec, beats: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Inverse of :func:`pack_params`: compact weights per factor and the biases (or None)."""
+    beats = np.asarray(beats, dtype=np.uint8)
+    if beats.shape[0] != spec.param_beats:
+        raise ShapeError(f"got {beats.shape[0]} parameter beats, expected {spec.param_beats}")
+    flat = unpack_elements(beats[:spec.weight_beats], spec.weight_bits, spec.weights_per_beat, spec.total_weights)
+    weights, off = [], 0
+    for f in spec.layer.chain:
+        weights.append(flat[off:off + f.params].reshape(f.compact_shape))
+        off += f.params
+    bias = None
+    if spec.layer.format.bias:
+        bias = unpack_elements(beats[spec.weight_beats:], BIAS_CONTAINER_BITS, spec.biases_per_beat, spec.out_elems)
+    return weights, bias
