@@ -93,3 +93,8 @@ def import_rshapes(file: Path, line_no: int, kind: str, kernel: int, padding: in
     layer.warn_mixing()
     click.echo(f"wrote {output}: {layer.name}, {len(layer.chain)} factors, {layer.params:,} parameters "
                f"({100 * layer.compression:.2f}% compression)")
+
+
+from litefly.cli.chain_generate import generate  # noqa: E402
+
+chain.add_command(generate)
