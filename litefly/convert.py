@@ -1,0 +1,444 @@
+"""Convert a PyTorch model's ``Conv2d``/``Linear`` layers to DeBut, fit and fine-tune them.
+
+* :func:`convert_model` replaces every selected layer by a :class:`~litefly.nn.DeButConv2d`
+  or :class:`~litefly.nn.DeButLinear` whose chain comes from :mod:`litefly.autochain`, and
+  initialises the factors from the dense weights by alternating least squares
+  (:func:`fit_factors`); it returns a per-layer report (parameters, MACs, compression,
+  relative approximation error ``||W - R_N...R_1||_F / ||W||_F``).
+* :func:`distill` fine-tunes the converted model with knowledge distillation from the dense
+  one: ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``.
+
+The conversion options are a :class:`ConvertConfig` (YAML schema in ``docs/models.md``).
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .autochain import SHAPES, generate_chain
+from .chain import Factor, validate_chain
+from .errors import ConfigError
+from .nn import DeButConv2d, DeButLinear
+
+__all__ = ["ConvertConfig", "LayerReport", "load_convert_config", "convertible_layers", "fit_factors",
+           "convert_model", "distill", "count_params", "model_macs", "format_report"]
+
+_CHAIN_KEYS = ("compression", "shrinking_level", "shape", "max_block", "max_factors", "chain")
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """What to convert and how. ``overrides`` maps a layer name (or glob) to chain options."""
+
+    compression: float | None = 0.9
+    shrinking_level: int | None = None
+    shape: str = "auto"
+    max_block: int = 16
+    max_factors: int = 8
+    layers: tuple[str, ...] | None = None        # names or globs; None: every Conv2d and Linear
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    sweeps: int = 10                              # ALS sweeps (each: first->last->first)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.shape not in SHAPES:
+            raise ConfigError(f"convert: shape={self.shape!r} must be one of {', '.join(SHAPES)}")
+        if not isinstance(self.sweeps, int) or self.sweeps < 0:
+            raise ConfigError(f"convert: sweeps={self.sweeps!r} must be an integer >= 0")
+        for name, opts in self.overrides.items():
+            if not isinstance(opts, Mapping):
+                raise ConfigError(f"convert: overrides.{name}={opts!r} must be a mapping")
+            for key in opts:
+                if key not in _CHAIN_KEYS:
+                    raise ConfigError(f"convert: overrides.{name}: unknown key {key!r}, expected one of "
+                                      f"{', '.join(_CHAIN_KEYS)}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "ConvertConfig":
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"convert: unknown key {key!r}, expected one of {', '.join(sorted(known))}")
+        if "shrinking_level" in data and "compression" not in data:
+            data["compression"] = None
+        if data.get("layers") is not None:
+            if not isinstance(data["layers"], list) or not all(isinstance(x, str) for x in data["layers"]):
+                raise ConfigError(f"convert: layers={data['layers']!r} must be a list of layer names")
+            data["layers"] = tuple(data["layers"])
+        return cls(**data)
+
+    def chain_options(self, name: str) -> dict[str, Any]:
+        opts: dict[str, Any] = {"compression": self.compression, "shrinking_level": self.shrinking_level,
+                                "shape": self.shape, "max_block": self.max_block, "max_factors": self.max_factors}
+        for pattern, over in self.overrides.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                if "shrinking_level" in over and "compression" not in over:
+                    opts["compression"] = None
+                if "compression" in over and "shrinking_level" not in over:
+                    opts["shrinking_level"] = None
+                opts.update(over)
+        return opts
+
+
+def load_convert_config(path: str | Path) -> ConvertConfig:
+    import yaml
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return ConvertConfig.from_dict(data)
+    except (ConfigError, TypeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+@dataclass
+class LayerReport:
+    name: str
+    kind: str
+    in_size: int
+    out_size: int
+    chain: tuple[Factor, ...]
+    dense_params: int
+    params: int
+    dense_macs: int          # per sample (needs an example input; 0 if unknown)
+    macs: int
+    rel_error: float         # after fitting, before fine-tuning
+    notes: tuple[str, ...] = ()
+
+    @property
+    def compression(self) -> float:
+        return 1.0 - self.params / self.dense_params
+
+
+# -- selection -----------------------------------------------------------------------------------
+def convertible_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every ``nn.Linear`` and ``nn.Conv2d`` (groups=1, zero padding) by qualified name."""
+    out = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            out.append((name, mod))
+        elif isinstance(mod, nn.Conv2d):
+            if mod.groups == 1 and mod.padding_mode == "zeros" and not isinstance(mod.padding, str):
+                out.append((name, mod))
+    return out
+
+
+def _select(model: nn.Module, patterns: Sequence[str] | None) -> list[tuple[str, nn.Module]]:
+    layers = convertible_layers(model)
+    if patterns is None:
+        return layers
+    names = [n for n, _ in layers]
+    for pat in patterns:
+        if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+            raise ConfigError(f"convert: layer {pat!r} matches no Conv2d/Linear layer; the model has "
+                              f"{', '.join(names) or 'none'}")
+    return [(n, m) for n, m in layers if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+
+# -- fitting -------------------------------------------------------------------------------------
+def _dense(f: Factor, w: np.ndarray) -> np.ndarray:
+    m = np.zeros((f.p, f.q))
+    rows, cols = f.nonzero_indices()
+    m[rows, cols] = w.ravel()
+    return m
+
+
+def _solve_factor(f: Factor, A: np.ndarray, B: np.ndarray, W: np.ndarray, x0: np.ndarray,
+                  cg_iters: int = 30) -> np.ndarray:
+    """Least squares for the nonzeros of one factor X: min ||W - A X B||_F (tiny ridge)."""
+    rows, cols = f.nonzero_indices()
+    AtA, BBt = A.T @ A, B @ B.T
+    rhs = (A.T @ W @ B.T)[rows, cols]
+    ridge = 1e-10 * (np.trace(AtA) / len(AtA)) * (np.trace(BBt) / len(BBt)) + 1e-30
+    n = rows.size
+    if n <= 400:       # the normal matrix, gathered at the nonzeros: H = AtA[rows,rows] * BBt[cols,cols]
+        H = AtA[np.ix_(rows, rows)] * BBt[np.ix_(cols, cols)]
+        H[np.diag_indices(n)] += ridge
+        try:
+            return np.linalg.solve(H, rhs)
+        except np.linalg.LinAlgError:
+            return np.linalg.lstsq(H, rhs, rcond=None)[0]
+
+    from scipy.sparse import csr_matrix
+    BBt_cols = np.ascontiguousarray(BBt[:, cols].T)        # (nnz, q_k)
+
+    def op(x: np.ndarray) -> np.ndarray:          # conjugate gradients on the same normal equations
+        Y = np.asarray((csr_matrix((x, (rows, cols)), shape=(f.p, f.q)).T @ AtA.T).T)   # AtA @ X, X sparse
+        return np.einsum("nj,nj->n", Y[rows], BBt_cols) + ridge * x
+
+    x = x0.copy()
+    r = rhs - op(x)
+    d = r.copy()
+    rr = r @ r
+    for _ in range(cg_iters):
+        if rr <= 1e-24 * (rhs @ rhs + 1e-300):
+            break
+        Hd = op(d)
+        alpha = rr / (d @ Hd)
+        x += alpha * d
+        r -= alpha * Hd
+        rr_new = r @ r
+        d = r + (rr_new / rr) * d
+        rr = rr_new
+    return x
+
+
+def fit_factors(chain: Sequence[Factor], W: np.ndarray, sweeps: int = 10, seed: int = 0,
+                tol: float = 1e-5) -> tuple[list[np.ndarray], float]:
+    """Fit the chain's factors to a dense ``p x q`` matrix by alternating least squares.
+
+    Each step fixes all factors but one and solves for that one's nonzeros exactly (normal
+    equations at the structural nonzeros; conjugate gradients for large factors); a sweep
+    goes first -> last -> first. Returns compact weights and ``||W - R_N...R_1||_F / ||W||_F``.
+    The factor norms are balanced at the end (the product is unchanged).
+    """
+    chain = validate_chain(chain)
+    W = np.asarray(W, dtype=np.float64)
+    if W.shape != (chain[-1].p, chain[0].q):
+        raise ConfigError(f"dense matrix has shape {W.shape}, the chain maps {chain[0].q} -> {chain[-1].p}")
+    rng = np.random.default_rng(seed)
+    ws = [rng.standard_normal(f.compact_shape) / math.sqrt(f.s) for f in chain]
+    norm = np.linalg.norm(W) or 1.0
+
+    def product(lo: int, hi: int, size: int) -> np.ndarray:      # factors lo..hi-1 (application order)
+        m = np.eye(size)
+        for i in range(lo, hi):
+            m = _dense(chain[i], ws[i]) @ m
+        return m
+
+    def error() -> float:
+        return float(np.linalg.norm(W - product(0, len(chain), chain[0].q)) / norm)
+
+    n = len(chain)
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):      # small BLAS calls: threads only contend on a shared machine
+        ws, err = _als(chain, W, ws, sweeps, tol, error, product)
+    # balance the factor norms (geometric mean), which keeps the product
+    rms = [float(np.sqrt(np.mean(w ** 2))) or 1.0 for w in ws]
+    g = math.exp(sum(math.log(r) for r in rms) / n)
+    ws[:] = [w * (g / r) for w, r in zip(ws, rms)]
+    return ws, error()
+
+
+def _als(chain, W, ws, sweeps, tol, error, product):
+    n = len(chain)
+    order = list(range(n)) + list(range(n - 2, 0, -1)) if n > 1 else [0]
+    err = error()
+    for _ in range(sweeps):
+        for k in order:
+            A = product(k + 1, n, chain[k].p)
+            B = product(0, k, chain[0].q)
+            ws[k] = _solve_factor(chain[k], A, B, W, ws[k].ravel()).reshape(chain[k].compact_shape)
+        new = error()
+        done = err - new < tol
+        err = new
+        if done:
+            break
+    return ws, err
+
+
+# -- conversion ----------------------------------------------------------------------------------
+def _dense_matrix(mod: nn.Module) -> np.ndarray:
+    w = mod.weight.detach().double().cpu()
+    if isinstance(mod, nn.Conv2d):   # (c_out, c_in, kh, kw) -> (c_out, kh*kw*c_in): kernel position outer
+        w = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+    return w.numpy()
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
+
+
+def _output_pixels(model: nn.Module, names: Sequence[str], example: torch.Tensor | None) -> dict[str, int]:
+    """Output positions per sample of each named layer (1 for linear), from one forward pass."""
+    if example is None:
+        return {}
+    out: dict[str, int] = {}
+    hooks = []
+    for name in names:
+        mod = model.get_submodule(name)
+
+        def hook(m, inp, o, name=name):
+            out[name] = int(o[0].numel() // o.shape[1]) if o.ndim == 4 else int(o[0].numel() // o.shape[-1])
+        hooks.append(mod.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+def convert_model(model: nn.Module, config: ConvertConfig | None = None,
+                  example_input: torch.Tensor | None = None) -> tuple[nn.Module, list[LayerReport]]:
+    """A copy of ``model`` with the selected layers replaced by fitted DeBut layers, and the report.
+
+    ``example_input`` (one or more samples) is only used to count MACs per sample.
+    """
+    cfg = config or ConvertConfig()
+    model = copy.deepcopy(model).cpu().double().float()
+    selected = _select(model, cfg.layers)
+    if not selected:
+        raise ConfigError("convert: the model has no Conv2d or Linear layer to convert")
+    pixels = _output_pixels(model, [n for n, _ in selected], example_input)
+    reports = []
+    for i, (name, mod) in enumerate(selected):
+        opts = cfg.chain_options(name)
+        W = _dense_matrix(mod)
+        p, q = W.shape
+        notes: tuple[str, ...] = ()
+        if opts.get("chain") is not None:
+            chain = validate_chain(opts["chain"], q, p)
+        else:
+            if isinstance(mod, nn.Conv2d) and mod.kernel_size[0] == mod.kernel_size[1]:
+                kernel, in_features = mod.kernel_size[0], mod.in_channels
+            else:           # linear, or a non-square kernel: the generator sees the chain input size
+                kernel, in_features = 1, q
+            try:
+                gen = generate_chain(in_features, p, kernel, compression=opts["compression"],
+                                     shrinking_level=opts["shrinking_level"], shape=opts["shape"],
+                                     max_block=opts["max_block"], max_factors=opts["max_factors"])
+            except ConfigError as exc:
+                raise ConfigError(f"convert: layer {name!r}: {exc}") from None
+            chain, notes = gen.chain, gen.notes
+        ws, err = fit_factors(chain, W, sweeps=cfg.sweeps, seed=cfg.seed + i)
+        bias = mod.bias is not None
+        if isinstance(mod, nn.Conv2d):
+            new: nn.Module = DeButConv2d(mod.in_channels, mod.out_channels, mod.kernel_size, chain,
+                                         stride=mod.stride, padding=mod.padding, dilation=mod.dilation, bias=bias)
+            kind = "conv2d"
+        else:
+            new = DeButLinear(mod.in_features, mod.out_features, chain, bias=bias)
+            kind = "linear"
+        with torch.no_grad():
+            for w_param, w in zip(new.weights, ws):
+                w_param.copy_(torch.as_tensor(w, dtype=w_param.dtype))
+            if bias:
+                new.bias.copy_(mod.bias.detach())
+        new.train(mod.training)
+        _set_module(model, name, new)
+        pix = pixels.get(name, 0)
+        params = sum(f.params for f in chain)
+        reports.append(LayerReport(name, kind, q, p, tuple(chain), p * q, params, p * q * pix, params * pix,
+                                   err, notes))
+    return model, reports
+
+
+# -- counting ------------------------------------------------------------------------------------
+def count_params(model: nn.Module, include_bias: bool = False) -> int:
+    """Weights of every Conv2d/Linear/DeBut layer (biases only if asked)."""
+    total = 0
+    for mod in model.modules():
+        if isinstance(mod, (DeButConv2d, DeButLinear)):
+            total += mod.num_params
+        elif isinstance(mod, (nn.Conv2d, nn.Linear)):
+            total += mod.weight.numel()
+        else:
+            continue
+        if include_bias and getattr(mod, "bias", None) is not None:
+            total += mod.bias.numel()
+    return total
+
+
+def model_macs(model: nn.Module, example_input: torch.Tensor) -> int:
+    """Multiply-accumulates per sample of every Conv2d/Linear/DeBut layer."""
+    total = [0]
+    hooks = []
+
+    def hook(m, inp, out):
+        if isinstance(m, (DeButConv2d, DeButLinear)):
+            per = m.num_params
+        else:
+            per = m.weight.numel() // (m.groups if isinstance(m, nn.Conv2d) else 1)
+        positions = out[0].numel() // (out.shape[1] if out.ndim == 4 else out.shape[-1])
+        total[0] += per * positions
+
+    for mod in model.modules():
+        if isinstance(mod, (DeButConv2d, DeButLinear, nn.Conv2d, nn.Linear)):
+            hooks.append(mod.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(example_input[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
+# -- knowledge distillation ------------------------------------------------------------------------
+def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 10,
+            batch_size: int = 64, lr: float = 2e-3, temperature: float = 4.0, alpha: float = 0.7,
+            weight_decay: float = 0.0, seed: int = 0, log=None) -> list[float]:
+    """Fine-tune ``student`` on ``(x, y)`` with knowledge distillation from ``teacher``.
+
+    Loss: ``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE``.
+    Adam with a cosine learning-rate schedule; returns the mean loss of every epoch.
+    """
+    if not 0.0 <= alpha <= 1.0 or temperature <= 0:
+        raise ConfigError(f"distill: alpha={alpha} must be in [0, 1] and temperature={temperature} positive")
+    gen = torch.Generator().manual_seed(seed)
+    teacher.eval()
+    with torch.no_grad():
+        soft = torch.cat([teacher(x[i:i + 512]) for i in range(0, len(x), 512)])
+    opt = torch.optim.Adam(student.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * math.ceil(len(x) / batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+    history = []
+    for epoch in range(epochs):
+        student.train()
+        perm = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for i in range(0, len(x), batch_size):
+            idx = perm[i:i + batch_size]
+            out = student(x[idx])
+            kd = F.kl_div(F.log_softmax(out / temperature, dim=1), F.softmax(soft[idx] / temperature, dim=1),
+                          reduction="batchmean") * temperature ** 2
+            loss = alpha * kd + (1 - alpha) * F.cross_entropy(out, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        history.append(total / len(x))
+        if log is not None:
+            log(f"epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f}")
+    student.eval()
+    return history
+
+
+def format_report(reports: Sequence[LayerReport]):
+    """A rich table of the per-layer report."""
+    from rich.table import Table
+    table = Table(title="DeBut conversion")
+    for col in ("layer", "kind", "q -> p", "factors", "dense params", "DeBut params", "compression",
+                "dense MACs", "DeBut MACs", "rel. error"):
+        table.add_column(col, justify="right")
+    for r in reports:
+        table.add_row(r.name, r.kind, f"{r.in_size} -> {r.out_size}", str(len(r.chain)), f"{r.dense_params:,}",
+                      f"{r.params:,}", f"{100 * r.compression:.1f}%", f"{r.dense_macs:,}" if r.dense_macs else "-",
+                      f"{r.macs:,}" if r.macs else "-", f"{r.rel_error:.3f}")
+    dense = sum(r.dense_params for r in reports)
+    ours = sum(r.params for r in reports)
+    table.add_row("total", "", "", "", f"{dense:,}", f"{ours:,}", f"{100 * (1 - ours / dense):.1f}%",
+                  f"{sum(r.dense_macs for r in reports):,}", f"{sum(r.macs for r in reports):,}", "")
+    return table

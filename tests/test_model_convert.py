@@ -1,0 +1,186 @@
+"""Model conversion (ALS fit, replacement, report, KD) and the int8 export on small models."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from litefly.chain import validate_chain
+from litefly.config import HostOp
+from litefly.convert import (ConvertConfig, convert_model, count_params, distill, fit_factors, load_convert_config,
+                             model_macs)
+from litefly.errors import ConfigError, LiteflyError
+from litefly.export import export_int8, int8_forward, load_int8, save_int8, trace_steps
+from litefly.fixed import chain_dense
+from litefly.nn import DeButConv2d, DeButLinear
+
+torch.set_num_threads(1)
+
+
+def small_cnn(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(4, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 2 * 2, 24), nn.ReLU(), nn.Linear(24, 10)).eval()
+
+
+class Nested(nn.Module):
+    """Layers held as attributes and inside a sub-module, forward with functional ops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.body = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Linear(16 * 4 * 4, 12)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        return self.head(torch.flatten(self.body(x), 1))
+
+
+def test_als_recovers_a_matrix_that_is_a_chain():
+    chain = validate_chain([[16, 16, 4, 4, 1], [16, 16, 4, 4, 4]])            # Monarch 16
+    rng = np.random.default_rng(3)
+    true = [rng.standard_normal(f.compact_shape) for f in chain]
+    W = chain_dense(chain, true)
+    ws, err = fit_factors(chain, W, sweeps=30)
+    assert err < 1e-6
+    assert np.allclose(chain_dense(chain, ws), W, atol=1e-6)
+
+
+def test_fit_reports_the_true_relative_error():
+    chain = validate_chain([[12, 24, 2, 4, 1], [12, 12, 3, 3, 2], [12, 12, 2, 2, 6]])
+    W = np.random.default_rng(0).standard_normal((12, 24))
+    ws, err = fit_factors(chain, W, sweeps=5)
+    assert err == pytest.approx(np.linalg.norm(W - chain_dense(chain, ws)) / np.linalg.norm(W), rel=1e-9)
+    assert 0 < err < 1
+
+
+@pytest.mark.parametrize("model_fn,shape", [(small_cnn, (2, 4, 8, 8)), (Nested, (2, 3, 8, 8))])
+def test_every_layer_replaced_and_shapes_kept(model_fn, shape):
+    model = model_fn().eval()
+    x = torch.randn(shape)
+    new, reports = convert_model(model, ConvertConfig(compression=0.8, sweeps=4), example_input=x)
+    assert not any(type(m) in (nn.Conv2d, nn.Linear) for m in new.modules())
+    n_dense = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+    assert len(reports) == n_dense == sum(isinstance(m, (DeButConv2d, DeButLinear)) for m in new.modules())
+    assert new(x).shape == model(x).shape
+    for r in reports:
+        assert 0.0 < r.rel_error < 1.0 and r.params < r.dense_params
+        assert r.macs * r.dense_params == r.dense_macs * r.params      # same positions for both
+    assert count_params(new) == sum(r.params for r in reports)
+    assert model_macs(new, x) == sum(r.macs for r in reports)
+    assert model_macs(model, x) == sum(r.dense_macs for r in reports)
+
+
+def test_converted_layer_holds_the_fitted_chain_and_the_bias():
+    model = small_cnn()
+    new, reports = convert_model(model, ConvertConfig(compression=0.7, sweeps=3))
+    conv = new[3]
+    W = model[3].weight.detach().permute(0, 2, 3, 1).reshape(32, -1).double().numpy()
+    fitted = conv.dense_matrix().detach().double().numpy()
+    assert np.linalg.norm(W - fitted) / np.linalg.norm(W) == pytest.approx(reports[1].rel_error, rel=1e-4)
+    assert torch.equal(conv.bias, model[3].bias)
+    # the module computes the conv with its dense equivalent
+    x = torch.randn(2, 16, 4, 4)
+    ref = torch.nn.functional.conv2d(x, conv.dense_weight(), conv.bias, padding=1)
+    assert torch.allclose(conv(x), ref, atol=1e-4)
+
+
+def test_error_falls_as_the_compression_target_is_relaxed():
+    model = small_cnn()
+    errors = {}
+    for target in (0.9, 0.75, 0.6):
+        _, reports = convert_model(model, ConvertConfig(compression=target, sweeps=6, layers=("3", "7")))
+        errors[target] = [r.rel_error for r in reports]
+    for layer in range(2):
+        e = [errors[t][layer] for t in (0.9, 0.75, 0.6)]
+        assert e[0] > e[1] > e[2], e
+
+
+def test_subset_overrides_and_bad_selection(tmp_path):
+    model = small_cnn()
+    cfg = ConvertConfig(compression=0.9, layers=("7", "9"), overrides={"9": {"shrinking_level": 2}}, sweeps=2)
+    new, reports = convert_model(model, cfg)
+    assert [r.name for r in reports] == ["7", "9"]
+    assert isinstance(new[0], nn.Conv2d) and isinstance(new[7], DeButLinear) and len(new[9].chain) == 2
+    with pytest.raises(ConfigError, match="layer 'fc9' matches no Conv2d/Linear"):
+        convert_model(model, ConvertConfig(layers=("fc9",)))
+    bad = tmp_path / "c.yaml"
+    bad.write_text("compression: 0.9\nsweep: 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'sweep'"):
+        load_convert_config(bad)
+
+
+def test_distillation_lowers_the_loss():
+    teacher = small_cnn(0)
+    student, _ = convert_model(teacher, ConvertConfig(compression=0.8, sweeps=2))
+    x = torch.randn(128, 4, 8, 8)
+    y = teacher(x).argmax(1).detach()
+    hist = distill(student, teacher, x, y, epochs=6, batch_size=32, lr=3e-3)
+    assert hist[-1] < hist[0]
+
+
+def test_export_traces_quantises_and_matches_the_host_runtime(tmp_path):
+    from litefly.host.runtime import NetworkRunner
+    model = small_cnn()
+    new, _ = convert_model(model, ConvertConfig(compression=0.8, sweeps=2))
+    steps = trace_steps(new)
+    assert [type(s).__name__ for _, s in steps][:3] == ["DeButConv2d", "HostOp", "HostOp"]
+    calib = torch.rand(64, 4, 8, 8)
+    network, params = export_int8(new, calib, name="small")
+    kinds = [s.op if isinstance(s, HostOp) else s.kind for s in network.steps]
+    assert kinds == ["conv2d", "maxpool2d", "conv2d", "maxpool2d", "flatten", "linear", "linear"]
+    assert [l.format.relu for l in network.layers] == [True, True, True, False]       # ReLUs fused
+    x = torch.rand(8, 4, 8, 8).double().numpy()
+    ours = int8_forward(network, params, x)
+    host = NetworkRunner(network, params, backend="golden").run(x)
+    assert np.array_equal(ours, host)
+    # close to the float model (int8 through 4 layers)
+    ref = new(torch.as_tensor(x, dtype=torch.float32)).detach().numpy()
+    assert np.abs(ours - ref).max() < 0.1 * np.abs(ref).max() + 1e-6
+    path = save_int8(network, params, tmp_path / "int8")
+    net2, params2 = load_int8(path.parent)
+    assert net2 == network and np.array_equal(int8_forward(net2, params2, x), ours)
+
+
+def test_export_refuses_what_the_engine_cannot_run():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = DeButLinear(8, 8, [[8, 8, 2, 2, 1], [8, 8, 4, 4, 2]])
+
+        def forward(self, x):
+            return x + self.a(x)
+
+    with pytest.raises(LiteflyError, match="straight chains"):
+        trace_steps(Residual())
+    with pytest.raises(ConfigError, match="still a dense Linear"):
+        trace_steps(nn.Sequential(nn.Linear(4, 4)))
+
+
+def test_cli_convert_end_to_end(tmp_path):
+    model = small_cnn()
+    torch.save(model, tmp_path / "m.pt")
+    (tmp_path / "c.yaml").write_text("compression: 0.8\nsweeps: 3\noverrides:\n  '9': {compression: 0.5}\n")
+    x = torch.rand(64, 4, 8, 8)
+    np.savez(tmp_path / "d.npz", x=x.numpy(), y=model(x).argmax(1).numpy())
+    r = subprocess.run([sys.executable, "-m", "litefly", "convert", str(tmp_path / "m.pt"), "--config",
+                        str(tmp_path / "c.yaml"), "-o", str(tmp_path / "out.pt"), "--data", str(tmp_path / "d.npz"),
+                        "--epochs", "1", "--export", str(tmp_path / "int8")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "rel. error" in r.stdout
+    new = torch.load(tmp_path / "out.pt", weights_only=False)
+    assert new(x).shape == (64, 10)
+    network, params = load_int8(tmp_path / "int8")
+    assert len(network.layers) == 4 and set(params) == {l.name for l in network.layers}
+    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    r = subprocess.run([sys.executable, "-m", "litefly", "convert", str(tmp_path / "sd.pt"), "-o",
+                        str(tmp_path / "o.pt")], capture_output=True, text=True)
+    assert r.returncode == 2 and "holds a state_dict" in r.stderr and len(r.stderr.strip().splitlines()) == 1
