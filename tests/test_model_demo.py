@@ -1,0 +1,72 @@
+"""`litefly demo digits`: dense CNN -> all-DeBut -> KD -> int8 -> simulated engine, on real data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from litefly.demo_digits import DigitsConfig, load_digits_data, run_digits_demo
+from litefly.export import int8_forward, load_int8
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("digits")
+    return run_digits_demo(DigitsConfig(backend="sim", bench=False), out, log=lambda m: None), out
+
+
+def test_digits_all_debut_meets_the_targets_and_the_engine_equals_golden(demo):
+    """The whole test set through the Verilated engine: the acceptance criteria of the demo."""
+    res, tmp_path = demo
+    rows = {r["model"].split(" (")[0]: r for r in res.rows}
+    dense, debut = rows["dense float"], res.rows[2]
+    golden, engine = rows["DeBut int8 golden"], res.rows[4]
+    assert debut["model"].startswith("DeBut float (KD")
+    # every conv and linear layer converted, >= 90% fewer parameters (weights and biases)
+    assert [r.kind for r in res.layers] == ["conv2d", "conv2d", "linear"]
+    assert 1 - debut["params"] / dense["params"] >= 0.90
+    assert debut["macs"] < dense["macs"] / 5
+    # accuracy: dense is a real classifier, DeBut loses at most 2 points (float and int8)
+    assert dense["accuracy"] >= 0.95
+    assert dense["accuracy"] - debut["accuracy"] <= 0.02
+    assert dense["accuracy"] - golden["accuracy"] <= 0.02
+    # the engine's predictions are the int8 golden predictions, image for image
+    _, _, _, y_test = load_digits_data(0)
+    assert res.engine_equal is True and len(res.engine_pred) == len(y_test) == 360
+    assert np.array_equal(res.engine_pred, res.golden_pred)
+    assert engine["accuracy"] == golden["accuracy"]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["engine_equals_golden_on_every_image"] is True
+    assert (tmp_path / "int8" / "network.yaml").exists()
+
+
+def test_a_wrong_engine_is_caught_on_the_digits_network(demo):
+    """Teeth: the same exported network on an engine with a rounding fault disagrees with golden."""
+    from litefly.host.runtime import NetworkRunner
+    _, out = demo
+    network, params = load_int8(out / "int8")
+    x = load_digits_data(0)[2][:24].double().numpy()
+    wrong = NetworkRunner(network, params, backend="sim", fault="rounding").run(x)
+    assert not np.array_equal(wrong, int8_forward(network, params, x))
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "litefly", "demo", "digits", *args], capture_output=True,
+                          text=True)
+
+
+def test_cli_quick_run_and_bad_input(tmp_path):
+    r = _cli("--quick", "--backend", "golden", "--bench-batch", "2", "--out", str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr
+    assert "DeBut int8 golden" in r.stdout and "litefly bench" in r.stdout
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    assert summary["engine_equals_golden_on_every_image"] is True
+    assert summary["bench_total"]["cycles"] > 0
+    r = _cli("--compression", "1.5", "--out", str(tmp_path / "e"))
+    assert r.returncode == 2 and r.stderr.strip() == "error: --compression 1.5 must be in [0, 1)"
