@@ -78,10 +78,11 @@ def load_digits_data(seed: int = 0, test_size: float = 0.2):
 
 def make_cnn(c1: int = 16, c2: int = 64, classes: int = 10) -> nn.Sequential:
     """conv3x3(1->c1) relu pool2, conv3x3(c1->c2) relu pool2, flatten, linear(4*c2 -> classes)."""
-    return nn.Sequential(
-        nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(4 * c2, classes))
+    from collections import OrderedDict
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(1, c1, 3, padding=1), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
+        conv2=nn.Conv2d(c1, c2, 3, padding=1), relu2=nn.ReLU(), pool2=nn.MaxPool2d(2),
+        flatten=nn.Flatten(), fc=nn.Linear(4 * c2, classes)))
 
 
 def train_dense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch_size: int,

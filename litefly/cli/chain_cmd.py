@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from litefly.config import LayerConfig, MixingWarning, load_config
 from litefly.chain import parse_rshapes_line
+from litefly.cli.chain_generate import generate
 from litefly.errors import ConfigError
 
 
@@ -22,7 +24,7 @@ def chain() -> None:
 def _layer_table(layer: LayerConfig) -> Table:
     table = Table(title=f"{layer.name}: {layer.kind} {layer.chain_in} -> {layer.chain_out}"
                         f" (config hash {layer.config_hash[:8]})")
-    for col in ("factor", "[p, q, r, s, t]", "blocks", "params = MACs/col", "acc bits"):
+    for col in ("factor", escape("[p, q, r, s, t]"), "blocks", "params = MACs/col", "acc bits"):
         table.add_column(col, justify="right")
     n = len(layer.chain)
     for i, f in enumerate(layer.chain):
@@ -94,7 +96,5 @@ def import_rshapes(file: Path, line_no: int, kind: str, kernel: int, padding: in
     click.echo(f"wrote {output}: {layer.name}, {len(layer.chain)} factors, {layer.params:,} parameters "
                f"({100 * layer.compression:.2f}% compression)")
 
-
-from litefly.cli.chain_generate import generate  # noqa: E402
 
 chain.add_command(generate)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from litefly.autochain import SHAPES, compare_with_published, generate_chain
@@ -53,7 +54,7 @@ def generate(in_features: int | None, out_features: int | None, kernel: int, com
     gen = generate_chain(in_features, out_features, kernel, compression=compression,
                          shrinking_level=shrinking_level, **opts)
     table = Table(title=f"generated chain {gen.in_size} -> {gen.out_size} ({gen.shape})")
-    for col in ("factor", "[p, q, r, s, t]", "blocks", "params = MACs/col"):
+    for col in ("factor", escape("[p, q, r, s, t]"), "super-blocks g", "params = MACs/col"):
         table.add_column(col, justify="right")
     for i, f in enumerate(gen.chain):
         table.add_row(str(i + 1), str(f), str(f.blocks), f"{f.params:,}")
@@ -80,8 +81,8 @@ def _compare(console: Console, path: Path, kernel: int, opts: dict) -> None:
     lines = [l for l in path.read_text().splitlines() if l.strip()]
     rows = compare_with_published([(l, kernel) for l in lines], **opts)
     table = Table(title=f"generator vs {path.name} (same size, same compression target)")
-    for col in ("line", "q -> p", "dense", "published params", "N", "peak", "generated params", "N ", "peak ",
-                "gen/pub"):
+    for col in ("line", "q -> p", "dense", "published params", "published N", "published peak width",
+                "generated params", "generated N", "generated peak width", "generated/published"):
         table.add_column(col, justify="right")
     for i, r in enumerate(rows):
         table.add_row(str(i + 1), f"{r['in']} -> {r['out']}", f"{r['dense']:,}", f"{r['published_params']:,}",
