@@ -39,7 +39,7 @@ __all__ = ["SHAPES", "GeneratedChain", "generate_chain", "mixing_chain", "chain_
            "compare_with_published"]
 
 SHAPES = ("auto", "monotonic", "bulging")
-_TIE_TOLERANCE = 0.005      # compression points: prefer fewer factors within this of the best
+
 _NODE_LIMIT = 200_000       # search nodes per chain length (a safety net; rarely reached)
 
 
@@ -303,6 +303,9 @@ def generate_chain(in_features: int, out_features: int, kernel: int = 1, *, comp
     if big and block_shapes is None:
         notes.append(f"prime factor(s) {big} cannot be split: each is one block, which limits compression")
     results: list[tuple[float, str, list[tuple[int, int]], _Search]] = []
+    target = 0.0 if compression is None else (1.0 - compression) * q * p
+    # "on target": within one compression point and within 10% of the target parameter count
+    tol = min(0.01 * q * p, 0.1 * target)
     for used in shapes:
         search = _Search(q, p, allowed_s, allowed_r, used, bulge, max_block if block_shapes is None else 1 << 62)
         if shrinking_level is not None:
@@ -311,28 +314,36 @@ def generate_chain(in_features: int, out_features: int, kernel: int = 1, *, comp
                 results.append((0.0, used, path, search))
                 break
             continue
-        target = (1.0 - compression) * q * p
         found = [(n, search.closest(n, target)) for n in range(1, max_factors + 1)]
         found = [(n, r) for n, r in found if r is not None]
         if found:
             best_err = min(r[0] for _, r in found)
-            err, path = next(r for _, r in found if r[0] <= best_err + _TIE_TOLERANCE * q * p)
-            results.append((err / (q * p), used, path, search))
-            if err <= 0.01 * q * p:
+            # the shortest chain within half the tolerance of the closest one
+            err, path = next(r for _, r in found if r[0] <= best_err + tol / 2)
+            results.append((err, used, path, search))
+            if err <= tol:
                 break
     if results:
-        # auto: keep the monotonic chain unless the bulging one is more than a point closer
-        rel, used, path, search = results[0]
-        if len(results) > 1 and results[1][0] < rel - 0.01:
-            rel, used, path, search = results[1]
+        # auto: keep the monotonic chain unless the bulging one is closer by more than the tolerance
+        err, used, path, search = results[0]
+        if len(results) > 1 and results[1][0] < err - tol:
+            err, used, path, search = results[1]
         if shape == "auto" and used == "bulging":
             notes.append("a bulging chain (widths above max(in, out)) gets closer to the target than any "
                          "monotonic one" if len(results) > 1 else "no monotonic chain exists for this size "
                          "under the rules: used a bulging one")
-        if compression is not None and rel > 0.01:
+        chain = search.to_chain(path)
+        if compression is not None and err > tol:
+            got = 1.0 - chain_params(chain) / (q * p)
+            if got > compression:
+                hint = f"larger blocks (--max-block above {max_block}) or more factors allow denser chains"
+            elif big and block_shapes is None:
+                hint = f"the unsplittable prime block(s) {big} keep it denser"
+            else:
+                hint = "more factors (--max-factors) allow sparser chains"
             notes.append(f"target {100 * compression:.2f}% is not reachable within {max_factors} factors "
-                         f"under the rules: the closest chain is returned")
-        return GeneratedChain(search.to_chain(path), q, p, used, compression, tuple(notes))
+                         f"under the rules ({100 * got:.2f}% is the closest): {hint}")
+        return GeneratedChain(chain, q, p, used, compression, tuple(notes))
     n_txt = f"exactly {shrinking_level}" if shrinking_level is not None else f"at most {max_factors}"
     raise ConfigError(f"no {' or '.join(shapes)} mixing chain for {q} -> {p} with {n_txt} factors, block sizes "
                       f"{_fmt_blocks(allowed_s | allowed_r)} and every width >= {min(q, p)}; "

@@ -12,7 +12,9 @@ exactly what the host runtime will feed it.
 On disk (:func:`save_int8` / :func:`load_int8`): ``DIR/network.yaml`` (layers inline) and
 ``DIR/<layer>.npz`` (:func:`litefly.fixed.save_quantized`), which is what
 ``litefly bench DIR/network.yaml --params DIR`` and
-``litefly.host.runtime.NetworkRunner`` consume.
+``litefly.host.runtime.NetworkRunner`` consume. Before quantising, each chain's factors are
+equalised channel by channel (:func:`litefly.fixed.equalize_factors`), which leaves the float
+product unchanged and roughly halves the int8 error of the digits demo's network.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from torch import nn
 
 from .config import EngineParams, HostOp, LayerConfig, NetworkConfig, NumericFormat, load_network
 from .errors import ConfigError, LiteflyError
-from .fixed import QuantizedLayer, load_quantized, quantize_layer, save_quantized
+from .fixed import QuantizedLayer, equalize_factors, load_quantized, quantize_layer, save_quantized
 from .nn import DeButConv2d, DeButLinear
 
 __all__ = ["trace_steps", "export_int8", "save_int8", "load_int8", "int8_forward", "network_to_dict"]
@@ -163,10 +165,14 @@ def int8_forward(network: NetworkConfig, params: Mapping[str, QuantizedLayer], x
 
 
 def export_int8(model: nn.Module, calib_x: torch.Tensor | np.ndarray, name: str = "network",
-                fmt: NumericFormat | None = None, engine: EngineParams | None = None
+                fmt: NumericFormat | None = None, engine: EngineParams | None = None, equalize: bool = True
                 ) -> tuple[NetworkConfig, dict[str, QuantizedLayer]]:
     """Trace, quantise (calibrating on ``calib_x``, e.g. training images) and return the network
-    and its parameters ``{layer name: QuantizedLayer}``."""
+    and its parameters ``{layer name: QuantizedLayer}``.
+
+    ``equalize`` first balances each chain's factors channel by channel
+    (:func:`litefly.fixed.equalize_factors`; the float layer is unchanged), which shrinks the
+    int8 error of chains whose factors have very uneven channel ranges."""
     fmt = fmt or NumericFormat()
     engine = engine or EngineParams()
     model = model.eval()
@@ -197,7 +203,10 @@ def export_int8(model: nn.Module, calib_x: torch.Tensor | np.ndarray, name: str 
             mod = modules[step.name]
             cols, _ = layer_im2col(step, x)
             bias = mod.bias.detach().double().numpy() if mod.bias is not None else None
-            params[step.name] = quantize_layer(step, mod.compact_numpy(), cols, bias=bias)
+            weights = mod.compact_numpy()
+            if equalize:
+                weights = equalize_factors(step.chain, weights)
+            params[step.name] = quantize_layer(step, weights, cols, bias=bias)
             x = _run_step(step, params[step.name], x)
         else:
             x = _run_step(step, None, x)

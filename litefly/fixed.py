@@ -23,7 +23,7 @@ from .chain import Factor
 from .config import LayerConfig, NumericFormat
 from .errors import ShapeError
 
-__all__ = ["requantize", "factor_forward", "factor_dense", "chain_dense", "QuantizedLayer",
+__all__ = ["equalize_factors", "requantize", "factor_forward", "factor_dense", "chain_dense", "QuantizedLayer",
            "quantize_layer", "quantize_tensor", "dequantize", "float_forward", "int_range",
            "random_float_weights"]
 
@@ -198,7 +198,8 @@ def quantize_layer(layer: LayerConfig, weights: Sequence[np.ndarray], calib_x: n
                    bias: np.ndarray | None = None, in_scale: float | None = None) -> QuantizedLayer:
     """Quantise float compact weights for ``layer`` using sample inputs ``calib_x`` (rows).
 
-    Per factor: the weight scale maps the largest |weight| to the top of the range; the
+    Per factor: the weight scale maps the largest |weight| to the top of the range (on the
+    last factor, coarser if the bias would not fit its ``bias_bits`` otherwise); the
     shift is the smallest one that keeps the calibration data's largest accumulator
     within the activation range after rounding. The input scale maps the largest |input|
     to the top of the range unless given.
@@ -222,6 +223,10 @@ def quantize_layer(layer: LayerConfig, weights: Sequence[np.ndarray], calib_x: n
         if w.shape != f.compact_shape:
             raise ShapeError(f"factor {i + 1}: weights have shape {w.shape}, expected {f.compact_shape}")
         ws = _max_abs_scale(w, fmt.weight_bits)
+        if last and fmt.bias and act_scales[-1] > 0:
+            # the bias lives at the accumulator scale in bias_bits: coarsen the weights rather
+            # than let a large bias saturate
+            ws = max(ws, float(np.max(np.abs(bias), initial=0.0)) / (int_range(fmt.bias_bits)[1] * act_scales[-1]))
         wq = quantize_tensor(w, ws, fmt.weight_bits)
         acc = factor_forward(f, wq, x)
         acc_scale = ws * act_scales[-1]
@@ -241,6 +246,36 @@ def quantize_layer(layer: LayerConfig, weights: Sequence[np.ndarray], calib_x: n
         shifts.append(shift)
         act_scales.append(acc_scale * (1 << shift))
     return QuantizedLayer(layer, q_weights, shifts, q_bias, w_scales, act_scales)
+
+
+def equalize_factors(chain: Sequence[Factor], weights: Sequence[np.ndarray], iters: int = 20) -> list[np.ndarray]:
+    """Rescale consecutive factors so that each intermediate channel has the same weight range
+    on both sides (cross-layer equalisation, Nagel et al. 2019); the product is unchanged.
+
+    Nothing but a requantisation sits between two factors of a chain, so row ``j`` of factor
+    ``i`` may be multiplied by ``c_j`` and column ``j`` of factor ``i+1`` divided by it.
+    With ``c_j = sqrt(range_(i+1)(j) / range_i(j))`` both ranges become their geometric mean,
+    which keeps small channels from losing their bits to a per-factor weight scale.
+    """
+    ws = [np.array(w, dtype=np.float64).ravel() for w in weights]
+    if len(ws) != len(chain):
+        raise ShapeError(f"{len(ws)} weight arrays for a chain of {len(chain)} factors")
+    for f, w in zip(chain, ws):
+        if w.size != f.params:
+            raise ShapeError(f"factor {f.as_list()}: {w.size} weights, expected {f.params}")
+    idx = [f.nonzero_indices() for f in chain]
+    for _ in range(iters):
+        for i in range(len(chain) - 1):
+            r1 = np.zeros(chain[i].p)
+            np.maximum.at(r1, idx[i][0], np.abs(ws[i]))
+            r2 = np.zeros(chain[i + 1].q)
+            np.maximum.at(r2, idx[i + 1][1], np.abs(ws[i + 1]))
+            ok = (r1 > 0) & (r2 > 0)
+            c = np.ones_like(r1)
+            c[ok] = np.sqrt(r2[ok] / r1[ok])
+            ws[i] *= c[idx[i][0]]
+            ws[i + 1] /= c[idx[i + 1][1]]
+    return [w.reshape(f.compact_shape) for f, w in zip(chain, ws)]
 
 
 def random_float_weights(layer: LayerConfig, rng: np.random.Generator) -> list[np.ndarray]:

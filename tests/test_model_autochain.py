@@ -150,3 +150,13 @@ def test_cli_generate_errors_are_one_line():
     assert r.stderr.strip().startswith("error: input size 27") and len(r.stderr.strip().splitlines()) == 1
     r = _cli("chain", "generate", "--in", "3", "--out", "64")
     assert r.returncode == 2 and "exactly one of" in r.stderr
+
+
+def test_high_targets_are_judged_by_parameter_count_not_compression_points():
+    """At 99.9% a 0.5-point gap is 5x the parameters: the generator must go for the sparsest chain and say so."""
+    gen = generate_chain(4096, 4096, 1, compression=0.999)
+    check_generated(gen, 4096, 4096)
+    assert gen.params == min(generate_chain(4096, 4096, 1, shrinking_level=n).params for n in range(3, 9)) == 98_304
+    assert any("not reachable" in n and "more factors" in n for n in gen.notes)
+    on_target = generate_chain(4096, 4096, 1, compression=0.99)
+    assert abs(on_target.params - 0.01 * 4096 ** 2) <= 0.1 * 0.01 * 4096 ** 2 and not on_target.notes

@@ -14,7 +14,7 @@ from litefly.chain import validate_chain
 from litefly.config import HostOp
 from litefly.convert import (ConvertConfig, convert_model, count_params, distill, fit_factors, load_convert_config,
                              model_macs)
-from litefly.errors import ConfigError, LiteflyError
+from litefly.errors import ConfigError, LiteflyError, ShapeError
 from litefly.export import export_int8, int8_forward, load_int8, save_int8, trace_steps
 from litefly.fixed import chain_dense
 from litefly.nn import DeButConv2d, DeButLinear
@@ -184,3 +184,41 @@ def test_cli_convert_end_to_end(tmp_path):
     r = subprocess.run([sys.executable, "-m", "litefly", "convert", str(tmp_path / "sd.pt"), "-o",
                         str(tmp_path / "o.pt")], capture_output=True, text=True)
     assert r.returncode == 2 and "holds a state_dict" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def _ranges(chain, ws, i):
+    rows = np.zeros(chain[i].p)
+    np.maximum.at(rows, chain[i].nonzero_indices()[0], np.abs(ws[i].ravel()))
+    cols = np.zeros(chain[i + 1].q)
+    np.maximum.at(cols, chain[i + 1].nonzero_indices()[1], np.abs(ws[i + 1].ravel()))
+    return rows, cols
+
+
+def test_equalisation_keeps_the_product_balances_channels_and_cuts_int8_error():
+    from litefly.config import LayerConfig
+    from litefly.fixed import equalize_factors, quantize_layer
+    from litefly.autochain import mixing_chain
+    chain = mixing_chain([4, 3, 2], [2, 3, 2])            # 24 -> 12
+    rng = np.random.default_rng(5)
+    ws = [rng.standard_normal(f.compact_shape) for f in chain]
+    for i in range(2):           # uneven channel ranges that cancel in the product
+        c = 10.0 ** rng.uniform(-1.5, 1.5, chain[i].p)
+        ws[i] = (ws[i].ravel() * c[chain[i].nonzero_indices()[0]]).reshape(chain[i].compact_shape)
+        ws[i + 1] = (ws[i + 1].ravel() / c[chain[i + 1].nonzero_indices()[1]]).reshape(chain[i + 1].compact_shape)
+    eq = equalize_factors(chain, ws)
+    assert np.allclose(chain_dense(chain, eq), chain_dense(chain, ws), rtol=1e-9, atol=1e-12)
+    for i in range(2):
+        rows, cols = _ranges(chain, eq, i)
+        assert np.allclose(rows, cols, rtol=0.05)
+    layer = LayerConfig(name="eq", kind="linear", in_features=24, out_features=12, chain=chain)
+    x = rng.standard_normal((256, 24))
+    ref = x @ chain_dense(chain, ws).T
+
+    def int8_error(weights):
+        q = quantize_layer(layer, weights, x)
+        y = q.dequantize_output(q.forward(q.quantize_input(x)))
+        return np.linalg.norm(y - ref) / np.linalg.norm(ref)
+
+    assert int8_error(eq) < 0.5 * int8_error(ws)
+    with pytest.raises(ShapeError, match="2 weight arrays for a chain of 3"):
+        equalize_factors(chain, ws[:2])

@@ -81,8 +81,8 @@ def _compare(console: Console, path: Path, kernel: int, opts: dict) -> None:
     lines = [l for l in path.read_text().splitlines() if l.strip()]
     rows = compare_with_published([(l, kernel) for l in lines], **opts)
     table = Table(title=f"generator vs {path.name} (same size, same compression target)")
-    for col in ("line", "q -> p", "dense", "published params", "published N", "published peak width",
-                "generated params", "generated N", "generated peak width", "generated/published"):
+    for col in ("line", "q -> p", "dense", "pub. params", "pub. N", "pub. peak", "gen. params", "gen. N",
+                "gen. peak", "gen/pub"):
         table.add_column(col, justify="right")
     for i, r in enumerate(rows):
         table.add_row(str(i + 1), f"{r['in']} -> {r['out']}", f"{r['dense']:,}", f"{r['published_params']:,}",
@@ -90,3 +90,5 @@ def _compare(console: Console, path: Path, kernel: int, opts: dict) -> None:
                       str(r["generated_factors"]), str(r["generated_peak"]),
                       f"{r['generated_params'] / r['published_params']:.3f}")
     console.print(table)
+    console.print("pub. = published chain, gen. = generated for the same size and compression; "
+                  "peak = widest intermediate width")
