@@ -290,19 +290,21 @@ def _output_pixels(model: nn.Module, names: Sequence[str], example: torch.Tensor
 
 
 def convert_model(model: nn.Module, config: ConvertConfig | None = None,
-                  example_input: torch.Tensor | None = None) -> tuple[nn.Module, list[LayerReport]]:
+                  example_input: torch.Tensor | None = None, progress: bool = False
+                  ) -> tuple[nn.Module, list[LayerReport]]:
     """A copy of ``model`` with the selected layers replaced by fitted DeBut layers, and the report.
 
     ``example_input`` (one or more samples) is only used to count MACs per sample.
     """
     cfg = config or ConvertConfig()
-    model = copy.deepcopy(model).cpu().double().float()
+    model = copy.deepcopy(model).cpu().float()
     selected = _select(model, cfg.layers)
     if not selected:
         raise ConfigError("convert: the model has no Conv2d or Linear layer to convert")
     pixels = _output_pixels(model, [n for n, _ in selected], example_input)
     reports = []
-    for i, (name, mod) in enumerate(selected):
+    from tqdm.auto import tqdm
+    for i, (name, mod) in enumerate(tqdm(selected, desc="convert (ALS)", unit="layer", disable=not progress)):
         opts = cfg.chain_options(name)
         W = _dense_matrix(mod)
         p, q = W.shape
@@ -388,7 +390,7 @@ def model_macs(model: nn.Module, example_input: torch.Tensor) -> int:
 # -- knowledge distillation ------------------------------------------------------------------------
 def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 10,
             batch_size: int = 64, lr: float = 2e-3, temperature: float = 4.0, alpha: float = 0.7,
-            weight_decay: float = 0.0, seed: int = 0, log=None) -> list[float]:
+            weight_decay: float = 0.0, seed: int = 0, log=None, progress: bool = False) -> list[float]:
     """Fine-tune ``student`` on ``(x, y)`` with knowledge distillation from ``teacher``.
 
     Loss: ``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE``.
@@ -404,7 +406,8 @@ def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Te
     steps = epochs * math.ceil(len(x) / batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
     history = []
-    for epoch in range(epochs):
+    from tqdm.auto import tqdm
+    for epoch in tqdm(range(epochs), desc="distill", unit="epoch", disable=not progress):
         student.train()
         perm = torch.randperm(len(x), generator=gen)
         total = 0.0

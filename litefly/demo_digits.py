@@ -115,8 +115,10 @@ def _predict(model: nn.Module, x: torch.Tensor) -> np.ndarray:
         return model(x).argmax(1).numpy()
 
 
-def run_digits_demo(cfg: DigitsConfig, out_dir: str | Path, log: Callable[[str], None] = print) -> DigitsResult:
-    """Run the whole demo; writes the int8 export (and bench report) into ``out_dir``."""
+def run_digits_demo(cfg: DigitsConfig, out_dir: str | Path, log: Callable[[str], None] = print,
+                    progress: bool = False) -> DigitsResult:
+    """Run the whole demo; writes the int8 export (and bench report) into ``out_dir``.
+    ``progress`` shows a progress bar for the fine-tuning."""
     if cfg.backend not in ("sim", "golden", "none"):
         raise LiteflyError(f"demo: backend {cfg.backend!r} must be sim, golden or none")
     torch.manual_seed(cfg.seed)
@@ -146,7 +148,7 @@ def run_digits_demo(cfg: DigitsConfig, out_dir: str | Path, log: Callable[[str],
                                   for r in layers) + f"; accuracy before fine-tuning {100 * acc_fit:.2f}%")
     t1 = time.perf_counter()
     distill(debut, dense, xtr, ytr, epochs=cfg.kd_epochs, batch_size=cfg.batch_size, lr=cfg.kd_lr,
-            temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed)
+            temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed, progress=progress)
     acc_debut = _accuracy(_predict(debut, xte), yte)
     t["distill"] = time.perf_counter() - t1
     log(f"DeBut after distillation: {100 * acc_debut:.2f}% ({t['distill']:.1f} s)")

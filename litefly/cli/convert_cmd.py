@@ -76,14 +76,14 @@ def convert(model_path: Path, config_path: Path | None, output: Path, data_path:
     elif data is not None:
         example = data[0][:1]
     torch.manual_seed(cfg.seed)
-    new, reports = convert_model(model, cfg, example_input=example)
+    new, reports = convert_model(model, cfg, example_input=example, progress=True)
     console.print(format_report(reports))
     for r in reports:
         for note in r.notes:
             console.print(f"[yellow]note[/] {r.name}: {note}")
     history = []
     if data is not None and epochs:
-        history = distill(new, model, data[0], data[1], epochs=epochs, lr=lr, seed=cfg.seed,
+        history = distill(new, model, data[0], data[1], epochs=epochs, lr=lr, seed=cfg.seed, progress=True,
                           log=lambda m: console.print(m))
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(new, output)

@@ -46,7 +46,7 @@ def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epoc
     if quick:
         from dataclasses import replace
         cfg = replace(cfg, n_train=400, n_test=60, epochs=min(epochs, 15), kd_epochs=min(kd_epochs, 10))
-    res = run_digits_demo(cfg, out_dir, log=lambda m: console.print(m))
+    res = run_digits_demo(cfg, out_dir, log=lambda m: console.print(m), progress=True)
     for table in render(res):
         console.print(table)
     console.print(f"written: {out_dir}/summary.json, {res.export_dir}/network.yaml"
