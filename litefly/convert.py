@@ -28,6 +28,7 @@ from torch import nn
 from .autochain import SHAPES, generate_chain
 from .chain import Factor, validate_chain
 from .errors import ConfigError
+from .fixed import factor_forward
 from .nn import DeButConv2d, DeButLinear
 
 __all__ = ["ConvertConfig", "LayerReport", "load_convert_config", "convertible_layers", "fit_factors",
@@ -153,13 +154,6 @@ def _select(model: nn.Module, patterns: Sequence[str] | None) -> list[tuple[str,
 
 
 # -- fitting -------------------------------------------------------------------------------------
-def _dense(f: Factor, w: np.ndarray) -> np.ndarray:
-    m = np.zeros((f.p, f.q))
-    rows, cols = f.nonzero_indices()
-    m[rows, cols] = w.ravel()
-    return m
-
-
 def _solve_factor(f: Factor, A: np.ndarray, B: np.ndarray, W: np.ndarray, x0: np.ndarray,
                   cg_iters: int = 30) -> np.ndarray:
     """Least squares for the nonzeros of one factor X: min ||W - A X B||_F (tiny ridge)."""
@@ -177,11 +171,17 @@ def _solve_factor(f: Factor, A: np.ndarray, B: np.ndarray, W: np.ndarray, x0: np
             return np.linalg.lstsq(H, rhs, rcond=None)[0]
 
     from scipy.sparse import csr_matrix
-    BBt_cols = np.ascontiguousarray(BBt[:, cols].T)        # (nnz, q_k)
+    # every row of X belongs to one r x s block (super-block j, lane u), every column too:
+    # (AtA X BBt) at the nonzeros is, per block, (AtA X)[block rows] @ BBt[:, block cols]
+    g, t, r, s = f.compact_shape
+    block_rows = rows.reshape(g * t, r, s)[:, :, 0]
+    block_cols = cols.reshape(g * t, r, s)[:, 0, :]
+    BBt_blocks = np.ascontiguousarray(BBt[block_cols].transpose(0, 2, 1))     # (blocks, q_k, s); symmetric
 
     def op(x: np.ndarray) -> np.ndarray:          # conjugate gradients on the same normal equations
-        Y = np.asarray((csr_matrix((x, (rows, cols)), shape=(f.p, f.q)).T @ AtA.T).T)   # AtA @ X, X sparse
-        return np.einsum("nj,nj->n", Y[rows], BBt_cols) + ridge * x
+        Xt = csr_matrix((x, (cols, rows)), shape=(f.q, f.p))
+        Y = np.ascontiguousarray((Xt @ AtA).T)           # AtA @ X (AtA is symmetric), rows contiguous
+        return np.matmul(Y[block_rows], BBt_blocks).ravel() + ridge * x
 
     x = x0.copy()
     r = rhs - op(x)
@@ -201,12 +201,13 @@ def _solve_factor(f: Factor, A: np.ndarray, B: np.ndarray, W: np.ndarray, x0: np
 
 
 def fit_factors(chain: Sequence[Factor], W: np.ndarray, sweeps: int = 10, seed: int = 0,
-                tol: float = 1e-5) -> tuple[list[np.ndarray], float]:
+                tol: float = 5e-3) -> tuple[list[np.ndarray], float]:
     """Fit the chain's factors to a dense ``p x q`` matrix by alternating least squares.
 
     Each step fixes all factors but one and solves for that one's nonzeros exactly (normal
     equations at the structural nonzeros; conjugate gradients for large factors); a sweep
-    goes first -> last -> first. Returns compact weights and ``||W - R_N...R_1||_F / ||W||_F``.
+    goes first -> last -> first; it stops after ``sweeps`` sweeps or when a sweep lowers the
+    error by less than ``tol`` of itself. Returns compact weights and ``||W - R_N...R_1||_F / ||W||_F``.
     The factor norms are balanced at the end (the product is unchanged).
     """
     chain = validate_chain(chain)
@@ -217,19 +218,17 @@ def fit_factors(chain: Sequence[Factor], W: np.ndarray, sweeps: int = 10, seed: 
     ws = [rng.standard_normal(f.compact_shape) / math.sqrt(f.s) for f in chain]
     norm = np.linalg.norm(W) or 1.0
 
-    def product(lo: int, hi: int, size: int) -> np.ndarray:      # factors lo..hi-1 (application order)
-        m = np.eye(size)
+    def product(lo: int, hi: int, size: int) -> np.ndarray:      # R_(hi-1)...R_lo, applied factor by factor
+        m = np.eye(size)                                          # rows: m = (R_(hi-1)...R_lo)^T
         for i in range(lo, hi):
-            m = _dense(chain[i], ws[i]) @ m
-        return m
+            m = factor_forward(chain[i], ws[i], m)
+        return m.T
 
     def error() -> float:
         return float(np.linalg.norm(W - product(0, len(chain), chain[0].q)) / norm)
 
     n = len(chain)
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(1):      # small BLAS calls: threads only contend on a shared machine
-        ws, err = _als(chain, W, ws, sweeps, tol, error, product)
+    ws, err = _als(chain, W, ws, sweeps, tol, error, product)
     # balance the factor norms (geometric mean), which keeps the product
     rms = [float(np.sqrt(np.mean(w ** 2))) or 1.0 for w in ws]
     g = math.exp(sum(math.log(r) for r in rms) / n)
@@ -247,7 +246,7 @@ def _als(chain, W, ws, sweeps, tol, error, product):
             B = product(0, k, chain[0].q)
             ws[k] = _solve_factor(chain[k], A, B, W, ws[k].ravel()).reshape(chain[k].compact_shape)
         new = error()
-        done = err - new < tol
+        done = err - new < tol * err
         err = new
         if done:
             break

@@ -54,6 +54,16 @@ def test_als_recovers_a_matrix_that_is_a_chain():
     assert np.allclose(chain_dense(chain, ws), W, atol=1e-6)
 
 
+def test_als_conjugate_gradient_path_recovers_a_wide_chain():
+    """Factors with more than 400 nonzeros are solved by conjugate gradients on the blocked normal equations."""
+    chain = validate_chain([[64, 64, 8, 8, 1], [64, 64, 8, 8, 8]])            # Monarch 64: 512 nonzeros each
+    rng = np.random.default_rng(4)
+    W = chain_dense(chain, [rng.standard_normal(f.compact_shape) for f in chain])
+    ws, err = fit_factors(chain, W, sweeps=40, tol=0.0)
+    assert err < 1e-4
+    assert np.linalg.norm(chain_dense(chain, ws) - W) / np.linalg.norm(W) == pytest.approx(err, rel=1e-6)
+
+
 def test_fit_reports_the_true_relative_error():
     chain = validate_chain([[12, 24, 2, 4, 1], [12, 12, 3, 3, 2], [12, 12, 2, 2, 6]])
     W = np.random.default_rng(0).standard_normal((12, 24))
