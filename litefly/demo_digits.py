@@ -37,7 +37,7 @@ class DigitsConfig:
     epochs: int = 40                 # dense training
     kd_epochs: int = 100             # DeBut fine-tuning with distillation
     lr: float = 3e-3
-    kd_lr: float = 3e-3
+    kd_lr: float = 1e-2
     batch_size: int = 64
     temperature: float = 4.0
     alpha: float = 0.7

@@ -14,7 +14,7 @@ On disk (:func:`save_int8` / :func:`load_int8`): ``DIR/network.yaml`` (layers in
 ``litefly bench DIR/network.yaml --params DIR`` and
 ``litefly.host.runtime.NetworkRunner`` consume. Before quantising, each chain's factors are
 equalised channel by channel (:func:`litefly.fixed.equalize_factors`), which leaves the float
-product unchanged and roughly halves the int8 error of the digits demo's network.
+product unchanged and cuts the int8 logit error of the digits demo's network from 18% to 6%.
 """
 
 from __future__ import annotations
