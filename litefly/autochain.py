@@ -32,7 +32,7 @@ from functools import lru_cache
 from math import prod
 from typing import Iterable, Sequence
 
-from .chain import Factor, chain_params, format_rshapes_line, mixing_violations, validate_chain
+from .chain import ChainCounts, Factor, chain_params, format_rshapes_line, mixing_violations, validate_chain
 from .errors import ConfigError
 
 __all__ = ["SHAPES", "GeneratedChain", "generate_chain", "mixing_chain", "chain_widths",
@@ -61,7 +61,7 @@ def chain_widths(chain: Sequence[Factor]) -> list[int]:
 
 
 @dataclass(frozen=True)
-class GeneratedChain:
+class GeneratedChain(ChainCounts):
     """A generated chain and what it achieved against the request."""
 
     chain: tuple[Factor, ...]
@@ -70,22 +70,6 @@ class GeneratedChain:
     shape: str                   # the shape actually used (monotonic or bulging)
     target_compression: float | None
     notes: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def params(self) -> int:
-        return chain_params(self.chain)
-
-    @property
-    def dense_params(self) -> int:
-        return self.in_size * self.out_size
-
-    @property
-    def compression(self) -> float:
-        return 1.0 - self.params / self.dense_params
-
-    @property
-    def mac_reduction(self) -> float:
-        return self.dense_params / self.params
 
     @property
     def peak_width(self) -> int:

@@ -17,7 +17,7 @@ import numpy as np
 from .errors import ConfigError
 
 __all__ = [
-    "Factor", "validate_chain", "mixing_violations", "chain_is_dense", "chain_params",
+    "Factor", "ChainCounts", "validate_chain", "mixing_violations", "chain_is_dense", "chain_params",
     "dense_params", "compression", "parse_rshapes_line", "format_rshapes_line",
     "butterfly_chain", "block_diagonal_chain", "monarch_chain", "dense_chain",
 ]
@@ -68,7 +68,6 @@ class Factor:
 
     def mask(self) -> np.ndarray:
         """The p x q 0/1 nonzero pattern (bool)."""
-        g, r, s, t = self.blocks, self.r, self.s, self.t
         rows, cols = self.nonzero_indices()
         m = np.zeros((self.p, self.q), dtype=bool)
         m[rows, cols] = True
@@ -154,6 +153,30 @@ def dense_params(chain: Sequence[Factor]) -> int:
 def compression(chain: Sequence[Factor]) -> float:
     """Layer compression as the papers report it: ``1 - params / dense``."""
     return 1.0 - chain_params(chain) / dense_params(chain)
+
+
+class ChainCounts:
+    """Parameter counts of anything with a ``chain`` attribute (layer configs, generated chains)."""
+
+    chain: tuple[Factor, ...]
+
+    @property
+    def params(self) -> int:
+        """Parameters = MACs per column."""
+        return chain_params(self.chain)
+
+    @property
+    def dense_params(self) -> int:
+        return dense_params(self.chain)
+
+    @property
+    def compression(self) -> float:
+        """``1 - params / dense``, as the DeBut papers report it."""
+        return 1.0 - self.params / self.dense_params
+
+    @property
+    def mac_reduction(self) -> float:
+        return self.dense_params / self.params
 
 
 def parse_rshapes_line(line: str, where: str = "line") -> tuple[Factor, ...]:

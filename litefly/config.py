@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .chain import (Factor, chain_is_dense, chain_params, dense_params, log2_ceil,
+from .chain import (ChainCounts, Factor, chain_is_dense, chain_params, log2_ceil,
                     mixing_violations, parse_rshapes_line, validate_chain)
 from .errors import ConfigError
 
@@ -110,7 +110,7 @@ class EngineParams:
 
 
 @dataclass(frozen=True)
-class LayerConfig:
+class LayerConfig(ChainCounts):
     """One DeBut layer: geometry, chain, numeric format and engine parameters."""
 
     name: str
@@ -150,24 +150,8 @@ class LayerConfig:
 
     # -- counts ----------------------------------------------------------------
     @property
-    def params(self) -> int:
-        return chain_params(self.chain)
-
-    @property
     def macs_per_column(self) -> int:
         return chain_params(self.chain)
-
-    @property
-    def dense_params(self) -> int:
-        return dense_params(self.chain)
-
-    @property
-    def compression(self) -> float:
-        return 1.0 - self.params / self.dense_params
-
-    @property
-    def mac_reduction(self) -> float:
-        return self.dense_params / self.params
 
     def mixing_violations(self) -> list[str]:
         return mixing_violations(self.chain)

@@ -20,7 +20,6 @@ product unchanged and cuts the int8 logit error of the digits demo's network fro
 from __future__ import annotations
 
 import operator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 

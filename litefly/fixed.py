@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from .chain import Factor
-from .config import LayerConfig, NumericFormat
+from .config import LayerConfig
 from .errors import ShapeError
 
 __all__ = ["equalize_factors", "requantize", "factor_forward", "factor_dense", "chain_dense", "QuantizedLayer",
