@@ -17,7 +17,7 @@ Stable API (used by the demos and ``litefly bench``; ``docs/host.md``):
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from .driver import EngineDriver
 from .hostops import apply_host_op
 from .im2col import layer_col2im, layer_im2col
 
-__all__ = ["BACKENDS", "drive", "run_columns", "run_layer", "NetworkRunner"]
+__all__ = ["BACKENDS", "drive", "run_columns", "run_layer", "layer_forward", "network_forward", "NetworkRunner"]
 
 BACKENDS = ("golden", "sim", "pynq")
 
@@ -91,11 +91,30 @@ def run_layer(layer: LayerConfig, qlayer: QuantizedLayer, x: np.ndarray, backend
     return y
 
 
+def layer_forward(layer: LayerConfig, x: np.ndarray, run_rows: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """One layer on float input: im2col, ``run_rows(float columns) -> float output rows``, col2im."""
+    cols, geom = layer_im2col(layer, np.asarray(x, dtype=np.float64))
+    return layer_col2im(layer, run_rows(cols), geom)
+
+
+def network_forward(network: NetworkConfig, x: np.ndarray,
+                    run_layer_fn: Callable[[LayerConfig, np.ndarray], np.ndarray]) -> np.ndarray:
+    """The network's steps in order: host ops in numpy, layers by ``run_layer_fn(layer, x)``."""
+    y = np.asarray(x, dtype=np.float64)
+    for step in network.steps:
+        y = apply_host_op(step, y) if isinstance(step, HostOp) else run_layer_fn(step, y)
+    return y
+
+
 def _run_layer_float(layer, qlayer, x, backend, opts) -> tuple[np.ndarray, dict[str, Any]]:
-    x = np.asarray(x, dtype=np.float64)
-    cols, geom = layer_im2col(layer, x)
-    yi, stats = run_columns(layer, qlayer, qlayer.quantize_input(cols), backend, **dict(opts))
-    return qlayer.dequantize_output(layer_col2im(layer, yi, geom)), stats
+    stats: dict[str, Any] = {}
+
+    def run_rows(cols: np.ndarray) -> np.ndarray:
+        yi, st = run_columns(layer, qlayer, qlayer.quantize_input(cols), backend, **dict(opts))
+        stats.update(st)
+        return qlayer.dequantize_output(yi)
+
+    return layer_forward(layer, x, run_rows), stats
 
 
 class NetworkRunner:
@@ -121,15 +140,14 @@ class NetworkRunner:
     def run(self, x: np.ndarray) -> np.ndarray:
         """Float input of the first layer -> float output of the last step."""
         self.stats = []
-        y = np.asarray(x, dtype=np.float64)
-        for step in self.network.steps:
-            if isinstance(step, HostOp):
-                y = apply_host_op(step, y)
-                continue
-            y, st = _run_layer_float(step, self.params[step.name], y, self.backend, self.opts)
-            st["layer"] = step.name
+
+        def run(layer: LayerConfig, y: np.ndarray) -> np.ndarray:
+            y, st = _run_layer_float(layer, self.params[layer.name], y, self.backend, self.opts)
+            st["layer"] = layer.name
             self.stats.append(st)
-        return y
+            return y
+
+        return network_forward(self.network, x, run)
 
     def run_int(self, x_int: np.ndarray) -> np.ndarray:
         """Integer input at the first layer's input scale -> integer output at the last layer's output scale."""

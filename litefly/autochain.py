@@ -33,12 +33,14 @@ from math import prod
 from typing import Iterable, Sequence
 
 from .chain import ChainCounts, Factor, chain_params, format_rshapes_line, mixing_violations, validate_chain
+from .config import check_int
 from .errors import ConfigError
 
 __all__ = ["SHAPES", "GeneratedChain", "generate_chain", "mixing_chain", "chain_widths",
            "compare_with_published"]
 
 SHAPES = ("auto", "monotonic", "bulging")
+_WHERE = "chain generate"
 
 _NODE_LIMIT = 200_000       # search nodes per chain length (a safety net; rarely reached)
 
@@ -235,12 +237,6 @@ def _allowed_blocks(n: int, block_shapes: Iterable[int] | None, max_block: int) 
     return frozenset(range(2, max_block + 1)) | frozenset(big)
 
 
-def _check_int(name: str, v: object, minimum: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ConfigError(f"{name}={v!r} must be an integer >= {minimum}")
-    return v
-
-
 def generate_chain(in_features: int, out_features: int, kernel: int = 1, *, compression: float | None = None,
                    shrinking_level: int | None = None, shape: str = "auto",
                    block_shapes: Sequence[int] | None = None, max_block: int = 16, max_factors: int = 8,
@@ -252,11 +248,11 @@ def generate_chain(in_features: int, out_features: int, kernel: int = 1, *, comp
     lists the allowed r and s block sizes (default: 2..``max_block`` plus large prime factors).
     Raises :class:`ConfigError` with the reason when no chain satisfies the rules.
     """
-    _check_int("in", in_features)
-    _check_int("out", out_features)
-    _check_int("kernel", kernel)
-    _check_int("max_block", max_block, 2)
-    _check_int("max_factors", max_factors)
+    check_int(_WHERE, "in", in_features, 1)
+    check_int(_WHERE, "out", out_features, 1)
+    check_int(_WHERE, "kernel", kernel, 1)
+    check_int(_WHERE, "max_block", max_block, 2)
+    check_int(_WHERE, "max_factors", max_factors, 1)
     if shape not in SHAPES:
         raise ConfigError(f"shape={shape!r} must be one of {', '.join(SHAPES)}")
     if (compression is None) == (shrinking_level is None):
@@ -265,7 +261,7 @@ def generate_chain(in_features: int, out_features: int, kernel: int = 1, *, comp
                                     or not 0.0 <= compression < 1.0):
         raise ConfigError(f"compression={compression!r} must be a number in [0, 1)")
     if shrinking_level is not None:
-        _check_int("shrinking_level", shrinking_level)
+        check_int(_WHERE, "shrinking_level", shrinking_level, 1)
     if not bulge >= 1.0:
         raise ConfigError(f"bulge={bulge!r} must be >= 1")
     if block_shapes is not None:

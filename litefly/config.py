@@ -20,7 +20,7 @@ from .chain import (ChainCounts, Factor, chain_is_dense, chain_params, log2_ceil
 from .errors import ConfigError
 
 __all__ = ["NumericFormat", "EngineParams", "LayerConfig", "HostOp", "NetworkConfig",
-           "load_config", "load_layer", "load_network", "MixingWarning"]
+           "load_config", "load_layer", "load_network", "MixingWarning", "check_int", "check_keys", "read_yaml"]
 
 STREAM_WIDTHS = (32, 64, 128)
 HOST_OPS = ("relu", "maxpool2d", "avgpool2d", "flatten")
@@ -30,7 +30,7 @@ class MixingWarning(UserWarning):
     """A shape-valid chain that breaks the mixing rule."""
 
 
-def _int(where: str, name: str, value: Any, minimum: int = 0, maximum: int | None = None) -> int:
+def check_int(where: str, name: str, value: Any, minimum: int = 0, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{where}: {name}={value!r} is not an integer")
     if value < minimum or (maximum is not None and value > maximum):
@@ -45,7 +45,7 @@ def _bool(where: str, name: str, value: Any) -> bool:
     return value
 
 
-def _check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
+def check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
     for key in data:
@@ -63,8 +63,8 @@ class NumericFormat:
     relu: bool = False
 
     def __post_init__(self) -> None:
-        _int("format", "act_bits", self.act_bits, 2, 16)
-        _int("format", "weight_bits", self.weight_bits, 2, 16)
+        check_int("format", "act_bits", self.act_bits, 2, 16)
+        check_int("format", "weight_bits", self.weight_bits, 2, 16)
         _bool("format", "bias", self.bias)
         _bool("format", "relu", self.relu)
 
@@ -86,7 +86,7 @@ class NumericFormat:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "NumericFormat":
         data = {} if data is None else data
-        _check_keys("format", data, ("act_bits", "weight_bits", "bias", "relu"))
+        check_keys("format", data, ("act_bits", "weight_bits", "bias", "relu"))
         return cls(**data)
 
 
@@ -98,14 +98,14 @@ class EngineParams:
     stream_bits: int = 64
 
     def __post_init__(self) -> None:
-        _int("engine", "multipliers", self.multipliers, 1, 4096)
+        check_int("engine", "multipliers", self.multipliers, 1, 4096)
         if self.stream_bits not in STREAM_WIDTHS:
             raise ConfigError(f"engine: stream_bits={self.stream_bits!r} must be one of 32, 64, 128")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "EngineParams":
         data = {} if data is None else data
-        _check_keys("engine", data, ("multipliers", "stream_bits"))
+        check_keys("engine", data, ("multipliers", "stream_bits"))
         return cls(**data)
 
 
@@ -215,7 +215,7 @@ class LayerConfig(ChainCounts):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], default_name: str = "layer") -> "LayerConfig":
         where = f"layer {data.get('name', default_name)!r}" if isinstance(data, Mapping) else "layer"
-        _check_keys(where, data, ("name", "kind", "in_features", "out_features", "in_channels",
+        check_keys(where, data, ("name", "kind", "in_features", "out_features", "in_channels",
                                   "out_channels", "kernel", "stride", "padding", "dilation",
                                   "chain", "rshapes", "format", "engine"))
         name = data.get("name", default_name)
@@ -228,15 +228,15 @@ class LayerConfig(ChainCounts):
             for bad in ("in_channels", "out_channels", "kernel", "stride", "padding", "dilation"):
                 if bad in data:
                     raise ConfigError(f"{where}: key {bad!r} is for conv2d layers, not linear")
-            fin = _int(where, "in_features", data.get("in_features"), 1)
-            fout = _int(where, "out_features", data.get("out_features"), 1)
+            fin = check_int(where, "in_features", data.get("in_features"), 1)
+            fout = check_int(where, "out_features", data.get("out_features"), 1)
             geometry: dict[str, Any] = {}
         else:
             for bad in ("in_features", "out_features"):
                 if bad in data:
                     raise ConfigError(f"{where}: key {bad!r} is for linear layers; use in_channels/out_channels")
-            fin = _int(where, "in_channels", data.get("in_channels"), 1)
-            fout = _int(where, "out_channels", data.get("out_channels"), 1)
+            fin = check_int(where, "in_channels", data.get("in_channels"), 1)
+            fout = check_int(where, "out_channels", data.get("out_channels"), 1)
             geometry = {
                 "kernel": _pair(where, "kernel", data.get("kernel"), 1),
                 "stride": _pair(where, "stride", data.get("stride", 1), 1),
@@ -264,10 +264,10 @@ class LayerConfig(ChainCounts):
 
 def _pair(where: str, name: str, value: Any, minimum: int) -> tuple[int, int]:
     if isinstance(value, list) and len(value) == 2:
-        return (_int(where, name, value[0], minimum), _int(where, name, value[1], minimum))
+        return (check_int(where, name, value[0], minimum), check_int(where, name, value[1], minimum))
     if value is None:
         raise ConfigError(f"{where}: {name} is required for a conv2d layer")
-    v = _int(where, name, value, minimum)
+    v = check_int(where, name, value, minimum)
     return (v, v)
 
 
@@ -279,13 +279,19 @@ class HostOp:
     kernel: int = 2
     stride: int = 0   # 0: same as kernel
 
+    def to_dict(self) -> dict[str, Any]:
+        """The network file's form (inverse of :meth:`from_dict`)."""
+        if self.op in ("maxpool2d", "avgpool2d"):
+            return {"op": self.op, "kernel": self.kernel, "stride": self.stride}
+        return {"op": self.op}
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "HostOp":
-        _check_keys("network op", data, ("op", "kernel", "stride"))
+        check_keys("network op", data, ("op", "kernel", "stride"))
         if data["op"] not in HOST_OPS:
             raise ConfigError(f"network op: op={data['op']!r} must be one of {', '.join(HOST_OPS)}")
-        return cls(op=data["op"], kernel=_int("network op", "kernel", data.get("kernel", 2), 1),
-                   stride=_int("network op", "stride", data.get("stride", 0), 0))
+        return cls(op=data["op"], kernel=check_int("network op", "kernel", data.get("kernel", 2), 1),
+                   stride=check_int("network op", "stride", data.get("stride", 0), 0))
 
 
 @dataclass(frozen=True)
@@ -299,9 +305,13 @@ class NetworkConfig:
     def layers(self) -> tuple[LayerConfig, ...]:
         return tuple(s for s in self.steps if isinstance(s, LayerConfig))
 
+    def to_dict(self) -> dict[str, Any]:
+        """The network file's form, layers inline (inverse of :meth:`from_dict`)."""
+        return {"name": self.name, "layers": [step.to_dict() for step in self.steps]}
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base: Path | None = None) -> "NetworkConfig":
-        _check_keys("network", data, ("name", "layers"))
+        check_keys("network", data, ("name", "layers"))
         items = data.get("layers")
         if not isinstance(items, list) or not items:
             raise ConfigError(f"network: layers={items!r} must be a non-empty list")
@@ -325,7 +335,8 @@ class NetworkConfig:
         return cls(name=layer.name, steps=(layer,))
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(path: str | Path, allow_empty: bool = False) -> Mapping[str, Any]:
+    """A YAML file's top-level mapping (an empty file is ``{}`` if ``allow_empty``), or a one-line error."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such file")
@@ -338,6 +349,8 @@ def _read_yaml(path: Path) -> Any:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}: malformed YAML{at}: {problem}") from None
+    if data is None and allow_empty:
+        return {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -346,7 +359,7 @@ def _read_yaml(path: Path) -> Any:
 def load_layer(path: str | Path) -> LayerConfig:
     """Load a single-layer YAML file."""
     path = Path(path)
-    data = _read_yaml(path)
+    data = read_yaml(path)
     if "layers" in data:
         raise ConfigError(f"{path}: is a network file (has 'layers'), expected one layer")
     try:
@@ -358,7 +371,7 @@ def load_layer(path: str | Path) -> LayerConfig:
 def load_network(path: str | Path) -> NetworkConfig:
     """Load a network YAML file, or wrap a single-layer file as a one-layer network."""
     path = Path(path)
-    data = _read_yaml(path)
+    data = read_yaml(path)
     try:
         if "layers" in data:
             return NetworkConfig.from_dict(data, base=path.parent)
@@ -370,5 +383,5 @@ def load_network(path: str | Path) -> NetworkConfig:
 
 def load_config(path: str | Path) -> LayerConfig | NetworkConfig:
     """Load either kind of file."""
-    data = _read_yaml(Path(path))
+    data = read_yaml(Path(path))
     return load_network(path) if "layers" in data else load_layer(path)

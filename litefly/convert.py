@@ -18,7 +18,7 @@ import fnmatch
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,12 +27,13 @@ from torch import nn
 
 from .autochain import SHAPES, generate_chain
 from .chain import Factor, validate_chain
+from .config import check_keys, read_yaml
 from .errors import ConfigError
 from .fixed import factor_forward
 from .nn import DeButConv2d, DeButLinear
 
 __all__ = ["ConvertConfig", "LayerReport", "load_convert_config", "convertible_layers", "fit_factors",
-           "convert_model", "distill", "count_params", "model_macs", "format_report"]
+           "convert_model", "train_epochs", "distill", "count_params", "model_macs", "format_report"]
 
 _CHAIN_KEYS = ("compression", "shrinking_level", "shape", "max_block", "max_factors", "chain")
 
@@ -59,18 +60,12 @@ class ConvertConfig:
         for name, opts in self.overrides.items():
             if not isinstance(opts, Mapping):
                 raise ConfigError(f"convert: overrides.{name}={opts!r} must be a mapping")
-            for key in opts:
-                if key not in _CHAIN_KEYS:
-                    raise ConfigError(f"convert: overrides.{name}: unknown key {key!r}, expected one of "
-                                      f"{', '.join(_CHAIN_KEYS)}")
+            check_keys(f"convert: overrides.{name}", opts, _CHAIN_KEYS)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "ConvertConfig":
         data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"convert: unknown key {key!r}, expected one of {', '.join(sorted(known))}")
+        check_keys("convert", data, sorted(f.name for f in fields(cls)))
         if "shrinking_level" in data and "compression" not in data:
             data["compression"] = None
         if data.get("layers") is not None:
@@ -93,16 +88,8 @@ class ConvertConfig:
 
 
 def load_convert_config(path: str | Path) -> ConvertConfig:
-    import yaml
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML: {str(exc).splitlines()[0]}") from None
-    if data is not None and not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    """A conversion config YAML (an empty file gives the defaults)."""
+    data = read_yaml(path, allow_empty=True)
     try:
         return ConvertConfig.from_dict(data)
     except (ConfigError, TypeError) as exc:
@@ -126,6 +113,13 @@ class LayerReport:
     @property
     def compression(self) -> float:
         return 1.0 - self.params / self.dense_params
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: sizes as ``q``/``p``, the chain as ``[p, q, r, s, t]`` lists."""
+        return {"name": self.name, "kind": self.kind, "q": self.in_size, "p": self.out_size,
+                "chain": [f.as_list() for f in self.chain], "dense_params": self.dense_params,
+                "params": self.params, "compression": self.compression, "dense_macs": self.dense_macs,
+                "macs": self.macs, "rel_error": self.rel_error, "notes": list(self.notes)}
 
 
 # -- selection -----------------------------------------------------------------------------------
@@ -267,18 +261,17 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
-def _output_pixels(model: nn.Module, names: Sequence[str], example: torch.Tensor | None) -> dict[str, int]:
-    """Output positions per sample of each named layer (1 for linear), from one forward pass."""
+def _output_positions(model: nn.Module, names: Sequence[str], example: torch.Tensor | None) -> dict[str, int]:
+    """Output positions per sample of each named layer (pixels for conv, 1 for linear), summed over
+    its calls in one forward pass of one sample of ``example``."""
     if example is None:
         return {}
-    out: dict[str, int] = {}
+    out: dict[str, int] = dict.fromkeys(names, 0)
     hooks = []
     for name in names:
-        mod = model.get_submodule(name)
-
         def hook(m, inp, o, name=name):
-            out[name] = int(o[0].numel() // o.shape[1]) if o.ndim == 4 else int(o[0].numel() // o.shape[-1])
-        hooks.append(mod.register_forward_hook(hook))
+            out[name] += int(o[0].numel() // (o.shape[1] if o.ndim == 4 else o.shape[-1]))
+        hooks.append(model.get_submodule(name).register_forward_hook(hook))
     try:
         with torch.no_grad():
             model(example[:1])
@@ -300,7 +293,7 @@ def convert_model(model: nn.Module, config: ConvertConfig | None = None,
     selected = _select(model, cfg.layers)
     if not selected:
         raise ConfigError("convert: the model has no Conv2d or Linear layer to convert")
-    pixels = _output_pixels(model, [n for n, _ in selected], example_input)
+    pixels = _output_positions(model, [n for n, _ in selected], example_input)
     reports = []
     from tqdm.auto import tqdm
     for i, (name, mod) in enumerate(tqdm(selected, desc="convert (ALS)", unit="layer", disable=not progress)):
@@ -346,76 +339,50 @@ def convert_model(model: nn.Module, config: ConvertConfig | None = None,
 
 
 # -- counting ------------------------------------------------------------------------------------
+_LAYERS = (DeButConv2d, DeButLinear, nn.Conv2d, nn.Linear)
+
+
+def _weights(mod: nn.Module) -> int:
+    """Weights of a Conv2d/Linear/DeBut layer, which are also its MACs per output position."""
+    return mod.num_params if isinstance(mod, (DeButConv2d, DeButLinear)) else mod.weight.numel()
+
+
 def count_params(model: nn.Module, include_bias: bool = False) -> int:
     """Weights of every Conv2d/Linear/DeBut layer (biases only if asked)."""
-    total = 0
-    for mod in model.modules():
-        if isinstance(mod, (DeButConv2d, DeButLinear)):
-            total += mod.num_params
-        elif isinstance(mod, (nn.Conv2d, nn.Linear)):
-            total += mod.weight.numel()
-        else:
-            continue
-        if include_bias and getattr(mod, "bias", None) is not None:
-            total += mod.bias.numel()
-    return total
+    return sum(_weights(m) + (m.bias.numel() if include_bias and m.bias is not None else 0)
+               for m in model.modules() if isinstance(m, _LAYERS))
 
 
 def model_macs(model: nn.Module, example_input: torch.Tensor) -> int:
     """Multiply-accumulates per sample of every Conv2d/Linear/DeBut layer."""
-    total = [0]
-    hooks = []
-
-    def hook(m, inp, out):
-        if isinstance(m, (DeButConv2d, DeButLinear)):
-            per = m.num_params
-        else:
-            per = m.weight.numel() // (m.groups if isinstance(m, nn.Conv2d) else 1)
-        positions = out[0].numel() // (out.shape[1] if out.ndim == 4 else out.shape[-1])
-        total[0] += per * positions
-
-    for mod in model.modules():
-        if isinstance(mod, (DeButConv2d, DeButLinear, nn.Conv2d, nn.Linear)):
-            hooks.append(mod.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(example_input[:1])
-    finally:
-        for h in hooks:
-            h.remove()
-    return total[0]
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, _LAYERS)}
+    positions = _output_positions(model, list(layers), example_input)
+    return sum(_weights(m) // (m.groups if isinstance(m, nn.Conv2d) else 1) * positions[n]
+               for n, m in layers.items())
 
 
-# -- knowledge distillation ------------------------------------------------------------------------
-def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 10,
-            batch_size: int = 64, lr: float = 2e-3, temperature: float = 4.0, alpha: float = 0.7,
-            weight_decay: float = 0.0, seed: int = 0, log=None, progress: bool = False) -> list[float]:
-    """Fine-tune ``student`` on ``(x, y)`` with knowledge distillation from ``teacher``.
+# -- training and knowledge distillation ----------------------------------------------------------
+def train_epochs(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 epochs: int, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.0, seed: int = 0,
+                 log: Callable[[str], None] | None = None, progress: bool = False, desc: str = "train"
+                 ) -> list[float]:
+    """Minibatch training: Adam, a cosine learning-rate schedule, shuffled batches from ``seed``.
 
-    Loss: ``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE``.
-    Adam with a cosine learning-rate schedule; returns the mean loss of every epoch.
+    ``loss_fn(output, batch_indices)`` gives the loss of a batch. Returns the mean loss of every
+    epoch and leaves the model in eval mode.
     """
-    if not 0.0 <= alpha <= 1.0 or temperature <= 0:
-        raise ConfigError(f"distill: alpha={alpha} must be in [0, 1] and temperature={temperature} positive")
-    gen = torch.Generator().manual_seed(seed)
-    teacher.eval()
-    with torch.no_grad():
-        soft = torch.cat([teacher(x[i:i + 512]) for i in range(0, len(x), 512)])
-    opt = torch.optim.Adam(student.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * math.ceil(len(x) / batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
-    history = []
     from tqdm.auto import tqdm
-    for epoch in tqdm(range(epochs), desc="distill", unit="epoch", disable=not progress):
-        student.train()
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * math.ceil(len(x) / batch_size)))
+    history = []
+    for epoch in tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress):
+        model.train()
         perm = torch.randperm(len(x), generator=gen)
         total = 0.0
         for i in range(0, len(x), batch_size):
             idx = perm[i:i + batch_size]
-            out = student(x[idx])
-            kd = F.kl_div(F.log_softmax(out / temperature, dim=1), F.softmax(soft[idx] / temperature, dim=1),
-                          reduction="batchmean") * temperature ** 2
-            loss = alpha * kd + (1 - alpha) * F.cross_entropy(out, y[idx])
+            loss = loss_fn(model(x[idx]), idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -424,8 +391,29 @@ def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Te
         history.append(total / len(x))
         if log is not None:
             log(f"epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f}")
-    student.eval()
+    model.eval()
     return history
+
+
+def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 10,
+            batch_size: int = 64, lr: float = 2e-3, temperature: float = 4.0, alpha: float = 0.7,
+            weight_decay: float = 0.0, seed: int = 0, log=None, progress: bool = False) -> list[float]:
+    """Fine-tune ``student`` on ``(x, y)`` with knowledge distillation from ``teacher``.
+
+    Loss: ``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE``,
+    trained by :func:`train_epochs`; returns the mean loss of every epoch.
+    """
+    if not 0.0 <= alpha <= 1.0 or temperature <= 0:
+        raise ConfigError(f"distill: alpha={alpha} must be in [0, 1] and temperature={temperature} positive")
+    teacher.eval()
+    with torch.no_grad():
+        soft = F.softmax(torch.cat([teacher(x[i:i + 512]) for i in range(0, len(x), 512)]) / temperature, dim=1)
+
+    def loss(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        kd = F.kl_div(F.log_softmax(out / temperature, dim=1), soft[idx], reduction="batchmean") * temperature ** 2
+        return alpha * kd + (1 - alpha) * F.cross_entropy(out, y[idx])
+
+    return train_epochs(student, x, loss, epochs, batch_size, lr, weight_decay, seed, log, progress, "distill")
 
 
 def format_report(reports: Sequence[LayerReport]):

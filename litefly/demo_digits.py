@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .convert import ConvertConfig, LayerReport, convert_model, count_params, distill, model_macs
+from .convert import ConvertConfig, LayerReport, convert_model, count_params, distill, model_macs, train_epochs
 from .errors import LiteflyError
 from .export import export_int8, int8_forward, save_int8
 
@@ -87,23 +87,9 @@ def make_cnn(c1: int = 16, c2: int = 64, classes: int = 10) -> nn.Sequential:
 
 def train_dense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch_size: int,
                 seed: int) -> None:
-    """Plain cross-entropy training (Adam, cosine schedule)."""
-    import math
+    """Plain cross-entropy training (:func:`litefly.convert.train_epochs`)."""
     import torch.nn.functional as F
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * math.ceil(len(x) / batch_size)))
-    for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), batch_size):
-            idx = perm[i:i + batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    model.eval()
+    train_epochs(model, x, lambda out, idx: F.cross_entropy(out, y[idx]), epochs, batch_size, lr, seed=seed)
 
 
 def _accuracy(pred: np.ndarray, y: torch.Tensor) -> float:
@@ -218,9 +204,7 @@ def summary_dict(res: DigitsResult) -> dict[str, Any]:
     return {
         "config": asdict(res.config), "rows": res.rows, "engine": res.engine_note,
         "engine_equals_golden_on_every_image": res.engine_equal,
-        "layers": [{"name": r.name, "kind": r.kind, "q": r.in_size, "p": r.out_size,
-                    "chain": [f.as_list() for f in r.chain], "dense_params": r.dense_params, "params": r.params,
-                    "dense_macs": r.dense_macs, "macs": r.macs, "rel_error": r.rel_error} for r in res.layers],
+        "layers": [r.to_dict() for r in res.layers],
         "bench_total": None if res.bench is None else {k: v for k, v in res.bench["total"].items()
                                                        if not isinstance(v, dict)},
         "timings_s": res.timings,

@@ -20,6 +20,7 @@ product unchanged and cuts the int8 logit error of the digits demo's network fro
 from __future__ import annotations
 
 import operator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -35,7 +36,7 @@ from .errors import ConfigError, LiteflyError
 from .fixed import QuantizedLayer, equalize_factors, load_quantized, quantize_layer, save_quantized
 from .nn import DeButConv2d, DeButLinear
 
-__all__ = ["trace_steps", "export_int8", "save_int8", "load_int8", "int8_forward", "network_to_dict"]
+__all__ = ["trace_steps", "export_int8", "save_int8", "load_int8", "int8_forward"]
 
 
 class _Tracer(torch.fx.Tracer):
@@ -135,7 +136,7 @@ def trace_steps(model: nn.Module) -> list[tuple[str, nn.Module | HostOp]]:
 
 def _layer_config(name: str, mod: DeButConv2d | DeButLinear, relu: bool, fmt: NumericFormat,
                   engine: EngineParams) -> LayerConfig:
-    form = NumericFormat(act_bits=fmt.act_bits, weight_bits=fmt.weight_bits, bias=mod.bias is not None, relu=relu)
+    form = replace(fmt, bias=mod.bias is not None, relu=relu)
     if isinstance(mod, DeButLinear):
         return LayerConfig(name=name, kind="linear", in_features=mod.in_features, out_features=mod.out_features,
                            chain=mod.chain, format=form, engine=engine)
@@ -144,23 +145,11 @@ def _layer_config(name: str, mod: DeButConv2d | DeButLinear, relu: bool, fmt: Nu
                        padding=mod.padding, dilation=mod.dilation)
 
 
-def _run_step(step, q: QuantizedLayer | None, x: np.ndarray) -> np.ndarray:
-    from litefly.host.hostops import apply_host_op
-    from litefly.host.im2col import layer_col2im, layer_im2col
-    if isinstance(step, HostOp):
-        return apply_host_op(step, x)
-    cols, geom = layer_im2col(step, x)
-    y = q.forward(q.quantize_input(cols))
-    return q.dequantize_output(layer_col2im(step, y, geom))
-
-
 def int8_forward(network: NetworkConfig, params: Mapping[str, QuantizedLayer], x: np.ndarray) -> np.ndarray:
-    """The int8 golden network on float input: per layer quantise, :meth:`QuantizedLayer.forward`,
-    dequantise; host ops in float numpy (the host runtime's contract)."""
-    y = np.asarray(x, dtype=np.float64)
-    for step in network.steps:
-        y = _run_step(step, params.get(step.name) if isinstance(step, LayerConfig) else None, y)
-    return y
+    """The int8 golden network on float input: each layer through
+    :meth:`QuantizedLayer.forward_float`, host ops in float numpy (the host runtime's contract)."""
+    from litefly.host.runtime import layer_forward, network_forward
+    return network_forward(network, x, lambda layer, y: layer_forward(layer, y, params[layer.name].forward_float))
 
 
 def export_int8(model: nn.Module, calib_x: torch.Tensor | np.ndarray, name: str = "network",
@@ -194,34 +183,23 @@ def export_int8(model: nn.Module, calib_x: torch.Tensor | np.ndarray, name: str 
         plan.append(layer)
         i += 2 if fuse else 1
     network = NetworkConfig(name=name, steps=tuple(plan))
-    from litefly.host.im2col import layer_im2col
-    x = calib_x.detach().cpu().double().numpy() if isinstance(calib_x, torch.Tensor) else np.asarray(calib_x, float)
     params: dict[str, QuantizedLayer] = {}
-    for step in network.steps:
-        if isinstance(step, LayerConfig):
-            mod = modules[step.name]
-            cols, _ = layer_im2col(step, x)
+
+    def calibrate_and_run(layer: LayerConfig, x: np.ndarray) -> np.ndarray:
+        def run_rows(cols: np.ndarray) -> np.ndarray:
+            mod = modules[layer.name]
             bias = mod.bias.detach().double().numpy() if mod.bias is not None else None
             weights = mod.compact_numpy()
             if equalize:
-                weights = equalize_factors(step.chain, weights)
-            params[step.name] = quantize_layer(step, weights, cols, bias=bias)
-            x = _run_step(step, params[step.name], x)
-        else:
-            x = _run_step(step, None, x)
+                weights = equalize_factors(layer.chain, weights)
+            q = params[layer.name] = quantize_layer(layer, weights, cols, bias=bias)
+            return q.forward_float(cols)
+        return layer_forward(layer, x, run_rows)
+
+    from litefly.host.runtime import layer_forward, network_forward
+    x = calib_x.detach().cpu().double().numpy() if isinstance(calib_x, torch.Tensor) else np.asarray(calib_x, float)
+    network_forward(network, x, calibrate_and_run)
     return network, params
-
-
-def network_to_dict(network: NetworkConfig) -> dict[str, Any]:
-    layers: list[dict[str, Any]] = []
-    for step in network.steps:
-        if isinstance(step, LayerConfig):
-            layers.append(step.to_dict())
-        elif step.op in ("maxpool2d", "avgpool2d"):
-            layers.append({"op": step.op, "kernel": step.kernel, "stride": step.stride})
-        else:
-            layers.append({"op": step.op})
-    return {"name": network.name, "layers": layers}
 
 
 def save_int8(network: NetworkConfig, params: Mapping[str, QuantizedLayer], out_dir: str | Path) -> Path:
@@ -230,7 +208,7 @@ def save_int8(network: NetworkConfig, params: Mapping[str, QuantizedLayer], out_
     out.mkdir(parents=True, exist_ok=True)
     path = out / "network.yaml"
     path.write_text("# litefly int8 export: run with `litefly bench network.yaml --params .`\n"
-                    + yaml.safe_dump(network_to_dict(network), sort_keys=False, default_flow_style=None))
+                    + yaml.safe_dump(network.to_dict(), sort_keys=False, default_flow_style=None))
     for layer in network.layers:
         save_quantized(params[layer.name], out / f"{layer.name}.npz")
     return path

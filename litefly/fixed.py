@@ -178,6 +178,10 @@ class QuantizedLayer:
     def dequantize_output(self, y: np.ndarray) -> np.ndarray:
         return dequantize(y, self.out_scale)
 
+    def forward_float(self, x: np.ndarray) -> np.ndarray:
+        """Float rows in, float rows out, through the integer path: quantise, :meth:`forward`, dequantise."""
+        return self.dequantize_output(self.forward(self.quantize_input(x)))
+
 
 def quantize_tensor(x: np.ndarray, scale: float, bits: int) -> np.ndarray:
     """``clamp(floor(x / scale + 1/2))`` as int64 (round half up, saturate)."""

@@ -87,11 +87,8 @@ def convert(model_path: Path, config_path: Path | None, output: Path, data_path:
                           log=lambda m: console.print(m))
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(new, output)
-    rep = [{"name": r.name, "kind": r.kind, "q": r.in_size, "p": r.out_size, "chain": [f.as_list() for f in r.chain],
-            "dense_params": r.dense_params, "params": r.params, "compression": r.compression,
-            "dense_macs": r.dense_macs, "macs": r.macs, "rel_error": r.rel_error, "notes": list(r.notes)}
-           for r in reports]
-    output.with_suffix(".json").write_text(json.dumps({"layers": rep, "kd_loss": history}, indent=2))
+    report = {"layers": [r.to_dict() for r in reports], "kd_loss": history}
+    output.with_suffix(".json").write_text(json.dumps(report, indent=2))
     console.print(f"wrote {output} and {output.with_suffix('.json')}")
     if export_dir is not None:
         from litefly.export import export_int8, save_int8
