@@ -357,8 +357,7 @@ def model_macs(model: nn.Module, example_input: torch.Tensor) -> int:
     """Multiply-accumulates per sample of every Conv2d/Linear/DeBut layer."""
     layers = {n: m for n, m in model.named_modules() if isinstance(m, _LAYERS)}
     positions = _output_positions(model, list(layers), example_input)
-    return sum(_weights(m) // (m.groups if isinstance(m, nn.Conv2d) else 1) * positions[n]
-               for n, m in layers.items())
+    return sum(_weights(m) * positions[n] for n, m in layers.items())
 
 
 # -- training and knowledge distillation ----------------------------------------------------------

@@ -89,6 +89,14 @@ def test_every_layer_replaced_and_shapes_kept(model_fn, shape):
     assert model_macs(model, x) == sum(r.dense_macs for r in reports)
 
 
+def test_macs_count_grouped_and_depthwise_convs():
+    """A grouped conv's weight tensor already holds in/groups inputs per output: MACs = weights x pixels."""
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1, groups=4), nn.Conv2d(16, 16, 3, padding=1, groups=16),
+                          nn.Flatten(), nn.Linear(16 * 5 * 5, 3))
+    per_pixel = 16 * (8 // 4) * 9 + 16 * 1 * 9
+    assert model_macs(model, torch.zeros(1, 8, 5, 5)) == per_pixel * 25 + 16 * 25 * 3
+
+
 def test_converted_layer_holds_the_fitted_chain_and_the_bias():
     model = small_cnn()
     new, reports = convert_model(model, ConvertConfig(compression=0.7, sweeps=3))
