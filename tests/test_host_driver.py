@@ -7,13 +7,15 @@ import torch.nn.functional as F
 
 from litefly.config import LayerConfig, load_layer, load_network
 from litefly.errors import LiteflyError, ShapeError
-from litefly.fixed import chain_dense, quantize_layer, random_float_weights
+from litefly.fixed import chain_dense
 from litefly.host.accuracy import error_bound
 from litefly.host.driver import EngineDriver
 from litefly.host.golden_transport import GoldenTransport
 from litefly.host.im2col import layer_im2col
 from litefly.host.runtime import NetworkRunner, run_columns, run_layer
 from litefly.host.transport import DMATimeout
+
+from network_params import calibrated_network_params, random_quantized
 
 CONV = {"name": "c3", "kind": "conv2d", "in_channels": 4, "out_channels": 8, "kernel": 3, "padding": 1,
         "chain": [[16, 36, 4, 9, 1], [8, 16, 2, 4, 4]], "format": {"bias": True},
@@ -27,10 +29,7 @@ def conv_layer(stride: int = 1, **fmt) -> LayerConfig:
 
 
 def quantized(layer, x, seed=0):
-    rng = np.random.default_rng(seed)
-    cols, _ = layer_im2col(layer, x)
-    bias = rng.standard_normal(layer.chain_out) * 0.3 if layer.format.bias else None
-    return quantize_layer(layer, random_float_weights(layer, rng), cols, bias=bias)
+    return random_quantized(layer, x, np.random.default_rng(seed))
 
 
 def driver_for(layer, **kw):
@@ -128,15 +127,7 @@ def test_network_runner_golden_matches_layerwise_golden():
     rng = np.random.default_rng(9)
     x = rng.standard_normal((1, 3, 8, 8))
     # calibrate each layer on the activations reaching it (as a user would)
-    params, h = {}, x
-    from litefly.host.hostops import apply_host_op
-    from litefly.config import HostOp
-    for step in net.steps:
-        if isinstance(step, HostOp):
-            h = apply_host_op(step, h)
-            continue
-        params[step.name] = q = quantized(step, h, seed=len(params))
-        h = run_layer(step, q, h, "golden")
+    params, h = calibrated_network_params(net, x, rng)
     runner = NetworkRunner(net, params, backend="golden")
     y = runner.run(x)
     np.testing.assert_array_equal(y, h)

@@ -105,20 +105,13 @@ def test_sim_engine_never_started_times_out():
 
 @needs_sim
 def test_sim_network_end_to_end_equals_golden():
-    from litefly.config import HostOp, load_network
-    from litefly.host.hostops import apply_host_op
-    from litefly.host.runtime import NetworkRunner, run_layer
+    from litefly.config import load_network
+    from litefly.host.runtime import NetworkRunner
+    from network_params import calibrated_network_params
     net = load_network(HERE.parent / "examples" / "vgg_net.yaml")
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, 3, 4, 4))
-    params, h = {}, x
-    for step in net.steps:
-        if isinstance(step, HostOp):
-            h = apply_host_op(step, h)
-            continue
-        cols, _ = layer_im2col(step, h)
-        params[step.name] = q = quantize_layer(step, random_float_weights(step, rng), cols)
-        h = run_layer(step, q, h, "golden")
+    params, h = calibrated_network_params(net, x, rng)
     runner = NetworkRunner(net, params, backend="sim")
     y = runner.run(x)
     np.testing.assert_array_equal(y, h)
