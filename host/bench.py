@@ -22,14 +22,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from litefly.config import HostOp, LayerConfig, NetworkConfig
+from litefly.config import LayerConfig, NetworkConfig
 from litefly.errors import LiteflyError
 from litefly.fixed import chain_dense, load_quantized, quantize_layer, random_float_weights
 from litefly.hw.spec import EngineSpec
 
-from .hostops import apply_host_op
-from .im2col import layer_col2im, layer_im2col
-from .runtime import run_columns
+from .im2col import layer_im2col
+from .runtime import layer_forward, network_forward, run_columns
 
 __all__ = ["run_bench", "roofline", "cpu_conv_times", "render_table", "plot_report"]
 
@@ -115,42 +114,41 @@ def run_bench(network: NetworkConfig, backend: str = "sim", board_name: str = "p
         opts.setdefault("clock_mhz", f_mhz)
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
-    for step in network.steps:
-        if isinstance(step, HostOp):
-            x = apply_host_op(step, x)
-            continue
-        layer = step
-        cols_f, geom = layer_im2col(layer, x)
-        if params_dir is not None:
-            q = load_quantized(layer, Path(params_dir) / f"{layer.name}.npz")
-            fw = q.float_weights()
-        else:
-            fw = random_float_weights(layer, rng)
-            bias = rng.standard_normal(layer.chain_out) * 0.1 if layer.format.bias else None
-            q = quantize_layer(layer, fw, cols_f, bias=bias)
-        cols = q.quantize_input(cols_f)
-        if progress:
-            progress(f"{layer.name}: DeBut engine")
-        y_int, st = run_columns(layer, q, cols, backend, **opts)
-        if not np.array_equal(y_int, q.forward(cols)):
-            raise LiteflyError(f"layer {layer.name!r}: engine output differs from the fixed-point golden model")
-        base, dw, dense_m = _dense_params(layer, fw)
-        dst = None
-        if dense:
+    def bench_layer(layer: LayerConfig, x: np.ndarray) -> np.ndarray:
+        def run_rows(cols_f: np.ndarray) -> np.ndarray:
+            if params_dir is not None:
+                q = load_quantized(layer, Path(params_dir) / f"{layer.name}.npz")
+                fw = q.float_weights()
+            else:
+                fw = random_float_weights(layer, rng)
+                bias = rng.standard_normal(layer.chain_out) * 0.1 if layer.format.bias else None
+                q = quantize_layer(layer, fw, cols_f, bias=bias)
+            cols = q.quantize_input(cols_f)
             if progress:
-                progress(f"{layer.name}: dense engine")
-            qd = quantize_layer(base, dw, cols_f, bias=None if not base.format.bias else np.zeros(base.chain_out),
-                                in_scale=q.in_scale)
-            dopts = dict(opts)
-            if backend == "pynq":
-                bdir, files = dopts.get("bitstream_dir"), dopts.get("bitfiles") or {}
-                if base.name not in files and not (bdir and (Path(bdir) / f"{base.name}.bit").exists()):
-                    dopts = None      # no dense bitstream on the board: the dense figure is the cycle model
-            if dopts is not None:
-                _, dst = run_columns(base, qd, qd.quantize_input(cols_f), backend, **dopts)
-        cpu = cpu_conv_times(layer, x, dense_m)
-        rows.append(_layer_row(layer, base, st, dst, cpu, f_hz, board, batch, src_engine))
-        x = q.dequantize_output(layer_col2im(layer, y_int, geom))
+                progress(f"{layer.name}: DeBut engine")
+            y_int, st = run_columns(layer, q, cols, backend, **opts)
+            if not np.array_equal(y_int, q.forward(cols)):
+                raise LiteflyError(f"layer {layer.name!r}: engine output differs from the fixed-point golden model")
+            base, dw, dense_m = _dense_params(layer, fw)
+            dst = None
+            if dense:
+                if progress:
+                    progress(f"{layer.name}: dense engine")
+                qd = quantize_layer(base, dw, cols_f, bias=None if not base.format.bias else np.zeros(base.chain_out),
+                                    in_scale=q.in_scale)
+                dopts = dict(opts)
+                if backend == "pynq":
+                    bdir, files = dopts.get("bitstream_dir"), dopts.get("bitfiles") or {}
+                    if base.name not in files and not (bdir and (Path(bdir) / f"{base.name}.bit").exists()):
+                        dopts = None      # no dense bitstream on the board: the dense figure is the cycle model
+                if dopts is not None:
+                    _, dst = run_columns(base, qd, qd.quantize_input(cols_f), backend, **dopts)
+            cpu = cpu_conv_times(layer, x, dense_m)
+            rows.append(_layer_row(layer, base, st, dst, cpu, f_hz, board, batch, src_engine))
+            return q.dequantize_output(y_int)
+        return layer_forward(layer, x, run_rows)
+
+    network_forward(network, x, bench_layer)
     return _report(network, rows, backend, board, f_mhz, batch, input_size, seed, src_engine,
                    time.perf_counter() - t_start)
 
