@@ -1,244 +1,165 @@
-"""The engine driver: identity check, parameter load and double-buffered tiled execution.
+"""The register-protocol client of the network engine (numpy only; board-safe).
 
-One driver, any transport (:mod:`litefly.host.transport`): the same code runs on a PYNQ
-board, against the cocotb/Verilator engine and against the numpy golden model. Per-stage
-host timings (pack, copy in, execute/wait, copy out, unpack) are kept as FINN's
-``driver_base`` does. Board-safe: numpy only.
+One client, any transport (:mod:`litefly.host.transport`): the same code runs on a PYNQ
+board, against the cocotb/Verilator engine and against the numpy engine model. Registers
+are named, never numbered: offsets and fields come from :mod:`litefly.hw.regmap`.
+
+Host time is kept per stage, as FINN's ``driver_base`` does: ``dispatch`` (register writes,
+starting DMA transfers, polling STATUS) is host time; ``wait`` (blocking on a DMA channel)
+is the engine's time. The runtime adds ``quantize``, ``copy_in``, ``copy_out`` and
+``unpack`` (:mod:`litefly.host.runtime`).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from litefly.config import LayerConfig
-from litefly.errors import LiteflyError, ShapeError
-from litefly.fixed import QuantizedLayer, int_range
+from litefly.errors import LiteflyError
 from litefly.hw import regmap
-from litefly.hw.spec import EngineSpec
-from litefly.hw.wireformat import pack_batches, pack_params, unpack_batches
+from litefly.hw.spec import EngineEnvelope, LayerDescriptor
 
-from .tiling import DEFAULT_BUFFER_BYTES, TilePlan, align_up, plan_tiles
+from .transport import DMATimeout
 
-__all__ = ["EngineDriver", "layer_from", "STAGES", "COUNTERS"]
+__all__ = ["EngineDriver", "STAGES"]
 
-STAGES = ("pack", "copy_in", "execute", "copy_out", "unpack")
-COUNTERS = ("CYCLES", "BUSY_CYCLES", "STARVED_CYCLES", "STALLED_CYCLES", "COLUMNS_DONE")
-_R = regmap.REG
-
-
-def layer_from(layer_or_manifest: LayerConfig | Mapping[str, Any] | str | Path) -> LayerConfig:
-    """A :class:`LayerConfig` from itself, a manifest dict, or a ``manifest.json`` path."""
-    if isinstance(layer_or_manifest, LayerConfig):
-        return layer_or_manifest
-    data = layer_or_manifest
-    if isinstance(data, (str, Path)):
-        p = Path(data)
-        if not p.exists():
-            raise LiteflyError(f"{p}: no such manifest file")
-        data = json.loads(p.read_text())
-    if not isinstance(data, Mapping) or "layer" not in data:
-        raise LiteflyError("expected a LayerConfig, a manifest dict or a manifest.json path (with a 'layer' entry)")
-    return LayerConfig.from_dict(data["layer"])
+STAGES = ("quantize", "copy_in", "dispatch", "wait", "copy_out", "unpack")
 
 
 class EngineDriver:
-    """Drive one engine through a transport.
+    """Drive one network engine through a transport.
 
-    ``timeout`` (seconds) bounds every DMA wait; ``buffer_bytes`` is the per-buffer budget
-    of the tile plan (two input and two output buffers are allocated).
+    ``timeout`` (seconds) is the least time any DMA wait may take; a pass's bound also grows
+    with its modelled cycles at ``clock_mhz`` (10x margin), so a large layer never times out
+    early and a hung one fails within a bound derived from what it should take.
     """
 
-    def __init__(self, transport: Any, layer_or_manifest: LayerConfig | Mapping[str, Any] | str | Path,
-                 timeout: float = 2.0, buffer_bytes: int = DEFAULT_BUFFER_BYTES) -> None:
+    def __init__(self, transport: Any, envelope: EngineEnvelope, timeout: float = 2.0,
+                 clock_mhz: float = 100.0) -> None:
         self.transport = transport
-        self.layer = layer_from(layer_or_manifest)
-        self.spec = EngineSpec(self.layer)
+        self.envelope = envelope
         self.timeout = float(timeout)
-        self.buffer_bytes = int(buffer_bytes)
+        self.clock_mhz = float(clock_mhz)
         self.timings: dict[str, float] = dict.fromkeys(STAGES, 0.0)
-        self.bytes_in = self.bytes_out = self.param_bytes = 0
-        self.tiles_run = 0
-        self.cycles = 0                    # 64-bit accumulation of the 32-bit CYCLES counter
-        self._bufs: dict[tuple[str, int], list[np.ndarray]] = {}
-        self._params_loaded: QuantizedLayer | None = None
+        self.transfers = 0
+        self._regs: dict[str, regmap.Register] = {}
 
-    # -- registers -----------------------------------------------------------------------
+    # -- registers -------------------------------------------------------------------------
+    def reg(self, name: str) -> regmap.Register:
+        if name not in self._regs:
+            self._regs[name] = regmap.by_name(name, self.envelope.max_factors)
+        return self._regs[name]
+
     def read(self, name: str) -> int:
-        return int(self.transport.read_reg(self._offset(name)))
+        return int(self.transport.read_reg(self.reg(name).offset))
 
-    def write(self, name: str, value: int) -> None:
-        self.transport.write_reg(self._offset(name), int(value))
+    def write(self, name: str, value: int | Mapping[str, int]) -> None:
+        reg = self.reg(name)
+        self.transport.write_reg(reg.offset, regmap.pack(reg, value) if isinstance(value, Mapping) else int(value))
 
-    def _offset(self, name: str) -> int:
-        if name.startswith("SHIFT"):
-            return regmap.SHIFT_BASE + 4 * int(name[5:])
-        return _R[name]
+    def ctrl(self, *bits: str) -> None:
+        self.write("CTRL", {b: 1 for b in bits})
+
+    def status(self) -> dict[str, int]:
+        return regmap.unpack("STATUS", self.read("STATUS"))
 
     def check_identity(self) -> dict[str, int]:
-        """Refuse (one line) a bitstream that is not this layer's engine; return the identity registers."""
+        """Refuse (one line) an engine that is not this envelope's; return the identity registers."""
+        env = self.envelope
         ident = {n: self.read(n) for n in ("ID", "VERSION", "CONFIG_HASH", "LANES")}
-        name = self.layer.name
         if ident["ID"] != regmap.ID_MAGIC:
             raise LiteflyError(f"no litefly engine found: ID register reads 0x{ident['ID']:08x}, expected "
                                f"0x{regmap.ID_MAGIC:08x} ('LFLY'): is the right overlay loaded?")
-        major = ident["VERSION"] >> 16
-        if major != regmap.VERSION[0]:
-            raise LiteflyError(f"bitstream interface version {major}.{ident['VERSION'] & 0xFFFF} is not supported "
-                               f"by this litefly (needs {regmap.VERSION[0]}.x): rebuild the bitstream")
-        if ident["CONFIG_HASH"] != self.layer.hash32:
-            raise LiteflyError(f"bitstream config hash 0x{ident['CONFIG_HASH']:08x} does not match layer {name!r} "
-                               f"(0x{self.layer.hash32:08x}): load the bitstream built for this config")
-        if ident["LANES"] != self.spec.lanes:
-            raise LiteflyError(f"bitstream has {ident['LANES']} lanes, layer {name!r} expects {self.spec.lanes}: "
-                               f"load the bitstream built for this config")
+        ver = regmap.unpack("VERSION", ident["VERSION"])
+        if ver["MAJOR"] != regmap.VERSION[0]:
+            raise LiteflyError(f"bitstream interface version {ver['MAJOR']}.{ver['MINOR']} is not supported by "
+                               f"this litefly (needs {regmap.VERSION[0]}.x): rebuild the bitstream")
+        if ident["CONFIG_HASH"] != env.hash32:
+            raise LiteflyError(f"bitstream engine hash 0x{ident['CONFIG_HASH']:08x} does not match engine "
+                               f"{env.name!r} (0x{env.hash32:08x}): load the bitstream built for this network")
+        if ident["LANES"] != env.lanes:
+            raise LiteflyError(f"bitstream has {ident['LANES']} lanes, engine {env.name!r} expects {env.lanes}: "
+                               f"load the bitstream built for this network")
         return ident
 
-    # -- buffers -------------------------------------------------------------------------
-    def _buffers(self, kind: str, nbytes: int) -> list[np.ndarray]:
-        key = (kind, align_up(nbytes))
-        if key not in self._bufs:
-            for k in [k for k in self._bufs if k[0] == kind]:   # one pair per direction
-                for b in self._bufs.pop(k):
-                    getattr(b, "freebuffer", lambda: None)()
-            self._bufs[key] = [self.transport.allocate((key[1],), np.uint8) for _ in range(2)]
-        return self._bufs[key]
+    # -- a layer -----------------------------------------------------------------------------
+    def write_descriptor(self, desc: LayerDescriptor, shifts: Sequence[int], images: int) -> None:
+        """The layer's descriptor registers and requantisation shifts."""
+        t0 = time.perf_counter()
+        for name, word in desc.register_words(images).items():
+            self.write(name, word)
+        for i, s in enumerate(shifts):
+            self.write(f"F{i}_SHIFT", {"SHIFT": int(s)})
+        self.timings["dispatch"] += time.perf_counter() - t0
 
-    # -- parameters ----------------------------------------------------------------------
-    def load_params(self, qlayer: QuantizedLayer) -> None:
-        """Write the shifts and stream the weights (and biases) into the engine."""
-        if qlayer.layer.config_hash != self.layer.config_hash:
-            raise LiteflyError(f"parameters are for layer {qlayer.layer.name!r} "
-                               f"(0x{qlayer.layer.hash32:08x}), the engine is {self.layer.name!r} "
-                               f"(0x{self.layer.hash32:08x})")
-        for i, s in enumerate(qlayer.shifts):
-            self.write(f"SHIFT{i}", s)
-        beats = pack_params(self.spec, qlayer.weights, qlayer.bias)
-        nbytes = beats.nbytes
-        buf = self.transport.allocate((align_up(nbytes),), np.uint8)
-        buf[:nbytes] = beats.reshape(-1)
-        buf.flush()
-        self.write("CTRL", regmap.CTRL_LOAD_PARAMS)
+    def set_images(self, images: int) -> None:
+        t0 = time.perf_counter()
+        self.write("IMAGES", images)
+        self.timings["dispatch"] += time.perf_counter() - t0
+
+    def load_params(self, buf: np.ndarray, nbytes: int) -> None:
+        """Stream a layer's packed parameters (already in a DMA buffer) into the engine."""
+        t0 = time.perf_counter()
+        self.ctrl("LOAD_PARAMS")
         self.transport.sendchannel.transfer(buf, nbytes=nbytes)
-        self.transport.sendchannel.wait(self.timeout)
-        deadline = time.monotonic() + self.timeout
-        while not self.read("STATUS") & regmap.STATUS_PARAMS_VALID:
-            if time.monotonic() > deadline:
-                raise LiteflyError(f"engine did not report PARAMS_VALID within {self.timeout:.1f} s "
-                                   f"after a {nbytes}-byte parameter stream")
-        getattr(buf, "freebuffer", lambda: None)()
-        self.param_bytes += nbytes
-        self._params_loaded = qlayer
-
-    # -- execution -------------------------------------------------------------------------
-    def check_columns(self, x: np.ndarray) -> np.ndarray:
-        """Validate integer input columns ``(n, q_1)``; one-line :class:`ShapeError` otherwise."""
-        name, q = self.layer.name, self.spec.in_elems
-        if not isinstance(x, np.ndarray):
-            raise ShapeError(f"layer {name!r}: input is a {type(x).__name__}, expected a numpy integer array (n, {q})")
-        if x.ndim != 2 or x.shape[1] != q or x.shape[0] < 1:
-            raise ShapeError(f"layer {name!r}: input columns have shape {x.shape}, expected (n, {q})")
-        if not np.issubdtype(x.dtype, np.integer):
-            raise ShapeError(f"layer {name!r}: input dtype {x.dtype} is not an integer type "
-                             f"(quantise with QuantizedLayer.quantize_input first)")
-        lo, hi = int_range(self.spec.act_bits)
-        if x.min() < lo or x.max() > hi:
-            raise ShapeError(f"layer {name!r}: input values {x.min()}..{x.max()} are outside the "
-                             f"{self.spec.act_bits}-bit range {lo}..{hi}")
-        return x
-
-    def plan(self, columns: int) -> TilePlan:
-        return plan_tiles(self.spec, columns, self.buffer_bytes)
-
-    def run_columns(self, x: np.ndarray) -> np.ndarray:
-        """Run input columns ``(n, q_1)`` through the engine; returns ``(n, p_N)`` int64.
-
-        Double-buffered: while the engine works on tile k, the host packs tile k+1 into the
-        other input buffer and unpacks tile k-1 from the other output buffer.
-        """
-        if self._params_loaded is None:
-            raise LiteflyError(f"layer {self.layer.name!r}: call load_params() before run_columns()")
-        x = self.check_columns(x)
-        plan = self.plan(x.shape[0])
-        ins = self._buffers("in", plan.in_buffer_bytes)
-        outs = self._buffers("out", plan.out_buffer_bytes)
-        y = np.empty((x.shape[0], self.spec.out_elems), dtype=np.int64)
-        tiles = plan.tiles
-        self._pack(x, tiles[0], ins[0])
-        self._start(tiles[0], ins[0], outs[0])
-        for k, tile in enumerate(tiles):
-            if k + 1 < len(tiles):
-                self._pack(x, tiles[k + 1], ins[(k + 1) % 2])
-            self._wait(tile)
-            if k + 1 < len(tiles):
-                self._start(tiles[k + 1], ins[(k + 1) % 2], outs[(k + 1) % 2])
-            self._unpack(tile, outs[k % 2], y)
-        self.bytes_in += plan.bytes_in
-        self.bytes_out += plan.bytes_out
-        return y
-
-    def _pack(self, x: np.ndarray, tile, buf: np.ndarray) -> None:
-        t0 = time.perf_counter()
-        cols = x[tile.col_start:tile.col_start + tile.columns]
-        pad = tile.batches * self.spec.lanes - tile.columns
-        if pad:
-            cols = np.concatenate([cols, np.zeros((pad, cols.shape[1]), dtype=cols.dtype)])
-        beats = pack_batches(self.spec, cols)
+        self.transfers += 1
         t1 = time.perf_counter()
-        buf[:tile.in_bytes] = beats.reshape(-1)
-        buf.flush()
+        self._wait(self.transport.sendchannel, "parameter DMA send", self.timeout)
         t2 = time.perf_counter()
-        self.timings["pack"] += t1 - t0
-        self.timings["copy_in"] += t2 - t1
+        deadline = time.monotonic() + self.timeout
+        while not self.status()["PARAMS_VALID"]:
+            if time.monotonic() > deadline:
+                raise LiteflyError(f"engine did not report PARAMS_VALID within {self.timeout:.1f} s after a "
+                                   f"{nbytes}-byte parameter stream ({self._diagnostics()})")
+        self.timings["dispatch"] += (t1 - t0) + (time.perf_counter() - t2)
+        self.timings["wait"] += t2 - t1
 
-    def _start(self, tile, inbuf: np.ndarray, outbuf: np.ndarray) -> None:
+    def run_pass(self, in_buf: np.ndarray, in_start: int, in_bytes: int, out_buf: np.ndarray, out_start: int,
+                 out_bytes: int, expected_cycles: int) -> None:
+        """One pass: receive armed, START, feature map sent, both waited for."""
         t0 = time.perf_counter()
         tr = self.transport
-        self.write("TILE_BATCHES", tile.batches)
-        tr.recvchannel.transfer(outbuf, nbytes=tile.out_bytes)
-        self.write("CTRL", regmap.CTRL_START)
-        tr.sendchannel.transfer(inbuf, nbytes=tile.in_bytes)
-        self.timings["execute"] += time.perf_counter() - t0
-
-    def _wait(self, tile) -> None:
-        t0 = time.perf_counter()
-        tr = self.transport
-        tr.sendchannel.wait(self.timeout)
-        tr.recvchannel.wait(self.timeout)
-        self.timings["execute"] += time.perf_counter() - t0
-        cyc = self.read("CYCLES")
-        self.cycles += (cyc - (self.cycles & 0xFFFFFFFF)) & 0xFFFFFFFF
-        self.tiles_run += 1
-
-    def _unpack(self, tile, buf: np.ndarray, y: np.ndarray) -> None:
-        t0 = time.perf_counter()
-        buf.invalidate()
-        raw = np.array(buf[:tile.out_bytes], dtype=np.uint8, copy=True)
+        tr.recvchannel.transfer(out_buf, start=out_start, nbytes=out_bytes)
+        self.ctrl("START")
+        tr.sendchannel.transfer(in_buf, start=in_start, nbytes=in_bytes)
+        self.transfers += 2
         t1 = time.perf_counter()
-        out = unpack_batches(self.spec, raw.reshape(-1, self.spec.stream_bits // 8), tile.batches)
-        y[tile.col_start:tile.col_start + tile.columns] = out[:tile.columns]
-        self.timings["unpack"] += time.perf_counter() - t1
-        self.timings["copy_out"] += t1 - t0
+        bound = max(self.timeout, 10 * expected_cycles / (self.clock_mhz * 1e6))
+        self._wait(tr.sendchannel, "feature-map DMA send", bound)
+        self._wait(tr.recvchannel, "output DMA receive", bound)
+        self.timings["dispatch"] += t1 - t0
+        self.timings["wait"] += time.perf_counter() - t1
+
+    def _wait(self, channel: Any, what: str, bound: float) -> None:
+        try:
+            channel.wait(bound)
+        except DMATimeout:
+            raise DMATimeout(f"{what} did not complete within {bound:.2f} s (the engine sent no TLAST): "
+                             f"{self._diagnostics()}; check the bitstream matches the network and reset it "
+                             f"(CTRL.SOFT_RESET)") from None
+
+    def _diagnostics(self) -> str:
+        try:
+            st = self.status()
+            cnt = self.counters()
+        except Exception:  # noqa: BLE001 - diagnostics only
+            return "STATUS unreadable"
+        flags = ",".join(k for k, v in st.items() if v) or "idle"
+        return f"STATUS={flags} " + " ".join(f"{k}={v}" for k, v in cnt.items())
 
     # -- counters ----------------------------------------------------------------------------
     def counters(self) -> dict[str, int]:
         """The engine's performance counters (32-bit registers as read)."""
-        return {n: self.read(n) for n in COUNTERS}
+        return {n: self.read(n) for n in regmap.COUNTERS}
 
     def clear_counters(self) -> None:
-        self.write("CTRL", regmap.CTRL_CLEAR_COUNTERS)
-        self.cycles = 0
+        self.ctrl("CLEAR_COUNTERS")
+
+    def soft_reset(self) -> None:
+        self.ctrl("SOFT_RESET")
 
     def reset_stats(self) -> None:
         self.timings = dict.fromkeys(STAGES, 0.0)
-        self.bytes_in = self.bytes_out = self.tiles_run = 0
-
-    def close(self) -> None:
-        for bufs in self._bufs.values():
-            for b in bufs:
-                getattr(b, "freebuffer", lambda: None)()
-        self._bufs.clear()
+        self.transfers = 0

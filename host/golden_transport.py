@@ -1,12 +1,18 @@
-"""A pure-numpy transport that models the engine at the register and stream level.
+"""The engine model: a pure-numpy network engine behind the transport interface.
 
-It implements the protocol of :mod:`litefly.hw.regmap` / :mod:`litefly.hw.wireformat`
-with :mod:`litefly.fixed` doing the arithmetic, so the driver runs unchanged against it:
-fast tests, and a reference for the simulated and board backends. Cycle counters follow
-the engine's issue model (``issue_cycles_per_batch`` per batch), labelled "model".
+It implements the register and stream protocol of ``docs/engine.md`` from the registers
+alone (:mod:`litefly.hw.regmap`, :func:`litefly.hw.spec.factors_from_words`): parameters are
+kept as the raw beats the engine's weight memory would hold and decoded by the descriptor
+in force when a pass runs; windows are gathered directly from the NHWC-E frame, an
+implementation independent of :func:`litefly.network.im2col`. The driver runs unchanged
+against it: fast tests, the ``golden`` backend, and the reference the RTL's conformance tests
+compare with. Counters follow the one cycle model (:func:`litefly.hw.spec.pass_cycles`),
+labelled "model". All engine work happens in ``wait()``, which the driver times as engine
+time, never in the calls it times as host time.
 
-Faults (for refusal tests): ``fault="never_start"`` ignores ``CTRL.START`` so the receive
-DMA never completes; ``config_hash=`` / ``lanes=`` / ``version=`` impersonate another bitstream.
+Faults (for refusal tests): ``fault="never_start"`` ignores ``CTRL.START`` (the receive
+never completes); ``"short_output"`` drops the last output beat and TLAST; ``config_hash=`` /
+``lanes=`` / ``version=`` impersonate another bitstream.
 """
 
 from __future__ import annotations
@@ -15,18 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from litefly.config import LayerConfig
 from litefly.errors import LiteflyError
-from litefly.fixed import QuantizedLayer
+from litefly.fixed import factor_forward, requantize
 from litefly.hw import regmap
-from litefly.hw.spec import EngineSpec
-from litefly.hw.wireformat import pack_elements, unpack_elements, unpack_params
+from litefly.hw.spec import EngineEnvelope, ceil_div, factors_from_words, pass_cycles
+from litefly.hw.wireformat import pack_tensor, unpack_layer_params, unpack_tensor
 
 from .transport import host_buffer, poll_until
 
-__all__ = ["GoldenTransport"]
+__all__ = ["GoldenTransport", "FAULTS"]
 
+FAULTS = ("never_start", "short_output")
 _R = regmap.REG
+_RW = {r.offset: r.name for r in regmap.REGISTERS if r.access == "RW"}
 
 
 class _Channel:
@@ -36,148 +43,205 @@ class _Channel:
         self._nbytes = 0
         self.idle = True
         self.transferred = 0
+        self.transfers = 0
 
-    def transfer(self, buf: np.ndarray, nbytes: int | None = None) -> None:
+    def transfer(self, buf: np.ndarray, start: int = 0, nbytes: int | None = None) -> None:
         if not self.idle:
             raise LiteflyError(f"DMA {self._dir} channel is busy: wait for the previous transfer first")
+        buf = np.asarray(buf).reshape(-1).view(np.uint8)[start:]
         nbytes = buf.nbytes if nbytes is None else int(nbytes)
+        if nbytes > buf.nbytes:
+            raise LiteflyError(f"DMA {self._dir} of {nbytes} bytes from offset {start} overruns the "
+                               f"{buf.nbytes + start}-byte buffer")
         if nbytes <= 0 or nbytes >= 1 << 26:
-            raise LiteflyError(f"DMA {self._dir} length {nbytes} bytes is outside 1..{(1 << 26) - 1} (26-bit register)")
+            raise LiteflyError(f"DMA {self._dir} length {nbytes} bytes is outside 1..{(1 << 26) - 1} "
+                               f"(26-bit length register)")
         self._buf, self._nbytes, self.idle = buf, nbytes, False
-        self._owner._step()
+        self.transfers += 1
 
     def wait(self, timeout: float = 2.0) -> None:
         what = "DMA send" if self._dir == "send" else "DMA receive"
-        poll_until(lambda: self._owner._step() or self.idle, timeout, what, interval=0.001)
+        poll_until(lambda: self._owner._step() or self.idle, timeout, what, interval=0.0005)
 
 
 class GoldenTransport:
-    """The engine as a numpy model behind the transport interface."""
+    """The network engine of ``envelope`` as a numpy model behind the transport interface."""
 
     name = "golden"
 
-    def __init__(self, layer: LayerConfig, fault: str | None = None, config_hash: int | None = None,
+    def __init__(self, envelope: EngineEnvelope, fault: str | None = None, config_hash: int | None = None,
                  lanes: int | None = None, version: tuple[int, int] | None = None) -> None:
-        if fault not in (None, "never_start"):
-            raise LiteflyError(f"golden transport: fault={fault!r} is not known, expected 'never_start' or None")
-        self.layer, self.spec, self.fault = layer, EngineSpec(layer), fault
-        ver = version or regmap.VERSION
-        self._ro = {
-            _R["ID"]: regmap.ID_MAGIC,
-            _R["VERSION"]: (ver[0] << 16) | ver[1],
-            _R["CONFIG_HASH"]: layer.hash32 if config_hash is None else config_hash,
-            _R["LANES"]: self.spec.lanes if lanes is None else lanes,
-            _R["INFO"]: self.spec.info_word,
-        }
-        self._shifts = [0] * self.spec.num_factors
-        self._tile_batches = 1
-        self._counters = dict.fromkeys(("CYCLES", "BUSY_CYCLES", "STARVED_CYCLES", "STALLED_CYCLES",
-                                        "COLUMNS_DONE"), 0)
-        self._params: QuantizedLayer | None = None
-        self._loading = self._busy = self._done = False
-        self._in = bytearray()          # bytes sent to s_axis, not yet consumed
-        self._out: list[bytes] = []     # packets (one per tile, TLAST at the end) waiting for S2MM
+        if fault is not None and fault not in FAULTS:
+            raise LiteflyError(f"engine model: fault={fault!r} is not one of {', '.join(FAULTS)}")
+        self.envelope, self.fault = envelope, fault
+        caps = envelope.capability_words()
+        if config_hash is not None:
+            caps["CONFIG_HASH"] = config_hash
+        if lanes is not None:
+            caps["LANES"] = lanes
+        if version is not None:
+            caps["VERSION"] = regmap.pack("VERSION", {"MAJOR": version[0], "MINOR": version[1]})
+        self._ro = {_R[k]: v for k, v in caps.items()}
+        self._factor_top = regmap.FACTOR_BASE + regmap.FACTOR_STRIDE * envelope.max_factors
+        self._rw: dict[int, int] = {}
+        self._sb = envelope.stream_bits // 8
         self.sendchannel = _Channel(self, "send")
         self.recvchannel = _Channel(self, "receive")
+        self._params: bytes | None = None    # the weight memory: kept across soft reset
+        self._reset_datapath()
 
-    # -- registers -------------------------------------------------------------------
+    def _reset_datapath(self) -> None:
+        self._counters = dict.fromkeys(regmap.COUNTERS, 0)
+        self._params_valid = False
+        self._loading = self._busy = self._done = False
+        self._in = bytearray()          # bytes sent to s_axis, not yet consumed
+        self._out: list[bytes] = []     # packets (one per pass, TLAST at the end) waiting for S2MM
+        self._pass_images = 0
+
+    # -- registers -------------------------------------------------------------------------
     def read_reg(self, offset: int) -> int:
         if offset in self._ro:
             return self._ro[offset]
         if offset == _R["STATUS"]:
-            return ((regmap.STATUS_BUSY if self._busy else 0) | (regmap.STATUS_DONE if self._done else 0)
-                    | (regmap.STATUS_LOADING if self._loading else 0)
-                    | (regmap.STATUS_PARAMS_VALID if self._params is not None else 0))
-        if offset == _R["TILE_BATCHES"]:
-            return self._tile_batches
-        for name, value in self._counters.items():
+            return regmap.pack("STATUS", {"BUSY": int(self._busy), "DONE": int(self._done),
+                                          "LOADING": int(self._loading), "PARAMS_VALID": int(self._params_valid)})
+        for name in regmap.COUNTERS:
             if offset == _R[name]:
-                return value & 0xFFFFFFFF
-        idx = (offset - regmap.SHIFT_BASE) // 4
-        if offset >= regmap.SHIFT_BASE and idx < len(self._shifts) and offset % 4 == 0:
-            return self._shifts[idx]
-        return 0
+                return self._counters[name] & 0xFFFFFFFF
+        return self._rw.get(offset, 0) if self._is_rw(offset) else 0
+
+    def _is_rw(self, offset: int) -> bool:
+        if offset in _RW:
+            return True
+        rel = offset - regmap.FACTOR_BASE
+        return 0 <= rel < self._factor_top - regmap.FACTOR_BASE and rel % regmap.FACTOR_STRIDE < 12 and rel % 4 == 0
 
     def write_reg(self, offset: int, value: int) -> None:
         value = int(value) & 0xFFFFFFFF
         if offset == _R["CTRL"]:
-            if value & regmap.CTRL_SOFT_RESET:
-                self._busy = self._loading = self._done = False
-                self._in.clear()
-                self._out.clear()
+            ctrl = regmap.unpack("CTRL", value)
+            if ctrl["SOFT_RESET"]:
+                self._reset_datapath()
+            if ctrl["CLEAR_COUNTERS"]:
                 self._counters = dict.fromkeys(self._counters, 0)
-            if value & regmap.CTRL_CLEAR_COUNTERS:
-                self._counters = dict.fromkeys(self._counters, 0)
-            if value & regmap.CTRL_LOAD_PARAMS:
-                self._loading = True
-            if value & regmap.CTRL_START and self.fault != "never_start":
-                self._busy, self._done = True, False
-        elif offset == _R["TILE_BATCHES"]:
-            self._tile_batches = value
-        elif regmap.SHIFT_BASE <= offset < regmap.SHIFT_BASE + 4 * len(self._shifts) and offset % 4 == 0:
-            self._shifts[(offset - regmap.SHIFT_BASE) // 4] = value
-        self._step()
+            if ctrl["LOAD_PARAMS"] and not self._busy:
+                self._loading, self._params_valid = True, False
+            if ctrl["START"] and self.fault != "never_start" and not self._busy and not self._loading:
+                words = self._words()
+                if words["IMAGES"]:
+                    self._busy, self._done, self._pass_images = True, False, words["IMAGES"]
+        elif self._is_rw(offset):
+            self._rw[offset] = value
 
-    # -- buffers ---------------------------------------------------------------------
+    def _words(self) -> dict[str, int]:
+        words = {_RW[o]: self._rw.get(o, 0) for o in _RW}
+        for i in range(self.envelope.max_factors):
+            for kind, _, _ in regmap.FACTOR_REGS:
+                reg = regmap.factor_reg(i, kind)
+                words[reg.name] = self._rw.get(reg.offset, 0)
+        return words
+
+    # -- buffers -------------------------------------------------------------------------
     def allocate(self, shape: Any, dtype: Any = np.uint8) -> np.ndarray:
         return host_buffer(shape, dtype)
 
     def close(self) -> None:
         pass
 
-    # -- the engine --------------------------------------------------------------------
+    # -- the engine -------------------------------------------------------------------------
     def _step(self) -> bool:
         """Advance the model as far as the data present allows. Returns False (for polling)."""
-        spec, sb = self.spec, self.spec.stream_bits // 8
         snd = self.sendchannel
         if not snd.idle:                       # MM2S pushes its whole buffer into the engine's input
             self._in += np.asarray(snd._buf).reshape(-1).view(np.uint8)[:snd._nbytes].tobytes()
             snd.idle, snd.transferred = True, snd.transferred + snd._nbytes
-        if self._loading and len(self._in) >= spec.param_beats * sb:
-            self._load_params(bytes(self._in[:spec.param_beats * sb]))
-            del self._in[:spec.param_beats * sb]
-            self._loading = False
-        if self._busy and self._params is not None:
-            n = self._tile_batches
-            need = n * spec.beats_in_per_batch * sb
+        words = self._words()
+        if self._loading:
+            need = (words["WEIGHT_BEATS"] + words["BIAS_BEATS"]) * self._sb
             if len(self._in) >= need:
-                beats = np.frombuffer(bytes(self._in[:need]), dtype=np.uint8).reshape(-1, sb)
+                self._params = bytes(self._in[:need])
                 del self._in[:need]
-                x = unpack_batches_in(spec, beats, n)
-                params = QuantizedLayer(self.layer, self._params.weights, list(self._shifts), self._params.bias)
-                y = params.forward(x)
-                self._out.append(pack_batches_out(spec, y))
-                self._counters["CYCLES"] += n * spec.issue_cycles_per_batch
-                self._counters["BUSY_CYCLES"] += n * spec.issue_cycles_per_batch
-                self._counters["COLUMNS_DONE"] += n * spec.lanes
+                self._loading, self._params_valid = False, True
+        if self._busy:
+            c = regmap.unpack("IN_C", words["IN_C"])["C"]
+            hw = regmap.unpack("IN_HW", words["IN_HW"])
+            need = self._pass_images * hw["H"] * hw["W"] * ceil_div(c, self._sb) * self._sb
+            if len(self._in) >= need:
+                frame = bytes(self._in[:need])
+                del self._in[:need]
+                out = self._run_pass(words, frame)
+                if self.fault == "short_output":
+                    out = out[:-self._sb]
+                self._out.append(out)
                 self._busy, self._done = False, True
         rcv = self.recvchannel
         if not rcv.idle and self._out:
             packet = self._out.pop(0)
+            if self.fault == "short_output":
+                self._out.insert(0, packet)     # no TLAST: the receive never completes
+                return False
             if len(packet) > rcv._nbytes:
                 raise LiteflyError(f"DMA receive buffer of {rcv._nbytes} bytes is smaller than the "
-                                   f"{len(packet)}-byte tile")
+                                   f"{len(packet)}-byte pass")
             np.asarray(rcv._buf).reshape(-1).view(np.uint8)[:len(packet)] = np.frombuffer(packet, np.uint8)
             rcv.idle, rcv.transferred = True, rcv.transferred + len(packet)
         return False
 
-    def _load_params(self, data: bytes) -> None:
-        spec = self.spec
-        beats = np.frombuffer(data, dtype=np.uint8).reshape(-1, spec.stream_bits // 8)
-        weights, bias = unpack_params(spec, beats[:spec.param_beats])
-        self._params = QuantizedLayer(self.layer, weights, [0] * spec.num_factors, bias)
-
-
-def unpack_batches_in(spec: EngineSpec, beats: np.ndarray, batches: int) -> np.ndarray:
-    """Input beats of ``batches`` batches back to columns ``(batches*lanes, q_1)`` (the engine's view)."""
-    n = batches * spec.lanes * spec.in_elems
-    vals = unpack_elements(beats, spec.act_bits, spec.elems_per_beat, n)
-    return vals.reshape(batches, spec.in_elems, spec.lanes).transpose(0, 2, 1).reshape(-1, spec.in_elems)
-
-
-def pack_batches_out(spec: EngineSpec, y: np.ndarray) -> bytes:
-    """Output columns to m_axis bytes (element-major per batch, as :func:`unpack_batches` reads them)."""
-    b = y.shape[0] // spec.lanes
-    order = y.reshape(b, spec.lanes, spec.out_elems).transpose(0, 2, 1)
-    return pack_elements(order, spec.act_bits, spec.elems_per_beat, spec.stream_bits).tobytes()
-
+    def _run_pass(self, words: dict[str, int], frame: bytes) -> bytes:
+        env, e = self.envelope, self._sb
+        u = {name: regmap.unpack(name, words[name]) for name in
+             ("LAYER", "IN_C", "IN_HW", "OUT_C", "CONV_HW", "OUT_HW", "KERNEL", "STRIDE", "PAD", "DILATION", "POOL")}
+        lay = u["LAYER"]
+        chain = factors_from_words(words)
+        images = self._pass_images
+        c, h, w = u["IN_C"]["C"], u["IN_HW"]["H"], u["IN_HW"]["W"]
+        p = u["OUT_C"]["P"]
+        hp, wp = u["OUT_HW"]["HP"], u["OUT_HW"]["WP"]
+        kh, kw = u["KERNEL"]["KH"], u["KERNEL"]["KW"]
+        sh, sw = u["STRIDE"]["SH"], u["STRIDE"]["SW"]
+        ph, pw = u["PAD"]["PH"], u["PAD"]["PW"]
+        dh, dw = u["DILATION"]["DH"], u["DILATION"]["DW"]
+        pk, ps = (u["POOL"]["K"], u["POOL"]["S"]) if lay["POOL"] else (1, 1)
+        if self._params is None or not self._params_valid:
+            raise LiteflyError("engine model: START without a completed parameter load (PARAMS_VALID is 0)")
+        if not chain or chain[0].q != kh * kw * c or chain[-1].p != p:
+            raise LiteflyError(f"engine model: descriptor chain {[f.as_list() for f in chain]} does not match "
+                               f"{kh}x{kw}x{c} -> {p}")
+        x = unpack_tensor(np.frombuffer(frame, np.uint8), (images, c, h, w), e).transpose(0, 2, 3, 1)
+        weights, bias = unpack_layer_params(np.frombuffer(self._params, np.uint8), [f.params for f in chain],
+                                            words["WEIGHT_BEATS"], p if lay["BIAS"] else 0, env.weight_bits,
+                                            env.stream_bits)
+        shifts = [regmap.unpack(regmap.factor_reg(i, "SHIFT"), words[f"F{i}_SHIFT"])["SHIFT"]
+                  for i in range(len(chain))]
+        n_idx, y_idx, x_idx = np.meshgrid(np.arange(images), np.arange(hp), np.arange(wp), indexing="ij")
+        n_idx, y_idx, x_idx = n_idx.ravel(), y_idx.ravel(), x_idx.ravel()
+        best = None
+        for dy in range(pk):
+            for dx in range(pk):
+                cy, cx = (y_idx * ps + dy, x_idx * ps + dx) if lay["POOL"] else (y_idx, x_idx)
+                cols = np.zeros((n_idx.size, kh * kw, c), dtype=np.int64)
+                for ky in range(kh):
+                    for kx in range(kw):
+                        iy, ix = cy * sh - ph + ky * dh, cx * sw - pw + kx * dw
+                        ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+                        cols[ok, ky * kw + kx] = x[n_idx[ok], iy[ok], ix[ok]]
+                y = cols.reshape(n_idx.size, kh * kw * c)
+                for i, (f, wf) in enumerate(zip(chain, weights)):
+                    acc = factor_forward(f, wf.reshape(f.compact_shape), y)
+                    if i == len(chain) - 1 and bias is not None:
+                        acc = acc + bias
+                    y = requantize(acc, shifts[i], env.act_bits)
+                if lay["RELU"]:
+                    y = np.maximum(y, 0)
+                best = y if best is None else np.maximum(best, y)
+        out = best.reshape(images, hp, wp, p).transpose(0, 3, 1, 2)
+        macs = sum(f.params for f in chain)
+        positions = images * hp * wp
+        cycles = pass_cycles(env.lanes, macs, len(chain), kh * kw * ceil_div(c, e), ceil_div(p, e), positions,
+                             pk * pk if lay["POOL"] else 1, images * h * w * ceil_div(c, e))
+        issue = ceil_div(positions, env.lanes) * (pk * pk if lay["POOL"] else 1) * macs
+        self._counters["CYCLES"] += cycles
+        self._counters["BUSY_CYCLES"] += issue
+        self._counters["LOAD_CYCLES"] += images * h * w * ceil_div(c, e)
+        self._counters["COLUMNS_DONE"] += positions
+        return pack_tensor(out, e).tobytes()

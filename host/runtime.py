@@ -1,159 +1,302 @@
-"""Run layers and networks on an engine backend: ``golden`` (numpy model), ``sim``
-(cocotb + Verilator) or ``pynq`` (a board). Board-safe: numpy only at import time.
+"""Run networks on the network engine: ``golden`` (numpy engine model), ``sim`` (cocotb +
+Verilator) or ``pynq`` (a board). Board-safe: numpy only at import time.
 
-Stable API (used by the demos and ``litefly bench``; ``docs/host.md``):
+Per inference the host quantises the input once and packs it NHWC-E into the first
+activation buffer, then for each layer writes the descriptor, streams the layer's
+pre-packed parameters and runs its passes buffer to buffer (layer k's output buffer is
+layer k+1's input buffer; the host touches no element), and finally unpacks the last
+layer's output. Buffers are allocated once per network and input shape and reused.
 
-* :func:`run_columns` ``(layer, qlayer, cols_int, backend, **opts) -> (y_int, stats)``
-* :func:`run_layer` ``(layer, qlayer, x_float, backend, **opts) -> y_float``
-* :class:`NetworkRunner` ``(network, params, backend, **opts)`` with ``.run(x_float)``,
-  ``.run_int(x_int)`` and ``.stats`` (one dict per layer of the last run).
+Stable API (``docs/host.md``):
 
-``stats`` holds: ``backend``, ``cycles`` (engine CYCLES counter, accumulated to 64 bits),
-``counters`` (raw registers), ``timings`` (host seconds per stage), ``bytes_in``,
-``bytes_out``, ``param_bytes``, ``tiles``, ``columns``, ``wall_s``, and for ``sim`` the
-``clock_mhz`` the simulated time refers to.
+* :class:`NetworkRunner` ``(network, params, backend, input_size=None, **opts)`` with
+  ``.run(x_float)``, ``.run_int(x_int)``, ``.stats`` (one dict per layer of the last run)
+  and ``.total`` (the run's totals, host stages included);
+* :func:`prepare_program` / :func:`execute`: the same on an open :class:`EngineDriver`
+  (what the simulated backend runs inside the simulator).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from litefly.config import HostOp, LayerConfig, NetworkConfig
-from litefly.errors import LiteflyError
-from litefly.fixed import QuantizedLayer
+from litefly.config import NetworkConfig
+from litefly.errors import LiteflyError, ShapeError
+from litefly.fixed import QuantizedLayer, int_range, quantize_tensor
+from litefly.hw.spec import EngineEnvelope, LayerDescriptor, ceil_div
+from litefly.hw.wireformat import pack_layer_params, pack_tensor, tensor_bytes, unpack_tensor
+from litefly.network import EngineStep, check_scales, network_input_shape, plan_network
 
-from .driver import EngineDriver
-from .hostops import apply_host_op
-from .im2col import layer_col2im, layer_im2col
+from .driver import STAGES, EngineDriver
 
-__all__ = ["BACKENDS", "drive", "run_columns", "run_layer", "layer_forward", "network_forward", "NetworkRunner"]
+__all__ = ["BACKENDS", "NetworkProgram", "prepare_program", "execute", "NetworkRunner", "open_transport"]
 
 BACKENDS = ("golden", "sim", "pynq")
+ALIGN = 64
 
 
-def drive(driver: EngineDriver, qlayer: QuantizedLayer, cols: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """The whole per-layer host sequence on an open driver: identity, parameters, columns, counters."""
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+@dataclass
+class NetworkProgram:
+    """Everything prepared once per network, engine and input shape: descriptors, packed
+    parameters and the activation buffer size."""
+
+    envelope: EngineEnvelope
+    steps: tuple[EngineStep, ...]
+    descriptors: tuple[LayerDescriptor, ...]
+    shifts: tuple[tuple[int, ...], ...]
+    params: tuple[np.ndarray, ...]              # packed parameter bytes per layer
+    in_shape: tuple[int, int, int]
+    buffers: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        return self.steps[-1].out_shape
+
+    def act_bytes(self, batch: int) -> int:
+        """Bytes of the largest activation tensor at ``batch`` images."""
+        e = self.envelope.elems_per_beat
+        shapes = [self.in_shape] + [s.out_shape for s in self.steps]
+        return max(tensor_bytes((batch,) + tuple(sh), e) for sh in shapes)
+
+
+def prepare_program(envelope: EngineEnvelope, steps: Sequence[EngineStep],
+                    params: Mapping[str, QuantizedLayer]) -> NetworkProgram:
+    """Check every layer fits ``envelope`` (one-line error naming the limit) and pack its parameters."""
+    descs, shifts, packed = [], [], []
+    for step in steps:
+        q = params.get(step.name)
+        if q is None:
+            raise LiteflyError(f"no parameters for layer {step.name!r}")
+        if q.layer.config_hash != step.layer.config_hash:
+            raise LiteflyError(f"parameters for {step.name!r} are for another config (0x{q.layer.hash32:08x}, "
+                               f"expected 0x{step.layer.hash32:08x})")
+        descs.append(envelope.describe(step))
+        shifts.append(tuple(int(s) for s in q.shifts))
+        packed.append(pack_layer_params(q.weights, q.bias, envelope.weight_bits, envelope.stream_bits).reshape(-1))
+    return NetworkProgram(envelope, tuple(steps), tuple(descs), tuple(shifts), tuple(packed), steps[0].in_shape)
+
+
+def _buffers(driver: EngineDriver, program: NetworkProgram, batch: int) -> dict[str, Any]:
+    """Two activation buffers (ping-pong) and one parameter buffer per layer, allocated once."""
+    key = (id(driver.transport), batch)
+    if program.buffers.get("key") != key:
+        tr = driver.transport
+        size = _align(program.act_bytes(batch))
+        acts = [tr.allocate((size,), np.uint8) for _ in range(2)]
+        params = []
+        for p in program.params:
+            buf = tr.allocate((_align(p.size),), np.uint8)
+            buf[:p.size] = p
+            buf.flush()
+            params.append(buf)
+        program.buffers = {"key": key, "acts": acts, "params": params}
+    return program.buffers
+
+
+def execute(driver: EngineDriver, program: NetworkProgram, x_int: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """Integer NCHW input -> integer NCHW output of the last layer, and one stats dict per layer."""
+    env = program.envelope
+    e = env.elems_per_beat
+    x_int = np.asarray(x_int)
+    if x_int.ndim != 4 or tuple(x_int.shape[1:]) != program.in_shape:
+        raise ShapeError(f"input has shape {x_int.shape}, expected (N, {', '.join(map(str, program.in_shape))})")
+    lo, hi = int_range(env.act_bits)
+    if x_int.size and (x_int.min() < lo or x_int.max() > hi):
+        raise ShapeError(f"input values {x_int.min()}..{x_int.max()} are outside the {env.act_bits}-bit "
+                         f"range {lo}..{hi}")
+    batch = int(x_int.shape[0])
     t0 = time.perf_counter()
-    driver.check_identity()
-    driver.clear_counters()
-    driver.load_params(qlayer)
-    driver.reset_stats()
-    y = driver.run_columns(cols)
-    stats = {
-        "backend": getattr(driver.transport, "name", "?"),
-        "cycles": driver.cycles,
-        "counters": driver.counters(),
-        "timings": dict(driver.timings),
-        "bytes_in": driver.bytes_in,
-        "bytes_out": driver.bytes_out,
-        "param_bytes": driver.param_bytes,
-        "tiles": driver.tiles_run,
-        "columns": int(cols.shape[0]),
-        "wall_s": time.perf_counter() - t0,
-    }
+    bufs = _buffers(driver, program, batch)
+    acts = bufs["acts"]
+    t1 = time.perf_counter()
+    pack_tensor(x_int, e, out=acts[0])
+    acts[0].flush()
+    driver.timings["copy_in"] += time.perf_counter() - t1
+    driver.timings["dispatch"] += t1 - t0
+    stats: list[dict[str, Any]] = []
+    src = 0
+    for k, (step, desc) in enumerate(zip(program.steps, program.descriptors)):
+        before = dict(driver.timings)
+        transfers0 = driver.transfers
+        driver.clear_counters()
+        ipp = min(desc.images_per_pass, batch)
+        driver.write_descriptor(desc, program.shifts[k], ipp)
+        pbytes = program.params[k].size
+        driver.load_params(bufs["params"][k], pbytes)
+        in_img = desc.in_beats_per_image * desc.bytes_per_beat
+        out_img = desc.out_beats_per_image * desc.bytes_per_beat
+        passes = ceil_div(batch, ipp)
+        for p in range(passes):
+            images = min(ipp, batch - p * ipp)
+            if images != ipp:
+                driver.set_images(images)
+            driver.run_pass(acts[src], p * ipp * in_img, images * in_img, acts[1 - src], p * ipp * out_img,
+                            images * out_img, desc.pass_cycles(images))
+        counters = driver.counters()
+        stats.append({
+            "layer": step.name, "backend": getattr(driver.transport, "name", "?"),
+            "cycles": counters["CYCLES"], "counters": counters,
+            "model_cycles": sum(desc.pass_cycles(min(ipp, batch - p * ipp)) for p in range(passes)),
+            "mac_cycles": sum(desc.mac_cycles(min(ipp, batch - p * ipp)) for p in range(passes)),
+            "timings": {s: driver.timings[s] - before[s] for s in STAGES},
+            "bytes_in": batch * in_img, "bytes_out": batch * out_img, "param_bytes": pbytes,
+            "passes": passes, "images_per_pass": ipp, "transfers": driver.transfers - transfers0,
+            "in_shape": list(step.in_shape), "out_shape": list(step.out_shape),
+        })
+        src = 1 - src
+    t2 = time.perf_counter()
+    acts[src].invalidate()
+    last = program.steps[-1].out_shape
+    raw = np.array(acts[src][:tensor_bytes((batch,) + tuple(last), e)], dtype=np.uint8, copy=True)
+    t3 = time.perf_counter()
+    y = unpack_tensor(raw, (batch,) + tuple(last), e)
+    driver.timings["copy_out"] += t3 - t2
+    driver.timings["unpack"] += time.perf_counter() - t3
     return y, stats
 
 
-def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise LiteflyError(f"backend {backend!r} is not known; expected one of {', '.join(BACKENDS)}")
-
-
-def run_columns(layer: LayerConfig, qlayer: QuantizedLayer, cols: np.ndarray, backend: str = "golden",
-                **opts: Any) -> tuple[np.ndarray, dict[str, Any]]:
-    """Integer columns ``(n, chain_in)`` through ``layer``'s engine on ``backend``."""
-    _check_backend(backend)
-    timeout = opts.pop("timeout", 2.0)
-    if backend == "sim":
-        from .sim_transport import run_columns_sim
-        return run_columns_sim(layer, qlayer, cols, timeout=timeout, **opts)
+def open_transport(backend: str, envelope: EngineEnvelope, **opts: Any) -> Any:
+    """A transport for ``golden`` or ``pynq`` (``sim`` runs inside the simulator: :mod:`.sim_transport`)."""
     if backend == "golden":
         from .golden_transport import GoldenTransport
-        transport = GoldenTransport(layer, **opts)
-    else:
+        return GoldenTransport(envelope, **{k: v for k, v in opts.items()
+                                            if k in ("fault", "config_hash", "lanes", "version")})
+    if backend == "pynq":
         from .pynq_transport import PynqTransport
-        transport = PynqTransport.for_layer(layer, **opts)
-    driver = EngineDriver(transport, layer, timeout=timeout)
-    try:
-        return drive(driver, qlayer, cols)
-    finally:
-        driver.close()
-        transport.close()
-
-
-def run_layer(layer: LayerConfig, qlayer: QuantizedLayer, x: np.ndarray, backend: str = "golden",
-              **opts: Any) -> np.ndarray:
-    """Float input (NCHW for conv2d, ``(n, features)`` for linear) -> float output, through the engine."""
-    y, _ = _run_layer_float(layer, qlayer, x, backend, opts)
-    return y
-
-
-def layer_forward(layer: LayerConfig, x: np.ndarray, run_rows: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """One layer on float input: im2col, ``run_rows(float columns) -> float output rows``, col2im."""
-    cols, geom = layer_im2col(layer, np.asarray(x, dtype=np.float64))
-    return layer_col2im(layer, run_rows(cols), geom)
-
-
-def network_forward(network: NetworkConfig, x: np.ndarray,
-                    run_layer_fn: Callable[[LayerConfig, np.ndarray], np.ndarray]) -> np.ndarray:
-    """The network's steps in order: host ops in numpy, layers by ``run_layer_fn(layer, x)``."""
-    y = np.asarray(x, dtype=np.float64)
-    for step in network.steps:
-        y = apply_host_op(step, y) if isinstance(step, HostOp) else run_layer_fn(step, y)
-    return y
-
-
-def _run_layer_float(layer, qlayer, x, backend, opts) -> tuple[np.ndarray, dict[str, Any]]:
-    stats: dict[str, Any] = {}
-
-    def run_rows(cols: np.ndarray) -> np.ndarray:
-        yi, st = run_columns(layer, qlayer, qlayer.quantize_input(cols), backend, **dict(opts))
-        stats.update(st)
-        return qlayer.dequantize_output(yi)
-
-    return layer_forward(layer, x, run_rows), stats
+        return PynqTransport.for_network(envelope, **opts)
+    raise LiteflyError(f"backend {backend!r} is not known; expected one of {', '.join(BACKENDS)}")
 
 
 class NetworkRunner:
-    """Run a :class:`~litefly.config.NetworkConfig` layer after layer on one backend.
+    """Run a :class:`~litefly.config.NetworkConfig` on one network engine.
 
-    ``params`` maps each layer's name to its :class:`~litefly.fixed.QuantizedLayer`.
-    Between layers, activations are dequantised floats; host ops run on them in numpy.
+    ``params`` maps each layer's name to its :class:`~litefly.fixed.QuantizedLayer`, with
+    chained scales (each layer's input scale is the previous layer's output scale).
+    ``envelope`` defaults to :meth:`EngineEnvelope.for_network` at ``input_size``.
+    Options: ``timeout``, ``clock_mhz``, and the backend's own (``fault=``, ``simulator=``, ...).
     """
 
-    def __init__(self, network: NetworkConfig, params: Mapping[str, QuantizedLayer], backend: str = "sim",
-                 **backend_opts: Any) -> None:
-        _check_backend(backend)
+    def __init__(self, network: NetworkConfig, params: Mapping[str, QuantizedLayer], backend: str = "golden",
+                 input_size: tuple[int, int] | None = None, envelope: EngineEnvelope | None = None,
+                 **opts: Any) -> None:
+        if backend not in BACKENDS:
+            raise LiteflyError(f"backend {backend!r} is not known; expected one of {', '.join(BACKENDS)}")
         for lay in network.layers:
-            q = params.get(lay.name)
-            if q is None:
+            if lay.name not in params:
                 raise LiteflyError(f"network {network.name!r}: no parameters for layer {lay.name!r}")
-            if q.layer.config_hash != lay.config_hash:
-                raise LiteflyError(f"network {network.name!r}: parameters for {lay.name!r} are for another "
-                                   f"config (0x{q.layer.hash32:08x}, expected 0x{lay.hash32:08x})")
-        self.network, self.params, self.backend, self.opts = network, dict(params), backend, backend_opts
+        self.network, self.params, self.backend = network, dict(params), backend
+        self.input_size = input_size or network.input_size
+        self.envelope = envelope or EngineEnvelope.for_network(network, self.input_size)
+        self.timeout = float(opts.pop("timeout", 2.0))
+        self.clock_mhz = float(opts.pop("clock_mhz", 100.0))
+        self.opts = opts
         self.stats: list[dict[str, Any]] = []
+        self.total: dict[str, Any] = {}
+        self._programs: dict[tuple[int, int, int], NetworkProgram] = {}
+        self._driver: EngineDriver | None = None
 
+    # -- plans --------------------------------------------------------------------------------
+    def program(self, in_shape: tuple[int, int, int]) -> NetworkProgram:
+        if in_shape not in self._programs:
+            steps = plan_network(self.network, in_shape)
+            check_scales(steps, self.params)
+            self._programs[in_shape] = prepare_program(self.envelope, steps, self.params)
+        return self._programs[in_shape]
+
+    def _in_shape(self, x: np.ndarray) -> tuple[int, int, int]:
+        first = self.network.layers[0]
+        if first.kind == "linear":
+            if x.ndim != 2 or x.shape[1] != first.in_features:
+                raise ShapeError(f"network {self.network.name!r}: input has shape {x.shape}, expected "
+                                 f"(N, {first.in_features})")
+            return first.in_features, 1, 1
+        if x.ndim != 4 or x.shape[1] != first.in_channels:
+            raise ShapeError(f"network {self.network.name!r}: input has shape {x.shape}, expected "
+                             f"(N, {first.in_channels}, H, W)")
+        return tuple(int(v) for v in x.shape[1:])  # type: ignore[return-value]
+
+    # -- runs ---------------------------------------------------------------------------------
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Float input of the first layer -> float output of the last step."""
-        self.stats = []
-
-        def run(layer: LayerConfig, y: np.ndarray) -> np.ndarray:
-            y, st = _run_layer_float(layer, self.params[layer.name], y, self.backend, self.opts)
-            st["layer"] = layer.name
-            self.stats.append(st)
-            return y
-
-        return network_forward(self.network, x, run)
+        """Float input of the first layer -> float output of the last layer."""
+        x = np.asarray(x)
+        shape = self._in_shape(x)
+        first = self.params[self.network.layers[0].name]
+        t0 = time.perf_counter()
+        x_int = quantize_tensor(x.reshape((x.shape[0],) + shape), first.in_scale, first.layer.format.act_bits)
+        t_quant = time.perf_counter() - t0
+        y = self._run(x_int, shape)
+        self.total["host_stage[s]"]["quantize"] += t_quant
+        t1 = time.perf_counter()
+        out = y * self.params[self.network.layers[-1].name].out_scale
+        self.total["host_stage[s]"]["unpack"] += time.perf_counter() - t1
+        return out
 
     def run_int(self, x_int: np.ndarray) -> np.ndarray:
-        """Integer input at the first layer's input scale -> integer output at the last layer's output scale."""
-        layers = self.network.layers
-        first, last = self.params[layers[0].name], self.params[layers[-1].name]
-        if not np.issubdtype(np.asarray(x_int).dtype, np.integer):
-            raise LiteflyError(f"run_int: input dtype {np.asarray(x_int).dtype} is not an integer type")
-        y = self.run(np.asarray(x_int, dtype=np.float64) * first.in_scale)
-        return np.floor(y / last.out_scale + 0.5).astype(np.int64)
+        """Integer input at the first layer's input scale -> integer output of the last layer."""
+        x_int = np.asarray(x_int)
+        if not np.issubdtype(x_int.dtype, np.integer):
+            raise ShapeError(f"run_int: input dtype {x_int.dtype} is not an integer type")
+        shape = self._in_shape(x_int)
+        return self._run(x_int.reshape((x_int.shape[0],) + shape), shape)
+
+    def _run(self, x_int: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+        program = self.program(shape)
+        t0 = time.perf_counter()
+        if self.backend == "sim":
+            from .sim_transport import run_network_sim
+            y, stats, timings = run_network_sim(program, x_int, timeout=self.timeout, clock_mhz=self.clock_mhz,
+                                                **self.opts)
+        else:
+            driver = self._open()
+            driver.reset_stats()
+            y, stats = execute(driver, program, x_int)
+            timings = dict(driver.timings)
+        wall = time.perf_counter() - t0
+        self.stats = stats
+        cycles = sum(s["cycles"] for s in stats)
+        self.total = {
+            "backend": self.backend, "engine": self.envelope.name, "engine_hash": f"0x{self.envelope.hash32:08x}",
+            "batch": int(x_int.shape[0]), "cycles": cycles, "clock_mhz": self.clock_mhz,
+            "engine_s": cycles / (self.clock_mhz * 1e6), "host_stage[s]": timings, "wall_s": wall,
+            "transfers": sum(s["transfers"] for s in stats),
+            "bytes_in": stats[0]["bytes_in"], "bytes_out": stats[-1]["bytes_out"],
+        }
+        out_shape = (x_int.shape[0],) + tuple(program.out_shape)
+        if self.network.layers[-1].kind == "linear" and program.out_shape[1:] == (1, 1):
+            return y.reshape(out_shape[0], -1)
+        return y
+
+    def _open(self) -> EngineDriver:
+        if self._driver is None:
+            transport = open_transport(self.backend, self.envelope, **self.opts)
+            self._driver = EngineDriver(transport, self.envelope, timeout=self.timeout, clock_mhz=self.clock_mhz)
+            self._driver.check_identity()
+        return self._driver
+
+    def close(self) -> None:
+        if self._driver is not None:
+            for bufs in (self._programs.values()):
+                for b in bufs.buffers.get("acts", []) + bufs.buffers.get("params", []):
+                    getattr(b, "freebuffer", lambda: None)()
+                bufs.buffers = {}
+            getattr(self._driver.transport, "close", lambda: None)()
+            self._driver = None
+
+    def __enter__(self) -> "NetworkRunner":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def input_shape_of(network: NetworkConfig, input_size: tuple[int, int] | None = None) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the network's input (re-exported for the CLI)."""
+    return network_input_shape(network, input_size)

@@ -5,7 +5,8 @@ A transport gives the driver what a PYNQ overlay gives it:
 * ``read_reg(offset) -> int`` / ``write_reg(offset, value)``: the engine's AXI-Lite registers;
 * ``allocate(shape, dtype)``: a DMA-able buffer (a numpy array with ``flush()`` and
   ``invalidate()``, as ``pynq.allocate`` returns);
-* ``sendchannel`` / ``recvchannel``: DMA channels with ``transfer(buf, nbytes=...)``,
+* ``sendchannel`` / ``recvchannel``: DMA channels with ``transfer(buf, start=0, nbytes=...)``
+  (``start``: byte offset into the buffer, as ``pynq.lib.dma``),
   ``idle`` and ``wait(timeout)``. ``wait`` raises :class:`DMATimeout` (a
   :class:`~litefly.errors.LiteflyError`) when the transfer does not complete in time.
 
@@ -51,7 +52,7 @@ def host_buffer(shape: Any, dtype: Any = np.uint8) -> HostBuffer:
 class Channel(Protocol):
     idle: bool
 
-    def transfer(self, buf: np.ndarray, nbytes: int | None = None) -> None: ...
+    def transfer(self, buf: np.ndarray, start: int = 0, nbytes: int | None = None) -> None: ...
 
     def wait(self, timeout: float) -> None: ...
 

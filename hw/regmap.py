@@ -1,30 +1,35 @@
-"""The engine's AXI4-Lite register map: the one definition the RTL, manifest, host and docs use.
+"""The network engine's AXI4-Lite register map: the one definition the RTL decode and
+readback, the manifest, the host driver, the engine model and the testbenches use.
 
-All registers are 32 bits wide at word-aligned byte offsets. ``SHIFT[i]`` (one per factor)
-follows the fixed registers at ``SHIFT_BASE + 4*i``.
+All registers are 32 bits wide at word-aligned byte offsets. Registers with fields are
+written and read through :func:`pack` / :func:`unpack`; nothing else in the project
+spells an offset or a bit position. Per factor ``i`` (0-based) three registers
+``F<i>_RS``, ``F<i>_TG``, ``F<i>_SHIFT`` follow the fixed registers at
+``FACTOR_BASE + FACTOR_STRIDE*i``.
+
+Register groups:
+
+* identity and capabilities (R): what the host checks before it trusts an engine;
+* control and status;
+* the layer descriptor (RW): the geometry of the layer the next ``LOAD_PARAMS`` /
+  ``START`` uses; it stays until rewritten (soft reset keeps it);
+* performance counters (R, 32-bit, wrapping).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
-__all__ = ["Field", "Register", "REGISTERS", "REG", "ID_MAGIC", "VERSION", "SHIFT_BASE",
-           "register_map", "CTRL_START", "CTRL_LOAD_PARAMS", "CTRL_SOFT_RESET", "CTRL_CLEAR_COUNTERS",
+__all__ = ["Field", "Register", "REGISTERS", "REG", "ID_MAGIC", "VERSION", "FACTOR_BASE", "FACTOR_STRIDE",
+           "FACTOR_REGS", "COUNTERS", "DESCRIPTOR", "register_map", "address_bits", "factor_reg", "pack", "unpack",
+           "by_name", "CTRL_START", "CTRL_LOAD_PARAMS", "CTRL_SOFT_RESET", "CTRL_CLEAR_COUNTERS",
            "STATUS_BUSY", "STATUS_DONE", "STATUS_LOADING", "STATUS_PARAMS_VALID"]
 
 ID_MAGIC = 0x4C464C59          # "LFLY"
-VERSION = (1, 0)               # (major, minor) of the engine interface
-SHIFT_BASE = 0x40
-
-CTRL_START = 1 << 0            # start a tile of TILE_BATCHES batches
-CTRL_LOAD_PARAMS = 1 << 1      # the next parameter words on s_axis are weights (then biases)
-CTRL_SOFT_RESET = 1 << 2       # reset the datapath and counters (weights, shifts, TILE_BATCHES kept)
-CTRL_CLEAR_COUNTERS = 1 << 3   # zero the performance counters
-
-STATUS_BUSY = 1 << 0           # a tile is in progress
-STATUS_DONE = 1 << 1           # the last tile finished (cleared by START)
-STATUS_LOADING = 1 << 2        # a parameter load is in progress
-STATUS_PARAMS_VALID = 1 << 3   # a full parameter load completed since reset
+VERSION = (2, 0)               # (major, minor): 2 = network engine (run-time layer descriptors)
+FACTOR_BASE = 0x100
+FACTOR_STRIDE = 0x10           # F<i>_RS, F<i>_TG, F<i>_SHIFT, (reserved)
 
 
 @dataclass(frozen=True)
@@ -39,53 +44,169 @@ class Field:
 class Register:
     name: str
     offset: int
-    access: str                # "R", "RW" or "W" (write-only, self-clearing bits read as 0)
+    access: str                # "R", "RW" or "W" (write-only strobes, read as 0)
     doc: str
     fields: tuple[Field, ...] = field(default_factory=tuple)
 
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+
+def _pair(lo: str, hi: str, what: str) -> tuple[Field, ...]:
+    return (Field(lo, 0, 16, f"{what} ({lo})"), Field(hi, 16, 16, f"{what} ({hi})"))
+
 
 REGISTERS: tuple[Register, ...] = (
+    # -- identity and capabilities --------------------------------------------------------------
     Register("ID", 0x00, "R", f"constant 0x{ID_MAGIC:08X} ('LFLY')"),
-    Register("VERSION", 0x04, "R", "interface version, major << 16 | minor"),
-    Register("CONFIG_HASH", 0x08, "R", "first 32 bits of the layer config hash (LayerConfig.hash32)"),
-    Register("LANES", 0x0C, "R", "MAC lanes (multipliers) = columns per batch"),
+    Register("VERSION", 0x04, "R", "interface version", (
+        Field("MINOR", 0, 16, "minor version"), Field("MAJOR", 16, 16, "major version"))),
+    Register("CONFIG_HASH", 0x08, "R", "first 32 bits of the engine envelope's hash (EngineEnvelope.hash32)"),
+    Register("LANES", 0x0C, "R", "MAC lanes = output positions per batch"),
     Register("CTRL", 0x10, "W", "control strobes, self-clearing", (
-        Field("START", 0, 1, "start a tile of TILE_BATCHES batches"),
-        Field("LOAD_PARAMS", 1, 1, "consume weights (then biases) from s_axis"),
-        Field("SOFT_RESET", 2, 1, "reset datapath and counters; parameters kept"),
+        Field("START", 0, 1, "run one pass of the layer in the descriptor over IMAGES images"),
+        Field("LOAD_PARAMS", 1, 1, "consume WEIGHT_BEATS + BIAS_BEATS parameter beats from s_axis"),
+        Field("SOFT_RESET", 2, 1, "reset loader, window generator, sequencer, MAC pipeline, output stage, "
+                                  "unloader, flags and counters; descriptor and weight memory kept, "
+                                  "PARAMS_VALID cleared"),
         Field("CLEAR_COUNTERS", 3, 1, "zero the performance counters"),
     )),
     Register("STATUS", 0x14, "R", "engine state", (
-        Field("BUSY", 0, 1, "a tile is in progress"),
-        Field("DONE", 1, 1, "the last tile finished; cleared by START"),
+        Field("BUSY", 0, 1, "a pass is in progress"),
+        Field("DONE", 1, 1, "the last pass finished (its last output beat was sent); cleared by START"),
         Field("LOADING", 2, 1, "a parameter load is in progress"),
-        Field("PARAMS_VALID", 3, 1, "a complete parameter load finished since reset"),
+        Field("PARAMS_VALID", 3, 1, "a complete parameter load finished since the last reset"),
     )),
-    Register("TILE_BATCHES", 0x18, "RW", "batches per tile (columns per tile / LANES); TLAST ends each tile"),
-    Register("INFO", 0x1C, "R", "static shape info", (
-        Field("STREAM_BYTES", 0, 8, "AXI-Stream data width in bytes"),
+    Register("INFO", 0x18, "R", "static widths", (
+        Field("STREAM_BYTES", 0, 8, "AXI-Stream data width in bytes = tensor elements per beat"),
         Field("ACT_BITS", 8, 8, "activation width"),
         Field("WEIGHT_BITS", 16, 8, "weight width"),
-        Field("FACTORS", 24, 8, "number of factors in the chain"),
+        Field("MAX_FACTORS", 24, 8, "most factors a layer may have"),
     )),
-    Register("CYCLES", 0x20, "R", "cycles with BUSY set"),
-    Register("BUSY_CYCLES", 0x24, "R", "cycles the MAC array issued a multiply-accumulate"),
-    Register("STARVED_CYCLES", 0x28, "R", "BUSY cycles the MAC array waited for an input batch"),
-    Register("STALLED_CYCLES", 0x2C, "R", "cycles m_axis_tvalid was high and m_axis_tready low"),
-    Register("COLUMNS_DONE", 0x30, "R", "columns whose outputs were fully sent"),
+    Register("CAP_DEPTHS", 0x1C, "R", "largest chain sizes the memories hold", (
+        Field("MAX_Q", 0, 16, "largest chain input q_1 (IN memory, elements per column)"),
+        Field("MAX_P", 16, 16, "largest chain output p_N (OUT memory)"),
+    )),
+    Register("CAP_WORK", 0x20, "R", "largest intermediate width p_1..p_(N-1) (WORK memory)"),
+    Register("CAP_PARAM_BEATS", 0x24, "R", "weight memory depth in beats", (
+        Field("WEIGHT_BEATS", 0, 24, "weight memory depth in beats"),
+        Field("ACC_BITS", 24, 8, "accumulator width"),
+    )),
+    Register("CAP_FRAME_BEATS", 0x28, "R", "frame buffer depth in beats (input feature map of one pass)"),
+    # -- layer descriptor ------------------------------------------------------------------------
+    Register("LAYER", 0x40, "RW", "chain length and fused operations", (
+        Field("FACTORS", 0, 8, "number of factors N (1..MAX_FACTORS)"),
+        Field("BIAS", 8, 1, "add the bias after the last factor"),
+        Field("RELU", 9, 1, "ReLU after the last factor's requantisation"),
+        Field("POOL", 10, 1, "max pooling of the outputs (POOL_K x POOL_K windows, step POOL_S)"),
+    )),
+    Register("IN_C", 0x44, "RW", "input channels C (beats per pixel: ceil(C / STREAM_BYTES))", (
+        Field("C", 0, 16, "input channels"),)),
+    Register("IN_HW", 0x48, "RW", "input feature map size", _pair("H", "W", "input")),
+    Register("OUT_C", 0x4C, "RW", "output channels P = p_N", (Field("P", 0, 16, "output channels"),)),
+    Register("CONV_HW", 0x50, "RW", "convolution output size (before pooling)", _pair("HO", "WO", "conv output")),
+    Register("OUT_HW", 0x54, "RW", "emitted output size (after pooling; = CONV_HW without POOL)",
+             _pair("HP", "WP", "emitted")),
+    Register("KERNEL", 0x58, "RW", "kernel size", _pair("KH", "KW", "kernel")),
+    Register("STRIDE", 0x5C, "RW", "stride", _pair("SH", "SW", "stride")),
+    Register("PAD", 0x60, "RW", "zero padding", _pair("PH", "PW", "padding")),
+    Register("DILATION", 0x64, "RW", "dilation", _pair("DH", "DW", "dilation")),
+    Register("POOL", 0x68, "RW", "max pooling window", (
+        Field("K", 0, 8, "window POOL_K x POOL_K"), Field("S", 8, 8, "step"))),
+    Register("IMAGES", 0x6C, "RW", "images in the next pass (the frame buffer holds them all)"),
+    Register("WEIGHT_BEATS", 0x70, "RW", "parameter beats holding the weights (compact order)"),
+    Register("BIAS_BEATS", 0x74, "RW", "parameter beats holding the biases (32-bit containers); 0 without BIAS"),
+    # -- performance counters --------------------------------------------------------------------
+    Register("CYCLES", 0x80, "R", "cycles with BUSY set"),
+    Register("BUSY_CYCLES", 0x84, "R", "cycles the MAC array issued a multiply-accumulate"),
+    Register("STARVED_CYCLES", 0x88, "R", "BUSY cycles the MAC array waited for a window batch"),
+    Register("STALLED_CYCLES", 0x8C, "R", "cycles m_axis_tvalid was high and m_axis_tready low"),
+    Register("COLUMNS_DONE", 0x90, "R", "output positions whose outputs were fully sent"),
+    Register("LOAD_CYCLES", 0x94, "R", "BUSY cycles spent receiving the pass's input feature map"),
 )
 
+FACTOR_REGS: tuple[tuple[str, str, tuple[Field, ...]], ...] = (
+    ("RS", "sub-rows r and sub-columns s of factor i", _pair("R", "S", "block grid")),
+    ("TG", "diagonal size t and super-blocks g = q/(s*t) of factor i", _pair("T", "G", "blocks")),
+    ("SHIFT", "requantisation shift of factor i", (Field("SHIFT", 0, 8, "right shift"),)),
+)
+
+COUNTERS = ("CYCLES", "BUSY_CYCLES", "STARVED_CYCLES", "STALLED_CYCLES", "COLUMNS_DONE", "LOAD_CYCLES")
+DESCRIPTOR = ("LAYER", "IN_C", "IN_HW", "OUT_C", "CONV_HW", "OUT_HW", "KERNEL", "STRIDE", "PAD", "DILATION",
+              "POOL", "IMAGES", "WEIGHT_BEATS", "BIAS_BEATS")
+
 REG = {r.name: r.offset for r in REGISTERS}
+_BY_NAME = {r.name: r for r in REGISTERS}
+
+CTRL_START = 1 << 0
+CTRL_LOAD_PARAMS = 1 << 1
+CTRL_SOFT_RESET = 1 << 2
+CTRL_CLEAR_COUNTERS = 1 << 3
+STATUS_BUSY = 1 << 0
+STATUS_DONE = 1 << 1
+STATUS_LOADING = 1 << 2
+STATUS_PARAMS_VALID = 1 << 3
 
 
-def register_map(num_factors: int) -> list[Register]:
-    """The fixed registers plus one ``SHIFT<i>`` register per factor."""
-    shifts = [Register(f"SHIFT{i}", SHIFT_BASE + 4 * i, "RW", f"requantisation shift of factor {i + 1}")
-              for i in range(num_factors)]
-    return list(REGISTERS) + shifts
+def factor_reg(i: int, kind: str) -> Register:
+    """``F<i>_RS``, ``F<i>_TG`` or ``F<i>_SHIFT``."""
+    for k, (name, doc, fields) in enumerate(FACTOR_REGS):
+        if name == kind:
+            return Register(f"F{i}_{name}", FACTOR_BASE + FACTOR_STRIDE * i + 4 * k, "RW",
+                            doc.replace("factor i", f"factor {i}"), fields)
+    raise KeyError(f"no factor register {kind!r}")
 
 
-def address_bits(num_factors: int) -> int:
+def register_map(max_factors: int) -> list[Register]:
+    """The fixed registers plus the factor registers of ``max_factors`` factors."""
+    return list(REGISTERS) + [factor_reg(i, k) for i in range(max_factors) for k, _, _ in FACTOR_REGS]
+
+
+def by_name(name: str, max_factors: int = 64) -> Register:
+    """The register called ``name`` (``F<i>_...`` included)."""
+    if name in _BY_NAME:
+        return _BY_NAME[name]
+    if name.startswith("F") and "_" in name:
+        idx, kind = name[1:].split("_", 1)
+        if idx.isdigit() and int(idx) < max_factors:
+            return factor_reg(int(idx), kind)
+    raise KeyError(f"no register {name!r}")
+
+
+def address_bits(max_factors: int) -> int:
     """AXI-Lite address width covering every register."""
-    top = SHIFT_BASE + 4 * num_factors
+    top = FACTOR_BASE + FACTOR_STRIDE * max_factors
     return max(8, (top - 1).bit_length())
+
+
+def pack(reg: Register | str, values: Mapping[str, int] | int) -> int:
+    """A register word from its field values (an int passes through for field-less registers)."""
+    reg = by_name(reg) if isinstance(reg, str) else reg
+    if isinstance(values, int):
+        if reg.fields and len(reg.fields) > 1:
+            raise ValueError(f"register {reg.name} has fields {reg.field_names}; give them by name")
+        values = {reg.fields[0].name: values} if reg.fields else {"": values}
+    if not reg.fields:
+        v = int(values[""])
+        if not 0 <= v < 1 << 32:
+            raise ValueError(f"register {reg.name}: value {v} does not fit 32 bits")
+        return v
+    word = 0
+    for name, v in values.items():
+        f = next((f for f in reg.fields if f.name == name), None)
+        if f is None:
+            raise ValueError(f"register {reg.name} has no field {name!r} (fields: {', '.join(reg.field_names)})")
+        v = int(v)
+        if not 0 <= v < 1 << f.width:
+            raise ValueError(f"register {reg.name}.{name}: value {v} does not fit {f.width} bits")
+        word |= v << f.lsb
+    return word
+
+
+def unpack(reg: Register | str, word: int) -> dict[str, int]:
+    """Field values of a register word."""
+    reg = by_name(reg) if isinstance(reg, str) else reg
+    if not reg.fields:
+        return {reg.name: int(word) & 0xFFFFFFFF}
+    return {f.name: (int(word) >> f.lsb) & ((1 << f.width) - 1) for f in reg.fields}

@@ -1,66 +1,143 @@
-"""Engine geometry derived from a layer config (numpy-free, amaranth-free: the board imports it).
+"""The network engine's envelope and a layer's run-time descriptor (numpy-free, amaranth-free:
+the board imports it). ``docs/engine.md`` describes the design these numbers drive.
 
-The engine is a SIMD array of ``lanes`` MAC units. A *batch* is ``lanes`` input columns,
-one per lane. For each factor, row by row in compact weight order ``(g, t, r, s)``, every
-lane multiplies the same (broadcast) weight with its own column's element, so all lanes do
-useful work every issue cycle whatever the chain's shape. ``docs/engine.md`` has the design.
+* :class:`EngineEnvelope`: what is fixed when the Verilog is generated (lanes, stream width,
+  numeric widths, memory depths), derived from every layer the engine must serve. Its hash is
+  the ``CONFIG_HASH`` register and the bitstream registry's key.
+* :class:`LayerDescriptor`: one :class:`~litefly.network.EngineStep` as register values
+  (chain shapes, shifts excluded: they come with the parameters), its stream sizes and its
+  cycle model. :meth:`EngineEnvelope.check_fits` refuses a layer that does not fit, naming
+  the limit.
 
-Wire formats (little-endian element packing, element k of a beat at bits
-``[k*bits, (k+1)*bits)``), all defined by :mod:`hw.wireformat`:
-
-* data in (``s_axis``): per batch, element-major: for e in range(q_1): for lane in range(lanes)
-* data out (``m_axis``): the same with p_N elements; TLAST on the last beat of a tile
-* parameters (``s_axis`` after ``CTRL.LOAD_PARAMS``): all weights in compact order
-  (the reference flat layout), ``weights_per_beat`` a beat, zero-padded to a whole beat;
-  then, if the format has a bias, the p_N biases as sign-extended 32-bit containers,
-  ``biases_per_beat`` a beat, zero-padded.
+Tensors on the streams are int8 in **NHWC-E** order: image, row, column, then
+``CW = ceil(C / E)`` beats of ``E = stream_bits / 8`` channels (channel ``k*E + j`` in byte
+``j`` of beat ``k``; channels past ``C`` are zero). A layer's output has the same layout,
+so it is the next layer's input as it stands.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Sequence
 
-from litefly.config import LayerConfig
+from litefly.chain import Factor
+from litefly.config import STREAM_WIDTHS, LayerConfig, NetworkConfig
 from litefly.errors import ConfigError
+from litefly.network import EngineStep, network_input_shape, plan_network
 
 from . import regmap
 
-__all__ = ["EngineSpec"]
+__all__ = ["EngineEnvelope", "LayerDescriptor", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS", "ceil_div",
+           "DEFAULT_FRAME_KIB", "factors_from_words", "batch_cycles", "pass_cycles"]
+
+DRAIN_CYCLES = 5              # issue-to-write latency: the bubble between dependent factors
+BIAS_CONTAINER_BITS = 32
+DEFAULT_FRAME_KIB = 64
+MAX_POOL = 4
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 @dataclass(frozen=True)
-class EngineSpec:
-    """Everything about an engine that follows from its layer config."""
+class EngineEnvelope:
+    """Generation parameters of one network engine (everything its Verilog depends on)."""
 
-    layer: LayerConfig
+    name: str
+    lanes: int
+    stream_bits: int
+    act_bits: int
+    weight_bits: int
+    max_factors: int
+    max_q: int                 # largest chain input (IN memory depth per half, in elements)
+    max_p: int                 # largest chain output (OUT memory)
+    max_work: int              # largest intermediate width (WORK memory)
+    weight_beats: int          # weight memory depth
+    frame_beats: int           # frame buffer depth
+    acc_bits: int
 
-    # -- widths ------------------------------------------------------------------
-    @property
-    def stream_bits(self) -> int:
-        return self.layer.engine.stream_bits
+    def __post_init__(self) -> None:
+        if self.stream_bits not in STREAM_WIDTHS:
+            raise ConfigError(f"engine: stream_bits={self.stream_bits} must be one of "
+                              f"{', '.join(map(str, STREAM_WIDTHS))}")
+        if not 2 <= self.act_bits <= 8:
+            raise ConfigError(f"engine: act_bits={self.act_bits} must be 2..8 (tensors travel as int8)")
+        if self.weight_bits not in (2, 4, 8, 16):
+            raise ConfigError(f"engine: weight_bits={self.weight_bits} must be 2, 4, 8 or 16 "
+                              f"(a whole number of weights per beat)")
+        e = self.elems_per_beat
+        if self.lanes < e or self.lanes % e:
+            raise ConfigError(f"engine: {self.lanes} lanes is not a positive multiple of {e} "
+                              f"(elements per {self.stream_bits}-bit beat)")
+        for name in ("max_factors", "max_q", "max_p", "max_work", "weight_beats", "frame_beats"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"engine: {name}={getattr(self, name)} must be at least 1")
+        if self.max_factors > 255 or max(self.max_q, self.max_p) >= 1 << 16:
+            raise ConfigError(f"engine: at most 255 factors and 65,535 elements per column "
+                              f"(got {self.max_factors}, {max(self.max_q, self.max_p)})")
 
-    @property
-    def act_bits(self) -> int:
-        return self.layer.format.act_bits
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def for_layers(cls, name: str, layers: Sequence[LayerConfig], multipliers: int | None = None,
+                   stream_bits: int | None = None, frame_beats: int | None = None) -> "EngineEnvelope":
+        """The smallest envelope serving ``layers`` (lanes from ``multipliers``, default the first layer's)."""
+        if not layers:
+            raise ConfigError(f"engine {name!r}: no layers to serve")
+        first = layers[0]
+        for lay in layers[1:]:
+            if (lay.format.act_bits, lay.format.weight_bits) != (first.format.act_bits, first.format.weight_bits):
+                raise ConfigError(f"layer {lay.name!r} has {lay.format.act_bits}/{lay.format.weight_bits}-bit "
+                                  f"activations/weights, layer {first.name!r} {first.format.act_bits}/"
+                                  f"{first.format.weight_bits}: one engine serves one numeric format")
+        sb = stream_bits or first.engine.stream_bits
+        mult = multipliers or first.engine.multipliers
+        e = sb // 8
+        if mult < e:
+            raise ConfigError(f"engine: multipliers={mult} is below one {sb}-bit beat of {e} elements")
+        wpb = sb // first.format.weight_bits
+        acc = max(lay.format.acc_bits(f, last=(i == len(lay.chain) - 1))
+                  for lay in layers for i, f in enumerate(lay.chain))
+        return cls(
+            name=name, lanes=(mult // e) * e, stream_bits=sb, act_bits=first.format.act_bits,
+            weight_bits=first.format.weight_bits, max_factors=max(len(l.chain) for l in layers),
+            max_q=max(l.chain_in for l in layers), max_p=max(l.chain_out for l in layers),
+            max_work=max([f.p for l in layers for f in l.chain[:-1]] or [1]),
+            weight_beats=max(ceil_div(l.params, wpb) for l in layers),
+            frame_beats=frame_beats or DEFAULT_FRAME_KIB * 1024 // e, acc_bits=acc)
 
-    @property
-    def weight_bits(self) -> int:
-        return self.layer.format.weight_bits
+    @classmethod
+    def for_network(cls, network: NetworkConfig, input_size: tuple[int, int] | None = None,
+                    multipliers: int | None = None, stream_bits: int | None = None,
+                    frame_kib: int | None = None) -> "EngineEnvelope":
+        """The envelope of ``network``: the network's ``engine:`` settings, else its layers'.
 
-    @property
-    def bias_bits(self) -> int:
-        return self.layer.format.bias_bits
+        The frame buffer holds the largest layer input of one image at the network's input
+        size (at least ``DEFAULT_FRAME_KIB`` KiB unless ``frame_kib`` says otherwise).
+        """
+        eng = network.engine
+        multipliers = multipliers or eng.multipliers
+        stream_bits = stream_bits or eng.stream_bits
+        frame_kib = frame_kib or eng.frame_kib
+        layers = network.layers
+        sb = stream_bits or layers[0].engine.stream_bits
+        e = sb // 8
+        if frame_kib:
+            frame = frame_kib * 1024 // e
+        else:
+            frame = DEFAULT_FRAME_KIB * 1024 // e
+            size = input_size or network.input_size
+            if size is not None or layers[0].kind == "linear":
+                steps = plan_network(network, network_input_shape(network, size))
+                frame = max([frame] + [_in_beats(s, e) for s in steps])
+        return cls.for_layers(network.name, layers, multipliers, sb, frame)
 
-    @property
-    def acc_bits(self) -> int:
-        """Accumulator width of the shared datapath: the widest any factor needs."""
-        n = len(self.layer.chain)
-        return max(self.layer.format.acc_bits(f, last=(i == n - 1)) for i, f in enumerate(self.layer.chain))
-
+    # -- widths and derived sizes -------------------------------------------------------------
     @property
     def elems_per_beat(self) -> int:
-        return self.stream_bits // self.act_bits
+        return self.stream_bits // 8
 
     @property
     def weights_per_beat(self) -> int:
@@ -68,116 +145,250 @@ class EngineSpec:
 
     @property
     def biases_per_beat(self) -> int:
-        """Biases travel in 32-bit containers (sign-extended), so a beat holds a power of two of them."""
-        return self.stream_bits // 32
+        return self.stream_bits // BIAS_CONTAINER_BITS
 
-    # -- the array ---------------------------------------------------------------
     @property
-    def lanes(self) -> int:
-        """MAC lanes: the multiplier budget rounded down to a multiple of elements per beat."""
-        e = self.elems_per_beat
-        budget = self.layer.engine.multipliers
-        if budget < e:
-            raise ConfigError(f"engine: multipliers={budget} is below one stream beat of "
-                              f"{e} elements ({self.stream_bits}-bit stream, {self.act_bits}-bit activations)")
-        return (budget // e) * e
+    def bias_beats(self) -> int:
+        return ceil_div(self.max_p, self.biases_per_beat)
 
     @property
     def multipliers(self) -> int:
         return self.lanes
 
     @property
-    def in_elems(self) -> int:
-        return self.layer.chain_in
+    def registers(self) -> list[regmap.Register]:
+        return regmap.register_map(self.max_factors)
 
     @property
-    def out_elems(self) -> int:
-        return self.layer.chain_out
+    def axil_addr_bits(self) -> int:
+        return regmap.address_bits(self.max_factors)
+
+    def capability_words(self) -> dict[str, int]:
+        """The read-only identity/capability registers' values."""
+        return {
+            "ID": regmap.ID_MAGIC,
+            "VERSION": regmap.pack("VERSION", {"MAJOR": regmap.VERSION[0], "MINOR": regmap.VERSION[1]}),
+            "CONFIG_HASH": self.hash32,
+            "LANES": self.lanes,
+            "INFO": regmap.pack("INFO", {"STREAM_BYTES": self.stream_bits // 8, "ACT_BITS": self.act_bits,
+                                         "WEIGHT_BITS": self.weight_bits, "MAX_FACTORS": self.max_factors}),
+            "CAP_DEPTHS": regmap.pack("CAP_DEPTHS", {"MAX_Q": self.max_q, "MAX_P": self.max_p}),
+            "CAP_WORK": self.max_work,
+            "CAP_PARAM_BEATS": regmap.pack("CAP_PARAM_BEATS", {"WEIGHT_BEATS": self.weight_beats,
+                                                               "ACC_BITS": self.acc_bits}),
+            "CAP_FRAME_BEATS": self.frame_beats,
+        }
+
+    # -- identity ---------------------------------------------------------------------------------
+    def hardware_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("name")
+        d["interface_version"] = list(regmap.VERSION)
+        return d
 
     @property
-    def beats_in_per_batch(self) -> int:
-        return self.in_elems * self.lanes // self.elems_per_beat
+    def config_hash(self) -> str:
+        blob = json.dumps(self.hardware_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
 
     @property
-    def beats_out_per_batch(self) -> int:
-        return self.out_elems * self.lanes // self.elems_per_beat
+    def hash32(self) -> int:
+        return int(self.config_hash[:8], 16)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "EngineEnvelope":
+        names = [f for f in cls.__dataclass_fields__]
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ConfigError(f"engine envelope: missing {', '.join(missing)}")
+        return cls(**{n: data[n] for n in names})
+
+    # -- layers -------------------------------------------------------------------------------------
+    def describe(self, step: EngineStep) -> "LayerDescriptor":
+        """The descriptor of ``step`` on this engine; :class:`ConfigError` naming the limit if it does not fit."""
+        self.check_fits(step)
+        return LayerDescriptor(self, step)
+
+    def check_fits(self, step: EngineStep) -> None:
+        lay = step.layer
+        where = f"layer {lay.name!r} does not fit engine {self.name!r} (0x{self.hash32:08x})"
+        fmt = lay.format
+        if (fmt.act_bits, fmt.weight_bits) != (self.act_bits, self.weight_bits):
+            raise ConfigError(f"{where}: it has {fmt.act_bits}/{fmt.weight_bits}-bit activations/weights, the "
+                              f"engine {self.act_bits}/{self.weight_bits}")
+        checks = [
+            ("factors", len(lay.chain), self.max_factors, "MAX_FACTORS"),
+            ("chain input q_1", lay.chain_in, self.max_q, "MAX_Q"),
+            ("chain output p_N", lay.chain_out, self.max_p, "MAX_P"),
+            ("intermediate width", max([f.p for f in lay.chain[:-1]] or [0]), self.max_work, "CAP_WORK"),
+            ("weight beats", ceil_div(lay.params, self.weights_per_beat), self.weight_beats, "WEIGHT_BEATS"),
+            ("accumulator bits", max(fmt.acc_bits(f, i == len(lay.chain) - 1) for i, f in enumerate(lay.chain)),
+             self.acc_bits, "ACC_BITS"),
+            ("input feature map of one image (beats)", _in_beats(step, self.elems_per_beat), self.frame_beats,
+             "CAP_FRAME_BEATS"),
+        ]
+        for what, need, have, reg in checks:
+            if need > have:
+                raise ConfigError(f"{where}: its {what} is {need}, the engine's limit {reg} is {have}")
+        dims = list(step.in_shape) + list(step.kernel) + list(step.conv_shape) + [lay.chain_out]
+        if max(dims) >= 1 << 16:
+            raise ConfigError(f"{where}: a size of {max(dims)} does not fit the 16-bit descriptor fields")
+        if step.pool is not None and not (1 <= step.pool[0] <= MAX_POOL and 1 <= step.pool[1] <= MAX_POOL):
+            raise ConfigError(f"{where}: pooling {step.pool} is outside 1..{MAX_POOL}")
+
+
+def _in_beats(step: EngineStep, e: int) -> int:
+    c, h, w = step.in_shape
+    return h * w * ceil_div(c, e)
+
+
+@dataclass(frozen=True)
+class LayerDescriptor:
+    """One engine step as the engine sees it: register values, stream sizes and cycle model."""
+
+    envelope: EngineEnvelope
+    step: EngineStep
 
     @property
-    def total_weights(self) -> int:
-        return self.layer.params
+    def layer(self) -> LayerConfig:
+        return self.step.layer
+
+    # -- stream sizes ------------------------------------------------------------------------------
+    @property
+    def in_cw(self) -> int:
+        """Beats per input pixel."""
+        return ceil_div(self.step.in_shape[0], self.envelope.elems_per_beat)
+
+    @property
+    def out_cw(self) -> int:
+        return ceil_div(self.layer.chain_out, self.envelope.elems_per_beat)
+
+    @property
+    def in_beats_per_image(self) -> int:
+        _, h, w = self.step.in_shape
+        return h * w * self.in_cw
+
+    @property
+    def out_positions_per_image(self) -> int:
+        _, hp, wp = self.step.out_shape
+        return hp * wp
+
+    @property
+    def out_beats_per_image(self) -> int:
+        return self.out_positions_per_image * self.out_cw
+
+    @property
+    def bytes_per_beat(self) -> int:
+        return self.envelope.stream_bits // 8
+
+    @property
+    def images_per_pass(self) -> int:
+        """Most images whose input feature maps the frame buffer holds at once (capped at 65,535)."""
+        return max(1, min(self.envelope.frame_beats // self.in_beats_per_image, (1 << 16) - 1))
 
     @property
     def weight_beats(self) -> int:
-        return -(-self.total_weights // self.weights_per_beat)
+        return ceil_div(self.layer.params, self.envelope.weights_per_beat)
 
     @property
     def bias_beats(self) -> int:
-        return -(-self.out_elems // self.biases_per_beat) if self.layer.format.bias else 0
+        return ceil_div(self.layer.chain_out, self.envelope.biases_per_beat) if self.layer.format.bias else 0
 
     @property
     def param_beats(self) -> int:
         return self.weight_beats + self.bias_beats
 
     @property
-    def issue_cycles_per_batch(self) -> int:
-        """MAC issue cycles per batch: one per nonzero of the chain."""
-        return self.layer.macs_per_column
+    def phases(self) -> int:
+        return 1 if self.step.pool is None else self.step.pool[0] ** 2
 
-    @property
-    def work_depth(self) -> int:
-        """Depth of one half of the intermediate ping-pong buffer (widest intermediate vector)."""
-        inner = [f.p for f in self.layer.chain[:-1]]
-        return max(inner) if inner else 0
-
-    @property
-    def num_factors(self) -> int:
-        return len(self.layer.chain)
-
-    @property
-    def registers(self) -> list[regmap.Register]:
-        return regmap.register_map(self.num_factors)
-
-    @property
-    def axil_addr_bits(self) -> int:
-        return regmap.address_bits(self.num_factors)
-
-    @property
-    def info_word(self) -> int:
-        return ((self.stream_bits // 8) | (self.act_bits << 8) | (self.weight_bits << 16)
-                | (self.num_factors << 24))
-
-    def manifest_base(self) -> dict[str, Any]:
-        """The parts of ``manifest.json`` that follow from the config alone."""
-        lay = self.layer
-        return {
-            "name": lay.name,
-            "config_hash": lay.config_hash,
-            "hash32": lay.hash32,
-            "interface_version": list(regmap.VERSION),
-            "layer": lay.to_dict(),
-            "lanes": self.lanes,
-            "multipliers": self.multipliers,
-            "stream_bits": self.stream_bits,
-            "act_bits": self.act_bits,
-            "weight_bits": self.weight_bits,
-            "bias_bits": self.bias_bits if lay.format.bias else None,
-            "acc_bits": self.acc_bits,
-            "elems_per_beat": self.elems_per_beat,
-            "beats_in_per_batch": self.beats_in_per_batch,
-            "beats_out_per_batch": self.beats_out_per_batch,
-            "weight_load": {
-                "via": "s_axis after CTRL.LOAD_PARAMS",
-                "order": "compact (g, t, r, s) per factor, factors in chain order",
-                "weights_per_beat": self.weights_per_beat,
-                "weight_beats": self.weight_beats,
-                "biases_per_beat": self.biases_per_beat if lay.format.bias else None,
-                "bias_beats": self.bias_beats,
-                "shifts": "SHIFT<i> registers over AXI-Lite",
-            },
-            "issue_cycles_per_batch": self.issue_cycles_per_batch,
-            "registers": [
-                {"name": r.name, "offset": r.offset, "access": r.access, "doc": r.doc,
-                 "fields": [{"name": f.name, "lsb": f.lsb, "width": f.width, "doc": f.doc} for f in r.fields]}
-                for r in self.registers
-            ],
+    # -- registers ---------------------------------------------------------------------------------
+    def register_words(self, images: int) -> dict[str, int]:
+        """``{register name: word}`` of the descriptor for a pass of ``images`` images (shifts excluded)."""
+        st, lay = self.step, self.layer
+        c, h, w = st.in_shape
+        p, ho, wo = st.conv_shape
+        _, hp, wp = st.out_shape
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = st.kernel, st.stride, st.padding, st.dilation
+        pk, ps = st.pool or (1, 1)
+        if not 1 <= images <= self.images_per_pass:
+            raise ConfigError(f"layer {lay.name!r}: {images} images per pass, the frame buffer holds 1.."
+                              f"{self.images_per_pass}")
+        words = {
+            "LAYER": regmap.pack("LAYER", {"FACTORS": len(lay.chain), "BIAS": int(lay.format.bias),
+                                           "RELU": int(st.relu), "POOL": int(st.pool is not None)}),
+            "IN_C": regmap.pack("IN_C", c),
+            "IN_HW": regmap.pack("IN_HW", {"H": h, "W": w}),
+            "OUT_C": regmap.pack("OUT_C", p),
+            "CONV_HW": regmap.pack("CONV_HW", {"HO": ho, "WO": wo}),
+            "OUT_HW": regmap.pack("OUT_HW", {"HP": hp, "WP": wp}),
+            "KERNEL": regmap.pack("KERNEL", {"KH": kh, "KW": kw}),
+            "STRIDE": regmap.pack("STRIDE", {"SH": sh, "SW": sw}),
+            "PAD": regmap.pack("PAD", {"PH": ph, "PW": pw}),
+            "DILATION": regmap.pack("DILATION", {"DH": dh, "DW": dw}),
+            "POOL": regmap.pack("POOL", {"K": pk, "S": ps}),
+            "IMAGES": images,
+            "WEIGHT_BEATS": self.weight_beats,
+            "BIAS_BEATS": self.bias_beats,
         }
+        for i, f in enumerate(lay.chain):
+            words[f"F{i}_RS"] = regmap.pack(regmap.factor_reg(i, "RS"), {"R": f.r, "S": f.s})
+            words[f"F{i}_TG"] = regmap.pack(regmap.factor_reg(i, "TG"), {"T": f.t, "G": f.blocks})
+        return words
+
+    # -- cycle model ---------------------------------------------------------------------------------
+    def model_inputs(self, images: int) -> dict[str, int]:
+        """The quantities :func:`pass_cycles` needs, for a pass of ``images`` images."""
+        kh, kw = self.step.kernel
+        return {"lanes": self.envelope.lanes, "macs": self.layer.macs_per_column, "factors": len(self.layer.chain),
+                "window_reads": kh * kw * self.in_cw, "out_cw": self.out_cw,
+                "positions": images * self.out_positions_per_image, "phases": self.phases,
+                "load_beats": images * self.in_beats_per_image}
+
+    def batch_cycles(self) -> dict[str, int]:
+        """Per batch (and phase): MAC issue, window and unload cycles."""
+        return batch_cycles(**{k: v for k, v in self.model_inputs(1).items()
+                               if k in ("lanes", "macs", "factors", "window_reads", "out_cw")})
+
+    def pass_cycles(self, images: int) -> int:
+        """Cycle model of one pass (the engine's CYCLES for it, to within a few cycles per batch)."""
+        return pass_cycles(**self.model_inputs(images))
+
+    def mac_cycles(self, images: int) -> int:
+        """Issue cycles of a pass: the MAC count over the lanes (utilisation = this / CYCLES)."""
+        batches = ceil_div(images * self.out_positions_per_image, self.envelope.lanes)
+        return batches * self.phases * self.layer.macs_per_column
+
+
+def batch_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int) -> dict[str, int]:
+    """Per batch of ``lanes`` positions and per phase: MAC issue cycles (with the bubbles between
+    factors), window-generator cycles (one beat read per lane, kernel position and channel beat)
+    and unload cycles (one beat per lane and channel beat)."""
+    return {"mac": macs + DRAIN_CYCLES * (factors - 1) + 1, "window": lanes * window_reads,
+            "unload": lanes * out_cw}
+
+
+def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int, positions: int,
+                phases: int, load_beats: int) -> int:
+    """The one cycle model of a pass: load the frame, then batches whose window generation,
+    MAC issue and unloading overlap (double-buffered IN and OUT), the slowest setting the pace."""
+    b = batch_cycles(lanes, macs, factors, window_reads, out_cw)
+    batches = ceil_div(positions, lanes)
+    per_batch = max(phases * max(b["mac"], b["window"]), b["unload"])
+    last_lanes = positions - (batches - 1) * lanes
+    return load_beats + b["window"] + batches * per_batch + last_lanes * out_cw + 2 * DRAIN_CYCLES
+
+
+def factors_from_words(words: Mapping[str, int]) -> list[Factor]:
+    """The chain the descriptor registers describe (the engine model's view)."""
+    n = regmap.unpack("LAYER", words["LAYER"])["FACTORS"]
+    chain = []
+    for i in range(n):
+        rs = regmap.unpack(regmap.factor_reg(i, "RS"), words.get(f"F{i}_RS", 0))
+        tg = regmap.unpack(regmap.factor_reg(i, "TG"), words.get(f"F{i}_TG", 0))
+        r, s, t, g = rs["R"], rs["S"], tg["T"], tg["G"]
+        chain.append(Factor(g * r * t, g * s * t, r, s, t))
+    return chain

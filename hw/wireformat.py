@@ -1,7 +1,8 @@
-"""Packing of columns, weights and biases into AXI-Stream beats (numpy only).
+"""Packing of feature maps (NHWC-E), weights and biases into AXI-Stream bytes (numpy only).
 
-Used by the host runtime, the cocotb testbenches and the docs alike; :mod:`hw.spec`
-describes the orders. A beat is returned as an unsigned Python int / uint64 words.
+Used by the host runtime, the engine model, the testbenches and the docs alike;
+``docs/engine.md`` describes the orders. Beats are rows of a ``(beats, stream_bits/8)``
+uint8 array, little-endian.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import numpy as np
 
 from litefly.errors import ShapeError
 
-from .spec import EngineSpec
+from .spec import BIAS_CONTAINER_BITS
 
-__all__ = ["pack_elements", "unpack_elements", "pack_batches", "unpack_batches", "pack_params",
-           "beats_to_bytes", "bytes_to_beats"]
+__all__ = ["pack_elements", "unpack_elements", "pack_tensor", "unpack_tensor", "tensor_bytes",
+           "pack_layer_params", "unpack_layer_params", "beats_to_bytes", "bytes_to_beats"]
 
 
 def pack_elements(values: np.ndarray, bits: int, per_beat: int, stream_bits: int) -> np.ndarray:
@@ -56,36 +57,69 @@ def unpack_elements(beats: np.ndarray, bits: int, per_beat: int, count: int) -> 
     return signed.reshape(-1)[:count]
 
 
-def pack_batches(spec: EngineSpec, x: np.ndarray) -> np.ndarray:
-    """Pack input columns (rows of ``x``, shape ``(batches*lanes, q_1)``) into beats, element-major per batch."""
+def pack_tensor(x: np.ndarray, elems_per_beat: int, out: np.ndarray | None = None) -> np.ndarray:
+    """An NCHW integer tensor as NHWC-E bytes (``docs/engine.md``): uint8, one beat per ``E`` bytes.
+
+    ``out`` (a uint8 buffer of at least the tensor's size) is filled in place if given.
+    """
     x = np.asarray(x)
-    if x.ndim != 2 or x.shape[1] != spec.in_elems or x.shape[0] % spec.lanes:
-        raise ShapeError(f"columns have shape {x.shape}, expected (a multiple of {spec.lanes}, {spec.in_elems})")
-    b = x.shape[0] // spec.lanes
-    order = x.reshape(b, spec.lanes, spec.in_elems).transpose(0, 2, 1)   # (batch, element, lane)
-    return pack_elements(order, spec.act_bits, spec.elems_per_beat, spec.stream_bits)
+    if x.ndim != 4:
+        raise ShapeError(f"tensor has shape {x.shape}, expected (N, C, H, W)")
+    n, c, h, w = x.shape
+    cp = -(-c // elems_per_beat) * elems_per_beat
+    size = n * h * w * cp
+    dst = np.empty(size, dtype=np.uint8) if out is None else out
+    if dst.size < size:
+        raise ShapeError(f"buffer of {dst.size} bytes is smaller than the {size}-byte tensor")
+    view = dst[:size].view(np.int8).reshape(n, h, w, cp)
+    view[..., :c] = x.transpose(0, 2, 3, 1)
+    if cp != c:
+        view[..., c:] = 0
+    return dst[:size]
 
 
-def unpack_batches(spec: EngineSpec, beats: np.ndarray, batches: int) -> np.ndarray:
-    """Unpack output beats of ``batches`` batches into rows ``(batches*lanes, p_N)``."""
-    n = batches * spec.lanes * spec.out_elems
-    vals = unpack_elements(beats, spec.act_bits, spec.elems_per_beat, n)
-    if vals.size != n:
-        raise ShapeError(f"got {vals.size} output elements, expected {n}")
-    return vals.reshape(batches, spec.out_elems, spec.lanes).transpose(0, 2, 1).reshape(-1, spec.out_elems)
+def tensor_bytes(shape: tuple[int, ...], elems_per_beat: int) -> int:
+    """Bytes of an ``(N, C, H, W)`` tensor in NHWC-E."""
+    n, c, h, w = shape
+    return n * h * w * (-(-c // elems_per_beat) * elems_per_beat)
 
 
-def pack_params(spec: EngineSpec, weights: list[np.ndarray], bias: np.ndarray | None) -> np.ndarray:
-    """Parameter beats: flat compact weights, padded; then biases (if the format has them), padded."""
+def unpack_tensor(data: np.ndarray, shape: tuple[int, int, int, int], elems_per_beat: int) -> np.ndarray:
+    """NHWC-E bytes back to an NCHW int64 tensor of ``shape``."""
+    n, c, h, w = shape
+    size = tensor_bytes(shape, elems_per_beat)
+    raw = np.asarray(data).reshape(-1).view(np.uint8)
+    if raw.size < size:
+        raise ShapeError(f"got {raw.size} bytes, a {n}x{c}x{h}x{w} tensor needs {size}")
+    cp = size // max(1, n * h * w)
+    return raw[:size].view(np.int8).reshape(n, h, w, cp)[..., :c].transpose(0, 3, 1, 2).astype(np.int64)
+
+
+def pack_layer_params(weights: list[np.ndarray], bias: np.ndarray | None, weight_bits: int,
+                      stream_bits: int) -> np.ndarray:
+    """Parameter beats of one layer: compact weights, padded to a beat; then 32-bit biases, padded."""
     flat = np.concatenate([np.asarray(w, dtype=np.int64).ravel() for w in weights])
-    if flat.size != spec.total_weights:
-        raise ShapeError(f"got {flat.size} weights, the chain has {spec.total_weights}")
-    parts = [pack_elements(flat, spec.weight_bits, spec.weights_per_beat, spec.stream_bits)]
-    if spec.layer.format.bias:
-        if bias is None or np.size(bias) != spec.out_elems:
-            raise ShapeError(f"expected {spec.out_elems} biases, got {None if bias is None else np.size(bias)}")
-        parts.append(pack_elements(bias, BIAS_CONTAINER_BITS, spec.biases_per_beat, spec.stream_bits))
+    parts = [pack_elements(flat, weight_bits, stream_bits // weight_bits, stream_bits)]
+    if bias is not None:
+        parts.append(pack_elements(bias, BIAS_CONTAINER_BITS, stream_bits // BIAS_CONTAINER_BITS, stream_bits))
     return np.concatenate(parts)
+
+
+def unpack_layer_params(beats: np.ndarray, weight_counts: list[int], weight_beats: int, bias_count: int,
+                        weight_bits: int, stream_bits: int) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Inverse of :func:`pack_layer_params`: flat weights per factor and the biases (or None)."""
+    beats = np.asarray(beats, dtype=np.uint8).reshape(-1, stream_bits // 8)
+    total = sum(weight_counts)
+    flat = unpack_elements(beats[:weight_beats], weight_bits, stream_bits // weight_bits, total)
+    weights, off = [], 0
+    for k in weight_counts:
+        weights.append(flat[off:off + k])
+        off += k
+    bias = None
+    if bias_count:
+        bias = unpack_elements(beats[weight_beats:], BIAS_CONTAINER_BITS, stream_bits // BIAS_CONTAINER_BITS,
+                               bias_count)
+    return weights, bias
 
 
 def beats_to_bytes(beats: np.ndarray) -> bytes:
@@ -95,21 +129,3 @@ def beats_to_bytes(beats: np.ndarray) -> bytes:
 def bytes_to_beats(data: bytes, stream_bits: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(-1, stream_bits // 8)
 
-
-BIAS_CONTAINER_BITS = 32
-
-
-def unpack_params(spec: EngineSpec, beats: np.ndarray) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """Inverse of :func:`pack_params`: compact weights per factor and the biases (or None)."""
-    beats = np.asarray(beats, dtype=np.uint8)
-    if beats.shape[0] != spec.param_beats:
-        raise ShapeError(f"got {beats.shape[0]} parameter beats, expected {spec.param_beats}")
-    flat = unpack_elements(beats[:spec.weight_beats], spec.weight_bits, spec.weights_per_beat, spec.total_weights)
-    weights, off = [], 0
-    for f in spec.layer.chain:
-        weights.append(flat[off:off + f.params].reshape(f.compact_shape))
-        off += f.params
-    bias = None
-    if spec.layer.format.bias:
-        bias = unpack_elements(beats[spec.weight_beats:], BIAS_CONTAINER_BITS, spec.biases_per_beat, spec.out_elems)
-    return weights, bias

@@ -18,8 +18,10 @@ import yaml
 from .chain import (ChainCounts, Factor, chain_is_dense, chain_params, log2_ceil,
                     mixing_violations, parse_rshapes_line, validate_chain)
 from .errors import ConfigError
+from . import limits
+from .safeio import load_yaml, one_line, short
 
-__all__ = ["NumericFormat", "EngineParams", "LayerConfig", "HostOp", "NetworkConfig",
+__all__ = ["NumericFormat", "EngineParams", "LayerConfig", "HostOp", "NetworkConfig", "NetworkEngine",
            "load_config", "load_layer", "load_network", "MixingWarning", "check_int", "check_keys", "read_yaml"]
 
 STREAM_WIDTHS = (32, 64, 128)
@@ -30,9 +32,13 @@ class MixingWarning(UserWarning):
     """A shape-valid chain that breaks the mixing rule."""
 
 
-def check_int(where: str, name: str, value: Any, minimum: int = 0, maximum: int | None = None) -> int:
+def check_int(where: str, name: str, value: Any, minimum: int = 0, maximum: int | None = None,
+              limit_name: str | None = None) -> int:
+    """``value`` if it is an int in range; ``limit_name`` names a documented limit (``litefly.limits``)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{where}: {name}={value!r} is not an integer")
+        raise ConfigError(f"{where}: {name}={short(value)} is not an integer")
+    if limit_name is not None and maximum is not None and value > maximum:
+        raise limits.limit_error(where, name, value, maximum, limit_name)
     if value < minimum or (maximum is not None and value > maximum):
         hi = f"..{maximum}" if maximum is not None else " or more"
         raise ConfigError(f"{where}: {name}={value} is out of range, expected {minimum}{hi}")
@@ -47,10 +53,10 @@ def _bool(where: str, name: str, value: Any) -> bool:
 
 def check_keys(where: str, data: Mapping[str, Any], allowed: Sequence[str]) -> None:
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {short(data)}")
     for key in data:
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key {key!r}, expected one of {', '.join(allowed)}")
+            raise ConfigError(f"{where}: unknown key {short(key, 40)}, expected one of {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -214,60 +220,64 @@ class LayerConfig(ChainCounts):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], default_name: str = "layer") -> "LayerConfig":
-        where = f"layer {data.get('name', default_name)!r}" if isinstance(data, Mapping) else "layer"
+        where = f"layer {short(data.get('name', default_name), 40)}" if isinstance(data, Mapping) else "layer"
         check_keys(where, data, ("name", "kind", "in_features", "out_features", "in_channels",
                                   "out_channels", "kernel", "stride", "padding", "dilation",
                                   "chain", "rshapes", "format", "engine"))
         name = data.get("name", default_name)
         if not isinstance(name, str) or not name.isidentifier():
-            raise ConfigError(f"{where}: name={name!r} must be an identifier (letters, digits, _)")
+            raise ConfigError(f"{where}: name={short(name, 40)} must be an identifier (letters, digits, _)")
+        check_int(where, "name length", len(name), 1, limits.MAX_NAME_CHARS, "MAX_NAME_CHARS")
         kind = data.get("kind")
         if kind not in ("linear", "conv2d"):
-            raise ConfigError(f"{where}: kind={kind!r} must be 'linear' or 'conv2d'")
+            raise ConfigError(f"{where}: kind={short(kind, 40)} must be 'linear' or 'conv2d'")
         if kind == "linear":
             for bad in ("in_channels", "out_channels", "kernel", "stride", "padding", "dilation"):
                 if bad in data:
                     raise ConfigError(f"{where}: key {bad!r} is for conv2d layers, not linear")
-            fin = check_int(where, "in_features", data.get("in_features"), 1)
-            fout = check_int(where, "out_features", data.get("out_features"), 1)
+            fin = check_int(where, "in_features", data.get("in_features"), 1, limits.MAX_FEATURES, "MAX_FEATURES")
+            fout = check_int(where, "out_features", data.get("out_features"), 1, limits.MAX_FEATURES, "MAX_FEATURES")
             geometry: dict[str, Any] = {}
         else:
             for bad in ("in_features", "out_features"):
                 if bad in data:
                     raise ConfigError(f"{where}: key {bad!r} is for linear layers; use in_channels/out_channels")
-            fin = check_int(where, "in_channels", data.get("in_channels"), 1)
-            fout = check_int(where, "out_channels", data.get("out_channels"), 1)
+            fin = check_int(where, "in_channels", data.get("in_channels"), 1, limits.MAX_CHANNELS, "MAX_CHANNELS")
+            fout = check_int(where, "out_channels", data.get("out_channels"), 1, limits.MAX_CHANNELS, "MAX_CHANNELS")
             geometry = {
-                "kernel": _pair(where, "kernel", data.get("kernel"), 1),
-                "stride": _pair(where, "stride", data.get("stride", 1), 1),
-                "padding": _pair(where, "padding", data.get("padding", 0), 0),
-                "dilation": _pair(where, "dilation", data.get("dilation", 1), 1),
+                "kernel": _pair(where, "kernel", data.get("kernel"), 1, limits.MAX_KERNEL, "MAX_KERNEL"),
+                "stride": _pair(where, "stride", data.get("stride", 1), 1, limits.MAX_STRIDE, "MAX_STRIDE"),
+                "padding": _pair(where, "padding", data.get("padding", 0), 0, limits.MAX_PADDING, "MAX_PADDING"),
+                "dilation": _pair(where, "dilation", data.get("dilation", 1), 1, limits.MAX_DILATION,
+                                  "MAX_DILATION"),
             }
         if ("chain" in data) == ("rshapes" in data):
             raise ConfigError(f"{where}: give exactly one of 'chain' (list of [p, q, r, s, t]) or 'rshapes' (a line)")
         if "rshapes" in data:
             if not isinstance(data["rshapes"], str):
-                raise ConfigError(f"{where}: rshapes={data['rshapes']!r} must be a string of integers")
+                raise ConfigError(f"{where}: rshapes={short(data['rshapes'])} must be a string of integers")
             chain = parse_rshapes_line(data["rshapes"], where=f"{where}: rshapes")
         else:
             raw = data["chain"]
             if not isinstance(raw, list):
-                raise ConfigError(f"{where}: chain={raw!r} must be a list of [p, q, r, s, t]")
+                raise ConfigError(f"{where}: chain={short(raw)} must be a list of [p, q, r, s, t]")
             chain = validate_chain(raw)
         try:
             return cls(name=name, kind=kind, in_features=fin, out_features=fout, chain=tuple(chain),
                        format=NumericFormat.from_dict(data.get("format")),
                        engine=EngineParams.from_dict(data.get("engine")), **geometry)
         except TypeError as exc:  # e.g. a format value of the wrong kind
-            raise ConfigError(f"{where}: {exc}") from None
+            raise ConfigError(one_line(f"{where}: {exc}")) from None
 
 
-def _pair(where: str, name: str, value: Any, minimum: int) -> tuple[int, int]:
+def _pair(where: str, name: str, value: Any, minimum: int, maximum: int | None = None,
+          limit_name: str | None = None) -> tuple[int, int]:
     if isinstance(value, list) and len(value) == 2:
-        return (check_int(where, name, value[0], minimum), check_int(where, name, value[1], minimum))
+        return (check_int(where, name, value[0], minimum, maximum, limit_name),
+                check_int(where, name, value[1], minimum, maximum, limit_name))
     if value is None:
         raise ConfigError(f"{where}: {name} is required for a conv2d layer")
-    v = check_int(where, name, value, minimum)
+    v = check_int(where, name, value, minimum, maximum, limit_name)
     return (v, v)
 
 
@@ -289,17 +299,48 @@ class HostOp:
     def from_dict(cls, data: Mapping[str, Any]) -> "HostOp":
         check_keys("network op", data, ("op", "kernel", "stride"))
         if data["op"] not in HOST_OPS:
-            raise ConfigError(f"network op: op={data['op']!r} must be one of {', '.join(HOST_OPS)}")
-        return cls(op=data["op"], kernel=check_int("network op", "kernel", data.get("kernel", 2), 1),
-                   stride=check_int("network op", "stride", data.get("stride", 0), 0))
+            raise ConfigError(f"network op: op={short(data['op'], 40)} must be one of {', '.join(HOST_OPS)}")
+        return cls(op=data["op"],
+                   kernel=check_int("network op", "kernel", data.get("kernel", 2), 1, limits.MAX_POOL, "MAX_POOL"),
+                   stride=check_int("network op", "stride", data.get("stride", 0), 0, limits.MAX_POOL, "MAX_POOL"))
+
+
+@dataclass(frozen=True)
+class NetworkEngine:
+    """A network's ``engine:`` settings (all optional): the envelope's lanes, stream width and
+    frame buffer size; unset values come from the layers (``hw.spec.EngineEnvelope.for_network``)."""
+
+    multipliers: int | None = None
+    stream_bits: int | None = None
+    frame_kib: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.multipliers is not None:
+            check_int("network engine", "multipliers", self.multipliers, 1, 4096)
+        if self.stream_bits is not None and self.stream_bits not in STREAM_WIDTHS:
+            raise ConfigError(f"network engine: stream_bits={self.stream_bits!r} must be one of 32, 64, 128")
+        if self.frame_kib is not None:
+            check_int("network engine", "frame_kib", self.frame_kib, 1, 1 << 16)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "NetworkEngine":
+        data = {} if data is None else data
+        check_keys("network engine", data, ("multipliers", "stream_bits", "frame_kib"))
+        return cls(**data)
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """A list of layers and host ops, run in order."""
+    """A list of layers and host ops, run in order, with the input size and engine settings
+    the network engine is generated for (``docs/config.md``)."""
 
     name: str
     steps: tuple[LayerConfig | HostOp, ...]
+    input_size: tuple[int, int] | None = None
+    engine: NetworkEngine = field(default_factory=NetworkEngine)
 
     @property
     def layers(self) -> tuple[LayerConfig, ...]:
@@ -307,14 +348,25 @@ class NetworkConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The network file's form, layers inline (inverse of :meth:`from_dict`)."""
-        return {"name": self.name, "layers": [step.to_dict() for step in self.steps]}
+        d: dict[str, Any] = {"name": self.name}
+        if self.input_size is not None:
+            d["input_size"] = list(self.input_size)
+        if self.engine.to_dict():
+            d["engine"] = self.engine.to_dict()
+        d["layers"] = [step.to_dict() for step in self.steps]
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base: Path | None = None) -> "NetworkConfig":
-        check_keys("network", data, ("name", "layers"))
+        check_keys("network", data, ("name", "layers", "input_size", "engine"))
         items = data.get("layers")
         if not isinstance(items, list) or not items:
-            raise ConfigError(f"network: layers={items!r} must be a non-empty list")
+            raise ConfigError(f"network: layers={short(items)} must be a non-empty list")
+        check_int("network", "number of layers and ops", len(items), 1, limits.MAX_NETWORK_STEPS,
+                  "MAX_NETWORK_STEPS")
+        if len(str(data.get("name", "network"))) > limits.MAX_NAME_CHARS:
+            raise ConfigError(f"network: name={short(data.get('name'), 40)} is longer than the limit "
+                              f"MAX_NAME_CHARS={limits.MAX_NAME_CHARS} (docs/limits.md)")
         steps: list[LayerConfig | HostOp] = []
         for i, item in enumerate(items):
             if isinstance(item, Mapping) and "op" in item:
@@ -325,10 +377,16 @@ class NetworkConfig:
             else:
                 steps.append(LayerConfig.from_dict(item, default_name=f"layer{i}"))
         names = [l.name for l in steps if isinstance(l, LayerConfig)]
+        if not names:
+            raise ConfigError("network: layers has no layer, only ops")
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ConfigError(f"network: layer name {sorted(dup)[0]!r} is used twice")
-        return cls(name=str(data.get("name", "network")), steps=tuple(steps))
+        size = data.get("input_size")
+        if size is not None:
+            size = _pair("network", "input_size", size, 1, limits.MAX_IMAGE, "MAX_IMAGE")
+        return cls(name=str(data.get("name", "network")), steps=tuple(steps), input_size=size,
+                   engine=NetworkEngine.from_dict(data.get("engine")))
 
     @classmethod
     def single(cls, layer: LayerConfig) -> "NetworkConfig":
@@ -338,17 +396,7 @@ class NetworkConfig:
 def read_yaml(path: str | Path, allow_empty: bool = False) -> Mapping[str, Any]:
     """A YAML file's top-level mapping (an empty file is ``{}`` if ``allow_empty``), or a one-line error."""
     path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: no such file")
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory, expected a YAML file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: malformed YAML{at}: {problem}") from None
+    data = load_yaml(path)  # size, UTF-8, no aliases, capped depth and integers (litefly.safeio)
     if data is None and allow_empty:
         return {}
     if not isinstance(data, Mapping):
@@ -365,7 +413,7 @@ def load_layer(path: str | Path) -> LayerConfig:
     try:
         return LayerConfig.from_dict(data, default_name=path.stem.replace("-", "_"))
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(one_line(f"{path}: {exc}")) from None
 
 
 def load_network(path: str | Path) -> NetworkConfig:
@@ -378,7 +426,7 @@ def load_network(path: str | Path) -> NetworkConfig:
         return NetworkConfig.single(LayerConfig.from_dict(data, default_name=path.stem.replace("-", "_")))
     except ConfigError as exc:
         msg = str(exc)
-        raise ConfigError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+        raise ConfigError(one_line(msg if msg.startswith(str(path)) else f"{path}: {msg}")) from None
 
 
 def load_config(path: str | Path) -> LayerConfig | NetworkConfig:
