@@ -220,7 +220,7 @@ class EngineEnvelope:
             raise ConfigError(f"{where}: it has {fmt.act_bits}/{fmt.weight_bits}-bit activations/weights, the "
                               f"engine {self.act_bits}/{self.weight_bits}")
         checks = [
-            ("factors", len(lay.chain), self.max_factors, "MAX_FACTORS"),
+            ("factor count", len(lay.chain), self.max_factors, "MAX_FACTORS"),
             ("chain input q_1", lay.chain_in, self.max_q, "MAX_Q"),
             ("chain output p_N", lay.chain_out, self.max_p, "MAX_P"),
             ("intermediate width", max([f.p for f in lay.chain[:-1]] or [0]), self.max_work, "CAP_WORK"),
@@ -232,7 +232,7 @@ class EngineEnvelope:
         ]
         for what, need, have, reg in checks:
             if need > have:
-                raise ConfigError(f"{where}: its {what} is {need}, the engine's limit {reg} is {have}")
+                raise ConfigError(f"{where}: its {what} {need} exceeds the engine's {reg} = {have}")
         dims = list(step.in_shape) + list(step.kernel) + list(step.conv_shape) + [lay.chain_out]
         if max(dims) >= 1 << 16:
             raise ConfigError(f"{where}: a size of {max(dims)} does not fit the 16-bit descriptor fields")
