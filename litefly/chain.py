@@ -14,7 +14,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from . import limits
 from .errors import ConfigError
+from .safeio import check_int_token, short
 
 __all__ = [
     "Factor", "ChainCounts", "validate_chain", "mixing_violations", "chain_is_dense", "chain_params",
@@ -39,18 +41,24 @@ class Factor:
         if isinstance(values, Factor):
             values = values.as_list()
         if not isinstance(values, (list, tuple)) or len(values) != 5:
-            raise ConfigError(f"factor {index}: expected five integers [p, q, r, s, t], got {values!r}")
+            raise ConfigError(f"factor {index}: expected five integers [p, q, r, s, t], got {short(values)}")
         for name, v in zip("pqrst", values):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise ConfigError(f"factor {index}: {name}={v!r} is not an integer")
+                raise ConfigError(f"factor {index}: {name}={short(v)} is not an integer")
             if v <= 0:
-                raise ConfigError(f"factor {index}: {name}={v} must be a positive integer")
+                raise ConfigError(f"factor {index}: {name}={short(v)} must be a positive integer")
         p, q, r, s, t = (int(v) for v in values)
+        for name, v, limit, lname in (("p", p, limits.MAX_FEATURES, "MAX_FEATURES"),
+                                      ("q", q, limits.MAX_FEATURES, "MAX_FEATURES"),
+                                      ("r", r, limits.MAX_BLOCK, "MAX_BLOCK"), ("s", s, limits.MAX_BLOCK, "MAX_BLOCK"),
+                                      ("t", t, limits.MAX_FEATURES, "MAX_FEATURES")):
+            limits.check_limit(f"factor {index}", name, v, limit, lname)
         if q % (s * t):
             raise ConfigError(f"factor {index}: q={q} is not a multiple of s*t={s * t}")
         if p != (q // (s * t)) * r * t:
             raise ConfigError(
                 f"factor {index}: p={p} does not equal (q/(s*t))*r*t={(q // (s * t)) * r * t}")
+        limits.check_limit(f"factor {index}", "p*s (parameters)", p * s, limits.MAX_FACTOR_PARAMS, "MAX_FACTOR_PARAMS")
         return cls(p, q, r, s, t)
 
     def as_list(self) -> list[int]:
@@ -104,6 +112,7 @@ def validate_chain(chain: Iterable[object], in_features: int | None = None,
     raw = list(chain)
     if not raw:
         raise ConfigError("chain: needs at least one factor")
+    limits.check_limit("chain", "number of factors", len(raw), limits.MAX_FACTORS, "MAX_FACTORS")
     factors = [Factor.checked(f, i + 1) for i, f in enumerate(raw)]
     for i in range(1, len(factors)):
         if factors[i].q != factors[i - 1].p:
@@ -133,11 +142,98 @@ def mixing_violations(chain: Sequence[Factor]) -> list[str]:
 
 
 def chain_is_dense(chain: Sequence[Factor]) -> bool:
-    """True if the product of the 0/1 patterns has no zero entry."""
-    acc = chain[0].mask().astype(np.int64)
-    for f in chain[1:]:
-        acc = np.minimum(f.mask().astype(np.int64) @ acc, 1)
-    return bool(acc.all())
+    """True if the product of the 0/1 patterns has no zero entry.
+
+    Polynomial, without any n x n product:
+
+    * a chain that follows the mixing rule is dense (structural argument: after factor k an
+      input reaches one whole aligned block of ``r_k*t_k`` rows, and the last block is all of
+      ``p_N``), decided in O(N); so is a chain with a run of factors that follows the rule on
+      its own (:func:`_has_mixing_run`, O(N^2));
+    * otherwise the reachability sets are propagated factor by factor, one boolean row per
+      distinct set (identical rows merged after each factor), from whichever end of the chain
+      starts with fewer distinct sets (:func:`_dense_by_reachability`).
+    """
+    chain = tuple(chain)
+    if not mixing_violations(chain) or _has_mixing_run(chain):
+        return True
+    return _dense_by_reachability(chain)
+
+
+def _has_mixing_run(chain: Sequence[Factor]) -> bool:
+    """True if some run of consecutive factors follows the mixing rule on its own.
+
+    That run's product is dense, and a dense matrix times factors with no zero row or column
+    (every factor has ``r, s >= 1``) stays dense, so the whole product is dense. O(N^2).
+    """
+    n = len(chain)
+    for i in range(n):
+        if chain[i].t != 1:
+            continue
+        for k in range(i, n):
+            if k > i and chain[k].t != chain[k - 1].r * chain[k - 1].t:
+                break
+            if chain[k].r * chain[k].t == chain[k].p:
+                return True
+    return False
+
+
+def _propagate(rows: np.ndarray, f: "Factor") -> np.ndarray:
+    """Reachability rows over f's q inputs -> rows over its p outputs (one factor, no mask)."""
+    n = rows.shape[0]
+    keys = rows.reshape(n, f.blocks, f.s, f.t).any(axis=2)                 # (n, g, t)
+    out = np.broadcast_to(keys[:, :, None, :], (n, f.blocks, f.r, f.t))     # (n, g, r, t)
+    return np.ascontiguousarray(out).reshape(n, f.p)
+
+
+def _unique_rows(rows: np.ndarray) -> np.ndarray:
+    if rows.shape[0] <= 1:
+        return rows
+    packed = np.packbits(rows, axis=1)
+    _, idx = np.unique(packed, axis=0, return_index=True)
+    return rows[np.sort(idx)]
+
+
+def _dense_by_reachability(chain: tuple["Factor", ...]) -> bool:
+    """Exact density of a chain's pattern product by propagating distinct reachability sets.
+
+    A factor links input ``x`` to output ``y`` iff ``x // (s*t) == y // (r*t)`` and
+    ``x % t == y % t``: a union of complete bipartite blocks, one per key ``(j, u)``. Inputs
+    with the same key in the first factor reach the same rows, so one row per key of factor 1
+    (``q_1 / s_1`` of them) starts the propagation; the transposed chain (``[q, p, s, r, t]``,
+    reversed) is used if it starts smaller. The work is at most ``rows x sum(widths)`` and is
+    refused beyond ``DENSITY_CHECK_CELLS`` cells at once (docs/limits.md), after a cheap
+    refutation from a few single inputs.
+    """
+    back = tuple(Factor(f.q, f.p, f.s, f.r, f.t) for f in reversed(chain))
+    fwd_rows = chain[0].q // chain[0].s
+    bwd_rows = back[0].q // back[0].s
+    use = chain if fwd_rows <= bwd_rows else back
+    first = use[0]
+    width = max(max(f.p for f in use), first.q)
+    # refute cheaply from a few single inputs first
+    for x in sorted({0, first.q - 1, first.q // 2}):
+        rows = np.zeros((1, first.q), dtype=bool)
+        rows[0, x] = True
+        for f in use:
+            rows = _propagate(rows, f)
+        if not rows.all():
+            return False
+    nkeys = first.q // first.s
+    if nkeys * width > limits.DENSITY_CHECK_CELLS:
+        raise ConfigError(f"density check: a chain that breaks the mixing rule with {nkeys:,} x {width:,} "
+                          f"reachability cells is above the limit DENSITY_CHECK_CELLS={limits.DENSITY_CHECK_CELLS:,}"
+                          f" (docs/limits.md)")
+    # one row per key (j, u) of the first factor: the input j*s*t + u stands for all b
+    g, t, st = first.blocks, first.t, first.s * first.t
+    reps = (np.arange(g)[:, None] * st + np.arange(t)[None, :]).ravel()
+    rows = np.zeros((reps.size, first.q), dtype=bool)
+    rows[np.arange(reps.size), reps] = True
+    for f in use:
+        rows = _unique_rows(_propagate(rows, f))
+        if rows.shape[0] == 1 and rows.all():
+            return True    # an all-ones row stays all ones through any factor
+    return bool(rows.all())
 
 
 def chain_params(chain: Sequence[Factor]) -> int:
@@ -182,11 +278,9 @@ class ChainCounts:
 def parse_rshapes_line(line: str, where: str = "line") -> tuple[Factor, ...]:
     """Parse one line of the reference ``rshapes/*.txt`` format (flattened [p,q,r,s,t] groups)."""
     tokens = line.replace(",", " ").replace("[", " ").replace("]", " ").split()
-    try:
-        values = [int(tok) for tok in tokens]
-    except ValueError:
-        bad = next(tok for tok in tokens if not tok.lstrip("-").isdigit())
-        raise ConfigError(f"{where}: {bad!r} is not an integer") from None
+    if len(tokens) > 5 * limits.MAX_FACTORS:
+        raise limits.limit_error(where, "number of factors", -(-len(tokens) // 5), limits.MAX_FACTORS, "MAX_FACTORS")
+    values = [check_int_token(tok, where) for tok in tokens]
     if not values:
         raise ConfigError(f"{where}: is empty, expected groups of five integers")
     if len(values) % 5:

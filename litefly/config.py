@@ -37,8 +37,10 @@ def check_int(where: str, name: str, value: Any, minimum: int = 0, maximum: int 
     """``value`` if it is an int in range; ``limit_name`` names a documented limit (``litefly.limits``)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{where}: {name}={short(value)} is not an integer")
-    if limit_name is not None and maximum is not None and value > maximum:
-        raise limits.limit_error(where, name, value, maximum, limit_name)
+    if limit_name is not None and maximum is not None:
+        if value > maximum:
+            raise limits.limit_error(where, name, value, maximum, limit_name)
+        maximum = None   # the limit is reported as such, not as a range
     if value < minimum or (maximum is not None and value > maximum):
         hi = f"..{maximum}" if maximum is not None else " or more"
         raise ConfigError(f"{where}: {name}={value} is out of range, expected {minimum}{hi}")
@@ -400,7 +402,8 @@ def read_yaml(path: str | Path, allow_empty: bool = False) -> Mapping[str, Any]:
     if data is None and allow_empty:
         return {}
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        got = "an empty file" if data is None else type(data).__name__
+        raise ConfigError(one_line(f"{path}: expected a mapping at the top level, got {got}"))
     return data
 
 

@@ -76,8 +76,8 @@ def save_vectors(vectors: Vectors, path: str | Path) -> None:
 
 
 def load_vectors(path: str | Path) -> Vectors:
+    from .safeio import load_npz, one_line  # noqa: PLC0415 - size, headers, no pickle (litefly.safeio)
     path = Path(path)
     if not path.exists():
         raise ShapeError(f"{path}: no such vectors file")
-    with np.load(path, allow_pickle=False) as data:
-        return Vectors({k: data[k] for k in data.files})
+    return Vectors(load_npz(path, "vectors file", error=lambda text: ShapeError(one_line(f"{path}: {text}"))))

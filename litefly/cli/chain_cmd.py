@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from litefly.config import LayerConfig, MixingWarning, load_config
 from litefly.chain import parse_rshapes_line
 from litefly.cli.chain_generate import generate
+from litefly.cli.output import console as make_console, print_json
 from litefly.errors import ConfigError
+from litefly.limits import MAX_NAME_CHARS
+from litefly.safeio import read_lines, short, where
 
 
 @click.group()
@@ -22,7 +25,7 @@ def chain() -> None:
 
 
 def _layer_table(layer: LayerConfig) -> Table:
-    table = Table(title=f"{layer.name}: {layer.kind} {layer.chain_in} -> {layer.chain_out}"
+    table = Table(title=f"{escape(layer.name)}: {layer.kind} {layer.chain_in} -> {layer.chain_out}"
                         f" (config hash {layer.config_hash[:8]})")
     for col in ("factor", escape("[p, q, r, s, t]"), "blocks", "params = MACs/col", "acc bits"):
         table.add_column(col, justify="right")
@@ -33,25 +36,55 @@ def _layer_table(layer: LayerConfig) -> Table:
     return table
 
 
+def _density(layer: LayerConfig) -> tuple[bool | None, str]:
+    """(dense or None if not checked, why not checked)."""
+    try:
+        return layer.is_dense_product(), ""
+    except ConfigError as exc:  # a non-mixing chain beyond DENSITY_CHECK_CELLS
+        return None, str(exc)
+
+
+def _layer_json(layer: LayerConfig) -> dict[str, Any]:
+    dense, why = _density(layer)
+    n = len(layer.chain)
+    return {
+        "name": layer.name, "kind": layer.kind, "chain_in": layer.chain_in, "chain_out": layer.chain_out,
+        "config_hash": layer.config_hash,
+        "factors": [{"factor": i + 1, "pqrst": f.as_list(), "blocks": f.blocks, "params": f.params,
+                     "acc_bits": layer.format.acc_bits(f, last=(i == n - 1))} for i, f in enumerate(layer.chain)],
+        "params": layer.params, "dense_params": layer.dense_params, "compression": layer.compression,
+        "mac_reduction": layer.mac_reduction, "mixing_violations": layer.mixing_violations(),
+        "dense_product": dense, **({"dense_product_not_checked": why} if why else {}),
+        "format": layer.to_dict()["format"], "engine": layer.to_dict()["engine"],
+    }
+
+
 @chain.command()
 @click.argument("config", type=click.Path(path_type=Path))
-def show(config: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the layers as JSON (for scripts and pipes).")
+def show(config: Path, as_json: bool) -> None:
     """Print factors, parameters, MACs, compression and the mixing check of CONFIG."""
-    console = Console()
     cfg = load_config(config)
     layers = cfg.layers if hasattr(cfg, "layers") else (cfg,)
+    if as_json:
+        print_json({"config": str(config), "layers": [_layer_json(layer) for layer in layers]})
+        return
+    console = make_console()
     for layer in layers:
         console.print(_layer_table(layer))
         console.print(f"parameters {layer.params:,} vs dense {layer.dense_params:,}: "
                       f"{100 * layer.compression:.2f}% compression, {layer.mac_reduction:.2f}x fewer MACs per column")
         broken = layer.mixing_violations()
-        dense = layer.is_dense_product()
+        dense, why = _density(layer)
         if broken:
             for msg in broken:
                 console.print(f"[yellow]mixing rule broken[/]: {msg}")
         else:
             console.print("mixing rule: followed")
-        console.print(f"product of the patterns: {'dense' if dense else '[red]NOT dense[/]'}")
+        if dense is None:
+            console.print(f"product of the patterns: not checked ({escape(why)})")
+        else:
+            console.print(f"product of the patterns: {'dense' if dense else '[red]NOT dense[/]'}")
         fmt = layer.format
         console.print(f"format: int{fmt.act_bits} activations, int{fmt.weight_bits} weights, "
                       f"bias {'on' if fmt.bias else 'off'}, relu {'on' if fmt.relu else 'off'}; "
@@ -71,20 +104,21 @@ def show(config: Path) -> None:
 def import_rshapes(file: Path, line_no: int, kind: str, kernel: int, padding: int | None, stride: int,
                    name: str | None, output: Path) -> None:
     """Import line N of a published rshapes FILE as a layer config."""
-    if not file.exists():
-        raise ConfigError(f"{file}: no such file")
-    lines = [l for l in file.read_text().splitlines()]
+    lines = read_lines(file, "rshapes file")  # size, UTF-8 and line count checked (litefly.safeio)
     if line_no > len(lines):
-        raise ConfigError(f"{file}: --line {line_no} is past the end (the file has {len(lines)} lines)")
-    facts = parse_rshapes_line(lines[line_no - 1], where=f"{file} line {line_no}")
+        raise ConfigError(f"{where(file)}: --line {line_no} is past the end (the file has {len(lines)} lines)")
+    facts = parse_rshapes_line(lines[line_no - 1], where=f"{where(file)} line {line_no}")
     q1, pn = facts[0].q, facts[-1].p
+    if name is not None and len(name) > MAX_NAME_CHARS:
+        raise ConfigError(f"--name {short(name, 40)} is longer than the limit MAX_NAME_CHARS={MAX_NAME_CHARS} "
+                          f"(docs/limits.md)")
     name = name or f"{file.stem}_l{line_no}".replace("-", "_")
     data: dict = {"name": name, "kind": kind, "chain": [f.as_list() for f in facts]}
     if kind == "linear":
         data.update(in_features=q1, out_features=pn)
     else:
         if q1 % (kernel * kernel):
-            raise ConfigError(f"{file} line {line_no}: q_1={q1} is not a multiple of kernel^2={kernel * kernel}; "
+            raise ConfigError(f"{where(file)} line {line_no}: q_1={q1} is not a multiple of kernel^2={kernel * kernel}; "
                               f"use --kernel or --kind linear")
         data.update(in_channels=q1 // (kernel * kernel), out_channels=pn, kernel=kernel,
                     padding=kernel // 2 if padding is None else padding, stride=stride)

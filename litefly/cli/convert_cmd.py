@@ -3,37 +3,151 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 
 import click
 
 from litefly.errors import ConfigError, LiteflyError
+from litefly.safeio import load_npz, one_line, short, short_text, where
 
 
-def _load_model(path: Path):
-    import torch
-    from torch import nn
-    if not path.exists():
-        raise ConfigError(f"{path}: no such file")
+_ARCH_RE = re.compile(r"^(?P<mod>[A-Za-z_][\w.]*|[^:]+\.py):(?P<attr>[A-Za-z_][\w.]*)$")
+
+
+def _safe_module_globals(path: Path) -> list:
+    """The torch.nn layer classes a whole-model file needs, if it needs nothing else (else [])."""
+    import importlib  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+    from torch import nn  # noqa: PLC0415
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds
-        raise LiteflyError(f"{path}: cannot load a PyTorch model ({str(exc).splitlines()[0]})") from None
-    if isinstance(obj, torch.jit.ScriptModule) or not isinstance(obj, nn.Module):
-        kind = "a state_dict" if isinstance(obj, dict) else type(obj).__name__
-        raise ConfigError(f"{path}: holds {kind}, expected a whole nn.Module saved with torch.save(model, path)")
-    return obj.eval()
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - not a zip checkpoint: plain weights_only loading decides
+        return []
+    classes = []
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        if not module.startswith("torch.nn.modules."):
+            return []
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError):
+            return []
+        if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+            return []
+        classes.append(obj)
+    return classes
+
+
+def _build_arch(arch: str):
+    """Import ``module:callable`` (or ``file.py:callable``) and call it with no arguments."""
+    import importlib  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+
+    from torch import nn  # noqa: PLC0415
+    m = _ARCH_RE.match(arch)
+    if not m:
+        raise ConfigError(f"--arch {short(arch, 60)} must be module:callable or file.py:callable, e.g. mynet:build")
+    mod_name, attr = m.group("mod"), m.group("attr")
+    try:
+        if mod_name.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(mod_name).stem, mod_name)
+            if spec is None or spec.loader is None or not Path(mod_name).is_file():
+                raise ImportError(f"no file {mod_name}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and str(Path.cwd()) not in sys.path:
+                sys.path.insert(0, str(Path.cwd()))
+            module = importlib.import_module(mod_name)
+        target = module
+        for part in attr.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError, OSError, SyntaxError) as exc:
+        raise ConfigError(one_line(f"--arch {short(arch, 60)}: cannot import it ({type(exc).__name__}: {exc})")) from None
+    if not callable(target):
+        raise ConfigError(f"--arch {short(arch, 60)}: {attr} is not callable")
+    try:
+        model = target()
+    except Exception as exc:  # noqa: BLE001 - user code
+        raise ConfigError(one_line(f"--arch {short(arch, 60)}: calling {attr}() failed "
+                                   f"({type(exc).__name__}: {exc})")) from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"--arch {short(arch, 60)}: {attr}() returned {type(model).__name__}, expected an nn.Module")
+    return model
+
+
+def _load_model(path: Path, arch: str | None = None, unsafe_pickle: bool = False):
+    """The model in ``path``: a whole nn.Module or a state_dict (with ``--arch``).
+
+    By default ``torch.load(weights_only=True)``: tensors, containers and torch.nn layer classes
+    only, never arbitrary code. ``unsafe_pickle`` loads full pickle (runs any code in the file).
+    """
+    import pickle  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+    from torch import nn  # noqa: PLC0415
+    from litefly.limits import MAX_MODEL_BYTES  # noqa: PLC0415
+    from litefly.safeio import check_file  # noqa: PLC0415
+
+    check_file(path, "PyTorch model file", MAX_MODEL_BYTES, "MAX_MODEL_BYTES")
+    name = where(path)
+    if unsafe_pickle:
+        click.echo(f"warning: --unsafe-pickle: loading {name} with full pickle, which runs any code the file "
+                   f"holds", err=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds
+            raise LiteflyError(one_line(f"{name}: cannot load a PyTorch model ({type(exc).__name__}: "
+                                        f"{short_text(str(exc), 100)})")) from None
+    else:
+        try:
+            with torch.serialization.safe_globals(_safe_module_globals(path)):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            found = re.search(r"GLOBAL (\S+)", str(exc))
+            what = f"a pickled {short_text(found.group(1), 60)}" if found else "pickled Python objects"
+            raise ConfigError(f"{name}: refused: it holds {what}, which safe loading (torch.load weights_only=True) "
+                              f"does not run; save model.state_dict() and pass --arch module:callable, or pass "
+                              f"--unsafe-pickle if you trust the file (it runs any code the file holds)") from None
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds
+            raise LiteflyError(one_line(f"{name}: cannot load a PyTorch model ({type(exc).__name__}: "
+                                        f"{short_text(str(exc), 100)})")) from None
+    if isinstance(obj, nn.Module) and not isinstance(obj, torch.jit.ScriptModule):
+        if arch is not None:
+            raise ConfigError(f"{name}: holds a whole model ({type(obj).__name__}); --arch is only for a state_dict")
+        return obj.eval()
+    if isinstance(obj, dict):
+        state = obj
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                state = obj[key]
+                break
+        if arch is None:
+            raise ConfigError(f"{name}: holds a state_dict (weights only); give the architecture with "
+                              f"--arch module:callable (a function or class returning the nn.Module)")
+        model = _build_arch(arch)
+        try:
+            model.load_state_dict(state, strict=True)
+        except Exception as exc:  # noqa: BLE001 - RuntimeError/TypeError/KeyError from torch
+            raise ConfigError(one_line(f"{name}: the state_dict does not fit --arch {short(arch, 40)} "
+                                       f"({short_text(str(exc), 150)})")) from None
+        return model.eval()
+    raise ConfigError(f"{name}: holds {short_text(type(obj).__name__, 40)}, expected an nn.Module or a state_dict")
 
 
 def _load_data(path: Path):
-    import numpy as np
-    import torch
-    if not path.exists():
-        raise ConfigError(f"{path}: no such file")
-    with np.load(path, allow_pickle=False) as d:
-        if "x" not in d.files or "y" not in d.files:
-            raise ConfigError(f"{path}: expected arrays 'x' (inputs) and 'y' (integer labels), got {d.files}")
+    import torch  # noqa: PLC0415
+    d = load_npz(path, "data .npz file")
+    if "x" not in d or "y" not in d:
+        raise ConfigError(f"{where(path)}: expected arrays 'x' (inputs) and 'y' (integer labels), "
+                          f"got {short(sorted(d), 60)}")
+    try:
         return torch.as_tensor(d["x"], dtype=torch.float32), torch.as_tensor(d["y"], dtype=torch.long)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(one_line(f"{where(path)}: x/y are not numeric arrays ({exc})")) from None
 
 
 @click.command("convert")
@@ -51,27 +165,42 @@ def _load_data(path: Path):
 @click.option("--export", "export_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also quantise to int8 (calibrated on --data) and export network.yaml + weights here.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--arch", default=None, metavar="MODULE:CALLABLE",
+              help="Builds the model when MODEL.pt holds a state_dict: an importable module (or file.py) and a "
+                   "function or class returning the nn.Module, e.g. mynet:build.")
+@click.option("--unsafe-pickle", is_flag=True,
+              help="Load MODEL.pt with full pickle (torch.load weights_only=False). This RUNS ARBITRARY CODE "
+                   "stored in the file: use it only for files you made or trust. By default only tensors, "
+                   "containers and torch.nn layers are loaded.")
 def convert(model_path: Path, config_path: Path | None, output: Path, data_path: Path | None, epochs: int,
-            lr: float, input_shape: str | None, export_dir: Path | None, threads: int) -> None:
-    """Convert MODEL.pt's Conv2d and Linear layers to DeBut, fine-tune and report per layer."""
-    import torch
-    from rich.console import Console
+            lr: float, input_shape: str | None, export_dir: Path | None, threads: int, arch: str | None,
+            unsafe_pickle: bool) -> None:
+    """Convert MODEL.pt's Conv2d and Linear layers to DeBut, fine-tune and report per layer.
 
+    MODEL.pt is a whole model built from torch.nn layers, or a state_dict with --arch.
+    """
+    import torch
+
+    from litefly.cli.output import console as make_console
     from litefly.convert import ConvertConfig, convert_model, distill, format_report, load_convert_config
 
     torch.set_num_threads(threads)
-    console = Console(width=max(Console().width, 130))
-    model = _load_model(model_path)
+    console = make_console(min_width=130)
+    model = _load_model(model_path, arch=arch, unsafe_pickle=unsafe_pickle)
     cfg = load_convert_config(config_path) if config_path else ConvertConfig()
     data = _load_data(data_path) if data_path else None
     if export_dir is not None and data is None:
         raise ConfigError("--export needs --data (calibration inputs)")
     example = None
     if input_shape:
-        try:
-            shape = tuple(int(v) for v in input_shape.split(","))
-        except ValueError:
-            raise ConfigError(f"--input-shape {input_shape!r} must be comma-separated integers, e.g. 1,8,8") from None
+        toks = input_shape.split(",")
+        if len(toks) > 4 or not all(t.strip().isdigit() and t.strip().isascii() and len(t.strip()) <= 6 for t in toks):
+            raise ConfigError(f"--input-shape {short(input_shape, 40)} must be up to 4 comma-separated integers "
+                              f"below 10^6, e.g. 1,8,8")
+        shape = tuple(int(v) for v in toks)
+        if len(shape) == 3:
+            from litefly.limits import check_image_size  # noqa: PLC0415
+            check_image_size(shape[1], shape[2], "--input-shape")
         example = torch.zeros((1, *shape))
     elif data is not None:
         example = data[0][:1]
@@ -91,8 +220,19 @@ def convert(model_path: Path, config_path: Path | None, output: Path, data_path:
     output.with_suffix(".json").write_text(json.dumps(report, indent=2))
     console.print(f"wrote {output} and {output.with_suffix('.json')}")
     if export_dir is not None:
-        from litefly.export import export_int8, save_int8
+        import numpy as np  # noqa: PLC0415
+
+        from litefly.export import export_int8, int8_forward, save_int8  # noqa: PLC0415
+        from litefly.host.runtime import NetworkRunner  # noqa: PLC0415
         network, params = export_int8(new, data[0], name=output.stem.replace("-", "_") or "network")
         path = save_int8(network, params, export_dir)
-        console.print(f"int8 export: {path} (+ {len(params)} weight files); run: litefly bench {path} "
-                      f"--params {export_dir}")
+        # the exported network on its one network engine (the engine model), as the board runs it
+        sample = data[0][:16].double().numpy()
+        with NetworkRunner(network, params, "golden", input_size=tuple(sample.shape[2:]) or None) as runner:
+            same = np.array_equal(runner.run(sample), int8_forward(network, params, sample))
+            env = runner.envelope
+        if not same:
+            raise LiteflyError("--export: the engine model's output differs from the int8 golden network")
+        console.print(f"int8 export: {path} (+ {len(params)} weight files, chained scales); one engine "
+                      f"0x{env.hash32:08x} serves its {len(network.layers)} layers, engine model == int8 golden on "
+                      f"{len(sample)} samples; run: litefly bench {path} --params {export_dir}")

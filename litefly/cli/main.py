@@ -8,6 +8,7 @@ amaranth. A :class:`~litefly.errors.LiteflyError` becomes one line on stderr and
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import warnings
 
@@ -72,7 +73,13 @@ def cli() -> None:
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
-    return f"warning: {message}\n"
+    return f"warning: {_one_line(message)}\n"
+
+
+def _one_line(message: object) -> str:
+    """A message on one line, cut so that ``error: `` + it stays within 300 characters."""
+    from litefly.safeio import one_line  # noqa: PLC0415
+    return one_line(str(message), 292)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,13 +94,33 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except LiteflyError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        # a path the user gave (an output folder that does not exist, a read-only file)
+        if os.environ.get("LITEFLY_TRACEBACK"):
+            raise
+        from litefly.safeio import where  # noqa: PLC0415
+        name = where(exc.filename) if exc.filename is not None else "file"
+        click.echo(f"error: {_one_line(f'{name}: {exc.strerror or type(exc).__name__}')}", err=True)
+        sys.exit(2)
+    except (RecursionError, MemoryError) as exc:
+        if os.environ.get("LITEFLY_TRACEBACK"):
+            raise
+        click.echo(f"error: input too large or too deeply nested ({type(exc).__name__}); see docs/limits.md",
+                   err=True)
+        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - never a traceback for users; LITEFLY_TRACEBACK=1 shows it
+        if os.environ.get("LITEFLY_TRACEBACK"):
+            raise
+        click.echo(f"error: {_one_line(f'internal error, a litefly bug: {type(exc).__name__}: {exc}')} "
+                   f"(LITEFLY_TRACEBACK=1 shows the traceback)"[:300], err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
