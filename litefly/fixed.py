@@ -300,16 +300,15 @@ def save_quantized(q: QuantizedLayer, path) -> None:
 
 def load_quantized(layer: LayerConfig, path) -> QuantizedLayer:
     """Load parameters saved by :func:`save_quantized` (or a vectors file) for ``layer``; checks the hash."""
-    from pathlib import Path
-    path = Path(path)
-    if not path.exists():
-        raise ShapeError(f"{path}: no such parameter file")
-    with np.load(path, allow_pickle=False) as d:
-        got = str(d["config_hash"]) if "config_hash" in d.files else "?"
-        if got != layer.config_hash:
-            raise ShapeError(f"{path}: parameters are for config hash {got[:8]}, layer {layer.name!r} has "
-                             f"{layer.config_hash[:8]}")
-        n = len(layer.chain)
-        return QuantizedLayer(layer, [d[f"weights{i}"] for i in range(n)], [int(s) for s in d["shifts"]],
-                              d["bias"] if "bias" in d.files else None, list(d["weight_scales"]),
-                              list(d["act_scales"]))
+    from .safeio import load_npz
+    d = load_npz(path, "parameter file", error=lambda text: ShapeError(f"{path}: {text}"))
+    got = str(d["config_hash"]) if "config_hash" in d else "?"
+    if got != layer.config_hash:
+        raise ShapeError(f"{path}: parameters are for config hash {got[:8]}, layer {layer.name!r} has "
+                         f"{layer.config_hash[:8]}")
+    n = len(layer.chain)
+    missing = [k for k in [f"weights{i}" for i in range(n)] + ["shifts", "weight_scales", "act_scales"] if k not in d]
+    if missing:
+        raise ShapeError(f"{path}: parameter file lacks {', '.join(missing)}")
+    return QuantizedLayer(layer, [d[f"weights{i}"] for i in range(n)], [int(s) for s in d["shifts"]],
+                          d["bias"] if "bias" in d else None, list(d["weight_scales"]), list(d["act_scales"]))
