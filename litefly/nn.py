@@ -1,7 +1,16 @@
 """Float golden model in PyTorch: ``DeButLinear`` and ``DeButConv2d``.
 
 Each factor's weights are a parameter in the reference code's compact layout
-``(q/(s*t), t, r, s)``; the forward pass is one einsum per factor (no dense matrix).
+``(q/(s*t), t, r, s)``. The forward pass has two exact forms (same result to float rounding,
+gradients reach the factors in both):
+
+* ``"factors"``: one einsum per factor over the rows (im2col rows for a convolution);
+* ``"dense"``: the dense ``p x q`` weight is formed from the factors (the chain applied to an
+  identity matrix of size ``min(p, q)``: ``min(p, q) * sum(p_i s_i)`` MACs) and the layer calls
+  ``F.linear``/``F.conv2d``.
+
+``mode="auto"`` (default) picks per call from a deterministic cost model of the shapes only
+(:func:`choose_form`), so the same shapes always take the same form.
 
 Convolution im2col ordering (as the reference code): ``F.unfold`` columns are reordered
 so the flattened input index is ``kernel_position * in_channels + channel`` (kernel
@@ -22,7 +31,10 @@ from .chain import Factor, chain_params, validate_chain
 from .config import LayerConfig
 from .errors import ShapeError
 
-__all__ = ["DeButLinear", "DeButConv2d", "debut_chain_forward", "factor_dense_torch", "from_layer"]
+__all__ = ["DeButLinear", "DeButConv2d", "debut_chain_forward", "debut_chain_transpose", "chain_dense_matrix",
+           "factor_dense_torch", "choose_form", "form_costs", "from_layer", "MODES"]
+
+MODES = ("auto", "factors", "dense")
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
@@ -38,6 +50,59 @@ def debut_chain_forward(x: torch.Tensor, chain: Sequence[Factor], weights: Seque
     return x
 
 
+def debut_chain_transpose(x: torch.Tensor, chain: Sequence[Factor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Apply the transposed chain ``R_1^T ... R_N^T`` to rows of ``x`` (shape ``(n, p_N)``)."""
+    n = x.shape[0]
+    for f, w in zip(reversed(chain), reversed(list(weights))):
+        g, t, r, s = f.compact_shape
+        x = torch.einsum("gtrb,ngrt->ngbt", w, x.reshape(n, g, r, t)).reshape(n, f.q)
+    return x
+
+
+def chain_dense_matrix(chain: Sequence[Factor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The product ``R_N ... R_1`` as a ``(p_N, q_1)`` matrix (differentiable), formed by applying
+    the chain (or its transpose, whichever side is smaller) to an identity matrix."""
+    p, q = chain[-1].p, chain[0].q
+    w0 = weights[0]
+    if p <= q:      # row i of M is M^T e_i
+        return debut_chain_transpose(torch.eye(p, dtype=w0.dtype, device=w0.device), chain, weights)
+    return debut_chain_forward(torch.eye(q, dtype=w0.dtype, device=w0.device), chain, weights).t()
+
+
+# Cost model for choosing the form, in nanoseconds of forward+backward on one core; the
+# constants are a least-squares fit to timings of torch 2.13 on this project's x86 CI machine
+# (42 shapes per form, most within 25%; the factor path's MAC and traffic terms then raised
+# 30% because its time grows faster than linearly once the intermediates leave the cache).
+# Per factor, the einsum form costs a call overhead, its MACs and its n x (q_i + p_i)
+# intermediate traffic (which dominates); the dense form costs forming the weight (a factor
+# pass over min(p, q) identity rows) plus one GEMM/conv.
+_C_CALL = 170_000.0     # per factor and call (einsum dispatch, reshapes, autograd nodes)
+_C_FMAC = 0.30          # per factor-path MAC (small batched matmuls)
+_C_FMEM = 7.0           # per intermediate element on the factor path
+_C_DCALL = 110_000.0    # per dense GEMM/conv call
+_C_DMAC = 0.07          # per dense GEMM/conv MAC
+_C_DMEM = 0.57          # per input/output element of the dense GEMM
+
+
+def form_costs(chain: Sequence[Factor], n_rows: int) -> tuple[float, float]:
+    """Modelled forward+backward time in ns ``(factors, dense)`` over ``n_rows`` rows."""
+    params = sum(f.params for f in chain)
+    traffic = sum(f.p + f.q for f in chain)
+    p, q = chain[-1].p, chain[0].q
+
+    def factor_pass(n: int) -> float:
+        return len(chain) * _C_CALL + n * (params * _C_FMAC + traffic * _C_FMEM)
+
+    dense = factor_pass(min(p, q)) + _C_DCALL + n_rows * (p * q * _C_DMAC + (p + q) * _C_DMEM)
+    return factor_pass(n_rows), dense
+
+
+def choose_form(chain: Sequence[Factor], n_rows: int) -> str:
+    """``"factors"`` or ``"dense"``: the cheaper form under :func:`form_costs` (deterministic)."""
+    fact, dense = form_costs(chain, n_rows)
+    return "dense" if dense < fact else "factors"
+
+
 def factor_dense_torch(f: Factor, w: torch.Tensor) -> torch.Tensor:
     """Dense p x q matrix of one factor (differentiable)."""
     rows, cols = f.nonzero_indices()
@@ -47,9 +112,11 @@ def factor_dense_torch(f: Factor, w: torch.Tensor) -> torch.Tensor:
 
 
 class _DeButChain(nn.Module):
-    def __init__(self, chain: Sequence[Factor | Sequence[int]], in_size: int, out_size: int, bias: bool) -> None:
+    def __init__(self, chain: Sequence[Factor | Sequence[int]], in_size: int, out_size: int, bias: bool,
+                 mode: str = "auto") -> None:
         super().__init__()
         self.chain: tuple[Factor, ...] = validate_chain(chain, in_size, out_size)
+        self.mode = mode
         self.weights = nn.ParameterList(
             nn.Parameter(torch.randn(f.compact_shape) / math.sqrt(f.s)) for f in self.chain)
         if bias:
@@ -57,6 +124,22 @@ class _DeButChain(nn.Module):
             self.bias = nn.Parameter(torch.empty(out_size).uniform_(-bound, bound))
         else:
             self.register_parameter("bias", None)
+
+    @property
+    def mode(self) -> str:
+        """``"auto"`` (cost model per shape), ``"factors"`` or ``"dense"``: the forward's form."""
+        return getattr(self, "_mode", "auto")       # modules pickled before the attribute existed
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"mode={value!r} must be one of {', '.join(MODES)}")
+        self._mode = value
+
+    def form(self, n_rows: int) -> str:
+        """The form a forward over ``n_rows`` rows (im2col rows for a conv) uses."""
+        mode = self.mode
+        return choose_form(self.chain, n_rows) if mode == "auto" else mode
 
     # -- counts ------------------------------------------------------------------
     @property
@@ -77,12 +160,8 @@ class _DeButChain(nn.Module):
         return [factor_dense_torch(f, w) for f, w in zip(self.chain, self.weights)]
 
     def dense_matrix(self) -> torch.Tensor:
-        """The product ``R_N ... R_1`` as a (p_N, q_1) matrix."""
-        mats = self.factor_matrices()
-        m = mats[0]
-        for f in mats[1:]:
-            m = f @ m
-        return m
+        """The product ``R_N ... R_1`` as a (p_N, q_1) matrix (differentiable)."""
+        return chain_dense_matrix(self.chain, list(self.weights))
 
     # -- the reference code's flat layout -------------------------------------------
     def reference_flat(self) -> torch.Tensor:
@@ -103,6 +182,8 @@ class _DeButChain(nn.Module):
         return [w.detach().cpu().double().numpy() for w in self.weights]
 
     def _chain_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form(x.shape[0]) == "dense":
+            return F.linear(x, self.dense_matrix(), self.bias)
         y = debut_chain_forward(x, self.chain, self.weights)
         return y + self.bias if self.bias is not None else y
 
@@ -111,8 +192,8 @@ class DeButLinear(_DeButChain):
     """A drop-in ``nn.Linear`` replacement: ``y = R_N ... R_1 x + b`` over the last dimension."""
 
     def __init__(self, in_features: int, out_features: int, chain: Sequence[Factor | Sequence[int]],
-                 bias: bool = True) -> None:
-        super().__init__(chain, in_features, out_features, bias)
+                 bias: bool = True, mode: str = "auto") -> None:
+        super().__init__(chain, in_features, out_features, bias, mode)
         self.in_features, self.out_features = in_features, out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,11 +212,12 @@ class DeButConv2d(_DeButChain):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
                  chain: Sequence[Factor | Sequence[int]], stride: int | Sequence[int] = 1,
-                 padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, bias: bool = True) -> None:
+                 padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, bias: bool = True,
+                 mode: str = "auto") -> None:
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
         self.padding, self.dilation = _pair(padding), _pair(dilation)
         k = self.kernel_size[0] * self.kernel_size[1]
-        super().__init__(chain, k * in_channels, out_channels, bias)
+        super().__init__(chain, k * in_channels, out_channels, bias, mode)
         self.in_channels, self.out_channels = in_channels, out_channels
 
     def output_size(self, h: int, w: int) -> tuple[int, int]:
@@ -154,6 +236,8 @@ class DeButConv2d(_DeButChain):
             raise ShapeError(f"DeButConv2d: input has shape {tuple(x.shape)}, expected (N, {self.in_channels}, H, W)")
         b, _, h, w = x.shape
         ho, wo = self.output_size(h, w)
+        if self.form(b * ho * wo) == "dense":
+            return F.conv2d(x, self.dense_weight(), self.bias, self.stride, self.padding, self.dilation)
         y = self._chain_forward(self.im2col(x))
         return y.reshape(b, ho * wo, self.out_channels).transpose(1, 2).reshape(b, self.out_channels, ho, wo)
 
