@@ -1,4 +1,4 @@
-"""``litefly bitstreams``: add, list and show registered bitstreams."""
+"""``litefly bitstreams``: add, list and show registered bitstreams (one per network engine and board)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+
+from litefly.cli.output import console as output_console
 
 from . import registry
 
@@ -37,14 +39,19 @@ def list_(root: Path | None) -> None:
     """List registered bitstreams."""
     table = Table(title=f"bitstreams in {root or registry.default_root()}")
     rows = registry.entries(root)
-    for col in ("board", "bitstream", "clock MHz", "WNS ns", "LUT", "DSP", "BRAM36", "Vivado"):
-        table.add_column(col, no_wrap=col in ("board", "bitstream"))
+    for col in ("board", "bitstream", "engine hash", "network (layers)", "clock MHz", "WNS ns", "LUT", "DSP",
+                "BRAM36", "Vivado"):
+        table.add_column(col, no_wrap=col in ("board", "bitstream", "engine hash"))
     for e in rows:
         res, tim = e.build.get("resources", {}), e.build.get("timing", {})
-        num = lambda k: f"{res[k]:g}" if k in res else "?"  # noqa: E731
-        table.add_row(e.board, e.key, f"{e.clock_mhz:g}", str(tim.get("wns_ns")), num("lut"), num("dsp"),
-                      num("bram36"), str(e.build.get("vivado_version")))
-    Console().print(table if rows else "no bitstreams registered")
+        res = res if isinstance(res, dict) else {}
+        tim = tim if isinstance(tim, dict) else {}
+        num = lambda k: f"{res[k]:g}" if isinstance(res.get(k), (int, float)) else "?"  # noqa: E731
+        net = e.network.get("name")
+        layers = ", ".join(e.layers)
+        table.add_row(e.board, e.key, f"0x{e.hash32:08x}", f"{net} ({layers})" if net else "?", f"{e.clock_mhz:g}",
+                      str(tim.get("wns_ns")), num("lut"), num("dsp"), num("bram36"), str(e.build.get("vivado_version")))
+    output_console().print(table if rows else "no bitstreams registered")
 
 
 @bitstreams.command()

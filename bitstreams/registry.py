@@ -1,4 +1,9 @@
-"""Registry of built bitstreams, each matched to the layer config and board it was built for.
+"""Registry of built bitstreams, each matched to the network engine and board it was built for.
+
+One bitstream is one network engine: it serves every layer of the network it was built for
+(and any other network whose envelope is the same). Entries are keyed by the engine
+envelope's hash (:attr:`litefly.hw.spec.EngineEnvelope.config_hash`, whose first 32 bits are
+the engine's ``CONFIG_HASH`` register).
 
 Layout (root: the repo's ``bitstreams/`` folder, ``$LITEFLY_BITSTREAMS`` or ``--registry``)::
 
@@ -6,11 +11,13 @@ Layout (root: the repo's ``bitstreams/`` folder, ``$LITEFLY_BITSTREAMS`` or ``--
         <name>.bit       bitstream (PYNQ loads it with the .hwh of the same name)
         <name>.hwh       hardware handoff
         manifest.json    engine manifest (litefly.hw.generate)
-        build.json       board, config hash, chain summary, clock, Vivado version,
-                         resources, timing, sha256 of each file above
+        build.json       board, engine hash and envelope, the network it was built for,
+                         clock, Vivado version, resources, timing, sha256 of each file above
 
-``lookup(layer, board)`` is what the host runtime calls; it refuses, in one line, a
-bitstream whose board, config hash or file checksums do not match.
+``lookup(envelope, board)`` is what the host runtime calls; it refuses, in one line, a
+missing bitstream (naming what the registry has for that board), a hash mismatch and a
+bitstream whose files (``.bit``, ``.hwh``, manifest) are missing or altered.
+Board-safe: stdlib + litefly's numpy-only modules.
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from litefly import __version__
-from litefly.config import LayerConfig
-from litefly.errors import LiteflyError
+from litefly.errors import ConfigError, LiteflyError
+from litefly.hw.spec import EngineEnvelope
+from litefly.safeio import read_json, short
 
 __all__ = ["BitstreamEntry", "BitstreamError", "default_root", "add", "entries", "find", "lookup", "verify"]
 
@@ -73,6 +81,24 @@ class BitstreamEntry:
         return f"{self.name}-{self.config_hash[:8]}"
 
     @property
+    def hash32(self) -> int:
+        """The engine's ``CONFIG_HASH`` register value."""
+        return int(self.config_hash[:8], 16)
+
+    @property
+    def network(self) -> dict[str, Any]:
+        """The network the bitstream was built for (``{}`` if build.json does not say)."""
+        net = self.build.get("network")
+        return net if isinstance(net, dict) else {}
+
+    @property
+    def layers(self) -> list[str]:
+        layers = self.network.get("layers")
+        if not isinstance(layers, list):
+            return []
+        return [str(l.get("name")) for l in layers if isinstance(l, dict)]
+
+    @property
     def bit(self) -> Path:
         return self.path / f"{self.name}.bit"
 
@@ -86,19 +112,52 @@ class BitstreamEntry:
 
     @property
     def manifest_data(self) -> dict[str, Any]:
-        return json.loads(self.manifest.read_text())
+        return _read_json(self.manifest, f"bitstream {self.key}: manifest.json")
 
     @property
     def clock_mhz(self) -> float:
         return self.build.get("clock_mhz_actual") or self.build["clock_mhz"]
 
 
-def _load(dirpath: Path) -> BitstreamEntry:
-    build = dirpath / "build.json"
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object through litefly.safeio (size, UTF-8, depth, integers), errors as one BitstreamError line."""
     try:
-        data = json.loads(build.read_text())
-    except (OSError, ValueError) as exc:
-        raise BitstreamError(f"bitstream {dirpath.name}: build.json is unreadable ({exc})") from None
+        return read_json(path, "JSON file")
+    except ConfigError as exc:
+        text = str(exc)
+        raise BitstreamError(f"{what} is unreadable: {text.split(': ', 1)[-1]}") from None
+
+
+#: build.json keys every entry needs, with their types (checked on load).
+_BUILD_KEYS: dict[str, type | tuple[type, ...]] = {"name": str, "board": str, "config_hash": str,
+                                                   "clock_mhz": (int, float)}
+
+
+def _load(dirpath: Path) -> BitstreamEntry:
+    what = f"bitstream {short(dirpath.name, 60)}: build.json"
+    data = _read_json(dirpath / "build.json", what)
+    for key, kind in _BUILD_KEYS.items():
+        value = data.get(key)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise BitstreamError(f"{what}: {key}={short(value, 40)} is missing or not a "
+                                 f"{'number' if key == 'clock_mhz' else 'string'}")
+    if not data["name"].isidentifier() or len(data["name"]) > 128:
+        raise BitstreamError(f"{what}: name={short(data['name'], 40)} is not an engine name")
+    if len(data["config_hash"]) != 64 or any(c not in "0123456789abcdef" for c in data["config_hash"]):
+        raise BitstreamError(f"{what}: config_hash={short(data['config_hash'], 40)} is not a SHA-256 hex digest")
+    if len(data["board"]) > 64 or "/" in data["board"]:
+        raise BitstreamError(f"{what}: board={short(data['board'], 40)} is not a board name")
+    files = data.get("files", {})
+    if not isinstance(files, dict):
+        raise BitstreamError(f"{what}: files={short(files, 40)} is not a mapping")
+    for fname, digest in files.items():
+        if "/" in fname or "\\" in fname or fname in ("", ".", ".."):
+            raise BitstreamError(f"{what}: names a file {short(fname, 40)} outside its folder")
+        if not isinstance(digest, str):
+            raise BitstreamError(f"{what}: sha256 of {short(fname, 40)} is {short(digest, 40)}, not a string")
+    actual = data.get("clock_mhz_actual")
+    if actual is not None and (isinstance(actual, bool) or not isinstance(actual, (int, float))):
+        raise BitstreamError(f"{what}: clock_mhz_actual={short(actual, 40)} is not a number")
     return BitstreamEntry(path=dirpath, build=data)
 
 
@@ -130,7 +189,8 @@ def verify(entry: BitstreamEntry) -> None:
     for fname, digest in files.items():
         p = entry.path / fname
         if not p.exists():
-            raise BitstreamError(f"bitstream {entry.key}: {fname} is missing from {entry.path}")
+            raise BitstreamError(f"bitstream {entry.key}: {fname} is missing from {entry.path} (copy the whole "
+                                 f"registry folder: PYNQ needs the .bit and .hwh side by side)")
         if sha256(p) != digest:
             raise BitstreamError(f"bitstream {entry.key}: {fname} sha256 does not match build.json (file altered?)")
     mh = entry.manifest_data.get("config_hash")
@@ -139,31 +199,47 @@ def verify(entry: BitstreamEntry) -> None:
                              f"build.json {entry.config_hash[:8]}")
 
 
-def lookup(layer: LayerConfig, board: str, root: Path | None = None) -> BitstreamEntry:
-    """The verified bitstream built for exactly this layer config on ``board``."""
+def _describe(e: BitstreamEntry) -> str:
+    return f"{e.key} (0x{e.hash32:08x})"
+
+
+def lookup(envelope: EngineEnvelope, board: str, root: Path | None = None) -> BitstreamEntry:
+    """The verified bitstream built for exactly this engine envelope (by its hash) on ``board``.
+
+    One-line refusals: nothing for this engine on this board (listing what the board has, or
+    naming the board it was built for), an entry whose build.json, folder name or manifest
+    disagrees with the hash, and missing or altered files (``.hwh`` included)."""
     root = Path(root or default_root())
-    want = f"{layer.name}-{layer.config_hash[:8]}"
-    path = root / board / want
-    if not (path / "build.json").exists():
-        all_ = entries(root)
-        other_board = [e for e in all_ if e.config_hash == layer.config_hash]
+    want = envelope.config_hash
+    name = envelope.name
+    where = f"engine {name!r} (0x{envelope.hash32:08x})"
+    on_board = [_load(p.parent) for p in sorted((root / board).glob("*/build.json"))] if (root / board).is_dir() \
+        else []
+    hits = [e for e in on_board if e.config_hash == want]
+    if not hits:
+        how = (f"build it with `litefly build NETWORK --board {board} -o DIR`, run Vivado there and "
+               f"`litefly bitstreams add DIR`")
+        other_board = sorted({e.board for e in entries(root) if e.config_hash == want})
         if other_board:
-            boards = ", ".join(sorted({e.board for e in other_board}))
-            raise BitstreamError(f"bitstream {want}: built for {boards}, not {board}; "
-                                 f"run `litefly build CONFIG --board {board}` and `litefly bitstreams add`")
-        same_name = [e for e in all_ if e.name == layer.name and e.board == board]
+            raise BitstreamError(f"no bitstream for {where} on {board}: it was built for {', '.join(other_board)}; "
+                                 f"{how}")
+        same_name = [e for e in on_board if e.name == name]
         if same_name:
-            have = ", ".join(e.config_hash[:8] for e in same_name)
-            raise BitstreamError(f"bitstream for layer {layer.name!r} on {board} has config hash {have}, "
-                                 f"the layer's is {layer.config_hash[:8]} (config changed: rebuild it)")
-        raise BitstreamError(f"no bitstream {board}/{want} in {root}; build one with "
-                             f"`litefly build CONFIG --board {board}` and `litefly bitstreams add DIR`")
-    entry = _load(path)
+            have = ", ".join(f"0x{e.hash32:08x}" for e in same_name)
+            raise BitstreamError(f"bitstream for engine {name!r} on {board} has engine hash {have}, the network's "
+                                 f"is 0x{envelope.hash32:08x} (network or engine settings changed: rebuild it); "
+                                 f"{how}")
+        have = ", ".join(_describe(e) for e in on_board) or "none"
+        raise BitstreamError(f"no bitstream for {where} on {board} in {root} (registered for {board}: {have}); {how}")
+    hits.sort(key=lambda e: (e.name != name, e.key))
+    entry = hits[0]
     if entry.board != board:
-        raise BitstreamError(f"bitstream {want}: build.json says board {entry.board}, expected {board}")
-    if entry.config_hash != layer.config_hash:
-        raise BitstreamError(f"bitstream {want}: build.json config hash {entry.config_hash[:8]} does not match "
-                             f"the layer's {layer.config_hash[:8]}")
+        raise BitstreamError(f"bitstream {entry.key}: build.json says board {entry.board}, "
+                             f"expected {board}")
+    if entry.path.name != entry.key:
+        raise BitstreamError(f"bitstream {entry.path.name[:60]}: build.json says engine hash "
+                             f"0x{entry.hash32:08x} ({entry.key}), its folder name another (build.json edited or "
+                             f"folder renamed): register the build again")
     verify(entry)
     return entry
 
@@ -177,15 +253,33 @@ def add(build_dir: str | Path, root: Path | None = None, force: bool = False) ->
     info_path = src / "build_info.json"
     if not info_path.exists():
         raise BitstreamError(f"{src}: no build_info.json; expected a directory written by `litefly build`")
-    info = json.loads(info_path.read_text())
+    info = _read_json(info_path, f"{short(str(src), 80)}: build_info.json")
+    for key in ("name", "board", "config_hash", "clock_mhz"):
+        if key not in info:
+            raise BitstreamError(f"{short(str(src), 80)}: build_info.json has no {key!r}")
     name, board = info["name"], info["board"]
+    if not isinstance(name, str) or not name.isidentifier() or not isinstance(info["config_hash"], str):
+        raise BitstreamError(f"{short(str(src), 80)}: build_info.json name={short(name, 40)} or config_hash "
+                             f"is not valid")
     get_board(board)
+    env_data = info.get("envelope")
+    if not isinstance(env_data, dict):
+        raise BitstreamError(f"{short(str(src), 80)}: build_info.json has no engine envelope (a build from an "
+                             f"older litefly: run `litefly build NETWORK --board {short(board, 20)}` again)")
+    try:
+        env = EngineEnvelope.from_dict(env_data)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise BitstreamError(f"{short(str(src), 80)}: build_info.json envelope is not valid ({short(str(exc), 80)})") \
+            from None
+    if env.config_hash != info["config_hash"]:
+        raise BitstreamError(f"{short(str(src), 80)}: build_info.json config_hash {str(info['config_hash'])[:8]} is "
+                             f"not its envelope's hash {env.config_hash[:8]} (file edited?)")
     key = f"{name}-{info['config_hash'][:8]}"
     need = [f"{name}.bit", f"{name}.hwh", "manifest.json"]
     for fname in need:
         if not (src / fname).exists():
             raise BitstreamError(f"{src}: {fname} is missing; run `vivado -mode batch -source build.tcl` there first")
-    manifest = json.loads((src / "manifest.json").read_text())
+    manifest = _read_json(src / "manifest.json", f"{short(str(src), 80)}: manifest.json")
     if manifest.get("config_hash") != info["config_hash"]:
         raise BitstreamError(f"{src}: manifest.json config hash {str(manifest.get('config_hash'))[:8]} does not "
                              f"match build_info.json {info['config_hash'][:8]}")
@@ -200,7 +294,8 @@ def add(build_dir: str | Path, root: Path | None = None, force: bool = False) ->
         shutil.copyfile(src / fname, dest / fname)
     build = {
         "name": name, "board": board, "part": info.get("part"), "config_hash": info["config_hash"],
-        "chain": info.get("chain"), "clock_mhz": info["clock_mhz"],
+        "hash32": f"0x{env.hash32:08x}", "envelope": env.to_dict(), "network": info.get("network"),
+        "module": info.get("module"), "clock_mhz": info["clock_mhz"],
         "clock_mhz_actual": results.get("clock_mhz_actual"), "vivado_version": results.get("vivado_version"),
         "resources": results.get("utilization", {}),
         "timing": {k: results.get(k) for k in ("wns_ns", "tns_ns", "whs_ns", "timing_met")},

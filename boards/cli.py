@@ -1,50 +1,69 @@
-"""``litefly build`` (Vivado build for a board) and ``litefly synth`` (Yosys resource estimate)."""
+"""``litefly build`` (Vivado build for a board) and ``litefly synth`` (Yosys resource estimate).
+
+Both take a network YAML (or a layer YAML: a one-layer network) and build the network
+engine of its envelope (:meth:`litefly.hw.spec.EngineEnvelope.for_network`): one engine,
+one bitstream, for every layer.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-from litefly.config import EngineParams, LayerConfig, load_layer
+from litefly.cli.output import console as output_console
+from litefly.config import NetworkConfig, load_network
 from litefly.errors import ConfigError
+from litefly.hw.spec import EngineEnvelope
 
 from .boards import BOARDS, get_board
 
 _BOARD = click.option("--board", "board_name", required=True, type=click.Choice(sorted(BOARDS)),
                       help="Target board.")
+_INPUT_SIZE = click.option("--input-size", type=(click.IntRange(1, 4096), click.IntRange(1, 4096)), default=None,
+                           metavar="H W", help="Input height and width of a conv network (sizes the frame "
+                                               "buffer; default: the network's input_size).")
 
 
-def with_multipliers(layer: LayerConfig, multipliers: int | None) -> LayerConfig:
-    """``layer`` with another multiplier budget (a different engine, so a different config hash)."""
-    if multipliers is None:
-        return layer
-    return replace(layer, engine=EngineParams(multipliers=multipliers, stream_bits=layer.engine.stream_bits))
+def network_envelope(network: NetworkConfig, input_size: tuple[int, int] | None = None,
+                     multipliers: int | None = None) -> EngineEnvelope:
+    """The envelope of ``network`` at ``input_size`` (another multiplier budget is another engine and hash)."""
+    if multipliers is not None and multipliers < 1:
+        raise ConfigError(f"--multipliers {multipliers} must be at least 1")
+    return EngineEnvelope.for_network(network, input_size, multipliers=multipliers)
+
+
+def _describe(env: EngineEnvelope, network: NetworkConfig) -> str:
+    return (f"engine {env.name} 0x{env.hash32:08x} ({env.lanes} lanes, {env.stream_bits}-bit stream) for "
+            f"{len(network.layers)} layer{'s' if len(network.layers) != 1 else ''}: "
+            f"{', '.join(l.name for l in network.layers)}")
 
 
 @click.command()
-@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("config", metavar="NETWORK_OR_LAYER", type=click.Path(path_type=Path, dir_okay=False))
 @_BOARD
+@_INPUT_SIZE
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="Build directory to write.")
 @click.option("--clock-mhz", type=float, default=None, help="PL clock (default: the board's).")
 @click.option("--jobs", type=int, default=4, show_default=True, help="Vivado parallel jobs.")
-def build(config: Path, board_name: str, out_dir: Path, clock_mhz: float | None, jobs: int) -> None:
-    """Write the engine, build.tcl, constraints and README for CONFIG; run Vivado if it is on PATH."""
+def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out_dir: Path,
+          clock_mhz: float | None, jobs: int) -> None:
+    """Write the network engine, build.tcl, constraints and README for NETWORK_OR_LAYER; run Vivado if it is
+    on PATH. One bitstream serves every layer of the network."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
 
     from .vivado import run_vivado, vivado_path, write_build  # noqa: PLC0415
 
-    console = Console()
-    layer = load_layer(config)
+    console = output_console()
+    network = load_network(config)
     board = get_board(board_name)
-    plan = write_build(layer, board, out_dir, clock_mhz=clock_mhz, jobs=jobs)
+    env = network_envelope(network, input_size)
+    plan = write_build(env, board, out_dir, clock_mhz=clock_mhz, jobs=jobs, input_size=input_size,
+                       network=network)
     console.print(f"wrote {plan.tcl}, {plan.xdc.name}, {plan.readme.name}, manifest.json and rtl/ "
-                  f"({layer.name}, config {layer.config_hash[:8]}, {board.name} at {plan.clock_mhz:g} MHz)",
-                  soft_wrap=True)
+                  f"({_describe(env, network)}; {board.name} at {plan.clock_mhz:g} MHz)", soft_wrap=True)
     if vivado_path() is None:
         console.print("Vivado is not on PATH here. On a Vivado machine run:\n"
                       f"  {plan.command}\nthen: litefly bitstreams add {plan.out_dir}", soft_wrap=True)
@@ -57,32 +76,38 @@ def build(config: Path, board_name: str, out_dir: Path, clock_mhz: float | None,
             progress.update(task, completed=i - 1, total=n, description=what)
         results = run_vivado(plan, on_step=step)
         progress.update(task, completed=progress.tasks[0].total, description="done")
-    console.print(f"{layer.name}.bit + .hwh written; Vivado {results['vivado_version']}, "
+    console.print(f"{plan.name}.bit + .hwh written; Vivado {results['vivado_version']}, "
                   f"WNS {results['wns_ns']} ns, clock {results['clock_mhz_actual']} MHz")
     console.print(f"register it: litefly bitstreams add {plan.out_dir}")
 
 
 @click.command()
-@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("config", metavar="NETWORK_OR_LAYER", type=click.Path(path_type=Path, dir_okay=False))
 @_BOARD
-@click.option("--multipliers", type=int, default=None, help="Override the config's multiplier budget.")
+@_INPUT_SIZE
+@click.option("--multipliers", type=int, default=None, help="Override the network's multiplier budget "
+                                                            "(another engine, another hash).")
 @click.option("--json", "json_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also write the report as JSON.")
 @click.option("--no-cache", is_flag=True, help="Rerun Yosys even if a cached result exists.")
-def synth(config: Path, board_name: str, multipliers: int | None, json_file: Path | None, no_cache: bool) -> None:
-    """Estimate CONFIG's engine resources on a board with Yosys synth_xilinx."""
+def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, multipliers: int | None,
+          json_file: Path | None, no_cache: bool) -> None:
+    """Estimate the resources of NETWORK_OR_LAYER's network engine on a board with Yosys synth_xilinx."""
     from .synth import estimate, render_table  # noqa: PLC0415
 
-    console = Console()
+    console = output_console()   # whole table (no cut columns) when piped
     if json_file and not json_file.resolve().parent.is_dir():
         raise ConfigError(f"--json {json_file}: folder {json_file.parent} does not exist")
-    layer = with_multipliers(load_layer(config), multipliers)
+    network = load_network(config)
+    env = network_envelope(network, input_size, multipliers)
     board = get_board(board_name)
-    with console.status(f"yosys synth_xilinx -family {board.family} on {layer.name} ...") as status:
+    with console.status(f"yosys synth_xilinx -family {board.family} on engine {env.name} ...") as status:
         def on_pass(name: str) -> None:
-            status.update(f"yosys synth_xilinx -family {board.family} on {layer.name}: {name}")
-        report = estimate(layer, board, on_pass=on_pass, use_cache=not no_cache)
+            status.update(f"yosys synth_xilinx -family {board.family} on engine {env.name}: {name}")
+        report = estimate(env, board, on_pass=on_pass, use_cache=not no_cache)
+    report.layers = [lay.name for lay in network.layers]
     console.print(render_table([report]))
+    console.print(_describe(env, network), soft_wrap=True)
     how = "cached" if report.cached else f"{report.seconds:.0f} s"
     console.print(f"{report.yosys}, {how}; FINN ceilings: LUT 70%, FF 50%, BRAM/URAM/DSP 80%")
     if report.all_muls_on_dsp:

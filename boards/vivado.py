@@ -1,8 +1,11 @@
-"""Vivado build generation for a layer's engine on a PYNQ board (no Vivado needed to generate).
+"""Vivado build generation for a network's engine on a PYNQ board (no Vivado needed to generate).
 
-``write_build(layer, board, out_dir)`` writes, into ``out_dir``:
+One engine (one bitstream) serves every layer of a network: ``write_build(network, board,
+out_dir)`` builds the engine of the network's envelope (:meth:`EngineEnvelope.for_network`;
+a layer config is a one-layer network, an :class:`EngineEnvelope` is taken as it is) and
+writes, into ``out_dir``:
 
-* ``rtl/<module>.v`` + ``manifest.json``: the engine (``litefly.hw.generate.generate``);
+* ``rtl/<module>.v`` + ``manifest.json``: the engine (``litefly.hw.generate.generate(envelope, dir)``);
 * ``rtl/<module>_bd.v``: a thin wrapper whose ``X_INTERFACE_INFO`` attributes make Vivado see
   ``s_axis``/``m_axis`` (AXI4-Stream), ``s_axil`` (AXI4-Lite), ``aclk`` (clock, with
   ``ASSOCIATED_BUSIF``) and ``aresetn`` (active-low reset) as interfaces, whatever the names;
@@ -10,10 +13,12 @@
   board preset, HP port, PL clock, AXI DMA without scatter-gather, SmartConnects,
   ``proc_sys_reset``, the engine as an RTL module reference, address map), validate, wrapper,
   synthesis, implementation, bitstream, reports, export of ``<name>.bit`` + ``<name>.hwh``;
-* ``constraints.xdc``, ``build_info.json`` (what ``litefly bitstreams add`` records) and
-  ``README.md`` with the one command to run on a Vivado machine.
+* ``constraints.xdc``, ``build_info.json`` (what ``litefly bitstreams add`` records: the
+  envelope, its ``config_hash`` and the network it was built for) and ``README.md`` with the
+  one command to run on a Vivado machine.
 
-Every number comes from :class:`~litefly.hw.spec.EngineSpec` and :class:`~litefly.boards.boards.Board`.
+Every number comes from the :class:`~litefly.hw.spec.EngineEnvelope` and the
+:class:`~litefly.boards.boards.Board`. Board-safe: no amaranth unless the engine is generated.
 """
 
 from __future__ import annotations
@@ -27,17 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from litefly.config import LayerConfig
+from litefly.config import LayerConfig, NetworkConfig
 from litefly.errors import ConfigError, LiteflyError, ToolError
-from litefly.hw.spec import EngineSpec
+from litefly.hw.spec import EngineEnvelope
 
 from .boards import Board
 
 __all__ = ["BuildPlan", "BD_NAME", "ENGINE_CELL", "DMA_CELL", "write_build", "wrapper_verilog",
            "build_tcl", "constraints_xdc", "run_vivado", "vivado_path", "parse_utilization",
-           "STEPS"]
+           "STEPS", "engine_ports", "envelope_of", "network_summary"]
 
-BD_NAME = "litefly"              # block design name (the .hwh is renamed to <layer name>.hwh)
+BD_NAME = "litefly"              # block design name (the .hwh is renamed to <engine name>.hwh)
 ENGINE_CELL = "engine_0"         # PYNQ: overlay.engine_0
 DMA_CELL = "axi_dma_0"           # PYNQ: overlay.axi_dma_0
 RESULTS_FILE = "vivado_results.json"
@@ -61,6 +66,7 @@ class BuildPlan:
     wrapper: Path
     manifest: Path
     info: dict[str, Any] = field(default_factory=dict)
+    envelope: EngineEnvelope | None = None
 
     @property
     def command(self) -> str:
@@ -83,9 +89,38 @@ _AXIL_PORTS = (  # (suffix, direction, width or None for address width, AXI sign
 )
 
 
-def engine_ports(spec: EngineSpec) -> list[tuple[str, str, int, str, str]]:
+def envelope_of(target: EngineEnvelope | NetworkConfig | LayerConfig,
+                input_size: tuple[int, int] | None = None, multipliers: int | None = None) -> EngineEnvelope:
+    """The engine envelope a build serves: a network's (:meth:`EngineEnvelope.for_network` at
+    ``input_size``), a layer's (a one-layer network) or an envelope as given."""
+    if isinstance(target, EngineEnvelope):
+        return target
+    if isinstance(target, LayerConfig):
+        target = NetworkConfig.single(target)
+    if not isinstance(target, NetworkConfig):
+        raise ConfigError(f"cannot build an engine for {type(target).__name__}; give a network, a layer or an "
+                          f"EngineEnvelope")
+    return EngineEnvelope.for_network(target, input_size, multipliers=multipliers)
+
+
+def network_summary(network: NetworkConfig | LayerConfig | None,
+                    input_size: tuple[int, int] | None = None) -> dict[str, Any] | None:
+    """What build_info.json / build.json record about the network a build was made for."""
+    if network is None:
+        return None
+    if isinstance(network, LayerConfig):
+        network = NetworkConfig.single(network)
+    size = input_size or network.input_size
+    return {"name": network.name, "input_size": list(size) if size else None,
+            "layers": [{"name": lay.name, "kind": lay.kind, "config_hash": lay.config_hash}
+                       for lay in network.layers],
+            "config": network.to_dict()}
+
+
+def engine_ports(envelope: EngineEnvelope) -> list[tuple[str, str, int, str, str]]:
     """The engine's ports as ``(name, direction, width, interface, AXI signal)``."""
-    s, k = spec.stream_bits, spec.stream_bits // 8
+    s, k = envelope.stream_bits, envelope.stream_bits // 8
+    spec = envelope
     ports: list[tuple[str, str, int, str, str]] = [("aclk", "input", 1, "", "CLK"),
                                                    ("aresetn", "input", 1, "", "RST")]
     for bus, into in (("s_axis", True), ("m_axis", False)):
@@ -98,9 +133,9 @@ def engine_ports(spec: EngineSpec) -> list[tuple[str, str, int, str, str]]:
     return ports
 
 
-def wrapper_verilog(spec: EngineSpec, module: str) -> str:
+def wrapper_verilog(spec: EngineEnvelope, module: str) -> str:
     """Verilog of ``<module>_bd``: the engine with Vivado interface attributes on every port."""
-    lines = [f"// Generated by litefly for layer {spec.layer.name!r} (config {spec.layer.config_hash[:8]}).",
+    lines = [f"// Generated by litefly for engine {spec.name!r} (engine hash {spec.config_hash[:8]}).",
              "// Wraps the engine so Vivado IP integrator infers its AXI interfaces, clock and reset.",
              f"module {module}_bd ("]
     decls = []
@@ -172,15 +207,34 @@ def _ps_tcl(board: Board, clock_mhz: float) -> list[str]:
     raise ConfigError(f"board {board.name}: PS {board.ps!r} is not supported by the Vivado flow")
 
 
+def _vivado_check_tcl(board: Board) -> list[str]:
+    """Name the Vivado release each of the board's PYNQ images was built with; warn (not fail) on another."""
+    rel = board.vivado_releases
+    images = ", ".join(f"PYNQ v{img}: Vivado {v}" for img, v in rel.items())
+    expected = " ".join(sorted(set(rel.values())))
+    return [
+        f"# Vivado release of the {board.name} PYNQ images' own overlays: {images}.",
+        "# Another release usually works (PYNQ reads the .hwh, not the tool version) but is not the",
+        "# combination the image was tested with, so it is a warning, not an error.",
+        f"set litefly_vivado_expected {{{expected}}}",
+        "set litefly_vivado [version -short]",
+        "set litefly_vivado_release [join [lrange [split $litefly_vivado .] 0 1] .]",
+        "if {[lsearch -exact $litefly_vivado_expected $litefly_vivado_release] < 0} {",
+        f'    puts "WARNING: litefly: Vivado $litefly_vivado is not a release the {board.name} PYNQ images were '
+        f'built with ({images}); building anyway: if the overlay does not load on the board, rebuild with that release"',
+        "}",
+    ]
+
+
 def _range(nbytes: int) -> str:
     nbytes = max(4096, 1 << (nbytes - 1).bit_length())
     return f"{nbytes // 1024}K" if nbytes < (1 << 20) else f"{nbytes >> 20}M"
 
 
-def build_tcl(spec: EngineSpec, board: Board, module: str, clock_mhz: float, jobs: int,
+def build_tcl(spec: EngineEnvelope, board: Board, module: str, clock_mhz: float, jobs: int,
               engine_file: str, wrapper_file: str) -> str:
     """The Vivado batch script (paths relative to the script's folder)."""
-    name = spec.layer.name
+    name = spec.name
     s = spec.stream_bits
     burst = 16 if board.ps == "processing_system7" else 64   # AXI3 HP ports take 16-beat bursts
     engine_range = _range(1 << spec.axil_addr_bits)
@@ -191,8 +245,8 @@ def build_tcl(spec: EngineSpec, board: Board, module: str, clock_mhz: float, job
         return f'puts "LITEFLY-STEP {i}/{len(STEPS)} {STEPS[i - 1]}"'
 
     t: list[str] = [
-        f"# Vivado build of litefly layer {name!r} for {board.name} ({board.part}).",
-        f"# config hash {spec.layer.config_hash}",
+        f"# Vivado build of the litefly network engine {name!r} for {board.name} ({board.part}).",
+        f"# engine hash {spec.config_hash} (CONFIG_HASH register 0x{spec.hash32:08x})",
         "# Generated by `litefly build`; run:  vivado -mode batch -source build.tcl",
         "",
         "set script_dir [file dirname [file normalize [info script]]]",
@@ -203,6 +257,8 @@ def build_tcl(spec: EngineSpec, board: Board, module: str, clock_mhz: float, job
         f"set jobs {jobs}",
         f"set bd {BD_NAME}",
         "set proj_dir [file join $script_dir vivado]",
+        "",
+        *_vivado_check_tcl(board),
         "",
         "proc litefly_find_one {patterns what} {",
         "    foreach p $patterns {",
@@ -340,10 +396,10 @@ def build_tcl(spec: EngineSpec, board: Board, module: str, clock_mhz: float, job
     return "\n".join(t)
 
 
-def constraints_xdc(spec: EngineSpec, board: Board, clock_mhz: float) -> str:
+def constraints_xdc(spec: EngineEnvelope, board: Board, clock_mhz: float) -> str:
     """Constraints: the design has no board pins and one PS-generated clock, so almost none."""
     return "\n".join([
-        f"# litefly {spec.layer.name} on {board.name} ({board.part})",
+        f"# litefly engine {spec.name} on {board.name} ({board.part})",
         f"# The engine, DMA and interconnect run on the PS clock {board.pl_clock} at {clock_mhz:g} MHz",
         f"# (period {1000.0 / clock_mhz:.3f} ns). The PS IP's own XDC already creates that clock,",
         "# so no create_clock here (a second definition would override it), no pin constraints",
@@ -353,72 +409,90 @@ def constraints_xdc(spec: EngineSpec, board: Board, clock_mhz: float) -> str:
     ])
 
 
-def _readme(plan: BuildPlan, spec: EngineSpec) -> str:
+def _readme(plan: BuildPlan, spec: EngineEnvelope) -> str:
     b = plan.board
-    return f"""# Vivado build: {plan.name} on {b.name}
+    net = plan.info.get("network") or {}
+    layers = ", ".join(l["name"] for l in net.get("layers", [])) or "(envelope given directly)"
+    return f"""# Vivado build: engine {plan.name} on {b.name}
 
-Generated by `litefly build` for config `{spec.layer.config_hash[:8]}` ({spec.lanes} lanes,
-{spec.stream_bits}-bit stream, PL clock {plan.clock_mhz:g} MHz, part `{b.part}`).
+Generated by `litefly build` for engine hash `{spec.config_hash[:8]}` (CONFIG_HASH 0x{spec.hash32:08x}:
+{spec.lanes} lanes, {spec.stream_bits}-bit stream, PL clock {plan.clock_mhz:g} MHz, part `{b.part}`).
+One bitstream serves every layer of network `{net.get("name", plan.name)}`: {layers}.
 
 On a machine with Vivado (board files for `{b.board_part}` installed):
 
     vivado -mode batch -source build.tcl
 
 It writes `{plan.name}.bit`, `{plan.name}.hwh`, `utilization.rpt`, `timing.rpt` and
-`{RESULTS_FILE}` here. Then register the result and copy it to the board:
+`{RESULTS_FILE}` here. Vivado release: {", ".join(f"PYNQ v{i} images were built with {v}" for i, v in b.vivado_releases.items())};
+`build.tcl` warns (and goes on) with another release.
+Then register the result and copy it to the board:
 
     litefly bitstreams add {plan.out_dir}
+
+On the board, `litefly board check NETWORK --backend pynq --board {b.name}` finds it in the
+registry by the engine hash (docs/boards.md).
 
 IP names in the overlay: `{DMA_CELL}` (AXI DMA, simple mode) and `{ENGINE_CELL}` (the engine,
 AXI-Lite at 0x{b.engine_base:08X}). The board needs `pip install "litefly[board]" "{b.pynq}"`.
 """
 
 
-def write_build(layer: LayerConfig, board: Board, out_dir: str | Path, clock_mhz: float | None = None,
-                jobs: int = 4, generate: Callable[..., Any] | None = None) -> BuildPlan:
-    """Generate the engine and write every file of a Vivado build into ``out_dir``."""
+def write_build(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board, out_dir: str | Path,
+                clock_mhz: float | None = None, jobs: int = 4, generate: Callable[..., Any] | None = None,
+                input_size: tuple[int, int] | None = None, multipliers: int | None = None,
+                network: NetworkConfig | LayerConfig | None = None) -> BuildPlan:
+    """Generate the engine of ``target`` (a network, a layer = one-layer network, or an envelope)
+    and write every file of a Vivado build into ``out_dir``.
+
+    ``input_size`` (H, W) sizes the frame buffer of a conv network (default: the network's own);
+    ``network`` names the network an envelope was derived from (recorded in build_info.json)."""
     clock = float(board.clock_mhz if clock_mhz is None else clock_mhz)
     if not (10.0 <= clock <= board.max_clock_mhz):
         raise ConfigError(f"--clock-mhz {clock:g} is out of range for {board.name}: "
                           f"expected 10..{board.max_clock_mhz:g} MHz")
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs} must be at least 1")
-    spec = EngineSpec(layer)
-    spec.lanes  # raises ConfigError on an impossible multiplier budget
+    env = envelope_of(target, input_size, multipliers)
+    if network is None and not isinstance(target, EngineEnvelope):
+        network = target
+    if not env.name.isidentifier() or len(env.name) > 128:
+        raise ConfigError(f"engine name {env.name[:40]!r} is not an identifier: name the network with letters, "
+                          f"digits and underscores (it names the Verilog module and the .bit)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if generate is None:
         try:
             from litefly.hw.generate import generate  # noqa: PLC0415 (amaranth is heavy)
         except ModuleNotFoundError as exc:
-            raise ToolError(f"cannot generate the engine: {exc} (litefly.hw.generate is needed)") from None
-    eng = generate(layer, out / "rtl")
+            raise ToolError(f"cannot generate the engine: {exc} (litefly.hw.generate needs the PC extras: "
+                            f"pip install 'litefly[pc]')") from None
+    eng = generate(env, out / "rtl")
     engine_v = Path(eng.verilog)
     manifest = out / "manifest.json"
     if Path(eng.manifest).resolve() != manifest.resolve():
         shutil.copyfile(eng.manifest, manifest)
     wrapper = out / "rtl" / f"{eng.module}_bd.v"
-    wrapper.write_text(wrapper_verilog(spec, eng.module))
+    wrapper.write_text(wrapper_verilog(env, eng.module))
     rel = lambda p: Path(os.path.relpath(p, out)).as_posix()  # noqa: E731
     tcl = out / "build.tcl"
-    tcl.write_text(build_tcl(spec, board, eng.module, clock, jobs, rel(engine_v), rel(wrapper)))
+    tcl.write_text(build_tcl(env, board, eng.module, clock, jobs, rel(engine_v), rel(wrapper)))
     xdc = out / "constraints.xdc"
-    xdc.write_text(constraints_xdc(spec, board, clock))
+    xdc.write_text(constraints_xdc(env, board, clock))
     info = {
-        "name": layer.name, "board": board.name, "part": board.part, "board_part": board.board_part,
-        "config_hash": layer.config_hash, "clock_mhz": clock, "module": eng.module,
+        "name": env.name, "board": board.name, "part": board.part, "board_part": board.board_part,
+        "config_hash": env.config_hash, "hash32": f"0x{env.hash32:08x}", "envelope": env.to_dict(),
+        "network": network_summary(network, input_size),
+        "clock_mhz": clock, "module": eng.module,
+        "vivado_expected": board.vivado_releases,
         "ip": {"dma": DMA_CELL, "engine": ENGINE_CELL, "engine_base": board.engine_base,
                "dma_base": board.dma_base, "engine_vlnv": f"xilinx.com:module_ref:{eng.module}_bd:1.0"},
-        "chain": {"factors": [f.as_list() for f in layer.chain], "params": layer.params,
-                  "dense_params": layer.dense_params, "lanes": spec.lanes,
-                  "stream_bits": spec.stream_bits},
-        "layer": layer.to_dict(),
     }
     (out / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    plan = BuildPlan(out_dir=out, name=layer.name, board=board, clock_mhz=clock, jobs=jobs, tcl=tcl,
+    plan = BuildPlan(out_dir=out, name=env.name, board=board, clock_mhz=clock, jobs=jobs, tcl=tcl,
                      xdc=xdc, readme=out / "README.md", engine_verilog=engine_v, wrapper=wrapper,
-                     manifest=manifest, info=info)
-    plan.readme.write_text(_readme(plan, spec))
+                     manifest=manifest, info=info, envelope=env)
+    plan.readme.write_text(_readme(plan, env))
     return plan
 
 

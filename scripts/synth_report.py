@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""Yosys resource estimates of the published chains at two multiplier budgets on both boards.
+"""Yosys resource estimates of network engines at two multiplier budgets on both boards.
 
-    python scripts/synth_report.py [--multipliers 64 200] [--layers vgg_conv1 vgg_conv2 pointnet_fc3]
+    python scripts/synth_report.py [--multipliers 64 200] [--configs vgg_net vgg_conv1 pointnet_fc3]
                                    [--boards pynq-z2 zcu104] [--json out.json] [--markdown out.md]
 
-Each (layer, budget, board) runs ``litefly synth``'s estimator (cached per config hash, so a
-rerun is instant). Prints a rich table with the fit verdicts and the $mul -> DSP check.
+A config is ``examples/<name>.yaml`` (a network) or ``examples/layers/<name>.yaml`` (a layer:
+a one-layer network), or a path. Each (config, budget, board) runs ``litefly synth``'s
+estimator on the network engine of the config's envelope (cached per engine hash, so a rerun
+is instant). Prints a rich table with the fit verdicts and the $mul -> DSP check.
 """
 
 from __future__ import annotations
@@ -19,16 +21,24 @@ from pathlib import Path
 from rich.console import Console
 
 from litefly.boards.boards import get_board
-from litefly.boards.cli import with_multipliers
+from litefly.boards.cli import network_envelope
 from litefly.boards.synth import estimate, render_table
-from litefly.config import load_layer
-from litefly.errors import LiteflyError
+from litefly.config import load_network
+from litefly.errors import ConfigError, LiteflyError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def config_path(name: str) -> Path:
+    """``examples/<name>.yaml``, ``examples/layers/<name>.yaml`` or ``name`` as a path."""
+    for p in (ROOT / "examples" / f"{name}.yaml", ROOT / "examples" / "layers" / f"{name}.yaml", Path(name)):
+        if p.is_file():
+            return p
+    raise ConfigError(f"no config {name!r} (looked in examples/ and examples/layers/)")
+
+
 def markdown(reports) -> str:
-    rows = ["| layer | mult. budget | board | lanes | LUT | FF | DSP | BRAM36 | URAM | $mul on DSP | verdict | yosys s |",
+    rows = ["| engine | mult. budget | board | lanes | LUT | FF | DSP | BRAM36 | URAM | $mul on DSP | verdict | yosys s |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for budget, r in reports:
         sh = r.share
@@ -41,7 +51,8 @@ def markdown(reports) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", nargs="+", default=["vgg_conv1", "vgg_conv2", "pointnet_fc3"])
+    ap.add_argument("--configs", "--layers", dest="configs", nargs="+", default=["vgg_net", "pointnet_fc3"],
+                    help="networks or layers (a layer is a one-layer network)")
     ap.add_argument("--multipliers", nargs="+", type=int, default=[64, 200])
     ap.add_argument("--boards", nargs="+", default=["pynq-z2", "zcu104"])
     ap.add_argument("--json", type=Path, default=None)
@@ -50,15 +61,16 @@ def main() -> int:
     console = Console()
     reports = []
     try:
-        for name in args.layers:
-            base = load_layer(ROOT / "examples" / "layers" / f"{name}.yaml")
+        for name in args.configs:
+            network = load_network(config_path(name))
             for budget in args.multipliers:
-                layer = with_multipliers(base, budget)
+                env = network_envelope(network, multipliers=budget)
                 for bname in args.boards:
                     board = get_board(bname)
                     t0 = time.monotonic()
                     with console.status(f"{name} x{budget} on {bname}") as st:
-                        r = estimate(layer, board, on_pass=lambda p: st.update(f"{name} x{budget} on {bname}: {p}"))
+                        r = estimate(env, board, on_pass=lambda p: st.update(f"{name} x{budget} on {bname}: {p}"))
+                    r.layers = [lay.name for lay in network.layers]
                     console.print(f"{name} x{budget} {bname}: {r.verdict}, DSP {r.used['dsp']:g}/{len(r.muls)} $mul"
                                   f" ({'cached' if r.cached else f'{time.monotonic() - t0:.0f} s'})")
                     reports.append((budget, r))

@@ -1,9 +1,9 @@
 """Test fixtures for the boards/bitstreams tests: a port-only engine and fake Vivado outputs.
 
-Not a test module (no ``test_`` prefix). ``fake_generate`` stands in for
-``litefly.hw.generate.generate`` where only the engine's *ports* matter (Tcl, wrapper,
-registry); it writes a Verilog module with exactly the engine's port list and a manifest
-from ``EngineSpec.manifest_base()``.
+Not a test module (no ``test_`` prefix). Board-safe (no amaranth): ``fake_generate`` stands
+in for ``litefly.hw.generate.generate(envelope, out_dir)`` where only the engine's *ports*
+and its manifest's identity matter (Tcl, wrapper, registry); it writes a Verilog module with
+exactly the engine's port list and a manifest carrying the envelope and its hash.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from litefly.boards.vivado import engine_ports
-from litefly.hw.spec import EngineSpec
+from litefly.hw.spec import EngineEnvelope
 
 
 @dataclass
@@ -23,22 +23,25 @@ class FakeEngine:
     manifest: Path
     manifest_data: dict
     module: str
+    envelope: EngineEnvelope
 
 
-def fake_generate(layer, out_dir, fault=None):
-    spec = EngineSpec(layer)
+def fake_generate(envelope, out_dir, fault=None):
+    assert isinstance(envelope, EngineEnvelope), "the boards flow generates the engine of an envelope"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    module = f"litefly_{layer.name}"
-    ports = engine_ports(spec)
+    module = envelope.name
+    ports = engine_ports(envelope)
     decl = ",\n".join(f"  {d} wire {f'[{w - 1}:0] ' if w > 1 else ''}{n}" for n, d, w, *_ in ports)
     outs = "\n".join(f"  assign {n} = 0;" for n, d, *_ in ports if d == "output")
     v = out / f"{module}.v"
     v.write_text(f"// TEST FIXTURE: port-only stand-in for the engine\nmodule {module} (\n{decl}\n);\n{outs}\nendmodule\n")
-    data = spec.manifest_base()
+    data = {"module": module, "fault": fault, "envelope": envelope.to_dict(), "config_hash": envelope.config_hash,
+            "hash32": envelope.hash32, "lanes": envelope.lanes, "stream_bits": envelope.stream_bits,
+            "axil_addr_bits": envelope.axil_addr_bits, "verilog": v.name}
     m = out / "manifest.json"
     m.write_text(json.dumps(data))
-    return FakeEngine(verilog=v, manifest=m, manifest_data=data, module=module)
+    return FakeEngine(verilog=v, manifest=m, manifest_data=data, module=module, envelope=envelope)
 
 
 UTILIZATION_7 = """\

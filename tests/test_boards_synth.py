@@ -1,4 +1,5 @@
-"""Yosys resource estimates: cell counting, fit verdicts, the DSP mapping check, caching, CLI."""
+"""Yosys resource estimates of network engines: cell counting, fit verdicts, the DSP mapping check,
+caching, CLI."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import pytest
 
 from litefly.boards.boards import get_board
 from litefly.boards.synth import CEILINGS, count_resources, estimate, verdict
-from litefly.config import load_layer
+from litefly.config import load_layer, load_network
 from litefly.errors import ToolError
+from litefly.hw.spec import EngineEnvelope
 
 ROOT = Path(__file__).resolve().parents[1]
 FC3 = ROOT / "examples" / "layers" / "pointnet_fc3.yaml"
+VGG_NET = ROOT / "examples" / "vgg_net.yaml"
 
 # Small designs standing in for an engine (TEST FIXTURES): Yosys runs in seconds on them.
 GOOD = """module tiny(input clk, input signed [7:0] a0, b0, a1, b1, output reg signed [15:0] y0, y1);
@@ -39,8 +42,11 @@ class Eng:
     module: str
 
 
-def generator(text: str, lanes: int = 2):
-    def generate(layer, out_dir, fault=None):
+def generator(text: str, lanes: int = 2, seen: list | None = None):
+    def generate(envelope, out_dir, fault=None):
+        assert isinstance(envelope, EngineEnvelope)
+        if seen is not None:
+            seen.append(envelope)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "tiny.v").write_text(text)
@@ -66,7 +72,10 @@ def test_verdicts() -> None:
 def test_estimate_maps_multipliers_and_caches(tmp_path: Path) -> None:
     layer, board = load_layer(FC3), get_board("pynq-z2")
     passes: list[str] = []
-    r = estimate(layer, board, generate=generator(GOOD), cache=tmp_path, on_pass=passes.append)
+    seen: list = []
+    r = estimate(layer, board, generate=generator(GOOD, seen=seen), cache=tmp_path, on_pass=passes.append)
+    assert seen == [EngineEnvelope.for_network(load_network(FC3))]      # a layer is a one-layer network
+    assert r.config_hash == seen[0].config_hash and r.layers == ["pointnet_fc3"]
     assert not r.cached and "SYNTH_XILINX" in passes
     assert r.used["dsp"] == 2 and len(r.muls) == 2 and r.all_muls_on_dsp and r.unmapped_muls == []
     assert r.used["bram36"] == 0.5 and r.cells.get("RAMB18E1") == 1
@@ -106,7 +115,14 @@ def test_cli_synth_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     main(["synth", str(FC3), "--board", "pynq-z2", "--json", str(out)])
     d = json.loads(out.read_text())
     assert d["board"] == "pynq-z2" and d["used"]["dsp"] == 2 and d["verdict"] == "fits"
-    assert d["config_hash"] == load_layer(FC3).config_hash and d["dsp_check"]["all_on_dsp"]
+    assert d["config_hash"] == EngineEnvelope.for_network(load_network(FC3)).config_hash
+    assert d["dsp_check"]["all_on_dsp"] and d["layers"] == ["pointnet_fc3"]
+    main(["synth", str(VGG_NET), "--board", "zcu104", "--input-size", "16", "16", "--multipliers", "32",
+          "--json", str(out)])
+    d = json.loads(out.read_text())
+    env = EngineEnvelope.for_network(load_network(VGG_NET), (16, 16), multipliers=32)
+    assert d["name"] == "vgg_head" and d["config_hash"] == env.config_hash and d["envelope"]["lanes"] == 32
+    assert d["layers"] == ["vgg_conv1", "vgg_conv2", "vgg_conv3"]
     with pytest.raises(SystemExit) as exc:
         main(["synth", str(FC3), "--board", "pynq-z2", "--json", str(tmp_path / "nodir" / "r.json")])
     assert exc.value.code == 2

