@@ -1,4 +1,4 @@
-"""``litefly gen``: write the engine's Verilog and manifest for a layer config."""
+"""``litefly gen``: write the network engine's Verilog and manifest for a network or a layer config."""
 
 from __future__ import annotations
 
@@ -6,24 +6,28 @@ from pathlib import Path
 
 import click
 
-from litefly.config import load_layer
+from litefly.config import load_network
 
-from .simd_engine import FAULTS
+from .engine import FAULTS
 
 
 @click.command()
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path), help="Output directory.")
+@click.option("--input-size", nargs=2, type=int, default=None, metavar="H W",
+              help="Input feature-map size of the network's first conv layer (sizes the frame buffer).")
 @click.option("--fault", type=click.Choice(FAULTS), default=None, hidden=True,
               help="Generate a deliberately broken engine (to prove the checker has teeth).")
-def gen(config: Path, out_dir: Path, fault: str | None) -> None:
-    """Generate DIR/<name>.v and DIR/manifest.json for the layer in CONFIG."""
+def gen(config: Path, out_dir: Path, input_size: tuple[int, int] | None, fault: str | None) -> None:
+    """Generate DIR/<name>.v and DIR/manifest.json for the network (or single layer) in CONFIG."""
     from .generate import generate
+    from .spec import EngineEnvelope
 
-    layer = load_layer(config)
-    g = generate(layer, out_dir, fault=fault)
-    d = g.manifest_data
-    click.echo(f"{g.verilog}: module {g.module}, {d['lanes']} MAC lanes, {d['stream_bits']}-bit streams")
-    click.echo(f"{g.manifest}: {d['cycles_per_batch']} cycles per batch of {d['lanes']} columns "
-               f"({d['cycles_per_column']:.2f} per column), modelled MAC utilisation "
-               f"{100 * d['mac_utilisation_model']:.1f}%, config hash {d['config_hash'][:8]}")
+    network = load_network(config)
+    envelope = EngineEnvelope.for_network(network, tuple(input_size) if input_size else None)
+    g = generate(envelope, out_dir, fault=fault)
+    env = g.envelope
+    click.echo(f"{g.verilog}: module {g.module}, {env.lanes} MAC lanes, {env.stream_bits}-bit streams, "
+               f"{len(network.layers)} layer(s)")
+    click.echo(f"{g.manifest}: max q {env.max_q}, max p {env.max_p}, {env.max_factors} factors, "
+               f"{env.weight_beats} weight beats, {env.frame_beats} frame beats, config hash {env.config_hash[:8]}")

@@ -1,4 +1,4 @@
-"""Export an engine to Verilog with its ``manifest.json`` (the host's and the docs' source of truth)."""
+"""Export a network engine to Verilog with its ``manifest.json`` (the host's and the docs' source of truth)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from amaranth import Shape
 from amaranth.back import verilog
 from amaranth.lib import wiring
 
-from litefly.config import LayerConfig
+from litefly.config import LayerConfig, NetworkConfig
 from litefly.errors import ConfigError
 
-from .simd_engine import FAULTS, WRITE_STAGE, DeButEngine
-from .spec import EngineSpec
+from . import regmap
+from .engine import FAULTS, NetworkEngine
+from .spec import BIAS_CONTAINER_BITS, DRAIN_CYCLES, EngineEnvelope
 
-__all__ = ["GeneratedEngine", "generate", "engine_timing", "module_name"]
+__all__ = ["GeneratedEngine", "generate", "module_name", "manifest_for", "FAULTS"]
 
 
 @dataclass(frozen=True)
@@ -27,47 +28,88 @@ class GeneratedEngine:
     manifest: Path
     manifest_data: dict[str, Any]
     module: str
+    envelope: EngineEnvelope
 
 
-def module_name(layer: LayerConfig, fault: str | None = None) -> str:
-    return layer.name if fault is None else f"{layer.name}_fault_{fault}"
+def module_name(envelope: EngineEnvelope, fault: str | None = None) -> str:
+    return envelope.name if fault is None else f"{envelope.name}_fault_{fault}"
 
 
-def engine_timing(spec: EngineSpec) -> dict[str, Any]:
-    """The engine's cycle model: issue cycles, drain bubbles and the per-batch start cycle."""
-    n = spec.num_factors
-    issue = spec.issue_cycles_per_batch
-    per_batch = issue + WRITE_STAGE * (n - 1) + 1
+def _as_envelope(target: EngineEnvelope | NetworkConfig | LayerConfig) -> EngineEnvelope:
+    if isinstance(target, EngineEnvelope):
+        return target
+    if isinstance(target, LayerConfig):
+        target = NetworkConfig.single(target)
+    if isinstance(target, NetworkConfig):
+        return EngineEnvelope.for_network(target)
+    raise ConfigError(f"cannot generate an engine for {type(target).__name__}; give an EngineEnvelope, "
+                      f"a NetworkConfig or a LayerConfig")
+
+
+def _register_dict(reg: regmap.Register) -> dict[str, Any]:
+    return {"name": reg.name, "offset": reg.offset, "access": reg.access, "doc": reg.doc,
+            "fields": [{"name": f.name, "lsb": f.lsb, "width": f.width, "doc": f.doc} for f in reg.fields]}
+
+
+def manifest_for(envelope: EngineEnvelope, module: str, ports: list[dict[str, Any]],
+                 fault: str | None = None) -> dict[str, Any]:
+    """The manifest of an engine (everything except the Verilog text)."""
+    e = envelope.elems_per_beat
     return {
-        "pipeline_latency": WRITE_STAGE,
-        "drain_cycles": WRITE_STAGE,
-        "cycles_per_batch": per_batch,
-        "cycles_per_column": per_batch / spec.lanes,
-        "mac_utilisation_model": issue / per_batch,
-        "in_beats_per_batch": spec.beats_in_per_batch,
-        "out_beats_per_batch": spec.beats_out_per_batch,
-        "stream_bound_cycles_per_batch": max(spec.beats_in_per_batch, spec.beats_out_per_batch),
+        "module": module,
+        "fault": fault,
+        "interface_version": list(regmap.VERSION),
+        "envelope": envelope.to_dict(),
+        "config_hash": envelope.config_hash,
+        "hash32": envelope.hash32,
+        "lanes": envelope.lanes,
+        "stream_bits": envelope.stream_bits,
+        "elems_per_beat": e,
+        "ports": ports,
+        "axil_addr_bits": envelope.axil_addr_bits,
+        "registers": [_register_dict(r) for r in envelope.registers],
+        "capabilities": envelope.capability_words(),
+        "tensor_layout": (f"NHWC-E: image, row, column, then ceil(C/{e}) beats of {e} int8 channels; "
+                          f"channels past C are zero"),
+        "parameter_load": {
+            "command": "CTRL.LOAD_PARAMS, then WEIGHT_BEATS + BIAS_BEATS beats on s_axis",
+            "weights": (f"all factors' weights in compact (g, t, r, s) order, factors in chain order, "
+                        f"{envelope.weights_per_beat} {envelope.weight_bits}-bit weights per beat "
+                        f"(weight k of a beat in bits [k*{envelope.weight_bits}, (k+1)*{envelope.weight_bits})), "
+                        f"zero-padded to a beat"),
+            "biases": (f"if LAYER.BIAS: P biases as sign-extended {BIAS_CONTAINER_BITS}-bit containers, "
+                       f"{envelope.biases_per_beat} per beat, zero-padded"),
+        },
+        "cycle_model": {
+            "source": "hw/spec.py LayerDescriptor.batch_cycles / pass_cycles",
+            "drain_cycles": DRAIN_CYCLES,
+            "notes": ("per batch and phase: max(sum p_i*s_i + DRAIN_CYCLES*(N-1) + 1 issue cycles, "
+                      "lanes*KH*KW*CW window cycles); the window generator fills one IN half while the "
+                      "MAC array reads the other, the unloader drains one OUT half while the array "
+                      "writes the other; a pass first loads IMAGES*H*W*CW beats into the frame buffer"),
+        },
+        "amaranth_version": amaranth.__version__,
     }
 
 
-def generate(layer: LayerConfig, out_dir: str | Path, fault: str | None = None) -> GeneratedEngine:
-    """Write ``<out_dir>/<module>.v`` and ``<out_dir>/manifest.json`` for ``layer``."""
+def generate(target: EngineEnvelope | NetworkConfig | LayerConfig, out_dir: str | Path,
+             fault: str | None = None) -> GeneratedEngine:
+    """Write ``<out_dir>/<module>.v`` and ``<out_dir>/manifest.json`` for the engine of ``target``."""
     if fault is not None and fault not in FAULTS:
         raise ConfigError(f"fault={fault!r} is not one of {', '.join(FAULTS)}")
-    spec = EngineSpec(layer)
+    envelope = _as_envelope(target)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    engine = DeButEngine(spec, fault=fault)
-    module = module_name(layer, fault)
+    engine = NetworkEngine(envelope, fault=fault)
+    module = module_name(envelope, fault)
     text = verilog.convert(engine, name=module, emit_src=False)
     vpath = out_dir / f"{module}.v"
     vpath.write_text(text)
     ports = [{"name": name, "direction": "in" if member.flow == wiring.In else "out",
               "width": Shape.cast(member.shape).width}
              for name, member in engine.signature.members.items()]
-    data = spec.manifest_base()
-    data.update(module=module, fault=fault, ports=ports, amaranth_version=amaranth.__version__,
-                verilog=vpath.name, **engine_timing(spec))
+    data = manifest_for(envelope, module, ports, fault)
+    data["verilog"] = vpath.name
     mpath = out_dir / "manifest.json"
     mpath.write_text(json.dumps(data, indent=2) + "\n")
-    return GeneratedEngine(vpath, mpath, data, module)
+    return GeneratedEngine(vpath, mpath, data, module, envelope)

@@ -1,4 +1,9 @@
-"""Amaranth-simulator testbench helpers for the engine: AXI-Lite and AXI-Stream in async testbenches."""
+"""Amaranth-simulator testbench for the network engine: AXI-Lite and AXI-Stream in async testbenches.
+
+Register offsets and fields come from :mod:`litefly.hw.regmap`, descriptor words from
+``EngineEnvelope.describe(step).register_words(images)``; tensors are packed NHWC-E here
+(small local helpers) and compared with ``litefly.network.step_forward_int`` by the tests.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,61 @@ from dataclasses import dataclass, field
 import numpy as np
 from amaranth.sim import Simulator
 
-from litefly.config import LayerConfig
+from litefly.fixed import QuantizedLayer
 from litefly.hw import regmap, wireformat
-from litefly.hw.simd_engine import DeButEngine
-from litefly.hw.spec import EngineSpec
+from litefly.hw.engine import NetworkEngine
+from litefly.hw.spec import BIAS_CONTAINER_BITS, EngineEnvelope, LayerDescriptor, ceil_div
+from litefly.network import EngineStep
 
 
+# ---------------------------------------------------------------- packing (NHWC-E, params)
+def pack_nhwce(x: np.ndarray, e: int) -> np.ndarray:
+    """NCHW ints -> beats ``(n*h*w*cw, e)`` uint8, channels past C zero."""
+    n, c, h, w = x.shape
+    cw = ceil_div(c, e)
+    t = np.zeros((n, h, w, cw * e), dtype=np.int64)
+    t[..., :c] = np.asarray(x).transpose(0, 2, 3, 1)
+    return (t.reshape(-1, e) & 0xFF).astype(np.uint8)
+
+
+def unpack_nhwce(beats: np.ndarray, n: int, c: int, h: int, w: int) -> np.ndarray:
+    """Beats -> NCHW int64 (the pad channels are returned separately by :func:`pad_channels`)."""
+    e = beats.shape[1]
+    cw = ceil_div(c, e)
+    t = beats.astype(np.int8).astype(np.int64).reshape(n, h, w, cw * e)
+    return t[..., :c].transpose(0, 3, 1, 2)
+
+
+def pad_channels(beats: np.ndarray, c: int) -> np.ndarray:
+    e = beats.shape[1]
+    cw = ceil_div(c, e)
+    return beats.reshape(-1, cw * e)[:, c:]
+
+
+def pack_values(values, bits: int, stream_bits: int) -> np.ndarray:
+    """Signed ints, ``stream_bits // bits`` per beat, little-endian, zero padded -> ``(beats, bytes)`` uint8."""
+    values = [int(v) & ((1 << bits) - 1) for v in np.asarray(values).ravel()]
+    per = stream_bits // bits
+    out = []
+    for i in range(0, max(len(values), 1), per):
+        word = 0
+        for k, v in enumerate(values[i:i + per]):
+            word |= v << (k * bits)
+        out.append(list(word.to_bytes(stream_bits // 8, "little")))
+    if not values:
+        return np.zeros((0, stream_bits // 8), dtype=np.uint8)
+    return np.array(out, dtype=np.uint8)
+
+
+def pack_layer_params(env: EngineEnvelope, q: QuantizedLayer) -> np.ndarray:
+    flat = np.concatenate([np.asarray(w, dtype=np.int64).ravel() for w in q.weights])
+    parts = [pack_values(flat, env.weight_bits, env.stream_bits)]
+    if q.layer.format.bias:
+        parts.append(pack_values(q.bias, BIAS_CONTAINER_BITS, env.stream_bits))
+    return np.concatenate(parts)
+
+
+# ---------------------------------------------------------------- bus functions
 async def axil_write(ctx, dut, offset: int, value: int) -> None:
     ctx.set(dut.s_axil_awaddr, offset)
     ctx.set(dut.s_axil_awvalid, 1)
@@ -36,64 +90,113 @@ async def axil_read(ctx, dut, offset: int) -> int:
     return int(value)
 
 
-async def stream_send(ctx, dut, beats: np.ndarray, idle: list[int] | None = None) -> None:
+async def stream_send(ctx, dut, beats: np.ndarray, idle: list[int] | None = None, limit: int | None = None) -> int:
+    """Send beats (stop after ``limit`` of them); returns how many were sent."""
+    sent = 0
     for k, row in enumerate(beats):
+        if limit is not None and sent >= limit:
+            break
         if idle and idle[k % len(idle)]:
             ctx.set(dut.s_axis_tvalid, 0)
             await ctx.tick()
         ctx.set(dut.s_axis_tdata, int.from_bytes(bytes(row), "little"))
         ctx.set(dut.s_axis_tvalid, 1)
+        ctx.set(dut.s_axis_tlast, int(k == len(beats) - 1))
         await ctx.tick().until(dut.s_axis_tready)
+        sent += 1
     ctx.set(dut.s_axis_tvalid, 0)
+    ctx.set(dut.s_axis_tlast, 0)
+    return sent
+
+
+class SimTimeout(AssertionError):
+    pass
+
+
+# ---------------------------------------------------------------- runs
+@dataclass
+class Pass:
+    """One pass: descriptor words (shifts included), optional parameters to load first, input beats."""
+
+    words: dict[str, int]
+    x_beats: np.ndarray
+    out_beats: int
+    params: np.ndarray | None = None
+    abort_params: int | None = None     # soft reset after this many parameter beats, then load again
+    abort_frame: int | None = None      # soft reset after this many feature-map beats, then start again
+
+
+def pass_for(env: EngineEnvelope, step: EngineStep, q: QuantizedLayer, x: np.ndarray,
+             load_params: bool = True) -> Pass:
+    """A pass of ``step`` over ``x`` (NCHW ints), packed by the host's wireformat (cross-checked
+    against the local packers above)."""
+    desc: LayerDescriptor = env.describe(step)
+    words = desc.register_words(x.shape[0])
+    for i, s in enumerate(q.shifts):
+        words[f"F{i}_SHIFT"] = regmap.pack(regmap.factor_reg(i, "SHIFT"), int(s))
+    e = env.elems_per_beat
+    x_beats = wireformat.pack_tensor(x, e).reshape(-1, e)
+    assert np.array_equal(x_beats, pack_nhwce(x, e)), "wireformat.pack_tensor disagrees with the bench's packer"
+    params = None
+    if load_params:
+        params = wireformat.pack_layer_params(q.weights, q.bias, env.weight_bits, env.stream_bits)
+        assert np.array_equal(params, pack_layer_params(env, q)), "wireformat.pack_layer_params disagrees"
+        assert params.shape[0] == desc.param_beats
+    return Pass(words, x_beats, x.shape[0] * desc.out_beats_per_image, params)
 
 
 @dataclass
 class EngineRun:
-    """Outputs and register reads of one simulated run."""
+    out: list[np.ndarray] = field(default_factory=list)      # output beats per pass
+    tlast: list[list[int]] = field(default_factory=list)     # beat indices with TLAST, per pass
+    regs: list[dict[str, int]] = field(default_factory=list)  # readable registers after each pass
+    cycles: list[int] = field(default_factory=list)          # START to DONE, per pass (sim cycles)
+    issue_span: list[int] = field(default_factory=list)      # first and last MAC issue cycle (all passes)
+    issues: int = 0
+    soft_reset: dict[str, int] = field(default_factory=dict)
+    stream_resets: list[dict[str, int]] = field(default_factory=list)   # abort_params / abort_frame checks
 
-    y: list[np.ndarray] = field(default_factory=list)       # per tile
-    tlast: list[list[int]] = field(default_factory=list)    # beat indices with TLAST, per tile
-    regs: dict[str, int] = field(default_factory=dict)
+
+def _reg(env: EngineEnvelope, name: str) -> int:
+    return regmap.by_name(name, env.max_factors).offset
 
 
-def run_engine(layer: LayerConfig, x: np.ndarray, weights, shifts, bias, tiles: list[int],
-               fault: str | None = None, backpressure: list[int] | None = None,
-               idle: list[int] | None = None, max_cycles: int = 400_000) -> EngineRun:
-    """Load parameters, run ``tiles`` (batches per tile) over rows of ``x``, return outputs and counters."""
-    spec = EngineSpec(layer)
-    dut = DeButEngine(spec, fault=fault, external_clock=False)
-    params = wireformat.pack_params(spec, weights, bias)
+def run_engine(env: EngineEnvelope, passes: list[Pass], fault: str | None = None,
+               backpressure: list[int] | None = None, idle: list[int] | None = None,
+               abort_first: int | None = None, max_cycles: int = 200_000,
+               watch_batches: bool = False) -> EngineRun:
+    """Run ``passes`` in order on a fresh engine.
+
+    ``abort_first``: run the first pass only until this many output beats were taken, then
+    soft-reset the engine mid-pass (output pending), check it is quiet, and continue with
+    the remaining passes (which must reload their parameters).
+    """
+    dut = NetworkEngine(env, fault=fault, external_clock=False)
     result = EngineRun()
-    sb = spec.stream_bits // 8
-    starts = np.cumsum([0] + tiles) * spec.lanes
+    sb = env.stream_bits // 8
+    state = {"cycle": 0, "abort": False}
 
-    async def driver(ctx):
-        for i, s in enumerate(shifts):
-            await axil_write(ctx, dut, regmap.SHIFT_BASE + 4 * i, int(s))
-        await axil_write(ctx, dut, regmap.REG["CTRL"], regmap.CTRL_LOAD_PARAMS)
-        await stream_send(ctx, dut, params)
-        for _ in range(2):
-            await ctx.tick()
-        for t, nb in enumerate(tiles):
-            await axil_write(ctx, dut, regmap.REG["TILE_BATCHES"], nb)
-            await axil_write(ctx, dut, regmap.REG["CTRL"], regmap.CTRL_START)
-            await stream_send(ctx, dut, wireformat.pack_batches(spec, x[starts[t]:starts[t + 1]]), idle)
-            waited = 0
-            while len(result.y) <= t:
-                await ctx.tick()
-                waited += 1
-                assert waited < max_cycles, f"tile {t}: no output after {max_cycles} cycles"
-            while (await axil_read(ctx, dut, regmap.REG["STATUS"])) & regmap.STATUS_BUSY:
-                pass
-        for r in spec.registers:
-            if r.access != "W":
-                result.regs[r.name] = await axil_read(ctx, dut, r.offset)
+    async def clock(ctx):
+        async for _ in ctx.tick():
+            state["cycle"] += 1
+            if state["cycle"] > max_cycles:
+                raise SimTimeout(f"simulation timed out after {max_cycles} cycles")
+
+    async def watch(ctx):
+        issue = dut.datapath.sequencer.ctl.valid
+        async for _, _, valid in ctx.tick().sample(issue):
+            if valid:
+                if not result.issue_span:
+                    result.issue_span[:] = [state["cycle"], state["cycle"]]
+                result.issue_span[1] = state["cycle"]
+                result.issues += 1
 
     async def receiver(ctx):
-        for nb in tiles:
+        for p_i, p in enumerate(passes):
             beats, lasts = [], []
             k = 0
-            while len(beats) < nb * spec.beats_out_per_batch:
+            target = p.out_beats if not (p_i == 0 and abort_first is not None) else abort_first
+            while len(beats) < target:
                 ready = 0 if (backpressure and backpressure[k % len(backpressure)]) else 1
                 k += 1
                 ctx.set(dut.m_axis_tready, ready)
@@ -103,12 +206,77 @@ def run_engine(layer: LayerConfig, x: np.ndarray, weights, shifts, bias, tiles: 
                         lasts.append(len(beats))
                     beats.append(list(int(data).to_bytes(sb, "little")))
             ctx.set(dut.m_axis_tready, 0)
-            result.y.append(wireformat.unpack_batches(spec, np.array(beats, dtype=np.uint8), nb))
+            if p_i == 0 and abort_first is not None:
+                state["abort"] = True
+                while state["abort"]:
+                    await ctx.tick()
+            result.out.append(np.array(beats, dtype=np.uint8).reshape(-1, sb))
             result.tlast.append(lasts)
+
+    async def driver(ctx):
+        for p_i, p in enumerate(passes):
+            for name, word in p.words.items():
+                await axil_write(ctx, dut, _reg(env, name), word)
+            for what, limit in (("params", p.abort_params), ("frame", p.abort_frame)):
+                if limit is None:
+                    continue
+                if what == "params":
+                    await axil_write(ctx, dut, regmap.REG["CTRL"], regmap.CTRL_LOAD_PARAMS)
+                    await stream_send(ctx, dut, p.params, limit=limit)
+                else:
+                    await axil_write(ctx, dut, regmap.REG["CTRL"], regmap.CTRL_START)
+                    await stream_send(ctx, dut, p.x_beats, limit=limit)
+                status = await axil_read(ctx, dut, regmap.REG["STATUS"])
+                await axil_write(ctx, dut, regmap.REG["CTRL"], regmap.CTRL_SOFT_RESET)
+                await ctx.tick()
+                result.stream_resets.append({"what": what, "status_before": status,
+                                             "tready_after": ctx.get(dut.s_axis_tready),
+                                             "status_after": await axil_read(ctx, dut, regmap.REG["STATUS"])})
+            if p.params is not None:
+                await axil_write(ctx, dut, regmap.REG["CTRL"], regmap.CTRL_LOAD_PARAMS)
+                await stream_send(ctx, dut, p.params)
+                while (await axil_read(ctx, dut, regmap.REG["STATUS"])) & regmap.STATUS_LOADING:
+                    pass
+            await axil_write(ctx, dut, regmap.REG["CTRL"], regmap.CTRL_CLEAR_COUNTERS)
+            await axil_write(ctx, dut, regmap.REG["CTRL"], regmap.CTRL_START)
+            t0 = state["cycle"]
+            await stream_send(ctx, dut, p.x_beats, idle)
+            if p_i == 0 and abort_first is not None:
+                while not state["abort"]:
+                    await ctx.tick()
+                # output pending: the engine holds tvalid; soft reset mid-pass
+                before = {"tvalid": ctx.get(dut.m_axis_tvalid),
+                          "status": await axil_read(ctx, dut, regmap.REG["STATUS"])}
+                await axil_write(ctx, dut, regmap.REG["CTRL"], regmap.CTRL_SOFT_RESET)
+                quiet = 0
+                for _ in range(20):
+                    await ctx.tick()
+                    quiet |= ctx.get(dut.m_axis_tvalid) | ctx.get(dut.s_axis_tready)
+                result.soft_reset = {"tvalid_before": before["tvalid"], "status_before": before["status"],
+                                     "tvalid_after": quiet,
+                                     "status_after": await axil_read(ctx, dut, regmap.REG["STATUS"]),
+                                     "cycles_after": await axil_read(ctx, dut, regmap.REG["CYCLES"])}
+                result.cycles.append(0)
+                result.regs.append({})
+                state["abort"] = False
+                continue
+            while not (await axil_read(ctx, dut, regmap.REG["STATUS"])) & regmap.STATUS_DONE:
+                pass
+            result.cycles.append(state["cycle"] - t0)
+            regs = {}
+            for r in env.registers:
+                if r.access != "W":
+                    regs[r.name] = await axil_read(ctx, dut, r.offset)
+            result.regs.append(regs)
+            while len(result.out) <= p_i:
+                await ctx.tick()
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(driver)
     sim.add_testbench(receiver, background=True)
+    sim.add_testbench(clock, background=True)
+    if watch_batches:
+        sim.add_testbench(watch, background=True)
     sim.run()
     return result

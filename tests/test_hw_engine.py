@@ -1,90 +1,414 @@
-"""The engine in Amaranth's simulator against the fixed-point golden model (exact integer equality)."""
+"""The network engine in Amaranth's simulator against the int8 golden network (exact equality).
+
+Every case packs an NCHW integer tensor NHWC-E, writes the descriptor from
+``EngineEnvelope.describe(step).register_words(images)`` plus the shifts, loads the
+parameters, runs one or more passes over the AXI ports and compares every output byte
+(pad channels included) with ``litefly.network.step_forward_int``.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
-from amaranth_bench import run_engine
-from litefly.chain import butterfly_chain
-from litefly.config import LayerConfig, load_layer
+from amaranth_bench import Pass, pack_nhwce, pad_channels, pass_for, run_engine, unpack_nhwce
+from litefly.config import LayerConfig
+from litefly.fixed import QuantizedLayer, int_range, quantize_layer, random_float_weights
 from litefly.hw import regmap
-from litefly.hw.generate import engine_timing, generate
-from litefly.hw.spec import EngineSpec
-from litefly.vectors import make_vectors
+from litefly.hw.engine import FAULTS
+from litefly.errors import ConfigError
+from litefly.hw.generate import generate, module_name
+from litefly.hw.spec import EngineEnvelope, ceil_div
+from litefly.network import EngineStep, im2col, step_forward_int
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "layers"
+
+# ---------------------------------------------------------------- layers and parameters
+def conv(name, c, chain, kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), **fmt) -> LayerConfig:
+    return LayerConfig.from_dict({
+        "name": name, "kind": "conv2d", "in_channels": c, "out_channels": chain[-1][0],
+        "kernel": list(kernel), "stride": list(stride), "padding": list(padding), "dilation": list(dilation),
+        "chain": chain, "format": fmt})
 
 
-def linear(name, chain, multipliers=16, stream_bits=64, **fmt) -> LayerConfig:
+def linear(name, chain, **fmt) -> LayerConfig:
     return LayerConfig.from_dict({"name": name, "kind": "linear", "in_features": chain[0][1],
-                                  "out_features": chain[-1][0], "chain": chain, "format": fmt,
-                                  "engine": {"multipliers": multipliers, "stream_bits": stream_bits}})
+                                  "out_features": chain[-1][0], "chain": chain, "format": fmt})
 
 
-def check_engine(layer: LayerConfig, tiles=(2,), seed=0, **kw):
-    spec = EngineSpec(layer)
-    vec = make_vectors(layer, seed=seed, count=sum(tiles) * spec.lanes)
-    q = vec.quantized(layer)
-    run = run_engine(layer, vec["x"], q.weights, q.shifts, q.bias, list(tiles), **kw)
-    got = np.concatenate(run.y)
-    assert got.shape == vec["y"].shape
-    bad = np.argwhere(got != vec["y"])
-    assert bad.size == 0, f"column {bad[0][0]} element {bad[0][1]}: expected {vec['y'][tuple(bad[0])]}, got {got[tuple(bad[0])]}"
-    for t, nb in enumerate(tiles):
-        assert run.tlast[t] == [nb * spec.beats_out_per_batch - 1]
-    return spec, run
+def extreme_params(layer: LayerConfig, rng: np.random.Generator) -> QuantizedLayer:
+    """Full-range random weights and biases, field extremes planted, shifts that spread the
+    results over (and past) the activation range."""
+    fmt = layer.format
+    wlo, whi = int_range(fmt.weight_bits)
+    ws = []
+    for f in layer.chain:
+        w = rng.integers(wlo, whi, endpoint=True, size=f.compact_shape)
+        w.flat[0], w.flat[-1] = wlo, whi
+        ws.append(w)
+    shifts = []
+    for i, f in enumerate(layer.chain):
+        acc = fmt.acc_bits(f, i == len(layer.chain) - 1)
+        shifts.append(int(min(acc - 1, rng.integers(fmt.weight_bits - 2, fmt.weight_bits + 1 + int(np.log2(f.s))))))
+    bias = None
+    if fmt.bias:
+        blo, bhi = int_range(fmt.bias_bits)
+        bias = rng.integers(blo, bhi, endpoint=True, size=layer.chain_out)
+        bias[0], bias[-1] = blo, bhi
+    return QuantizedLayer(layer, ws, shifts, bias)
 
 
-def test_butterfly16_two_tiles_counters():
-    layer = linear("bf16", [f.as_list() for f in butterfly_chain(16)], multipliers=16)
-    spec, run = check_engine(layer, tiles=(2, 1))
-    r = run.regs
-    assert r["ID"] == regmap.ID_MAGIC and r["CONFIG_HASH"] == layer.hash32 and r["LANES"] == spec.lanes
-    assert r["INFO"] == spec.info_word
-    assert r["COLUMNS_DONE"] == 3 * spec.lanes
-    assert r["BUSY_CYCLES"] == 3 * spec.issue_cycles_per_batch
-    assert r["STATUS"] & regmap.STATUS_DONE and r["STATUS"] & regmap.STATUS_PARAMS_VALID
-    assert r["STALLED_CYCLES"] == 0
+def calibrated_params(layer: LayerConfig, step: EngineStep, x: np.ndarray, rng) -> QuantizedLayer:
+    """quantize_layer on the step's own windows (typical, non-saturating values)."""
+    cols = im2col(x.astype(np.float64), step.kernel, step.stride, step.padding, step.dilation)
+    bias = rng.standard_normal(layer.chain_out) * 50 if layer.format.bias else None
+    return quantize_layer(layer, random_float_weights(layer, rng), cols, bias=bias)
 
 
-@pytest.mark.parametrize("fmt", [{}, {"bias": True}, {"bias": True, "relu": True}, {"act_bits": 6, "weight_bits": 5, "bias": True}])
-def test_two_factor_chain_formats(fmt):
-    # 24 -> 12 -> 16 with r, s, t that are not powers of two
-    layer = linear("two", [[12, 24, 1, 2, 1], [16, 12, 4, 3, 1]], multipliers=20, stream_bits=32 if fmt.get("act_bits") == 6 else 64, **fmt)
-    check_engine(layer, tiles=(2,))
+def input_map(rng, shape, act_bits=8) -> np.ndarray:
+    lo, hi = int_range(act_bits)
+    x = rng.integers(lo, hi, endpoint=True, size=shape)
+    x.flat[0], x.flat[-1] = lo, hi
+    return x
 
 
-def test_dense_baseline_with_backpressure_and_idle():
-    layer = linear("dense", [[8, 12, 8, 12, 1]], multipliers=8, bias=True, relu=True)
-    spec, run = check_engine(layer, tiles=(3,), backpressure=[0, 1, 1], idle=[0, 0, 1])
-    assert run.regs["STALLED_CYCLES"] > 0
+def envelope_for(layers, lanes=8, stream_bits=64, frame_beats=1024) -> EngineEnvelope:
+    return EngineEnvelope.for_layers("t", list(layers), multipliers=lanes, stream_bits=stream_bits,
+                                     frame_beats=frame_beats)
 
 
-def test_monarch_example_bias_relu():
-    check_engine(load_layer(EXAMPLES / "monarch64.yaml"), tiles=(1,))
+def check_outputs(step: EngineStep, q: QuantizedLayer, x: np.ndarray, beats: np.ndarray, tlast: list[int]) -> np.ndarray:
+    y = step_forward_int(step, q, x)
+    n = x.shape[0]
+    p, hp, wp = step.out_shape
+    assert beats.shape[0] == n * hp * wp * ceil_div(p, beats.shape[1]), f"{beats.shape[0]} output beats"
+    got = unpack_nhwce(beats, n, p, hp, wp)
+    bad = np.argwhere(got != y)
+    assert bad.size == 0, (f"{len(bad)} of {y.size} outputs differ; first at (n, c, y, x) = {tuple(bad[0])}: "
+                           f"expected {y[tuple(bad[0])]}, got {got[tuple(bad[0])]}")
+    assert np.all(pad_channels(beats, p) == 0), "pad channels are not zero"
+    assert tlast == [beats.shape[0] - 1], f"TLAST at beats {tlast}, expected only on beat {beats.shape[0] - 1}"
+    return y
 
 
-@pytest.mark.parametrize("fault", ["weight_addr", "rounding"])
+def run_step(layer, in_shape, images=2, relu=False, pool=None, seed=0, lanes=8, stream_bits=64,
+             params="extreme", fault=None, **kw):
+    rng = np.random.default_rng(seed)
+    step = EngineStep(layer, in_shape, relu=relu, pool=pool)
+    env = envelope_for([layer], lanes, stream_bits)
+    x = input_map(rng, (images,) + tuple(in_shape), layer.format.act_bits)
+    q = extreme_params(layer, rng) if params == "extreme" else calibrated_params(layer, step, x, rng)
+    run = run_engine(env, [pass_for(env, step, q, x)], fault=fault, **kw)
+    y = check_outputs(step, q, x, run.out[0], run.tlast[0])
+    return env, step, q, run, y
+
+
+# ---------------------------------------------------------------- conv geometry
+CONVS = {
+    # C=3 (unaligned element offsets), non-square kernel/stride/padding
+    "k2x3_s1x2_p1x1_c3": dict(c=3, chain=[[8, 18, 4, 9, 1], [8, 8, 2, 2, 2]], kernel=(2, 3), stride=(1, 2),
+                              padding=(1, 1), hw=(5, 6), bias=True, relu=True),
+    # C=1, dilation, stride 2 rows, padding only in x
+    "k2x3_s2x1_p0x2_d2x1_c1": dict(c=1, chain=[[4, 6, 2, 3, 1], [4, 4, 1, 1, 4]], kernel=(2, 3), stride=(2, 1),
+                                   padding=(0, 2), dilation=(2, 1), hw=(6, 5), bias=True),
+    # C=10 > E (two beats per pixel, the second partial), 3x3 same padding
+    "k3x3_p1_c10": dict(c=10, chain=[[6, 90, 2, 30, 1]], kernel=(3, 3), padding=(1, 1), hw=(4, 4), bias=True),
+    # dilation in both axes, stride 2, three factors
+    "k3x2_s2_d2x3_c5": dict(c=5, chain=[[10, 30, 1, 3, 1], [10, 10, 5, 5, 1], [7, 10, 7, 10, 1]], kernel=(3, 2),
+                            stride=(2, 2), padding=(2, 1), dilation=(2, 3), hw=(7, 8), relu=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONVS))
+def test_conv_geometry(name):
+    c = dict(CONVS[name])
+    h, w = c.pop("hw")
+    ch = c.pop("c")
+    relu = c.pop("relu", False)
+    bias = c.pop("bias", False)
+    layer = conv(name.replace("-", "_"), ch, c.pop("chain"), bias=bias, **c)
+    run_step(layer, (ch, h, w), images=2, relu=relu, seed=sorted(CONVS).index(name))
+
+
+def test_conv_calibrated_32bit_stream_four_images():
+    # E=4 banks, 3 images, calibrated (non-saturating) parameters
+    layer = conv("cal", 6, [[8, 24, 2, 6, 1], [12, 8, 3, 2, 2]], kernel=(2, 2), padding=(1, 0), bias=True)
+    run_step(layer, (6, 3, 4), images=3, stream_bits=32, params="calibrated", seed=3)
+
+
+def test_narrow_formats_sign_extend():
+    # 6-bit activations travel sign-extended in bytes; 4-bit weights, 8 per 32-bit word
+    layer = conv("narrow", 5, [[6, 20, 3, 10, 1]], kernel=(2, 2), padding=(1, 1), act_bits=6, weight_bits=4,
+                 bias=True)
+    run_step(layer, (5, 3, 3), images=2, relu=False, seed=4)
+
+
+# ---------------------------------------------------------------- linear layers
+def test_linear_many_images_partial_last_batch():
+    # 1 x 1 x q maps (host columns as a linear layer): 21 images on 8 lanes -> 3 batches, 5 idle lanes
+    layer = linear("lin", [[12, 24, 1, 2, 1], [16, 12, 4, 3, 1]], bias=True, relu=True)
+    run_step(layer, (24, 1, 1), images=21, relu=True, seed=5)
+
+
+def test_linear_over_a_map_is_a_whole_map_window():
+    # a linear layer after a 3 x 2 x 4 map: its window is the whole map (channels-last flatten)
+    layer = linear("flat", [[8, 24, 2, 6, 1]], bias=True)
+    run_step(layer, (4, 3, 2), images=5, seed=6)
+
+
+# ---------------------------------------------------------------- output stage
+@pytest.mark.parametrize("pool", [(2, 2), (3, 1)])
+def test_max_pooling(pool):
+    layer = conv(f"pool{pool[0]}{pool[1]}", 5, [[12, 20, 3, 5, 1]], kernel=(2, 2), padding=(1, 0))
+    run_step(layer, (5, 5, 6), images=1, relu=pool == (2, 2), pool=pool, seed=7)
+
+
+def test_saturation_at_both_ends_and_extreme_bias():
+    layer = linear("sat", [[8, 16, 8, 16, 1]], bias=True)
+    rng = np.random.default_rng(8)
+    step = EngineStep(layer, (16, 1, 1), relu=False)
+    env = envelope_for([layer])
+    x = input_map(rng, (16, 16, 1, 1))
+    q = extreme_params(layer, rng)
+    q.shifts[0] = 4
+    run = run_engine(env, [pass_for(env, step, q, x)])
+    y = check_outputs(step, q, x, run.out[0], run.tlast[0])
+    assert (y == -128).any() and (y == 127).any() and ((y > -128) & (y < 127)).any()
+
+
+# ---------------------------------------------------------------- streams, counters, cycle model
+def test_slow_consumer_stalled_producer_counters_and_cycle_model():
+    # 5 batches against a consumer taking one beat in four, input with gaps
+    layer = conv("slow", 3, [[8, 12, 4, 6, 1], [8, 8, 2, 2, 2]], kernel=(2, 2), padding=(1, 1), bias=True)
+    env, step, q, run, _ = run_step(layer, (3, 4, 5), images=2, seed=9, backpressure=[1, 1, 1, 0],
+                                    idle=[0, 1, 0])
+    r = run.regs[0]
+    desc = env.describe(step)
+    positions = 2 * desc.out_positions_per_image
+    assert ceil_div(positions, env.lanes) >= 4
+    assert r["COLUMNS_DONE"] == positions
+    assert r["BUSY_CYCLES"] == desc.mac_cycles(2)
+    assert r["STALLED_CYCLES"] > 0 and r["LOAD_CYCLES"] >= 2 * desc.in_beats_per_image
+    status = regmap.unpack("STATUS", r["STATUS"])
+    assert status == {"BUSY": 0, "DONE": 1, "LOADING": 0, "PARAMS_VALID": 1}
+    for name, word in env.capability_words().items():
+        assert r[name] == word, name
+    for name, word in desc.register_words(2).items():
+        assert r[name] == word, name
+
+
+def test_cycle_model_agrees():
+    layer = conv("model", 6, [[16, 24, 4, 6, 1], [16, 16, 2, 2, 4]], kernel=(2, 2), padding=(1, 1), bias=True)
+    env, step, q, run, _ = run_step(layer, (6, 5, 5), images=2, seed=10)
+    model = env.describe(step).pass_cycles(2)
+    assert abs(run.regs[0]["CYCLES"] - model) <= 3 * ceil_div(2 * 36, env.lanes) + 10, (run.regs[0]["CYCLES"], model)
+
+
+# ---------------------------------------------------------------- one engine, many layers
+def test_one_engine_runs_a_network_layer_after_layer():
+    # conv (C=3) + ReLU + 2x2 pool -> conv (C=8) -> linear over the 1 x 2 map: the engine's
+    # output beats of each layer are the next layer's input beats as they stand
+    l1 = conv("l1", 3, [[9, 27, 1, 3, 3], [8, 9, 8, 9, 1]], kernel=(3, 3), padding=(1, 1), bias=True)
+    l2 = conv("l2", 8, [[12, 32, 3, 8, 1]], kernel=(2, 2), stride=(1, 2))
+    l3 = linear("l3", [[6, 24, 1, 4, 1], [5, 6, 5, 6, 1]], bias=True)
+    env = envelope_for([l1, l2, l3], lanes=8)
+    rng = np.random.default_rng(11)
+    s1 = EngineStep(l1, (3, 6, 6), relu=True, pool=(2, 2))
+    s2 = EngineStep(l2, s1.out_shape, relu=True)
+    s3 = EngineStep(l3, s2.out_shape, relu=False)
+    x = input_map(rng, (2, 3, 6, 6))
+    passes, ys, qs, steps = [], [], [], (s1, s2, s3)
+    h = x
+    for st in steps:
+        q = calibrated_params(st.layer, st, h, rng)
+        passes.append(pass_for(env, st, q, h))
+        qs.append(q)
+        h = step_forward_int(st, q, h)
+        ys.append(h)
+    run = run_engine(env, passes)
+    for i, st in enumerate(steps):
+        check_outputs(st, qs[i], x if i == 0 else ys[i - 1], run.out[i], run.tlast[i])
+        if i + 1 < len(steps):
+            assert np.array_equal(run.out[i], passes[i + 1].x_beats)
+
+
+# ---------------------------------------------------------------- soft reset
+def test_soft_reset_mid_pass_with_output_pending():
+    layer = conv("sr", 3, [[8, 12, 4, 6, 1]], kernel=(2, 2), padding=(1, 1), bias=True)
+    rng = np.random.default_rng(12)
+    step = EngineStep(layer, (3, 4, 4), relu=True)
+    env = envelope_for([layer])
+    x1, x2 = input_map(rng, (2, 3, 4, 4)), input_map(rng, (2, 3, 4, 4))
+    q = extreme_params(layer, rng)
+    first = pass_for(env, step, q, x1)
+    # after the reset: descriptor and memories are kept, so the same pass runs with no
+    # register writes and no parameter load
+    again = Pass({}, pack_nhwce(x2, env.elems_per_beat), first.out_beats)
+    run = run_engine(env, [first, again], abort_first=5)
+    sr = run.soft_reset
+    assert sr["tvalid_before"] == 1 and regmap.unpack("STATUS", sr["status_before"])["BUSY"] == 1
+    assert sr["tvalid_after"] == 0, "m_axis_tvalid (or s_axis_tready) stayed high after soft reset"
+    assert sr["status_after"] == 0 and sr["cycles_after"] == 0, "flags, PARAMS_VALID or counters survived"
+    assert len(run.out[0]) == 5
+    check_outputs(step, q, x2, run.out[1], run.tlast[1])
+    assert regmap.unpack("STATUS", run.regs[1]["STATUS"])["PARAMS_VALID"] == 0
+
+
+def test_soft_reset_mid_parameter_load_and_mid_frame_load():
+    layer = conv("srs", 3, [[8, 12, 4, 6, 1]], kernel=(2, 2), padding=(1, 1), bias=True)
+    rng = np.random.default_rng(14)
+    step = EngineStep(layer, (3, 3, 3), relu=False)
+    env = envelope_for([layer])
+    x = input_map(rng, (2, 3, 3, 3))
+    q = extreme_params(layer, rng)
+    p = pass_for(env, step, q, x)
+    p.abort_params, p.abort_frame = 3, 5
+    run = run_engine(env, [p])
+    params, frame = run.stream_resets
+    assert regmap.unpack("STATUS", params["status_before"])["LOADING"] == 1
+    assert regmap.unpack("STATUS", frame["status_before"])["BUSY"] == 1
+    for r in (params, frame):
+        assert r["tready_after"] == 0 and r["status_after"] == 0, r
+    check_outputs(step, q, x, run.out[0], run.tlast[0])
+
+
+# ---------------------------------------------------------------- faults have teeth
+FAULT_LAYERS = {
+    "weight_addr": lambda: (conv("fw", 3, [[8, 12, 4, 6, 1]], kernel=(2, 2)), (3, 3, 4), None),
+    "rounding": lambda: (conv("fr", 3, [[8, 12, 4, 6, 1]], kernel=(2, 2)), (3, 3, 4), None),
+    "window_pad": lambda: (conv("fp", 3, [[8, 27, 8, 27, 1]], kernel=(3, 3), padding=(1, 1)), (3, 3, 4), None),
+    "pool": lambda: (conv("fo", 3, [[8, 12, 4, 6, 1]], kernel=(2, 2)), (3, 5, 5), (2, 2)),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
 def test_fault_is_caught(fault):
-    layer = linear("bf16", [f.as_list() for f in butterfly_chain(16)], multipliers=16)
-    with pytest.raises(AssertionError, match="column"):
-        check_engine(layer, tiles=(2,), fault=fault)
+    layer, shape, pool = FAULT_LAYERS[fault]()
+    with pytest.raises(AssertionError, match="outputs differ"):
+        run_step(layer, shape, images=1, pool=pool, seed=13, fault=fault)
 
 
+# ---------------------------------------------------------------- generation
 def test_generate_writes_verilog_and_manifest(tmp_path):
-    layer = load_layer(EXAMPLES / "vgg_conv2.yaml")
-    g = generate(layer, tmp_path)
+    layer = conv("gen_small", 3, [[8, 12, 4, 6, 1], [8, 8, 2, 2, 2]], kernel=(2, 2), bias=True)
+    env = envelope_for([layer], frame_beats=64)
+    g = generate(env, tmp_path)
     text = g.verilog.read_text()
-    assert f"module {layer.name}(" in text.replace(" (", "(")
-    for port in ("aclk", "aresetn", "s_axis_tdata", "m_axis_tlast", "s_axil_awaddr", "s_axil_rdata"):
+    assert "module t(" in text.replace(" (", "(")
+    for port in ("aclk", "aresetn", "s_axis_tdata", "s_axis_tkeep", "m_axis_tlast", "m_axis_tkeep",
+                 "s_axil_awaddr", "s_axil_rdata"):
         assert port in text
-    d = g.manifest_data
-    assert d["config_hash"] == layer.config_hash and d["lanes"] == 64
-    assert {r["name"] for r in d["registers"]} >= {"ID", "CTRL", "STATUS", "CYCLES", "SHIFT6"}
-    assert d["cycles_per_batch"] == engine_timing(EngineSpec(layer))["cycles_per_batch"]
-    assert d["mac_utilisation_model"] > 0.99
-    faulty = generate(layer, tmp_path / "f", fault="rounding")
-    assert faulty.module == "vgg_conv2_fault_rounding"
+    d = json.loads(g.manifest.read_text())
+    assert d["config_hash"] == env.config_hash and d["envelope"] == env.to_dict()
+    names = {r["name"] for r in d["registers"]}
+    assert {"ID", "CTRL", "STATUS", "LAYER", "IN_HW", "F1_SHIFT", "LOAD_CYCLES"} <= names
+    in_hw = next(r for r in d["registers"] if r["name"] == "IN_HW")
+    assert [(f["name"], f["lsb"], f["width"]) for f in in_hw["fields"]] == [("H", 0, 16), ("W", 16, 16)]
+    widths = {p["name"]: p["width"] for p in d["ports"]}
+    assert widths["s_axil_awaddr"] == env.axil_addr_bits and widths["m_axis_tdata"] == 64
+    assert module_name(env, "window_pad") == "t_fault_window_pad"
+    with pytest.raises(ConfigError, match="not one of"):
+        generate(env, tmp_path / "f", fault="nonsense")
+
+
+def test_cli_gen_layer_yaml_with_input_size(tmp_path):
+    from litefly.hw.cli import gen
+
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("name: small\nkind: conv2d\nin_channels: 3\nout_channels: 8\nkernel: 2\n"
+                   "chain: [[8, 12, 4, 6, 1]]\nengine: {multipliers: 8, stream_bits: 32}\n")
+    res = CliRunner().invoke(gen, [str(cfg), "-o", str(tmp_path / "out"), "--input-size", "4", "4"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out" / "small.v").exists() and "8 MAC lanes" in res.output
+
+
+# ---------------------------------------------------------------- random layers
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def random_chain(q: int, rng: np.random.Generator, max_p: int = 24) -> list[list[int]]:
+    chain = []
+    for _ in range(int(rng.integers(1, 4))):
+        s = int(rng.choice(_divisors(q)))
+        t = int(rng.choice(_divisors(q // s)))
+        g = q // (s * t)
+        rmax = max(1, max_p // (g * t))
+        r = int(rng.integers(1, min(rmax, 4) + 1))
+        p = g * r * t
+        chain.append([p, q, r, s, t])
+        q = p
+    return chain
+
+
+def random_case(seed: int):
+    """A random conv (or linear) step: geometry, chain, format, pooling, images, stream patterns."""
+    rng = np.random.default_rng(1000 + seed)
+    c = int(rng.integers(1, 11))
+    kh, kw = (int(v) for v in rng.integers(1, 4, size=2))
+    sh, sw, dh, dw = (int(v) for v in rng.integers(1, 3, size=4))
+    ph, pw = int(rng.integers(0, kh)), int(rng.integers(0, kw))
+    h = max(1, dh * (kh - 1) + 1 - 2 * ph) + int(rng.integers(0, 4))
+    w = max(1, dw * (kw - 1) + 1 - 2 * pw) + int(rng.integers(0, 4))
+    fmt = {"bias": bool(rng.integers(2))}
+    if rng.integers(4) == 0:
+        fmt.update(act_bits=int(rng.integers(4, 8)), weight_bits=4)
+    if rng.integers(5) == 0:
+        layer = linear(f"r{seed}", random_chain(c * h * w, rng), **fmt)
+    else:
+        layer = conv(f"r{seed}", c, random_chain(kh * kw * c, rng), kernel=(kh, kw), stride=(sh, sw),
+                     padding=(ph, pw), dilation=(dh, dw), **fmt)
+    step = EngineStep(layer, (c, h, w), relu=bool(rng.integers(2)))
+    _, ho, wo = step.conv_shape
+    if min(ho, wo) >= 2 and rng.integers(3) == 0:
+        step = EngineStep(layer, (c, h, w), step.relu, (2, int(rng.integers(1, 3))))
+    patterns = [None, [0, 1], [1, 1, 0], [0, 0, 1]]
+    return dict(layer=layer, in_shape=(c, h, w), relu=step.relu, pool=step.pool, images=int(rng.integers(1, 4)),
+                stream_bits=int(rng.choice([32, 64])), params="extreme" if rng.integers(3) else "calibrated",
+                seed=seed, backpressure=patterns[int(rng.integers(4))], idle=patterns[int(rng.integers(4))])
+
+
+def check_random(seed: int):
+    case = random_case(seed)
+    layer = case.pop("layer")
+    run_step(layer, case.pop("in_shape"), **case)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_layer(seed):
+    check_random(seed)
+
+
+@pytest.mark.sweep
+@pytest.mark.parametrize("seed", range(4, 204))
+def test_random_layer_sweep(seed):
+    check_random(seed)
+
+
+# ---------------------------------------------------------------- throughput (slow: ~5 min per layer)
+@pytest.mark.slow
+@pytest.mark.parametrize("name, size", [("vgg_conv2", 12), ("vgg_conv3", 10)])
+def test_vgg_steady_state_mac_utilisation(name, size):
+    """64 lanes, 64-bit stream: MAC issues / cycles from the first to the last issue of a
+    pass of 2-3 batches (window generation and unloading overlap the issue)."""
+    from pathlib import Path
+
+    from litefly.config import load_layer
+
+    layer = load_layer(Path(__file__).resolve().parent.parent / "examples" / "layers" / f"{name}.yaml")
+    rng = np.random.default_rng(0)
+    shape = (layer.in_channels, size, size)
+    step = EngineStep(layer, shape, relu=True)
+    env = EngineEnvelope.for_layers(name, [layer], frame_beats=size * size * 8)
+    x = input_map(rng, (1,) + shape)
+    q = extreme_params(layer, rng)
+    run = run_engine(env, [pass_for(env, step, q, x)], max_cycles=400_000, watch_batches=True)
+    check_outputs(step, q, x, run.out[0], run.tlast[0])
+    span = run.issue_span[1] - run.issue_span[0] + 1
+    util = run.issues / span
+    desc = env.describe(step)
+    print(f"{name} {size}x{size}: steady-state MAC utilisation {util:.4f} ({run.issues} issues in {span} cycles); "
+          f"CYCLES {run.regs[0]['CYCLES']}, model pass_cycles {desc.pass_cycles(1)}")
+    assert util >= 0.95

@@ -1,0 +1,200 @@
+"""The network engine: one engine serves every layer of a network (``docs/engine.md``).
+
+``NetworkEngine`` is the top level with the AXI ports; it holds the register file (outside
+the soft-reset domain: the descriptor survives a soft reset) and the :class:`Datapath`,
+which ``CTRL.SOFT_RESET`` resets as a whole through :class:`~amaranth.hdl.ResetInserter`
+(loader, window generator, sequencer, MAC array, output stage, unloader, flags and
+counters; memories keep their contents).
+
+::
+
+    s_axis -> Loader --params--> weight / bias memories ---------------------\\
+                 \\--map--> frame buffer -> WindowGenerator -> IN[2] -> MacArray -> OutputStage -> OUT[2] -> Unloader -> m_axis
+                                                              WORK[2] <------/
+"""
+
+from __future__ import annotations
+
+from amaranth import ClockDomain, Module, ResetInserter, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from litefly.errors import ConfigError
+
+from .axil_slave import axil_signature
+from .counters import Counters
+from .loader import Loader
+from .mac_array import MacArray
+from .output_stage import OutputStage
+from .registers import Registers, counters_layout, ctrl_layout, descriptor_layout, status_layout
+from .sequencer import Sequencer
+from .spec import EngineEnvelope, ceil_div
+from .unloader import Unloader, beat_layout
+from .window import WindowGenerator
+
+__all__ = ["NetworkEngine", "Datapath", "FAULTS"]
+
+FAULTS = ("weight_addr", "rounding", "window_pad", "pool")
+
+
+def top_signature(envelope: EngineEnvelope) -> dict:
+    sb = envelope.stream_bits
+    sig = {
+        "aclk": In(1), "aresetn": In(1),
+        "s_axis_tdata": In(sb), "s_axis_tvalid": In(1), "s_axis_tready": Out(1),
+        "s_axis_tlast": In(1), "s_axis_tkeep": In(sb // 8),
+        "m_axis_tdata": Out(sb), "m_axis_tvalid": Out(1), "m_axis_tready": In(1),
+        "m_axis_tlast": Out(1), "m_axis_tkeep": Out(sb // 8),
+    }
+    sig.update(axil_signature(envelope.axil_addr_bits))
+    return sig
+
+
+class Datapath(wiring.Component):
+    """Everything a soft reset clears: the components, their memories, flags and counters."""
+
+    def __init__(self, envelope: EngineEnvelope, fault: str | None = None) -> None:
+        self._env = envelope
+        self._fault = fault
+        super().__init__({
+            "s_axis": In(stream.Signature(envelope.stream_bits)),
+            "m_axis": Out(stream.Signature(beat_layout(envelope.stream_bits))),
+            "desc": In(descriptor_layout(envelope.max_factors)),
+            "ctrl": In(ctrl_layout()),
+            "status": Out(status_layout()),
+            "counters": Out(counters_layout()),
+        })
+
+    def elaborate(self, platform):
+        env, fault = self._env, self._fault
+        L, A, E, SB = env.lanes, env.act_bits, env.elems_per_beat, env.stream_bits
+        qw, pw = ceil_div(env.max_q, E), ceil_div(env.max_p, E)
+        m = Module()
+        d = self.desc
+
+        m.submodules.loader = loader = Loader(env)
+        m.submodules.window = window = WindowGenerator(env, fault)
+        m.submodules.sequencer = seq = Sequencer(env, fault)
+        m.submodules.mac = mac = MacArray(env)
+        m.submodules.output = outst = OutputStage(env, fault)
+        m.submodules.unloader = unl = Unloader(env)
+        m.submodules.counters = cnt = Counters()
+        self.sequencer, self.window, self.unloader = seq, window, unl      # for testbenches' probes
+        for c in (loader, window, seq, unl):
+            m.d.comb += c.desc.eq(d)
+
+        # memories
+        m.submodules.weight_mem = w_mem = Memory(shape=SB, depth=env.weight_beats, init=[])
+        m.submodules.bias_mem = b_mem = Memory(shape=SB, depth=env.bias_beats, init=[])
+        m.submodules.frame_mem = f_mem = Memory(shape=SB, depth=env.frame_beats, init=[])
+        wiring.connect(m, loader.weight_w, w_mem.write_port())
+        wiring.connect(m, loader.bias_w, b_mem.write_port())
+        wiring.connect(m, loader.frame_w, f_mem.write_port())
+        wiring.connect(m, window.frame_r, f_mem.read_port())
+        w_rp, b_rp = w_mem.read_port(), b_mem.read_port()
+        m.d.comb += [w_rp.addr.eq(seq.weight_addr), b_rp.addr.eq(seq.bias_addr),
+                     mac.weight_data.eq(w_rp.data), mac.bias_data.eq(b_rp.data)]
+        for b in range(E):
+            mem = Memory(shape=L * A, depth=2 * qw, init=[])
+            m.submodules[f"in_mem{b}"] = mem
+            wiring.connect(m, window.in_w[b], mem.write_port(granularity=A))
+            rp = mem.read_port()
+            m.d.comb += [rp.addr.eq(seq.in_addr), mac.in_data[b].eq(rp.data)]
+        if env.max_factors > 1:
+            m.submodules.work_mem = work = Memory(shape=L * A, depth=2 * env.max_work, init=[])
+            wiring.connect(m, outst.work_w, work.write_port())
+            rp = work.read_port()
+            m.d.comb += [rp.addr.eq(seq.work_addr), mac.work_data.eq(rp.data)]
+        for b in range(E):
+            mem = Memory(shape=L * A, depth=2 * pw, init=[])
+            m.submodules[f"out_mem{b}"] = mem
+            wp = mem.write_port()
+            wiring.connect(m, outst.out_w[b], wp)
+            wiring.connect(m, outst.out_r[b], mem.read_port(transparent_for=[wp]))
+            wiring.connect(m, unl.out_r[b], mem.read_port())
+
+        # pipeline
+        m.d.comb += [mac.ctl.eq(seq.ctl), mac.bias_en.eq(d.LAYER.BIAS),
+                     outst.ctl.eq(mac.ctl_out), outst.res.eq(mac.res),
+                     outst.relu_en.eq(d.LAYER.RELU), outst.pool_en.eq(d.LAYER.POOL)]
+
+        # flags
+        busy, done, params_valid = Signal(), Signal(), Signal()
+        in_full, out_full = Signal(2), Signal(2)
+        ctrl = self.ctrl
+        idle = ~busy & ~loader.params_busy
+        start = Signal()
+        load = Signal()
+        m.d.comb += [start.eq(ctrl.START & idle & (d.IMAGES != 0)), load.eq(ctrl.LOAD_PARAMS & idle)]
+        m.d.comb += [loader.start.eq(start), loader.load_params.eq(load), seq.start.eq(start), unl.start.eq(start),
+                     window.go.eq(loader.frame_done)]
+        with m.If(start):
+            m.d.sync += [busy.eq(1), done.eq(0)]
+        with m.If(unl.pass_done):
+            m.d.sync += [busy.eq(0), done.eq(1)]
+        with m.If(load):
+            m.d.sync += params_valid.eq(0)
+        with m.If(loader.params_done):
+            m.d.sync += params_valid.eq(1)
+        m.d.sync += [in_full.eq((in_full | window.in_set) & ~seq.in_clr),
+                     out_full.eq((out_full | outst.out_set) & ~unl.out_clr)]
+        m.d.comb += [window.in_full.eq(in_full), seq.in_full.eq(in_full), seq.in_meta.eq(window.meta),
+                     seq.out_full.eq(out_full), unl.out_full.eq(out_full), unl.meta.eq(outst.meta)]
+        m.d.comb += [self.status.BUSY.eq(busy), self.status.DONE.eq(done),
+                     self.status.LOADING.eq(loader.params_busy), self.status.PARAMS_VALID.eq(params_valid)]
+
+        # streams
+        wiring.connect(m, wiring.flipped(self.s_axis), loader.sink)
+        wiring.connect(m, unl.source, wiring.flipped(self.m_axis))
+
+        # counters
+        ev = cnt.events
+        m.d.comb += [
+            cnt.clear.eq(ctrl.CLEAR_COUNTERS),
+            ev.busy.eq(busy), ev.issue.eq(seq.ctl.valid),
+            ev.starved.eq(busy & seq.waiting_in & window.busy & ~loader.frame_busy),
+            ev.stalled.eq(self.m_axis.valid & ~self.m_axis.ready),
+            ev.column_done.eq(unl.column_done), ev.loading.eq(loader.frame_busy),
+            self.counters.eq(cnt.counts),
+        ]
+        return m
+
+
+class NetworkEngine(wiring.Component):
+    """The engine's top level: ``aclk``, ``aresetn``, ``s_axis_*``, ``m_axis_*``, ``s_axil_*``."""
+
+    def __init__(self, envelope: EngineEnvelope, fault: str | None = None, external_clock: bool = True) -> None:
+        if fault is not None and fault not in FAULTS:
+            raise ConfigError(f"fault={fault!r} is not one of {', '.join(FAULTS)}")
+        self._env = envelope
+        self._fault = fault
+        self._external_clock = external_clock
+        super().__init__(top_signature(envelope))
+
+    @property
+    def envelope(self) -> EngineEnvelope:
+        return self._env
+
+    def elaborate(self, platform):
+        env = self._env
+        m = Module()
+        if self._external_clock:
+            m.domains.sync = cd = ClockDomain("sync", local=True)
+            m.d.comb += [cd.clk.eq(self.aclk), cd.rst.eq(~self.aresetn)]
+        m.submodules.registers = regs = Registers(env)
+        for name, member in axil_signature(env.axil_addr_bits).items():
+            port, mine = getattr(regs, name), getattr(self, name)
+            m.d.comb += (mine.eq(port) if member.flow == Out else port.eq(mine))
+        self.datapath = dp = Datapath(env, self._fault)
+        m.submodules.datapath = ResetInserter(regs.ctrl.SOFT_RESET)(dp)
+        m.d.comb += [
+            dp.desc.eq(regs.desc), dp.ctrl.eq(regs.ctrl),
+            regs.status.eq(dp.status), regs.counters.eq(dp.counters),
+            dp.s_axis.payload.eq(self.s_axis_tdata), dp.s_axis.valid.eq(self.s_axis_tvalid),
+            self.s_axis_tready.eq(dp.s_axis.ready),
+            self.m_axis_tdata.eq(dp.m_axis.payload.data), self.m_axis_tlast.eq(dp.m_axis.payload.last),
+            self.m_axis_tvalid.eq(dp.m_axis.valid), dp.m_axis.ready.eq(self.m_axis_tready),
+            self.m_axis_tkeep.eq((1 << (env.stream_bits // 8)) - 1),
+        ]
+        return m

@@ -1,0 +1,74 @@
+"""The SIMD MAC array: every lane multiplies the broadcast weight by its own operand and
+accumulates a row; the row's result (plus the bias on the last factor) leaves with its
+control.
+
+Pipeline (issue in cycle T): T+1 memory data, operand/weight/bias selected and registered;
+T+2 products registered; T+3 accumulate; the result is valid at T+4 (``res``/``ctl_out``),
+the output stage writes it at T+5, so a dependent factor may issue at T+6:
+``DRAIN_CYCLES = 5`` bubbles.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .sequencer import ctl_layout
+from .spec import EngineEnvelope
+
+__all__ = ["MacArray"]
+
+
+class MacArray(wiring.Component):
+    def __init__(self, envelope: EngineEnvelope) -> None:
+        self._env = envelope
+        L, A = envelope.lanes, envelope.act_bits
+        e = envelope.elems_per_beat
+        super().__init__({
+            "ctl": In(ctl_layout(envelope)),                 # issue-cycle control
+            "in_data": In(data.ArrayLayout(L * A, e)),       # IN banks' read data (T+1)
+            "work_data": In(L * A),
+            "weight_data": In(envelope.stream_bits),
+            "bias_data": In(envelope.stream_bits),
+            "bias_en": In(1),
+            "ctl_out": Out(ctl_layout(envelope)),
+            "res": Out(data.ArrayLayout(signed(envelope.acc_bits), L)),
+        })
+
+    def elaborate(self, platform):
+        env = self._env
+        L, A, W, ACC = env.lanes, env.act_bits, env.weight_bits, env.acc_bits
+        BB = A + W
+        layout = ctl_layout(env)
+        m = Module()
+        # T+1: memory data valid
+        p1 = Signal(layout)
+        m.d.sync += p1.eq(self.ctl)
+        x_sel = Mux(p1.from_in, self.in_data[p1.bank], self.work_data)
+        w_sel = self.weight_data.word_select(p1.wsub, W)
+        b_sel = self.bias_data.word_select(p1.bsub, 32)[:BB]
+        # T+2: operands registered
+        p1b = Signal(layout)
+        x = Signal(L * A)
+        w = Signal(signed(W))
+        bias1 = Signal(signed(BB))
+        m.d.sync += [p1b.eq(p1), x.eq(x_sel), w.eq(w_sel), bias1.eq(b_sel)]
+        # T+3: products registered
+        p2 = Signal(layout)
+        prods = [Signal(signed(A + W), name=f"prod{l}") for l in range(L)]
+        bias2 = Signal(signed(BB))
+        m.d.sync += [p2.eq(p1b), bias2.eq(bias1)]
+        for l in range(L):
+            m.d.sync += prods[l].eq(x[l * A:(l + 1) * A].as_signed() * w)
+        # T+4: accumulate; a row's result leaves on its last term
+        accs = [Signal(signed(ACC), name=f"acc{l}") for l in range(L)]
+        m.d.sync += self.ctl_out.eq(p2)
+        m.d.sync += self.ctl_out.valid.eq(p2.valid & p2.last)
+        add_bias = p2.fi_last & self.bias_en
+        for l in range(L):
+            total = Signal(signed(ACC), name=f"sum{l}")
+            m.d.comb += total.eq(Mux(p2.first, 0, accs[l]) + prods[l])
+            with m.If(p2.valid):
+                m.d.sync += [accs[l].eq(total), self.res[l].eq(total + Mux(add_bias, bias2, 0))]
+        return m

@@ -1,0 +1,120 @@
+"""AXI4-Lite register file of the network engine, generated from :mod:`hw.regmap`.
+
+Decode, readback and the layouts the datapath reads the descriptor through all come from
+the one register map: a register with fields becomes a :class:`~amaranth.lib.data.FlexibleLayout`
+of 32 bits whose fields sit at the map's ``lsb``/``width``, so ``desc.IN_HW.W`` is the
+``W`` field of ``IN_HW`` wherever regmap puts it.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Value, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from . import regmap
+from .axil_slave import AxiLiteSlave, axil_signature
+from .spec import EngineEnvelope
+
+__all__ = ["Registers", "register_layout", "descriptor_layout", "status_layout", "counters_layout"]
+
+
+def register_layout(reg: regmap.Register) -> data.Layout | unsigned:
+    """A register word as a layout: its fields at their map positions (a plain 32-bit word without fields)."""
+    if not reg.fields:
+        return unsigned(32)
+    return data.FlexibleLayout(32, {f.name: data.Field(unsigned(f.width), f.lsb) for f in reg.fields})
+
+
+def _by_name(name: str) -> regmap.Register:
+    return next(r for r in regmap.REGISTERS if r.name == name)
+
+
+def descriptor_layout(max_factors: int) -> data.StructLayout:
+    """The layer descriptor as the datapath sees it: ``desc.<REG>.<FIELD>``, ``desc.F[i].<KIND>.<FIELD>``."""
+    factor = data.StructLayout({kind: register_layout(regmap.factor_reg(0, kind)) for kind, _, _ in regmap.FACTOR_REGS})
+    fields = {name: register_layout(_by_name(name)) for name in regmap.DESCRIPTOR}
+    fields["F"] = data.ArrayLayout(factor, max_factors)
+    return data.StructLayout(fields)
+
+
+def status_layout() -> data.Layout:
+    return register_layout(_by_name("STATUS"))
+
+
+def counters_layout() -> data.StructLayout:
+    return data.StructLayout({name: unsigned(32) for name in regmap.COUNTERS})
+
+
+def ctrl_layout() -> data.Layout:
+    return register_layout(_by_name("CTRL"))
+
+
+class Registers(wiring.Component):
+    """AXI-Lite slave + descriptor/factor registers + capability words + STATUS/counter readback.
+
+    ``ctrl`` carries the CTRL strobes (one cycle, in the cycle the write completes). The
+    descriptor registers are outside the soft-reset domain: soft reset keeps them.
+    """
+
+    def __init__(self, envelope: EngineEnvelope) -> None:
+        self._env = envelope
+        sig = dict(axil_signature(envelope.axil_addr_bits))
+        sig.update({
+            "desc": Out(descriptor_layout(envelope.max_factors)),
+            "ctrl": Out(ctrl_layout()),
+            "status": In(status_layout()),
+            "counters": In(counters_layout()),
+        })
+        super().__init__(sig)
+
+    def elaborate(self, platform):
+        env = self._env
+        m = Module()
+        m.submodules.axil = axil = AxiLiteSlave(env.axil_addr_bits)
+        for name, member in axil_signature(env.axil_addr_bits).items():
+            port, mine = getattr(axil, name), getattr(self, name)
+            if member.flow == Out:
+                m.d.comb += mine.eq(port)
+            else:
+                m.d.comb += port.eq(mine)
+
+        # writable registers: name -> (storage value-castable, mask of implemented bits)
+        storage: dict[int, tuple[object, int]] = {}
+        for name in regmap.DESCRIPTOR:
+            storage[regmap.REG[name]] = (getattr(self.desc, name), _mask(_by_name(name)))
+        for i in range(env.max_factors):
+            for kind, _, _ in regmap.FACTOR_REGS:
+                reg = regmap.factor_reg(i, kind)
+                storage[reg.offset] = (getattr(self.desc.F[i], kind), _mask(reg))
+
+        with m.If(axil.wr_stb):
+            with m.Switch(axil.wr_addr):
+                with m.Case(regmap.REG["CTRL"]):
+                    m.d.comb += self.ctrl.eq(axil.wr_data & _mask(_by_name("CTRL")))
+                for offset, (target, mask) in storage.items():
+                    with m.Case(offset):
+                        m.d.sync += Value.cast(target).eq(axil.wr_data & mask)
+
+        reads: dict[int, object] = {regmap.REG[n]: v for n, v in env.capability_words().items()}
+        reads[regmap.REG["STATUS"]] = Value.cast(self.status)
+        for name in regmap.COUNTERS:
+            reads[regmap.REG[name]] = getattr(self.counters, name)
+        for offset, (target, _) in storage.items():
+            reads[offset] = Value.cast(target)
+        with m.Switch(axil.rd_addr):
+            for offset, value in reads.items():
+                with m.Case(offset):
+                    m.d.comb += axil.rd_data.eq(value)
+            with m.Default():
+                m.d.comb += axil.rd_data.eq(0)
+        return m
+
+
+def _mask(reg: regmap.Register) -> int:
+    if not reg.fields:
+        return 0xFFFFFFFF
+    mask = 0
+    for f in reg.fields:
+        mask |= ((1 << f.width) - 1) << f.lsb
+    return mask

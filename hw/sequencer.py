@@ -1,0 +1,175 @@
+"""The issue sequencer: walks each factor's compact weights row by row, one broadcast weight
+per cycle, for one (batch, phase) held in an IN half.
+
+Loop limits ``r, s, t, g`` and the products ``s*t``, ``r*t`` come from the descriptor's
+factor registers, tabulated when the pass starts and registered when a factor starts. A
+batch-phase costs ``sum p_i*s_i`` issue cycles, ``DRAIN_CYCLES`` between dependent factors
+and one cycle in IDLE (``LayerDescriptor.batch_cycles``).
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .registers import descriptor_layout
+from .spec import DRAIN_CYCLES, EngineEnvelope, ceil_div
+from .window import in_meta_layout
+
+__all__ = ["Sequencer", "ctl_layout"]
+
+
+def ctl_layout(envelope: EngineEnvelope) -> data.StructLayout:
+    """Control travelling down the MAC pipeline with each issue."""
+    e = envelope.elems_per_beat
+    return data.StructLayout({
+        "valid": 1,
+        "first": 1,            # first term of a row
+        "last": 1,             # last term of a row: the row's result is complete
+        "from_in": 1,          # factor 0: operand from IN, else from WORK
+        "fi_last": 1,          # last factor: bias, ReLU, pooling, OUT
+        "work_half": 1,        # WORK half this factor writes
+        "out_half": 1,
+        "bank": unsigned(max(1, ceil_log2(e))),
+        "wsub": unsigned(max(1, ceil_log2(envelope.weights_per_beat))),
+        "bsub": unsigned(max(1, ceil_log2(envelope.biases_per_beat))),
+        "wr": 16,              # row written
+        "shift": 8,
+        "first_phase": 1,      # pooling: this phase writes, later ones take the maximum
+        "batch_end": 1,        # last issue of the batch's last phase
+        "lanes": unsigned(ceil_log2(envelope.lanes + 1)),
+        "last_batch": 1,
+    })
+
+
+class Sequencer(wiring.Component):
+    def __init__(self, envelope: EngineEnvelope, fault: str | None = None) -> None:
+        self._env = envelope
+        self._fault = fault
+        e = envelope.elems_per_beat
+        self._qw = ceil_div(envelope.max_q, e)
+        super().__init__({
+            "desc": In(descriptor_layout(envelope.max_factors)),
+            "start": In(1),                   # a pass starts: tabulate the factors
+            "in_full": In(2),
+            "in_meta": In(data.ArrayLayout(in_meta_layout(envelope.lanes), 2)),
+            "in_clr": Out(2),
+            "out_full": In(2),
+            "ctl": Out(ctl_layout(envelope)),  # issue-cycle control (valid = a MAC issue)
+            "in_addr": Out(ceil_log2(2 * self._qw)),
+            "work_addr": Out(max(1, ceil_log2(2 * envelope.max_work))),
+            "weight_addr": Out(max(1, ceil_log2(envelope.weight_beats))),
+            "bias_addr": Out(max(1, ceil_log2(envelope.bias_beats))),
+            "idle": Out(1),
+            "waiting_in": Out(1),             # idle because the next IN half is not filled
+        })
+
+    def elaborate(self, platform):
+        env = self._env
+        NF = env.max_factors
+        E = env.elems_per_beat
+        LE = E.bit_length() - 1
+        EW = env.weights_per_beat
+        LEW = EW.bit_length() - 1
+        BP = env.biases_per_beat
+        LBP = BP.bit_length() - 1
+        QW, WD = self._qw, env.max_work
+        d = self.desc
+        m = Module()
+
+        # per-factor table, registered when the pass starts
+        tab = []
+        for i in range(NF):
+            f = d.F[i]
+            row = {k: Signal(16, name=f"f{i}_{k}") for k in ("r", "s", "t", "g", "st", "rt")}
+            row["shift"] = Signal(8, name=f"f{i}_shift")
+            with m.If(self.start):
+                m.d.sync += [row["r"].eq(f.RS.R), row["s"].eq(f.RS.S), row["t"].eq(f.TG.T), row["g"].eq(f.TG.G),
+                             row["st"].eq(f.RS.S * f.TG.T), row["rt"].eq(f.RS.R * f.TG.T),
+                             row["shift"].eq(f.SHIFT.SHIFT)]
+            tab.append(row)
+        nm1 = Signal(8)
+        with m.If(self.start):
+            m.d.sync += nm1.eq(d.LAYER.FACTORS - 1)
+
+        cur = {k: Signal(16, name=f"cur_{k}") for k in ("r", "s", "t", "g", "st", "rt")}
+        cur_shift = Signal(8)
+        load_factor = Signal(8)
+        load_limits = Signal()
+        with m.If(load_limits):
+            with m.Switch(load_factor):
+                for i in range(NF):
+                    with m.Case(i):
+                        m.d.sync += [cur[k].eq(tab[i][k]) for k in cur]
+                        m.d.sync += cur_shift.eq(tab[i]["shift"])
+
+        fi = Signal(8)
+        j, u, a, b = (Signal(16, name=n) for n in "juab")
+        rd_bt, rd_j, wr_at, wr_j = (Signal(17, name=n) for n in ("rd_bt", "rd_j", "wr_at", "wr_j"))
+        widx = Signal(32)
+        sq_in = Signal()
+        sq_out = Signal()
+        meta = Signal(in_meta_layout(env.lanes))
+        drain = Signal(range(DRAIN_CYCLES + 1))
+        issue = Signal()
+        rd = Signal(17)
+        wr = Signal(17)
+        m.d.comb += [rd.eq(rd_j + rd_bt + u), wr.eq(wr_j + wr_at + u)]
+        row_end = b == cur["s"] - 1
+        fac_end = row_end & (a == cur["r"] - 1) & (u == cur["t"] - 1) & (j == cur["g"] - 1)
+        ready = self.in_full.bit_select(sq_in, 1) & ~self.out_full.bit_select(sq_out, 1)
+
+        with m.FSM(name="seq"):
+            with m.State("IDLE"):
+                m.d.comb += [self.idle.eq(1), self.waiting_in.eq(~self.in_full.bit_select(sq_in, 1))]
+                with m.If(ready):
+                    m.d.sync += [fi.eq(0), j.eq(0), u.eq(0), a.eq(0), b.eq(0), rd_bt.eq(0), rd_j.eq(0),
+                                 wr_at.eq(0), wr_j.eq(0), widx.eq(0), meta.eq(self.in_meta[sq_in])]
+                    m.d.comb += [load_limits.eq(1), load_factor.eq(0)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += issue.eq(1)
+                m.d.sync += [widx.eq(widx + 1), b.eq(b + 1), rd_bt.eq(rd_bt + cur["t"])]
+                with m.If(row_end):
+                    m.d.sync += [b.eq(0), rd_bt.eq(0), a.eq(a + 1), wr_at.eq(wr_at + cur["t"])]
+                    with m.If(a == cur["r"] - 1):
+                        m.d.sync += [a.eq(0), wr_at.eq(0), u.eq(u + 1)]
+                        with m.If(u == cur["t"] - 1):
+                            m.d.sync += [u.eq(0), j.eq(j + 1), rd_j.eq(rd_j + cur["st"]), wr_j.eq(wr_j + cur["rt"])]
+                with m.If(fac_end):
+                    m.d.sync += [j.eq(0), rd_j.eq(0), wr_j.eq(0)]
+                    with m.If(fi == 0):
+                        m.d.comb += self.in_clr.eq(Mux(sq_in, 2, 1))
+                        m.d.sync += sq_in.eq(~sq_in)
+                    with m.If(fi == nm1):
+                        with m.If(meta.last_phase):
+                            m.d.sync += sq_out.eq(~sq_out)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += [fi.eq(fi + 1), drain.eq(DRAIN_CYCLES - 1)]
+                        m.d.comb += [load_limits.eq(1), load_factor.eq(fi + 1)]
+                        m.next = "DRAIN"
+            with m.State("DRAIN"):
+                m.d.sync += drain.eq(drain - 1)
+                with m.If(drain == 0):
+                    m.next = "RUN"
+
+        ctl = self.ctl
+        wsub = widx[:LEW] if LEW else 0
+        if self._fault == "weight_addr":
+            wsub = Mux(widx == 1, 0, wsub)
+        m.d.comb += [
+            ctl.valid.eq(issue), ctl.first.eq(b == 0), ctl.last.eq(row_end), ctl.from_in.eq(fi == 0),
+            ctl.fi_last.eq(fi == nm1), ctl.work_half.eq(fi[0]), ctl.out_half.eq(sq_out),
+            ctl.bank.eq(rd[:LE]), ctl.wsub.eq(wsub), ctl.bsub.eq(wr[:LBP] if LBP else 0), ctl.wr.eq(wr),
+            ctl.shift.eq(cur_shift), ctl.first_phase.eq(meta.first_phase),
+            ctl.batch_end.eq(issue & fac_end & (fi == nm1) & meta.last_phase),
+            ctl.lanes.eq(meta.lanes), ctl.last_batch.eq(meta.last_batch),
+            self.in_addr.eq(rd[LE:] + Mux(sq_in, QW, 0)),
+            self.work_addr.eq(rd + Mux((fi - 1)[0], WD, 0)),
+            self.weight_addr.eq(widx[LEW:]),
+            self.bias_addr.eq(wr[LBP:]),
+        ]
+        return m

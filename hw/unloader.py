@@ -1,0 +1,99 @@
+"""The unloader: a full OUT half to ``m_axis`` in NHWC-E order.
+
+For each valid lane of the batch, ``ceil(P/E)`` beats: beat ``k`` holds channels
+``k*E .. k*E+E-1`` of the lane (one per OUT bank), sign-extended to bytes, zeros past
+``P``. TLAST on the last beat of the pass. A small FIFO absorbs the memory's read latency
+so a beat leaves every cycle the consumer takes one.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .output_stage import out_meta_layout
+from .registers import descriptor_layout
+from .spec import EngineEnvelope, ceil_div
+
+__all__ = ["Unloader", "beat_layout"]
+
+
+def beat_layout(stream_bits: int) -> data.StructLayout:
+    return data.StructLayout({"data": stream_bits, "last": 1})
+
+
+class Unloader(wiring.Component):
+    def __init__(self, envelope: EngineEnvelope) -> None:
+        self._env = envelope
+        L, A, e = envelope.lanes, envelope.act_bits, envelope.elems_per_beat
+        self._pw = pw = ceil_div(envelope.max_p, e)
+        super().__init__({
+            "desc": In(descriptor_layout(envelope.max_factors)),
+            "start": In(1),
+            "out_full": In(2),
+            "meta": In(data.ArrayLayout(out_meta_layout(L), 2)),
+            "out_clr": Out(2),
+            "out_r": In(ReadPort.Signature(addr_width=ceil_log2(2 * pw), shape=L * A)).array(e),
+            "source": Out(stream.Signature(beat_layout(envelope.stream_bits))),
+            "column_done": Out(1),      # a lane's last beat was sent
+            "pass_done": Out(1),        # the pass's last beat was sent
+        })
+
+    def elaborate(self, platform):
+        env = self._env
+        L, A, E, SB = env.lanes, env.act_bits, env.elems_per_beat, env.stream_bits
+        LE = E.bit_length() - 1
+        PW = self._pw
+        m = Module()
+        ocw = Signal(16)
+        with m.If(self.start):
+            m.d.sync += ocw.eq((self.desc.OUT_C.P + (E - 1)) >> LE)
+
+        half = Signal()
+        lane = Signal(range(L + 1))
+        k = Signal(16)
+        meta = self.meta[half]
+        fifo_layout = data.StructLayout({"data": SB, "last": 1, "lane_end": 1})
+        m.submodules.fifo = fifo = SyncFIFO(width=fifo_layout.size, depth=4)
+        inflight = Signal()
+        issue = Signal()
+        m.d.comb += issue.eq(self.out_full.bit_select(half, 1) & (fifo.level + inflight < 3))
+        m.d.sync += inflight.eq(issue)
+        for b in range(E):
+            m.d.comb += self.out_r[b].addr.eq(k + Mux(half, PW, 0))
+        lane_end = k == ocw - 1
+        batch_end = lane_end & (lane == meta.lanes - 1)
+        with m.If(issue):
+            m.d.sync += k.eq(k + 1)
+            with m.If(lane_end):
+                m.d.sync += [k.eq(0), lane.eq(lane + 1)]
+                with m.If(batch_end):
+                    m.d.sync += [lane.eq(0), half.eq(~half)]
+                    m.d.comb += self.out_clr.eq(Mux(half, 2, 1))
+
+        # the cycle after the read: one lane's E channels to bytes
+        r_lane = Signal.like(lane)
+        r_chan = Signal(16)
+        r_last = Signal()
+        r_lane_end = Signal()
+        m.d.sync += [r_lane.eq(lane), r_chan.eq(k << LE), r_lane_end.eq(lane_end),
+                     r_last.eq(batch_end & meta.last_batch)]
+        nbytes = []
+        for b in range(E):
+            byte = Signal(signed(8), name=f"byte{b}")
+            v = self.out_r[b].data.word_select(r_lane, A).as_signed()
+            m.d.comb += byte.eq(Mux(r_chan + b < self.desc.OUT_C.P, v, 0))
+            nbytes.append(byte)
+        w = Signal(fifo_layout)
+        m.d.comb += [w.data.eq(Cat(*nbytes)), w.last.eq(r_last), w.lane_end.eq(r_lane_end),
+                     fifo.w_data.eq(w), fifo.w_en.eq(inflight)]
+        r = fifo_layout(fifo.r_data)
+        m.d.comb += [self.source.valid.eq(fifo.r_rdy), self.source.payload.data.eq(r.data),
+                     self.source.payload.last.eq(r.last), fifo.r_en.eq(self.source.ready)]
+        sent = self.source.valid & self.source.ready
+        m.d.comb += [self.column_done.eq(sent & r.lane_end), self.pass_done.eq(sent & r.last)]
+        return m
