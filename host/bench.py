@@ -1,16 +1,24 @@
-"""``litefly bench``: run a layer or network on an engine backend and report the speedup over conv2d.
+"""``litefly bench``: a network (or one layer) on its network engine, against the dense engine
+and torch ``F.conv2d`` on this CPU, in one run.
 
-Per layer the report gives (each figure with its source):
+The DeBut network runs through :class:`~litefly.host.runtime.NetworkRunner` on one engine
+(:meth:`EngineEnvelope.for_network`); the dense baseline network (every layer replaced by
+``layer.dense_baseline()``, the same multipliers) runs on its own engine in the same run.
+Per layer and in total the report gives, each figure with its source:
 
-* engine cycles of the DeBut engine and of the dense engine with the same multiplier budget
-  (``layer.dense_baseline()``) run on the same backend in the same run ("simulated at F MHz"
-  on ``sim``; the engine's own counters on ``pynq``; "model" on ``golden``);
-* bytes moved each way, the compute bound (``lanes * f / macs_per_column`` columns/s) and the
-  DMA bound (``dma_bytes_per_s / bytes per column`` of the busier direction) and which limits;
-* speedup (a) over the dense engine and (b) over conv2d on this CPU (numpy im2col + matmul,
-  and torch ``F.conv2d`` when installed), "measured on this CPU".
+* host time per stage, **measured** (the run with the least host time of ``repeats`` after a
+  warm-up):
+  ``quantize``, ``copy_in``, ``dispatch``, ``copy_out``, ``unpack``; the DMA/engine wait is
+  reported apart (``engine_wait[s]``: on ``golden`` it is the numpy model's own run time);
+* engine time: the engine's CYCLES at the clock (``golden``: the cycle model, ``sim``:
+  simulated, ``pynq``: the board's counters) and MAC utilisation ``mac_cycles / cycles``;
+* DMA bytes each way, the input bytes against the feature map (windows are formed on chip,
+  so a 3x3 stride-1 conv reads its map about once) and against host-made im2col columns,
+  transfers per run, and the roofline bounds (compute; DMA at the board's rate);
+* speedups over the dense engine and over torch on this CPU (with torch's GMAC/s), each for
+  the engine alone and **end to end** (engine time plus measured host time).
 
-The JSON fields follow FINN's ``throughput_test`` (``docs/host.md`` lists them).
+The JSON follows FINN's ``throughput_test`` names (``docs/host.md`` lists every field).
 """
 
 from __future__ import annotations
@@ -18,40 +26,61 @@ from __future__ import annotations
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from litefly.config import LayerConfig, NetworkConfig
-from litefly.errors import LiteflyError
-from litefly.fixed import chain_dense, load_quantized, quantize_layer, random_float_weights
-from litefly.hw.spec import EngineSpec
+from litefly.errors import ConfigError, LiteflyError
+from litefly.fixed import QuantizedLayer, chain_dense, load_quantized, random_float_weights
+from litefly.hw.spec import EngineEnvelope, LayerDescriptor
+from litefly.network import (EngineStep, network_forward_int, network_input_shape, plan_network,
+                             quantize_network)
 
-from .im2col import layer_im2col
-from .runtime import layer_forward, network_forward, run_columns
+from .driver import STAGES
 
-__all__ = ["run_bench", "roofline", "cpu_conv_times", "render_table", "plot_report"]
+__all__ = ["run_bench", "roofline", "dense_network", "torch_step_time", "render_table", "plot_report",
+           "HOST_STAGES"]
+
+#: The host's own stages (the engine/DMA wait is reported apart as ``engine_wait[s]``).
+HOST_STAGES = tuple(s for s in STAGES if s != "wait")
+#: Images the random parameters are calibrated on (quantize_network; the run uses the whole batch).
+CALIB_IMAGES = 2
 
 
-def roofline(layer: LayerConfig, clock_hz: float, dma_bytes_per_s: float) -> dict[str, Any]:
-    """Compute and DMA bounds of ``layer``'s engine in columns per second (a model)."""
-    spec = EngineSpec(layer)
-    in_b = spec.in_elems * spec.act_bits / 8
-    out_b = spec.out_elems * spec.act_bits / 8
-    compute = spec.lanes * clock_hz / spec.issue_cycles_per_batch
+# -- models --------------------------------------------------------------------------------------
+def roofline(desc: LayerDescriptor, images: int, clock_hz: float, dma_bytes_per_s: float) -> dict[str, Any]:
+    """Compute and DMA bounds of one layer on its engine, in conv positions per second (a model).
+
+    Compute: ``lanes`` positions per batch of ``max(MAC issue, window)`` cycles. DMA: the
+    busier direction's bytes per conv position at the board's one-way DMA rate.
+    """
+    env, step = desc.envelope, desc.step
+    _, ho, wo = step.conv_shape
+    positions = images * ho * wo
+    b = desc.batch_cycles()
+    in_b = images * desc.in_beats_per_image * desc.bytes_per_beat / positions
+    out_b = images * desc.out_beats_per_image * desc.bytes_per_beat / positions
+    compute = env.lanes * clock_hz / max(b["mac"], b["window"])
     dma = dma_bytes_per_s / max(in_b, out_b)
-    return {"compute_bound_columns_per_s": compute, "dma_bound_columns_per_s": dma,
-            "bound": "compute" if compute <= dma else "DMA",
-            "attainable_columns_per_s": min(compute, dma),
-            "peak_macs_per_s": spec.lanes * clock_hz,
-            "macs_per_dma_byte": layer.macs_per_column / max(in_b, out_b),
-            "bytes_in_per_column": in_b, "bytes_out_per_column": out_b}
+    return {"compute_bound_positions_per_s": compute, "dma_bound_positions_per_s": dma,
+            "bound": "compute" if compute <= dma else "DMA", "attainable_positions_per_s": min(compute, dma),
+            "peak_macs_per_s": env.lanes * clock_hz,
+            "macs_per_dma_byte": step.layer.macs_per_column / max(in_b, out_b),
+            "bytes_in_per_position": in_b, "bytes_out_per_position": out_b}
 
 
-def _best_time(fn: Callable[[], Any], min_total: float = 0.1, max_reps: int = 50) -> float:
+def dense_network(network: NetworkConfig) -> NetworkConfig:
+    """The same network with every layer replaced by its dense baseline ``[p, q, p, q, 1]``."""
+    steps = tuple(s.dense_baseline() if isinstance(s, LayerConfig) else s for s in network.steps)
+    return NetworkConfig(name=f"{network.name}_dense", steps=steps, input_size=network.input_size,
+                         engine=network.engine)
+
+
+def _best_time(fn: Callable[[], Any], min_total: float = 0.05, max_reps: int = 30) -> float:
     fn()
     best, total, reps = float("inf"), 0.0, 0
-    while reps < max_reps and (total < min_total or reps < 5):
+    while reps < max_reps and (total < min_total or reps < 3):
         t0 = time.perf_counter()
         fn()
         dt = time.perf_counter() - t0
@@ -59,246 +88,450 @@ def _best_time(fn: Callable[[], Any], min_total: float = 0.1, max_reps: int = 50
     return best
 
 
-def cpu_conv_times(layer: LayerConfig, x: np.ndarray, dense: np.ndarray) -> dict[str, float | None]:
-    """Seconds for the dense layer on this CPU: numpy im2col + matmul (float32), torch conv2d if installed."""
-    xf = x.astype(np.float32)
-    w = dense.astype(np.float32)
-    out: dict[str, float | None] = {"numpy_s": _best_time(lambda: layer_im2col(layer, xf)[0] @ w.T)}
+def torch_step_time(step: EngineStep, dense: np.ndarray, x: np.ndarray) -> float | None:
+    """Seconds of the dense layer as torch runs it on this CPU (float32 ``F.conv2d`` or
+    ``F.linear``, plus the ReLU and max pooling the engine fuses): the best of several runs with
+    torch's threads and with one thread."""
     try:
         import torch
         import torch.nn.functional as F
     except ImportError:
-        out["torch_s"] = None
-        return out
-    xt = torch.from_numpy(xf)
-    with torch.no_grad():
-        if layer.kind == "conv2d":
-            kh, kw = layer.kernel
-            wt = torch.from_numpy(w.reshape(layer.out_channels, kh, kw, layer.in_channels).transpose(0, 3, 1, 2).copy())
-            out["torch_s"] = _best_time(lambda: F.conv2d(xt, wt, stride=layer.stride, padding=layer.padding,
-                                                         dilation=layer.dilation))
+        return None
+    lay = step.layer
+    c, h, w = step.in_shape
+    kh, kw = step.kernel
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    wt = torch.from_numpy(np.ascontiguousarray(dense.astype(np.float32).reshape(lay.chain_out, kh, kw, c)
+                                               .transpose(0, 3, 1, 2)))
+
+    def run() -> Any:
+        if lay.kind == "linear":      # channels-last flatten, as the engine reads it
+            y = F.linear(xt.permute(0, 2, 3, 1).reshape(xt.shape[0], -1), wt.permute(0, 2, 3, 1).reshape(
+                lay.chain_out, -1))
         else:
-            wt = torch.from_numpy(w)
-            out["torch_s"] = _best_time(lambda: F.linear(xt.reshape(xt.shape[0], -1), wt))
+            y = F.conv2d(xt, wt, stride=step.stride, padding=step.padding, dilation=step.dilation)
+        if step.relu:
+            y = F.relu(y)
+        if step.pool is not None:
+            y = F.max_pool2d(y, step.pool[0], step.pool[1])
+        return y
+
+    threads = torch.get_num_threads()
+    best = float("inf")
+    with torch.no_grad():
+        for n in sorted({threads, 1}, reverse=True):    # torch's best: all threads, or 1 on a busy machine
+            torch.set_num_threads(n)
+            try:
+                best = min(best, _best_time(run))
+            finally:
+                torch.set_num_threads(threads)
+    return best
+
+
+# -- parameters ---------------------------------------------------------------------------------
+def _float_bias(q: QuantizedLayer) -> np.ndarray | None:
+    if q.bias is None:
+        return None
+    return q.bias * q.weight_scales[-1] * q.act_scales[-2]
+
+
+def _params(network: NetworkConfig, steps: Sequence[EngineStep], x: np.ndarray, rng: np.random.Generator,
+            params_dir: str | Path | None) -> tuple[dict[str, QuantizedLayer], dict[str, list], dict[str, Any]]:
+    """DeBut parameters (loaded, or random with chained scales), their float weights and biases."""
+    if params_dir is not None:
+        d = Path(params_dir)
+        params = {}
+        for lay in network.layers:
+            path = d / f"{lay.name}.npz"
+            if not path.is_file():
+                raise ConfigError(f"--params {d}: no {path.name} for layer {lay.name!r}")
+            params[lay.name] = load_quantized(lay, path)
+        return params, {n: q.float_weights() for n, q in params.items()}, \
+            {n: _float_bias(q) for n, q in params.items()}
+    weights = {s.name: random_float_weights(s.layer, rng) for s in steps}
+    biases = {s.name: (rng.standard_normal(s.layer.chain_out) * 0.3 if s.layer.format.bias else None)
+              for s in steps}
+    return quantize_network(steps, weights, x, biases), weights, biases
+
+
+# -- runs ---------------------------------------------------------------------------------------
+def _timed_runs(runner: Any, x: np.ndarray, repeats: int, warm_up: bool = True
+                ) -> tuple[np.ndarray, list[dict], dict[str, Any]]:
+    """A warm-up (pynq: a run; golden: the first run's set-up, :func:`_prepare`), then ``repeats``
+    timed runs; the stats of the run with the least host time (the host's stages are short: a run
+    that was preempted in one shows the machine, not the code)."""
+    if warm_up and runner.backend == "pynq":
+        runner.run(x)
+    elif warm_up:                   # golden/sim: set up without running the engine model again
+        _prepare(runner, x)
+    best = None
+    for _ in range(max(1, repeats)):
+        y = runner.run(x)
+        total = dict(runner.total, **{"host_stage[s]": dict(runner.total["host_stage[s]"])})
+        host = sum(v for k, v in total["host_stage[s]"].items() if k != "wait")
+        if best is None or host < best[0]:
+            best = (host, y, [dict(s, timings=dict(s["timings"])) for s in runner.stats], total)
+    _, y, stats, total = best
+    total["repeats"] = max(1, repeats)
+    return y, stats, total
+
+
+def _prepare(runner: Any, x: np.ndarray) -> None:
+    """What a first run sets up (transport, identity check, buffers, pass plans), done before a
+    single timed run so that run's host time is a steady-state one (golden and sim: no warm-up run)."""
+    from .runtime import _buffers, _layer_plans
+    program = runner.program(runner._in_shape(x))  # noqa: SLF001 - same package
+    if runner.backend == "golden":
+        driver = runner._open()  # noqa: SLF001
+        _buffers(driver, program, int(x.shape[0]))
+    _layer_plans(program, int(x.shape[0]))
+
+
+def _layer_host(stats: list[dict], total: dict[str, Any]) -> list[dict[str, float]]:
+    """Host stages per layer: its own dispatch; the input's quantize/copy_in on the first layer,
+    the output's copy_out/unpack on the last."""
+    out = []
+    tot = total["host_stage[s]"]
+    for k, st in enumerate(stats):
+        h = {s: 0.0 for s in HOST_STAGES}
+        h["dispatch"] = st["timings"].get("dispatch", 0.0)
+        if k == 0:
+            h["quantize"], h["copy_in"] = tot.get("quantize", 0.0), tot.get("copy_in", 0.0)
+        if k == len(stats) - 1:
+            h["copy_out"], h["unpack"] = tot.get("copy_out", 0.0), tot.get("unpack", 0.0)
+        out.append(h)
     return out
 
 
-def _dense_params(layer: LayerConfig, weights: list[np.ndarray]) -> tuple[LayerConfig, list[np.ndarray], np.ndarray]:
-    base = layer.dense_baseline()
-    dense = chain_dense(layer.chain, weights)
-    return base, [dense.reshape(base.chain[0].compact_shape)], dense
-
-
-def run_bench(network: NetworkConfig, backend: str = "sim", board_name: str = "pynq-z2",
-              clock_mhz: float | None = None, batch: int = 1, input_size: tuple[int, int] = (16, 16),
-              seed: int = 0, params_dir: str | Path | None = None, dense: bool = True,
+def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str = "pynq-z2",
+              clock_mhz: float | None = None, batch: int = 1, input_size: tuple[int, int] | None = None,
+              seed: int = 0, params_dir: str | Path | None = None, dense: bool = True, repeats: int = 3,
               progress: Callable[[str], None] | None = None, **backend_opts: Any) -> dict[str, Any]:
-    """Run the bench and return the report dict (see ``docs/host.md``)."""
+    """Run the bench and return the report dict (``docs/host.md``)."""
     from litefly.boards.boards import get_board
+
+    from .runtime import NetworkRunner
     board = get_board(board_name)
     f_mhz = float(clock_mhz or board.clock_mhz)
+    if f_mhz <= 0:
+        raise ConfigError(f"clock {f_mhz} MHz must be positive")
     f_hz = f_mhz * 1e6
     if backend == "pynq":
         from .pynq_transport import import_pynq
         import_pynq()
     src_engine = {"sim": f"simulated at {f_mhz:g} MHz", "pynq": f"measured on {board.name} at {f_mhz:g} MHz",
-                  "golden": f"model (issue cycles) at {f_mhz:g} MHz"}[backend]
+                  "golden": f"model (cycle model of docs/engine.md) at {f_mhz:g} MHz"}[backend]
+    t_start = time.perf_counter()
+    in_shape = network_input_shape(network, input_size)
+    size = (in_shape[1], in_shape[2])
+    steps = plan_network(network, in_shape)
     rng = np.random.default_rng(seed)
-    first = network.layers[0]
-    if first.kind == "conv2d":
-        x = rng.standard_normal((batch, first.in_channels, *input_size))
-    else:
-        x = rng.standard_normal((batch, first.in_features))
+    x = rng.standard_normal((batch,) + in_shape)
+    if network.layers[0].kind == "linear":
+        x = x.reshape(batch, -1)
+    x4 = x.reshape((batch,) + in_shape)
+    say = progress or (lambda m: None)
+    say("quantising (chained scales)")
+    calib = x4[:CALIB_IMAGES]        # scales from a few images: the int8 run then sees the whole batch
+    params, fweights, fbiases = _params(network, steps, calib, rng, params_dir)
+    envelope = EngineEnvelope.for_network(network, size)
     opts = dict(backend_opts)
     if backend == "sim":
-        opts.setdefault("clock_mhz", f_mhz)
-    rows: list[dict[str, Any]] = []
-    t_start = time.perf_counter()
-    def bench_layer(layer: LayerConfig, x: np.ndarray) -> np.ndarray:
-        def run_rows(cols_f: np.ndarray) -> np.ndarray:
-            if params_dir is not None:
-                q = load_quantized(layer, Path(params_dir) / f"{layer.name}.npz")
-                fw = q.float_weights()
-            else:
-                fw = random_float_weights(layer, rng)
-                bias = rng.standard_normal(layer.chain_out) * 0.1 if layer.format.bias else None
-                q = quantize_layer(layer, fw, cols_f, bias=bias)
-            cols = q.quantize_input(cols_f)
-            if progress:
-                progress(f"{layer.name}: DeBut engine")
-            y_int, st = run_columns(layer, q, cols, backend, **opts)
-            if not np.array_equal(y_int, q.forward(cols)):
-                raise LiteflyError(f"layer {layer.name!r}: engine output differs from the fixed-point golden model")
-            base, dw, dense_m = _dense_params(layer, fw)
-            dst = None
-            if dense:
-                if progress:
-                    progress(f"{layer.name}: dense engine")
-                qd = quantize_layer(base, dw, cols_f, bias=None if not base.format.bias else np.zeros(base.chain_out),
-                                    in_scale=q.in_scale)
-                dopts = dict(opts)
-                if backend == "pynq":
-                    bdir, files = dopts.get("bitstream_dir"), dopts.get("bitfiles") or {}
-                    if base.name not in files and not (bdir and (Path(bdir) / f"{base.name}.bit").exists()):
-                        dopts = None      # no dense bitstream on the board: the dense figure is the cycle model
-                if dopts is not None:
-                    _, dst = run_columns(base, qd, qd.quantize_input(cols_f), backend, **dopts)
-            cpu = cpu_conv_times(layer, x, dense_m)
-            rows.append(_layer_row(layer, base, st, dst, cpu, f_hz, board, batch, src_engine))
-            return q.dequantize_output(y_int)
-        return layer_forward(layer, x, run_rows)
+        repeats = 1
+    if backend == "pynq":
+        opts.setdefault("board", board.name)
+    say(f"DeBut network on engine {envelope.name!r} ({backend})")
+    runner = NetworkRunner(network, params, backend, input_size=size, envelope=envelope, clock_mhz=f_mhz, **opts)
+    try:
+        y_eng, stats, total = _timed_runs(runner, x, repeats)
+        program = runner.program(in_shape)
+        x_int = params[steps[0].name].quantize_input(x4)
+        acts = [x4]        # the float activations torch sees: the int8 network's, dequantised
+        y_gold = network_forward_int(steps, params, x_int,
+                                     on_step=lambda s, y: acts.append(y * params[s.name].out_scale))
+        if not np.array_equal(np.asarray(y_eng).reshape(y_gold.shape), acts[-1]):
+            raise LiteflyError(f"network {network.name!r}: the {backend} engine's output differs from the int8 "
+                               f"golden network")
+    finally:
+        runner.close()
+    host_src = f"measured on this CPU, the run with the least host time of {total.get('repeats', 1)} (after the first run's set-up)"
+    if backend == "sim":     # the sim transport's calls wait on the simulator: time the same host code on golden
+        say("host stages: the same program on the golden transport")
+        with NetworkRunner(network, params, "golden", input_size=size, envelope=envelope, clock_mhz=f_mhz) as hr:
+            _, hstats, htotal = _timed_runs(hr, x, max(repeats, 3))
+        for st, hst in zip(stats, hstats):
+            st["timings"] = dict(hst["timings"], wait=st["timings"].get("wait", 0.0))
+        total["host_stage[s]"] = dict(htotal["host_stage[s]"], wait=total["host_stage[s]"].get("wait", 0.0))
+        host_src = (f"measured on this CPU with the same driver and runtime on the golden transport (the run with "
+                    f"the least host time of {htotal['repeats']}); the sim transport's calls wait on the simulator")
 
-    network_forward(network, x, bench_layer)
-    return _report(network, rows, backend, board, f_mhz, batch, input_size, seed, src_engine,
-                   time.perf_counter() - t_start)
+    dnet = dense_network(network)
+    dsteps = plan_network(dnet, in_shape)
+    dense_w = {ds.name: [chain_dense(s.layer.chain, fweights[s.name]).reshape(ds.layer.chain[0].compact_shape)]
+               for s, ds in zip(steps, dsteps)}
+    dstats = dtotal = None
+    denv = EngineEnvelope.for_network(dnet, size, multipliers=envelope.multipliers)
+    if dense:
+        say(f"dense network on engine {denv.name!r} ({backend})")
+        dparams = quantize_network(dsteps, dense_w, calib, {ds.name: fbiases[s.name] for s, ds in zip(steps, dsteps)})
+        drunner = NetworkRunner(dnet, dparams, backend, input_size=size, envelope=denv, clock_mhz=f_mhz,
+                                **{k: v for k, v in opts.items() if k != "bitfile"})
+        try:
+            _prepare(drunner, x)
+            _, dstats, dtotal = _timed_runs(drunner, x, 1, warm_up=backend == "pynq")
+        except LiteflyError:
+            if backend != "pynq":
+                raise
+            dstats = dtotal = None      # no dense bitstream on the board: the dense figures are the cycle model
+        finally:
+            drunner.close()
+        if backend == "sim" and dstats:     # host stages of the dense network: its host code on the golden transport
+            with NetworkRunner(dnet, dparams, "golden", input_size=size, envelope=denv, clock_mhz=f_mhz) as hr:
+                _prepare(hr, x)
+                _, hstats, htotal = _timed_runs(hr, x, 1, warm_up=False)
+            for st, hst in zip(dstats, hstats):
+                st["timings"] = dict(hst["timings"], wait=st["timings"].get("wait", 0.0))
+            dtotal["host_stage[s]"] = dict(htotal["host_stage[s]"], wait=dtotal["host_stage[s]"].get("wait", 0.0))
+
+    say("torch on this CPU")
+    import_ok = True
+    try:
+        import torch
+        torch_threads = torch.get_num_threads()
+    except ImportError:
+        import_ok, torch_threads = False, 0
+    ddescs = [denv.describe(ds) for ds in dsteps]
+    host_layers = _layer_host(stats, total)
+    dhost_layers = _layer_host(dstats, dtotal) if dstats else None
+    rows = []
+    for k, (step, desc) in enumerate(zip(steps, program.descriptors)):
+        dense_m = dense_w[dsteps[k].name][0].reshape(step.layer.chain_out, -1)
+        t_torch = torch_step_time(step, dense_m, acts[k]) if import_ok else None
+        rows.append(_layer_row(k, step, desc, ddescs[k], stats[k], host_layers[k],
+                               dstats[k] if dstats else None, dhost_layers[k] if dhost_layers else None,
+                               t_torch, f_hz, board, batch, src_engine))
+    return _report(network, envelope, denv, rows, total, dtotal, backend, board, f_mhz, batch, size, seed,
+                   src_engine, host_src, torch_threads, time.perf_counter() - t_start)
 
 
-def _layer_row(layer, base, st, dst, cpu, f_hz, board, batch, src_engine) -> dict[str, Any]:
-    spec = EngineSpec(layer)
-    cols = st["columns"]
+def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDescriptor, st: dict,
+               host: dict[str, float], dst: dict | None, dhost: dict[str, float] | None, t_torch: float | None,
+               f_hz: float, board: Any, batch: int, src_engine: str) -> dict[str, Any]:
+    lay = step.layer
+    c, h, w = step.in_shape
+    p, ho, wo = step.conv_shape
+    kh, kw = step.kernel
     cycles = int(st["cycles"])
     runtime = cycles / f_hz
-    rf = roofline(layer, f_hz, board.dma_bytes_per_s)
-    rf_dense = roofline(base, f_hz, board.dma_bytes_per_s)
+    host_s = sum(host.values())
     if dst is not None:
         dcycles, dsrc = int(dst["cycles"]), src_engine
+        dhost_s = sum(dhost.values()) if dhost else 0.0
     else:
-        bspec = EngineSpec(base)
-        dcycles, dsrc = -(-cols // bspec.lanes) * bspec.issue_cycles_per_batch, "model (issue cycles)"
-    dense_runtime = dcycles / f_hz
+        ipp = min(ddesc.images_per_pass, batch)
+        dcycles = sum(ddesc.pass_cycles(min(ipp, batch - i)) for i in range(0, batch, ipp))
+        dsrc, dhost_s = "model (cycle model; dense engine not run)", None
+    druntime = dcycles / f_hz
+    fmap = batch * c * h * w
+    im2col_bytes = batch * ho * wo * kh * kw * c
+    dense_macs = batch * ho * wo * p * lay.chain_in
+    e2e = runtime + host_s
     dma_time = max(st["bytes_in"], st["bytes_out"]) / board.dma_bytes_per_s
-    board_est = max(runtime, dma_time)
-    row = {
-        "name": layer.name, "columns": cols, "lanes": spec.lanes, "macs_per_column": layer.macs_per_column,
-        "dense_macs_per_column": base.macs_per_column, "mac_reduction": layer.mac_reduction,
-        "cycles": cycles, "cycles_source": src_engine, "counters": st.get("counters", {}),
+    return {
+        "name": step.name, "kind": lay.kind, "in_shape": list(step.in_shape), "out_shape": list(step.out_shape),
+        "kernel": list(step.kernel), "stride": list(step.stride), "relu": step.relu,
+        "pool": list(step.pool) if step.pool else None,
+        "positions": batch * ho * wo, "macs_per_position": lay.macs_per_column,
+        "dense_macs_per_position": lay.chain_in * p, "mac_reduction": lay.mac_reduction,
+        "cycles": cycles, "model_cycles": int(st.get("model_cycles", 0)), "mac_cycles": int(st["mac_cycles"]),
+        "cycles_source": src_engine, "counters": st.get("counters", {}),
+        "mac_utilisation": st["mac_cycles"] / cycles if cycles else None,
         "dense_cycles": dcycles, "dense_cycles_source": dsrc,
-        "runtime[s]": runtime, "dense_runtime[s]": dense_runtime,
-        "throughput[columns/s]": cols / runtime if runtime else None,
+        "runtime[s]": runtime, "dense_runtime[s]": druntime,
         "throughput[images/s]": batch / runtime if runtime else None,
+        "host_stage[s]": host, "host[s]": host_s, "engine_wait[s]": st["timings"].get("wait", 0.0),
+        "end_to_end[s]": e2e, "dense_host[s]": dhost_s,
+        "dense_end_to_end[s]": None if dhost_s is None else druntime + dhost_s,
         "bytes_in": st["bytes_in"], "bytes_out": st["bytes_out"], "param_bytes": st.get("param_bytes", 0),
+        "feature_map_bytes": fmap, "input_bytes_vs_feature_map": st["bytes_in"] / fmap,
+        "im2col_bytes": im2col_bytes, "im2col_bytes_vs_feature_map": im2col_bytes / fmap,
+        "transfers": st["transfers"], "passes": st["passes"], "images_per_pass": st["images_per_pass"],
         "DRAM_in_bandwidth[MB/s]": st["bytes_in"] / runtime / 1e6 if runtime else None,
         "DRAM_out_bandwidth[MB/s]": st["bytes_out"] / runtime / 1e6 if runtime else None,
-        "dma_time[s]": dma_time, "board_estimate[s]": board_est,
-        "board_estimate_source": f"model: max(engine time, bytes / {board.dma_bytes_per_s / 1e9:g} GB/s DMA)",
-        "roofline": rf, "dense_roofline": rf_dense,
+        "dma_time[s]": dma_time,
+        "roofline": roofline(desc, batch, f_hz, board.dma_bytes_per_s),
+        "dense_roofline": roofline(ddesc, batch, f_hz, board.dma_bytes_per_s),
         "speedup_vs_dense_engine": dcycles / cycles if cycles else None,
-        "cpu_numpy[s]": cpu["numpy_s"], "cpu_torch[s]": cpu.get("torch_s"),
-        "cpu_source": f"measured on this CPU ({platform.machine()}, {platform.processor() or platform.system()})",
-        "speedup_vs_cpu_numpy": cpu["numpy_s"] / runtime if runtime else None,
-        "speedup_vs_cpu_torch": (cpu["torch_s"] / runtime) if (runtime and cpu.get("torch_s")) else None,
-        "host_stage[s]": st.get("timings", {}), "tiles": st.get("tiles"), "host_wall[s]": st.get("wall_s"),
+        "speedup_vs_dense_end_to_end": (druntime + dhost_s) / e2e if (dhost_s is not None and e2e) else None,
+        "speedup_vs_dense_over_mac_reduction": (dcycles / cycles / lay.mac_reduction) if cycles else None,
+        "cpu_torch[s]": t_torch,
+        "cpu_torch_gmacs": dense_macs / t_torch / 1e9 if t_torch else None,
+        "speedup_vs_cpu_torch": t_torch / runtime if (t_torch and runtime) else None,
+        "speedup_vs_cpu_torch_end_to_end": t_torch / e2e if (t_torch and e2e) else None,
     }
-    return row
 
 
-def _report(network, rows, backend, board, f_mhz, batch, input_size, seed, src_engine, wall) -> dict[str, Any]:
-    tot_cycles = sum(r["cycles"] for r in rows)
-    tot_dense = sum(r["dense_cycles"] for r in rows)
-    runtime = tot_cycles / (f_mhz * 1e6)
-    cpu_np = sum(r["cpu_numpy[s]"] for r in rows)
+def _report(network, envelope, denv, rows, total, dtotal, backend, board, f_mhz, batch, size, seed, src_engine,
+            host_src, torch_threads, wall) -> dict[str, Any]:
+    f_hz = f_mhz * 1e6
+    cycles = sum(r["cycles"] for r in rows)
+    dcycles = sum(r["dense_cycles"] for r in rows)
+    runtime = cycles / f_hz
+    druntime = dcycles / f_hz
+    stages = {s: total["host_stage[s]"].get(s, 0.0) for s in HOST_STAGES}
+    host = sum(stages.values())
+    e2e = runtime + host
+    dhost = sum(v for s, v in dtotal["host_stage[s]"].items() if s != "wait") if dtotal else None
     torch_vals = [r["cpu_torch[s]"] for r in rows]
     cpu_t = sum(torch_vals) if all(v is not None for v in torch_vals) else None
-    bin_, bout = sum(r["bytes_in"] for r in rows), sum(r["bytes_out"] for r in rows)
-    stages: dict[str, float] = {}
-    for r in rows:
-        for k, v in r["host_stage[s]"].items():
-            stages[k] = stages.get(k, 0.0) + v
+    bin_, bout = rows[0]["bytes_in"], rows[-1]["bytes_out"]
+    dma_in = sum(r["bytes_in"] for r in rows)
+    dma_out = sum(r["bytes_out"] for r in rows)
+    dense_macs = sum(r["positions"] * r["dense_macs_per_position"] for r in rows)
+    macs = sum(r["positions"] * r["macs_per_position"] for r in rows)
     return {
         "network": network.name, "backend": backend, "board": board.name, "fclk[mhz]": f_mhz,
-        "batch_size": batch, "input_size": list(input_size), "seed": seed,
-        "sources": {"engine": src_engine, "cpu": rows[0]["cpu_source"] if rows else "",
+        "batch_size": batch, "input_size": list(size), "seed": seed,
+        "engine": {"name": envelope.name, "hash": f"0x{envelope.hash32:08x}", "lanes": envelope.lanes,
+                   "stream_bits": envelope.stream_bits, "frame_beats": envelope.frame_beats,
+                   "layers_served": len(rows)},
+        "dense_engine": {"name": denv.name, "hash": f"0x{denv.hash32:08x}", "lanes": denv.lanes},
+        "sources": {"engine": src_engine,
+                    "host": host_src,
+                    "cpu": f"torch {_torch_version()} F.conv2d/F.linear float32 (+ fused ReLU/max pool), "
+                           f"best of {torch_threads} threads and 1, measured on this CPU ({platform.machine()}, "
+                           f"{platform.processor() or platform.system()})",
                     "bounds": f"model: {board.name} DMA {board.dma_bytes_per_s / 1e9:g} GB/s one-way"},
         "layers": rows,
         "total": {
-            "cycles": tot_cycles, "dense_cycles": tot_dense, "runtime[s]": runtime,
+            "cycles": cycles, "dense_cycles": dcycles, "mac_cycles": sum(r["mac_cycles"] for r in rows),
+            "mac_utilisation": sum(r["mac_cycles"] for r in rows) / cycles if cycles else None,
+            "runtime[s]": runtime, "dense_runtime[s]": druntime,
             "throughput[images/s]": batch / runtime if runtime else None,
-            "DRAM_in_bandwidth[MB/s]": bin_ / runtime / 1e6 if runtime else None,
-            "DRAM_out_bandwidth[MB/s]": bout / runtime / 1e6 if runtime else None,
-            "bytes_in": bin_, "bytes_out": bout,
-            "board_estimate[s]": sum(r["board_estimate[s]"] for r in rows),
-            "speedup_vs_dense_engine": tot_dense / tot_cycles if tot_cycles else None,
-            "cpu_numpy[s]": cpu_np, "cpu_torch[s]": cpu_t,
-            "speedup_vs_cpu_numpy": cpu_np / runtime if runtime else None,
+            "DRAM_in_bandwidth[MB/s]": dma_in / runtime / 1e6 if runtime else None,
+            "DRAM_out_bandwidth[MB/s]": dma_out / runtime / 1e6 if runtime else None,
+            "bytes_in": bin_, "bytes_out": bout, "dma_bytes_in": dma_in, "dma_bytes_out": dma_out,
+            "host_bytes_in": bin_, "host_bytes_out": bout,
+            "transfers": total["transfers"], "host_transfers": 2,
+            "host_stage[s]": stages, "host[s]": host, "engine_wait[s]": total["host_stage[s]"].get("wait", 0.0),
+            "host_vs_engine": host / runtime if runtime else None,
+            "end_to_end[s]": e2e, "end_to_end_vs_engine": e2e / runtime if runtime else None,
+            "dense_host[s]": dhost, "dense_end_to_end[s]": None if dhost is None else druntime + dhost,
+            "macs": macs, "dense_macs": dense_macs, "mac_reduction": dense_macs / macs if macs else None,
+            "speedup_vs_dense_engine": dcycles / cycles if cycles else None,
+            "speedup_vs_dense_end_to_end": (druntime + dhost) / e2e if (dhost is not None and e2e) else None,
+            "cpu_torch[s]": cpu_t, "cpu_torch_gmacs": dense_macs / cpu_t / 1e9 if cpu_t else None,
             "speedup_vs_cpu_torch": cpu_t / runtime if (runtime and cpu_t) else None,
-            "host_stage[s]": stages, "bench_wall[s]": wall,
+            "speedup_vs_cpu_torch_end_to_end": cpu_t / e2e if (e2e and cpu_t) else None,
+            "bench_wall[s]": wall,
         },
     }
 
 
+def _torch_version() -> str:
+    try:
+        import torch
+        return torch.__version__
+    except ImportError:
+        return "(not installed)"
+
+
+# -- output -------------------------------------------------------------------------------------
 def _fmt(v: Any, spec: str = ".3g") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _us(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1e6:,.0f}"
+
+
 def render_table(report: dict[str, Any]):
-    """A rich Table of the report."""
+    """A rich Table of the report (per layer and total)."""
     from rich.table import Table
-    t = Table(title=f"litefly bench: {report['network']} on {report['backend']} "
-                    f"({report['sources']['engine']}; batch {report['batch_size']}, "
-                    f"input {report['input_size'][0]}x{report['input_size'][1]})")
-    for col in ("layer", "columns", "MACs/col", "cycles", "dense cycles", "x dense", "time [us]",
-                "in/out [KiB]", "bound", "CPU numpy [us]", "CPU torch [us]", "x numpy", "x torch"):
-        t.add_column(col, justify="right" if col != "layer" else "left")
+    t = Table(title=f"litefly bench: {report['network']} on one engine ({report['engine']['name']} "
+                    f"{report['engine']['hash']}, {report['engine']['lanes']} lanes), {report['backend']} backend, "
+                    f"batch {report['batch_size']}, input {report['input_size'][0]}x{report['input_size'][1]}")
+    cols = ("layer", "cycles", "MAC util", "engine [us]", "host [us]", "e2e [us]", "in/out [KiB]", "in x fmap",
+            "xfers", "bound", "dense cycles", "x dense engine", "x dense e2e", "MAC red.", "torch [us]",
+            "torch GMAC/s", "x torch engine", "x torch e2e")
+    for col in cols:
+        t.add_column(col, justify="left" if col == "layer" else "right")
     for r in report["layers"]:
-        t.add_row(r["name"], str(r["columns"]), str(r["macs_per_column"]), str(r["cycles"]),
-                  str(r["dense_cycles"]), _fmt(r["speedup_vs_dense_engine"], ".2f"),
-                  _fmt(r["runtime[s]"] * 1e6, ".1f"), f"{r['bytes_in'] / 1024:.1f}/{r['bytes_out'] / 1024:.1f}",
-                  r["roofline"]["bound"], _fmt(r["cpu_numpy[s]"] and r["cpu_numpy[s]"] * 1e6, ".1f"),
-                  _fmt(r["cpu_torch[s]"] and r["cpu_torch[s]"] * 1e6, ".1f"),
-                  _fmt(r["speedup_vs_cpu_numpy"], ".2f"), _fmt(r["speedup_vs_cpu_torch"], ".2f"))
+        t.add_row(r["name"], f"{r['cycles']:,}", _fmt(r["mac_utilisation"] and 100 * r["mac_utilisation"], ".1f") + "%",
+                  _us(r["runtime[s]"]), _us(r["host[s]"]), _us(r["end_to_end[s]"]),
+                  f"{r['bytes_in'] / 1024:.1f}/{r['bytes_out'] / 1024:.1f}",
+                  f"{r['input_bytes_vs_feature_map']:.2f}", str(r["transfers"]), r["roofline"]["bound"],
+                  f"{r['dense_cycles']:,}", _fmt(r["speedup_vs_dense_engine"], ".2f"),
+                  _fmt(r["speedup_vs_dense_end_to_end"], ".2f"), f"{r['mac_reduction']:.2f}",
+                  _us(r["cpu_torch[s]"]), _fmt(r["cpu_torch_gmacs"], ".2f"),
+                  _fmt(r["speedup_vs_cpu_torch"], ".2f"), _fmt(r["speedup_vs_cpu_torch_end_to_end"], ".2f"))
     tot = report["total"]
-    t.add_row("total", "", "", str(tot["cycles"]), str(tot["dense_cycles"]), _fmt(tot["speedup_vs_dense_engine"], ".2f"),
-              _fmt(tot["runtime[s]"] * 1e6, ".1f"), f"{tot['bytes_in'] / 1024:.1f}/{tot['bytes_out'] / 1024:.1f}", "",
-              _fmt(tot["cpu_numpy[s]"] * 1e6, ".1f"), _fmt(tot["cpu_torch[s]"] and tot["cpu_torch[s]"] * 1e6, ".1f"),
-              _fmt(tot["speedup_vs_cpu_numpy"], ".2f"), _fmt(tot["speedup_vs_cpu_torch"], ".2f"), style="bold")
-    t.caption = (f"engine: {report['sources']['engine']}; CPU: {report['sources']['cpu']}; "
-                 f"bounds: {report['sources']['bounds']}")
+    t.add_row("total", f"{tot['cycles']:,}", _fmt(tot["mac_utilisation"] and 100 * tot["mac_utilisation"], ".1f") + "%",
+              _us(tot["runtime[s]"]), _us(tot["host[s]"]), _us(tot["end_to_end[s]"]),
+              f"{tot['host_bytes_in'] / 1024:.1f}/{tot['host_bytes_out'] / 1024:.1f}", "", str(tot["transfers"]), "",
+              f"{tot['dense_cycles']:,}", _fmt(tot["speedup_vs_dense_engine"], ".2f"),
+              _fmt(tot["speedup_vs_dense_end_to_end"], ".2f"), _fmt(tot["mac_reduction"], ".2f"),
+              _us(tot["cpu_torch[s]"]), _fmt(tot["cpu_torch_gmacs"], ".2f"),
+              _fmt(tot["speedup_vs_cpu_torch"], ".2f"), _fmt(tot["speedup_vs_cpu_torch_end_to_end"], ".2f"),
+              style="bold")
+    st = tot["host_stage[s]"]
+    t.caption = (f"engine: {report['sources']['engine']}; host: {report['sources']['host']} ("
+                 + ", ".join(f"{k} {v * 1e6:,.0f} us" for k, v in st.items())
+                 + f"; host/engine {_fmt(tot['host_vs_engine'], '.3f')}, engine wait {tot['engine_wait[s]'] * 1e3:.1f} ms "
+                 f"apart); e2e = engine + host; CPU: {report['sources']['cpu']}; bounds: {report['sources']['bounds']}")
     return t
 
 
 def plot_report(report: dict[str, Any], path: str | Path) -> None:
-    """PNG: roofline with the layers (DeBut and dense engines) placed on it, and speedup per layer."""
+    """PNG: the roofline with every layer (DeBut and dense engines) on it, and the speedups per layer."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from litefly.boards.boards import get_board
     board = get_board(report["board"])
     f_hz = report["fclk[mhz]"] * 1e6
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     rows = report["layers"]
     ai = np.logspace(-1, 4, 200)
-    peaks = sorted({r["roofline"]["peak_macs_per_s"] for r in rows})
-    for peak in peaks:
+    for peak in sorted({r["roofline"]["peak_macs_per_s"] for r in rows}):
         ax1.loglog(ai, np.minimum(peak, ai * board.dma_bytes_per_s), "k-", lw=1.2,
                    label=f"roof: {peak / 1e9:g} GMAC/s, DMA {board.dma_bytes_per_s / 1e9:g} GB/s (model)")
     for i, r in enumerate(rows):
-        c = f"C{i}"
-        for kind, rf, cyc, macs, marker in (("DeBut", r["roofline"], r["cycles"], r["macs_per_column"], "o"),
+        for kind, rf, cyc, macs, marker in (("DeBut", r["roofline"], r["cycles"], r["macs_per_position"], "o"),
                                              ("dense", r["dense_roofline"], r["dense_cycles"],
-                                              r["dense_macs_per_column"], "s")):
+                                              r["dense_macs_per_position"], "s")):
             if cyc:
-                perf = macs * r["columns"] / (cyc / f_hz)
-                ax1.loglog(rf["macs_per_dma_byte"], perf, marker, color=c,
+                ax1.loglog(rf["macs_per_dma_byte"], macs * r["positions"] / (cyc / f_hz), marker, color=f"C{i}",
                            label=f"{r['name']} {kind} ({rf['bound']}-bound)")
     ax1.set_xlabel("MACs per byte on the busier DMA direction")
-    ax1.set_ylabel("MAC/s (engine, " + report["sources"]["engine"] + ")")
+    ax1.set_ylabel("MAC/s (engine " + report["sources"]["engine"] + ")")
     ax1.set_title(f"Roofline on {board.name}")
     ax1.legend(fontsize=7)
     names = [r["name"] for r in rows]
     xs = np.arange(len(rows))
-    series = [("vs dense engine", "speedup_vs_dense_engine"), ("vs CPU numpy", "speedup_vs_cpu_numpy"),
-              ("vs CPU torch", "speedup_vs_cpu_torch")]
-    w = 0.27
+    series = [("vs dense engine", "speedup_vs_dense_engine"), ("vs dense, end to end", "speedup_vs_dense_end_to_end"),
+              ("vs torch, engine", "speedup_vs_cpu_torch"), ("vs torch, end to end", "speedup_vs_cpu_torch_end_to_end")]
+    w = 0.2
     for j, (lab, key) in enumerate(series):
-        vals = [r[key] or 0.0 for r in rows]
-        ax2.bar(xs + (j - 1) * w, vals, w, label=lab)
+        ax2.bar(xs + (j - 1.5) * w, [r[key] or 0.0 for r in rows], w, label=lab)
+    ax2.plot(xs, [r["mac_reduction"] for r in rows], "k_", ms=20, mew=2, label="MAC reduction")
     ax2.axhline(1.0, color="k", lw=0.8)
     ax2.set_xticks(xs, names)
     ax2.set_yscale("log")
     ax2.set_ylabel("speedup (x)")
-    ax2.set_title("Speedup per layer (engine " + report["sources"]["engine"] + ")")
+    ax2.set_title("Speedup per layer (end to end = engine + measured host)")
     ax2.legend(fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def summary_lines(report: Mapping[str, Any]) -> list[str]:
+    """The headline figures as lines (printed under the table)."""
+    tot = report["total"]
+    return [f"host {tot['host[s]'] * 1e3:.2f} ms per run (measured) vs engine {tot['runtime[s]'] * 1e3:.2f} ms "
+            f"({report['sources']['engine']}) = {_fmt(tot['host_vs_engine'], '.3f')}x; end to end "
+            f"{tot['end_to_end[s]'] * 1e3:.2f} ms = {_fmt(tot['end_to_end_vs_engine'], '.3f')}x the engine; "
+            f"{tot['transfers']} DMA transfers per run, 2 between host and board; one engine "
+            f"{report['engine']['hash']} serves {report['engine']['layers_served']} layers"]

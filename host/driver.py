@@ -45,6 +45,9 @@ class EngineDriver:
         self.timings: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self.transfers = 0
         self._regs: dict[str, regmap.Register] = {}
+        self._descriptor_writes: dict[tuple, list[tuple[int, int]]] = {}
+        self._ctrl_words: dict[tuple[str, ...], int] = {}
+        self._descriptor_refs: list[LayerDescriptor] = []
 
     # -- registers -------------------------------------------------------------------------
     def reg(self, name: str) -> regmap.Register:
@@ -60,7 +63,10 @@ class EngineDriver:
         self.transport.write_reg(reg.offset, regmap.pack(reg, value) if isinstance(value, Mapping) else int(value))
 
     def ctrl(self, *bits: str) -> None:
-        self.write("CTRL", {b: 1 for b in bits})
+        word = self._ctrl_words.get(bits)
+        if word is None:            # packed once per combination: a strobe is one register write
+            word = self._ctrl_words[bits] = regmap.pack(self.reg("CTRL"), {b: 1 for b in bits})
+        self.transport.write_reg(self.reg("CTRL").offset, word)
 
     def status(self) -> dict[str, int]:
         return regmap.unpack("STATUS", self.read("STATUS"))
@@ -88,10 +94,17 @@ class EngineDriver:
     def write_descriptor(self, desc: LayerDescriptor, shifts: Sequence[int], images: int) -> None:
         """The layer's descriptor registers and requantisation shifts."""
         t0 = time.perf_counter()
-        for name, word in desc.register_words(images).items():
-            self.write(name, word)
-        for i, s in enumerate(shifts):
-            self.write(f"F{i}_SHIFT", {"SHIFT": int(s)})
+        key = (id(desc), images, tuple(shifts))
+        writes = self._descriptor_writes.get(key)
+        if writes is None:          # computed once per layer and pass size, then only written
+            words = dict(desc.register_words(images))
+            for i, s in enumerate(shifts):
+                words[f"F{i}_SHIFT"] = regmap.pack(self.reg(f"F{i}_SHIFT"), {"SHIFT": int(s)})
+            writes = self._descriptor_writes[key] = [(self.reg(n).offset, int(w)) for n, w in words.items()]
+            self._descriptor_refs.append(desc)          # keeps id(desc) unique while cached
+        write_reg = self.transport.write_reg
+        for offset, word in writes:
+            write_reg(offset, word)
         self.timings["dispatch"] += time.perf_counter() - t0
 
     def set_images(self, images: int) -> None:

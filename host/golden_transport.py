@@ -127,9 +127,9 @@ class GoldenTransport:
             if ctrl["LOAD_PARAMS"] and not self._busy:
                 self._loading, self._params_valid = True, False
             if ctrl["START"] and self.fault != "never_start" and not self._busy and not self._loading:
-                words = self._words()
-                if words["IMAGES"]:
-                    self._busy, self._done, self._pass_images = True, False, words["IMAGES"]
+                images = self._rw.get(_R["IMAGES"], 0)     # only IMAGES is needed here (keep START cheap)
+                if images:
+                    self._busy, self._done, self._pass_images = True, False, images
         elif self._is_rw(offset):
             self._rw[offset] = value
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -33,7 +34,7 @@ from .fixed import factor_forward
 from .nn import DeButConv2d, DeButLinear
 
 __all__ = ["ConvertConfig", "LayerReport", "load_convert_config", "convertible_layers", "fit_factors",
-           "convert_model", "train_epochs", "distill", "count_params", "model_macs", "format_report"]
+           "channels_last_flatten", "convert_model", "train_epochs", "distill", "count_params", "model_macs", "format_report"]
 
 _CHAIN_KEYS = ("compression", "shrinking_level", "shape", "max_block", "max_factors", "chain")
 
@@ -281,6 +282,58 @@ def _output_positions(model: nn.Module, names: Sequence[str], example: torch.Ten
     return out
 
 
+def channels_last_flatten(model: nn.Module, example: torch.Tensor | None) -> dict[str, str]:
+    """Replace (in place) each ``nn.Flatten`` that flattens a ``C x H x W`` map (``H*W > 1``)
+    straight into an ``nn.Linear`` by the engine's channels-last flatten
+    (:class:`litefly.export.FlattenHWC`), and permute that Linear's input columns to match, so
+    the model computes the same function. Returns ``{linear name: note}``.
+
+    Needs ``example`` (one sample is enough) for the map's shape; without it, or when the
+    model does not trace, nothing changes (``litefly.export`` then refuses the flatten in
+    one line, saying how to fix it)."""
+    if example is None:
+        return {}
+    from .export import FlattenHWC
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - fx raises many kinds; the export names the problem
+        return {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [m.register_forward_hook(lambda m, inp, o, n=n: shapes.__setitem__(n, tuple(inp[0].shape)))
+             for n, m in model.named_modules() if isinstance(m, nn.Flatten)]
+    try:
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    notes: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(model.get_submodule(node.target), nn.Flatten):
+            continue
+        flat = model.get_submodule(node.target)
+        shape = shapes.get(node.target, ())
+        if flat.start_dim != 1 or flat.end_dim != -1 or len(shape) != 4 or shape[2] * shape[3] == 1:
+            continue
+        user = node
+        while len(user.users) == 1:
+            user = next(iter(user.users))
+            mod = model.get_submodule(user.target) if user.op == "call_module" else None
+            if not isinstance(mod, (nn.Dropout, nn.Identity)):
+                break
+        lin = model.get_submodule(user.target) if user.op == "call_module" else None
+        if not isinstance(lin, nn.Linear) or len(node.users) != 1:
+            continue
+        _, c, h, w = shape
+        with torch.no_grad():
+            lin.weight.copy_(lin.weight.reshape(lin.out_features, c, h, w).permute(0, 2, 3, 1)
+                             .reshape(lin.out_features, -1).clone())
+        _set_module(model, node.target, FlattenHWC())
+        notes[str(user.target)] = (f"nn.Flatten {node.target!r} of the {c}x{h}x{w} map replaced by the engine's "
+                                   f"channels-last flatten (FlattenHWC); input columns permuted to match")
+    return notes
+
+
 def convert_model(model: nn.Module, config: ConvertConfig | None = None,
                   example_input: torch.Tensor | None = None, progress: bool = False
                   ) -> tuple[nn.Module, list[LayerReport]]:
@@ -290,6 +343,7 @@ def convert_model(model: nn.Module, config: ConvertConfig | None = None,
     """
     cfg = config or ConvertConfig()
     model = copy.deepcopy(model).cpu().float()
+    flatten_notes = channels_last_flatten(model, example_input)
     selected = _select(model, cfg.layers)
     if not selected:
         raise ConfigError("convert: the model has no Conv2d or Linear layer to convert")
@@ -315,6 +369,8 @@ def convert_model(model: nn.Module, config: ConvertConfig | None = None,
             except ConfigError as exc:
                 raise ConfigError(f"convert: layer {name!r}: {exc}") from None
             chain, notes = gen.chain, gen.notes
+        if name in flatten_notes:
+            notes = tuple(notes) + (flatten_notes[name],)
         ws, err = fit_factors(chain, W, sweeps=cfg.sweeps, seed=cfg.seed + i)
         bias = mod.bias is not None
         if isinstance(mod, nn.Conv2d):

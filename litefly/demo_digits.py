@@ -3,10 +3,12 @@
 Steps (:func:`run_digits_demo`): train a small dense CNN; convert *every* conv and linear
 layer to DeBut (:func:`litefly.convert.convert_model`, ALS from the dense weights); fine-tune
 with knowledge distillation from the dense model; quantise to int8 calibrating on the
-training images and export (:func:`litefly.export.export_int8`); classify the test set with
-the int8 golden model and with the engine through the host runtime
-(:class:`litefly.host.runtime.NetworkRunner`, ``sim`` = cocotb + Verilator), which must
-agree on every image; then ``litefly bench`` figures for the exported network.
+training images with chained scales and export (:func:`litefly.export.export_int8`); classify
+the test set with the int8 golden network (:func:`litefly.export.int8_forward`) and with ONE
+network engine serving all three layers through the host runtime
+(:class:`litefly.host.runtime.NetworkRunner`; ``sim`` = cocotb + Verilator, ``golden`` = the
+engine model), which must agree on every image; then ``litefly bench`` figures for the
+exported network (:func:`litefly.host.bench.run_bench`).
 """
 
 from __future__ import annotations
@@ -156,15 +158,22 @@ def run_digits_demo(cfg: DigitsConfig, out_dir: str | Path, log: Callable[[str],
     else:
         from litefly.host.runtime import NetworkRunner
         t1 = time.perf_counter()
-        runner = NetworkRunner(network, params, backend=cfg.backend)
-        log(f"running the {len(xte)} test images through the engine ({cfg.backend} backend) ...")
-        engine_logits = runner.run(x_test)
+        runner = NetworkRunner(network, params, backend=cfg.backend, input_size=tuple(x_test.shape[2:]))
+        env = runner.envelope
+        log(f"running the {len(xte)} test images through one engine ({env.name} 0x{env.hash32:08x}, "
+            f"{len(network.layers)} layers, {cfg.backend} backend) ...")
+        try:
+            engine_logits = runner.run(x_test)
+        finally:
+            runner.close()
         t["engine"] = time.perf_counter() - t1
         engine_pred = engine_logits.argmax(1)
         engine_equal = bool(np.array_equal(engine_logits, golden_logits))
         cycles = sum(int(s["cycles"]) for s in runner.stats)
-        note = (f"{'simulated engine (cocotb + Verilator)' if cfg.backend == 'sim' else 'golden transport'} via "
-                f"NetworkRunner: {cycles:,} engine cycles, {t['engine']:.0f} s wall")
+        note = (f"{'simulated engine (cocotb + Verilator)' if cfg.backend == 'sim' else 'engine model (golden)'}: "
+                f"one engine 0x{env.hash32:08x} serves all {len(runner.stats)} layers via NetworkRunner, "
+                f"{cycles:,} engine cycles, {runner.total.get('transfers', 0)} DMA transfers, "
+                f"{t['engine']:.0f} s wall")
         log(note)
         if not engine_equal or not np.array_equal(engine_pred, golden_pred):
             bad = np.flatnonzero(engine_pred != golden_pred)

@@ -1,13 +1,21 @@
-"""Quantise a DeBut model for the engine and export it as litefly configs plus weights.
+"""Quantise a DeBut model for the network engine and export it as litefly configs plus weights.
 
 :func:`export_int8` traces a model whose forward is a straight sequence of
-``DeButConv2d``/``DeButLinear`` layers and host operations (ReLU, max/avg pooling,
-flatten; dropout and identity are skipped) and builds a
-:class:`~litefly.config.NetworkConfig`. A ReLU right after a DeBut layer is fused into that
-layer (``format.relu``). Each layer is quantised with :func:`litefly.fixed.quantize_layer`,
-calibrated on sample data *in order*: layer k is calibrated on what the int8 network
-itself feeds it (the dequantised output of the already quantised layers 1..k-1), which is
-exactly what the host runtime will feed it.
+``DeButConv2d``/``DeButLinear`` layers and the operations the engine fuses (ReLU, max
+pooling, the channels-last flatten; dropout and identity are skipped, BatchNorm is folded
+into the layer before it) and builds a :class:`~litefly.config.NetworkConfig` that keeps
+those ops: :func:`litefly.network.plan_network` fuses them into the layers. The layers are
+quantised with **chained scales** (:func:`litefly.network.quantize_network`): each layer is
+calibrated on what the int8 network feeds it, and its input scale is the previous layer's
+output scale, so layer k's int8 output is layer k+1's input as it stands on the board.
+
+Flatten: the engine keeps tensors channels-last, so its flatten is
+``x.permute(0, 2, 3, 1).flatten(1)``. Write it that way, or use :class:`FlattenHWC`. A
+channel-major ``nn.Flatten``/``torch.flatten`` of a map with ``H*W > 1`` is refused in one
+line naming it (``litefly convert`` replaces it and permutes the next Linear's columns, see
+:func:`litefly.convert.channels_last_flatten`); of a ``C x 1 x 1`` map both orders agree.
+Average pooling, and anything else the engine cannot run between layers, is refused in one
+line naming the operation and the layer.
 
 On disk (:func:`save_int8` / :func:`load_int8`): ``DIR/network.yaml`` (layers inline) and
 ``DIR/<layer>.npz`` (:func:`litefly.fixed.save_quantized`), which is what
@@ -20,7 +28,7 @@ product unchanged and cuts the int8 logit error of the digits demo's network fro
 from __future__ import annotations
 
 import operator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -33,15 +41,32 @@ from torch import nn
 
 from .config import EngineParams, HostOp, LayerConfig, NetworkConfig, NumericFormat, load_network
 from .errors import ConfigError, LiteflyError
-from .fixed import QuantizedLayer, equalize_factors, load_quantized, quantize_layer, save_quantized
+from .fixed import QuantizedLayer, equalize_factors, load_quantized, save_quantized
+from .network import network_forward_int, output_size, plan_network, quantize_network
 from .nn import DeButConv2d, DeButLinear
 
-__all__ = ["trace_steps", "export_int8", "save_int8", "load_int8", "int8_forward"]
+__all__ = ["FlattenHWC", "trace_steps", "export_int8", "save_int8", "load_int8", "int8_forward"]
+
+
+class FlattenHWC(nn.Module):
+    """The engine's flatten: channels-last, ``x.permute(0, 2, 3, 1).flatten(1)`` (free on the
+    engine, whose tensors are NHWC). Use it instead of ``nn.Flatten`` before a DeBut linear layer."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 3, 1).flatten(1) if x.ndim == 4 else x.flatten(1)
+
+
+@dataclass(frozen=True)
+class ChannelMajorFlatten:
+    """A channel-major flatten found by :func:`trace_steps` (``nn.Flatten``, ``torch.flatten``):
+    the same as the engine's flatten only for a ``C x 1 x 1`` map (:func:`export_int8` checks)."""
+
+    what: str
 
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (DeButConv2d, DeButLinear)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (DeButConv2d, DeButLinear, FlattenHWC)) or super().is_leaf_module(m, qualname)
 
 
 def _layer_name(qualname: str, used: set[str]) -> str:
@@ -64,14 +89,17 @@ def _pool_op(kind: str, kernel: Any, stride: Any, padding: Any = 0, where: str =
     return HostOp(op=kind, kernel=int(k), stride=int(s or k))
 
 
-def trace_steps(model: nn.Module) -> list[tuple[str, nn.Module | HostOp]]:
-    """The model's forward as ``(qualified name, DeBut module or HostOp)`` steps, in order."""
+def trace_steps(model: nn.Module) -> list[tuple[str, nn.Module | HostOp | ChannelMajorFlatten]]:
+    """The model's forward as ``(qualified name, DeBut module, HostOp or ChannelMajorFlatten)``
+    steps, in order. ``x.permute(0, 2, 3, 1)`` followed by a flatten, and :class:`FlattenHWC`,
+    are the channels-last ``flatten`` op."""
     try:
         graph = _Tracer().trace(model)
     except Exception as exc:  # noqa: BLE001 - fx raises many kinds
         raise LiteflyError(f"export: cannot trace the model's forward with torch.fx ({exc})") from None
-    steps: list[tuple[str, nn.Module | HostOp]] = []
+    steps: list[tuple[str, nn.Module | HostOp | ChannelMajorFlatten]] = []
     prev = None
+    permuted = None         # a pending x.permute(0, 2, 3, 1): the next step must flatten
     for node in graph.nodes:
         if node.op == "placeholder":
             prev = node
@@ -98,10 +126,20 @@ def trace_steps(model: nn.Module) -> list[tuple[str, nn.Module | HostOp]]:
                 step = _pool_op("maxpool2d", mod.kernel_size, mod.stride, mod.padding, where)
             elif isinstance(mod, nn.AvgPool2d):
                 step = _pool_op("avgpool2d", mod.kernel_size, mod.stride, mod.padding, where)
+            elif isinstance(mod, FlattenHWC):
+                step = HostOp("flatten")
             elif isinstance(mod, nn.Flatten):
                 if mod.start_dim != 1 or mod.end_dim != -1:
                     raise ConfigError(f"{where}: only Flatten(start_dim=1) is supported")
-                step = HostOp("flatten")
+                step = HostOp("flatten") if permuted is not None else \
+                    ChannelMajorFlatten(f"{node.target!r} (nn.Flatten)")
+            elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):   # folded into the DeBut layer before it
+                if not steps or not isinstance(steps[-1][1], (DeButConv2d, DeButLinear)):
+                    raise ConfigError(f"{where}: {type(mod).__name__} {node.target!r} does not follow a DeBut "
+                                      f"layer directly, so it cannot be folded")
+                from .fold import fold_batchnorm
+                steps[-1] = (steps[-1][0], fold_batchnorm(steps[-1][1], mod))
+                step = None
             elif isinstance(mod, (nn.Dropout, nn.Identity)):
                 step = None
             elif isinstance(mod, (nn.Conv2d, nn.Linear)):
@@ -115,7 +153,15 @@ def trace_steps(model: nn.Module) -> list[tuple[str, nn.Module | HostOp]]:
                 step = HostOp("relu")
             elif fn in (torch.flatten, "flatten") and (node.args[1:] or (node.kwargs.get("start_dim"),)) in \
                     ((1,), (1, -1)):
-                step = HostOp("flatten")
+                step = HostOp("flatten") if permuted is not None else \
+                    ChannelMajorFlatten(f"{node.name!r} (torch.flatten)")
+            elif fn in ("permute", torch.permute) and tuple(node.args[1:] if len(node.args) > 2 else
+                                           (node.args[1:] or [()])[0]) == (0, 2, 3, 1):
+                permuted = node             # channels-last: the flatten that follows is the engine's
+                prev = node
+                continue
+            elif fn == "contiguous":
+                step = None
             elif fn in (F.max_pool2d, F.avg_pool2d):
                 kind = "maxpool2d" if fn is F.max_pool2d else "avgpool2d"
                 kernel = node.args[1] if len(node.args) > 1 else node.kwargs.get("kernel_size")
@@ -128,7 +174,11 @@ def trace_steps(model: nn.Module) -> list[tuple[str, nn.Module | HostOp]]:
                                   f"equivalent")
         else:
             raise ConfigError(f"{where}: unsupported graph node kind {node.op!r}")
+        if permuted is not None and not (isinstance(step, HostOp) and step.op == "flatten") and step is not None:
+            raise ConfigError(f"export: {permuted.name!r} (permute(0, 2, 3, 1)) is not followed by a flatten; "
+                              f"only the channels-last flatten x.permute(0, 2, 3, 1).flatten(1) exports")
         if step is not None:
+            permuted = None
             steps.append((str(node.target), step))
         prev = node
     return steps
@@ -145,60 +195,114 @@ def _layer_config(name: str, mod: DeButConv2d | DeButLinear, relu: bool, fmt: Nu
                        padding=mod.padding, dilation=mod.dilation)
 
 
+def _input_shape(network: NetworkConfig, x: np.ndarray) -> tuple[int, int, int]:
+    first = network.layers[0]
+    if first.kind == "linear":
+        return first.in_features, 1, 1
+    if x.ndim != 4:
+        raise ConfigError(f"network {network.name!r}: input has shape {x.shape}, expected (N, C, H, W)")
+    return int(x.shape[1]), int(x.shape[2]), int(x.shape[3])
+
+
 def int8_forward(network: NetworkConfig, params: Mapping[str, QuantizedLayer], x: np.ndarray) -> np.ndarray:
-    """The int8 golden network on float input: each layer through
-    :meth:`QuantizedLayer.forward_float`, host ops in float numpy (the host runtime's contract)."""
-    from litefly.host.runtime import layer_forward, network_forward
-    return network_forward(network, x, lambda layer, y: layer_forward(layer, y, params[layer.name].forward_float))
+    """The int8 golden network on float input, as the engine computes it: the input quantised
+    once at the first layer's scale, :func:`litefly.network.network_forward_int` (ReLU and max
+    pooling fused, channels-last flatten), the output dequantised once. Same shape and values
+    as :meth:`litefly.host.runtime.NetworkRunner.run`."""
+    x = np.asarray(x, dtype=np.float64)
+    in_shape = _input_shape(network, x)
+    steps = plan_network(network, in_shape)
+    first, last = params[steps[0].name], params[steps[-1].name]
+    y = network_forward_int(steps, params, first.quantize_input(x.reshape((x.shape[0],) + in_shape)))
+    if network.layers[-1].kind == "linear" and y.shape[2:] == (1, 1):
+        y = y.reshape(y.shape[0], -1)
+    return y * last.out_scale
+
+
+def _resolve_flattens(steps: list, in_shape: tuple[int, int, int]) -> list:
+    """Channel-major flattens of a ``C x 1 x 1`` map become the flatten op; of a larger map, one
+    line naming the op and the DeBut layer it feeds, with the fix. Average pooling is refused."""
+    c, h, w = in_shape
+    prev_layer = None
+    out = []
+    for i, (qual, step) in enumerate(steps):
+        if isinstance(step, (DeButConv2d, DeButLinear)):
+            if isinstance(step, DeButLinear):
+                c, h, w = step.out_features, 1, 1
+            else:
+                h, w = output_size(h, w, step.kernel_size, step.stride, step.padding, step.dilation)
+                c = step.out_channels
+            prev_layer = qual
+        elif isinstance(step, ChannelMajorFlatten):
+            nxt = next((q for q, s in steps[i + 1:] if isinstance(s, (DeButConv2d, DeButLinear))), None)
+            if h * w > 1:
+                raise ConfigError(
+                    f"export: {step.what} flattens a {c}x{h}x{w} map channel-major before DeBut layer {nxt!r}, "
+                    f"but the engine flattens channels-last: use litefly.export.FlattenHWC() (or "
+                    f"x.permute(0, 2, 3, 1).flatten(1)) and permute {nxt!r}'s input columns to match, or convert "
+                    f"the dense model with `litefly convert`, which does both")
+            step = HostOp("flatten")
+            c, h, w = c * h * w, 1, 1
+        elif isinstance(step, HostOp):
+            if step.op == "avgpool2d":
+                raise ConfigError(f"export: {qual!r} (average pooling) after layer {prev_layer!r} does not run on "
+                                  f"the engine, which fuses only ReLU and max pooling; use max pooling, or end "
+                                  f"the exported part before it")
+            if step.op == "maxpool2d":
+                k, st = step.kernel, step.stride or step.kernel
+                h, w = (h - k) // st + 1, (w - k) // st + 1
+            elif step.op == "flatten":
+                c, h, w = c * h * w, 1, 1
+        out.append((qual, step))
+    return out
 
 
 def export_int8(model: nn.Module, calib_x: torch.Tensor | np.ndarray, name: str = "network",
                 fmt: NumericFormat | None = None, engine: EngineParams | None = None, equalize: bool = True
                 ) -> tuple[NetworkConfig, dict[str, QuantizedLayer]]:
-    """Trace, quantise (calibrating on ``calib_x``, e.g. training images) and return the network
-    and its parameters ``{layer name: QuantizedLayer}``.
+    """Trace, quantise with chained scales (calibrating on ``calib_x``, e.g. training images)
+    and return the network and its parameters ``{layer name: QuantizedLayer}``.
 
-    ``equalize`` first balances each chain's factors channel by channel
+    The network keeps its ReLU and max-pooling ops (:func:`litefly.network.plan_network` fuses
+    them into the layers). ``equalize`` first balances each chain's factors channel by channel
     (:func:`litefly.fixed.equalize_factors`; the float layer is unchanged), which shrinks the
     int8 error of chains whose factors have very uneven channel ranges."""
     fmt = fmt or NumericFormat()
     engine = engine or EngineParams()
     model = model.eval()
+    x = calib_x.detach().cpu().double().numpy() if isinstance(calib_x, torch.Tensor) else np.asarray(calib_x, float)
     steps = trace_steps(model)
     if not any(isinstance(m, (DeButConv2d, DeButLinear)) for _, m in steps):
         raise ConfigError("export: the model has no DeBut layer")
+    first = next(m for _, m in steps if isinstance(m, (DeButConv2d, DeButLinear)))
+    in_shape = (first.in_features, 1, 1) if isinstance(first, DeButLinear) and x.ndim == 2 else \
+        tuple(int(v) for v in x.shape[1:])
+    if len(in_shape) != 3:
+        raise ConfigError(f"export: calibration input has shape {x.shape}, expected (N, C, H, W) or (N, features)")
+    steps = _resolve_flattens(steps, in_shape)
     used: set[str] = set()
     plan: list[LayerConfig | HostOp] = []
     modules: dict[str, nn.Module] = {}
-    i = 0
-    while i < len(steps):
-        qual, step = steps[i]
+    for qual, step in steps:
         if isinstance(step, HostOp):
             plan.append(step)
-            i += 1
             continue
-        fuse = i + 1 < len(steps) and isinstance(steps[i + 1][1], HostOp) and steps[i + 1][1].op == "relu"
-        layer = _layer_config(_layer_name(qual, used), step, fuse, fmt, engine)
+        layer = _layer_config(_layer_name(qual, used), step, False, fmt, engine)
         modules[layer.name] = step
         plan.append(layer)
-        i += 2 if fuse else 1
-    network = NetworkConfig(name=name, steps=tuple(plan))
-    params: dict[str, QuantizedLayer] = {}
-
-    def calibrate_and_run(layer: LayerConfig, x: np.ndarray) -> np.ndarray:
-        def run_rows(cols: np.ndarray) -> np.ndarray:
-            mod = modules[layer.name]
-            bias = mod.bias.detach().double().numpy() if mod.bias is not None else None
-            weights = mod.compact_numpy()
-            if equalize:
-                weights = equalize_factors(layer.chain, weights)
-            q = params[layer.name] = quantize_layer(layer, weights, cols, bias=bias)
-            return q.forward_float(cols)
-        return layer_forward(layer, x, run_rows)
-
-    from litefly.host.runtime import layer_forward, network_forward
-    x = calib_x.detach().cpu().double().numpy() if isinstance(calib_x, torch.Tensor) else np.asarray(calib_x, float)
-    network_forward(network, x, calibrate_and_run)
+    size = (in_shape[1], in_shape[2]) if isinstance(first, DeButConv2d) else None
+    network = NetworkConfig(name=name, steps=tuple(plan), input_size=size)
+    try:
+        esteps = plan_network(network, in_shape)
+    except ConfigError as exc:
+        raise ConfigError(f"export: {exc}") from None
+    weights, biases = {}, {}
+    for st in esteps:
+        mod = modules[st.name]
+        w = mod.compact_numpy()
+        weights[st.name] = equalize_factors(st.layer.chain, w) if equalize else w
+        biases[st.name] = mod.bias.detach().double().numpy() if mod.bias is not None else None
+    params = quantize_network(esteps, weights, x.reshape((x.shape[0],) + in_shape), biases)
     return network, params
 
 

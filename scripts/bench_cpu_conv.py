@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from rich.console import Console
 from rich.table import Table
 
+from litefly.cli.output import console
 from litefly.config import load_layer
 from litefly.nn import from_layer
 
@@ -60,7 +60,7 @@ def main() -> None:
             t_conv = timed(lambda: F.conv2d(x, w, mod.bias, stride=mod.stride, padding=mod.padding), args.repeats)
             table.add_row(name, f"{layer.mac_reduction:.2f}x", f"{1e3 * t_debut:.2f}", f"{1e3 * t_conv:.2f}",
                           f"{t_conv / t_debut:.2f}x")
-    Console().print(table)
+    console().print(table)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Seeded random quantised parameters for a network, each layer calibrated on what reaches it."""
+"""Seeded random quantised parameters for a network, with chained scales (litefly.network.quantize_network)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,32 @@ import numpy as np
 
 from litefly.config import LayerConfig, NetworkConfig
 from litefly.fixed import QuantizedLayer, quantize_layer, random_float_weights
-from litefly.host.im2col import layer_im2col
-from litefly.host.runtime import network_forward, run_layer
+from litefly.network import im2col, network_forward_int, network_input_shape, plan_network, quantize_network
 
 
 def random_quantized(layer: LayerConfig, x: np.ndarray, rng: np.random.Generator) -> QuantizedLayer:
-    """Random weights (and bias, if the format has one) quantised on the columns of ``x``."""
-    cols, _ = layer_im2col(layer, x)
+    """Random weights (and bias, if the format has one) of one layer, quantised on the columns of ``x``
+    (NCHW for a conv layer, ``(n, in_features)`` for a linear one)."""
+    x = np.asarray(x, dtype=np.float64)
+    cols = im2col(x, layer.kernel, layer.stride, layer.padding, layer.dilation) if layer.kind == "conv2d" else \
+        x.reshape(x.shape[0], -1)
     bias = rng.standard_normal(layer.chain_out) * 0.3 if layer.format.bias else None
     return quantize_layer(layer, random_float_weights(layer, rng), cols, bias=bias)
 
 
 def calibrated_network_params(network: NetworkConfig, x: np.ndarray, rng: np.random.Generator
                               ) -> tuple[dict[str, QuantizedLayer], np.ndarray]:
-    """Parameters for every layer, calibrated on the golden activations reaching it, and the
-    golden network output for ``x``."""
-    params: dict[str, QuantizedLayer] = {}
-
-    def calibrate(layer: LayerConfig, h: np.ndarray) -> np.ndarray:
-        params[layer.name] = q = random_quantized(layer, h, rng)
-        return run_layer(layer, q, h, "golden")
-
-    return params, network_forward(network, x, calibrate)
+    """Parameters for every layer with chained scales, each calibrated on what the int8 network
+    feeds it, and the int8 golden network's float output for ``x`` (what ``NetworkRunner.run`` returns)."""
+    x = np.asarray(x, dtype=np.float64)
+    size = tuple(x.shape[2:]) if x.ndim == 4 else None
+    in_shape = network_input_shape(network, size)
+    steps = plan_network(network, in_shape)
+    x4 = x.reshape((x.shape[0],) + in_shape)
+    weights = {s.name: random_float_weights(s.layer, rng) for s in steps}
+    biases = {s.name: rng.standard_normal(s.layer.chain_out) * 0.3 if s.layer.format.bias else None for s in steps}
+    params = quantize_network(steps, weights, x4, biases)
+    y = network_forward_int(steps, params, params[steps[0].name].quantize_input(x4))
+    if steps[-1].layer.kind == "linear" and y.shape[2:] == (1, 1):
+        y = y.reshape(y.shape[0], -1)
+    return params, y * params[steps[-1].name].out_scale

@@ -1,140 +1,118 @@
-"""The engine driver on the numpy golden transport: bit-exactness, tiles, refusals."""
+"""The engine driver and runtime against the engine model (golden transport): identity refusals,
+layers that do not fit, tensors of the wrong shape, missing bitstreams, DMA timeouts."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
-from litefly.config import LayerConfig, load_layer, load_network
-from litefly.errors import LiteflyError, ShapeError
-from litefly.fixed import chain_dense
-from litefly.host.accuracy import error_bound
-from litefly.host.driver import EngineDriver
+from litefly.config import load_network
+from litefly.errors import ConfigError, LiteflyError, ShapeError
+from litefly.host.driver import STAGES, EngineDriver
 from litefly.host.golden_transport import GoldenTransport
-from litefly.host.im2col import layer_im2col
-from litefly.host.runtime import NetworkRunner, run_columns, run_layer
+from litefly.host.runtime import NetworkRunner
 from litefly.host.transport import DMATimeout
+from litefly.hw.spec import EngineEnvelope
 
-from network_params import calibrated_network_params, random_quantized
+from network_params import calibrated_network_params
 
-CONV = {"name": "c3", "kind": "conv2d", "in_channels": 4, "out_channels": 8, "kernel": 3, "padding": 1,
-        "chain": [[16, 36, 4, 9, 1], [8, 16, 2, 4, 4]], "format": {"bias": True},
-        "engine": {"multipliers": 16, "stream_bits": 64}}
-
-
-def conv_layer(stride: int = 1, **fmt) -> LayerConfig:
-    d = dict(CONV, stride=stride)
-    d["format"] = dict(CONV["format"], **fmt)
-    return LayerConfig.from_dict(d)
+ROOT = Path(__file__).resolve().parent.parent
+VGG = ROOT / "examples" / "vgg_net.yaml"
 
 
-def quantized(layer, x, seed=0):
-    return random_quantized(layer, x, np.random.default_rng(seed))
+@pytest.fixture(scope="module")
+def vgg():
+    net = load_network(VGG)
+    x = np.random.default_rng(9).standard_normal((2, 3, 8, 8))
+    params, ref = calibrated_network_params(net, x, np.random.default_rng(10))
+    return net, params, x, ref
 
 
-def driver_for(layer, **kw):
-    return EngineDriver(GoldenTransport(layer, **{k: v for k, v in kw.items() if k != "timeout"}), layer,
-                        timeout=kw.get("timeout", 2.0))
-
-
-@pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("relu", [False, True])
-def test_conv_bit_exact_and_within_bound(stride, relu):
-    layer = conv_layer(stride, relu=relu)
-    x = np.random.default_rng(5).standard_normal((2, 4, 9, 7))
-    q = quantized(layer, x)
-    cols, _ = layer_im2col(layer, x)
-    xi = q.quantize_input(cols)
-    y, stats = run_columns(layer, q, xi, "golden")
-    np.testing.assert_array_equal(y, q.forward(xi))
-    assert stats["columns"] == cols.shape[0] and stats["cycles"] > 0
-    # float conv2d with the dense reconstruction of the quantised parameters
-    yf = run_layer(layer, q, x, "golden")
-    dense = chain_dense(layer.chain, q.float_weights())
-    wt = torch.from_numpy(dense.reshape(8, 3, 3, 4).transpose(0, 3, 1, 2).copy())
-    bias = torch.from_numpy(q.bias * q.weight_scales[-1] * q.act_scales[-2])
-    ref = F.conv2d(torch.from_numpy(x), wt, bias, stride=stride, padding=1)
-    ref = (F.relu(ref) if relu else ref).numpy()
-    err = np.abs(yf - ref).max()
-    bound = error_bound(q)
-    assert err <= bound * (1 + 1e-9)
-    assert err > 0  # quantisation is not free: the comparison is real
-
-
-def test_many_tiles_double_buffered_and_padding():
-    layer = conv_layer()
-    x = np.random.default_rng(6).standard_normal((1, 4, 13, 11))
-    q = quantized(layer, x)
-    cols, _ = layer_im2col(layer, x)
-    xi = q.quantize_input(cols)
-    d = driver_for(layer)
-    d.buffer_bytes = 2 * d.plan(1).in_bytes_per_batch    # two batches per tile
-    d.check_identity()
-    d.load_params(q)
-    y = d.run_columns(xi)
-    np.testing.assert_array_equal(y, q.forward(xi))
-    assert d.tiles_run == len(d.plan(xi.shape[0]).tiles) >= 4
-    assert xi.shape[0] % d.spec.lanes != 0                # the last batch was padded
-    assert d.counters()["COLUMNS_DONE"] == d.plan(xi.shape[0]).padded_columns
-    assert set(d.timings) == {"pack", "copy_in", "execute", "copy_out", "unpack"}
-
-
-def test_refuses_mismatched_bitstream():
-    layer = load_layer("examples/layers/vgg_conv2.yaml")
-    d = driver_for(layer, config_hash=0x1234ABCD)
-    with pytest.raises(LiteflyError) as exc:
-        d.check_identity()
+def one_line(exc) -> str:
     msg = str(exc.value)
-    assert msg == (f"bitstream config hash 0x1234abcd does not match layer 'vgg_conv2' (0x{layer.hash32:08x}): "
-                   f"load the bitstream built for this config")
-    with pytest.raises(LiteflyError, match="lanes"):
-        driver_for(layer, lanes=32).check_identity()
-    with pytest.raises(LiteflyError, match="interface version 2.0"):
-        driver_for(layer, version=(2, 0)).check_identity()
+    assert "\n" not in msg
+    return msg
 
 
-def test_refuses_bad_inputs():
-    layer = conv_layer()
-    x = np.random.default_rng(7).standard_normal((1, 4, 5, 5))
-    q = quantized(layer, x)
-    d = driver_for(layer)
-    d.load_params(q)
-    cases = [(np.zeros((10, 35), np.int64), r"shape \(10, 35\), expected \(n, 36\)"),
-             (np.zeros((10, 36), np.float32), "dtype float32 is not an integer"),
-             (np.full((10, 36), 300), "outside the 8-bit range"),
-             ([[0] * 36], "is a list")]
-    for bad, pattern in cases:
-        with pytest.raises(ShapeError, match=pattern) as exc:
-            d.run_columns(bad)
-        assert "\n" not in str(exc.value)
-    with pytest.raises(ShapeError, match="expected"):
-        run_layer(layer, q, np.zeros((1, 3, 5, 5)), "golden")
+def test_refuses_an_engine_that_is_not_the_networks():
+    net = load_network(VGG)
+    env = EngineEnvelope.for_network(net, (8, 8))
+    with pytest.raises(LiteflyError) as exc:
+        EngineDriver(GoldenTransport(env, config_hash=0x1234ABCD), env).check_identity()
+    assert one_line(exc) == (f"bitstream engine hash 0x1234abcd does not match engine 'vgg_head' (0x{env.hash32:08x}): "
+                             f"load the bitstream built for this network")
+    with pytest.raises(LiteflyError, match="has 32 lanes, engine 'vgg_head' expects 64"):
+        EngineDriver(GoldenTransport(env, lanes=32), env).check_identity()
+    with pytest.raises(LiteflyError, match=r"interface version 9\.0 is not supported"):
+        EngineDriver(GoldenTransport(env, version=(9, 0)), env).check_identity()
+    ident = EngineDriver(GoldenTransport(env), env).check_identity()
+    assert ident["CONFIG_HASH"] == env.hash32 and ident["LANES"] == env.lanes
 
 
-def test_dma_that_never_completes_times_out():
-    layer = conv_layer()
-    x = np.random.default_rng(8).standard_normal((1, 4, 5, 5))
-    q = quantized(layer, x)
-    cols, _ = layer_im2col(layer, x)
-    d = driver_for(layer, fault="never_start", timeout=0.2)
-    d.load_params(q)
-    with pytest.raises(DMATimeout, match=r"^DMA receive did not complete within 0\.2 s"):
-        d.run_columns(q.quantize_input(cols))
+def test_runner_refuses_a_layer_that_does_not_fit_its_engine(vgg):
+    net, params, x, _ = vgg
+    small = EngineEnvelope.for_network(load_network(VGG), (8, 8), frame_kib=1)     # 128 beats of frame
+    runner = NetworkRunner(net, params, "golden", input_size=(32, 32), envelope=small)
+    with pytest.raises(ConfigError) as exc:
+        runner.run(np.zeros((1, 3, 32, 32)))
+    msg = one_line(exc)
+    assert "layer 'vgg_conv1' does not fit engine 'vgg_head'" in msg and "CAP_FRAME_BEATS" in msg and "128" in msg
 
 
-def test_network_runner_golden_matches_layerwise_golden():
-    net = load_network("examples/vgg_net.yaml")
-    rng = np.random.default_rng(9)
-    x = rng.standard_normal((1, 3, 8, 8))
-    # calibrate each layer on the activations reaching it (as a user would)
-    params, h = calibrated_network_params(net, x, rng)
-    runner = NetworkRunner(net, params, backend="golden")
-    y = runner.run(x)
-    np.testing.assert_array_equal(y, h)
-    assert y.shape == (1, 128, 4, 4) and len(runner.stats) == 3
-    yi = runner.run_int(params["vgg_conv1"].quantize_input(x))
-    np.testing.assert_array_equal(yi * params["vgg_conv3"].out_scale, y)
+def test_runner_refuses_tensors_of_the_wrong_shape_dtype_or_range(vgg):
+    net, params, x, _ = vgg
+    runner = NetworkRunner(net, params, "golden", input_size=(8, 8))
+    cases = [(lambda: runner.run(np.zeros((1, 4, 8, 8))), r"input has shape \(1, 4, 8, 8\), expected \(N, 3, H, W\)"),
+             (lambda: runner.run(np.zeros((3, 8, 8))), r"input has shape \(3, 8, 8\)"),
+             (lambda: runner.run_int(np.zeros((1, 3, 8, 8), np.float32)), "dtype float32 is not an integer"),
+             (lambda: runner.run_int(np.full((1, 3, 8, 8), 300)), "outside the 8-bit range"),
+             (lambda: runner.run(np.zeros((1, 3, 1, 1))), "larger than the 1x1 map")]
+    for call, pattern in cases:
+        with pytest.raises((ShapeError, ConfigError), match=pattern) as exc:
+            call()
+        one_line(exc)
+
+
+def test_runner_refuses_missing_or_foreign_parameters(vgg):
+    net, params, _, _ = vgg
     with pytest.raises(LiteflyError, match="no parameters for layer 'vgg_conv2'"):
         NetworkRunner(net, {"vgg_conv1": params["vgg_conv1"]}, backend="golden")
     with pytest.raises(LiteflyError, match="backend 'fpga' is not known"):
         NetworkRunner(net, params, backend="fpga")
+    swapped = dict(params, vgg_conv2=params["vgg_conv3"])
+    with pytest.raises(LiteflyError) as exc:
+        NetworkRunner(net, swapped, "golden", input_size=(8, 8)).run(np.zeros((1, 3, 8, 8)))
+    one_line(exc)
+
+
+def test_a_network_whose_bitstream_is_missing_from_the_registry(tmp_path):
+    """The registry is keyed by the network engine's envelope hash (lookup takes the envelope)."""
+    from litefly.bitstreams.registry import lookup
+    env = EngineEnvelope.for_network(load_network(VGG), (32, 32))
+    with pytest.raises(LiteflyError) as exc:
+        lookup(env, "pynq-z2", tmp_path)
+    msg = one_line(exc)
+    assert f"no bitstream for engine 'vgg_head' (0x{env.hash32:08x}) on pynq-z2" in msg and "litefly build" in msg
+
+
+def test_dma_that_never_completes_times_out_in_one_line(vgg):
+    net, params, x, _ = vgg
+    runner = NetworkRunner(net, params, "golden", input_size=(8, 8), fault="never_start", timeout=0.2)
+    with pytest.raises(DMATimeout) as exc:
+        runner.run(x)
+    assert one_line(exc).startswith("output DMA receive did not complete within 0.20 s")
+    runner = NetworkRunner(net, params, "golden", input_size=(8, 8), fault="short_output", timeout=0.2)
+    with pytest.raises(DMATimeout, match="output DMA receive"):
+        runner.run(x)
+
+
+def test_every_host_second_of_a_run_is_in_a_stage(vgg):
+    net, params, x, ref = vgg
+    runner = NetworkRunner(net, params, "golden", input_size=(8, 8))
+    np.testing.assert_array_equal(runner.run(x), ref)
+    np.testing.assert_array_equal(runner.run(x), ref)         # buffers reused; the first run also opens
+    stages = runner.total["host_stage[s]"]
+    assert set(stages) == set(STAGES)
+    assert sum(v for k, v in stages.items() if k != "quantize") == pytest.approx(runner.total["wall_s"], rel=0.05)
+    for st in runner.stats:
+        assert set(st["timings"]) == set(STAGES) and st["timings"]["wait"] > 0

@@ -147,17 +147,25 @@ def test_distillation_lowers_the_loss():
 
 def test_export_traces_quantises_and_matches_the_host_runtime(tmp_path):
     from litefly.host.runtime import NetworkRunner
+    from litefly.network import check_scales, network_forward_int, plan_network
     model = small_cnn()
-    new, _ = convert_model(model, ConvertConfig(compression=0.8, sweeps=2))
+    calib = torch.rand(64, 4, 8, 8)
+    new, reports = convert_model(model, ConvertConfig(compression=0.8, sweeps=2), example_input=calib[:1])
+    assert any("channels-last flatten" in n for n in reports[2].notes)      # nn.Flatten replaced, fc permuted
     steps = trace_steps(new)
     assert [type(s).__name__ for _, s in steps][:3] == ["DeButConv2d", "HostOp", "HostOp"]
-    calib = torch.rand(64, 4, 8, 8)
     network, params = export_int8(new, calib, name="small")
     kinds = [s.op if isinstance(s, HostOp) else s.kind for s in network.steps]
-    assert kinds == ["conv2d", "maxpool2d", "conv2d", "maxpool2d", "flatten", "linear", "linear"]
-    assert [l.format.relu for l in network.layers] == [True, True, True, False]       # ReLUs fused
+    assert kinds == ["conv2d", "relu", "maxpool2d", "conv2d", "relu", "maxpool2d", "flatten", "linear", "relu",
+                     "linear"]                                                 # ops kept: the plan fuses them
+    assert network.input_size == (8, 8)
+    esteps = plan_network(network, (4, 8, 8))
+    assert [(s.relu, s.pool) for s in esteps] == [(True, (2, 2)), (True, (2, 2)), (True, None), (False, None)]
+    check_scales(esteps, params)                                               # chained: int8 flows unchanged
     x = torch.rand(8, 4, 8, 8).double().numpy()
     ours = int8_forward(network, params, x)
+    yi = network_forward_int(esteps, params, params[esteps[0].name].quantize_input(x))
+    np.testing.assert_array_equal(ours, yi.reshape(8, -1) * params[esteps[-1].name].out_scale)
     host = NetworkRunner(network, params, backend="golden").run(x)
     assert np.array_equal(ours, host)
     # close to the float model (int8 through 4 layers)
@@ -166,6 +174,38 @@ def test_export_traces_quantises_and_matches_the_host_runtime(tmp_path):
     path = save_int8(network, params, tmp_path / "int8")
     net2, params2 = load_int8(path.parent)
     assert net2 == network and np.array_equal(int8_forward(net2, params2, x), ours)
+
+
+def test_convert_replaces_a_channel_major_flatten_without_changing_the_outputs():
+    from litefly.convert import channels_last_flatten
+    from litefly.export import FlattenHWC
+    model = small_cnn(3)
+    x = torch.rand(16, 4, 8, 8)
+    before = model(x).detach()
+    notes = channels_last_flatten(model, x[:1])
+    assert isinstance(model[6], FlattenHWC) and list(notes) == ["7"]
+    torch.testing.assert_close(model(x).detach(), before, rtol=1e-5, atol=1e-6)
+    assert channels_last_flatten(small_cnn(3), None) == {}                    # no shape known: unchanged
+
+
+def test_export_accepts_the_channels_last_flatten_written_as_permute():
+    class Permuted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = DeButConv2d(2, 8, 3, [[8, 18, 4, 9, 1], [8, 8, 2, 2, 4]], padding=1)
+            self.fc = DeButLinear(8 * 3 * 3, 4, [[4, 72, 1, 18, 1]])
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).permute(0, 2, 3, 1).flatten(1))
+
+    model = Permuted().eval()
+    x = torch.rand(6, 2, 3, 3)
+    network, params = export_int8(model, x)
+    assert [s.op if isinstance(s, HostOp) else s.kind for s in network.steps] == ["conv2d", "relu", "flatten",
+                                                                                 "linear"]
+    ref = model(x).detach().numpy()
+    ours = int8_forward(network, params, x.double().numpy())
+    assert np.abs(ours - ref).max() < 0.1 * np.abs(ref).max() + 1e-6
 
 
 def test_export_refuses_what_the_engine_cannot_run():
@@ -181,6 +221,22 @@ def test_export_refuses_what_the_engine_cannot_run():
         trace_steps(Residual())
     with pytest.raises(ConfigError, match="still a dense Linear"):
         trace_steps(nn.Sequential(nn.Linear(4, 4)))
+    conv = lambda: DeButConv2d(2, 8, 3, [[8, 18, 4, 9, 1], [8, 8, 2, 2, 4]], padding=1)  # noqa: E731
+    fc = lambda n: DeButLinear(n, 4, [[4, n, 1, n // 4, 1]])  # noqa: E731
+    x = torch.rand(4, 2, 4, 4)
+    # a channel-major flatten of a 8x4x4 map before a DeBut layer: one line, naming it and the fix
+    with pytest.raises(ConfigError) as exc:
+        export_int8(nn.Sequential(conv(), nn.Flatten(), fc(128)).eval(), x)
+    msg = str(exc.value)
+    assert "\n" not in msg and "'1' (nn.Flatten) flattens a 8x4x4 map channel-major before DeBut layer '2'" in msg
+    assert "FlattenHWC" in msg and "litefly convert" in msg
+    # of a 8x1x1 map both orders agree: accepted
+    export_int8(nn.Sequential(conv(), nn.MaxPool2d(4), nn.Flatten(), fc(8)).eval(), x)
+    # average pooling between layers: one line naming the operation and the layer before it
+    with pytest.raises(ConfigError) as exc:
+        export_int8(nn.Sequential(conv(), nn.AvgPool2d(2), nn.Flatten(), fc(32)).eval(), x)
+    msg = str(exc.value)
+    assert "\n" not in msg and "'1' (average pooling) after layer '0' does not run on the engine" in msg
 
 
 def test_cli_convert_end_to_end(tmp_path):
@@ -196,6 +252,7 @@ def test_cli_convert_end_to_end(tmp_path):
     assert "rel. error" in r.stdout
     new = torch.load(tmp_path / "out.pt", weights_only=False)
     assert new(x).shape == (64, 10)
+    assert "engine model == int8 golden" in r.stdout and "one engine" in r.stdout
     network, params = load_int8(tmp_path / "int8")
     assert len(network.layers) == 4 and set(params) == {l.name for l in network.layers}
     torch.save(model.state_dict(), tmp_path / "sd.pt")

@@ -1,4 +1,5 @@
-"""`litefly demo digits`: dense CNN -> all-DeBut -> KD -> int8 -> simulated engine, on real data."""
+"""`litefly demo digits`: dense CNN -> all-DeBut -> KD -> int8 (chained scales) -> ONE simulated network
+engine for all three layers through NetworkRunner, on real data."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def test_digits_all_debut_meets_the_targets_and_the_engine_equals_golden(demo):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["engine_equals_golden_on_every_image"] is True
     assert (tmp_path / "int8" / "network.yaml").exists()
+    assert "one engine" in res.engine_note and "serves all 3 layers" in res.engine_note
 
 
 def test_a_wrong_engine_is_caught_on_the_digits_network(demo):
@@ -68,5 +70,9 @@ def test_cli_quick_run_and_bad_input(tmp_path):
     summary = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert summary["engine_equals_golden_on_every_image"] is True
     assert summary["bench_total"]["cycles"] > 0
+    assert summary["bench_total"]["host[s]"] > 0 and summary["bench_total"]["end_to_end[s]"] > 0
+    bench = json.loads((tmp_path / "d" / "bench.json").read_text())
+    assert bench["engine"]["layers_served"] == 3 and set(bench["total"]["host_stage[s]"]) == {
+        "quantize", "copy_in", "dispatch", "copy_out", "unpack"}
     r = _cli("--compression", "1.5", "--out", str(tmp_path / "e"))
     assert r.returncode == 2 and r.stderr.strip() == "error: --compression 1.5 must be in [0, 1)"

@@ -16,7 +16,8 @@ def demo() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_digits"),
               show_default=True, help="Where the int8 export, bench.json and summary.json go.")
 @click.option("--backend", type=click.Choice(["sim", "golden", "none"]), default="sim", show_default=True,
-              help="Engine column: sim = cocotb + Verilator through the host runtime.")
+              help="The network engine that runs the int8 network (one engine, all layers): sim = cocotb + "
+                   "Verilator, golden = the engine model; none skips it.")
 @click.option("--compression", default=0.95, show_default=True, type=float, help="Per-layer target.")
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1), help="Dense training epochs.")
 @click.option("--kd-epochs", default=100, show_default=True, type=click.IntRange(min=0))
@@ -32,15 +33,15 @@ def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epoc
            seed: int, quick: bool, no_bench: bool, bench_batch: int, no_dense_bench: bool, threads: int) -> None:
     """Dense CNN -> all-DeBut -> KD -> int8 -> engine, on scikit-learn's handwritten digits."""
     import torch
-    from rich.console import Console
 
+    from litefly.cli.output import console as make_console
     from litefly.demo_digits import DigitsConfig, render, run_digits_demo
     from litefly.errors import ConfigError
 
     if not 0.0 <= compression < 1.0:
         raise ConfigError(f"--compression {compression} must be in [0, 1)")
     torch.set_num_threads(threads)
-    console = Console(width=max(Console().width, 150))
+    console = make_console(min_width=150)
     cfg = DigitsConfig(channels=channels, compression=compression, epochs=epochs, kd_epochs=kd_epochs, seed=seed,
                        backend=backend, bench=not no_bench, bench_dense=not no_dense_bench, bench_batch=bench_batch)
     if quick:
