@@ -162,7 +162,7 @@ class GoldenTransport:
                 self._params = bytes(self._in[:need])
                 del self._in[:need]
                 self._loading, self._params_valid = False, True
-        if self._busy:
+        if self._busy and self._pass_images:          # a pass started whose frame is still awaited
             c = regmap.unpack("IN_C", words["IN_C"])["C"]
             hw = regmap.unpack("IN_HW", words["IN_HW"])
             need = self._pass_images * hw["H"] * hw["W"] * ceil_div(c, self._sb) * self._sb
@@ -172,8 +172,8 @@ class GoldenTransport:
                 out = self._run_pass(words, frame)
                 if self.fault == "short_output":
                     out = out[:-self._sb]
-                self._out.append(out)
-                self._busy, self._done = False, True
+                self._out.append(out)        # BUSY until the pass's last beat has been taken
+                self._pass_images = 0
         rcv = self.recvchannel
         if not rcv.idle and self._out:
             packet = self._out.pop(0)
@@ -185,6 +185,8 @@ class GoldenTransport:
                                    f"{len(packet)}-byte pass")
             np.asarray(rcv._buf).reshape(-1).view(np.uint8)[:len(packet)] = np.frombuffer(packet, np.uint8)
             rcv.idle, rcv.transferred = True, rcv.transferred + len(packet)
+            if not self._out:
+                self._busy, self._done = False, True
         return False
 
     def _run_pass(self, words: dict[str, int], frame: bytes) -> bytes:

@@ -363,23 +363,40 @@ class LayerDescriptor:
         return batches * self.phases * self.layer.macs_per_column
 
 
+WINDOW_SETUP = 3           # window-generator set-up cycles per batch and phase
+
+
 def batch_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int) -> dict[str, int]:
-    """Per batch of ``lanes`` positions and per phase: MAC issue cycles (with the bubbles between
-    factors), window-generator cycles (one beat read per lane, kernel position and channel beat)
-    and unload cycles (one beat per lane and channel beat)."""
-    return {"mac": macs + DRAIN_CYCLES * (factors - 1) + 1, "window": lanes * window_reads,
+    """Per full batch of ``lanes`` positions and per phase: MAC issue cycles (with the bubbles
+    between factors), window-generator cycles (one beat read per lane, kernel position and
+    channel beat, plus set-up) and unload cycles (one beat per lane and channel beat)."""
+    return {"mac": macs + DRAIN_CYCLES * (factors - 1) + 1, "window": lanes * window_reads + WINDOW_SETUP,
             "unload": lanes * out_cw}
 
 
 def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int, positions: int,
                 phases: int, load_beats: int) -> int:
-    """The one cycle model of a pass: load the frame, then batches whose window generation,
-    MAC issue and unloading overlap (double-buffered IN and OUT), the slowest setting the pace."""
+    """The one cycle model of a pass (the RTL's CYCLES to the cycle on the passes measured).
+
+    Load the frame; form the first batch-phase's windows; then every further batch-phase's
+    windows overlap the previous one's MAC issue (double-buffered IN), the slower setting the
+    pace; the last issue drains; the last batch unloads (earlier batches unload behind the MAC
+    issue, double-buffered OUT, unless unloading is the slower). Windows are formed for valid
+    lanes only, so a partial last batch is cheaper to form.
+    """
     b = batch_cycles(lanes, macs, factors, window_reads, out_cw)
+    mac, w_full = b["mac"], b["window"]
     batches = ceil_div(positions, lanes)
-    per_batch = max(phases * max(b["mac"], b["window"]), b["unload"])
-    last_lanes = positions - (batches - 1) * lanes
-    return load_beats + b["window"] + batches * per_batch + last_lanes * out_cw + 2 * DRAIN_CYCLES
+    last = positions - (batches - 1) * lanes
+    w_last = last * window_reads + WINDOW_SETUP
+    if batches > 1:
+        first = w_full
+        rest = ((batches - 1) * phases - 1) * max(mac, w_full) + phases * max(mac, w_last)
+    else:
+        first = w_last
+        rest = (phases - 1) * max(mac, w_last)
+    rest = max(rest, (batches - 1) * b["unload"])
+    return load_beats + first + rest + mac + DRAIN_CYCLES + last * out_cw + 8
 
 
 def factors_from_words(words: Mapping[str, int]) -> list[Factor]:

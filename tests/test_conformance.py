@@ -102,9 +102,6 @@ def test_checker_catches_old_soft_reset(old):
     assert any(diffs), f"{old.__name__} is not told apart from the contract"
 
 
-@pytest.mark.xfail(strict=True, reason="model bug: GoldenTransport sets DONE (and clears BUSY) when the pass is "
-                                       "computed, before its output was sent; docs/engine.md and regmap say DONE "
-                                       "means the last output beat was sent")
 def test_model_done_only_after_output_sent():
     from sim_common import model_driver
     from litefly.host.runtime import prepare_program

@@ -160,9 +160,6 @@ def test_rtl_cycles_follow_the_model_on_full_batches(env_name):
 
 
 @needs_rtl
-@pytest.mark.xfail(strict=False, reason="cycle model (hw/spec.py pass_cycles) charges a partial batch the window "
-                                        "time of a full one (lanes * window_reads); the engine forms windows for "
-                                        "valid lanes only, so it is faster than the model on partial batches")
 @pytest.mark.parametrize("env_name", list(DEFAULT))
 def test_rtl_cycles_follow_the_model_on_partial_batches(env_name):
     rows = [r for r in _cycle_report(env_name) if not r[4]]

@@ -77,15 +77,17 @@ def test_images_per_pass_cap_and_floor():
 
 def test_cycle_model_by_hand():
     """The one cycle model on numbers worked by hand (docs/engine.md; the RTL tests hold CYCLES to it):
-    load 50 + first window 24 + 3 batches x max(mac 10+5+1=16, window 8*3=24, unload 8) + last 4 lanes
-    x 1 beat + 2 drains of 5."""
+    load 50 + first window (8 lanes x 3 reads + 3 set-up) + the next batch-phases at max(mac
+    10+5+1=16, window 27), the partial last one at max(16, 4x3+3) + last issue 16 + drain 5 +
+    unload of the last 4 lanes + 8."""
     from litefly.hw.spec import batch_cycles, pass_cycles
-    assert batch_cycles(lanes=8, macs=10, factors=2, window_reads=3, out_cw=1) == {"mac": 16, "window": 24,
+    assert batch_cycles(lanes=8, macs=10, factors=2, window_reads=3, out_cw=1) == {"mac": 16, "window": 27,
                                                                                    "unload": 8}
     assert pass_cycles(lanes=8, macs=10, factors=2, window_reads=3, out_cw=1, positions=20, phases=1,
-                       load_beats=50) == 50 + 24 + 3 * 24 + 4 * 1 + 10
-    # pooling: 4 phases of max(mac, window) per batch; unload-bound when out_cw is large
+                       load_beats=50) == 50 + 27 + (27 + 16) + 16 + 5 + 4 * 1 + 8
+    # pooling: 3 more phases of max(mac 31, window 11) after the first window
     assert pass_cycles(lanes=8, macs=30, factors=1, window_reads=1, out_cw=1, positions=8, phases=4,
-                       load_beats=0) == 8 + 4 * 31 + 8 + 10
+                       load_beats=0) == 11 + 3 * 31 + 31 + 5 + 8 + 8
+    # unload-bound: the first batch's 72 unload beats outlast the second batch's window and issue
     assert pass_cycles(lanes=8, macs=2, factors=1, window_reads=1, out_cw=9, positions=16, phases=1,
-                       load_beats=0) == 8 + 2 * 72 + 8 * 9 + 10
+                       load_beats=0) == 11 + 72 + 3 + 5 + 8 * 9 + 8
