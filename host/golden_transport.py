@@ -175,19 +175,22 @@ class GoldenTransport:
                 self._out.append(out)        # BUSY until the pass's last beat has been taken
                 self._pass_images = 0
         rcv = self.recvchannel
-        if not rcv.idle and self._out:
-            packet = self._out.pop(0)
-            if self.fault == "short_output":
-                self._out.insert(0, packet)     # no TLAST: the receive never completes
-                return False
+        if not rcv.idle and self._out and self.fault != "short_output":   # short: no TLAST, never completes
+            packet = self.take_output()
             if len(packet) > rcv._nbytes:
                 raise LiteflyError(f"DMA receive buffer of {rcv._nbytes} bytes is smaller than the "
                                    f"{len(packet)}-byte pass")
             np.asarray(rcv._buf).reshape(-1).view(np.uint8)[:len(packet)] = np.frombuffer(packet, np.uint8)
             rcv.idle, rcv.transferred = True, rcv.transferred + len(packet)
-            if not self._out:
-                self._busy, self._done = False, True
         return False
+
+    def take_output(self) -> bytes:
+        """The oldest pass's output packet, as m_axis delivers it; the pass is DONE (and the engine
+        no longer BUSY) once its last beat has been taken."""
+        packet = self._out.pop(0)
+        if not self._out and not self._pass_images:
+            self._busy, self._done = False, True
+        return packet
 
     def _run_pass(self, words: dict[str, int], frame: bytes) -> bytes:
         env, e = self.envelope, self._sb

@@ -26,6 +26,8 @@ from typing import Any
 from litefly.errors import ToolError
 from litefly.hw.spec import EngineEnvelope
 
+from litefly.progress import status
+
 from .tools import check_simulator, simulator_env
 
 __all__ = ["cache_dir", "prepare", "run_cocotb", "load_params", "save_results", "PARAMS_ENV", "TIMESCALE"]
@@ -133,7 +135,10 @@ def run_cocotb(envelope: EngineEnvelope, test_module: str, params: dict[str, Any
             env["MAKEFLAGS"] = f"{env.get('MAKEFLAGS', '')} {opt}".strip()
         if extra_path:
             env["PYTHONPATH"] = os.pathsep.join(list(extra_path) + [env.get("PYTHONPATH", "")])
-        with open(log, "w") as out:
+        built = (Path(job["build_dir"]) / ".litefly-built").exists()
+        what = (f"simulating engine {envelope.name!r}" if built else
+                f"building the {simulator} model of engine {envelope.name!r} (a few minutes), then simulating")
+        with open(log, "w") as out, status(what):
             proc = subprocess.Popen([sys.executable, *_child_argv(jfile)], env=env, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
             try:

@@ -55,7 +55,7 @@ class ModelTB:
             while not self.engine._out or self.engine.fault == "short_output":
                 await RisingEdge(self.clk)
                 self.engine._step()
-            return self.engine._out.pop(0)
+            return self.engine.take_output()
         finally:
             self.rx_armed = False
 
