@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from litefly.cli.output import console as output_console
+from litefly.progress import status
 from litefly.config import NetworkConfig, load_network
 from litefly.errors import ConfigError
 from litefly.hw.spec import EngineEnvelope
@@ -101,10 +102,8 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, mul
     network = load_network(config)
     env = network_envelope(network, input_size, multipliers)
     board = get_board(board_name)
-    with console.status(f"yosys synth_xilinx -family {board.family} on engine {env.name} ...") as status:
-        def on_pass(name: str) -> None:
-            status.update(f"yosys synth_xilinx -family {board.family} on engine {env.name}: {name}")
-        report = estimate(env, board, on_pass=on_pass, use_cache=not no_cache)
+    with status(f"yosys synth_xilinx -family {board.family} on engine {env.name}"):  # lines when piped
+        report = estimate(env, board, use_cache=not no_cache)
     report.layers = [lay.name for lay in network.layers]
     console.print(render_table([report]))
     console.print(_describe(env, network), soft_wrap=True)

@@ -70,6 +70,20 @@ def roofline(desc: LayerDescriptor, images: int, clock_hz: float, dma_bytes_per_
             "bytes_in_per_position": in_b, "bytes_out_per_position": out_b}
 
 
+def load_params_dir(network: NetworkConfig, params_dir: str | Path) -> dict[str, QuantizedLayer]:
+    """Every layer's ``<name>.npz`` from an export folder (``--params``); one-line errors."""
+    d = Path(params_dir)
+    if not d.is_dir():
+        raise ConfigError(f"--params {d}: no such folder")
+    params = {}
+    for lay in network.layers:
+        path = d / f"{lay.name}.npz"
+        if not path.is_file():
+            raise ConfigError(f"--params {d}: no {path.name} for layer {lay.name!r}")
+        params[lay.name] = load_quantized(lay, path)
+    return params
+
+
 def dense_network(network: NetworkConfig) -> NetworkConfig:
     """The same network with every layer replaced by its dense baseline ``[p, q, p, q, 1]``."""
     steps = tuple(s.dense_baseline() if isinstance(s, LayerConfig) else s for s in network.steps)
@@ -77,7 +91,8 @@ def dense_network(network: NetworkConfig) -> NetworkConfig:
                          engine=network.engine)
 
 
-def _best_time(fn: Callable[[], Any], min_total: float = 0.05, max_reps: int = 30) -> float:
+def best_time(fn: Callable[[], Any], min_total: float = 0.05, max_reps: int = 30) -> float:
+    """The least of several timed runs of ``fn`` (after one warm-up run)."""
     fn()
     best, total, reps = float("inf"), 0.0, 0
     while reps < max_reps and (total < min_total or reps < 3):
@@ -122,7 +137,7 @@ def torch_step_time(step: EngineStep, dense: np.ndarray, x: np.ndarray) -> float
         for n in sorted({threads, 1}, reverse=True):    # torch's best: all threads, or 1 on a busy machine
             torch.set_num_threads(n)
             try:
-                best = min(best, _best_time(run))
+                best = min(best, best_time(run))
             finally:
                 torch.set_num_threads(threads)
     return best
@@ -139,13 +154,7 @@ def _params(network: NetworkConfig, steps: Sequence[EngineStep], x: np.ndarray, 
             params_dir: str | Path | None) -> tuple[dict[str, QuantizedLayer], dict[str, list], dict[str, Any]]:
     """DeBut parameters (loaded, or random with chained scales), their float weights and biases."""
     if params_dir is not None:
-        d = Path(params_dir)
-        params = {}
-        for lay in network.layers:
-            path = d / f"{lay.name}.npz"
-            if not path.is_file():
-                raise ConfigError(f"--params {d}: no {path.name} for layer {lay.name!r}")
-            params[lay.name] = load_quantized(lay, path)
+        params = load_params_dir(network, params_dir)
         return params, {n: q.float_weights() for n, q in params.items()}, \
             {n: _float_bias(q) for n, q in params.items()}
     weights = {s.name: random_float_weights(s.layer, rng) for s in steps}

@@ -32,11 +32,12 @@ import numpy as np
 from litefly.boards.boards import get_board
 from litefly.config import NetworkConfig
 from litefly.errors import ConfigError, LiteflyError
-from litefly.fixed import QuantizedLayer, chain_dense, load_quantized, random_float_weights
+from litefly.fixed import QuantizedLayer, chain_dense, random_float_weights
 from litefly.hw.spec import EngineEnvelope
 from litefly.network import (EngineStep, im2col, network_forward_int, network_input_shape, plan_network,
                              quantize_network)
 
+from .bench import best_time, load_params_dir
 from .driver import STAGES
 
 __all__ = ["run_board_check", "render_table", "summary_lines", "cpu_conv2d_time", "HOST_STAGES", "CALIB_IMAGES"]
@@ -49,16 +50,7 @@ CALIB_IMAGES = 2
 def _params(network: NetworkConfig, steps: Sequence[EngineStep], calib: np.ndarray, rng: np.random.Generator,
             params_dir: str | Path | None) -> tuple[dict[str, QuantizedLayer], str]:
     if params_dir is not None:
-        d = Path(params_dir)
-        if not d.is_dir():
-            raise ConfigError(f"--params {d}: no such folder")
-        params = {}
-        for lay in network.layers:
-            path = d / f"{lay.name}.npz"
-            if not path.is_file():
-                raise ConfigError(f"--params {d}: no {path.name} for layer {lay.name!r}")
-            params[lay.name] = load_quantized(lay, path)
-        return params, f"loaded from {d}"
+        return load_params_dir(network, params_dir), f"loaded from {Path(params_dir)}"
     weights = {s.name: random_float_weights(s.layer, rng) for s in steps}
     biases = {s.name: (rng.standard_normal(s.layer.chain_out) * 0.3 if s.layer.format.bias else None) for s in steps}
     return quantize_network(steps, weights, calib, biases), \
@@ -66,17 +58,6 @@ def _params(network: NetworkConfig, steps: Sequence[EngineStep], calib: np.ndarr
 
 
 # -- the CPU baseline -------------------------------------------------------------------------
-def _best_time(fn: Callable[[], Any], min_total: float = 0.05, max_reps: int = 20) -> float:
-    fn()
-    best, total, reps = float("inf"), 0.0, 0
-    while reps < max_reps and (total < min_total or reps < 3):
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        best, total, reps = min(best, dt), total + dt, reps + 1
-    return best
-
-
 def cpu_conv2d_time(step: EngineStep, dense: np.ndarray, x: np.ndarray) -> float:
     """Seconds of the dense layer as numpy runs it on this CPU: im2col of the float32 NCHW map,
     then ``cols @ W.T`` (float32), best of several runs. ReLU/pooling are not included."""
@@ -86,7 +67,7 @@ def cpu_conv2d_time(step: EngineStep, dense: np.ndarray, x: np.ndarray) -> float
     def run() -> np.ndarray:
         return im2col(xf, step.kernel, step.stride, step.padding, step.dilation) @ wt
 
-    return _best_time(run)
+    return best_time(run)
 
 
 # -- the check ----------------------------------------------------------------------------------

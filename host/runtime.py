@@ -27,7 +27,7 @@ import numpy as np
 from litefly.config import NetworkConfig
 from litefly.errors import LiteflyError, ShapeError
 from litefly.fixed import QuantizedLayer, int_range, quantize_tensor
-from litefly.hw.spec import EngineEnvelope, LayerDescriptor, ceil_div
+from litefly.hw.spec import EngineEnvelope, LayerDescriptor
 from litefly.hw.wireformat import pack_layer_params, pack_tensor, tensor_bytes, unpack_tensor
 from litefly.network import EngineStep, check_scales, network_input_shape, plan_network
 

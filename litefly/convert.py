@@ -349,8 +349,8 @@ def convert_model(model: nn.Module, config: ConvertConfig | None = None,
         raise ConfigError("convert: the model has no Conv2d or Linear layer to convert")
     pixels = _output_positions(model, [n for n, _ in selected], example_input)
     reports = []
-    from tqdm.auto import tqdm
-    for i, (name, mod) in enumerate(tqdm(selected, desc="convert (ALS)", unit="layer", disable=not progress)):
+    from .progress import progress as progress_lines
+    for i, (name, mod) in enumerate(progress_lines(selected, "convert (ALS)") if progress else selected):
         opts = cfg.chain_options(name)
         W = _dense_matrix(mod)
         p, q = W.shape
@@ -426,12 +426,12 @@ def train_epochs(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Ten
     ``loss_fn(output, batch_indices)`` gives the loss of a batch. Returns the mean loss of every
     epoch and leaves the model in eval mode.
     """
-    from tqdm.auto import tqdm
+    from .progress import progress as progress_lines
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * math.ceil(len(x) / batch_size)))
     history = []
-    for epoch in tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress):
+    for epoch in (progress_lines(range(epochs), desc) if progress else range(epochs)):
         model.train()
         perm = torch.randperm(len(x), generator=gen)
         total = 0.0
