@@ -23,6 +23,7 @@ from litefly.errors import ConfigError, LiteflyError
 CORPUS = Path(__file__).resolve().parent / "corpus" / "hostile"
 sys.path.insert(0, str(CORPUS))
 from make_corpus import CASES, big_name  # noqa: E402
+from cli_inprocess import run_cli
 
 #: file -> fragment of the one-line error of `litefly chain show FILE`
 YAML_CASES = {
@@ -52,17 +53,6 @@ YAML_CASES = {
     "network_many_steps.yaml": "above the limit MAX_NETWORK_STEPS=1,024",
     "network_dev_zero.yaml": "is not a regular file",
 }
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    from litefly.cli.main import main
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(err: str, fragment: str = "") -> None:

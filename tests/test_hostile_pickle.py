@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
+from cli_inprocess import run_cli
 
 
 class Hostile:
@@ -19,17 +20,6 @@ class Hostile:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    from litefly.cli.main import main
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("wrap", ["dict", "bare"])
