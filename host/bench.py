@@ -196,11 +196,10 @@ def _prepare(runner: Any, x: np.ndarray) -> None:
     _layer_plans(program, int(x.shape[0]))
 
 
-def _layer_host(stats: list[dict], total: dict[str, Any]) -> list[dict[str, float]]:
-    """Host stages per layer: its own dispatch; the input's quantize/copy_in on the first layer,
-    the output's copy_out/unpack on the last."""
+def layer_host_stages(stats: list[dict], tot: Mapping[str, float]) -> list[dict[str, float]]:
+    """Host stages per layer from a run's stats and its total stages ``tot``: the layer's own
+    dispatch; the input's quantize/copy_in on the first layer, the output's copy_out/unpack on the last."""
     out = []
-    tot = total["host_stage[s]"]
     for k, st in enumerate(stats):
         h = {s: 0.0 for s in HOST_STAGES}
         h["dispatch"] = st["timings"].get("dispatch", 0.0)
@@ -310,8 +309,8 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
     except ImportError:
         import_ok, torch_threads = False, 0
     ddescs = [denv.describe(ds) for ds in dsteps]
-    host_layers = _layer_host(stats, total)
-    dhost_layers = _layer_host(dstats, dtotal) if dstats else None
+    host_layers = layer_host_stages(stats, total["host_stage[s]"])
+    dhost_layers = layer_host_stages(dstats, dtotal["host_stage[s]"]) if dstats else None
     rows = []
     for k, (step, desc) in enumerate(zip(steps, program.descriptors)):
         dense_m = dense_w[dsteps[k].name][0].reshape(step.layer.chain_out, -1)

@@ -37,12 +37,10 @@ from litefly.hw.spec import EngineEnvelope
 from litefly.network import (EngineStep, im2col, network_forward_int, network_input_shape, plan_network,
                              quantize_network)
 
-from .bench import best_time, load_params_dir
-from .driver import STAGES
+from .bench import HOST_STAGES, best_time, layer_host_stages, load_params_dir
 
 __all__ = ["run_board_check", "render_table", "summary_lines", "cpu_conv2d_time", "HOST_STAGES", "CALIB_IMAGES"]
 
-HOST_STAGES = tuple(s for s in STAGES if s != "wait")
 CALIB_IMAGES = 2
 
 
@@ -79,19 +77,6 @@ def _resolve_board(backend: str, board_name: str | None, opts: Mapping[str, Any]
     if name is None:
         raise LiteflyError("cannot tell which board this is: pass --board pynq-z2|zcu104 (or set $BOARD)")
     return name
-
-
-def _host_per_layer(stats: list[dict], stages: Mapping[str, float]) -> list[dict[str, float]]:
-    out = []
-    for k, st in enumerate(stats):
-        h = dict.fromkeys(HOST_STAGES, 0.0)
-        h["dispatch"] = float(st["timings"].get("dispatch", 0.0))
-        if k == 0:
-            h["quantize"], h["copy_in"] = stages.get("quantize", 0.0), stages.get("copy_in", 0.0)
-        if k == len(stats) - 1:
-            h["copy_out"], h["unpack"] = stages.get("copy_out", 0.0), stages.get("unpack", 0.0)
-        out.append(h)
-    return out
 
 
 def _mismatch(got: np.ndarray, want: np.ndarray) -> tuple[bool, int]:
@@ -210,7 +195,7 @@ def run_board_check(network: NetworkConfig, backend: str = "golden", board_name:
 
     say("the CPU's own conv2d (numpy im2col + float32 matmul)")
     stages = {s: float(total["host_stage[s]"].get(s, 0.0)) for s in HOST_STAGES}
-    host_layers = _host_per_layer(stats, stages)
+    host_layers = layer_host_stages(stats, stages)
     rows = []
     for k, (step, st) in enumerate(zip(steps, stats)):
         q = params[step.name]
