@@ -8,6 +8,14 @@ Host time is kept per stage, as FINN's ``driver_base`` does: ``dispatch`` (regis
 starting DMA transfers, polling STATUS) is host time; ``wait`` (blocking on a DMA channel)
 is the engine's time. The runtime adds ``quantize``, ``copy_in``, ``copy_out`` and
 ``unpack`` (:mod:`litefly.host.runtime`).
+
+Register shadow: the descriptor registers live outside the soft-reset domain and keep what
+was last written (``docs/engine.md``), so the driver remembers the last word it wrote to each
+one and skips a write that would not change it (consecutive layers share most of their
+geometry; a layer's passes share all of it but IMAGES). The shadow assumes this driver is
+the only writer: it is dropped by :meth:`EngineDriver.check_identity` (a newly opened
+engine), by a soft reset, when ``transport`` is replaced, and by :meth:`forget_registers`
+(call it after anything else has touched the engine, e.g. a bitstream reload).
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ class EngineDriver:
 
     def __init__(self, transport: Any, envelope: EngineEnvelope, timeout: float = 2.0,
                  clock_mhz: float = 100.0) -> None:
-        self.transport = transport
+        self._tr = transport
         self.envelope = envelope
         self.timeout = float(timeout)
         self.clock_mhz = float(clock_mhz)
@@ -48,6 +56,22 @@ class EngineDriver:
         self._descriptor_writes: dict[tuple, list[tuple[int, int]]] = {}
         self._ctrl_words: dict[tuple[str, ...], int] = {}
         self._descriptor_refs: list[LayerDescriptor] = []
+        self._shadow: dict[int, int] = {}          # RW register offset -> the word last written to it
+        self._ctrl_off = regmap.REG["CTRL"]
+        self._status_off = regmap.REG["STATUS"]
+        self._images_off = regmap.REG["IMAGES"]
+        self._counter_offs = tuple((n, regmap.REG[n]) for n in regmap.COUNTERS)
+        self._start_word = self._ctrl_word(("START",))
+        self._load_word = self._ctrl_word(("LOAD_PARAMS",))
+
+    @property
+    def transport(self) -> Any:
+        return self._tr
+
+    @transport.setter
+    def transport(self, transport: Any) -> None:
+        self._tr = transport
+        self.forget_registers()         # another engine: nothing is known about its registers
 
     # -- registers -------------------------------------------------------------------------
     def reg(self, name: str) -> regmap.Register:
@@ -56,23 +80,48 @@ class EngineDriver:
         return self._regs[name]
 
     def read(self, name: str) -> int:
-        return int(self.transport.read_reg(self.reg(name).offset))
+        return int(self._tr.read_reg(self.reg(name).offset))
 
     def write(self, name: str, value: int | Mapping[str, int]) -> None:
         reg = self.reg(name)
-        self.transport.write_reg(reg.offset, regmap.pack(reg, value) if isinstance(value, Mapping) else int(value))
+        word = regmap.pack(reg, value) if isinstance(value, Mapping) else int(value)
+        self._tr.write_reg(reg.offset, word)
+        if reg.access == "RW":
+            self._shadow[reg.offset] = word
+        elif reg.offset == self._ctrl_off and word & regmap.CTRL_SOFT_RESET:
+            self.forget_registers()
 
-    def ctrl(self, *bits: str) -> None:
+    def forget_registers(self) -> None:
+        """Drop the register shadow: the next descriptor writes every register again."""
+        self._shadow.clear()
+
+    def _write_words(self, writes: Sequence[tuple[int, int]]) -> None:
+        """``(offset, word)`` register writes, skipping those the shadow says are already in place."""
+        shadow, write_reg = self._shadow, self._tr.write_reg
+        for offset, word in writes:
+            if shadow.get(offset) != word:
+                write_reg(offset, word)
+                shadow[offset] = word
+
+    def _ctrl_word(self, bits: tuple[str, ...]) -> int:
         word = self._ctrl_words.get(bits)
         if word is None:            # packed once per combination: a strobe is one register write
             word = self._ctrl_words[bits] = regmap.pack(self.reg("CTRL"), {b: 1 for b in bits})
-        self.transport.write_reg(self.reg("CTRL").offset, word)
+        return word
+
+    def ctrl(self, *bits: str) -> None:
+        word = self._ctrl_word(bits)
+        if word & regmap.CTRL_SOFT_RESET:
+            self.forget_registers()     # the descriptor survives a soft reset, but a reset is where trust ends
+        self._tr.write_reg(self._ctrl_off, word)
 
     def status(self) -> dict[str, int]:
         return regmap.unpack("STATUS", self.read("STATUS"))
 
     def check_identity(self) -> dict[str, int]:
-        """Refuse (one line) an engine that is not this envelope's; return the identity registers."""
+        """Refuse (one line) an engine that is not this envelope's; return the identity registers.
+        An engine just checked is a newly opened one: the register shadow is dropped."""
+        self.forget_registers()
         env = self.envelope
         ident = {n: self.read(n) for n in ("ID", "VERSION", "CONFIG_HASH", "LANES")}
         if ident["ID"] != regmap.ID_MAGIC:
@@ -102,27 +151,26 @@ class EngineDriver:
                 words[f"F{i}_SHIFT"] = regmap.pack(self.reg(f"F{i}_SHIFT"), {"SHIFT": int(s)})
             writes = self._descriptor_writes[key] = [(self.reg(n).offset, int(w)) for n, w in words.items()]
             self._descriptor_refs.append(desc)          # keeps id(desc) unique while cached
-        write_reg = self.transport.write_reg
-        for offset, word in writes:
-            write_reg(offset, word)
+        self._write_words(writes)
         self.timings["dispatch"] += time.perf_counter() - t0
 
     def set_images(self, images: int) -> None:
         t0 = time.perf_counter()
-        self.write("IMAGES", images)
+        self._write_words(((self._images_off, int(images)),))
         self.timings["dispatch"] += time.perf_counter() - t0
 
     def load_params(self, buf: np.ndarray, nbytes: int) -> None:
         """Stream a layer's packed parameters (already in a DMA buffer) into the engine."""
         t0 = time.perf_counter()
-        self.ctrl("LOAD_PARAMS")
-        self.transport.sendchannel.transfer(buf, nbytes=nbytes)
+        tr = self._tr
+        tr.write_reg(self._ctrl_off, self._load_word)
+        tr.sendchannel.transfer(buf, nbytes=nbytes)
         self.transfers += 1
         t1 = time.perf_counter()
-        self._wait(self.transport.sendchannel, "parameter DMA send", self.timeout)
+        self._wait(tr.sendchannel, "parameter DMA send", self.timeout)
         t2 = time.perf_counter()
         deadline = time.monotonic() + self.timeout
-        while not self.status()["PARAMS_VALID"]:
+        while not tr.read_reg(self._status_off) & regmap.STATUS_PARAMS_VALID:
             if time.monotonic() > deadline:
                 raise LiteflyError(f"engine did not report PARAMS_VALID within {self.timeout:.1f} s after a "
                                    f"{nbytes}-byte parameter stream ({self._diagnostics()})")
@@ -133,9 +181,9 @@ class EngineDriver:
                  out_bytes: int, expected_cycles: int) -> None:
         """One pass: receive armed, START, feature map sent, both waited for."""
         t0 = time.perf_counter()
-        tr = self.transport
+        tr = self._tr
         tr.recvchannel.transfer(out_buf, start=out_start, nbytes=out_bytes)
-        self.ctrl("START")
+        tr.write_reg(self._ctrl_off, self._start_word)
         tr.sendchannel.transfer(in_buf, start=in_start, nbytes=in_bytes)
         self.transfers += 2
         t1 = time.perf_counter()
@@ -165,7 +213,8 @@ class EngineDriver:
     # -- counters ----------------------------------------------------------------------------
     def counters(self) -> dict[str, int]:
         """The engine's performance counters (32-bit registers as read)."""
-        return {n: self.read(n) for n in regmap.COUNTERS}
+        read_reg = self._tr.read_reg
+        return {n: int(read_reg(off)) for n, off in self._counter_offs}
 
     def clear_counters(self) -> None:
         self.ctrl("CLEAR_COUNTERS")

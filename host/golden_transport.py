@@ -34,30 +34,43 @@ __all__ = ["GoldenTransport", "FAULTS"]
 FAULTS = ("never_start", "short_output")
 _R = regmap.REG
 _RW = {r.offset: r.name for r in regmap.REGISTERS if r.access == "RW"}
+_CTRL, _STATUS, _IMAGES = _R["CTRL"], _R["STATUS"], _R["IMAGES"]
+_COUNTER_AT = {_R[n]: n for n in regmap.COUNTERS}
 
 
 class _Channel:
     def __init__(self, owner: "GoldenTransport", direction: str) -> None:
         self._owner, self._dir = owner, direction
         self._buf: np.ndarray | None = None
-        self._nbytes = 0
+        self._start = self._nbytes = 0
         self.idle = True
         self.transferred = 0
         self.transfers = 0
 
     def transfer(self, buf: np.ndarray, start: int = 0, nbytes: int | None = None) -> None:
+        """Check the transfer as the DMA's registers would and arm it; the bytes are read (or
+        written) when the model runs, as the DMA engine does, not here."""
         if not self.idle:
             raise LiteflyError(f"DMA {self._dir} channel is busy: wait for the previous transfer first")
-        buf = np.asarray(buf).reshape(-1).view(np.uint8)[start:]
-        nbytes = buf.nbytes if nbytes is None else int(nbytes)
-        if nbytes > buf.nbytes:
+        if not isinstance(buf, np.ndarray):
+            buf = np.asarray(buf)
+        size, start = buf.nbytes, int(start)
+        if not 0 <= start <= size:
+            raise LiteflyError(f"DMA {self._dir} offset {start} is outside the {size}-byte buffer")
+        avail = size - start
+        nbytes = avail if nbytes is None else int(nbytes)
+        if nbytes > avail:
             raise LiteflyError(f"DMA {self._dir} of {nbytes} bytes from offset {start} overruns the "
-                               f"{buf.nbytes + start}-byte buffer")
+                               f"{size}-byte buffer")
         if nbytes <= 0 or nbytes >= 1 << 26:
             raise LiteflyError(f"DMA {self._dir} length {nbytes} bytes is outside 1..{(1 << 26) - 1} "
                                f"(26-bit length register)")
-        self._buf, self._nbytes, self.idle = buf, nbytes, False
+        self._buf, self._start, self._nbytes, self.idle = buf, start, nbytes, False
         self.transfers += 1
+
+    def _bytes(self, nbytes: int) -> np.ndarray:
+        """The armed buffer's first ``nbytes`` bytes from the transfer's offset (a view)."""
+        return self._buf.reshape(-1).view(np.uint8)[self._start:self._start + nbytes]
 
     def wait(self, timeout: float = 2.0) -> None:
         what = "DMA send" if self._dir == "send" else "DMA receive"
@@ -82,7 +95,8 @@ class GoldenTransport:
         if version is not None:
             caps["VERSION"] = regmap.pack("VERSION", {"MAJOR": version[0], "MINOR": version[1]})
         self._ro = {_R[k]: v for k, v in caps.items()}
-        self._factor_top = regmap.FACTOR_BASE + regmap.FACTOR_STRIDE * envelope.max_factors
+        self._rw_offsets = frozenset(_RW) | {regmap.factor_reg(i, kind).offset for i in range(envelope.max_factors)
+                                               for kind, _, _ in regmap.FACTOR_REGS}
         self._rw: dict[int, int] = {}
         self._sb = envelope.stream_bits // 8
         self.sendchannel = _Channel(self, "send")
@@ -99,38 +113,34 @@ class GoldenTransport:
         self._pass_images = 0
 
     # -- registers -------------------------------------------------------------------------
+    # They stand in for MMIO, so the host times them: a dict look-up and bit tests each.
     def read_reg(self, offset: int) -> int:
-        if offset in self._ro:
-            return self._ro[offset]
-        if offset == _R["STATUS"]:
-            return regmap.pack("STATUS", {"BUSY": int(self._busy), "DONE": int(self._done),
-                                          "LOADING": int(self._loading), "PARAMS_VALID": int(self._params_valid)})
-        for name in regmap.COUNTERS:
-            if offset == _R[name]:
-                return self._counters[name] & 0xFFFFFFFF
-        return self._rw.get(offset, 0) if self._is_rw(offset) else 0
-
-    def _is_rw(self, offset: int) -> bool:
-        if offset in _RW:
-            return True
-        rel = offset - regmap.FACTOR_BASE
-        return 0 <= rel < self._factor_top - regmap.FACTOR_BASE and rel % regmap.FACTOR_STRIDE < 12 and rel % 4 == 0
+        value = self._ro.get(offset)
+        if value is not None:
+            return value
+        if offset == _STATUS:
+            return ((regmap.STATUS_BUSY if self._busy else 0) | (regmap.STATUS_DONE if self._done else 0)
+                    | (regmap.STATUS_LOADING if self._loading else 0)
+                    | (regmap.STATUS_PARAMS_VALID if self._params_valid else 0))
+        name = _COUNTER_AT.get(offset)
+        if name is not None:
+            return self._counters[name] & 0xFFFFFFFF
+        return self._rw.get(offset, 0)          # only RW offsets are ever stored; others read 0
 
     def write_reg(self, offset: int, value: int) -> None:
         value = int(value) & 0xFFFFFFFF
-        if offset == _R["CTRL"]:
-            ctrl = regmap.unpack("CTRL", value)
-            if ctrl["SOFT_RESET"]:
+        if offset == _CTRL:
+            if value & regmap.CTRL_SOFT_RESET:
                 self._reset_datapath()
-            if ctrl["CLEAR_COUNTERS"]:
+            if value & regmap.CTRL_CLEAR_COUNTERS:
                 self._counters = dict.fromkeys(self._counters, 0)
-            if ctrl["LOAD_PARAMS"] and not self._busy:
+            if value & regmap.CTRL_LOAD_PARAMS and not self._busy:
                 self._loading, self._params_valid = True, False
-            if ctrl["START"] and self.fault != "never_start" and not self._busy and not self._loading:
-                images = self._rw.get(_R["IMAGES"], 0)     # only IMAGES is needed here (keep START cheap)
+            if value & regmap.CTRL_START and self.fault != "never_start" and not self._busy and not self._loading:
+                images = self._rw.get(_IMAGES, 0)     # only IMAGES is needed here (keep START cheap)
                 if images:
                     self._busy, self._done, self._pass_images = True, False, images
-        elif self._is_rw(offset):
+        elif offset in self._rw_offsets:
             self._rw[offset] = value
 
     def _words(self) -> dict[str, int]:
@@ -153,7 +163,7 @@ class GoldenTransport:
         """Advance the model as far as the data present allows. Returns False (for polling)."""
         snd = self.sendchannel
         if not snd.idle:                       # MM2S pushes its whole buffer into the engine's input
-            self._in += np.asarray(snd._buf).reshape(-1).view(np.uint8)[:snd._nbytes].tobytes()
+            self._in += snd._bytes(snd._nbytes).tobytes()
             snd.idle, snd.transferred = True, snd.transferred + snd._nbytes
         words = self._words()
         if self._loading:
@@ -180,7 +190,7 @@ class GoldenTransport:
             if len(packet) > rcv._nbytes:
                 raise LiteflyError(f"DMA receive buffer of {rcv._nbytes} bytes is smaller than the "
                                    f"{len(packet)}-byte pass")
-            np.asarray(rcv._buf).reshape(-1).view(np.uint8)[:len(packet)] = np.frombuffer(packet, np.uint8)
+            rcv._bytes(len(packet))[:] = np.frombuffer(packet, np.uint8)
             rcv.idle, rcv.transferred = True, rcv.transferred + len(packet)
         return False
 

@@ -1,5 +1,6 @@
 """The engine driver and runtime against the engine model (golden transport): identity refusals,
-layers that do not fit, tensors of the wrong shape, missing bitstreams, DMA timeouts."""
+layers that do not fit, tensors of the wrong shape, missing bitstreams, DMA timeouts, the
+register shadow."""
 
 from pathlib import Path
 
@@ -10,9 +11,11 @@ from litefly.config import load_network
 from litefly.errors import ConfigError, LiteflyError, ShapeError
 from litefly.host.driver import STAGES, EngineDriver
 from litefly.host.golden_transport import GoldenTransport
-from litefly.host.runtime import NetworkRunner
+from litefly.host.runtime import NetworkRunner, execute, prepare_program
 from litefly.host.transport import DMATimeout
+from litefly.hw import regmap
 from litefly.hw.spec import EngineEnvelope
+from litefly.network import network_forward_int, plan_network
 
 from network_params import calibrated_network_params
 
@@ -116,3 +119,71 @@ def test_every_host_second_of_a_run_is_in_a_stage(vgg):
     assert sum(v for k, v in stages.items() if k != "quantize") == pytest.approx(runner.total["wall_s"], rel=0.05)
     for st in runner.stats:
         assert set(st["timings"]) == set(STAGES) and st["timings"]["wait"] > 0
+
+
+class RecordingTransport(GoldenTransport):
+    """The engine model, recording the register writes it receives."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.writes: list[tuple[int, int]] = []
+
+    def write_reg(self, offset: int, value: int) -> None:
+        self.writes.append((offset, value))
+        super().write_reg(offset, value)
+
+
+def descriptor_words(driver, desc, shifts, images) -> dict[int, int]:
+    words = dict(desc.register_words(images))
+    words.update({f"F{i}_SHIFT": regmap.pack(driver.reg(f"F{i}_SHIFT"), {"SHIFT": s}) for i, s in enumerate(shifts)})
+    return {driver.reg(n).offset: w for n, w in words.items()}
+
+
+def test_register_shadow_skips_only_unchanged_registers(vgg):
+    net, params, _, _ = vgg
+    env = EngineEnvelope.for_network(net, (8, 8))
+    tr = RecordingTransport(env)
+    drv = EngineDriver(tr, env)
+    drv.check_identity()
+    prog = prepare_program(env, plan_network(net, (3, 8, 8)), params)
+    (a, b), (sa, sb) = prog.descriptors[:2], prog.shifts[:2]
+    want_a, want_b = descriptor_words(drv, a, sa, 2), descriptor_words(drv, b, sb, 1)
+    drv.write_descriptor(a, sa, 2)
+    assert dict(tr.writes) == want_a and len(tr.writes) == len(want_a)        # a new engine: every register
+    tr.writes.clear()
+    drv.write_descriptor(a, sa, 2)
+    assert tr.writes == []                                                    # nothing changed, nothing written
+    drv.write_descriptor(b, sb, 1)
+    assert dict(tr.writes) == {o: w for o, w in want_b.items() if want_a.get(o) != w} != {}
+    assert {o: tr.read_reg(o) for o in want_b} == want_b                      # nothing stale left behind
+    for forget in (drv.soft_reset, drv.check_identity, lambda: setattr(drv, "transport", tr), drv.forget_registers):
+        forget()
+        tr.writes.clear()
+        drv.write_descriptor(b, sb, 1)
+        assert dict(tr.writes) == want_b, forget                              # trusted nothing: all written again
+    tr.writes.clear()
+    drv.write("IMAGES", 2)                                                    # a write by name updates the shadow
+    drv.set_images(2)
+    assert tr.writes == [(regmap.REG["IMAGES"], 2)]
+
+
+def test_one_driver_runs_networks_of_other_geometry_bit_exact(vgg):
+    """Two programs (other map sizes, batch sizes, images per pass) taking turns on one driver: each
+    layer's descriptor differs from the last one written in some registers; a skipped write shows here."""
+    net, params, _, _ = vgg
+    env = EngineEnvelope.for_network(net, (8, 8), frame_kib=4)
+    drv = EngineDriver(GoldenTransport(env), env)
+    drv.check_identity()
+    rng = np.random.default_rng(11)
+    runs = []
+    for hw, n in (((8, 8), 3), ((6, 6), 2), ((8, 4), 1)):
+        steps = plan_network(net, (3,) + hw)
+        x_int = params["vgg_conv1"].quantize_input(rng.standard_normal((n, 3) + hw))
+        runs.append((prepare_program(env, steps, params), x_int, network_forward_int(steps, params, x_int)))
+    passes = set()
+    for prog, x_int, want in runs + runs[::-1] + runs:
+        y, stats = execute(drv, prog, x_int)
+        np.testing.assert_array_equal(y, want)
+        passes.update((s["passes"], s["images_per_pass"]) for s in stats)
+    assert len(passes) > 2                    # IMAGES changes between and within layers too
+
