@@ -180,20 +180,17 @@ def _timed_runs(runner: Any, x: np.ndarray, repeats: int, warm_up: bool = True
         host = sum(v for k, v in total["host_stage[s]"].items() if k != "wait")
         if best is None or host < best[0]:
             best = (host, y, [dict(s, timings=dict(s["timings"])) for s in runner.stats], total)
+        del y           # a loop that is done with an output before the next run: only the best's is kept
     _, y, stats, total = best
     total["repeats"] = max(1, repeats)
     return y, stats, total
 
 
 def _prepare(runner: Any, x: np.ndarray) -> None:
-    """What a first run sets up (transport, identity check, buffers, pass plans), done before a
-    single timed run so that run's host time is a steady-state one (golden and sim: no warm-up run)."""
-    from .runtime import _buffers, _layer_plans
-    program = runner.program(runner._in_shape(x))  # noqa: SLF001 - same package
-    if runner.backend == "golden":
-        driver = runner._open()  # noqa: SLF001
-        _buffers(driver, program, int(x.shape[0]))
-    _layer_plans(program, int(x.shape[0]))
+    """What a first run sets up (transport, identity check, buffers, pass plans, output memory),
+    done before a single timed run so that run's host time is a steady-state one (golden and sim:
+    no warm-up run): :meth:`NetworkRunner.prepare`."""
+    runner.prepare(x)
 
 
 def layer_host_stages(stats: list[dict], tot: Mapping[str, float]) -> list[dict[str, float]]:

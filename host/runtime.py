@@ -18,7 +18,9 @@ Stable API (``docs/host.md``):
 
 from __future__ import annotations
 
+import functools
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -33,7 +35,8 @@ from litefly.network import EngineStep, check_scales, network_input_shape, plan_
 
 from .driver import STAGES, EngineDriver
 
-__all__ = ["BACKENDS", "NetworkProgram", "prepare_program", "execute", "NetworkRunner", "open_transport"]
+__all__ = ["BACKENDS", "NetworkProgram", "prepare_program", "execute", "NetworkRunner", "OutputMemory",
+           "open_transport"]
 
 BACKENDS = ("golden", "sim", "pynq")
 ALIGN = 64
@@ -103,11 +106,12 @@ def _buffers(driver: EngineDriver, program: NetworkProgram, batch: int) -> dict[
 
 def _layer_plans(program: NetworkProgram, batch: int) -> list[dict[str, Any]]:
     """Per layer at ``batch`` images: images per pass, each pass's offsets, sizes and modelled
-    cycles (computed once per batch, so a run does no model arithmetic)."""
+    cycles, and the run-independent part of the layer's stats (computed once per batch, so a
+    run does no model arithmetic)."""
     plans = program.buffers.setdefault("plans", {})
     if batch not in plans:
         out = []
-        for desc in program.descriptors:
+        for step, desc, params in zip(program.steps, program.descriptors, program.params):
             ipp = min(desc.images_per_pass, batch)
             in_img = desc.in_beats_per_image * desc.bytes_per_beat
             out_img = desc.out_beats_per_image * desc.bytes_per_beat
@@ -116,28 +120,85 @@ def _layer_plans(program: NetworkProgram, batch: int) -> list[dict[str, Any]]:
                 images = min(ipp, batch - first)
                 passes.append((images, first * in_img, images * in_img, first * out_img, images * out_img,
                                desc.pass_cycles(images), desc.mac_cycles(images)))
-            out.append({"ipp": ipp, "in_img": in_img, "out_img": out_img, "passes": passes,
-                        "model_cycles": sum(p[5] for p in passes), "mac_cycles": sum(p[6] for p in passes)})
+            stats = {"layer": step.name, "backend": None, "cycles": None, "counters": None,     # per run
+                     "model_cycles": sum(p[5] for p in passes), "mac_cycles": sum(p[6] for p in passes),
+                     "timings": None, "bytes_in": batch * in_img, "bytes_out": batch * out_img,
+                     "param_bytes": params.size, "passes": len(passes), "images_per_pass": ipp,
+                     "transfers": None, "in_shape": None, "out_shape": None}
+            out.append({"ipp": ipp, "passes": passes, "stats": stats, "in_shape": step.in_shape,
+                        "out_shape": step.out_shape})
         plans[batch] = out
     return plans[batch]
+
+
+class OutputMemory:
+    """Memory for the dequantised output of ``shape`` (float64), reused from run to run.
+
+    Two blocks, allocated (and their pages mapped) once, like the DMA buffers; a block is
+    handed out again only once nothing refers any more to the array it last backed: the
+    caller has dropped that output and every view of it (a weak reference to the array all
+    views lead back to tells). A loop that keeps at most the previous output writes each
+    output into mapped memory; a new array's pages cost more than dequantising into them
+    (one page fault per 4 KiB). When both blocks are still referenced, a run gets a new array.
+    """
+
+    def __init__(self, shape: tuple[int, ...], blocks: int = 2) -> None:
+        self.shape = tuple(int(v) for v in shape)
+        nbytes = int(np.prod(self.shape)) * np.dtype(np.float64).itemsize
+        self._blocks = [bytearray(nbytes) for _ in range(blocks)]      # zero-filled: pages mapped now
+        self._held: list[weakref.ref | None] = [None] * blocks
+
+    def array(self) -> np.ndarray:
+        """A float64 array of ``shape`` that nothing else refers to."""
+        for i, held in enumerate(self._held):
+            if held is None or held() is None:
+                # frombuffer's array is the one every view of it keeps alive (its base is not an array)
+                root = np.frombuffer(self._blocks[i], np.float64)
+                self._held[i] = weakref.ref(root)
+                return root.reshape(self.shape)
+        return np.empty(self.shape, np.float64)
+
+
+def _output_memory(program: NetworkProgram, batch: int) -> OutputMemory:
+    """The :class:`OutputMemory` of the dequantised ``(N, H, W, C)`` output at ``batch`` images."""
+    c, h, w = program.out_shape
+    mem = program.buffers.get("out")
+    if mem is None or mem.shape != (batch, h, w, c):
+        mem = program.buffers["out"] = OutputMemory((batch, h, w, c))
+    return mem
+
+
+@functools.lru_cache(maxsize=None)
+def _holds_only(dtype: np.dtype, lo: int, hi: int) -> bool:
+    """Whether every value of ``dtype`` is in ``lo..hi`` (an int8 input needs no range check)."""
+    if dtype.kind not in "iu":
+        return False
+    info = np.iinfo(dtype)
+    return lo <= info.min and info.max <= hi
 
 
 def execute(driver: EngineDriver, program: NetworkProgram, x_int: np.ndarray,
             out_scale: float | None = None) -> tuple[np.ndarray, list[dict]]:
     """Integer NCHW input -> integer NCHW output of the last layer, and one stats dict per layer.
-    With ``out_scale`` the output is dequantised (float64) straight from the int8 bytes.
+
+    With ``out_scale`` the output is dequantised straight from the int8 bytes into float64
+    (``y_int * out_scale``, exactly the int8 golden network's dequantised output), written
+    channels-last as the engine sends it and returned as an NCHW-shaped view with
+    channels-last strides (torch's ``channels_last``; ``torch.from_numpy`` takes it as is), in
+    memory reused across runs (:class:`OutputMemory`). Without it: int64 NCHW (a new array).
 
     Every host second of the call is in a stage: what the driver does not time itself
     (checks, counters, bookkeeping) is added to ``dispatch``."""
     t_enter = time.perf_counter()
-    timings0 = dict(driver.timings)
+    timings = driver.timings
+    timings0 = dict(timings)
     env = program.envelope
     e = env.elems_per_beat
     x_int = np.asarray(x_int)
     if x_int.ndim != 4 or tuple(x_int.shape[1:]) != program.in_shape:
         raise ShapeError(f"input has shape {x_int.shape}, expected (N, {', '.join(map(str, program.in_shape))})")
     lo, hi = int_range(env.act_bits)
-    if x_int.size and (x_int.min() < lo or x_int.max() > hi):
+    if x_int.size and not _holds_only(x_int.dtype, lo, hi) and (x_int.min() < lo or x_int.max() > hi):
         raise ShapeError(f"input values {x_int.min()}..{x_int.max()} are outside the {env.act_bits}-bit "
                          f"range {lo}..{hi}")
     batch = int(x_int.shape[0])
@@ -148,50 +209,51 @@ def execute(driver: EngineDriver, program: NetworkProgram, x_int: np.ndarray,
     t1 = time.perf_counter()
     pack_tensor(x_int, e, out=acts[0])
     acts[0].flush()
-    driver.timings["copy_in"] += time.perf_counter() - t1
-    driver.timings["dispatch"] += t1 - t0
-    stats: list[dict[str, Any]] = []
+    timings["copy_in"] += time.perf_counter() - t1
+    timings["dispatch"] += t1 - t0
+    layers: list[tuple[dict[str, int], float, float, int]] = []
     src = 0
-    name = getattr(driver.transport, "name", "?")
-    for k, (step, desc, plan) in enumerate(zip(program.steps, program.descriptors, plans)):
-        before = dict(driver.timings)
-        transfers0 = driver.transfers
-        driver.clear_counters()
-        ipp = plan["ipp"]
-        driver.write_descriptor(desc, program.shifts[k], ipp)
-        pbytes = program.params[k].size
-        driver.load_params(bufs["params"][k], pbytes)
-        for images, in_off, in_bytes, out_off, out_bytes, cycles, _ in plan["passes"]:
-            if images != ipp:
-                driver.set_images(images)
-            driver.run_pass(acts[src], in_off, in_bytes, acts[1 - src], out_off, out_bytes, cycles)
-        counters = driver.counters()
-        stats.append({
-            "layer": step.name, "backend": name,
-            "cycles": counters["CYCLES"], "counters": counters,
-            "model_cycles": plan["model_cycles"], "mac_cycles": plan["mac_cycles"],
-            "timings": {s: driver.timings[s] - before[s] for s in STAGES},
-            "bytes_in": batch * plan["in_img"], "bytes_out": batch * plan["out_img"], "param_bytes": pbytes,
-            "passes": len(plan["passes"]), "images_per_pass": ipp, "transfers": driver.transfers - transfers0,
-            "in_shape": list(step.in_shape), "out_shape": list(step.out_shape),
-        })
-        src = 1 - src
+    try:
+        for k, (desc, plan) in enumerate(zip(program.descriptors, plans)):
+            d0, w0, n0 = timings["dispatch"], timings["wait"], driver.transfers
+            driver.clear_counters()
+            ipp = plan["ipp"]
+            driver.write_descriptor(desc, program.shifts[k], ipp)
+            driver.load_params(bufs["params"][k], program.params[k].size)
+            src_buf, dst_buf = acts[src], acts[1 - src]
+            for images, in_off, in_bytes, out_off, out_bytes, cycles, _ in plan["passes"]:
+                if images != ipp:
+                    driver.set_images(images)
+                driver.run_pass(src_buf, in_off, in_bytes, dst_buf, out_off, out_bytes, cycles)
+            layers.append((driver.counters(), timings["dispatch"] - d0, timings["wait"] - w0, driver.transfers - n0))
+            src = 1 - src
+    except BaseException:
+        driver.forget_registers()       # whatever stopped the run may be followed by a reset or a reload
+        raise
     t2 = time.perf_counter()
     acts[src].invalidate()
-    last = program.steps[-1].out_shape
+    c, h, w = plans[-1]["out_shape"]
     # read in place: unpacking (or dequantising) below makes the one copy of the output
-    raw = np.asarray(acts[src]).reshape(-1)[:tensor_bytes((batch,) + tuple(last), e)]
+    raw = np.asarray(acts[src]).reshape(-1)[:tensor_bytes((batch, c, h, w), e)]
     t3 = time.perf_counter()
     if out_scale is None:
-        y = unpack_tensor(raw, (batch,) + tuple(last), e)
-    else:           # one pass int8 -> float64 (no int64 intermediate): the output is read once
-        c, h, w = last
-        y = np.multiply(raw.view(np.int8).reshape(batch, h, w, -1)[..., :c].transpose(0, 3, 1, 2), out_scale)
-    driver.timings["copy_out"] += t3 - t2
+        y = unpack_tensor(raw, (batch, c, h, w), e)
+    else:           # int8 -> float64 in one pass over contiguous memory: channels-last in, channels-last out
+        out = _output_memory(program, batch).array()
+        np.multiply(raw.view(np.int8).reshape(batch, h, w, -1)[..., :c], float(out_scale), out=out)
+        y = out.transpose(0, 3, 1, 2)
+    t4 = time.perf_counter()
+    timings["copy_out"] += t3 - t2
+    timings["unpack"] += t4 - t3
+    name = getattr(driver.transport, "name", "?")
+    zero = dict.fromkeys(STAGES, 0.0)
+    stats = [dict(plan["stats"], backend=name, cycles=counters["CYCLES"], counters=counters,
+                  timings=dict(zero, dispatch=dispatch, wait=wait), transfers=transfers,
+                  in_shape=list(plan["in_shape"]), out_shape=list(plan["out_shape"]))
+             for plan, (counters, dispatch, wait, transfers) in zip(plans, layers)]
     t_exit = time.perf_counter()
-    driver.timings["unpack"] += t_exit - t3
-    untimed = (t_exit - t_enter) - sum(driver.timings[s] - timings0[s] for s in STAGES)
-    driver.timings["dispatch"] += max(0.0, untimed)
+    untimed = (t_exit - t_enter) - sum(timings[s] - timings0[s] for s in STAGES)
+    timings["dispatch"] += max(0.0, untimed)
     if stats:       # the per-layer loop's share of the bookkeeping goes to the layers' dispatch
         per = max(0.0, untimed) / len(stats)
         for st in stats:
@@ -238,6 +300,8 @@ class NetworkRunner:
         self.total: dict[str, Any] = {}
         self._programs: dict[tuple[int, int, int], NetworkProgram] = {}
         self._driver: EngineDriver | None = None
+        self._work: np.ndarray | None = None          # quantize's float array, kept for the next input
+        self._engine_hash = f"0x{self.envelope.hash32:08x}"
 
     # -- plans --------------------------------------------------------------------------------
     def program(self, in_shape: tuple[int, int, int]) -> NetworkProgram:
@@ -259,14 +323,43 @@ class NetworkRunner:
                              f"(N, {first.in_channels}, H, W)")
         return tuple(int(v) for v in x.shape[1:])  # type: ignore[return-value]
 
+    def prepare(self, x: np.ndarray) -> None:
+        """Set up what a first run of inputs shaped like ``x`` sets up, without running the
+        engine: the program, the transport (identity checked), DMA buffers, pass plans, the
+        output memory and quantize's float array (sim: the program, plans and float array)."""
+        x = np.asarray(x)
+        shape = self._in_shape(x)
+        program = self.program(shape)
+        batch = int(x.shape[0])
+        if self.backend != "sim":
+            _buffers(self._open(), program, batch)
+            _output_memory(program, batch)
+        _layer_plans(program, batch)
+        self._quantize_work((batch,) + shape)
+
+    def _quantize_work(self, shape: tuple[int, ...]) -> np.ndarray:
+        """quantize's float64 array for inputs of ``shape`` (the last shape's is kept; written
+        once when made, so its pages exist before it is used)."""
+        if self._work is None or self._work.shape != shape:
+            self._work = np.full(shape, 0.0)
+        return self._work
+
     # -- runs ---------------------------------------------------------------------------------
     def run(self, x: np.ndarray) -> np.ndarray:
         """Float input of the first layer -> float output of the last layer."""
         x = np.asarray(x)
         shape = self._in_shape(x)
         first = self.params[self.network.layers[0].name]
+        bits = first.layer.format.act_bits
         t0 = time.perf_counter()
-        x_int = quantize_tensor(x.reshape((x.shape[0],) + shape), first.in_scale, first.layer.format.act_bits)
+        x4 = x.reshape((x.shape[0],) + shape)
+        work = self._quantize_work(x4.shape)
+        try:                # int8, the engine's width, computed in a kept float array; NaN cannot be quantised
+            with np.errstate(invalid="raise"):
+                x_int = quantize_tensor(x4, first.in_scale, bits, np.int8 if bits <= 8 else np.int64, work=work)
+        except FloatingPointError:
+            raise ShapeError(f"network {self.network.name!r}: the input holds NaN, which has no integer "
+                             f"value") from None
         t_quant = time.perf_counter() - t0
         scale = self.params[self.network.layers[-1].name].out_scale
         y = self._run(x_int, shape, out_scale=scale)
@@ -302,7 +395,7 @@ class NetworkRunner:
         self.stats = stats
         cycles = sum(s["cycles"] for s in stats)
         self.total = {
-            "backend": self.backend, "engine": self.envelope.name, "engine_hash": f"0x{self.envelope.hash32:08x}",
+            "backend": self.backend, "engine": self.envelope.name, "engine_hash": self._engine_hash,
             "batch": int(x_int.shape[0]), "cycles": cycles, "clock_mhz": self.clock_mhz,
             "engine_s": cycles / (self.clock_mhz * 1e6), "host_stage[s]": timings, "wall_s": wall,
             "transfers": sum(s["transfers"] for s in stats),

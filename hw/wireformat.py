@@ -72,9 +72,15 @@ def pack_tensor(x: np.ndarray, elems_per_beat: int, out: np.ndarray | None = Non
     if dst.size < size:
         raise ShapeError(f"buffer of {dst.size} bytes is smaller than the {size}-byte tensor")
     view = dst[:size].view(np.int8).reshape(n, h, w, cp)
-    view[..., :c] = x.transpose(0, 2, 3, 1)
-    if cp != c:
-        view[..., c:] = 0
+    if cp != c:             # the padding: one contiguous fill, the channels written over it
+        dst[:size] = 0
+    # A channel at a time while there are few: a transposed copy's inner loop would run over
+    # the channels (1..16 elements); one channel is one long strided copy.
+    if c <= 16:
+        for ch in range(c):
+            view[..., ch] = x[:, ch]
+    else:
+        view[..., :c] = x.transpose(0, 2, 3, 1)
     return dst[:size]
 
 

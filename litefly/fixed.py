@@ -15,7 +15,7 @@ Arithmetic (``docs/arithmetic.md`` states it in full):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -183,10 +183,22 @@ class QuantizedLayer:
         return self.dequantize_output(self.forward(self.quantize_input(x)))
 
 
-def quantize_tensor(x: np.ndarray, scale: float, bits: int) -> np.ndarray:
-    """``clamp(floor(x / scale + 1/2))`` as int64 (round half up, saturate)."""
+def quantize_tensor(x: np.ndarray, scale: float, bits: int, dtype: Any = np.int64,
+                    work: np.ndarray | None = None) -> np.ndarray:
+    """``clamp(floor(x / scale + 1/2))`` (round half up, saturate) as ``dtype`` (int64 unless
+    given; a narrower integer type, e.g. int8 for ``bits <= 8``, holds the same values).
+
+    Computed in one float64 array, in place: a new one, or ``work`` (float64, ``x``'s shape),
+    which a caller quantising many inputs of one shape keeps instead of allocating each time."""
     lo, hi = int_range(bits)
-    return np.clip(np.floor(np.asarray(x, dtype=np.float64) / scale + 0.5), lo, hi).astype(np.int64)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.empty(x.shape) if work is None else work
+    np.divide(x, scale, out=y)
+    y += 0.5
+    np.floor(y, out=y)
+    np.clip(y, lo, hi, out=y)
+    q = y.astype(dtype)
+    return q[()] if q.ndim == 0 else q
 
 
 def dequantize(y: np.ndarray, scale: float) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The engine driver and runtime against the engine model (golden transport): identity refusals,
 layers that do not fit, tensors of the wrong shape, missing bitstreams, DMA timeouts, the
-register shadow."""
+register shadow and the reused output memory."""
 
 from pathlib import Path
 
@@ -69,7 +69,8 @@ def test_runner_refuses_tensors_of_the_wrong_shape_dtype_or_range(vgg):
              (lambda: runner.run(np.zeros((3, 8, 8))), r"input has shape \(3, 8, 8\)"),
              (lambda: runner.run_int(np.zeros((1, 3, 8, 8), np.float32)), "dtype float32 is not an integer"),
              (lambda: runner.run_int(np.full((1, 3, 8, 8), 300)), "outside the 8-bit range"),
-             (lambda: runner.run(np.zeros((1, 3, 1, 1))), "larger than the 1x1 map")]
+             (lambda: runner.run(np.zeros((1, 3, 1, 1))), "larger than the 1x1 map"),
+             (lambda: runner.run(np.where(np.eye(8) > 0, np.nan, 0.0) + np.zeros((1, 3, 8, 8))), "holds NaN")]
     for call, pattern in cases:
         with pytest.raises((ShapeError, ConfigError), match=pattern) as exc:
             call()
@@ -187,3 +188,26 @@ def test_one_driver_runs_networks_of_other_geometry_bit_exact(vgg):
         passes.update((s["passes"], s["images_per_pass"]) for s in stats)
     assert len(passes) > 2                    # IMAGES changes between and within layers too
 
+
+def test_outputs_the_caller_keeps_are_never_written_again(vgg):
+    net, params, x, ref = vgg
+    runner = NetworkRunner(net, params, "golden", input_size=(8, 8))
+    steps = plan_network(net, (3, 8, 8))
+    scale = params["vgg_conv3"].out_scale
+    inputs = [x * k for k in (1.0, -1.0, 0.5, 2.0)]
+    refs = [network_forward_int(steps, params, params["vgg_conv1"].quantize_input(v)) * scale for v in inputs]
+    kept = runner.run(inputs[0])
+    view = runner.run(inputs[1])[1:, 2]             # only a view of the second output is kept
+    for v in inputs[2:] * 2:
+        runner.run(v)
+    np.testing.assert_array_equal(kept, ref)
+    np.testing.assert_array_equal(view, refs[1][1:, 2])
+    assert kept.dtype == np.float64 and kept.transpose(0, 2, 3, 1).flags.c_contiguous    # channels-last NCHW
+    addresses = set()
+    for v, want in zip(inputs * 2, refs * 2):       # outputs dropped at once: the same memory serves every run
+        y = runner.run(v)
+        np.testing.assert_array_equal(y, want)
+        addresses.add(y.__array_interface__["data"][0])
+        del y
+    assert len(addresses) == 1
+    np.testing.assert_array_equal(kept, ref)
