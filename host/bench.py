@@ -59,7 +59,7 @@ def roofline(desc: LayerDescriptor, images: int, clock_hz: float, dma_bytes_per_
     _, ho, wo = step.conv_shape
     positions = images * ho * wo
     b = desc.batch_cycles()
-    in_b = images * desc.in_beats_per_image * desc.bytes_per_beat / positions
+    in_b = images * desc.in_bytes_per_image / positions
     out_b = images * desc.out_beats_per_image * desc.bytes_per_beat / positions
     compute = env.lanes * clock_hz / max(b["mac"], b["window"])
     dma = dma_bytes_per_s / max(in_b, out_b)
@@ -305,7 +305,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
         torch_threads = torch.get_num_threads()
     except ImportError:
         import_ok, torch_threads = False, 0
-    ddescs = [denv.describe(ds) for ds in dsteps]
+    ddescs = denv.describe_network(dsteps)
     host_layers = layer_host_stages(stats, total["host_stage[s]"])
     dhost_layers = layer_host_stages(dstats, dtotal["host_stage[s]"]) if dstats else None
     rows = []

@@ -6,7 +6,7 @@ kept as the raw beats the engine's weight memory would hold and decoded by the d
 in force when a pass runs; windows are gathered directly from the NHWC-E frame, an
 implementation independent of :func:`litefly.network.im2col`. The driver runs unchanged
 against it: fast tests, the ``golden`` backend, and the reference the RTL's conformance tests
-compare with. Counters follow the one cycle model (:func:`litefly.hw.spec.pass_cycles`),
+compare with. Counters follow the one cycle model (:func:`litefly.hw.cycles.pass_cycles`),
 labelled "model". All engine work happens in ``wait()``, which the driver times as engine
 time, never in the calls it times as host time.
 
@@ -24,7 +24,8 @@ import numpy as np
 from litefly.errors import LiteflyError
 from litefly.fixed import factor_forward, requantize
 from litefly.hw import regmap
-from litefly.hw.spec import EngineEnvelope, ceil_div, factors_from_words, pass_cycles
+from litefly.hw.cycles import words_pass_cycles
+from litefly.hw.spec import EngineEnvelope, ceil_div, factors_from_words
 from litefly.hw.wireformat import pack_tensor, unpack_layer_params, unpack_tensor
 
 from .transport import host_buffer, poll_until
@@ -175,7 +176,9 @@ class GoldenTransport:
         if self._busy and self._pass_images:          # a pass started whose frame is still awaited
             c = regmap.unpack("IN_C", words["IN_C"])["C"]
             hw = regmap.unpack("IN_HW", words["IN_HW"])
-            need = self._pass_images * hw["H"] * hw["W"] * ceil_div(c, self._sb) * self._sb
+            packed = regmap.unpack("LAYER", words["LAYER"])["PACKED"]
+            pixels = self._pass_images * hw["H"] * hw["W"]
+            need = ceil_div(pixels * c, self._sb) * self._sb if packed else pixels * ceil_div(c, self._sb) * self._sb
             if len(self._in) >= need:
                 frame = bytes(self._in[:need])
                 del self._in[:need]
@@ -222,7 +225,10 @@ class GoldenTransport:
         if not chain or chain[0].q != kh * kw * c or chain[-1].p != p:
             raise LiteflyError(f"engine model: descriptor chain {[f.as_list() for f in chain]} does not match "
                                f"{kh}x{kw}x{c} -> {p}")
-        x = unpack_tensor(np.frombuffer(frame, np.uint8), (images, c, h, w), e).transpose(0, 2, 3, 1)
+        if lay["PACKED"]:           # C bytes a pixel, back to back (the repacker's input)
+            x = np.frombuffer(frame, np.int8)[:images * h * w * c].reshape(images, h, w, c).astype(np.int64)
+        else:
+            x = unpack_tensor(np.frombuffer(frame, np.uint8), (images, c, h, w), e).transpose(0, 2, 3, 1)
         weights, bias = unpack_layer_params(np.frombuffer(self._params, np.uint8), [f.params for f in chain],
                                             words["WEIGHT_BEATS"], p if lay["BIAS"] else 0, env.weight_bits,
                                             env.stream_bits)
@@ -252,8 +258,7 @@ class GoldenTransport:
         out = best.reshape(images, hp, wp, p).transpose(0, 3, 1, 2)
         macs = sum(f.params for f in chain)
         positions = images * hp * wp
-        cycles = pass_cycles(env.lanes, macs, len(chain), kh * kw * ceil_div(c, e), ceil_div(p, e), positions,
-                             pk * pk if lay["POOL"] else 1, images * h * w * ceil_div(c, e))
+        cycles = words_pass_cycles(dict(words, IMAGES=images), env.lanes, e, macs, len(chain), p)
         issue = ceil_div(positions, env.lanes) * (pk * pk if lay["POOL"] else 1) * macs
         self._counters["CYCLES"] += cycles
         self._counters["BUSY_CYCLES"] += issue

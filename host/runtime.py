@@ -73,7 +73,7 @@ class NetworkProgram:
 def prepare_program(envelope: EngineEnvelope, steps: Sequence[EngineStep],
                     params: Mapping[str, QuantizedLayer]) -> NetworkProgram:
     """Check every layer fits ``envelope`` (one-line error naming the limit) and pack its parameters."""
-    descs, shifts, packed = [], [], []
+    descs, shifts, packed = envelope.describe_network(steps), [], []
     for step in steps:
         q = params.get(step.name)
         if q is None:
@@ -81,7 +81,6 @@ def prepare_program(envelope: EngineEnvelope, steps: Sequence[EngineStep],
         if q.layer.config_hash != step.layer.config_hash:
             raise LiteflyError(f"parameters for {step.name!r} are for another config (0x{q.layer.hash32:08x}, "
                                f"expected 0x{step.layer.hash32:08x})")
-        descs.append(envelope.describe(step))
         shifts.append(tuple(int(s) for s in q.shifts))
         packed.append(pack_layer_params(q.weights, q.bias, envelope.weight_bits, envelope.stream_bits).reshape(-1))
     return NetworkProgram(envelope, tuple(steps), tuple(descs), tuple(shifts), tuple(packed), steps[0].in_shape)
@@ -113,7 +112,7 @@ def _layer_plans(program: NetworkProgram, batch: int) -> list[dict[str, Any]]:
         out = []
         for step, desc, params in zip(program.steps, program.descriptors, program.params):
             ipp = min(desc.images_per_pass, batch)
-            in_img = desc.in_beats_per_image * desc.bytes_per_beat
+            in_img = desc.in_bytes_per_image
             out_img = desc.out_beats_per_image * desc.bytes_per_beat
             passes = []
             for first in range(0, batch, ipp):
@@ -207,7 +206,7 @@ def execute(driver: EngineDriver, program: NetworkProgram, x_int: np.ndarray,
     acts = bufs["acts"]
     plans = _layer_plans(program, batch)
     t1 = time.perf_counter()
-    pack_tensor(x_int, e, out=acts[0])
+    pack_tensor(x_int, e, out=acts[0], packed=program.descriptors[0].packed_input)
     acts[0].flush()
     timings["copy_in"] += time.perf_counter() - t1
     timings["dispatch"] += t1 - t0

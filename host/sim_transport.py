@@ -29,7 +29,8 @@ from litefly.config import LayerConfig
 from litefly.errors import LiteflyError, ToolError
 from litefly.fixed import QuantizedLayer
 from litefly.hw import regmap
-from litefly.hw.spec import EngineEnvelope, ceil_div, factors_from_words, pass_cycles
+from litefly.hw.cycles import words_pass_cycles
+from litefly.hw.spec import EngineEnvelope, ceil_div, factors_from_words
 from litefly.hw.wireformat import unpack_layer_params
 from litefly.network import EngineStep
 
@@ -44,21 +45,12 @@ _OFFSET_NAME = {r.offset: r.name for r in regmap.REGISTERS}
 def model_pass_cycles(words: Mapping[str, int], envelope: EngineEnvelope) -> int:
     """The cycle model of the pass the descriptor ``words`` describe (0 if they describe none)."""
     try:
-        lay = regmap.unpack("LAYER", words.get("LAYER", 0))
         chain = factors_from_words(words)
         if not chain:
             return 0
-        e = envelope.elems_per_beat
-        c = regmap.unpack("IN_C", words.get("IN_C", 0))["C"]
-        hw = regmap.unpack("IN_HW", words.get("IN_HW", 0))
-        out = regmap.unpack("OUT_HW", words.get("OUT_HW", 0))
-        k = regmap.unpack("KERNEL", words.get("KERNEL", 0))
         p = regmap.unpack("OUT_C", words.get("OUT_C", 0))["P"]
-        pk = regmap.unpack("POOL", words.get("POOL", 0))["K"] if lay["POOL"] else 1
-        images = words.get("IMAGES", 0)
-        return pass_cycles(envelope.lanes, sum(f.params for f in chain), len(chain),
-                           k["KH"] * k["KW"] * ceil_div(c, e), ceil_div(p, e), images * out["HP"] * out["WP"],
-                           pk * pk, images * hw["H"] * hw["W"] * ceil_div(c, e))
+        return words_pass_cycles(words, envelope.lanes, envelope.elems_per_beat, sum(f.params for f in chain),
+                                 len(chain), p)
     except (KeyError, ValueError, ZeroDivisionError):
         return 0
 

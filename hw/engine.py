@@ -128,11 +128,17 @@ class Datapath(wiring.Component):
         load = Signal()
         m.d.comb += [start.eq(ctrl.START & idle & (d.IMAGES != 0)), load.eq(ctrl.LOAD_PARAMS & idle)]
         m.d.comb += [loader.start.eq(start), loader.load_params.eq(load), seq.start.eq(start), unl.start.eq(start),
-                     window.go.eq(loader.frame_done)]
+                     window.go.eq(start), window.frame_loading.eq(loader.frame_busy),
+                     window.frame_count.eq(loader.frame_count)]
+        # a pass ends when its output is out and its whole frame is in (a frame may end in rows
+        # no window reads, so the unloader can finish first)
+        unloaded = Signal()
         with m.If(start):
-            m.d.sync += [busy.eq(1), done.eq(0)]
-        with m.If(unl.pass_done):
-            m.d.sync += [busy.eq(0), done.eq(1)]
+            m.d.sync += [busy.eq(1), done.eq(0), unloaded.eq(0)]
+        with m.Elif((unl.pass_done | unloaded) & ~loader.frame_busy):
+            m.d.sync += [busy.eq(0), done.eq(1), unloaded.eq(0)]
+        with m.Elif(unl.pass_done):
+            m.d.sync += unloaded.eq(1)
         with m.If(load):
             m.d.sync += params_valid.eq(0)
         with m.If(loader.params_done):
@@ -153,7 +159,7 @@ class Datapath(wiring.Component):
         m.d.comb += [
             cnt.clear.eq(ctrl.CLEAR_COUNTERS),
             ev.busy.eq(busy), ev.issue.eq(seq.ctl.valid),
-            ev.starved.eq(busy & seq.waiting_in & window.busy & ~loader.frame_busy),
+            ev.starved.eq(busy & seq.waiting_in & window.busy & ~window.load_wait),
             ev.stalled.eq(self.m_axis.valid & ~self.m_axis.ready),
             ev.column_done.eq(unl.column_done), ev.loading.eq(loader.frame_busy),
             self.counters.eq(cnt.counts),

@@ -1,15 +1,19 @@
 """The loader: ``s_axis`` beats into the weight and bias memories (``LOAD_PARAMS``) or into the
-frame buffer (``START``: ``IMAGES * H * W * CW`` feature-map beats)."""
+frame buffer (``START``: ``IMAGES * H * W * CW`` feature-map beats; with ``LAYER.PACKED`` the
+stream carries ``C`` bytes a pixel and :class:`~.repack.Repack` pads them to beats).
+``frame_count`` tells the window generator how far the frame has arrived, so windows are
+formed while it loads."""
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .registers import descriptor_layout
+from .repack import Repack
 from .spec import EngineEnvelope
 
 __all__ = ["Loader"]
@@ -33,6 +37,7 @@ class Loader(wiring.Component):
             "params_done": Out(1),       # pulse: the last parameter beat was taken
             "frame_busy": Out(1),        # receiving the feature map
             "frame_done": Out(1),        # pulse: the last feature-map beat was written
+            "frame_count": Out(32),      # feature-map beats written so far in this pass
         })
 
     def elaborate(self, platform):
@@ -47,14 +52,24 @@ class Loader(wiring.Component):
         hw = Signal(32)
         img = Signal(32)
         accept = Signal()
+        packed = Signal()
+        m.submodules.repack = rp = Repack(env)
+        # the frame's beats: straight from s_axis, or through the repacker
+        f_valid, f_data = Signal(), Signal(env.stream_bits)
+        m.d.comb += [
+            rp.channels.eq(desc.IN_C.C), rp.sink.payload.eq(self.sink.payload),
+            f_valid.eq(Mux(packed, rp.source.valid, self.sink.valid)),
+            f_data.eq(Mux(packed, rp.source.payload, self.sink.payload)),
+        ]
         m.d.comb += [
             accept.eq(self.sink.valid & self.sink.ready),
             self.weight_w.data.eq(self.sink.payload),
             self.bias_w.data.eq(self.sink.payload),
-            self.frame_w.data.eq(self.sink.payload),
+            self.frame_w.data.eq(f_data),
             self.weight_w.addr.eq(cnt),
             self.bias_w.addr.eq(cnt - wbeats),
             self.frame_w.addr.eq(cnt),
+            self.frame_count.eq(cnt),
         ]
         with m.FSM(name="loader"):
             with m.State("IDLE"):
@@ -63,7 +78,8 @@ class Loader(wiring.Component):
                     m.next = "PARAMS_CHECK"
                 with m.Elif(self.start):
                     cw = (desc.IN_C.C + (e - 1)) >> le
-                    m.d.sync += [cnt.eq(0), hw.eq(desc.IN_HW.H * cw)]
+                    m.d.sync += [cnt.eq(0), hw.eq(desc.IN_HW.H * cw), packed.eq(desc.LAYER.PACKED)]
+                    m.d.comb += rp.clear.eq(1)
                     m.next = "SETUP1"
             with m.State("PARAMS_CHECK"):
                 m.d.comb += self.params_busy.eq(1)
@@ -90,8 +106,10 @@ class Loader(wiring.Component):
                 m.d.sync += total.eq(img * desc.IMAGES[:16])
                 m.next = "FRAME"
             with m.State("FRAME"):
-                m.d.comb += [self.frame_busy.eq(1), self.sink.ready.eq(1), self.frame_w.en.eq(accept)]
-                with m.If(accept):
+                m.d.comb += [self.frame_busy.eq(1), rp.sink.valid.eq(packed & self.sink.valid),
+                             self.sink.ready.eq(Mux(packed, rp.sink.ready, 1)), rp.source.ready.eq(packed),
+                             self.frame_w.en.eq(f_valid)]
+                with m.If(f_valid):
                     m.d.sync += cnt.eq(cnt + 1)
                     with m.If(cnt == total - 1):
                         m.d.comb += self.frame_done.eq(1)

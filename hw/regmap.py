@@ -100,6 +100,8 @@ REGISTERS: tuple[Register, ...] = (
         Field("BIAS", 8, 1, "add the bias after the last factor"),
         Field("RELU", 9, 1, "ReLU after the last factor's requantisation"),
         Field("POOL", 10, 1, "max pooling of the outputs (POOL_K x POOL_K windows, step POOL_S)"),
+        Field("PACKED", 11, 1, "the input stream is packed NHWC (C bytes a pixel, no padding channels), "
+                               "repacked to NHWC-E on the way in"),
     )),
     Register("IN_C", 0x44, "RW", "input channels C (beats per pixel: ceil(C / STREAM_BYTES))", (
         Field("C", 0, 16, "input channels"),)),
@@ -120,10 +122,10 @@ REGISTERS: tuple[Register, ...] = (
     # -- performance counters --------------------------------------------------------------------
     Register("CYCLES", 0x80, "R", "cycles with BUSY set"),
     Register("BUSY_CYCLES", 0x84, "R", "cycles the MAC array issued a multiply-accumulate"),
-    Register("STARVED_CYCLES", 0x88, "R", "BUSY cycles the MAC array waited for a window batch"),
+    Register("STARVED_CYCLES", 0x88, "R", "BUSY cycles the MAC array waited for a window batch (frame arrival waits excluded)"),
     Register("STALLED_CYCLES", 0x8C, "R", "cycles m_axis_tvalid was high and m_axis_tready low"),
     Register("COLUMNS_DONE", 0x90, "R", "output positions whose outputs were fully sent"),
-    Register("LOAD_CYCLES", 0x94, "R", "BUSY cycles spent receiving the pass's input feature map"),
+    Register("LOAD_CYCLES", 0x94, "R", "BUSY cycles spent receiving the pass's input feature map (windows are formed meanwhile)"),
 )
 
 FACTOR_REGS: tuple[tuple[str, str, tuple[Field, ...]], ...] = (

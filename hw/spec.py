@@ -1,5 +1,5 @@
-"""The network engine's envelope and a layer's run-time descriptor (numpy-free, amaranth-free:
-the board imports it). ``docs/engine.md`` describes the design these numbers drive.
+"""The network engine's envelope and a layer's run-time descriptor (amaranth-free: the board
+imports it). ``docs/engine.md`` describes the design these numbers drive.
 
 * :class:`EngineEnvelope`: what is fixed when the Verilog is generated (lanes, stream width,
   numeric widths, memory depths), derived from every layer the engine must serve. Its hash is
@@ -28,11 +28,11 @@ from litefly.errors import ConfigError
 from litefly.network import EngineStep, network_input_shape, plan_network
 
 from . import regmap
+from .cycles import DRAIN_CYCLES, WINDOW_SETUP, PassGeometry, batch_cycles, frame_ready, pass_cycles
 
 __all__ = ["EngineEnvelope", "LayerDescriptor", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS", "ceil_div",
-           "DEFAULT_FRAME_KIB", "factors_from_words", "batch_cycles", "pass_cycles"]
+           "DEFAULT_FRAME_KIB", "factors_from_words", "batch_cycles", "pass_cycles", "WINDOW_SETUP"]
 
-DRAIN_CYCLES = 5              # issue-to-write latency: the bubble between dependent factors
 BIAS_CONTAINER_BITS = 32
 DEFAULT_FRAME_KIB = 64
 MAX_POOL = 4
@@ -207,10 +207,28 @@ class EngineEnvelope:
         return cls(**{n: data[n] for n in names})
 
     # -- layers -------------------------------------------------------------------------------------
-    def describe(self, step: EngineStep) -> "LayerDescriptor":
-        """The descriptor of ``step`` on this engine; :class:`ConfigError` naming the limit if it does not fit."""
+    def describe(self, step: EngineStep, packed_input: bool = False) -> "LayerDescriptor":
+        """The descriptor of ``step`` on this engine; :class:`ConfigError` naming the limit if it does not fit.
+
+        ``packed_input``: the step's input arrives packed (``C`` bytes a pixel, see
+        :meth:`can_pack_input`), as the host sends the network's input."""
         self.check_fits(step)
-        return LayerDescriptor(self, step)
+        if packed_input and not self.can_pack_input(step):
+            c, h, w = step.in_shape
+            raise ConfigError(f"layer {step.name!r}: a packed {c}x{h}x{w} input ({h * w * c} bytes an image) is not "
+                              f"a whole number of {self.elems_per_beat}-byte beats")
+        return LayerDescriptor(self, step, packed_input)
+
+    def describe_network(self, steps: Sequence[EngineStep]) -> list["LayerDescriptor"]:
+        """Every step's descriptor, the first one's input packed where that saves bytes (the one
+        tensor the host makes; every later input is the engine's own NHWC-E output)."""
+        return [self.describe(st, packed_input=k == 0 and self.can_pack_input(st)) for k, st in enumerate(steps)]
+
+    def can_pack_input(self, step: EngineStep) -> bool:
+        """Whether sending ``step``'s input packed saves bytes and is allowed: channels not a
+        multiple of a beat, and each image a whole number of beats (so passes start on a beat)."""
+        c, h, w = step.in_shape
+        return c % self.elems_per_beat != 0 and (h * w * c) % self.elems_per_beat == 0
 
     def check_fits(self, step: EngineStep) -> None:
         lay = step.layer
@@ -251,6 +269,7 @@ class LayerDescriptor:
 
     envelope: EngineEnvelope
     step: EngineStep
+    packed_input: bool = False            # input stream packed NHWC (C bytes a pixel), repacked on chip
 
     @property
     def layer(self) -> LayerConfig:
@@ -270,6 +289,12 @@ class LayerDescriptor:
     def in_beats_per_image(self) -> int:
         _, h, w = self.step.in_shape
         return h * w * self.in_cw
+
+    @property
+    def in_bytes_per_image(self) -> int:
+        """Input stream bytes of one image: packed ``H*W*C``, or NHWC-E beats."""
+        c, h, w = self.step.in_shape
+        return h * w * c if self.packed_input else self.in_beats_per_image * self.bytes_per_beat
 
     @property
     def out_positions_per_image(self) -> int:
@@ -319,7 +344,8 @@ class LayerDescriptor:
                               f"{self.images_per_pass}")
         words = {
             "LAYER": regmap.pack("LAYER", {"FACTORS": len(lay.chain), "BIAS": int(lay.format.bias),
-                                           "RELU": int(st.relu), "POOL": int(st.pool is not None)}),
+                                           "RELU": int(st.relu), "POOL": int(st.pool is not None),
+                                           "PACKED": int(self.packed_input)}),
             "IN_C": regmap.pack("IN_C", c),
             "IN_HW": regmap.pack("IN_HW", {"H": h, "W": w}),
             "OUT_C": regmap.pack("OUT_C", p),
@@ -346,57 +372,26 @@ class LayerDescriptor:
         return {"lanes": self.envelope.lanes, "macs": self.layer.macs_per_column, "factors": len(self.layer.chain),
                 "window_reads": kh * kw * self.in_cw, "out_cw": self.out_cw,
                 "positions": images * self.out_positions_per_image, "phases": self.phases,
-                "load_beats": images * self.in_beats_per_image}
+                "load_beats": self.geometry(images).load_beats}
 
     def batch_cycles(self) -> dict[str, int]:
         """Per batch (and phase): MAC issue, window and unload cycles."""
         return batch_cycles(**{k: v for k, v in self.model_inputs(1).items()
                                if k in ("lanes", "macs", "factors", "window_reads", "out_cw")})
 
+    def geometry(self, images: int) -> PassGeometry:
+        st = self.step
+        return PassGeometry(images, self.in_cw, st.in_shape[1], st.in_shape[2], st.kernel, st.stride, st.padding,
+                            st.dilation, st.out_shape[1:], st.pool or (1, 1), self.packed_input)
+
     def pass_cycles(self, images: int) -> int:
         """Cycle model of one pass (the engine's CYCLES for it, to within a few cycles per batch)."""
-        return pass_cycles(**self.model_inputs(images))
+        return pass_cycles(**self.model_inputs(images), ready=frame_ready(self.geometry(images), self.envelope.lanes))
 
     def mac_cycles(self, images: int) -> int:
         """Issue cycles of a pass: the MAC count over the lanes (utilisation = this / CYCLES)."""
         batches = ceil_div(images * self.out_positions_per_image, self.envelope.lanes)
         return batches * self.phases * self.layer.macs_per_column
-
-
-WINDOW_SETUP = 3           # window-generator set-up cycles per batch and phase
-
-
-def batch_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int) -> dict[str, int]:
-    """Per full batch of ``lanes`` positions and per phase: MAC issue cycles (with the bubbles
-    between factors), window-generator cycles (one beat read per lane, kernel position and
-    channel beat, plus set-up) and unload cycles (one beat per lane and channel beat)."""
-    return {"mac": macs + DRAIN_CYCLES * (factors - 1) + 1, "window": lanes * window_reads + WINDOW_SETUP,
-            "unload": lanes * out_cw}
-
-
-def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int, positions: int,
-                phases: int, load_beats: int) -> int:
-    """The one cycle model of a pass (the RTL's CYCLES to the cycle on the passes measured).
-
-    Load the frame; form the first batch-phase's windows; then every further batch-phase's
-    windows overlap the previous one's MAC issue (double-buffered IN), the slower setting the
-    pace; the last issue drains; the last batch unloads (earlier batches unload behind the MAC
-    issue, double-buffered OUT, unless unloading is the slower). Windows are formed for valid
-    lanes only, so a partial last batch is cheaper to form.
-    """
-    b = batch_cycles(lanes, macs, factors, window_reads, out_cw)
-    mac, w_full = b["mac"], b["window"]
-    batches = ceil_div(positions, lanes)
-    last = positions - (batches - 1) * lanes
-    w_last = last * window_reads + WINDOW_SETUP
-    if batches > 1:
-        first = w_full
-        rest = ((batches - 1) * phases - 1) * max(mac, w_full) + phases * max(mac, w_last)
-    else:
-        first = w_last
-        rest = (phases - 1) * max(mac, w_last)
-    rest = max(rest, (batches - 1) * b["unload"])
-    return load_beats + first + rest + mac + DRAIN_CYCLES + last * out_cw + 8
 
 
 def factors_from_words(words: Mapping[str, int]) -> list[Factor]:

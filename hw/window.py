@@ -5,7 +5,8 @@ Per batch and phase, for each valid lane and kernel position ``(ky, kx)`` it rea
 ``min(E, C - k*E)`` elements of that lane at element offset ``kpos*C + k*E``. IN is ``E``
 banks (element mod E) with lane-granular write enables; an offset that is not a multiple
 of ``E`` rotates the beat's bytes onto the banks. One beat per cycle, no bubble between
-lanes; a few set-up cycles per phase.
+lanes; a few set-up cycles per phase. Windows are formed while the frame loads: a read
+whose beat has not arrived yet (``frame_count``) waits, so a pass's load overlaps its compute.
 
 All per-layer products (``CW``, strides in beats) are computed once after ``go`` in set-up
 cycles; per-phase origins take two cycles; the per-cycle path is adders and compares.
@@ -41,8 +42,11 @@ class WindowGenerator(wiring.Component):
         la = envelope.lanes * envelope.act_bits
         super().__init__({
             "desc": In(descriptor_layout(envelope.max_factors)),
-            "go": In(1),                      # the frame buffer holds the pass's maps
+            "go": In(1),                      # a pass starts (its frame is arriving)
+            "frame_loading": In(1),           # the loader is still receiving the pass's frame
+            "frame_count": In(32),            # frame beats written so far (valid while loading)
             "busy": Out(1),
+            "load_wait": Out(1),              # holding a read whose beat has not arrived
             "frame_r": In(ReadPort.Signature(addr_width=ceil_log2(envelope.frame_beats),
                                              shape=envelope.stream_bits)),
             "in_w": In(WritePort.Signature(addr_width=ceil_log2(2 * qw), shape=la,
@@ -89,7 +93,8 @@ class WindowGenerator(wiring.Component):
         wh = Signal()                       # IN half being filled
 
         pool = d.LAYER.POOL
-        m.d.comb += self.frame_r.addr.eq(w_ra + w_ca + k)
+        addr = Signal(signed(33))
+        m.d.comb += [addr.eq(w_ra + w_ca + k), self.frame_r.addr.eq(addr)]
 
         # emission stage -> s1 (frame data valid) -> IN write
         emit = Signal()
@@ -102,6 +107,8 @@ class WindowGenerator(wiring.Component):
         s1_meta = Signal(in_meta_layout(L))
         ix_hi = (w_ix <= d.IN_HW.W) if self._fault == "window_pad" else (w_ix < d.IN_HW.W)
         inb = (w_iy >= 0) & (w_iy < d.IN_HW.H) & (w_ix >= 0) & ix_hi
+        # a read waits until its beat is in the frame buffer (written in an earlier cycle)
+        arrived = ~inb | ~self.frame_loading | (addr < self.frame_count)
         m.d.sync += [s1["valid"].eq(emit), s1["inb"].eq(inb), s1["half"].eq(wh), s1_lane.eq(lane),
                      s1_eoff.eq(eoff), s1_n.eq(Mux(rem > E, E, rem)), s1["done"].eq(emit & phase_end)]
         last_k = k == cw - 1
@@ -179,43 +186,45 @@ class WindowGenerator(wiring.Component):
                     m.d.comb += lane_start.eq(1)
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += [self.busy.eq(1), emit.eq(1)]
-                # element offset and kernel walk
-                with m.If(~last_k):
-                    m.d.sync += [k.eq(k + 1), eoff.eq(eoff + E), rem.eq(rem - E)]
-                with m.Else():
-                    m.d.sync += [k.eq(0), kbase.eq(kbase + d.IN_C.C), eoff.eq(kbase + d.IN_C.C), rem.eq(d.IN_C.C)]
-                    with m.If(~last_kx):
-                        m.d.sync += [kx.eq(kx + 1), w_ix.eq(w_ix + d.DILATION.DW), w_ca.eq(w_ca + dw_cw)]
+                m.d.comb += [self.busy.eq(1), self.load_wait.eq(~arrived)]
+                with m.If(arrived):
+                    m.d.comb += emit.eq(1)
+                    # element offset and kernel walk
+                    with m.If(~last_k):
+                        m.d.sync += [k.eq(k + 1), eoff.eq(eoff + E), rem.eq(rem - E)]
                     with m.Else():
-                        m.d.sync += [kx.eq(0), w_ix.eq(w_ix0), w_ca.eq(w_ca0), ky.eq(ky + 1),
-                                     w_iy.eq(w_iy + d.DILATION.DH), w_ra.eq(w_ra + dh_wcw)]
-                with m.If(lane_end):
-                    m.d.sync += lane.eq(lane + 1)
-                    with m.If((lane == L - 1) | (nx_left == 0)):
-                        last_phase = (dy == pk - 1) & (dx == pk - 1)
-                        m.d.comb += phase_end.eq(1)
-                        m.d.sync += [
-                            s1_meta.lanes.eq(lane + 1), s1_meta.first_phase.eq((dy == 0) & (dx == 0)),
-                            s1_meta.last_phase.eq(last_phase), s1_meta.last_batch.eq(nx_left == 0),
-                            wh.eq(~wh),
-                        ]
-                        with m.If(last_phase):
-                            m.d.sync += [dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
-                                         bs_x.eq(nx_x), bs_y.eq(nx_y), bs_img.eq(nx_img), bs_left.eq(nx_left)]
-                            with m.If(nx_left == 0):
-                                m.next = "IDLE"
+                        m.d.sync += [k.eq(0), kbase.eq(kbase + d.IN_C.C), eoff.eq(kbase + d.IN_C.C), rem.eq(d.IN_C.C)]
+                        with m.If(~last_kx):
+                            m.d.sync += [kx.eq(kx + 1), w_ix.eq(w_ix + d.DILATION.DW), w_ca.eq(w_ca + dw_cw)]
+                        with m.Else():
+                            m.d.sync += [kx.eq(0), w_ix.eq(w_ix0), w_ca.eq(w_ca0), ky.eq(ky + 1),
+                                         w_iy.eq(w_iy + d.DILATION.DH), w_ra.eq(w_ra + dh_wcw)]
+                    with m.If(lane_end):
+                        m.d.sync += lane.eq(lane + 1)
+                        with m.If((lane == L - 1) | (nx_left == 0)):
+                            last_phase = (dy == pk - 1) & (dx == pk - 1)
+                            m.d.comb += phase_end.eq(1)
+                            m.d.sync += [
+                                s1_meta.lanes.eq(lane + 1), s1_meta.first_phase.eq((dy == 0) & (dx == 0)),
+                                s1_meta.last_phase.eq(last_phase), s1_meta.last_batch.eq(nx_left == 0),
+                                wh.eq(~wh),
+                            ]
+                            with m.If(last_phase):
+                                m.d.sync += [dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
+                                             bs_x.eq(nx_x), bs_y.eq(nx_y), bs_img.eq(nx_img), bs_left.eq(nx_left)]
+                                with m.If(nx_left == 0):
+                                    m.next = "IDLE"
+                                with m.Else():
+                                    m.next = "PHASE_A"
                             with m.Else():
                                 m.next = "PHASE_A"
+                                with m.If(dx == pk - 1):
+                                    m.d.sync += [dx.eq(0), pdx.eq(0), pdx_cw.eq(0), dy.eq(dy + 1),
+                                                 pdy.eq(pdy + d.STRIDE.SH), pdy_wcw.eq(pdy_wcw + sh_wcw)]
+                                with m.Else():
+                                    m.d.sync += [dx.eq(dx + 1), pdx.eq(pdx + d.STRIDE.SW), pdx_cw.eq(pdx_cw + sw_cw)]
                         with m.Else():
-                            m.next = "PHASE_A"
-                            with m.If(dx == pk - 1):
-                                m.d.sync += [dx.eq(0), pdx.eq(0), pdx_cw.eq(0), dy.eq(dy + 1),
-                                             pdy.eq(pdy + d.STRIDE.SH), pdy_wcw.eq(pdy_wcw + sh_wcw)]
-                            with m.Else():
-                                m.d.sync += [dx.eq(dx + 1), pdx.eq(pdx + d.STRIDE.SW), pdx_cw.eq(pdx_cw + sw_cw)]
-                    with m.Else():
-                        m.d.comb += lane_start.eq(1)
+                            m.d.comb += lane_start.eq(1)
         # after the FSM: the lane start's loads win over the kernel walk's updates
         # lane start: working registers from nx_*, nx_* advanced to the following position
         with m.If(lane_start):

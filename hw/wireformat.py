@@ -57,8 +57,11 @@ def unpack_elements(beats: np.ndarray, bits: int, per_beat: int, count: int) -> 
     return signed.reshape(-1)[:count]
 
 
-def pack_tensor(x: np.ndarray, elems_per_beat: int, out: np.ndarray | None = None) -> np.ndarray:
+def pack_tensor(x: np.ndarray, elems_per_beat: int, out: np.ndarray | None = None,
+                packed: bool = False) -> np.ndarray:
     """An NCHW integer tensor as NHWC-E bytes (``docs/engine.md``): uint8, one beat per ``E`` bytes.
+    With ``packed``, plain NHWC bytes (``C`` a pixel, no padding channels: the engine's
+    ``LAYER.PACKED`` input, repacked on chip).
 
     ``out`` (a uint8 buffer of at least the tensor's size) is filled in place if given.
     """
@@ -66,7 +69,7 @@ def pack_tensor(x: np.ndarray, elems_per_beat: int, out: np.ndarray | None = Non
     if x.ndim != 4:
         raise ShapeError(f"tensor has shape {x.shape}, expected (N, C, H, W)")
     n, c, h, w = x.shape
-    cp = -(-c // elems_per_beat) * elems_per_beat
+    cp = c if packed else -(-c // elems_per_beat) * elems_per_beat
     size = n * h * w * cp
     dst = np.empty(size, dtype=np.uint8) if out is None else out
     if dst.size < size:
@@ -84,10 +87,10 @@ def pack_tensor(x: np.ndarray, elems_per_beat: int, out: np.ndarray | None = Non
     return dst[:size]
 
 
-def tensor_bytes(shape: tuple[int, ...], elems_per_beat: int) -> int:
-    """Bytes of an ``(N, C, H, W)`` tensor in NHWC-E."""
+def tensor_bytes(shape: tuple[int, ...], elems_per_beat: int, packed: bool = False) -> int:
+    """Bytes of an ``(N, C, H, W)`` tensor in NHWC-E (or packed NHWC)."""
     n, c, h, w = shape
-    return n * h * w * (-(-c // elems_per_beat) * elems_per_beat)
+    return n * h * w * (c if packed else -(-c // elems_per_beat) * elems_per_beat)
 
 
 def unpack_tensor(data: np.ndarray, shape: tuple[int, int, int, int], elems_per_beat: int) -> np.ndarray:

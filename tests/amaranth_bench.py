@@ -127,16 +127,18 @@ class Pass:
 
 
 def pass_for(env: EngineEnvelope, step: EngineStep, q: QuantizedLayer, x: np.ndarray,
-             load_params: bool = True) -> Pass:
+             load_params: bool = True, packed: bool = False) -> Pass:
     """A pass of ``step`` over ``x`` (NCHW ints), packed by the host's wireformat (cross-checked
-    against the local packers above)."""
-    desc: LayerDescriptor = env.describe(step)
+    against the local packers above); ``packed``: as plain NHWC bytes (``LAYER.PACKED``)."""
+    desc: LayerDescriptor = env.describe(step, packed_input=packed)
     words = desc.register_words(x.shape[0])
     for i, s in enumerate(q.shifts):
         words[f"F{i}_SHIFT"] = regmap.pack(regmap.factor_reg(i, "SHIFT"), int(s))
     e = env.elems_per_beat
-    x_beats = wireformat.pack_tensor(x, e).reshape(-1, e)
-    assert np.array_equal(x_beats, pack_nhwce(x, e)), "wireformat.pack_tensor disagrees with the bench's packer"
+    x_beats = wireformat.pack_tensor(x, e, packed=packed).reshape(-1, e)
+    local = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).astype(np.int8).view(np.uint8).reshape(-1, e) if packed \
+        else pack_nhwce(x, e)
+    assert np.array_equal(x_beats, local), "wireformat.pack_tensor disagrees with the bench's packer"
     params = None
     if load_params:
         params = wireformat.pack_layer_params(q.weights, q.bias, env.weight_bits, env.stream_bits)

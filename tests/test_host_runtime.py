@@ -46,7 +46,8 @@ def test_one_engine_runs_the_network_buffer_to_buffer(monkeypatch):
         assert st["cycles"] == st["model_cycles"] > st["mac_cycles"] > 0
         assert st["transfers"] == 1 + 2 * st["passes"]                  # parameters + (in, out) per pass
         c, h, w = step.in_shape
-        assert st["bytes_in"] == 3 * h * w * -(-c // 8) * 8             # the map (channels padded to a beat)
+        assert st["bytes_in"] == 3 * h * w * c                           # the map itself, whatever C
+    assert runner.stats[0]["bytes_in"] == 3 * 3 * 8 * 8                 # the RGB input packed: 3 bytes a pixel
     assert runner.stats[1]["bytes_in"] == 3 * 64 * 8 * 8                # 3x3 stride-1 conv: 1.0x its map
     assert runner.total["bytes_in"] == runner.stats[0]["bytes_in"]
     assert set(runner.total["host_stage[s]"]) == set(STAGES)
@@ -67,9 +68,10 @@ def test_linear_network_output_is_two_dimensional():
 def test_host_time_per_inference_is_a_fraction_of_the_engine_time():
     """The VGG example at batch 8, 32x32, engine at 100 MHz: the host's own stages (quantize, copy_in,
     dispatch, copy_out, unpack; not the DMA/engine wait) of the least loaded of up to 8 runs after a
-    warm-up. Issue 11's target is 0.10x; measured here 0.09x to 0.26x depending on the machine's
-    load (the golden model's compute between the host's calls leaves its caches cold), so this
-    holds the code to 0.35x (before the network engine: 8 to 19x) while that target stays open."""
+    warm-up. Issue 11's target is 0.10x, measured by ``litefly bench`` (0.07x to 0.09x on this
+    project's 2-core machine); the golden model's compute between the host's calls leaves its
+    caches cold and a loaded CI machine is slower, so this guard holds the code to 0.2x (before
+    the network engine: 8 to 19x)."""
     net = load_network(VGG)
     x = np.random.default_rng(5).standard_normal((8, 3, 32, 32))
     params, _ = calibrated_network_params(net, x[:2], np.random.default_rng(6))
@@ -79,11 +81,11 @@ def test_host_time_per_inference_is_a_fraction_of_the_engine_time():
     for _ in range(8):
         runner.run(x)
         best = min(best, sum(v for k, v in runner.total["host_stage[s]"].items() if k != "wait"))
-        if best <= 0.35 * runner.total["engine_s"]:
+        if best <= 0.2 * runner.total["engine_s"]:
             break
     engine = runner.total["engine_s"]
     assert engine == pytest.approx(runner.total["cycles"] / 100e6)
-    if best > 0.35 * engine and os.getloadavg()[0] > (os.cpu_count() or 1):
+    if best > 0.2 * engine and os.getloadavg()[0] > (os.cpu_count() or 1):
         pytest.skip(f"machine overloaded (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): host "
                     f"{best * 1e3:.2f} ms vs engine {engine * 1e3:.2f} ms is the load's, not the code's")
-    assert best <= 0.35 * engine, f"host {best * 1e3:.2f} ms vs engine {engine * 1e3:.2f} ms"
+    assert best <= 0.2 * engine, f"host {best * 1e3:.2f} ms vs engine {engine * 1e3:.2f} ms"

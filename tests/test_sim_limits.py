@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from litefly.config import LayerConfig, NetworkConfig
@@ -77,17 +78,86 @@ def test_images_per_pass_cap_and_floor():
 
 def test_cycle_model_by_hand():
     """The one cycle model on numbers worked by hand (docs/engine.md; the RTL tests hold CYCLES to it):
-    load 50 + first window (8 lanes x 3 reads + 3 set-up) + the next batch-phases at max(mac
-    10+5+1=16, window 27), the partial last one at max(16, 4x3+3) + last issue 16 + drain 5 +
-    unload of the last 4 lanes + 8."""
+    first window (8 lanes x 3 reads + 3 set-up) + the next batch-phases at max(mac 10+5+1=16,
+    window 27), the partial last one at max(16, 4x3+3) + last issue 16 + drain 5 + unload of the
+    last 4 lanes + 6 (PASS_TAIL). The frame loads meanwhile: it only counts where a window waits for it."""
     from litefly.hw.spec import batch_cycles, pass_cycles
     assert batch_cycles(lanes=8, macs=10, factors=2, window_reads=3, out_cw=1) == {"mac": 16, "window": 27,
                                                                                    "unload": 8}
     assert pass_cycles(lanes=8, macs=10, factors=2, window_reads=3, out_cw=1, positions=20, phases=1,
-                       load_beats=50) == 50 + 27 + (27 + 16) + 16 + 5 + 4 * 1 + 8
+                       load_beats=50) == 27 + (27 + 16) + 16 + 5 + 4 * 1 + 6
+    # the first batch's windows wait for their beats until cycle 100; the later ones do not wait
+    assert pass_cycles(lanes=8, macs=10, factors=2, window_reads=3, out_cw=1, positions=20, phases=1,
+                       load_beats=50, ready=[100, 0, 0]) == 100 + (27 + 16) + 16 + 5 + 4 * 1 + 6
+    # ... and a pass never ends before its frame is in
+    assert pass_cycles(lanes=8, macs=10, factors=2, window_reads=3, out_cw=1, positions=20, phases=1,
+                       load_beats=500) == 504
     # pooling: 3 more phases of max(mac 31, window 11) after the first window
     assert pass_cycles(lanes=8, macs=30, factors=1, window_reads=1, out_cw=1, positions=8, phases=4,
-                       load_beats=0) == 11 + 3 * 31 + 31 + 5 + 8 + 8
+                       load_beats=0) == 11 + 3 * 31 + 31 + 5 + 8 + 6
     # unload-bound: the first batch's 72 unload beats outlast the second batch's window and issue
     assert pass_cycles(lanes=8, macs=2, factors=1, window_reads=1, out_cw=9, positions=16, phases=1,
-                       load_beats=0) == 11 + 72 + 3 + 5 + 8 * 9 + 8
+                       load_beats=0) == 11 + 72 + 3 + 5 + 8 * 9 + 6
+
+
+def _ready_read_by_read(g, lanes):
+    """frame_ready's definition walked read by read: a batch-phase's windows cannot be complete
+    before any in-frame read's beat has arrived (+ LOAD_LAG) and the reads after it are issued."""
+    from litefly.hw.cycles import LOAD_LAG
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = g.kernel, g.stride, g.padding, g.dilation
+    hp, wp = g.out_hw
+    pk, ps = g.pool
+    out = []
+    for b0 in range(0, g.positions, lanes):
+        lanes_here = range(b0, min(b0 + lanes, g.positions))
+        for dy in range(pk):
+            for dx in range(pk):
+                reads = []
+                for pos in lanes_here:
+                    img, rem = divmod(pos, hp * wp)
+                    oy, ox = (rem // wp) * ps + dy, (rem % wp) * ps + dx
+                    for ky in range(kh):
+                        for kx in range(kw):
+                            iy, ix = oy * sh - ph + ky * dh, ox * sw - pw + kx * dw
+                            inside = 0 <= iy < g.h and 0 <= ix < g.w
+                            for k in range(g.cw):
+                                reads.append(((img * g.h + iy) * g.w + ix) * g.cw + k if inside else None)
+                n = len(reads)
+                out.append(max((a + LOAD_LAG + n - 1 - r for r, a in enumerate(reads) if a is not None),
+                               default=None))
+    return out
+
+
+def test_frame_ready_by_hand():
+    """When a batch-phase's windows can be complete, the frame arriving one beat a cycle."""
+    from litefly.hw.cycles import LOAD_LAG, PassGeometry, frame_ready
+    # 1x1 conv over a 4x4 map, 1 beat per pixel, 8 lanes: lane j reads beat j of its batch
+    g = PassGeometry(images=1, cw=1, h=4, w=4, kernel=(1, 1), out_hw=(4, 4))
+    assert frame_ready(g, 8).tolist() == [7 + LOAD_LAG, 15 + LOAD_LAG]
+    # 3x3, padding 1, 4x4 map, one batch of 16 lanes: lane 0's last read (beat (1*4+1)*2+1 = 11,
+    # the last of its 18) binds, as 15 lanes x 18 reads follow it
+    g = PassGeometry(images=1, cw=2, h=4, w=4, kernel=(3, 3), padding=(1, 1), out_hw=(4, 4))
+    assert frame_ready(g, 16).tolist() == [11 + 15 * 18 + LOAD_LAG]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_frame_ready_is_the_read_by_read_bound(seed):
+    """The closed form (each lane's last in-frame read binds) equals the read-by-read bound on
+    random geometries: strides, padding, dilation, pooling, several images, partial batches."""
+    from litefly.hw.cycles import PassGeometry, frame_ready
+    rng = np.random.default_rng(seed)
+    kh, kw = (int(v) for v in rng.integers(1, 4, 2))
+    dh, dw = (int(v) for v in rng.integers(1, 3, 2))
+    sh, sw = (int(v) for v in rng.integers(1, 3, 2))
+    ph, pw = int(rng.integers(0, kh)), int(rng.integers(0, kw))
+    h, w = (int(v) for v in rng.integers((kh - 1) * dh + 1, 9, 2))
+    ho, wo = (h + 2 * ph - (kh - 1) * dh - 1) // sh + 1, (w + 2 * pw - (kw - 1) * dw - 1) // sw + 1
+    pool = (2, 2) if rng.random() < 0.3 and ho >= 2 and wo >= 2 else (1, 1)
+    out_hw = ((ho - pool[0]) // pool[1] + 1, (wo - pool[0]) // pool[1] + 1)
+    g = PassGeometry(images=int(rng.integers(1, 4)), cw=int(rng.integers(1, 3)), h=h, w=w, kernel=(kh, kw),
+                     stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), out_hw=out_hw, pool=pool)
+    lanes = int(rng.choice([2, 3, 8, 16]))
+    fast = frame_ready(g, lanes).tolist()
+    slow = _ready_read_by_read(g, lanes)
+    assert [f if s is not None else None for f, s in zip(fast, slow)] == slow
+    assert all(f < 0 for f, s in zip(fast, slow) if s is None)
