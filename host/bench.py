@@ -40,7 +40,7 @@ from litefly.network import (EngineStep, network_forward_int, network_input_shap
 from .driver import STAGES
 
 __all__ = ["run_bench", "roofline", "dense_network", "torch_step_time", "render_table", "plot_report",
-           "HOST_STAGES"]
+           "HOST_STAGES", "IO_STAGES", "layer_host_stages", "io_host_stages"]
 
 #: The host's own stages (the engine/DMA wait is reported apart as ``engine_wait[s]``).
 HOST_STAGES = tuple(s for s in STAGES if s != "wait")
@@ -193,19 +193,24 @@ def _prepare(runner: Any, x: np.ndarray) -> None:
     runner.prepare(x)
 
 
+#: The host's per-inference work on the network's input and output (not any layer's).
+IO_STAGES = ("quantize", "copy_in", "copy_out", "unpack")
+
+
 def layer_host_stages(stats: list[dict], tot: Mapping[str, float]) -> list[dict[str, float]]:
-    """Host stages per layer from a run's stats and its total stages ``tot``: the layer's own
-    dispatch; the input's quantize/copy_in on the first layer, the output's copy_out/unpack on the last."""
-    out = []
-    for k, st in enumerate(stats):
-        h = {s: 0.0 for s in HOST_STAGES}
-        h["dispatch"] = st["timings"].get("dispatch", 0.0)
-        if k == 0:
-            h["quantize"], h["copy_in"] = tot.get("quantize", 0.0), tot.get("copy_in", 0.0)
-        if k == len(stats) - 1:
-            h["copy_out"], h["unpack"] = tot.get("copy_out", 0.0), tot.get("unpack", 0.0)
-        out.append(h)
-    return out
+    """Host stages per layer from a run's stats: the layer's own dispatch (descriptor, parameters,
+    passes, counters). The network's input and output work is :func:`io_host_stages`'s: a row
+    of its own, in the total, so that no layer's row depends on where it sits in the network."""
+    return [{s: (st["timings"].get("dispatch", 0.0) if s == "dispatch" else 0.0) for s in HOST_STAGES}
+            for st in stats]
+
+
+def io_host_stages(tot: Mapping[str, float], stats: list[dict]) -> dict[str, float]:
+    """The network's own host stages of a run: its input (quantize, copy_in), its output
+    (copy_out, unpack) and the dispatch no layer's own (checks, buffers, bookkeeping)."""
+    io = {s: float(tot.get(s, 0.0)) for s in IO_STAGES}
+    io["dispatch"] = max(0.0, float(tot.get("dispatch", 0.0)) - sum(st["timings"].get("dispatch", 0.0) for st in stats))
+    return io
 
 
 def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str = "pynq-z2",
@@ -315,7 +320,9 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
         rows.append(_layer_row(k, step, desc, ddescs[k], stats[k], host_layers[k],
                                dstats[k] if dstats else None, dhost_layers[k] if dhost_layers else None,
                                t_torch, f_hz, board, batch, src_engine))
-    return _report(network, envelope, denv, rows, total, dtotal, backend, board, f_mhz, batch, size, seed,
+    io = io_host_stages(total["host_stage[s]"], stats)
+    dio = io_host_stages(dtotal["host_stage[s]"], dstats) if dstats else None
+    return _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, board, f_mhz, batch, size, seed,
                    src_engine, host_src, torch_threads, time.perf_counter() - t_start)
 
 
@@ -376,8 +383,8 @@ def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDesc
     }
 
 
-def _report(network, envelope, denv, rows, total, dtotal, backend, board, f_mhz, batch, size, seed, src_engine,
-            host_src, torch_threads, wall) -> dict[str, Any]:
+def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, board, f_mhz, batch, size, seed,
+            src_engine, host_src, torch_threads, wall) -> dict[str, Any]:
     f_hz = f_mhz * 1e6
     cycles = sum(r["cycles"] for r in rows)
     dcycles = sum(r["dense_cycles"] for r in rows)
@@ -408,6 +415,9 @@ def _report(network, envelope, denv, rows, total, dtotal, backend, board, f_mhz,
                            f"{platform.processor() or platform.system()})",
                     "bounds": f"model: {board.name} DMA {board.dma_bytes_per_s / 1e9:g} GB/s one-way"},
         "layers": rows,
+        "network_io": {"host_stage[s]": io, "host[s]": sum(io.values()),
+                       "dense_host[s]": None if dio is None else sum(dio.values()),
+                       "bytes_in": bin_, "bytes_out": bout},
         "total": {
             "cycles": cycles, "dense_cycles": dcycles, "mac_cycles": sum(r["mac_cycles"] for r in rows),
             "mac_utilisation": sum(r["mac_cycles"] for r in rows) / cycles if cycles else None,
@@ -470,6 +480,11 @@ def render_table(report: dict[str, Any]):
                   _fmt(r["speedup_vs_dense_end_to_end"], ".2f"), f"{r['mac_reduction']:.2f}",
                   _us(r["cpu_torch[s]"]), _fmt(r["cpu_torch_gmacs"], ".2f"),
                   _fmt(r["speedup_vs_cpu_torch"], ".2f"), _fmt(r["speedup_vs_cpu_torch_end_to_end"], ".2f"))
+    io = report.get("network_io")
+    if io is not None:
+        t.add_row("network input/output", "", "", "", _us(io["host[s]"]), _us(io["host[s]"]),
+                  f"{io['bytes_in'] / 1024:.1f}/{io['bytes_out'] / 1024:.1f}", "", "", "", "", "", "", "", "", "", "",
+                  "", style="italic")
     tot = report["total"]
     t.add_row("total", f"{tot['cycles']:,}", _fmt(tot["mac_utilisation"] and 100 * tot["mac_utilisation"], ".1f") + "%",
               _us(tot["runtime[s]"]), _us(tot["host[s]"]), _us(tot["end_to_end[s]"]),

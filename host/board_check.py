@@ -37,7 +37,7 @@ from litefly.hw.spec import EngineEnvelope
 from litefly.network import (EngineStep, im2col, network_forward_int, network_input_shape, plan_network,
                              quantize_network)
 
-from .bench import HOST_STAGES, best_time, layer_host_stages, load_params_dir
+from .bench import HOST_STAGES, best_time, io_host_stages, layer_host_stages, load_params_dir
 
 __all__ = ["run_board_check", "render_table", "summary_lines", "cpu_conv2d_time", "HOST_STAGES", "CALIB_IMAGES"]
 
@@ -242,6 +242,7 @@ def _report(network, envelope, board, backend, f_mhz, batch, size, seed, rows, t
     runtime = cycles / f_hz
     host = sum(stages.values())
     e2e = runtime + host
+    io = io_host_stages(stages, [{"timings": r["host_stage[s]"]} for r in rows])
     cpu = sum(r["cpu_numpy[s]"] for r in rows)
     counters = {k: sum(r["counters"].get(k, 0) for r in rows)
                 for k in ("CYCLES", "BUSY_CYCLES", "STARVED_CYCLES", "STALLED_CYCLES", "COLUMNS_DONE", "LOAD_CYCLES")}
@@ -264,6 +265,7 @@ def _report(network, envelope, board, backend, f_mhz, batch, size, seed, rows, t
                            f"measured on this CPU ({platform.machine()}, {platform.processor() or platform.system()})",
                     "params": params_src},
         "layers": rows,
+        "network_io": {"host_stage[s]": io, "host[s]": sum(io.values())},
         "total": {
             "cycles": cycles, "counters": counters,
             "mac_utilisation": counters["BUSY_CYCLES"] / cycles if cycles else None,
@@ -307,6 +309,10 @@ def render_table(report: Mapping[str, Any]):
                   f"{r['stalled_cycles']:,}", _us(r["runtime[s]"]), _fmt(r["throughput[images/s]"], ",.0f"),
                   _us(r["engine_wait[s]"]), _us(r["host[s]"]), str(r["transfers"]), _us(r["cpu_numpy[s]"]),
                   _fmt(r["speedup_vs_cpu_numpy"]), _fmt(r["speedup_vs_cpu_numpy_end_to_end"]))
+    io = report.get("network_io")
+    if io is not None:      # the input's quantise/copy and the output's copy/unpack: no layer's
+        t.add_row("network input/output", "", "", "", "", "", "", "", "", _us(io["host[s]"]), "", "", "", "",
+                  style="italic")
     tot = report["total"]
     c = tot["counters"]
     t.add_row("network", "yes" if report["network_bit_exact"] else f"NO ({report['network_mismatches']} differ)",

@@ -42,6 +42,11 @@ def check_report(report, backend, n_layers, batch):
     assert tot["runtime[s]"] == pytest.approx(tot["cycles"] / (report["fclk[mhz]"] * 1e6))
     assert set(tot["host_stage[s]"]) == set(HOST_STAGES)           # host stages only: the wait is apart
     assert tot["host[s]"] == pytest.approx(sum(tot["host_stage[s]"].values()))
+    # every host second once: each layer's own dispatch, plus the network's input/output row
+    io = report["network_io"]
+    assert set(io["host_stage[s]"]) == {"quantize", "copy_in", "copy_out", "unpack", "dispatch"} and io["host[s]"] > 0
+    assert all(set(k for k, v in r["host_stage[s]"].items() if v) <= {"dispatch"} for r in report["layers"])
+    assert tot["host[s]"] == pytest.approx(io["host[s]"] + sum(r["host[s]"] for r in report["layers"]), rel=1e-6)
     assert tot["engine_wait[s]"] > 0
     assert tot["end_to_end[s]"] == pytest.approx(tot["runtime[s]"] + tot["host[s]"])
     assert tot["transfers"] == sum(r["transfers"] for r in report["layers"])
