@@ -28,15 +28,17 @@ _INPUT_SIZE = click.option("--input-size", type=(click.IntRange(1, 4096), click.
 
 
 def network_envelope(network: NetworkConfig, input_size: tuple[int, int] | None = None,
-                     multipliers: int | None = None) -> EngineEnvelope:
-    """The envelope of ``network`` at ``input_size`` (another multiplier budget is another engine and hash)."""
+                     multipliers: int | None = None, macs_per_dsp: int | None = None) -> EngineEnvelope:
+    """The envelope of ``network`` at ``input_size`` (another multiplier budget or packing is
+    another engine and hash)."""
     if multipliers is not None and multipliers < 1:
         raise ConfigError(f"--multipliers {multipliers} must be at least 1")
-    return EngineEnvelope.for_network(network, input_size, multipliers=multipliers)
+    return EngineEnvelope.for_network(network, input_size, multipliers=multipliers, macs_per_dsp=macs_per_dsp)
 
 
 def _describe(env: EngineEnvelope, network: NetworkConfig) -> str:
-    return (f"engine {env.name} 0x{env.hash32:08x} ({env.lanes} lanes, {env.stream_bits}-bit stream) for "
+    pack = ", two lanes per multiplier" if env.macs_per_dsp == 2 else ""
+    return (f"engine {env.name} 0x{env.hash32:08x} ({env.lanes} lanes{pack}, {env.stream_bits}-bit stream) for "
             f"{len(network.layers)} layer{'s' if len(network.layers) != 1 else ''}: "
             f"{', '.join(l.name for l in network.layers)}")
 
@@ -88,11 +90,13 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
 @_INPUT_SIZE
 @click.option("--multipliers", type=int, default=None, help="Override the network's multiplier budget "
                                                             "(another engine, another hash).")
+@click.option("--macs-per-dsp", type=click.IntRange(1, 2), default=None,
+              help="2: two lanes share each multiplier (int8 packing); default: the network's engine setting.")
 @click.option("--json", "json_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also write the report as JSON.")
 @click.option("--no-cache", is_flag=True, help="Rerun Yosys even if a cached result exists.")
 def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, multipliers: int | None,
-          json_file: Path | None, no_cache: bool) -> None:
+          macs_per_dsp: int | None, json_file: Path | None, no_cache: bool) -> None:
     """Estimate the resources of NETWORK_OR_LAYER's network engine on a board with Yosys synth_xilinx."""
     from .synth import estimate, render_table  # noqa: PLC0415
 
@@ -100,7 +104,7 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, mul
     if json_file and not json_file.resolve().parent.is_dir():
         raise ConfigError(f"--json {json_file}: folder {json_file.parent} does not exist")
     network = load_network(config)
-    env = network_envelope(network, input_size, multipliers)
+    env = network_envelope(network, input_size, multipliers, macs_per_dsp)
     board = get_board(board_name)
     with status(f"yosys synth_xilinx -family {board.family} on engine {env.name}"):  # lines when piped
         report = estimate(env, board, use_cache=not no_cache)
@@ -110,8 +114,9 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, mul
     how = "cached" if report.cached else f"{report.seconds:.0f} s"
     console.print(f"{report.yosys}, {how}; FINN ceilings: LUT 70%, FF 50%, BRAM/URAM/DSP 80%")
     if report.all_muls_on_dsp:
+        dsps = int(report.used["dsp"])
         console.print(f"multipliers: all {len(report.muls)} $mul cells mapped to DSP slices "
-                      f"({int(report.used['dsp'])} DSPs, {report.lanes} lanes)")
+                      f"({dsps} DSPs, {report.lanes} lanes: {report.lanes / max(1, dsps):.2f} MACs per DSP per cycle)")
     else:
         console.print(f"[red]multipliers not on DSPs[/]: {len(report.muls)} $mul cells, "
                       f"{int(report.used['dsp'])} DSPs; candidates: {', '.join(report.unmapped_muls) or '(names lost)'}")

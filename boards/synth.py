@@ -92,6 +92,7 @@ class SynthReport:
         d["ceilings"] = CEILINGS
         d["verdict"] = self.verdict
         d["dsp_check"] = {"muls": len(self.muls), "dsps": int(self.used["dsp"]), "lanes": self.lanes,
+                          "macs_per_dsp_per_cycle": (self.lanes / self.used["dsp"]) if self.used["dsp"] else None,
                           "all_on_dsp": self.all_muls_on_dsp, "unmapped": self.unmapped_muls}
         return d
 

@@ -2,6 +2,14 @@
 accumulates a row; the row's result (plus the bias on the last factor) leaves with its
 control.
 
+With ``macs_per_dsp = 2`` two lanes share one multiplier, the broadcast weight being the
+shared operand (Xilinx WP486's idea, worked out here for any ``A``-bit activations and
+``W <= 8``-bit weights): the operand ``a1 * 2^S + a0`` with ``S = A + W`` times ``w`` is
+``w*a1 * 2^S + w*a0``. ``w*a0`` is an ``(A+W)``-bit signed value, so it is the low ``S`` bits
+sign-extended, and ``w*a1`` is the rest plus the low field's sign bit (the borrow the negative
+low product took from it). Exact for every operand, no correction table; the operand is
+``A + S`` bits (24 for int8, inside a DSP48E1's 25-bit A port) and the product ``A + S + W``.
+
 Pipeline (issue in cycle T): T+1 memory data, operand/weight/bias selected and registered;
 T+2 products registered; T+3 accumulate; the result is valid at T+4 (``res``/``ctl_out``),
 the output stage writes it at T+5, so a dependent factor may issue at T+6:
@@ -54,13 +62,22 @@ class MacArray(wiring.Component):
         w = Signal(signed(W))
         bias1 = Signal(signed(BB))
         m.d.sync += [p1b.eq(p1), x.eq(x_sel), w.eq(w_sel), bias1.eq(b_sel)]
-        # T+3: products registered
+        # T+3: products registered (one multiplier per lane, or per pair of lanes)
         p2 = Signal(layout)
         prods = [Signal(signed(A + W), name=f"prod{l}") for l in range(L)]
         bias2 = Signal(signed(BB))
         m.d.sync += [p2.eq(p1b), bias2.eq(bias1)]
-        for l in range(L):
-            m.d.sync += prods[l].eq(x[l * A:(l + 1) * A].as_signed() * w)
+        lane = [x[l * A:(l + 1) * A].as_signed() for l in range(L)]
+        if env.macs_per_dsp == 1:
+            for l in range(L):
+                m.d.sync += prods[l].eq(lane[l] * w)
+        else:
+            S = A + W
+            for k in range(L // 2):
+                packed = Signal(signed(A + S + W), name=f"pair{k}")
+                m.d.sync += packed.eq(((lane[2 * k + 1] << S) + lane[2 * k]) * w)
+                m.d.comb += [prods[2 * k].eq(packed[:S].as_signed()),
+                             prods[2 * k + 1].eq((packed >> S) + packed[S - 1])]
         # T+4: accumulate; a row's result leaves on its last term
         accs = [Signal(signed(ACC), name=f"acc{l}") for l in range(L)]
         m.d.sync += self.ctl_out.eq(p2)

@@ -58,6 +58,7 @@ class EngineEnvelope:
     weight_beats: int          # weight memory depth
     frame_beats: int           # frame buffer depth
     acc_bits: int
+    macs_per_dsp: int = 1      # 2: two lanes share one multiplier (one weight, two activations)
 
     def __post_init__(self) -> None:
         if self.stream_bits not in STREAM_WIDTHS:
@@ -75,6 +76,11 @@ class EngineEnvelope:
         for name in ("max_factors", "max_q", "max_p", "max_work", "weight_beats", "frame_beats"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"engine: {name}={getattr(self, name)} must be at least 1")
+        if self.macs_per_dsp not in (1, 2):
+            raise ConfigError(f"engine: macs_per_dsp={self.macs_per_dsp!r} must be 1 or 2")
+        if self.macs_per_dsp == 2 and self.weight_bits > 8:
+            raise ConfigError(f"engine: macs_per_dsp=2 packs two products of 8-bit operands into one "
+                              f"multiplier; weight_bits={self.weight_bits} is wider")
         if self.max_factors > 255 or max(self.max_q, self.max_p) >= 1 << 16:
             raise ConfigError(f"engine: at most 255 factors and 65,535 elements per column "
                               f"(got {self.max_factors}, {max(self.max_q, self.max_p)})")
@@ -82,7 +88,8 @@ class EngineEnvelope:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def for_layers(cls, name: str, layers: Sequence[LayerConfig], multipliers: int | None = None,
-                   stream_bits: int | None = None, frame_beats: int | None = None) -> "EngineEnvelope":
+                   stream_bits: int | None = None, frame_beats: int | None = None,
+                   macs_per_dsp: int = 1) -> "EngineEnvelope":
         """The smallest envelope serving ``layers`` (lanes from ``multipliers``, default the first layer's)."""
         if not layers:
             raise ConfigError(f"engine {name!r}: no layers to serve")
@@ -106,12 +113,12 @@ class EngineEnvelope:
             max_q=max(l.chain_in for l in layers), max_p=max(l.chain_out for l in layers),
             max_work=max([f.p for l in layers for f in l.chain[:-1]] or [1]),
             weight_beats=max(ceil_div(l.params, wpb) for l in layers),
-            frame_beats=frame_beats or DEFAULT_FRAME_KIB * 1024 // e, acc_bits=acc)
+            frame_beats=frame_beats or DEFAULT_FRAME_KIB * 1024 // e, acc_bits=acc, macs_per_dsp=macs_per_dsp)
 
     @classmethod
     def for_network(cls, network: NetworkConfig, input_size: tuple[int, int] | None = None,
                     multipliers: int | None = None, stream_bits: int | None = None,
-                    frame_kib: int | None = None) -> "EngineEnvelope":
+                    frame_kib: int | None = None, macs_per_dsp: int | None = None) -> "EngineEnvelope":
         """The envelope of ``network``: the network's ``engine:`` settings, else its layers'.
 
         The frame buffer holds the largest layer input of one image at the network's input
@@ -132,7 +139,7 @@ class EngineEnvelope:
             if size is not None or layers[0].kind == "linear":
                 steps = plan_network(network, network_input_shape(network, size))
                 frame = max([frame] + [_in_beats(s, e) for s in steps])
-        return cls.for_layers(network.name, layers, multipliers, sb, frame)
+        return cls.for_layers(network.name, layers, multipliers, sb, frame, macs_per_dsp or eng.macs_per_dsp or 1)
 
     # -- widths and derived sizes -------------------------------------------------------------
     @property
@@ -181,8 +188,12 @@ class EngineEnvelope:
 
     # -- identity ---------------------------------------------------------------------------------
     def hardware_dict(self) -> dict[str, Any]:
+        """What the Verilog depends on; parameters at their defaults are left out (``macs_per_dsp``
+        1), so adding a parameter keeps every existing engine's hash."""
         d = asdict(self)
         d.pop("name")
+        if d["macs_per_dsp"] == 1:
+            d.pop("macs_per_dsp")
         d["interface_version"] = list(regmap.VERSION)
         return d
 
@@ -201,10 +212,10 @@ class EngineEnvelope:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EngineEnvelope":
         names = [f for f in cls.__dataclass_fields__]
-        missing = [n for n in names if n not in data]
+        missing = [n for n in names if n not in data and n != "macs_per_dsp"]
         if missing:
             raise ConfigError(f"engine envelope: missing {', '.join(missing)}")
-        return cls(**{n: data[n] for n in names})
+        return cls(**{n: data[n] for n in names if n in data})
 
     # -- layers -------------------------------------------------------------------------------------
     def describe(self, step: EngineStep, packed_input: bool = False) -> "LayerDescriptor":

@@ -30,12 +30,14 @@ from litefly.network import EngineStep, network_forward_int, plan_network, quant
 __all__ = ["ENVELOPES", "random_chain", "random_network", "random_case", "Case", "cases", "STALLS",
            "extreme_params"]
 
-# Small envelopes: one Verilator build each serves every case below.
+# Small envelopes: one Verilator build each serves every case below. rand32 shares each
+# multiplier between two lanes (macs_per_dsp=2), rand64 does not: both MAC arrays are covered.
 ENVELOPES = {
     "rand64": EngineEnvelope(name="rand64", lanes=8, stream_bits=64, act_bits=8, weight_bits=8, max_factors=3,
                              max_q=64, max_p=32, max_work=64, weight_beats=256, frame_beats=512, acc_bits=21),
     "rand32": EngineEnvelope(name="rand32", lanes=16, stream_bits=32, act_bits=8, weight_bits=8, max_factors=3,
-                             max_q=48, max_p=24, max_work=48, weight_beats=512, frame_beats=1024, acc_bits=21),
+                             max_q=48, max_p=24, max_work=48, weight_beats=512, frame_beats=1024, acc_bits=21,
+                             macs_per_dsp=2),
 }
 
 STALLS = ("none", "rand30", "slow_sink", "bursty_source", "both_slow", "rand60_sink")

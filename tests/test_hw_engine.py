@@ -74,9 +74,9 @@ def input_map(rng, shape, act_bits=8) -> np.ndarray:
     return x
 
 
-def envelope_for(layers, lanes=8, stream_bits=64, frame_beats=1024) -> EngineEnvelope:
+def envelope_for(layers, lanes=8, stream_bits=64, frame_beats=1024, macs_per_dsp=1) -> EngineEnvelope:
     return EngineEnvelope.for_layers("t", list(layers), multipliers=lanes, stream_bits=stream_bits,
-                                     frame_beats=frame_beats)
+                                     frame_beats=frame_beats, macs_per_dsp=macs_per_dsp)
 
 
 def check_outputs(step: EngineStep, q: QuantizedLayer, x: np.ndarray, beats: np.ndarray, tlast: list[int]) -> np.ndarray:
@@ -94,10 +94,10 @@ def check_outputs(step: EngineStep, q: QuantizedLayer, x: np.ndarray, beats: np.
 
 
 def run_step(layer, in_shape, images=2, relu=False, pool=None, seed=0, lanes=8, stream_bits=64,
-             params="extreme", fault=None, packed=False, **kw):
+             params="extreme", fault=None, packed=False, macs_per_dsp=1, **kw):
     rng = np.random.default_rng(seed)
     step = EngineStep(layer, in_shape, relu=relu, pool=pool)
-    env = envelope_for([layer], lanes, stream_bits)
+    env = envelope_for([layer], lanes, stream_bits, macs_per_dsp=macs_per_dsp)
     x = input_map(rng, (images,) + tuple(in_shape), layer.format.act_bits)
     q = extreme_params(layer, rng) if params == "extreme" else calibrated_params(layer, step, x, rng)
     run = run_engine(env, [pass_for(env, step, q, x, packed=packed)], fault=fault, **kw)
@@ -180,6 +180,51 @@ def test_packed_input_needs_whole_beats_per_image():
         env.describe(EngineStep(layer, (3, 5, 5), relu=False), packed_input=True)
     assert not env.can_pack_input(EngineStep(layer, (3, 5, 5), relu=False))
     assert env.can_pack_input(EngineStep(layer, (3, 4, 2), relu=False))
+
+
+# ---------------------------------------------------------------- two MACs per multiplier
+def test_two_products_in_one_multiply_are_exact_for_every_operand():
+    """The packing identity of mac_array (macs_per_dsp=2) on every int8 weight and activation
+    pair, for several activation widths: low field sign-extended, high part plus the low sign."""
+    for a_bits, w_bits in ((8, 8), (6, 8), (8, 4), (2, 2)):
+        s = a_bits + w_bits
+        a_lo, a_hi = int_range(a_bits)
+        w_lo, w_hi = int_range(w_bits)
+        a = np.arange(a_lo, a_hi + 1, dtype=np.int64)
+        w = np.arange(w_lo, w_hi + 1, dtype=np.int64)[:, None, None]
+        a0, a1 = a[None, :, None], a[None, None, :]
+        prod = ((a1 << s) + a0) * w
+        assert np.abs(prod).max() < 1 << (a_bits + s + w_bits - 1)          # the product register's width
+        low = prod & ((1 << s) - 1)
+        low = np.where(low >= 1 << (s - 1), low - (1 << s), low)
+        high = (prod >> s) + ((prod >> (s - 1)) & 1)
+        np.testing.assert_array_equal(np.broadcast_to(low, prod.shape), np.broadcast_to(w * a0, prod.shape))
+        np.testing.assert_array_equal(np.broadcast_to(high, prod.shape), np.broadcast_to(w * a1, prod.shape))
+
+
+@pytest.mark.parametrize("name", ["k3x3_p1_c10", "k3x2_s2_d2x3_c5"])
+def test_two_macs_per_multiplier_are_bit_exact(name):
+    """Extreme operands (saturating products at both ends) through the packed MAC array."""
+    c = dict(CONVS[name])
+    h, w = c.pop("hw")
+    ch = c.pop("c")
+    relu = c.pop("relu", False)
+    bias = c.pop("bias", False)
+    layer = conv(f"{name}_dsp2", ch, c.pop("chain"), bias=bias, **c)
+    env, step, q, run, _ = run_step(layer, (ch, h, w), images=2, relu=relu, seed=21, macs_per_dsp=2)
+    assert env.macs_per_dsp == 2 and run.regs[0]["CYCLES"] == env.describe(step).pass_cycles(2)
+
+
+def test_macs_per_dsp_is_refused_for_wide_weights_and_kept_out_of_old_hashes():
+    layer = conv("w16", 4, [[4, 16, 1, 4, 1]], kernel=(2, 2), weight_bits=16)
+    with pytest.raises(ConfigError, match="macs_per_dsp=2 packs two products of 8-bit operands into one "
+                                          "multiplier; weight_bits=16 is wider"):
+        envelope_for([layer], macs_per_dsp=2)
+    small = conv("w8", 4, [[4, 16, 1, 4, 1]], kernel=(2, 2))
+    one, two = envelope_for([small]), envelope_for([small], macs_per_dsp=2)
+    assert "macs_per_dsp" not in one.hardware_dict() and two.hardware_dict()["macs_per_dsp"] == 2
+    assert one.hash32 != two.hash32
+    assert EngineEnvelope.from_dict(two.to_dict()) == two
 
 
 # ---------------------------------------------------------------- linear layers
