@@ -120,6 +120,12 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, mul
     else:
         console.print(f"[red]multipliers not on DSPs[/]: {len(report.muls)} $mul cells, "
                       f"{int(report.used['dsp'])} DSPs; candidates: {', '.join(report.unmapped_muls) or '(names lost)'}")
+    regs = report.dsp_registers
+    if regs.get("dsps"):
+        console.print(f"DSP pipeline registers absorbed (of {regs['dsps']} DSPs): "
+                      + ", ".join(f"{r} {regs.get(r, 0)}" for r in ("AREG", "BREG", "MREG", "PREG")))
+    if report.longest_path is not None:
+        console.print(f"longest combinational path (Yosys ltp -noff, DSP/BRAM cut): {report.longest_path} cells")
     for note in report.notes:
         console.print(f"note: {note}")
     if json_file:

@@ -34,9 +34,9 @@ from litefly.hw.spec import EngineEnvelope
 from .boards import Board
 
 __all__ = ["SynthReport", "CEILINGS", "estimate", "synth_verilog", "count_resources", "verdict",
-           "cache_root", "yosys_command"]
+           "cache_root", "yosys_command", "dsp_registers", "longest_path"]
 
-SCRIPT_VERSION = 2
+SCRIPT_VERSION = 3
 # FINN's recommended utilisation ceilings for a design that still places and routes.
 CEILINGS = {"lut": 0.70, "ff": 0.50, "bram36": 0.80, "uram": 0.80, "dsp": 0.80}
 RESOURCES = ("lut", "ff", "dsp", "bram36", "uram")
@@ -72,6 +72,8 @@ class SynthReport:
     notes: list[str] = field(default_factory=list)
     envelope: dict[str, Any] = field(default_factory=dict)
     layers: list[str] = field(default_factory=list)      # the layers the engine serves
+    dsp_registers: dict[str, int] = field(default_factory=dict)   # DSPs using AREG, BREG, MREG, PREG
+    longest_path: int | None = None      # Yosys ltp length, DSP/BRAM cut, FFs excluded
 
     @property
     def share(self) -> dict[str, float | None]:
@@ -185,6 +187,11 @@ def _synth(verilog: Path, top: str, family: str, work: Path, on_pass: Callable[[
         f"synth_xilinx -family {family} -flatten -top {top}{opts}",
         f"tee -q -o post_stat_{family}.json stat -json",
         f"tee -q -o dsps_{family}.txt select -list t:DSP48E*",
+        f"tee -q -o dsp_params_{family}.txt dump t:DSP48E*",     # their pipeline registers (AREG, MREG, ...)
+        # the longest combinational path between registers: DSP and BRAM cells cut (ltp treats
+        # them as combinational), flip-flops excluded (-noff)
+        "delete t:DSP48E* t:RAMB* t:URAM*",
+        f"tee -q -o ltp_{family}.txt ltp -noff",
         "",
     ]))
     cmd = yosys_command() + ["-s", script.name]
@@ -208,7 +215,32 @@ def _synth(verilog: Path, top: str, family: str, work: Path, on_pass: Callable[[
     return {"pre": _stat_cells(work / f"pre_stat_{family}.json"),
             "post": _stat_cells(work / f"post_stat_{family}.json"),
             "muls": names(f"muls_{family}.txt"), "dsps": names(f"dsps_{family}.txt"),
+            "dsp_registers": dsp_registers((work / f"dsp_params_{family}.txt").read_text()),
+            "longest_path": longest_path((work / f"ltp_{family}.txt").read_text()),
             "yosys": version, "lutram": not opts}
+
+
+DSP_REGISTERS = ("AREG", "BREG", "MREG", "PREG")
+
+
+def dsp_registers(dump: str) -> dict[str, int]:
+    """From Yosys ``dump`` of the DSP cells: how many DSPs have each pipeline register in use
+    (``AREG``/``BREG`` >= 1, ``MREG``, ``PREG``), and ``dsps``, their number."""
+    counts = dict.fromkeys(DSP_REGISTERS, 0)
+    counts["dsps"] = 0
+    for cell in re.split(r"\n\s*cell ", "\n" + dump)[1:]:
+        counts["dsps"] += 1
+        for reg in DSP_REGISTERS:
+            m = re.search(rf"parameter (?:signed )?\\{reg} (?:\d+')?(\d+)", cell)
+            if m and int(m[1], 2 if "'" in m[0] else 10) >= 1:
+                counts[reg] += 1
+    return counts
+
+
+def longest_path(ltp_log: str) -> int | None:
+    """The ``length`` Yosys ``ltp`` reports (cells on the longest combinational path)."""
+    found = [int(v) for v in re.findall(r"Longest topological path in \S+ \(length=(\d+)\)", ltp_log)]
+    return max(found) if found else None
 
 
 def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
@@ -257,7 +289,8 @@ def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
                        lanes=lanes, used=used, capacity=capacity, cells=raw["post"], muls=raw["muls"],
                        dsp_cells=dsp_names, unmapped_muls=unmapped, yosys=raw["yosys"],
                        seconds=raw["seconds"], cached=cached, notes=notes, envelope=env.to_dict(),
-                       layers=layers)
+                       layers=layers, dsp_registers=raw.get("dsp_registers", {}),
+                       longest_path=raw.get("longest_path"))
 
 
 def render_table(reports: list[SynthReport], title: str = "Yosys synth_xilinx estimate"):

@@ -78,6 +78,8 @@ def test_estimate_maps_multipliers_and_caches(tmp_path: Path) -> None:
     assert r.config_hash == seen[0].config_hash and r.layers == ["pointnet_fc3"]
     assert not r.cached and "SYNTH_XILINX" in passes
     assert r.used["dsp"] == 2 and len(r.muls) == 2 and r.all_muls_on_dsp and r.unmapped_muls == []
+    assert r.dsp_registers["dsps"] == 2 and set(r.dsp_registers) == {"dsps", "AREG", "BREG", "MREG", "PREG"}
+    assert isinstance(r.longest_path, int) and r.longest_path > 0
     assert r.used["bram36"] == 0.5 and r.cells.get("RAMB18E1") == 1
     assert r.capacity["dsp"] == 220 and r.verdict == "fits" and r.lanes == 2
     assert r.share["dsp"] == pytest.approx(2 / 220)
@@ -86,6 +88,27 @@ def test_estimate_maps_multipliers_and_caches(tmp_path: Path) -> None:
                               "unmapped": []}
     again = estimate(layer, board, generate=generator(GOOD), cache=tmp_path)
     assert again.cached and again.used == r.used
+
+
+def test_dsp_register_and_longest_path_parsers() -> None:
+    from litefly.boards.synth import dsp_registers, longest_path
+    dump = """
+  cell \\DSP48E1 \\u0
+    parameter \\AREG 1
+    parameter \\BREG 2
+    parameter \\MREG 1'1
+    parameter \\PREG 1'0
+  end
+  cell \\DSP48E1 \\u1
+    parameter \\AREG 0
+    parameter \\BREG 0
+    parameter \\MREG 1'0
+    parameter \\PREG 1'1
+  end
+"""
+    assert dsp_registers(dump) == {"dsps": 2, "AREG": 1, "BREG": 1, "MREG": 1, "PREG": 1}
+    assert longest_path("Longest topological path in top (length=7):\n    0: x") == 7
+    assert longest_path("no path") is None
 
 
 def test_estimate_names_multipliers_left_in_luts(tmp_path: Path) -> None:
