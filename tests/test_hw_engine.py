@@ -121,15 +121,20 @@ CONVS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CONVS))
-def test_conv_geometry(name):
+def run_conv(name: str, seed: int, **kw):
+    """``run_step`` of the CONVS geometry ``name`` on two images."""
     c = dict(CONVS[name])
     h, w = c.pop("hw")
     ch = c.pop("c")
     relu = c.pop("relu", False)
     bias = c.pop("bias", False)
     layer = conv(name.replace("-", "_"), ch, c.pop("chain"), bias=bias, **c)
-    run_step(layer, (ch, h, w), images=2, relu=relu, seed=sorted(CONVS).index(name))
+    return run_step(layer, (ch, h, w), images=2, relu=relu, seed=seed, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(CONVS))
+def test_conv_geometry(name):
+    run_conv(name, seed=sorted(CONVS).index(name))
 
 
 def test_conv_calibrated_32bit_stream_four_images():
@@ -205,13 +210,7 @@ def test_two_products_in_one_multiply_are_exact_for_every_operand():
 @pytest.mark.parametrize("name", ["k3x3_p1_c10", "k3x2_s2_d2x3_c5"])
 def test_two_macs_per_multiplier_are_bit_exact(name):
     """Extreme operands (saturating products at both ends) through the packed MAC array."""
-    c = dict(CONVS[name])
-    h, w = c.pop("hw")
-    ch = c.pop("c")
-    relu = c.pop("relu", False)
-    bias = c.pop("bias", False)
-    layer = conv(f"{name}_dsp2", ch, c.pop("chain"), bias=bias, **c)
-    env, step, q, run, _ = run_step(layer, (ch, h, w), images=2, relu=relu, seed=21, macs_per_dsp=2)
+    env, step, q, run, _ = run_conv(name, seed=21, macs_per_dsp=2)
     assert env.macs_per_dsp == 2 and run.regs[0]["CYCLES"] == env.describe(step).pass_cycles(2)
 
 
