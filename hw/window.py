@@ -9,7 +9,8 @@ lanes; a few set-up cycles per phase. Windows are formed while the frame loads: 
 whose beat has not arrived yet (``frame_count``) waits, so a pass's load overlaps its compute.
 
 All per-layer products (``CW``, strides in beats) are computed once after ``go`` in set-up
-cycles; per-phase origins take two cycles; the per-cycle path is adders and compares.
+cycles; a batch's origin offsets are kept by adding as positions advance (no multiplier per
+batch); per-phase origins take two cycles; the per-cycle path is adders and compares.
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ class WindowGenerator(wiring.Component):
         pdy, pdx, pdy_wcw, pdx_cw = u32("pdy"), u32("pdx"), u32("pdy_wcw"), u32("pdx_cw")
         ix_first, iy_first, ca_first, ra_first = s32("ix_first"), s32("iy_first"), s32("ca_first"), s32("ra_first")
         px, pcx, py, pry = u32("px"), u32("pcx"), u32("py"), u32("pry")
+        # x*xstep, x*xstep*CW, y*ystep, y*ystep*W*CW of the batch start and of the next lane,
+        # kept by adding (no multiplier per batch)
+        bs_px, bs_pcx, bs_py, bs_pry = u32("bs_px"), u32("bs_pcx"), u32("bs_py"), u32("bs_pry")
+        nx_px, nx_pcx, nx_py, nx_pry = u32("nx_px"), u32("nx_pcx"), u32("nx_py"), u32("nx_pry")
         # ---- next lane to start ----
         nx_x, nx_y, nx_img, nx_left = u32("nx_x"), u32("nx_y"), u32("nx_img"), u32("nx_left")
         nx_ix, nx_iy, nx_ca, nx_ra = s32("nx_ix"), s32("nx_iy"), s32("nx_ca"), s32("nx_ra")
@@ -161,13 +166,14 @@ class WindowGenerator(wiring.Component):
                     hwcw.eq(d.IN_HW.H * wcw), xstep_cw.eq(xstep * cw), ystep_wcw.eq(ystep * wcw),
                     dh_wcw.eq(d.DILATION.DH * wcw), sh_wcw.eq(d.STRIDE.SH * wcw), ph_wcw.eq(d.PAD.PH * wcw),
                     bs_x.eq(0), bs_y.eq(0), bs_img.eq(0), bs_left.eq(npos),
+                    bs_px.eq(0), bs_pcx.eq(0), bs_py.eq(0), bs_pry.eq(0),
                     dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
                 ]
                 m.next = "PHASE_A"
             with m.State("PHASE_A"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
-                    px.eq(bs_x * xstep), pcx.eq(bs_x * xstep_cw), py.eq(bs_y * ystep), pry.eq(bs_y * ystep_wcw),
+                    px.eq(bs_px), pcx.eq(bs_pcx), py.eq(bs_py), pry.eq(bs_pry),
                     ix_first.eq(pdx - d.PAD.PW), ca_first.eq(pdx_cw - pw_cw),
                     iy_first.eq(pdy - d.PAD.PH), ra_first.eq(pdy_wcw - ph_wcw),
                 ]
@@ -178,6 +184,7 @@ class WindowGenerator(wiring.Component):
                     nx_ix.eq(px + ix_first), nx_ca.eq(pcx + ca_first), nx_iy.eq(py + iy_first),
                     nx_ra.eq(bs_img + pry + ra_first),
                     nx_x.eq(bs_x), nx_y.eq(bs_y), nx_img.eq(bs_img), nx_left.eq(bs_left), lane.eq(0),
+                    nx_px.eq(bs_px), nx_pcx.eq(bs_pcx), nx_py.eq(bs_py), nx_pry.eq(bs_pry),
                 ]
                 m.next = "WAIT"
             with m.State("WAIT"):
@@ -211,7 +218,8 @@ class WindowGenerator(wiring.Component):
                             ]
                             with m.If(last_phase):
                                 m.d.sync += [dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
-                                             bs_x.eq(nx_x), bs_y.eq(nx_y), bs_img.eq(nx_img), bs_left.eq(nx_left)]
+                                             bs_x.eq(nx_x), bs_y.eq(nx_y), bs_img.eq(nx_img), bs_left.eq(nx_left),
+                                             bs_px.eq(nx_px), bs_pcx.eq(nx_pcx), bs_py.eq(nx_py), bs_pry.eq(nx_pry)]
                                 with m.If(nx_left == 0):
                                     m.next = "IDLE"
                                 with m.Else():
@@ -232,13 +240,15 @@ class WindowGenerator(wiring.Component):
                          w_ra.eq(nx_ra), ky.eq(0), kx.eq(0), k.eq(0), eoff.eq(0), kbase.eq(0),
                          rem.eq(d.IN_C.C), nx_left.eq(nx_left - 1)]
             with m.If(nx_x == d.OUT_HW.WP - 1):
-                m.d.sync += [nx_x.eq(0), nx_ix.eq(ix_first), nx_ca.eq(ca_first)]
+                m.d.sync += [nx_x.eq(0), nx_ix.eq(ix_first), nx_ca.eq(ca_first), nx_px.eq(0), nx_pcx.eq(0)]
                 with m.If(nx_y == d.OUT_HW.HP - 1):
-                    m.d.sync += [nx_y.eq(0), nx_iy.eq(iy_first), nx_img.eq(nx_img + hwcw),
+                    m.d.sync += [nx_y.eq(0), nx_py.eq(0), nx_pry.eq(0), nx_iy.eq(iy_first), nx_img.eq(nx_img + hwcw),
                                  nx_ra.eq(nx_img + hwcw + ra_first)]
                 with m.Else():
-                    m.d.sync += [nx_y.eq(nx_y + 1), nx_iy.eq(nx_iy + ystep), nx_ra.eq(nx_ra + ystep_wcw)]
+                    m.d.sync += [nx_y.eq(nx_y + 1), nx_iy.eq(nx_iy + ystep), nx_ra.eq(nx_ra + ystep_wcw),
+                                 nx_py.eq(nx_py + ystep), nx_pry.eq(nx_pry + ystep_wcw)]
             with m.Else():
-                m.d.sync += [nx_x.eq(nx_x + 1), nx_ix.eq(nx_ix + xstep), nx_ca.eq(nx_ca + xstep_cw)]
+                m.d.sync += [nx_x.eq(nx_x + 1), nx_ix.eq(nx_ix + xstep), nx_ca.eq(nx_ca + xstep_cw),
+                             nx_px.eq(nx_px + xstep), nx_pcx.eq(nx_pcx + xstep_cw)]
 
         return m
