@@ -17,6 +17,7 @@ from litefly.errors import ConfigError
 
 from . import regmap
 from .engine import FAULTS, NetworkEngine
+from .cycles import LOAD_LAG, PASS_TAIL, REPACK_LAG
 from .spec import BIAS_CONTAINER_BITS, DRAIN_CYCLES, EngineEnvelope
 
 __all__ = ["GeneratedEngine", "generate", "module_name", "manifest_for", "FAULTS"]
@@ -70,7 +71,8 @@ def manifest_for(envelope: EngineEnvelope, module: str, ports: list[dict[str, An
         "registers": [_register_dict(r) for r in envelope.registers],
         "capabilities": envelope.capability_words(),
         "tensor_layout": (f"NHWC-E: image, row, column, then ceil(C/{e}) beats of {e} int8 channels; "
-                          f"channels past C are zero"),
+                          f"channels past C are zero; with LAYER.PACKED the input stream is plain NHWC "
+                          f"(C bytes a pixel)"),
         "parameter_load": {
             "command": "CTRL.LOAD_PARAMS, then WEIGHT_BEATS + BIAS_BEATS beats on s_axis",
             "weights": (f"all factors' weights in compact (g, t, r, s) order, factors in chain order, "
@@ -81,13 +83,17 @@ def manifest_for(envelope: EngineEnvelope, module: str, ports: list[dict[str, An
                        f"{envelope.biases_per_beat} per beat, zero-padded"),
         },
         "cycle_model": {
-            "source": "hw/spec.py LayerDescriptor.batch_cycles / pass_cycles",
+            "source": "hw/cycles.py pass_cycles / frame_ready (LayerDescriptor.pass_cycles)",
             "drain_cycles": DRAIN_CYCLES,
+            "load_lag": LOAD_LAG, "repack_lag": REPACK_LAG, "pass_tail": PASS_TAIL,
             "notes": ("per batch and phase: max(sum p_i*s_i + DRAIN_CYCLES*(N-1) + 1 issue cycles, "
                       "lanes*KH*KW*CW window cycles); the window generator fills one IN half while the "
                       "MAC array reads the other, the unloader drains one OUT half while the array "
-                      "writes the other; a pass first loads IMAGES*H*W*CW beats into the frame buffer"),
+                      "writes the other; the frame loads (a beat a cycle) while windows are formed, a "
+                      "window read waiting for its beat; a pass ends when its output is out and its "
+                      "frame is in"),
         },
+        "macs_per_dsp": envelope.macs_per_dsp,
         "amaranth_version": amaranth.__version__,
     }
 
