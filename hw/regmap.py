@@ -27,7 +27,9 @@ __all__ = ["Field", "Register", "REGISTERS", "REG", "ID_MAGIC", "VERSION", "FACT
            "STATUS_BUSY", "STATUS_DONE", "STATUS_LOADING", "STATUS_PARAMS_VALID"]
 
 ID_MAGIC = 0x4C464C59          # "LFLY"
-VERSION = (2, 0)               # (major, minor): 2 = network engine (run-time layer descriptors)
+# (major, minor): 2 = network engine (run-time layer descriptors); 3 = packed input
+# (LAYER.PACKED) and the frame loaded under the windows (a 2.x engine would misread packed input)
+VERSION = (3, 0)
 FACTOR_BASE = 0x100
 FACTOR_STRIDE = 0x10           # F<i>_RS, F<i>_TG, F<i>_SHIFT, (reserved)
 
