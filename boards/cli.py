@@ -125,7 +125,8 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, mul
         console.print(f"DSP pipeline registers absorbed (of {regs['dsps']} DSPs): "
                       + ", ".join(f"{r} {regs.get(r, 0)}" for r in ("AREG", "BREG", "MREG", "PREG")))
     if report.longest_path is not None:
-        console.print(f"longest combinational path (Yosys ltp -noff, DSP/BRAM cut): {report.longest_path} cells")
+        console.print(f"longest path between registers, DSPs, BRAMs and ports (Yosys ltp): {report.longest_path} "
+                      f"cells (LUT, CARRY4, MUXF, LUT-RAM read)")
     for note in report.notes:
         console.print(f"note: {note}")
     if json_file:

@@ -36,7 +36,7 @@ from .boards import Board
 __all__ = ["SynthReport", "CEILINGS", "estimate", "synth_verilog", "count_resources", "verdict",
            "cache_root", "yosys_command", "dsp_registers", "longest_path"]
 
-SCRIPT_VERSION = 3
+SCRIPT_VERSION = 4
 # FINN's recommended utilisation ceilings for a design that still places and routes.
 CEILINGS = {"lut": 0.70, "ff": 0.50, "bram36": 0.80, "uram": 0.80, "dsp": 0.80}
 RESOURCES = ("lut", "ff", "dsp", "bram36", "uram")
@@ -188,9 +188,10 @@ def _synth(verilog: Path, top: str, family: str, work: Path, on_pass: Callable[[
         f"tee -q -o post_stat_{family}.json stat -json",
         f"tee -q -o dsps_{family}.txt select -list t:DSP48E*",
         f"tee -q -o dsp_params_{family}.txt dump t:DSP48E*",     # their pipeline registers (AREG, MREG, ...)
-        # the longest combinational path between registers: DSP and BRAM cells cut (ltp treats
-        # them as combinational), flip-flops excluded (-noff)
-        "delete t:DSP48E* t:RAMB* t:URAM*",
+        # the longest combinational path between registers: ltp sees the mapped flip-flops (FD*),
+        # DSP and block-RAM cells as combinational, so they are cut first (LUT-RAM reads stay:
+        # they are combinational)
+        "delete t:DSP48E* t:RAMB* t:URAM* t:FD*",
         f"tee -q -o ltp_{family}.txt ltp -noff",
         "",
     ]))
@@ -238,7 +239,8 @@ def dsp_registers(dump: str) -> dict[str, int]:
 
 
 def longest_path(ltp_log: str) -> int | None:
-    """The ``length`` Yosys ``ltp`` reports (cells on the longest combinational path)."""
+    """The ``length`` Yosys ``ltp`` reports: cells (LUTs, carry and wide-mux cells, LUT-RAM
+    reads) on the longest path between flip-flops, DSPs, block RAMs and ports."""
     found = [int(v) for v in re.findall(r"Longest topological path in \S+ \(length=(\d+)\)", ltp_log)]
     return max(found) if found else None
 
