@@ -17,8 +17,9 @@ Usage::
     python scripts/mutation.py --list                          # the candidate mutants, not run
     python scripts/mutation.py --sample 48 --json report.json
 
-RTL mutants (``hw/*.py`` generator files) need Verilator and each costs one Verilator build;
-``--no-rtl`` leaves them out. ``docs/verification.md`` lists the last measured score and the
+RTL mutants (``hw/*.py`` generator files) run the tiny engine on Icarus and the engine's
+Amaranth simulations, about a minute each; ``--no-rtl`` leaves them out. ``--summarize A.json
+B.json`` merges saved reports. ``docs/verification.md`` lists the last measured score and the
 equivalent survivors with their reasons.
 """
 
@@ -72,18 +73,21 @@ RTL_FILES = {f for f in TARGETS
 
 # The fast default tests, by what they exercise. A mutant of the Python maths is run against
 # the model-side tests (the RTL tests would also notice, at one simulation per mutant); a mutant
-# of the RTL generator against the RTL tests of one envelope (one Verilator build per mutant).
+# of the RTL generator against the RTL simulations below (about a minute per mutant).
 _MODEL_TESTS = ["tests/test_golden_reference.py", "tests/test_random_networks.py", "tests/test_conformance.py",
                 "tests/test_core_plan.py", "tests/test_core_models.py", "tests/test_sim_host.py",
                 "tests/test_sim_limits.py", "tests/test_sim_wireformat.py", "-k", "not rtl"]
-_RTL_TESTS = ["tests/test_sim_engine.py", "-k", "unfaulted"]     # the tiny engine: 8 networks
+# the tiny engine's 8 networks (Icarus) and the engine's Amaranth simulations (tests/test_hw_engine.py)
+_RTL_TESTS = ["tests/test_sim_engine.py::test_unfaulted_tiny_engine_is_bit_exact", "tests/test_hw_engine.py"]
 # mutated file -> the pytest arguments (test files and selection) that should notice
 TESTS: dict[str, list[str]] = {f: list(_MODEL_TESTS) for f in TARGETS if f not in RTL_FILES}
 TESTS.update({f: list(_RTL_TESTS) for f in RTL_FILES})
 
 # Survivors examined and found equivalent (no input the code accepts tells them apart):
-# (file, function, original, replacement) -> reason. The score excludes them.
-EQUIVALENT: dict[tuple[str, str, str, str], str] = {
+# (file, function, original, replacement[, text of the mutated line]) -> reason. The score excludes
+# them. The fifth element, where given, must occur in the mutated source line (a bare constant such
+# as "16" -> "15" occurs in many places of one function, and only some are equivalent).
+EQUIVALENT: dict[tuple[str, ...], str] = {
     ("hw/wireformat.py", "pack_elements", "bits % 8", "bits // 8"):
         "only chooses the vectorised path or the general bit loop, which give the same bytes",
     ("hw/wireformat.py", "pack_elements", "bits // 8", "bits * 8"):
@@ -103,8 +107,22 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
         "the same biases when PARAMS_VALID rises",
     ("hw/sequencer.py", "ctl_layout", "1", "2"): "a 1-bit flag stored in a 2-bit field",
     ("hw/sequencer.py", "elaborate", "16", "17"): "a 16-bit register one bit wider; its values fit 16 bits",
-    ("hw/unloader.py", "elaborate", "1", "0"): "lane counter Signal(range(L+1)) -> range(L): it counts 0..L-1 only",
+    ("hw/unloader.py", "elaborate", "1", "0", "lane = Signal(range(L + 1))"):
+        "lane counter Signal(range(L+1)) -> range(L): it counts 0..L-1 only",
     ("hw/window.py", "elaborate", "L + 1", "L"): "lane counter Signal(range(L+1)) -> range(L): it counts 0..L-1 only",
+    ("hw/loader.py", "elaborate", "32", "33", "= Signal(32)"):
+        "a 32-bit register one bit wider; its values fit 32 bits",
+    ("hw/output_stage.py", "elaborate", "shifted > hi", "shifted >= hi"): "at shifted == hi both select hi",
+    ("hw/output_stage.py", "elaborate", "p4.valid & ~p4.fi_last", "p4.valid | ~p4.fi_last"):
+        "extra WORK writes while no row completes land on the row being accumulated (its own completion "
+        "rewrites it) or, between factors, on row 0 of the half the next factor writes; a factor reads only "
+        "the other half",
+    ("hw/repack.py", "elaborate", "16", "17", "Signal(16"):
+        "a buffer (or byte count) one byte per element wider: a beat is taken only while at most E bytes are "
+        "held, so bytes past 2E are never written, and a pixel's byte count fits 16 bits",
+    ("hw/window.py", "elaborate", "16", "15", "ky, kx, k = Signal(16), Signal(16), Signal(16)"):
+        "kernel counters one bit narrower: kernels are at most MAX_KERNEL = 32 (litefly/limits.py) and a "
+        "pixel has at most 2^15 channel beats (C < 2^16, E >= 2), so they count below 2^15",
 }
 
 _SWAPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.FloorDiv, ast.FloorDiv: ast.Mult, ast.LShift: ast.RShift,
@@ -160,8 +178,8 @@ def _functions(tree: ast.AST, names: tuple[str, ...] | None):
             yield node
 
 
-def enumerate_mutants(rel: str) -> list[Mutant]:
-    path = ROOT / rel
+def enumerate_mutants(rel: str, root: Path = ROOT) -> list[Mutant]:
+    path = root / rel
     src = path.read_text()
     tree = ast.parse(src)
     names, _ = TARGETS[rel]
@@ -281,10 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the report as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the private copy")
     ap.add_argument("--rtl-tests", default=None,
-                    help="pytest arguments for RTL mutants instead of the tiny engine's test (e.g. \"tests/"
+                    help="pytest arguments for RTL mutants instead of the default RTL tests (e.g. \"tests/"
                          "test_conformance.py tests/test_random_networks.py -k 'rtl and rand64 and not cycles'\")")
-    ap.add_argument("--summarize", type=Path, default=None, help="print the summary of --json reports' results "
-                    "(merged) without running anything")
+    ap.add_argument("--summarize", type=Path, nargs="+", default=None,
+                    help="print the summary of these --json reports' results (merged) without running anything")
     ap.add_argument("--rerun", type=Path, default=None,
                     help="run again the mutants a previous --json report lists as survived (after adding tests)")
     args = ap.parse_args(argv)
@@ -298,13 +316,35 @@ def main(argv: list[str] | None = None) -> int:
     for f in files:
         if f not in TARGETS:
             ap.error(f"{f} is not a target (targets: {', '.join(TARGETS)})")
-    pools = {f: enumerate_mutants(f) for f in files if (ROOT / f).exists()}
+    if args.summarize is not None:
+        results = [r for rep in args.summarize for r in json.loads(rep.read_text())["results"]]
+        return _summary(results, args)
     if args.list:
-        for f, ms in pools.items():
+        for f in (f for f in files if (ROOT / f).exists()):
+            ms = enumerate_mutants(f)
             print(f"{f}: {len(ms)} candidate mutants")
             for m in ms:
                 print(f"  {m.ident} in {m.function}(): {m.original!r} -> {m.replacement!r}")
         return 0
+    work = Path(tempfile.mkdtemp(prefix="litefly_mut_"))
+    try:     # the tree as it is now: mutants, runs and restores all use this copy
+        results = _run(args, files, make_copy(work / "tree"))
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    if results is None:
+        return 2
+    if args.rerun is not None:             # the earlier kills stand (tests were only added)
+        again = {(r["file"], r["line"], r["col"], r["replacement"]): r for r in results}
+        results = [again.get((r["file"], r["line"], r["col"], r["replacement"]), r)
+                   for r in json.loads(args.rerun.read_text())["results"]]
+    return _summary(results, args)
+
+
+def _run(args, files: list[str], tree_root: Path) -> list[dict] | None:
+    """Sample (or take the --rerun survivors), run each mutant in ``tree_root``; None if the
+    unmutated tree fails its tests."""
+    pools = {f: enumerate_mutants(f, tree_root) for f in files if (tree_root / f).exists()}
     rng = random.Random(args.seed)
     weights = {f: TARGETS[f][1] for f in pools}
     total_w = sum(weights.values())
@@ -317,49 +357,60 @@ def main(argv: list[str] | None = None) -> int:
         fields = Mutant.__dataclass_fields__
         chosen = [Mutant(**{k: r[k] for k in fields}) for r in prev if r["status"] == "survived"]
     chosen.sort(key=lambda m: (m.file in RTL_FILES, m.file, m.line))
-
-    if args.summarize is not None:
-        results = json.loads(args.summarize.read_text())["results"]
-        return _summary(results, args)
-    work = Path(tempfile.mkdtemp(prefix="litefly_mut_"))
-    tree_root = make_copy(work / "tree")
-    print(f"private copy: {tree_root}; {len(chosen)} mutants over {len(pools)} files", flush=True)
+    pristine = {m.file: (tree_root / m.file).read_bytes() for m in chosen}
+    print(f"private copy: {tree_root}; {len(chosen)} mutants", flush=True)
     results = []
-    try:
-        baseline: dict[tuple[str, ...], str] = {}
-        base_secs: dict[tuple[str, ...], float] = {}
-        for m in chosen:
-            tests = tuple(TESTS[m.file])
-            if tests not in baseline:
-                status, secs, tail = run_tests(tree_root, list(tests), args.timeout)
-                baseline[tests] = status
-                base_secs[tests] = secs
-                print(f"baseline {' '.join(tests)}: {status} ({secs:.0f} s) {tail}", flush=True)
-                if status != "survived":
-                    print("the unmutated tree fails these tests; fix that first", file=sys.stderr)
-                    return 2
-            shutil.copy2(ROOT / m.file, tree_root / m.file)
+    baseline: dict[tuple[str, ...], str] = {}
+    base_secs: dict[tuple[str, ...], float] = {}
+    for m in chosen:
+        tests = tuple(TESTS[m.file])
+        if tests not in baseline:
+            status, secs, tail = run_tests(tree_root, list(tests), args.timeout)
+            baseline[tests] = status
+            base_secs[tests] = secs
+            print(f"baseline {' '.join(tests)}: {status} ({secs:.0f} s) {tail}", flush=True)
+            if status != "survived":
+                print("the unmutated tree fails these tests; fix that first", file=sys.stderr)
+                return None
+        source = (tree_root / m.file).read_text().splitlines()[m.line - 1].strip()
+        try:     # a --rerun mutant of a file edited since its report no longer applies
             apply(m, tree_root)
-            try:     # a mutant may loop forever: allow 3x the unmutated run, at most --timeout
-                status, secs, tail = run_tests(tree_root, list(tests), min(args.timeout, 3 * base_secs[tests] + 60))
-            finally:
-                shutil.copy2(ROOT / m.file, tree_root / m.file)
-            results.append({**asdict(m), "status": status, "seconds": round(secs, 1), "tail": tail})
-            print(f"{status:18s} {secs:6.0f} s  {m.ident} in {m.function}(): {m.original!r} -> {m.replacement!r}",
-                  flush=True)
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    if args.rerun is not None:             # the earlier kills stand (tests were only added)
-        again = {(r["file"], r["line"], r["col"], r["replacement"]): r for r in results}
-        results = [again.get((r["file"], r["line"], r["col"], r["replacement"]), r)
-                   for r in json.loads(args.rerun.read_text())["results"]]
-    return _summary(results, args)
+        except RuntimeError as e:
+            results.append({**asdict(m), "status": "error (source changed)", "seconds": 0, "tail": str(e)})
+            print(f"error (source changed)  {m.ident}: {e}", flush=True)
+            continue
+        try:     # a mutant may loop forever: allow 3x the unmutated run, at most --timeout
+            status, secs, tail = run_tests(tree_root, list(tests), min(args.timeout, 3 * base_secs[tests] + 60))
+        finally:
+            (tree_root / m.file).write_bytes(pristine[m.file])
+        results.append({**asdict(m), "status": status, "seconds": round(secs, 1), "tail": tail, "source": source})
+        print(f"{status:18s} {secs:6.0f} s  {m.ident} in {m.function}(): {m.original!r} -> {m.replacement!r}",
+              flush=True)
+    return results
+
+
+def _source_line(r: dict) -> str | None:
+    """The mutated line's text: recorded by the run, else read from the tree if it still matches."""
+    if r.get("source"):
+        return r["source"]
+    try:
+        line = (ROOT / r["file"]).read_text().splitlines()[r["line"] - 1]
+    except (OSError, IndexError):
+        return None
+    return line.strip() if line.encode()[r["col"]:r["end_col"]].decode(errors="replace") == r["original"] else None
+
+
+def equivalent_reason(r: dict) -> str | None:
+    for key, why in EQUIVALENT.items():
+        if key[:4] == (r["file"], r["function"], r["original"], r["replacement"]):
+            if len(key) == 4 or key[4] in (_source_line(r) or ""):
+                return why
+    return None
 
 
 def _summary(results: list[dict], args) -> int:
     for r in results:
-        why = EQUIVALENT.get((r["file"], r["function"], r["original"], r["replacement"]))
+        why = equivalent_reason(r)
         if r["status"].startswith("survived") and why:
             r["status"], r["equivalent"] = "survived (equivalent)", why
     killed = sum(r["status"].startswith("killed") for r in results)

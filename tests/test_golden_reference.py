@@ -214,6 +214,40 @@ def test_input_quantisation_is_documented_round_half_up():
     np.testing.assert_array_equal(quantize_tensor(x, s, 8), want)
 
 
+def test_input_quantisation_keeps_scalars_scalar():
+    """A scalar in gives a numpy integer scalar out (as numpy's ufuncs do), an array its own shape."""
+    from litefly.fixed import quantize_tensor
+    y = quantize_tensor(1.3, 0.5, 8)
+    assert not isinstance(y, np.ndarray) and isinstance(y, np.integer) and y == 3
+    assert quantize_tensor(np.array([[1.3]]), 0.5, 8).shape == (1, 1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_quantisation_scales_are_documented(seed):
+    """docs/arithmetic.md: the scale after factor i is S_i = w_i * S_(i-1) * 2^shift_i, so the
+    dequantised integer layer follows the float layer built from the quantised parameters within
+    host/accuracy.py's bound."""
+    from litefly.fixed import quantize_layer, random_float_weights
+    from litefly.host.accuracy import error_bound
+    from random_networks import random_chain
+    rng = random.Random(seed)
+    chain = None
+    while chain is None or len(chain) < 2:
+        chain = random_chain(rng, rng.choice([12, 16, 24]), 3, 24, 48)
+    lay = LayerConfig.from_dict({"name": "s", "kind": "linear", "in_features": chain[0].q,
+                                 "out_features": chain[-1].p, "chain": [f.as_list() for f in chain]})
+    nrng = np.random.default_rng(seed)
+    xf = nrng.standard_normal((32, lay.chain_in))
+    q = quantize_layer(lay, random_float_weights(lay, nrng), xf)
+    for i in range(len(chain)):
+        assert q.act_scales[i + 1] == pytest.approx(q.weight_scales[i] * q.act_scales[i] * 2 ** q.shifts[i])
+    ref = torch.from_numpy(xf)
+    for f, w in zip(chain, q.float_weights()):
+        ref = F.linear(ref, dense_of(f, w))
+    err = np.abs(q.forward_float(xf) - ref.numpy()).max()
+    assert err <= error_bound(q) * (1 + 1e-9)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_quantisation_shift_is_the_smallest_that_fits(seed):
     """docs/arithmetic.md: each shift is the smallest for which the calibration data's largest

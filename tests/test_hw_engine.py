@@ -259,6 +259,59 @@ def test_saturation_at_both_ends_and_extreme_bias():
     assert (y == -128).any() and (y == 127).any() and ((y > -128) & (y < 127)).any()
 
 
+def test_largest_shift_rounds_the_largest_accumulator():
+    """The rounding term at its largest (shift = ACC_BITS - 1) on the largest accumulator (every
+    product (-128)(-128), s = 4: 2^16 in an 18-bit accumulator) carries past ACC_BITS: 1, not -1."""
+    layer = linear("rnd", [[8, 4, 8, 4, 1]])
+    rng = np.random.default_rng(15)
+    step = EngineStep(layer, (4, 1, 1), relu=False)
+    env = envelope_for([layer])
+    assert env.acc_bits == 18
+    x = input_map(rng, (9, 4, 1, 1))
+    x[:8] = -128
+    q = QuantizedLayer(layer, [np.full(layer.chain[0].compact_shape, -128)], [17])
+    run = run_engine(env, [pass_for(env, step, q, x)])
+    y = check_outputs(step, q, x, run.out[0], run.tlast[0])
+    assert (y[:8] == 1).all()
+
+
+def test_sequencer_walks_a_block_of_sixteen_bits():
+    """The sequencer alone (Amaranth's simulator) on a factor whose block has s = 32,769 columns
+    (past 15 bits; a chain width may be 65,535): one row of 32,769 issues, first and last term
+    flagged once each, the batch ending on the last issue."""
+    from amaranth.sim import Simulator
+    from litefly.hw.sequencer import Sequencer
+    s = 32_769
+    env = envelope_for([linear("wide", [[1, s, 1, s, 1]])], lanes=4, stream_bits=32, frame_beats=ceil_div(s, 4))
+    dut = Sequencer(env)
+    seen = {"issues": 0, "first": [], "last": [], "end": []}
+
+    async def bench(ctx):
+        f = dut.desc.F[0]
+        for v, x in ((f.RS.R, 1), (f.RS.S, s), (f.TG.T, 1), (f.TG.G, 1), (dut.desc.LAYER.FACTORS, 1)):
+            ctx.set(v, x)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        ctx.set(dut.in_meta[0], {"lanes": 1, "first_phase": 1, "last_phase": 1, "last_batch": 1})
+        ctx.set(dut.in_full, 1)
+        for _ in range(s + 20):
+            await ctx.tick()
+            if ctx.get(dut.ctl.valid):
+                n = seen["issues"] = seen["issues"] + 1
+                for k, flag in (("first", dut.ctl.first), ("last", dut.ctl.last), ("end", dut.ctl.batch_end)):
+                    if ctx.get(flag):
+                        seen[k].append(n)
+            if ctx.get(dut.in_clr):
+                ctx.set(dut.in_full, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == {"issues": s, "first": [1], "last": [s], "end": [s]}
+
+
 # ---------------------------------------------------------------- streams, counters, cycle model
 def test_slow_consumer_stalled_producer_counters_and_cycle_model():
     # 5 batches against a consumer taking one beat in four, input with gaps

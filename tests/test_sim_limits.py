@@ -65,6 +65,14 @@ def test_frame_beats_boundary():
         env.check_fits(step_of([[4, 27, 4, 27, 1]], kind="conv2d", cin=3, size=(3, 7), kernel=(3, 3)))
 
 
+def test_sixteen_bit_fields_boundary():
+    """A size of 65,535 fits the 16-bit descriptor fields; 65,536 is refused naming them."""
+    env = replace(BASE, frame_beats=70_000)                  # one beat a pixel: the frame holds a 65,536 row
+    env.check_fits(step_of([[8, 8, 1, 1, 1]], kind="conv2d", cin=8, size=(1, 65_535)))
+    with pytest.raises(ConfigError, match="16-bit descriptor fields"):
+        env.check_fits(step_of([[8, 8, 1, 1, 1]], kind="conv2d", cin=8, size=(1, 65_536)))
+
+
 def test_images_per_pass_cap_and_floor():
     big = replace(BASE, frame_beats=70_000)
     desc = big.describe(step_of([[8, 8, 1, 1, 1]]))          # one beat per image
@@ -95,6 +103,9 @@ def test_cycle_model_by_hand():
     # pooling: 3 more phases of max(mac 31, window 11) after the first window
     assert pass_cycles(lanes=8, macs=30, factors=1, window_reads=1, out_cw=1, positions=8, phases=4,
                        load_beats=0) == 11 + 3 * 31 + 31 + 5 + 8 + 6
+    # one partial batch: its windows are formed for its 4 valid lanes only (4x3 + 3), not 8
+    assert pass_cycles(lanes=8, macs=10, factors=2, window_reads=3, out_cw=1, positions=4, phases=1,
+                       load_beats=0) == (4 * 3 + 3) + 16 + 5 + 4 * 1 + 6
     # unload-bound: the first batch's 72 unload beats outlast the second batch's window and issue
     assert pass_cycles(lanes=8, macs=2, factors=1, window_reads=1, out_cw=9, positions=16, phases=1,
                        load_beats=0) == 11 + 72 + 3 + 5 + 8 * 9 + 6
