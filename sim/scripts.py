@@ -70,7 +70,7 @@ class _Ctx:
         return self.bufs[name]
 
     def in_bytes(self, k: int, x: np.ndarray) -> np.ndarray:
-        data = pack_tensor(x, self.e)
+        data = pack_tensor(x, self.e, packed=self.desc(k).packed_input)
         b = self.buf(f"in{k}", data.size)
         b[:data.size] = data
         return b
@@ -93,7 +93,7 @@ class _Ctx:
         desc = self.desc(k)
         images = x.shape[0]
         ib = self.in_bytes(k, x)
-        n_in = images * desc.in_beats_per_image * desc.bytes_per_beat
+        n_in = images * desc.in_bytes_per_image
         n_out = images * desc.out_beats_per_image * desc.bytes_per_beat
         ob = self.buf(f"out{k}", n_out)
         ob[:] = 0xA5
@@ -145,15 +145,20 @@ def _forward(c: _Ctx, k: int, x: np.ndarray) -> np.ndarray:
     return step_forward_int(step, c.params[step.name], x)
 
 
-def _reset_output_pending(c: _Ctx) -> None:
-    """SOFT_RESET with a pass's output pending (no receive armed), then LOAD_PARAMS and a correct pass."""
+def _first_layer_ready(c: _Ctx):
+    """Layer 0's descriptor for a full pass and its parameters loaded: (descriptor, images, input)."""
     desc = c.desc(0)
     n = min(c.x.shape[0], desc.images_per_pass)
-    x = c.x[:n]
     c.descriptor(0, n)
     c.load(0)
+    return desc, n, c.x[:n]
+
+
+def _reset_output_pending(c: _Ctx) -> None:
+    """SOFT_RESET with a pass's output pending (no receive armed), then LOAD_PARAMS and a correct pass."""
+    desc, n, x = _first_layer_ready(c)
     ib = c.in_bytes(0, -x - 1)                    # another input than the pass after the reset
-    n_in = n * desc.in_beats_per_image * desc.bytes_per_beat
+    n_in = n * desc.in_bytes_per_image
     c.d.ctrl("START")
     c.tr.sendchannel.transfer(ib, start=0, nbytes=n_in)
     c.tr.sendchannel.wait(c.d.timeout)
@@ -171,13 +176,9 @@ def _reset_output_pending(c: _Ctx) -> None:
 
 def _reset_mid_input(c: _Ctx) -> None:
     """SOFT_RESET while the engine is receiving a pass's input (half sent), then a correct pass."""
-    desc = c.desc(0)
-    n = min(c.x.shape[0], desc.images_per_pass)
-    x = c.x[:n]
-    c.descriptor(0, n)
-    c.load(0)
+    desc, n, x = _first_layer_ready(c)
     ib = c.in_bytes(0, x)
-    n_in = n * desc.in_beats_per_image * desc.bytes_per_beat
+    n_in = n * desc.in_bytes_per_image
     half = max(desc.bytes_per_beat, (n_in // 2) // desc.bytes_per_beat * desc.bytes_per_beat)
     c.d.ctrl("START")
     c.tr.sendchannel.transfer(ib, start=0, nbytes=half)
@@ -217,18 +218,15 @@ def _reset_mid_params(c: _Ctx) -> None:
 def _reset_idle_keeps_descriptor(c: _Ctx) -> None:
     """After a complete pass: SOFT_RESET keeps the descriptor and the weight memory contents
     (PARAMS_VALID cleared); START is refused until LOAD_PARAMS, then the same output."""
-    desc = c.desc(0)
-    n = min(c.x.shape[0], desc.images_per_pass)
-    c.descriptor(0, n)
-    c.load(0)
-    c.run(0, c.x[:n], "pass before reset")
+    _, _, x = _first_layer_ready(c)
+    c.run(0, x, "pass before reset")
     c.d.soft_reset()
     c.settle(4)
     c.status("after SOFT_RESET (idle)")
     for name in regmap.DESCRIPTOR:
         c.obs(f"readback after reset {name}", c.d.read(name))
     c.load(0)
-    c.run(0, c.x[:n], "pass after reset")
+    c.run(0, x, "pass after reset")
     c.status("after pass")
 
 
