@@ -87,6 +87,13 @@ def _layer(name: str, kind: str, chain, cin: int, geometry: dict[str, Any], bias
     return d
 
 
+def _fitting_chain(rng: random.Random, q: int, env: EngineEnvelope) -> tuple[Factor, ...] | None:
+    """A random chain of input width ``q`` within ``env`` (None if ``q`` or this draw does not fit)."""
+    if q > env.max_q:
+        return None
+    return random_chain(rng, q, env.max_factors, env.max_p, env.max_work)
+
+
 def random_network(seed: int, env: EngineEnvelope) -> tuple[NetworkConfig, tuple[int, int, int], tuple]:
     """A random network fitting ``env``: ``(config, input shape (C, H, W), steps)``."""
     rng = random.Random(seed)
@@ -119,9 +126,7 @@ def _try_network(rng: random.Random, seed: int, env: EngineEnvelope):
                 items.append({"op": "flatten"})
                 flat = True
             q = cc * hh * ww
-            if q > env.max_q:
-                return None
-            chain = random_chain(rng, q, env.max_factors, env.max_p, env.max_work)
+            chain = _fitting_chain(rng, q, env)
             if chain is None:
                 return None
             items.append(_layer(f"l{k}", "linear", chain, q, {}, bias, relu_fmt, env))
@@ -131,10 +136,7 @@ def _try_network(rng: random.Random, seed: int, env: EngineEnvelope):
         geometry = {"kernel": [kh, kw], "stride": [rng.randint(1, 2), rng.randint(1, 2)],
                     "padding": [rng.randint(0, min(2, kh)), rng.randint(0, min(2, kw))],
                     "dilation": [rng.choice([1, 1, 2]), rng.choice([1, 1, 2])]}
-        q = kh * kw * cc
-        if q > env.max_q:
-            return None
-        chain = random_chain(rng, q, env.max_factors, env.max_p, env.max_work)
+        chain = _fitting_chain(rng, kh * kw * cc, env)
         if chain is None:
             return None
         items.append(_layer(f"l{k}", "conv2d", chain, cc, geometry, bias, relu_fmt, env))

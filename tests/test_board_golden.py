@@ -32,6 +32,17 @@ VGG_NET = ROOT / "examples" / "vgg_net.yaml"
 PC_ONLY = ("torch", "amaranth", "cocotb", "matplotlib")
 
 
+def run_cli_as_on_a_board(args: list[str], cwd: Path, prelude: str = "") -> subprocess.CompletedProcess:
+    """``litefly ARGS`` in a fresh interpreter where the PC-only packages cannot be imported
+    (as on a PYNQ image); ``prelude`` runs first (e.g. a fake ``pynq``)."""
+    code = ("import sys, types\n"
+            f"for m in {PC_ONLY!r}: sys.modules[m] = None\n"
+            + prelude +
+            "from litefly.cli.main import main\n"
+            f"main({args!r})\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
 def test_golden_network_runner_matches_the_golden_network():
     net = load_network(VGG_NET)
     rng = np.random.default_rng(13)
@@ -48,12 +59,8 @@ def test_golden_network_runner_matches_the_golden_network():
 def test_golden_bench_cli_runs_without_pc_tools(tmp_path):
     """`litefly bench NET --backend golden` as on a board: torch, amaranth, cocotb unavailable."""
     report = tmp_path / "bench.json"
-    code = ("import sys\n"
-            f"for m in {PC_ONLY!r}: sys.modules[m] = None\n"
-            "from litefly.cli.main import main\n"
-            f"main(['bench', {str(VGG_NET)!r}, '--backend', 'golden', '--input-size', '8', '8', "
-            f"'--report', {str(report)!r}])\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = run_cli_as_on_a_board(["bench", str(VGG_NET), "--backend", "golden", "--input-size", "8", "8",
+                               "--report", str(report)], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     data = json.loads(report.read_text())
     assert data["backend"] == "golden" and len(data["layers"]) == 3
@@ -66,12 +73,8 @@ def test_board_check_cli_golden_without_pc_tools(tmp_path):
     """`litefly board check NET --backend golden` as on a board (torch, amaranth, cocotb unavailable):
     identity and hash, every layer bit-exact, the counters, host stages and the CPU's own conv2d."""
     report = tmp_path / "check.json"
-    code = ("import sys\n"
-            f"for m in {PC_ONLY!r}: sys.modules[m] = None\n"
-            "from litefly.cli.main import main\n"
-            f"main(['board', 'check', {str(VGG_NET)!r}, '--backend', 'golden', '--input-size', '8', '8', "
-            f"'--batch', '2', '--repeats', '1', '--report', {str(report)!r}])\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = run_cli_as_on_a_board(["board", "check", str(VGG_NET), "--backend", "golden", "--input-size", "8", "8",
+                               "--batch", "2", "--repeats", "1", "--report", str(report)], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     out = r.stdout
     assert "litefly board check: vgg_head" in out and "PASSED" in out and "CPU conv2d" in out
@@ -148,12 +151,9 @@ def test_bitstream_hash_mismatch_is_one_line():
 def test_board_check_pynq_without_a_registered_engine(tmp_path):
     """On a board (pynq importable) with no bitstream for the network's engine: one line, exit 2, naming
     what the registry has for the board and how to build one."""
-    code = ("import sys, types\n"
-            f"for m in {PC_ONLY!r}: sys.modules[m] = None\n"
-            "fake = types.ModuleType('pynq'); fake.__version__ = '3.1.2'; sys.modules['pynq'] = fake\n"
-            "from litefly.cli.main import main\n"
-            f"main(['board', 'check', {str(VGG_NET)!r}, '--board', 'pynq-z2', '--registry', {str(tmp_path)!r}])\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    fake_pynq = "fake = types.ModuleType('pynq'); fake.__version__ = '3.1.2'; sys.modules['pynq'] = fake\n"
+    r = run_cli_as_on_a_board(["board", "check", str(VGG_NET), "--board", "pynq-z2", "--registry", str(tmp_path)],
+                              tmp_path, prelude=fake_pynq)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("error: no bitstream for engine 'vgg_head' (0x")
     assert "on pynq-z2" in r.stderr and "(registered for pynq-z2: none)" in r.stderr and "litefly build" in r.stderr
