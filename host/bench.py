@@ -456,8 +456,14 @@ def _fmt(v: Any, spec: str = ".3g") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def _us(v: float | None) -> str:
+def fmt_us(v: float | None) -> str:
+    """Seconds as whole microseconds with thousands separators ("-" for None)."""
     return "-" if v is None else f"{v * 1e6:,.0f}"
+
+
+def fmt_stages(stages: Mapping[str, float]) -> str:
+    """Host stages as ``name N us, ...`` (a table caption)."""
+    return ", ".join(f"{k} {v * 1e6:,.0f} us" for k, v in stages.items())
 
 
 def render_table(report: dict[str, Any]):
@@ -473,30 +479,30 @@ def render_table(report: dict[str, Any]):
         t.add_column(col, justify="left" if col == "layer" else "right")
     for r in report["layers"]:
         t.add_row(r["name"], f"{r['cycles']:,}", _fmt(r["mac_utilisation"] and 100 * r["mac_utilisation"], ".1f") + "%",
-                  _us(r["runtime[s]"]), _us(r["host[s]"]), _us(r["end_to_end[s]"]),
+                  fmt_us(r["runtime[s]"]), fmt_us(r["host[s]"]), fmt_us(r["end_to_end[s]"]),
                   f"{r['bytes_in'] / 1024:.1f}/{r['bytes_out'] / 1024:.1f}",
                   f"{r['input_bytes_vs_feature_map']:.2f}", str(r["transfers"]), r["roofline"]["bound"],
                   f"{r['dense_cycles']:,}", _fmt(r["speedup_vs_dense_engine"], ".2f"),
                   _fmt(r["speedup_vs_dense_end_to_end"], ".2f"), f"{r['mac_reduction']:.2f}",
-                  _us(r["cpu_torch[s]"]), _fmt(r["cpu_torch_gmacs"], ".2f"),
+                  fmt_us(r["cpu_torch[s]"]), _fmt(r["cpu_torch_gmacs"], ".2f"),
                   _fmt(r["speedup_vs_cpu_torch"], ".2f"), _fmt(r["speedup_vs_cpu_torch_end_to_end"], ".2f"))
     io = report.get("network_io")
     if io is not None:
-        t.add_row("network input/output", "", "", "", _us(io["host[s]"]), _us(io["host[s]"]),
+        t.add_row("network input/output", "", "", "", fmt_us(io["host[s]"]), fmt_us(io["host[s]"]),
                   f"{io['bytes_in'] / 1024:.1f}/{io['bytes_out'] / 1024:.1f}", "", "", "", "", "", "", "", "", "", "",
                   "", style="italic")
     tot = report["total"]
     t.add_row("total", f"{tot['cycles']:,}", _fmt(tot["mac_utilisation"] and 100 * tot["mac_utilisation"], ".1f") + "%",
-              _us(tot["runtime[s]"]), _us(tot["host[s]"]), _us(tot["end_to_end[s]"]),
+              fmt_us(tot["runtime[s]"]), fmt_us(tot["host[s]"]), fmt_us(tot["end_to_end[s]"]),
               f"{tot['host_bytes_in'] / 1024:.1f}/{tot['host_bytes_out'] / 1024:.1f}", "", str(tot["transfers"]), "",
               f"{tot['dense_cycles']:,}", _fmt(tot["speedup_vs_dense_engine"], ".2f"),
               _fmt(tot["speedup_vs_dense_end_to_end"], ".2f"), _fmt(tot["mac_reduction"], ".2f"),
-              _us(tot["cpu_torch[s]"]), _fmt(tot["cpu_torch_gmacs"], ".2f"),
+              fmt_us(tot["cpu_torch[s]"]), _fmt(tot["cpu_torch_gmacs"], ".2f"),
               _fmt(tot["speedup_vs_cpu_torch"], ".2f"), _fmt(tot["speedup_vs_cpu_torch_end_to_end"], ".2f"),
               style="bold")
     st = tot["host_stage[s]"]
     t.caption = (f"engine: {report['sources']['engine']}; host: {report['sources']['host']} ("
-                 + ", ".join(f"{k} {v * 1e6:,.0f} us" for k, v in st.items())
+                 + fmt_stages(st)
                  + f"; host/engine {_fmt(tot['host_vs_engine'], '.3f')}, engine wait {tot['engine_wait[s]'] * 1e3:.1f} ms "
                  f"apart); e2e = engine + host; CPU: {report['sources']['cpu']}; bounds: {report['sources']['bounds']}")
     return t

@@ -37,7 +37,7 @@ from litefly.hw.spec import EngineEnvelope
 from litefly.network import (EngineStep, im2col, network_forward_int, network_input_shape, plan_network,
                              quantize_network)
 
-from .bench import HOST_STAGES, best_time, io_host_stages, layer_host_stages, load_params_dir
+from .bench import HOST_STAGES, best_time, fmt_stages, fmt_us, io_host_stages, layer_host_stages, load_params_dir
 
 __all__ = ["run_board_check", "render_table", "summary_lines", "cpu_conv2d_time", "HOST_STAGES", "CALIB_IMAGES"]
 
@@ -288,10 +288,6 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def _us(v: float | None) -> str:
-    return "-" if v is None else f"{v * 1e6:,.0f}"
-
-
 def render_table(report: Mapping[str, Any]):
     """One rich Table: per layer and in total (pipe-friendly with :func:`litefly.cli.output.console`)."""
     from rich.table import Table  # noqa: PLC0415
@@ -306,24 +302,24 @@ def render_table(report: Mapping[str, Any]):
     for r in report["layers"]:
         t.add_row(r["name"], "yes" if r["bit_exact"] else f"NO ({r['mismatches']} differ)", f"{r['cycles']:,}",
                   _fmt(r["mac_utilisation"] and 100 * r["mac_utilisation"], ".1f"), f"{r['starved_cycles']:,}",
-                  f"{r['stalled_cycles']:,}", _us(r["runtime[s]"]), _fmt(r["throughput[images/s]"], ",.0f"),
-                  _us(r["engine_wait[s]"]), _us(r["host[s]"]), str(r["transfers"]), _us(r["cpu_numpy[s]"]),
+                  f"{r['stalled_cycles']:,}", fmt_us(r["runtime[s]"]), _fmt(r["throughput[images/s]"], ",.0f"),
+                  fmt_us(r["engine_wait[s]"]), fmt_us(r["host[s]"]), str(r["transfers"]), fmt_us(r["cpu_numpy[s]"]),
                   _fmt(r["speedup_vs_cpu_numpy"]), _fmt(r["speedup_vs_cpu_numpy_end_to_end"]))
     io = report.get("network_io")
     if io is not None:      # the input's quantise/copy and the output's copy/unpack: no layer's
-        t.add_row("network input/output", "", "", "", "", "", "", "", "", _us(io["host[s]"]), "", "", "", "",
+        t.add_row("network input/output", "", "", "", "", "", "", "", "", fmt_us(io["host[s]"]), "", "", "", "",
                   style="italic")
     tot = report["total"]
     c = tot["counters"]
     t.add_row("network", "yes" if report["network_bit_exact"] else f"NO ({report['network_mismatches']} differ)",
               f"{tot['cycles']:,}", _fmt(tot["mac_utilisation"] and 100 * tot["mac_utilisation"], ".1f"),
-              f"{c['STARVED_CYCLES']:,}", f"{c['STALLED_CYCLES']:,}", _us(tot["runtime[s]"]),
-              _fmt(tot["throughput[images/s]"], ",.0f"), _us(tot["engine_wait[s]"]), _us(tot["host[s]"]),
-              str(tot["transfers"]), _us(tot["cpu_numpy[s]"]), _fmt(tot["speedup_vs_cpu_numpy"]),
+              f"{c['STARVED_CYCLES']:,}", f"{c['STALLED_CYCLES']:,}", fmt_us(tot["runtime[s]"]),
+              _fmt(tot["throughput[images/s]"], ",.0f"), fmt_us(tot["engine_wait[s]"]), fmt_us(tot["host[s]"]),
+              str(tot["transfers"]), fmt_us(tot["cpu_numpy[s]"]), _fmt(tot["speedup_vs_cpu_numpy"]),
               _fmt(tot["speedup_vs_cpu_numpy_end_to_end"]), style="bold")
     st = tot["host_stage[s]"]
     t.caption = (f"engine: {report['sources']['engine']}; host ({report['sources']['host']}) per stage: "
-                 + ", ".join(f"{k} {v * 1e6:,.0f} us" for k, v in st.items())
+                 + fmt_stages(st)
                  + f"; {tot['transfers_per_inference']} DMA transfers per inference (2 between host and engine "
                  f"memory); CPU: {report['sources']['cpu']}")
     return t
