@@ -123,9 +123,8 @@ def _layer_plans(program: NetworkProgram, batch: int) -> list[dict[str, Any]]:
                      "model_cycles": sum(p[5] for p in passes), "mac_cycles": sum(p[6] for p in passes),
                      "timings": None, "bytes_in": batch * in_img, "bytes_out": batch * out_img,
                      "param_bytes": params.size, "passes": len(passes), "images_per_pass": ipp,
-                     "transfers": None, "in_shape": None, "out_shape": None}
-            out.append({"ipp": ipp, "passes": passes, "stats": stats, "in_shape": step.in_shape,
-                        "out_shape": step.out_shape})
+                     "transfers": None, "in_shape": list(step.in_shape), "out_shape": list(step.out_shape)}
+            out.append({"ipp": ipp, "passes": passes, "stats": stats})
         plans[batch] = out
     return plans[batch]
 
@@ -231,7 +230,7 @@ def execute(driver: EngineDriver, program: NetworkProgram, x_int: np.ndarray,
         raise
     t2 = time.perf_counter()
     acts[src].invalidate()
-    c, h, w = plans[-1]["out_shape"]
+    c, h, w = program.out_shape
     # read in place: unpacking (or dequantising) below makes the one copy of the output
     raw = np.asarray(acts[src]).reshape(-1)[:tensor_bytes((batch, c, h, w), e)]
     t3 = time.perf_counter()
@@ -248,7 +247,7 @@ def execute(driver: EngineDriver, program: NetworkProgram, x_int: np.ndarray,
     zero = dict.fromkeys(STAGES, 0.0)
     stats = [dict(plan["stats"], backend=name, cycles=counters["CYCLES"], counters=counters,
                   timings=dict(zero, dispatch=dispatch, wait=wait), transfers=transfers,
-                  in_shape=list(plan["in_shape"]), out_shape=list(plan["out_shape"]))
+                  in_shape=list(plan["stats"]["in_shape"]), out_shape=list(plan["stats"]["out_shape"]))
              for plan, (counters, dispatch, wait, transfers) in zip(plans, layers)]
     t_exit = time.perf_counter()
     untimed = (t_exit - t_enter) - sum(timings[s] - timings0[s] for s in STAGES)
