@@ -273,13 +273,18 @@ def _output_positions(model: nn.Module, names: Sequence[str], example: torch.Ten
         def hook(m, inp, o, name=name):
             out[name] += int(o[0].numel() // (o.shape[1] if o.ndim == 4 else o.shape[-1]))
         hooks.append(model.get_submodule(name).register_forward_hook(hook))
+    _forward_once(model, example, hooks)
+    return out
+
+
+def _forward_once(model: nn.Module, example: torch.Tensor, hooks: list) -> None:
+    """One sample through ``model`` without gradients, then the forward ``hooks`` removed."""
     try:
         with torch.no_grad():
             model(example[:1])
     finally:
         for h in hooks:
             h.remove()
-    return out
 
 
 def channels_last_flatten(model: nn.Module, example: torch.Tensor | None) -> dict[str, str]:
@@ -301,12 +306,7 @@ def channels_last_flatten(model: nn.Module, example: torch.Tensor | None) -> dic
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = [m.register_forward_hook(lambda m, inp, o, n=n: shapes.__setitem__(n, tuple(inp[0].shape)))
              for n, m in model.named_modules() if isinstance(m, nn.Flatten)]
-    try:
-        with torch.no_grad():
-            model(example[:1])
-    finally:
-        for h in hooks:
-            h.remove()
+    _forward_once(model, example, hooks)
     notes: dict[str, str] = {}
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(model.get_submodule(node.target), nn.Flatten):
