@@ -1,18 +1,32 @@
 """Board definitions: the facts the build flow, resource reports and rooflines use.
 
-Figures from the boards' data sheets and ``shared/reference/debut.md``; parts, board parts,
-PS port names and PS configuration keys as used in Vivado block designs for these boards.
+The part (device, package, speed grade) and the clocks are described once, as Amaranth platform
+classes in ``boards/platforms.py`` (``Board.platform`` names the class); ``Board.part``,
+``family``, ``clock_mhz`` and ``max_clock_mhz`` read them. A PYNQ board has no Amaranth, so
+:func:`platform_facts` reads the classes' literal attributes from that file's source without
+importing it: ``import litefly.boards`` and the Vivado flow stay numpy/stdlib-only.
+
+The rest (board parts, PS port names and PS configuration keys as used in Vivado block designs,
+resource counts from the data sheets and ``shared/reference/debut.md``) is here.
 ``dma_bytes_per_s`` is the sustained one-way AXI DMA rate used for the roofline's DMA bound:
 it is an ASSUMPTION (``dma_note`` says where it comes from), not a measurement made here.
 """
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
-from litefly.errors import ConfigError
+from litefly.errors import ConfigError, ToolError
 
-__all__ = ["Board", "BOARDS", "get_board", "PYNQ_IMAGE_VIVADO"]
+__all__ = ["Board", "BOARDS", "get_board", "PYNQ_IMAGE_VIVADO", "platform_facts", "PLATFORMS_FILE"]
+
+PLATFORMS_FILE = Path(__file__).with_name("platforms.py")
+# Yosys synth_xilinx family of Amaranth's XilinxPlatform.family
+_YOSYS_FAMILY = {"series7": "xc7", "ultrascaleplus": "xcup"}
 
 # The Vivado release each PYNQ image's own overlays were built with (PYNQ release notes and
 # docs: v2.7 "Vivado 2020.2 references"; v3.0/v3.0.1 moved to 2022.1; v3.1 docs updated to
@@ -22,17 +36,41 @@ __all__ = ["Board", "BOARDS", "get_board", "PYNQ_IMAGE_VIVADO"]
 PYNQ_IMAGE_VIVADO: dict[str, str] = {"2.7": "2020.2", "3.0": "2022.1", "3.1": "2024.1", "4.0": "2025.2"}
 
 
+@lru_cache(maxsize=None)
+def platform_facts(cls_name: str) -> dict[str, Any]:
+    """The literal class attributes (``device``, ``package``, ``speed``, ``pl_clock_mhz``, ...) of
+    platform class ``cls_name`` in ``boards/platforms.py``, read from its source (no Amaranth)."""
+    tree = ast.parse(PLATFORMS_FILE.read_text(), str(PLATFORMS_FILE))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == cls_name:
+            facts: dict[str, Any] = {}
+            for stmt in node.body:
+                if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+                    try:
+                        facts[stmt.targets[0].id] = ast.literal_eval(stmt.value)
+                    except ValueError:       # resources, connectors: Amaranth objects
+                        pass
+            return facts
+    raise ConfigError(f"no platform class {cls_name} in {PLATFORMS_FILE}")
+
+
+def _xilinx_family(device: str) -> str:
+    """Amaranth's ``XilinxPlatform.family`` of ``device``, for the two families litefly targets."""
+    d = device.lower().removeprefix("xc")
+    if d.startswith("7"):
+        return "series7"
+    if d.startswith("zu"):
+        return "ultrascaleplus"
+    raise ConfigError(f"device {device!r}: litefly knows the Zynq-7000 (xc7z...) and Zynq UltraScale+ (xczu...) only")
+
+
 @dataclass(frozen=True)
 class Board:
     name: str
-    part: str
-    family: str                  # Yosys synth_xilinx family: "xc7" or "xcup"
+    platform: str                # class in boards/platforms.py: part, package, speed grade, clocks
     ps: str                      # Vivado PS IP: processing_system7 / zynq_ultra_ps_e
     preset: str                  # board preset applied to the PS (Vivado board part)
     board_part: str
-    clock_mhz: float             # default PL clock for the engine (one the PS PLL generates exactly:
-                                 # PYNQ-Z2 IOPLL 1000 MHz / 10; ZCU104 IOPLL 1500 MHz / 8 = 187.5,
-                                 # 200 MHz is not reachable and Vivado would round it to 187.5)
     hp_port: str                 # PS slave port the DMA masters use
     hp_width_bits: int
     dma_bytes_per_s: float       # sustained one-way DMA bandwidth
@@ -50,11 +88,53 @@ class Board:
     ps_clock_pins: tuple[str, ...] = ("M_AXI_GP0_ACLK", "S_AXI_HP0_ACLK")  # port clocks to drive
     engine_base: int = 0x43C0_0000      # AXI-Lite address of the engine (in the GP master window)
     dma_base: int = 0x4040_0000         # AXI-Lite address of the AXI DMA
-    max_clock_mhz: float = 150.0         # highest PL clock the flow accepts for this part
     dma_note: str = ""                   # where dma_bytes_per_s comes from
     # -- the board's PYNQ images (host/board_env.py, boards/vivado.py) ----------------
     pynq_majors: tuple[int, ...] = (3,)  # pynq package major versions that run on this board
     images: tuple[str, ...] = ("3.1",)   # PYNQ image versions the flow targets (PYNQ_IMAGE_VIVADO keys)
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        """The platform class's literal attributes (:func:`platform_facts`)."""
+        return platform_facts(self.platform)
+
+    @property
+    def xilinx_family(self) -> str:
+        """Amaranth's family name: ``series7`` or ``ultrascaleplus``."""
+        return _xilinx_family(self.facts["device"])
+
+    @property
+    def part(self) -> str:
+        """The Vivado part, composed as Amaranth's XilinxPlatform does (``xc7z020clg400-1``,
+        ``xczu7ev-ffvc1156-2-e``)."""
+        f = self.facts
+        sep = "-" if self.xilinx_family == "ultrascaleplus" else ""
+        return f"{f['device']}{sep}{f['package']}-{f['speed']}"
+
+    @property
+    def family(self) -> str:
+        """Yosys ``synth_xilinx -family``: ``xc7`` or ``xcup``."""
+        return _YOSYS_FAMILY[self.xilinx_family]
+
+    @property
+    def clock_mhz(self) -> float:
+        """Default PL clock for the engine, one the PS PLL generates exactly (the platform's
+        ``pl_clock_mhz``)."""
+        return float(self.facts["pl_clock_mhz"])
+
+    @property
+    def max_clock_mhz(self) -> float:
+        """Highest PL clock the Vivado flow accepts for this part (``max_pl_clock_mhz``)."""
+        return float(self.facts["max_pl_clock_mhz"])
+
+    def platform_class(self) -> type:
+        """The Amaranth platform class itself (PC only: needs amaranth and amaranth-boards)."""
+        try:
+            from . import platforms  # noqa: PLC0415
+        except ModuleNotFoundError as exc:
+            raise ToolError(f"the {self.name} platform class needs the PC extras ({exc}): "
+                            f"pip install 'litefly[pc]'") from None
+        return platforms.PLATFORMS[self.platform]
 
     @property
     def pynq_versions(self) -> str:
@@ -69,24 +149,24 @@ class Board:
 
 BOARDS: dict[str, Board] = {
     "pynq-z2": Board(
-        name="pynq-z2", part="xc7z020clg400-1", family="xc7", ps="processing_system7",
+        name="pynq-z2", platform="PynqZ2Platform", ps="processing_system7",
         preset="tul.com.tw:pynq-z2:part0:1.0", board_part="tul.com.tw:pynq-z2:part0:1.0",
-        clock_mhz=100.0, hp_port="S_AXI_HP0", hp_width_bits=64, dma_bytes_per_s=0.8e9,
+        hp_port="S_AXI_HP0", hp_width_bits=64, dma_bytes_per_s=0.8e9,
         dsp=220, bram36=140, uram=0, lut=53_200, ff=106_400,
         cpu="2x Cortex-A9 650 MHz (armv7)", pynq="pynq>=3.0,<4",
         pynq_majors=(3,), images=("3.1",),       # PYNQ 4 removed Zynq-7000 support
         dma_note="assumption: ~0.8 GB/s sustained one-way AXI DMA over one 64-bit HP port, "
                  "as reported for this board (shared/reference/debut.md); not measured here"),
     "zcu104": Board(
-        name="zcu104", part="xczu7ev-ffvc1156-2-e", family="xcup", ps="zynq_ultra_ps_e",
+        name="zcu104", platform="ZCU104Platform", ps="zynq_ultra_ps_e",
         preset="xilinx.com:zcu104:part0:1.1", board_part="xilinx.com:zcu104:part0:1.1",
-        clock_mhz=187.5, hp_port="S_AXI_HP0_FPD", hp_width_bits=128, dma_bytes_per_s=2.4e9,
+        hp_port="S_AXI_HP0_FPD", hp_width_bits=128, dma_bytes_per_s=2.4e9,
         dsp=1_728, bram36=312, uram=96, lut=230_400, ff=460_800,
         cpu="4x Cortex-A53 1.2 GHz (aarch64)", pynq="pynq>=3.0,<5",
         pynq_majors=(3, 4), images=("3.1", "4.0"),
         gp_master="M_AXI_HPM0_FPD", pl_clock="pl_clk0", pl_resetn="pl_resetn0",
         ps_clock_pins=("maxihpm0_fpd_aclk", "saxihp0_fpd_aclk"),
-        engine_base=0xA000_0000, dma_base=0xA001_0000, max_clock_mhz=300.0,
+        engine_base=0xA000_0000, dma_base=0xA001_0000,
         dma_note="assumption: 128-bit HP port at the engine clock, derated; ~2.4 GB/s "
                  "sustained one-way is an estimate, not measured here"),
 }

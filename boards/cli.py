@@ -94,18 +94,39 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
               help="2: two lanes share each multiplier (int8 packing); default: the network's engine setting.")
 @click.option("--json", "json_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also write the report as JSON.")
-@click.option("--no-cache", is_flag=True, help="Rerun Yosys even if a cached result exists.")
+@click.option("--no-cache", is_flag=True, help="Rerun Yosys (and nextpnr) even if a cached result exists.")
+@click.option("--fmax-proxy", is_flag=True,
+              help="Also place and route the engine on an ECP5 85F (Yosys synth_ecp5 + nextpnr-ecp5, out of "
+                   "context) for an fmax PROXY: a slower 40 nm fabric, not the Zynq. Takes minutes.")
+@click.option("--proxy-lanes", type=click.IntRange(1, 4096), default=None, metavar="N",
+              help="Lanes of the engine the proxy places and routes (same network and packing; default "
+                   "16, or the board envelope's if smaller).")
+@click.option("--proxy-timeout", type=click.FloatRange(min=1.0), default=None, metavar="S",
+              help="Wall-clock bound of the proxy in seconds (Yosys + nextpnr; default 2700). If routing has "
+                   "not finished then, nextpnr's post-placement estimate is reported as such.")
+@click.option("--proxy-mhz", type=click.FloatRange(min=1.0), default=None, metavar="F",
+              help="nextpnr's target clock for the proxy (default 125 MHz).")
 def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, multipliers: int | None,
-          macs_per_dsp: int | None, json_file: Path | None, no_cache: bool) -> None:
-    """Estimate the resources of NETWORK_OR_LAYER's network engine on a board with Yosys synth_xilinx."""
+          macs_per_dsp: int | None, json_file: Path | None, no_cache: bool, fmax_proxy: bool,
+          proxy_lanes: int | None, proxy_timeout: float | None, proxy_mhz: float | None) -> None:
+    """Estimate the resources of NETWORK_OR_LAYER's network engine on a board with Yosys synth_xilinx
+    (with --fmax-proxy, also an fmax proxy from an ECP5 place and route)."""
+    from . import fmax  # noqa: PLC0415
     from .synth import estimate, render_table  # noqa: PLC0415
 
     console = output_console()   # whole table (no cut columns) when piped
     if json_file and not json_file.resolve().parent.is_dir():
         raise ConfigError(f"--json {json_file}: folder {json_file.parent} does not exist")
+    if not fmax_proxy and (proxy_lanes, proxy_timeout, proxy_mhz) != (None, None, None):
+        raise ConfigError("--proxy-lanes, --proxy-timeout and --proxy-mhz go with --fmax-proxy")
     network = load_network(config)
     env = network_envelope(network, input_size, multipliers, macs_per_dsp)
     board = get_board(board_name)
+    proxy_env = None
+    if fmax_proxy:      # check the tools and the proxy's envelope before the long Yosys run
+        fmax.proxy_device(), fmax.nextpnr_command()
+        proxy_env = network_envelope(network, input_size, proxy_lanes or min(fmax.DEFAULT_LANES, env.lanes),
+                                     env.macs_per_dsp)
     with status(f"yosys synth_xilinx -family {board.family} on engine {env.name}"):  # lines when piped
         report = estimate(env, board, use_cache=not no_cache)
     report.layers = [lay.name for lay in network.layers]
@@ -127,8 +148,30 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, mul
     if report.longest_path is not None:
         console.print(f"longest path between registers, DSPs, BRAMs and ports (Yosys ltp): {report.longest_path} "
                       f"cells (LUT, CARRY4, MUXF, LUT-RAM read)")
+    if report.fanout:
+        (top, n), rest = report.fanout[0], report.fanout[1:4]
+        console.print(f"largest fanout (clock excluded): {top} drives {n} cells"
+                      + (f"; next: {', '.join(f'{m} {k}' for m, k in rest)}" if rest else ""), soft_wrap=True)
     for note in report.notes:
         console.print(f"note: {note}")
+    data = report.to_dict()
+    if proxy_env is not None:
+        timeout = proxy_timeout or fmax.DEFAULT_TIMEOUT_S
+        with status(f"fmax proxy: yosys synth_ecp5 + nextpnr-ecp5 on engine {proxy_env.name} at "
+                    f"{proxy_env.lanes} lanes (at most {timeout:g} s)"):
+            proxy = fmax.run_proxy(proxy_env, timeout_s=timeout, target_mhz=proxy_mhz or fmax.DEFAULT_TARGET_MHZ,
+                                   use_cache=not no_cache)
+        console.print(proxy.summary, soft_wrap=True)
+        if proxy_env.lanes != env.lanes:
+            console.print(f"the proxy ran at {proxy_env.lanes} lanes, the {board.name} engine has {env.lanes}",
+                          soft_wrap=True)
+        took = "cached" if proxy.cached else ", ".join(f"{k} {v:.0f} s" for k, v in proxy.seconds.items())
+        crit = proxy.critical_path
+        if crit:
+            console.print(f"proxy critical path: {crit['from']} -> {crit['to']} ({crit['logic_ns']} ns logic, "
+                          f"{crit['routing_ns']} ns routing)", soft_wrap=True)
+        console.print(f"proxy: {proxy.command} ({took}; log {proxy.log})", soft_wrap=True)
+        data["fmax_proxy"] = proxy.to_dict()
     if json_file:
-        json_file.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        json_file.write_text(json.dumps(data, indent=2) + "\n")
         console.print(f"wrote {json_file}")

