@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -34,7 +35,7 @@ from litefly.config import LayerConfig, NetworkConfig
 from litefly.errors import ConfigError, LiteflyError
 from litefly.fixed import QuantizedLayer, chain_dense, load_quantized, random_float_weights
 from litefly.hw.spec import EngineEnvelope, LayerDescriptor
-from litefly.network import (EngineStep, network_forward_int, network_input_shape, plan_network,
+from litefly.network import (EngineStep, global_pool_int, network_forward_int, network_input_shape, plan_network,
                              quantize_network)
 
 from .driver import STAGES
@@ -86,7 +87,9 @@ def load_params_dir(network: NetworkConfig, params_dir: str | Path) -> dict[str,
 
 def dense_network(network: NetworkConfig) -> NetworkConfig:
     """The same network with every layer replaced by its dense baseline ``[p, q, p, q, 1]``."""
-    steps = tuple(s.dense_baseline() if isinstance(s, LayerConfig) else s for s in network.steps)
+    names = {s.name: s.dense_baseline().name for s in network.steps if isinstance(s, LayerConfig)}
+    steps = tuple(s.dense_baseline() if isinstance(s, LayerConfig) else
+                  replace(s, source=names.get(s.source, s.source)) if s.source else s for s in network.steps)
     return NetworkConfig(name=f"{network.name}_dense", steps=steps, input_size=network.input_size,
                          engine=network.engine)
 
@@ -271,6 +274,8 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
             _, hstats, htotal = _timed_runs(hr, x, max(repeats, 3))
         for st, hst in zip(stats, hstats):
             st["timings"] = dict(hst["timings"], wait=st["timings"].get("wait", 0.0))
+            if "host_op" in hst:
+                st["host_op"] = hst["host_op"]
         total["host_stage[s]"] = dict(htotal["host_stage[s]"], wait=total["host_stage[s]"].get("wait", 0.0))
         host_src = (f"measured on this CPU with the same driver and runtime on the golden transport (the run with "
                     f"the least host time of {htotal['repeats']}); the sim transport's calls wait on the simulator")
@@ -301,6 +306,8 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
                 _, hstats, htotal = _timed_runs(hr, x, 1, warm_up=False)
             for st, hst in zip(dstats, hstats):
                 st["timings"] = dict(hst["timings"], wait=st["timings"].get("wait", 0.0))
+                if "host_op" in hst:
+                    st["host_op"] = hst["host_op"]
             dtotal["host_stage[s]"] = dict(htotal["host_stage[s]"], wait=dtotal["host_stage[s]"].get("wait", 0.0))
 
     say("torch on this CPU")
@@ -316,14 +323,35 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
     rows = []
     for k, (step, desc) in enumerate(zip(steps, program.descriptors)):
         dense_m = dense_w[dsteps[k].name][0].reshape(step.layer.chain_out, -1)
-        t_torch = torch_step_time(step, dense_m, acts[k]) if import_ok else None
+        src = getattr(step, "src", None)     # a branch input reads an earlier layer's output
+        x_in = acts[next(i for i, s in enumerate(steps) if s.name == src) + 1] if src else acts[k]
+        x_in = x_in if step.pre is None else global_pool_int(x_in, step.pre)   # the host op's output
+        t_torch = torch_step_time(step, dense_m, x_in) if import_ok else None
         rows.append(_layer_row(k, step, desc, ddescs[k], stats[k], host_layers[k],
                                dstats[k] if dstats else None, dhost_layers[k] if dhost_layers else None,
                                t_torch, f_hz, board, batch, src_engine))
     io = io_host_stages(total["host_stage[s]"], stats)
     dio = io_host_stages(dtotal["host_stage[s]"], dstats) if dstats else None
-    return _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, board, f_mhz, batch, size, seed,
-                   src_engine, host_src, torch_threads, time.perf_counter() - t_start)
+    report = _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, board, f_mhz, batch, size, seed,
+                     src_engine, host_src, torch_threads, time.perf_counter() - t_start)
+    report["host_ops"] = host_op_rows(stats, dstats)
+    report["total"]["host_transfers"] = 2 + 2 * len(report["host_ops"])    # each host op reads and writes a map
+    return report
+
+
+def host_op_rows(stats: list[dict], dstats: list[dict] | None = None) -> list[dict[str, Any]]:
+    """The host ops of a run (global pools between two engine programs), one row each: the op,
+    the layer it feeds, shapes and its measured host time (``host[s]``: reading the previous
+    layer's output, the pool, writing the next layer's input), the dense network's beside it."""
+    rows = []
+    for k, st in enumerate(stats):
+        op = st.get("host_op")
+        if op is not None:
+            dop = (dstats[k].get("host_op") or {}) if dstats else {}
+            rows.append({"op": op["op"], "before": st["layer"], "in_shape": op["in_shape"],
+                         "out_shape": op["out_shape"], "host[s]": op["host[s]"], "dense_host[s]": dop.get("host[s]"),
+                         "source": "measured on this CPU (int8, litefly.network.global_pool_int)"})
+    return rows
 
 
 def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDescriptor, st: dict,
@@ -391,6 +419,8 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
     runtime = cycles / f_hz
     druntime = dcycles / f_hz
     stages = {s: total["host_stage[s]"].get(s, 0.0) for s in HOST_STAGES}
+    if "host_op" in total["host_stage[s]"]:     # a network with global pools on the host
+        stages["host_op"] = total["host_stage[s]"]["host_op"]
     host = sum(stages.values())
     e2e = runtime + host
     dhost = sum(v for s, v in dtotal["host_stage[s]"].items() if s != "wait") if dtotal else None
@@ -477,7 +507,13 @@ def render_table(report: dict[str, Any]):
             "torch GMAC/s", "x torch engine", "x torch e2e")
     for col in cols:
         t.add_column(col, justify="left" if col == "layer" else "right")
+    ops = {o["before"]: o for o in report.get("host_ops", [])}
     for r in report["layers"]:
+        if r["name"] in ops:
+            o = ops[r["name"]]
+            shape = "x".join(map(str, o["in_shape"])) + " -> " + "x".join(map(str, o["out_shape"]))
+            t.add_row(f"host: {o['op']} ({shape})", "", "", "", fmt_us(o["host[s]"]), fmt_us(o["host[s]"]),
+                      *[""] * 12, style="italic")
         t.add_row(r["name"], f"{r['cycles']:,}", _fmt(r["mac_utilisation"] and 100 * r["mac_utilisation"], ".1f") + "%",
                   fmt_us(r["runtime[s]"]), fmt_us(r["host[s]"]), fmt_us(r["end_to_end[s]"]),
                   f"{r['bytes_in'] / 1024:.1f}/{r['bytes_out'] / 1024:.1f}",
@@ -559,5 +595,5 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
     return [f"host {tot['host[s]'] * 1e3:.2f} ms per run (measured) vs engine {tot['runtime[s]'] * 1e3:.2f} ms "
             f"({report['sources']['engine']}) = {_fmt(tot['host_vs_engine'], '.3f')}x; end to end "
             f"{tot['end_to_end[s]'] * 1e3:.2f} ms = {_fmt(tot['end_to_end_vs_engine'], '.3f')}x the engine; "
-            f"{tot['transfers']} DMA transfers per run, 2 between host and board; one engine "
+            f"{tot['transfers']} DMA transfers per run, {tot['host_transfers']} between host and board; one engine "
             f"{report['engine']['hash']} serves {report['engine']['layers_served']} layers"]

@@ -34,8 +34,8 @@ from litefly.config import NetworkConfig
 from litefly.errors import ConfigError, LiteflyError
 from litefly.fixed import QuantizedLayer, chain_dense, random_float_weights
 from litefly.hw.spec import EngineEnvelope
-from litefly.network import (EngineStep, im2col, network_forward_int, network_input_shape, plan_network,
-                             quantize_network)
+from litefly.network import (EngineStep, global_pool_int, im2col, network_forward_int, network_input_shape,
+                             plan_network, quantize_network)
 
 from .bench import HOST_STAGES, best_time, fmt_stages, fmt_us, io_host_stages, layer_host_stages, load_params_dir
 
@@ -179,12 +179,13 @@ def run_board_check(network: NetworkConfig, backend: str = "golden", board_name:
         say("every layer on its own, bit-exact against its golden output")
         for k, step in enumerate(steps):
             prog = prepare_program(envelope, (step,), params)
+            x_k = golden[k] if step.pre is None else global_pool_int(golden[k], step.pre)   # a host op first
             try:
                 if backend == "sim":
                     from .sim_transport import run_network_sim  # noqa: PLC0415
-                    y_k = run_network_sim(prog, golden[k], timeout=timeout, clock_mhz=f_mhz, **opts)[0]
+                    y_k = run_network_sim(prog, x_k, timeout=timeout, clock_mhz=f_mhz, **opts)[0]
                 else:
-                    y_k = execute(runner._open(), prog, golden[k])[0]  # noqa: SLF001
+                    y_k = execute(runner._open(), prog, x_k)[0]  # noqa: SLF001
             finally:
                 for b in prog.buffers.get("acts", []) + prog.buffers.get("params", []):
                     getattr(b, "freebuffer", lambda: None)()
@@ -200,7 +201,7 @@ def run_board_check(network: NetworkConfig, backend: str = "golden", board_name:
     for k, (step, st) in enumerate(zip(steps, stats)):
         q = params[step.name]
         dense = chain_dense(step.layer.chain, q.float_weights())
-        t_cpu = cpu_conv2d_time(step, dense, golden[k])
+        t_cpu = cpu_conv2d_time(step, dense, golden[k] if step.pre is None else global_pool_int(golden[k], step.pre))
         rows.append(_layer_row(step, st, host_layers[k], layers_ok[k], golden[k + 1].size, t_cpu, f_hz, batch))
     passed = net_ok and all(ok for ok, _ in layers_ok)
     return _report(network, envelope, board, backend, f_mhz, batch, size, seed, rows, total, stages, identity,

@@ -59,7 +59,6 @@ class EngineDriver:
         self._shadow: dict[int, int] = {}          # RW register offset -> the word last written to it
         self._ctrl_off = regmap.REG["CTRL"]
         self._status_off = regmap.REG["STATUS"]
-        self._images_off = regmap.REG["IMAGES"]
         self._counter_offs = tuple((n, regmap.REG[n]) for n in regmap.COUNTERS)
         self._start_word = self._ctrl_word(("START",))
         self._load_word = self._ctrl_word(("LOAD_PARAMS",))
@@ -140,23 +139,21 @@ class EngineDriver:
         return ident
 
     # -- a layer -----------------------------------------------------------------------------
-    def write_descriptor(self, desc: LayerDescriptor, shifts: Sequence[int], images: int) -> None:
-        """The layer's descriptor registers and requantisation shifts."""
+    def write_descriptor(self, desc: LayerDescriptor, shifts: Sequence[int], images: int,
+                         skip_align: tuple[int, int] | None = None) -> None:
+        """The layer's descriptor registers, requantisation shifts and (a residual layer) skip alignment."""
         t0 = time.perf_counter()
-        key = (id(desc), images, tuple(shifts))
+        key = (id(desc), images, tuple(shifts), skip_align)
         writes = self._descriptor_writes.get(key)
         if writes is None:          # computed once per layer and pass size, then only written
             words = dict(desc.register_words(images))
             for i, s in enumerate(shifts):
                 words[f"F{i}_SHIFT"] = regmap.pack(self.reg(f"F{i}_SHIFT"), {"SHIFT": int(s)})
+            m, k = skip_align or (0, 0)
+            words["SKIP"] = regmap.pack("SKIP", {"M": int(m), "K": int(k)})
             writes = self._descriptor_writes[key] = [(self.reg(n).offset, int(w)) for n, w in words.items()]
             self._descriptor_refs.append(desc)          # keeps id(desc) unique while cached
         self._write_words(writes)
-        self.timings["dispatch"] += time.perf_counter() - t0
-
-    def set_images(self, images: int) -> None:
-        t0 = time.perf_counter()
-        self._write_words(((self._images_off, int(images)),))
         self.timings["dispatch"] += time.perf_counter() - t0
 
     def load_params(self, buf: np.ndarray, nbytes: int) -> None:
@@ -178,8 +175,9 @@ class EngineDriver:
         self.timings["wait"] += t2 - t1
 
     def run_pass(self, in_buf: np.ndarray, in_start: int, in_bytes: int, out_buf: np.ndarray, out_start: int,
-                 out_bytes: int, expected_cycles: int) -> None:
-        """One pass: receive armed, START, feature map sent, both waited for."""
+                 out_bytes: int, expected_cycles: int, skip: tuple[np.ndarray, int, int] | None = None) -> None:
+        """One pass: receive armed, START, feature map sent (then, for a residual layer, the skip
+        tensor's ``(buffer, start, bytes)`` on the same channel), both directions waited for."""
         t0 = time.perf_counter()
         tr = self._tr
         tr.recvchannel.transfer(out_buf, start=out_start, nbytes=out_bytes)
@@ -188,6 +186,10 @@ class EngineDriver:
         self.transfers += 2
         t1 = time.perf_counter()
         bound = max(self.timeout, 10 * expected_cycles / (self.clock_mhz * 1e6))
+        if skip is not None:
+            self._wait(tr.sendchannel, "feature-map DMA send", bound)
+            tr.sendchannel.transfer(skip[0], start=skip[1], nbytes=skip[2])
+            self.transfers += 1
         self._wait(tr.sendchannel, "feature-map DMA send", bound)
         self._wait(tr.recvchannel, "output DMA receive", bound)
         self.timings["dispatch"] += t1 - t0

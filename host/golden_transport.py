@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from litefly.errors import LiteflyError
-from litefly.fixed import factor_forward, requantize
+from litefly.errors import ConfigError, LiteflyError
+from litefly.fixed import add_skip, factor_forward, factor_input, requantize
 from litefly.hw import regmap
 from litefly.hw.cycles import words_pass_cycles
-from litefly.hw.spec import EngineEnvelope, ceil_div, factors_from_words
-from litefly.hw.wireformat import pack_tensor, unpack_layer_params, unpack_tensor
+from litefly.hw.spec import EngineEnvelope, ceil_div, factors_from_words, pass_constants
+from litefly.hw.wireformat import pack_tensor, unpack_index, unpack_layer_params, unpack_tensor
 
 from .transport import host_buffer, poll_until
 
@@ -168,7 +168,7 @@ class GoldenTransport:
             snd.idle, snd.transferred = True, snd.transferred + snd._nbytes
         words = self._words()
         if self._loading:
-            need = (words["WEIGHT_BEATS"] + words["BIAS_BEATS"]) * self._sb
+            need = (words["WEIGHT_BEATS"] + words.get("INDEX_BEATS", 0) + words["BIAS_BEATS"]) * self._sb
             if len(self._in) >= need:
                 self._params = bytes(self._in[:need])
                 del self._in[:need]
@@ -179,10 +179,13 @@ class GoldenTransport:
             packed = regmap.unpack("LAYER", words["LAYER"])["PACKED"]
             pixels = self._pass_images * hw["H"] * hw["W"]
             need = ceil_div(pixels * c, self._sb) * self._sb if packed else pixels * ceil_div(c, self._sb) * self._sb
-            if len(self._in) >= need:
+            lay = regmap.unpack("LAYER", words["LAYER"])
+            skip_need = words.get("SKIP_BEATS", 0) * self._sb if lay["RESIDUAL"] else 0
+            if len(self._in) >= need + skip_need:       # a residual pass's skip follows its frame
                 frame = bytes(self._in[:need])
-                del self._in[:need]
-                out = self._run_pass(words, frame)
+                skip = bytes(self._in[need:need + skip_need])
+                del self._in[:need + skip_need]
+                out = self._run_pass(words, frame, skip)
                 if self.fault == "short_output":
                     out = out[:-self._sb]
                 self._out.append(out)        # BUSY until the pass's last beat has been taken
@@ -205,13 +208,31 @@ class GoldenTransport:
             self._busy, self._done = False, True
         return packet
 
-    def _run_pass(self, words: dict[str, int], frame: bytes) -> bytes:
+    def _run_pass(self, words: dict[str, int], frame: bytes, skip: bytes = b"") -> bytes:
         env, e = self.envelope, self._sb
         u = {name: regmap.unpack(name, words[name]) for name in
              ("LAYER", "IN_C", "IN_HW", "OUT_C", "CONV_HW", "OUT_HW", "KERNEL", "STRIDE", "PAD", "DILATION", "POOL")}
         lay = u["LAYER"]
-        chain = factors_from_words(words)
+        if self._params is None or not self._params_valid:
+            raise LiteflyError("engine model: START without a completed parameter load (PARAMS_VALID is 0)")
+        params = np.frombuffer(self._params, np.uint8)
+        ibeats = words.get("INDEX_BEATS", 0)
+        if ibeats > env.index_beats:
+            raise LiteflyError(f"engine model: INDEX_BEATS={ibeats} exceeds the index memory's {env.index_beats} beats")
+        try:
+            chain = factors_from_words(words, unpack_index(params, words["WEIGHT_BEATS"], ibeats, env.stream_bits))
+        except ConfigError as exc:
+            raise LiteflyError(f"engine model: {exc}") from None
         images = self._pass_images
+        # the engine trusts the host's pass constants; a wrong one would give wrong windows there
+        for name, want in pass_constants(words, e).items():
+            if words.get(name, 0) != want:
+                raise LiteflyError(f"engine model: pass constant {name}={words.get(name, 0)} does not match the "
+                                   f"descriptor ({want}); write LayerDescriptor.register_words")
+        for i, f in enumerate(chain):
+            st = regmap.unpack(regmap.factor_reg(i, "STRIDES"), words.get(f"F{i}_STRIDES", 0))
+            if f.kind == "debut" and (st["ST"], st["RT"]) != (f.s * f.t, f.r * f.t):
+                raise LiteflyError(f"engine model: F{i}_STRIDES={st} does not match factor {f}")
         c, h, w = u["IN_C"]["C"], u["IN_HW"]["H"], u["IN_HW"]["W"]
         p = u["OUT_C"]["P"]
         hp, wp = u["OUT_HW"]["HP"], u["OUT_HW"]["WP"]
@@ -220,8 +241,6 @@ class GoldenTransport:
         ph, pw = u["PAD"]["PH"], u["PAD"]["PW"]
         dh, dw = u["DILATION"]["DH"], u["DILATION"]["DW"]
         pk, ps = (u["POOL"]["K"], u["POOL"]["S"]) if lay["POOL"] else (1, 1)
-        if self._params is None or not self._params_valid:
-            raise LiteflyError("engine model: START without a completed parameter load (PARAMS_VALID is 0)")
         if not chain or chain[0].q != kh * kw * c or chain[-1].p != p:
             raise LiteflyError(f"engine model: descriptor chain {[f.as_list() for f in chain]} does not match "
                                f"{kh}x{kw}x{c} -> {p}")
@@ -229,9 +248,8 @@ class GoldenTransport:
             x = np.frombuffer(frame, np.int8)[:images * h * w * c].reshape(images, h, w, c).astype(np.int64)
         else:
             x = unpack_tensor(np.frombuffer(frame, np.uint8), (images, c, h, w), e).transpose(0, 2, 3, 1)
-        weights, bias = unpack_layer_params(np.frombuffer(self._params, np.uint8), [f.params for f in chain],
-                                            words["WEIGHT_BEATS"], p if lay["BIAS"] else 0, env.weight_bits,
-                                            env.stream_bits)
+        weights, bias = unpack_layer_params(params, [f.params for f in chain], words["WEIGHT_BEATS"],
+                                            p if lay["BIAS"] else 0, env.weight_bits, env.stream_bits, ibeats)
         shifts = [regmap.unpack(regmap.factor_reg(i, "SHIFT"), words[f"F{i}_SHIFT"])["SHIFT"]
                   for i in range(len(chain))]
         n_idx, y_idx, x_idx = np.meshgrid(np.arange(images), np.arange(hp), np.arange(wp), indexing="ij")
@@ -246,15 +264,24 @@ class GoldenTransport:
                         iy, ix = cy * sh - ph + ky * dh, cx * sw - pw + kx * dw
                         ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
                         cols[ok, ky * kw + kx] = x[n_idx[ok], iy[ok], ix[ok]]
-                y = cols.reshape(n_idx.size, kh * kw * c)
+                y = x0 = cols.reshape(n_idx.size, kh * kw * c)
                 for i, (f, wf) in enumerate(zip(chain, weights)):
-                    acc = factor_forward(f, wf.reshape(f.compact_shape), y)
+                    acc = factor_forward(f, wf.reshape(f.compact_shape), factor_input(f, x0, y))
                     if i == len(chain) - 1 and bias is not None:
                         acc = acc + bias
                     y = requantize(acc, shifts[i], env.act_bits)
-                if lay["RELU"]:
+                if lay["RELU"] and not lay["RESIDUAL"]:
                     y = np.maximum(y, 0)
                 best = y if best is None else np.maximum(best, y)
+        if lay["RESIDUAL"]:     # the unloader: the skip (NHWC-E like the output) aligned and added, then ReLU
+            if len(skip) != images * hp * wp * ceil_div(p, e) * e:
+                raise LiteflyError(f"engine model: SKIP_BEATS={words.get('SKIP_BEATS', 0)} does not match "
+                                   f"the {images}x{p}x{hp}x{wp} output")
+            sk = unpack_tensor(np.frombuffer(skip, np.uint8), (images, p, hp, wp), e)
+            al = regmap.unpack("SKIP", words.get("SKIP", 0))
+            best = add_skip(best, sk.transpose(0, 2, 3, 1).reshape(best.shape), (al["M"], al["K"]), env.act_bits)
+            if lay["RELU"]:
+                best = np.maximum(best, 0)
         out = best.reshape(images, hp, wp, p).transpose(0, 3, 1, 2)
         macs = sum(f.params for f in chain)
         positions = images * hp * wp

@@ -31,7 +31,7 @@ from litefly.errors import LiteflyError, ShapeError
 from litefly.fixed import QuantizedLayer, int_range, quantize_tensor
 from litefly.hw.spec import EngineEnvelope, LayerDescriptor
 from litefly.hw.wireformat import pack_layer_params, pack_tensor, tensor_bytes, unpack_tensor
-from litefly.network import EngineStep, check_scales, network_input_shape, plan_network
+from litefly.network import EngineStep, check_scales, global_pool_int, network_input_shape, plan_network
 
 from .driver import STAGES, EngineDriver
 
@@ -58,6 +58,10 @@ class NetworkProgram:
     params: tuple[np.ndarray, ...]              # packed parameter bytes per layer
     in_shape: tuple[int, int, int]
     buffers: dict[str, Any] = field(default_factory=dict)
+    skip_align: tuple[tuple[int, int] | None, ...] = ()   # a residual layer's (M, K)
+    out_bufs: tuple[int, ...] = ()              # the activation buffer each layer writes (the input: 0)
+    skip_from: tuple[int | None, ...] = ()      # a residual layer's skip: the layer whose output it adds
+    in_from: tuple[int | None, ...] = ()        # a branch: the layer whose output it reads (None: the previous)
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
@@ -82,8 +86,41 @@ def prepare_program(envelope: EngineEnvelope, steps: Sequence[EngineStep],
             raise LiteflyError(f"parameters for {step.name!r} are for another config (0x{q.layer.hash32:08x}, "
                                f"expected 0x{step.layer.hash32:08x})")
         shifts.append(tuple(int(s) for s in q.shifts))
-        packed.append(pack_layer_params(q.weights, q.bias, envelope.weight_bits, envelope.stream_bits).reshape(-1))
-    return NetworkProgram(envelope, tuple(steps), tuple(descs), tuple(shifts), tuple(packed), steps[0].in_shape)
+        packed.append(pack_layer_params(q.weights, q.bias, envelope.weight_bits, envelope.stream_bits,
+                                        step.layer.chain).reshape(-1))
+    names = [st.name for st in steps]
+    for st in steps:
+        for ref, what in ((st.skip, "adds the output of"), (st.src, "reads the output of")):
+            if ref is not None and ref not in names[:names.index(st.name)]:
+                raise LiteflyError(f"layer {st.name!r} {what} {ref!r}, which is not an earlier layer of the same "
+                                   f"engine program (a residual add or branch cannot span a host op)")
+        if st.skip is not None and params[st.name].skip_align is None:
+            raise LiteflyError(f"parameters for {st.name!r} lack skip_align (its residual add's scale); quantise the "
+                               f"network with litefly.network.quantize_network")
+    skip_from = tuple(names.index(st.skip) if st.skip else None for st in steps)
+    return NetworkProgram(envelope, tuple(steps), tuple(descs), tuple(shifts), tuple(packed), steps[0].in_shape,
+                          skip_align=tuple(params[st.name].skip_align if st.skip else None for st in steps),
+                          out_bufs=_assign_buffers(steps), skip_from=skip_from,
+                          in_from=tuple(names.index(st.src) if st.src else None for st in steps))
+
+
+def _assign_buffers(steps: Sequence[EngineStep]) -> tuple[int, ...]:
+    """The activation buffer each layer writes: one no later layer still reads (as its input, a
+    branch's input or a residual add's skip). Ping-pong (1, 0, 1, ...) for a straight network;
+    a kept skip or branch source takes a third buffer."""
+    last_read: dict[str, int] = {}
+    for k, st in enumerate(steps):
+        for name in (st.skip, st.src or (steps[k - 1].name if k else None)):
+            if name is not None:
+                last_read[name] = max(last_read.get(name, 0), k)
+    free_after = {0: 0}                 # buffer -> the last layer that reads it (the input: layer 0)
+    out = []
+    for k, st in enumerate(steps):
+        free = [b for b, until in free_after.items() if until < k]
+        b = min(free) if free else len(free_after)
+        free_after[b] = last_read.get(st.name, k)
+        out.append(b)
+    return tuple(out)
 
 
 def _buffers(driver: EngineDriver, program: NetworkProgram, batch: int) -> dict[str, Any]:
@@ -92,7 +129,7 @@ def _buffers(driver: EngineDriver, program: NetworkProgram, batch: int) -> dict[
     if program.buffers.get("key") != key:
         tr = driver.transport
         size = _align(program.act_bytes(batch))
-        acts = [tr.allocate((size,), np.uint8) for _ in range(2)]
+        acts = [tr.allocate((size,), np.uint8) for _ in range(max(program.out_bufs or (1,)) + 1)]
         params = []
         for p in program.params:
             buf = tr.allocate((_align(p.size),), np.uint8)
@@ -216,15 +253,21 @@ def execute(driver: EngineDriver, program: NetworkProgram, x_int: np.ndarray,
             d0, w0, n0 = timings["dispatch"], timings["wait"], driver.transfers
             driver.clear_counters()
             ipp = plan["ipp"]
-            driver.write_descriptor(desc, program.shifts[k], ipp)
+            align = program.skip_align[k] if program.skip_align else None
+            driver.write_descriptor(desc, program.shifts[k], ipp, align)
             driver.load_params(bufs["params"][k], program.params[k].size)
-            src_buf, dst_buf = acts[src], acts[1 - src]
+            if program.in_from and program.in_from[k] is not None:     # a branch reads an earlier output
+                src = program.out_bufs[program.in_from[k]]
+            dst = program.out_bufs[k] if program.out_bufs else 1 - src
+            src_buf, dst_buf = acts[src], acts[dst]
+            skip_buf = acts[program.out_bufs[program.skip_from[k]]] if align is not None else None
             for images, in_off, in_bytes, out_off, out_bytes, cycles, _ in plan["passes"]:
-                if images != ipp:
-                    driver.set_images(images)
-                driver.run_pass(src_buf, in_off, in_bytes, dst_buf, out_off, out_bytes, cycles)
+                if images != ipp:   # IMAGES and what follows it (NPOS, FRAME_BEATS, SKIP_BEATS)
+                    driver.write_descriptor(desc, program.shifts[k], images, align)
+                driver.run_pass(src_buf, in_off, in_bytes, dst_buf, out_off, out_bytes, cycles,
+                                None if skip_buf is None else (skip_buf, out_off, out_bytes))
             layers.append((driver.counters(), timings["dispatch"] - d0, timings["wait"] - w0, driver.transfers - n0))
-            src = 1 - src
+            src = dst
     except BaseException:
         driver.forget_registers()       # whatever stopped the run may be followed by a reset or a reload
         raise
@@ -297,17 +340,35 @@ class NetworkRunner:
         self.stats: list[dict[str, Any]] = []
         self.total: dict[str, Any] = {}
         self._programs: dict[tuple[int, int, int], NetworkProgram] = {}
+        self._segments: dict[tuple[int, int, int], list[tuple[str | None, NetworkProgram]]] = {}
         self._driver: EngineDriver | None = None
         self._work: np.ndarray | None = None          # quantize's float array, kept for the next input
         self._engine_hash = f"0x{self.envelope.hash32:08x}"
 
     # -- plans --------------------------------------------------------------------------------
     def program(self, in_shape: tuple[int, int, int]) -> NetworkProgram:
+        """The whole network's program (every layer's descriptor); what runs is :meth:`segments`."""
         if in_shape not in self._programs:
             steps = plan_network(self.network, in_shape)
             check_scales(steps, self.params)
             self._programs[in_shape] = prepare_program(self.envelope, steps, self.params)
         return self._programs[in_shape]
+
+    def segments(self, in_shape: tuple[int, int, int]) -> list[tuple[str | None, NetworkProgram]]:
+        """The engine programs run one after another, each with the host op run before it (a
+        global pool, ``EngineStep.pre``; ``None`` for the first). One segment, the whole
+        :meth:`program`, when the network has no host op."""
+        if in_shape not in self._segments:
+            full = self.program(in_shape)
+            cuts = [k for k, st in enumerate(full.steps) if st.pre is not None]
+            if not cuts:
+                self._segments[in_shape] = [(None, full)]
+            else:
+                bounds = [0] + cuts + [len(full.steps)]
+                self._segments[in_shape] = [
+                    (full.steps[a].pre, prepare_program(self.envelope, full.steps[a:b], self.params))
+                    for a, b in zip(bounds, bounds[1:])]
+        return self._segments[in_shape]
 
     def _in_shape(self, x: np.ndarray) -> tuple[int, int, int]:
         first = self.network.layers[0]
@@ -327,12 +388,14 @@ class NetworkRunner:
         output memory and quantize's float array (sim: the program, plans and float array)."""
         x = np.asarray(x)
         shape = self._in_shape(x)
-        program = self.program(shape)
         batch = int(x.shape[0])
+        segments = self.segments(shape)
+        for _, program in segments:
+            if self.backend != "sim":
+                _buffers(self._open(), program, batch)
+            _layer_plans(program, batch)
         if self.backend != "sim":
-            _buffers(self._open(), program, batch)
-            _output_memory(program, batch)
-        _layer_plans(program, batch)
+            _output_memory(segments[-1][1], batch)
         self._quantize_work((batch,) + shape)
 
     def _quantize_work(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -378,17 +441,13 @@ class NetworkRunner:
         return self._run(x_int.reshape((x_int.shape[0],) + shape), shape)
 
     def _run(self, x_int: np.ndarray, shape: tuple[int, int, int], out_scale: float | None = None) -> np.ndarray:
-        program = self.program(shape)
+        segments = self.segments(shape)
+        program = segments[-1][1]
         t0 = time.perf_counter()
-        if self.backend == "sim":
-            from .sim_transport import run_network_sim
-            y, stats, timings = run_network_sim(program, x_int, timeout=self.timeout, clock_mhz=self.clock_mhz,
-                                                **self.opts)
+        if len(segments) == 1:
+            y, stats, timings = self._run_segment(program, x_int, out_scale, reset=True)
         else:
-            driver = self._open()
-            driver.reset_stats()
-            y, stats = execute(driver, program, x_int, out_scale=out_scale)
-            timings = dict(driver.timings)
+            y, stats, timings = self._run_segments(segments, x_int, out_scale)
         wall = time.perf_counter() - t0
         self.stats = stats
         cycles = sum(s["cycles"] for s in stats)
@@ -404,6 +463,49 @@ class NetworkRunner:
             return y.reshape(out_shape[0], -1)
         return y
 
+    def _run_segment(self, program: NetworkProgram, x_int: np.ndarray, out_scale: float | None, reset: bool
+                     ) -> tuple[np.ndarray, list[dict], dict[str, float]]:
+        """One engine program; its stats and the host stages it took."""
+        if self.backend == "sim":
+            from .sim_transport import run_network_sim
+            return run_network_sim(program, x_int, timeout=self.timeout, clock_mhz=self.clock_mhz, **self.opts)
+        driver = self._open()
+        if reset:
+            driver.reset_stats()
+        before = dict(driver.timings)
+        y, stats = execute(driver, program, x_int, out_scale=out_scale)
+        return y, stats, {k: v - before.get(k, 0.0) for k, v in driver.timings.items()}
+
+    def _run_segments(self, segments: list[tuple[str | None, NetworkProgram]], x_int: np.ndarray,
+                      out_scale: float | None) -> tuple[np.ndarray, list[dict], dict[str, float]]:
+        """Engine programs with host ops between them. Each host op's measured time is the stage
+        ``host_op``: reading the previous program's output (copy_out, unpack), the pool itself and
+        writing the next program's input (copy_in), so every second is in one stage only; the
+        layer after it carries ``host_op`` (op, seconds, shapes) in its stats."""
+        if self.backend != "sim":
+            self._open().reset_stats()
+        timings: dict[str, float] = {"host_op": 0.0}
+        stats: list[dict] = []
+        y, carry = x_int, 0.0           # carry: reading out the previous program's output
+        for k, (op, program) in enumerate(segments):
+            last = k == len(segments) - 1
+            t_op, in_shape = carry, list(y.shape[1:])
+            if op is not None:
+                t1 = time.perf_counter()
+                y = global_pool_int(y, op)          # integers at the same scale: exact
+                t_op += time.perf_counter() - t1
+            y, seg_stats, seg_t = self._run_segment(program, y, out_scale if last else None, reset=False)
+            if op is not None:
+                t_op += seg_t.pop("copy_in", 0.0)
+                seg_stats[0]["host_op"] = {"op": op, "host[s]": t_op, "in_shape": in_shape,
+                                           "out_shape": list(program.in_shape)}
+                timings["host_op"] += t_op
+            carry = 0.0 if last else seg_t.pop("copy_out", 0.0) + seg_t.pop("unpack", 0.0)
+            for key, v in seg_t.items():
+                timings[key] = timings.get(key, 0.0) + v
+            stats += seg_stats
+        return y, stats, timings
+
     def _open(self) -> EngineDriver:
         if self._driver is None:
             transport = open_transport(self.backend, self.envelope, **self.opts)
@@ -413,7 +515,8 @@ class NetworkRunner:
 
     def close(self) -> None:
         if self._driver is not None:
-            for bufs in (self._programs.values()):
+            programs = list(self._programs.values()) + [p for segs in self._segments.values() for _, p in segs]
+            for bufs in programs:
                 for b in bufs.buffers.get("acts", []) + bufs.buffers.get("params", []):
                     getattr(b, "freebuffer", lambda: None)()
                 bufs.buffers = {}

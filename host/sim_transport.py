@@ -45,12 +45,17 @@ _OFFSET_NAME = {r.offset: r.name for r in regmap.REGISTERS}
 def model_pass_cycles(words: Mapping[str, int], envelope: EngineEnvelope) -> int:
     """The cycle model of the pass the descriptor ``words`` describe (0 if they describe none)."""
     try:
-        chain = factors_from_words(words)
+        n = regmap.unpack("LAYER", words["LAYER"])["FACTORS"]
+        sparse = [regmap.unpack(regmap.factor_reg(i, "SPARSE"), words.get(f"F{i}_SPARSE", 0))["ROWS"] > 0
+                  for i in range(n)]
+        chain = factors_from_words({k: v for k, v in words.items() if not k.endswith("_SPARSE")})
         if not chain:
             return 0
+        # a sparse factor's entries are not in the registers: all of the index beats bound them
+        macs = sum(f.params for f, sp in zip(chain, sparse) if not sp)
+        macs += words.get("INDEX_BEATS", 0) * envelope.entries_per_beat
         p = regmap.unpack("OUT_C", words.get("OUT_C", 0))["P"]
-        return words_pass_cycles(words, envelope.lanes, envelope.elems_per_beat, sum(f.params for f in chain),
-                                 len(chain), p)
+        return words_pass_cycles(words, envelope.lanes, envelope.elems_per_beat, macs, n, p)
     except (KeyError, ValueError, ZeroDivisionError):
         return 0
 
@@ -190,12 +195,14 @@ class SimTransport:
 # -- programs passed between the host process and the simulator ---------------------------------------
 def steps_to_json(steps: Sequence[EngineStep]) -> list[dict[str, Any]]:
     return [{"layer": s.layer.to_dict(), "in_shape": list(s.in_shape), "relu": bool(s.relu),
-             "pool": None if s.pool is None else list(s.pool)} for s in steps]
+             "pool": None if s.pool is None else list(s.pool), "pre": s.pre, "skip": s.skip, "src": s.src}
+            for s in steps]
 
 
 def steps_from_json(data: Sequence[Mapping[str, Any]]) -> tuple[EngineStep, ...]:
     return tuple(EngineStep(LayerConfig.from_dict(d["layer"]), tuple(d["in_shape"]), bool(d["relu"]),
-                            None if d["pool"] is None else tuple(d["pool"])) for d in data)
+                            None if d["pool"] is None else tuple(d["pool"]), d.get("pre"), d.get("skip"), d.get("src"))
+                 for d in data)
 
 
 def program_params(program: Any) -> dict[str, QuantizedLayer]:
@@ -203,13 +210,15 @@ def program_params(program: Any) -> dict[str, QuantizedLayer]:
     packed parameter bytes (the inverse of what :func:`~litefly.host.runtime.prepare_program` packed)."""
     env = program.envelope
     out = {}
-    for step, desc, shifts, packed in zip(program.steps, program.descriptors, program.shifts, program.params):
+    aligns = program.skip_align or (None,) * len(program.steps)
+    for step, desc, shifts, packed, align in zip(program.steps, program.descriptors, program.shifts, program.params,
+                                                 aligns):
         lay = step.layer
         flat, bias = unpack_layer_params(np.asarray(packed, np.uint8), [f.params for f in lay.chain],
                                          desc.weight_beats, lay.chain_out if lay.format.bias else 0,
-                                         env.weight_bits, env.stream_bits)
+                                         env.weight_bits, env.stream_bits, desc.index_beats)
         weights = [w.reshape(f.compact_shape) for w, f in zip(flat, lay.chain)]
-        out[step.name] = QuantizedLayer(lay, weights, list(shifts), bias)
+        out[step.name] = QuantizedLayer(lay, weights, list(shifts), bias, skip_align=align)
     return out
 
 
@@ -234,6 +243,8 @@ def save_jobs(path: Path, jobs: Sequence[Mapping[str, Any]]) -> None:
                 arrays[f"j{k}_s{si}_shifts"] = np.asarray(q.shifts, dtype=np.int64)
                 if q.bias is not None:
                     arrays[f"j{k}_s{si}_bias"] = np.asarray(q.bias, dtype=np.int64)
+                if q.skip_align is not None:
+                    arrays[f"j{k}_s{si}_skip"] = np.asarray(q.skip_align, dtype=np.int64)
         if "x" in job:
             arrays[f"j{k}_x"] = np.asarray(job["x"], dtype=np.int64)
         meta.append(m)
@@ -253,10 +264,11 @@ def load_jobs(path: Path) -> list[dict[str, Any]]:
                 params = {}
                 for si, step in enumerate(steps):
                     lay = step.layer
-                    bias_key = f"j{k}_s{si}_bias"
+                    bias_key, skip_key = f"j{k}_s{si}_bias", f"j{k}_s{si}_skip"
                     params[step.name] = QuantizedLayer(
                         lay, [d[f"j{k}_s{si}_w{i}"] for i in range(len(lay.chain))],
-                        [int(s) for s in d[f"j{k}_s{si}_shifts"]], d[bias_key] if bias_key in d.files else None)
+                        [int(s) for s in d[f"j{k}_s{si}_shifts"]], d[bias_key] if bias_key in d.files else None,
+                        skip_align=tuple(int(v) for v in d[skip_key]) if skip_key in d.files else None)
                 job.update(steps=steps, params=params)
             if f"j{k}_x" in d.files:
                 job["x"] = d[f"j{k}_x"]

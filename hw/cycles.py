@@ -20,7 +20,7 @@ import numpy as np
 
 from . import regmap
 
-__all__ = ["DRAIN_CYCLES", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "PassGeometry", "batch_cycles", "frame_ready",
+__all__ = ["DRAIN_CYCLES", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready",
            "pass_cycles", "words_pass_cycles"]
 
 DRAIN_CYCLES = 5           # issue-to-write latency: the bubble between dependent factors
@@ -28,6 +28,7 @@ WINDOW_SETUP = 3           # window-generator set-up cycles per batch and phase
 LOAD_LAG = 1               # cycles from a beat's arrival to the window write that uses it
 REPACK_LAG = 1             # the repacker's register stage (packed input)
 PASS_TAIL = 6              # start-up and end-of-pass cycles (the pass's set-up, output pipeline, DONE)
+SKIP_LAG = 4               # residual: from the skip's last beat on s_axis to DONE (FIFO, add, flags)
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -129,16 +130,19 @@ def batch_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw:
 
 
 def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int, positions: int,
-                phases: int, load_beats: int = 0, ready: np.ndarray | None = None) -> int:
+                phases: int, load_beats: int = 0, ready: np.ndarray | None = None, skip_beats: int = 0) -> int:
     """The one cycle model of a pass (the RTL's CYCLES to within a few cycles per batch).
 
     Form the first batch-phase's windows; every further batch-phase's windows overlap the
     previous one's MAC issue (double-buffered IN), the slower setting the pace; the last issue
     drains; the last batch unloads (earlier batches unload behind the MAC issue,
-    double-buffered OUT, unless unloading is the slower). Windows are formed for valid lanes
+    double-buffered OUT, unless unloading is the slower, from the first batch or from any later
+    one whose issue ended late, e.g. waiting for its frame beats). Windows are formed for valid lanes
     only, so a partial last batch is cheaper to form. No batch-phase's windows complete before
     their frame beats have arrived (``ready``, from :func:`frame_ready`), and no pass ends
-    before its ``load_beats`` have.
+    before its ``load_beats`` have. A residual pass's output beats wait for their ``skip_beats``,
+    which follow the frame on the stream: no such pass ends before the frame and the skip have
+    arrived and the skip's last beat has been added (``SKIP_LAG``).
     """
     b = batch_cycles(lanes, macs, factors, window_reads, out_cw)
     mac, w_full = b["mac"], b["window"]
@@ -155,14 +159,19 @@ def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: 
         # end_k = max(end_{k-1} + step_k, ready_k) = ends_k + max(0, max_{j<=k}(ready_j - ends_j))
         slack = np.maximum.accumulate(np.maximum(np.asarray(ready, dtype=np.int64) - ends, 0))
         ends = ends + slack
-    rest = max(int(ends[-1] - ends[0]), (batches - 1) * b["unload"])
+    # the last batch unloads after the later of its own issue and the unloading of the batches
+    # before it: each batch's unload starts no earlier than its last phase's issue ends
+    k = np.arange(batches)
+    behind = ends[k * phases + phases - 1] - ends[0] + (batches - 1 - k) * b["unload"]
+    rest = max(int(ends[-1] - ends[0]), (batches - 1) * b["unload"], int(behind[1:].max(initial=0)))
     total = int(ends[0]) + rest + mac + DRAIN_CYCLES + last * out_cw + PASS_TAIL
-    return max(total, load_beats + 4)
+    return max(total, load_beats + 4, load_beats + skip_beats + SKIP_LAG if skip_beats else 0)
 
 
 def words_pass_cycles(words: Mapping[str, int], lanes: int, elems_per_beat: int, macs: int, factors: int,
                       out_channels: int) -> int:
     """:func:`pass_cycles` of the pass the descriptor registers ``words`` describe."""
     g = PassGeometry.from_words(words, elems_per_beat)
+    skip = words.get("SKIP_BEATS", 0) if regmap.unpack("LAYER", words.get("LAYER", 0))["RESIDUAL"] else 0
     return pass_cycles(lanes, macs, factors, g.window_reads, _ceil_div(out_channels, elems_per_beat),
-                       g.positions, g.pool[0] ** 2, g.load_beats, frame_ready(g, lanes))
+                       g.positions, g.pool[0] ** 2, g.load_beats, frame_ready(g, lanes), skip)

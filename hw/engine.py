@@ -8,7 +8,7 @@ counters; memories keep their contents).
 
 ::
 
-    s_axis -> Loader --params--> weight / bias memories ---------------------\\
+    s_axis -> Loader --params--> weight / index / bias memories -------------\\
                  \\--map--> frame buffer -> WindowGenerator -> IN[2] -> MacArray -> OutputStage -> OUT[2] -> Unloader -> m_axis
                                                               WORK[2] <------/
 """
@@ -35,7 +35,7 @@ from .window import WindowGenerator
 
 __all__ = ["NetworkEngine", "Datapath", "FAULTS"]
 
-FAULTS = ("weight_addr", "rounding", "window_pad", "pool")
+FAULTS = ("weight_addr", "rounding", "window_pad", "pool", "sparse_split")
 
 
 def top_signature(envelope: EngineEnvelope) -> dict:
@@ -92,6 +92,11 @@ class Datapath(wiring.Component):
         wiring.connect(m, loader.bias_w, b_mem.write_port())
         wiring.connect(m, loader.frame_w, f_mem.write_port())
         wiring.connect(m, window.frame_r, f_mem.read_port())
+        if env.index_beats:
+            m.submodules.index_mem = i_mem = Memory(shape=SB, depth=env.index_beats, init=[])
+            wiring.connect(m, loader.index_w, i_mem.write_port())
+            i_rp = i_mem.read_port()
+            m.d.comb += [i_rp.addr.eq(seq.index_addr), seq.index_data.eq(i_rp.data)]
         w_rp, b_rp = w_mem.read_port(), b_mem.read_port()
         m.d.comb += [w_rp.addr.eq(seq.weight_addr), b_rp.addr.eq(seq.bias_addr),
                      mac.weight_data.eq(w_rp.data), mac.bias_data.eq(b_rp.data)]
@@ -117,7 +122,9 @@ class Datapath(wiring.Component):
         # pipeline
         m.d.comb += [mac.ctl.eq(seq.ctl), mac.bias_en.eq(d.LAYER.BIAS),
                      outst.ctl.eq(mac.ctl_out), outst.res.eq(mac.res),
-                     outst.relu_en.eq(d.LAYER.RELU), outst.pool_en.eq(d.LAYER.POOL)]
+                     outst.relu_en.eq(d.LAYER.RELU & ~(d.LAYER.RESIDUAL if env.residual else 0)),
+                     outst.pool_en.eq(d.LAYER.POOL)]
+        wiring.connect(m, loader.skip, unl.skip)
 
         # flags
         busy, done, params_valid = Signal(), Signal(), Signal()

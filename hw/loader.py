@@ -1,4 +1,4 @@
-"""The loader: ``s_axis`` beats into the weight and bias memories (``LOAD_PARAMS``) or into the
+"""The loader: ``s_axis`` beats into the weight, index and bias memories (``LOAD_PARAMS``) or into the
 frame buffer (``START``: ``IMAGES * H * W * CW`` feature-map beats; with ``LAYER.PACKED`` the
 stream carries ``C`` bytes a pixel and :class:`~.repack.Repack` pads them to beats).
 ``frame_count`` tells the window generator how far the frame has arrived, so windows are
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from amaranth import Module, Mux, Signal
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -32,28 +33,32 @@ class Loader(wiring.Component):
             "start": In(1),
             "weight_w": In(WritePort.Signature(addr_width=ceil_log2(envelope.weight_beats), shape=sb)),
             "bias_w": In(WritePort.Signature(addr_width=ceil_log2(envelope.bias_beats), shape=sb)),
+            "index_w": In(WritePort.Signature(addr_width=ceil_log2(max(2, envelope.index_beats)), shape=sb)),
             "frame_w": In(WritePort.Signature(addr_width=ceil_log2(envelope.frame_beats), shape=sb)),
             "params_busy": Out(1),
             "params_done": Out(1),       # pulse: the last parameter beat was taken
             "frame_busy": Out(1),        # receiving the feature map
             "frame_done": Out(1),        # pulse: the last feature-map beat was written
             "frame_count": Out(32),      # feature-map beats written so far in this pass
+            "skip": Out(stream.Signature(sb)),   # LAYER.RESIDUAL: the skip beats after the frame, to the unloader
         })
 
     def elaborate(self, platform):
         env = self._env
-        e = env.elems_per_beat
-        le = e.bit_length() - 1
         m = Module()
         desc = self.desc
         cnt = Signal(32)
         total = Signal(32)
         wbeats = Signal(32)
-        hw = Signal(32)
-        img = Signal(32)
+        ibeats = Signal(32)            # weight + index beats: the biases follow
         accept = Signal()
         packed = Signal()
         m.submodules.repack = rp = Repack(env)
+        residual = Signal()
+        if env.residual:
+            m.submodules.skip_fifo = skip_fifo = SyncFIFOBuffered(width=env.stream_bits, depth=4)
+            m.d.comb += [skip_fifo.w_data.eq(self.sink.payload), self.skip.payload.eq(skip_fifo.r_data),
+                         self.skip.valid.eq(skip_fifo.r_rdy), skip_fifo.r_en.eq(self.skip.ready)]
         # the frame's beats: straight from s_axis, or through the repacker
         f_valid, f_data = Signal(), Signal(env.stream_bits)
         m.d.comb += [
@@ -65,20 +70,24 @@ class Loader(wiring.Component):
             accept.eq(self.sink.valid & self.sink.ready),
             self.weight_w.data.eq(self.sink.payload),
             self.bias_w.data.eq(self.sink.payload),
+            self.index_w.data.eq(self.sink.payload),
+            self.index_w.addr.eq(cnt - wbeats),
             self.frame_w.data.eq(f_data),
             self.weight_w.addr.eq(cnt),
-            self.bias_w.addr.eq(cnt - wbeats),
+            self.bias_w.addr.eq(cnt - ibeats),
             self.frame_w.addr.eq(cnt),
             self.frame_count.eq(cnt),
         ]
         with m.FSM(name="loader"):
             with m.State("IDLE"):
                 with m.If(self.load_params):
-                    m.d.sync += [cnt.eq(0), wbeats.eq(desc.WEIGHT_BEATS), total.eq(desc.WEIGHT_BEATS + desc.BIAS_BEATS)]
+                    m.d.sync += [cnt.eq(0), wbeats.eq(desc.WEIGHT_BEATS), ibeats.eq(desc.WEIGHT_BEATS + desc.INDEX_BEATS),
+                                 total.eq(desc.WEIGHT_BEATS + desc.INDEX_BEATS + desc.BIAS_BEATS)]
                     m.next = "PARAMS_CHECK"
                 with m.Elif(self.start):
-                    cw = (desc.IN_C.C + (e - 1)) >> le
-                    m.d.sync += [cnt.eq(0), hw.eq(desc.IN_HW.H * cw), packed.eq(desc.LAYER.PACKED)]
+                    m.d.sync += [cnt.eq(0), packed.eq(desc.LAYER.PACKED)]
+                    if env.residual:
+                        m.d.sync += residual.eq(desc.LAYER.RESIDUAL & (desc.SKIP_BEATS != 0))
                     m.d.comb += rp.clear.eq(1)
                     m.next = "SETUP1"
             with m.State("PARAMS_CHECK"):
@@ -91,7 +100,8 @@ class Loader(wiring.Component):
             with m.State("PARAMS"):
                 m.d.comb += [self.params_busy.eq(1), self.sink.ready.eq(1)]
                 m.d.comb += [self.weight_w.en.eq(accept & (cnt < wbeats)),
-                             self.bias_w.en.eq(accept & (cnt >= wbeats))]
+                             self.index_w.en.eq(accept & (cnt >= wbeats) & (cnt < ibeats)),
+                             self.bias_w.en.eq(accept & (cnt >= ibeats))]
                 with m.If(accept):
                     m.d.sync += cnt.eq(cnt + 1)
                     with m.If(cnt == total - 1):
@@ -99,11 +109,11 @@ class Loader(wiring.Component):
                         m.next = "IDLE"
             with m.State("SETUP1"):
                 m.d.comb += self.frame_busy.eq(1)
-                m.d.sync += img.eq(hw * desc.IN_HW.W)
+                # two set-up cycles (as the window generator's), the frame size a pass constant
                 m.next = "SETUP2"
             with m.State("SETUP2"):
                 m.d.comb += self.frame_busy.eq(1)
-                m.d.sync += total.eq(img * desc.IMAGES[:16])
+                m.d.sync += total.eq(desc.FRAME_BEATS)
                 m.next = "FRAME"
             with m.State("FRAME"):
                 m.d.comb += [self.frame_busy.eq(1), rp.sink.valid.eq(packed & self.sink.valid),
@@ -113,5 +123,17 @@ class Loader(wiring.Component):
                     m.d.sync += cnt.eq(cnt + 1)
                     with m.If(cnt == total - 1):
                         m.d.comb += self.frame_done.eq(1)
+                        m.d.sync += [cnt.eq(0), total.eq(desc.SKIP_BEATS)]
                         m.next = "IDLE"
+                        if env.residual:
+                            with m.If(residual):
+                                m.next = "SKIP"
+            if env.residual:
+                with m.State("SKIP"):
+                    # the skip tensor follows the frame on s_axis; the unloader takes one beat per output beat
+                    m.d.comb += [self.sink.ready.eq(skip_fifo.w_rdy), skip_fifo.w_en.eq(self.sink.valid)]
+                    with m.If(self.sink.valid & skip_fifo.w_rdy):
+                        m.d.sync += cnt.eq(cnt + 1)
+                        with m.If(cnt == total - 1):
+                            m.next = "IDLE"
         return m

@@ -3,8 +3,8 @@ readback, the manifest, the host driver, the engine model and the testbenches us
 
 All registers are 32 bits wide at word-aligned byte offsets. Registers with fields are
 written and read through :func:`pack` / :func:`unpack`; nothing else in the project
-spells an offset or a bit position. Per factor ``i`` (0-based) three registers
-``F<i>_RS``, ``F<i>_TG``, ``F<i>_SHIFT`` follow the fixed registers at
+spells an offset or a bit position. Per factor ``i`` (0-based) five registers
+``F<i>_RS``, ``F<i>_TG``, ``F<i>_SHIFT``, ``F<i>_SPARSE``, ``F<i>_STRIDES`` follow the fixed registers at
 ``FACTOR_BASE + FACTOR_STRIDE*i``.
 
 Register groups:
@@ -13,6 +13,8 @@ Register groups:
 * control and status;
 * the layer descriptor (RW): the geometry of the layer the next ``LOAD_PARAMS`` /
   ``START`` uses; it stays until rewritten (soft reset keeps it);
+* the pass constants (RW): products of descriptor fields the host computes
+  (:func:`litefly.hw.spec.pass_constants`), so the engine has no set-up multipliers;
 * performance counters (R, 32-bit, wrapping).
 """
 
@@ -22,16 +24,18 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 __all__ = ["Field", "Register", "REGISTERS", "REG", "ID_MAGIC", "VERSION", "FACTOR_BASE", "FACTOR_STRIDE",
-           "FACTOR_REGS", "COUNTERS", "DESCRIPTOR", "register_map", "address_bits", "factor_reg", "pack", "unpack",
+           "FACTOR_REGS", "COUNTERS", "DESCRIPTOR", "PASS_CONSTANTS", "register_map", "address_bits", "factor_reg", "pack", "unpack",
            "by_name", "CTRL_START", "CTRL_LOAD_PARAMS", "CTRL_SOFT_RESET", "CTRL_CLEAR_COUNTERS",
            "STATUS_BUSY", "STATUS_DONE", "STATUS_LOADING", "STATUS_PARAMS_VALID"]
 
 ID_MAGIC = 0x4C464C59          # "LFLY"
 # (major, minor): 2 = network engine (run-time layer descriptors); 3 = packed input
-# (LAYER.PACKED) and the frame loaded under the windows (a 2.x engine would misread packed input)
-VERSION = (3, 0)
+# (LAYER.PACKED) and the frame loaded under the windows (a 2.x engine would misread packed input);
+# 3.1 adds sparse factors (F<i>_SPARSE, INDEX_BEATS, CAP_INDEX_BEATS) and residual adds
+# (LAYER.RESIDUAL, SKIP, SKIP_BEATS)
+VERSION = (3, 1)
 FACTOR_BASE = 0x100
-FACTOR_STRIDE = 0x10           # F<i>_RS, F<i>_TG, F<i>_SHIFT, (reserved)
+FACTOR_STRIDE = 0x20           # F<i>_RS, F<i>_TG, F<i>_SHIFT, F<i>_SPARSE, F<i>_STRIDES
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,11 @@ REGISTERS: tuple[Register, ...] = (
         Field("ACC_BITS", 24, 8, "accumulator width"),
     )),
     Register("CAP_FRAME_BEATS", 0x28, "R", "frame buffer depth in beats (input feature map of one pass)"),
+    Register("CAP_FEATURES", 0x30, "R", "optional parts the engine was generated with", (
+        Field("RESIDUAL", 0, 1, "residual adds (LAYER.RESIDUAL)"),
+        Field("MACS_PER_DSP", 1, 2, "lanes sharing one multiplier (1 or 2)"))),
+    Register("CAP_INDEX_BEATS", 0x2C, "R", "index memory depth in beats (sparse factors' column indices); "
+                                           "0: the engine runs DeBut factors only"),
     # -- layer descriptor ------------------------------------------------------------------------
     Register("LAYER", 0x40, "RW", "chain length and fused operations", (
         Field("FACTORS", 0, 8, "number of factors N (1..MAX_FACTORS)"),
@@ -104,6 +113,8 @@ REGISTERS: tuple[Register, ...] = (
         Field("POOL", 10, 1, "max pooling of the outputs (POOL_K x POOL_K windows, step POOL_S)"),
         Field("PACKED", 11, 1, "the input stream is packed NHWC (C bytes a pixel, no padding channels), "
                                "repacked to NHWC-E on the way in"),
+        Field("RESIDUAL", 12, 1, "add a skip tensor (the output's shape, NHWC-E, streamed after the frame) "
+                                 "aligned by SKIP, before ReLU; RELU then applies after the add"),
     )),
     Register("IN_C", 0x44, "RW", "input channels C (beats per pixel: ceil(C / STREAM_BYTES))", (
         Field("C", 0, 16, "input channels"),)),
@@ -121,6 +132,27 @@ REGISTERS: tuple[Register, ...] = (
     Register("IMAGES", 0x6C, "RW", "images in the next pass (the frame buffer holds them all)"),
     Register("WEIGHT_BEATS", 0x70, "RW", "parameter beats holding the weights (compact order)"),
     Register("BIAS_BEATS", 0x74, "RW", "parameter beats holding the biases (32-bit containers); 0 without BIAS"),
+    Register("INDEX_BEATS", 0x78, "RW", "parameter beats holding the sparse factors' entries (16 bits each: "
+                                        "column in bits 0-14, row end in bit 15), after the weights"),
+    Register("SKIP", 0xA0, "RW", "residual add: skip aligned to the output's scale as "
+                                 "(skip * M + 2^(K-1)) >> K (no rounding term for K = 0)", (
+        Field("M", 0, 16, "unsigned multiplier"), Field("K", 16, 5, "right shift"))),
+    Register("SKIP_BEATS", 0xA4, "RW", "skip beats after the frame (IMAGES * HP * WP * ceil(P / STREAM_BYTES)); "
+                                       "0 without RESIDUAL"),
+    # -- pass constants: products of the fields above, computed by the host (no set-up multipliers) --
+    *(Register(name, 0xC0 + 4 * k, "RW", doc) for k, (name, doc) in enumerate((
+        ("CW", "beats per input pixel, ceil(C / STREAM_BYTES)"),
+        ("HPWP", "emitted positions per image, HP * WP"),
+        ("XSTEP", "conv columns per emitted column, (POOL ? POOL_S : 1) * SW"),
+        ("YSTEP", "conv rows per emitted row, (POOL ? POOL_S : 1) * SH"),
+        ("W_CW", "frame beats per input row, W * CW"),
+        ("DW_CW", "DW * CW"), ("SW_CW", "SW * CW"), ("PW_CW", "PW * CW"),
+        ("NPOS", "emitted positions of the pass, HPWP * IMAGES"),
+        ("HW_CW", "frame beats per image, H * W * CW"),
+        ("XSTEP_CW", "XSTEP * CW"), ("YSTEP_WCW", "YSTEP * W * CW"),
+        ("DH_WCW", "DH * W * CW"), ("SH_WCW", "SH * W * CW"), ("PH_WCW", "PH * W * CW"),
+        ("FRAME_BEATS", "frame beats of the pass, IMAGES * H * W * CW"),
+    ))),
     # -- performance counters --------------------------------------------------------------------
     Register("CYCLES", 0x80, "R", "cycles with BUSY set"),
     Register("BUSY_CYCLES", 0x84, "R", "cycles the MAC array issued a multiply-accumulate"),
@@ -134,11 +166,21 @@ FACTOR_REGS: tuple[tuple[str, str, tuple[Field, ...]], ...] = (
     ("RS", "sub-rows r and sub-columns s of factor i", _pair("R", "S", "block grid")),
     ("TG", "diagonal size t and super-blocks g = q/(s*t) of factor i", _pair("T", "G", "blocks")),
     ("SHIFT", "requantisation shift of factor i", (Field("SHIFT", 0, 8, "right shift"),)),
+    ("SPARSE", "factor i's kind: 0 = DeBut (RS, TG); else a sparse factor of ROWS rows whose entries "
+               "come from the index memory", (
+        Field("ROWS", 0, 16, "rows p of a sparse factor (0: a DeBut factor)"),
+        Field("SPLIT", 16, 16, "concat: columns below SPLIT read the layer input, the others the previous "
+                               "factor's output at column - SPLIT (0: no concat)"))),
+    ("STRIDES", "factor i's read and write steps per super-block (host-computed products)", (
+        Field("ST", 0, 16, "s * t"), Field("RT", 16, 16, "r * t"))),
 )
 
 COUNTERS = ("CYCLES", "BUSY_CYCLES", "STARVED_CYCLES", "STALLED_CYCLES", "COLUMNS_DONE", "LOAD_CYCLES")
 DESCRIPTOR = ("LAYER", "IN_C", "IN_HW", "OUT_C", "CONV_HW", "OUT_HW", "KERNEL", "STRIDE", "PAD", "DILATION",
-              "POOL", "IMAGES", "WEIGHT_BEATS", "BIAS_BEATS")
+              "POOL", "IMAGES", "WEIGHT_BEATS", "BIAS_BEATS", "INDEX_BEATS", "SKIP", "SKIP_BEATS")
+PASS_CONSTANTS = ("CW", "HPWP", "XSTEP", "YSTEP", "W_CW", "DW_CW", "SW_CW", "PW_CW", "NPOS", "HW_CW", "XSTEP_CW",
+                  "YSTEP_WCW", "DH_WCW", "SH_WCW", "PH_WCW", "FRAME_BEATS")
+DESCRIPTOR = DESCRIPTOR + PASS_CONSTANTS
 
 REG = {r.name: r.offset for r in REGISTERS}
 _BY_NAME = {r.name: r for r in REGISTERS}
@@ -154,7 +196,7 @@ STATUS_PARAMS_VALID = 1 << 3
 
 
 def factor_reg(i: int, kind: str) -> Register:
-    """``F<i>_RS``, ``F<i>_TG`` or ``F<i>_SHIFT``."""
+    """``F<i>_RS``, ``F<i>_TG``, ``F<i>_SHIFT``, ``F<i>_SPARSE`` or ``F<i>_STRIDES``."""
     for k, (name, doc, fields) in enumerate(FACTOR_REGS):
         if name == kind:
             return Register(f"F{i}_{name}", FACTOR_BASE + FACTOR_STRIDE * i + 4 * k, "RW",

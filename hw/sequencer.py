@@ -1,8 +1,14 @@
 """The issue sequencer: walks each factor's compact weights row by row, one broadcast weight
 per cycle, for one (batch, phase) held in an IN half.
 
-Loop limits ``r, s, t, g`` and the products ``s*t``, ``r*t`` come from the descriptor's
-factor registers, tabulated when the pass starts and registered when a factor starts. A
+A sparse factor (``F<i>_SPARSE.ROWS != 0``, engines with an index memory) walks its entries
+instead: each gives the operand's column and whether it ends its row. The index memory is read
+one cycle ahead (its address is the next cycle's entry), so an entry costs one issue cycle like
+a DeBut weight. With ``SPLIT`` (concat) columns below it read IN, the rest WORK at
+``column - SPLIT``, and IN is released after the last factor that reads it.
+
+Loop limits ``r, s, t, g`` and the products ``s*t``, ``r*t`` (``F<i>_STRIDES``, host-computed)
+come from the descriptor's factor registers, tabulated when the pass starts and registered when a factor starts. A
 batch-phase costs ``sum p_i*s_i`` issue cycles, ``DRAIN_CYCLES`` between dependent factors
 and one cycle in IDLE (``LayerDescriptor.batch_cycles``).
 """
@@ -15,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .registers import descriptor_layout
-from .spec import DRAIN_CYCLES, EngineEnvelope, ceil_div
+from .spec import DRAIN_CYCLES, INDEX_ENTRY_BITS, ROW_END_BIT, EngineEnvelope, ceil_div
 from .window import in_meta_layout
 
 __all__ = ["Sequencer", "ctl_layout"]
@@ -62,6 +68,8 @@ class Sequencer(wiring.Component):
             "work_addr": Out(max(1, ceil_log2(2 * envelope.max_work))),
             "weight_addr": Out(max(1, ceil_log2(envelope.weight_beats))),
             "bias_addr": Out(max(1, ceil_log2(envelope.bias_beats))),
+            "index_addr": Out(ceil_log2(max(2, envelope.index_beats))),
+            "index_data": In(envelope.stream_bits),
             "idle": Out(1),
             "waiting_in": Out(1),             # idle because the next IN half is not filled
         })
@@ -87,14 +95,26 @@ class Sequencer(wiring.Component):
             row["shift"] = Signal(8, name=f"f{i}_shift")
             with m.If(self.start):
                 m.d.sync += [row["r"].eq(f.RS.R), row["s"].eq(f.RS.S), row["t"].eq(f.TG.T), row["g"].eq(f.TG.G),
-                             row["st"].eq(f.RS.S * f.TG.T), row["rt"].eq(f.RS.R * f.TG.T),
+                             row["st"].eq(f.STRIDES.ST), row["rt"].eq(f.STRIDES.RT),
                              row["shift"].eq(f.SHIFT.SHIFT)]
             tab.append(row)
+        SP = env.index_beats > 0
+        for i in range(NF):
+            tab[i]["rows"] = Signal(16, name=f"f{i}_rows")
+            tab[i]["split"] = Signal(16, name=f"f{i}_split")
+            if SP:
+                with m.If(self.start):
+                    m.d.sync += [tab[i]["rows"].eq(d.F[i].SPARSE.ROWS), tab[i]["split"].eq(d.F[i].SPARSE.SPLIT)]
         nm1 = Signal(8)
+        in_last = Signal(8)              # the last factor that reads IN (factor 0, or a later concat factor)
         with m.If(self.start):
-            m.d.sync += nm1.eq(d.LAYER.FACTORS - 1)
+            m.d.sync += [nm1.eq(d.LAYER.FACTORS - 1), in_last.eq(0)]
+            if SP:
+                for i in range(1, NF):
+                    with m.If((d.F[i].SPARSE.SPLIT != 0) & (i < d.LAYER.FACTORS)):
+                        m.d.sync += in_last.eq(i)
 
-        cur = {k: Signal(16, name=f"cur_{k}") for k in ("r", "s", "t", "g", "st", "rt")}
+        cur = {k: Signal(16, name=f"cur_{k}") for k in ("r", "s", "t", "g", "st", "rt", "rows", "split")}
         cur_shift = Signal(8)
         load_factor = Signal(8)
         load_limits = Signal()
@@ -116,9 +136,37 @@ class Sequencer(wiring.Component):
         issue = Signal()
         rd = Signal(17)
         wr = Signal(17)
-        m.d.comb += [rd.eq(rd_j + rd_bt + u), wr.eq(wr_j + wr_at + u)]
-        row_end = b == cur["s"] - 1
-        fac_end = row_end & (a == cur["r"] - 1) & (u == cur["t"] - 1) & (j == cur["g"] - 1)
+        rd_work = Signal(17)
+        sparse = Signal()
+        from_in = Signal()
+        row_end, fac_end, first = Signal(), Signal(), Signal()
+        debut_end = (b == cur["s"] - 1)
+        m.d.comb += [
+            rd.eq(rd_j + rd_bt + u), wr.eq(wr_j + wr_at + u), rd_work.eq(rd), from_in.eq(fi == 0),
+            row_end.eq(debut_end), first.eq(b == 0),
+            fac_end.eq(debut_end & (a == cur["r"] - 1) & (u == cur["t"] - 1) & (j == cur["g"] - 1)),
+        ]
+        if SP:
+            # sparse entries: the index memory's read data is this cycle's entry (addressed one cycle ahead)
+            LIP = (env.entries_per_beat).bit_length() - 1
+            ent = Signal(32)
+            ent_next = Signal(32)
+            srow = Signal(16)
+            sfirst = Signal()
+            entry = self.index_data.word_select(ent[:LIP], INDEX_ENTRY_BITS)
+            col, rend = entry[:ROW_END_BIT], entry[ROW_END_BIT]
+            split = cur["split"]
+            m.d.comb += [sparse.eq(cur["rows"] != 0), self.index_addr.eq(ent_next[LIP:])]
+            with m.If(sparse):
+                m.d.comb += [rd.eq(col), wr.eq(srow), row_end.eq(rend), first.eq(sfirst),
+                             fac_end.eq(rend & (srow == cur["rows"] - 1))]
+                with m.If(split != 0):
+                    m.d.comb += [rd_work.eq(col - split), from_in.eq(col < split)]
+                    if self._fault == "sparse_split":      # the first previous-output column read from IN
+                        m.d.comb += from_in.eq(col <= split)
+                with m.Else():
+                    m.d.comb += rd_work.eq(col)
+
         ready = self.in_full.bit_select(sq_in, 1) & ~self.out_full.bit_select(sq_out, 1)
 
         with m.FSM(name="seq"):
@@ -127,20 +175,32 @@ class Sequencer(wiring.Component):
                 with m.If(ready):
                     m.d.sync += [fi.eq(0), j.eq(0), u.eq(0), a.eq(0), b.eq(0), rd_bt.eq(0), rd_j.eq(0),
                                  wr_at.eq(0), wr_j.eq(0), widx.eq(0), meta.eq(self.in_meta[sq_in])]
+                    if SP:
+                        m.d.sync += [srow.eq(0), sfirst.eq(1)]
                     m.d.comb += [load_limits.eq(1), load_factor.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += issue.eq(1)
-                m.d.sync += [widx.eq(widx + 1), b.eq(b + 1), rd_bt.eq(rd_bt + cur["t"])]
-                with m.If(row_end):
-                    m.d.sync += [b.eq(0), rd_bt.eq(0), a.eq(a + 1), wr_at.eq(wr_at + cur["t"])]
-                    with m.If(a == cur["r"] - 1):
-                        m.d.sync += [a.eq(0), wr_at.eq(0), u.eq(u + 1)]
-                        with m.If(u == cur["t"] - 1):
-                            m.d.sync += [u.eq(0), j.eq(j + 1), rd_j.eq(rd_j + cur["st"]), wr_j.eq(wr_j + cur["rt"])]
+                m.d.sync += widx.eq(widx + 1)
+                if SP:
+                    with m.If(sparse):
+                        m.d.sync += sfirst.eq(row_end)
+                        with m.If(row_end):
+                            m.d.sync += srow.eq(srow + 1)
+                with m.If(~sparse):
+                    m.d.sync += [b.eq(b + 1), rd_bt.eq(rd_bt + cur["t"])]
+                    with m.If(row_end):
+                        m.d.sync += [b.eq(0), rd_bt.eq(0), a.eq(a + 1), wr_at.eq(wr_at + cur["t"])]
+                        with m.If(a == cur["r"] - 1):
+                            m.d.sync += [a.eq(0), wr_at.eq(0), u.eq(u + 1)]
+                            with m.If(u == cur["t"] - 1):
+                                m.d.sync += [u.eq(0), j.eq(j + 1), rd_j.eq(rd_j + cur["st"]),
+                                             wr_j.eq(wr_j + cur["rt"])]
                 with m.If(fac_end):
                     m.d.sync += [j.eq(0), rd_j.eq(0), wr_j.eq(0)]
-                    with m.If(fi == 0):
+                    if SP:
+                        m.d.sync += [srow.eq(0), sfirst.eq(1)]
+                    with m.If(fi == in_last):
                         m.d.comb += self.in_clr.eq(Mux(sq_in, 2, 1))
                         m.d.sync += sq_in.eq(~sq_in)
                     with m.If(fi == nm1):
@@ -160,15 +220,20 @@ class Sequencer(wiring.Component):
         wsub = widx[:LEW] if LEW else 0
         if self._fault == "weight_addr":
             wsub = Mux(widx == 1, 0, wsub)
+        if SP:
+            m.d.comb += ent_next.eq(Mux(issue & sparse, ent + 1, ent))
+            with m.If(self.idle):
+                m.d.comb += ent_next.eq(0)
+            m.d.sync += ent.eq(ent_next)
         m.d.comb += [
-            ctl.valid.eq(issue), ctl.first.eq(b == 0), ctl.last.eq(row_end), ctl.from_in.eq(fi == 0),
+            ctl.valid.eq(issue), ctl.first.eq(first), ctl.last.eq(row_end), ctl.from_in.eq(from_in),
             ctl.fi_last.eq(fi == nm1), ctl.work_half.eq(fi[0]), ctl.out_half.eq(sq_out),
             ctl.bank.eq(rd[:LE]), ctl.wsub.eq(wsub), ctl.bsub.eq(wr[:LBP] if LBP else 0), ctl.wr.eq(wr),
             ctl.shift.eq(cur_shift), ctl.first_phase.eq(meta.first_phase),
             ctl.batch_end.eq(issue & fac_end & (fi == nm1) & meta.last_phase),
             ctl.lanes.eq(meta.lanes), ctl.last_batch.eq(meta.last_batch),
             self.in_addr.eq(rd[LE:] + Mux(sq_in, QW, 0)),
-            self.work_addr.eq(rd + Mux((fi - 1)[0], WD, 0)),
+            self.work_addr.eq(rd_work + Mux((fi - 1)[0], WD, 0)),
             self.weight_addr.eq(widx[LEW:]),
             self.bias_addr.eq(wr[LBP:]),
         ]

@@ -22,7 +22,9 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
-from litefly.chain import Factor
+import numpy as np
+
+from litefly.chain import AnyFactor, Factor, SparseFactor
 from litefly.config import STREAM_WIDTHS, LayerConfig, NetworkConfig
 from litefly.errors import ConfigError
 from litefly.network import EngineStep, network_input_shape, plan_network
@@ -30,10 +32,14 @@ from litefly.network import EngineStep, network_input_shape, plan_network
 from . import regmap
 from .cycles import DRAIN_CYCLES, WINDOW_SETUP, PassGeometry, batch_cycles, frame_ready, pass_cycles
 
-__all__ = ["EngineEnvelope", "LayerDescriptor", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS", "ceil_div",
+__all__ = ["EngineEnvelope", "LayerDescriptor", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS", "INDEX_ENTRY_BITS",
+           "ROW_END_BIT", "index_entries", "pass_constants", "ceil_div",
            "DEFAULT_FRAME_KIB", "factors_from_words", "batch_cycles", "pass_cycles", "WINDOW_SETUP"]
 
 BIAS_CONTAINER_BITS = 32
+INDEX_ENTRY_BITS = 16          # a sparse factor's entry in the index memory: column, row-end flag
+ROW_END_BIT = 15               # the entry's last bit: this entry ends its row (columns are 15 bits)
+MAX_SPARSE_COLUMNS = 1 << ROW_END_BIT
 DEFAULT_FRAME_KIB = 64
 MAX_POOL = 4
 
@@ -59,6 +65,8 @@ class EngineEnvelope:
     frame_beats: int           # frame buffer depth
     acc_bits: int
     macs_per_dsp: int = 1      # 2: two lanes share one multiplier (one weight, two activations)
+    index_beats: int = 0       # index memory depth (sparse factors); 0: DeBut factors only
+    residual: bool = False     # residual adds (skip FIFO and the unloader's add)
 
     def __post_init__(self) -> None:
         if self.stream_bits not in STREAM_WIDTHS:
@@ -76,6 +84,8 @@ class EngineEnvelope:
         for name in ("max_factors", "max_q", "max_p", "max_work", "weight_beats", "frame_beats"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"engine: {name}={getattr(self, name)} must be at least 1")
+        if self.index_beats < 0:
+            raise ConfigError(f"engine: index_beats={self.index_beats} must be at least 0")
         if self.macs_per_dsp not in (1, 2):
             raise ConfigError(f"engine: macs_per_dsp={self.macs_per_dsp!r} must be 1 or 2")
         if self.macs_per_dsp == 2 and self.weight_bits > 8:
@@ -89,7 +99,7 @@ class EngineEnvelope:
     @classmethod
     def for_layers(cls, name: str, layers: Sequence[LayerConfig], multipliers: int | None = None,
                    stream_bits: int | None = None, frame_beats: int | None = None,
-                   macs_per_dsp: int = 1) -> "EngineEnvelope":
+                   macs_per_dsp: int = 1, residual: bool = False) -> "EngineEnvelope":
         """The smallest envelope serving ``layers`` (lanes from ``multipliers``, default the first layer's)."""
         if not layers:
             raise ConfigError(f"engine {name!r}: no layers to serve")
@@ -113,7 +123,8 @@ class EngineEnvelope:
             max_q=max(l.chain_in for l in layers), max_p=max(l.chain_out for l in layers),
             max_work=max([f.p for l in layers for f in l.chain[:-1]] or [1]),
             weight_beats=max(ceil_div(l.params, wpb) for l in layers),
-            frame_beats=frame_beats or DEFAULT_FRAME_KIB * 1024 // e, acc_bits=acc, macs_per_dsp=macs_per_dsp)
+            frame_beats=frame_beats or DEFAULT_FRAME_KIB * 1024 // e, acc_bits=acc, macs_per_dsp=macs_per_dsp,
+            index_beats=max(_index_beats(l.chain, sb) for l in layers), residual=bool(residual))
 
     @classmethod
     def for_network(cls, network: NetworkConfig, input_size: tuple[int, int] | None = None,
@@ -139,7 +150,9 @@ class EngineEnvelope:
             if size is not None or layers[0].kind == "linear":
                 steps = plan_network(network, network_input_shape(network, size))
                 frame = max([frame] + [_in_beats(s, e) for s in steps])
-        return cls.for_layers(network.name, layers, multipliers, sb, frame, macs_per_dsp or eng.macs_per_dsp or 1)
+        residual = any(getattr(item, "op", None) == "add" for item in network.steps)
+        return cls.for_layers(network.name, layers, multipliers, sb, frame, macs_per_dsp or eng.macs_per_dsp or 1,
+                              residual)
 
     # -- widths and derived sizes -------------------------------------------------------------
     @property
@@ -157,6 +170,11 @@ class EngineEnvelope:
     @property
     def bias_beats(self) -> int:
         return ceil_div(self.max_p, self.biases_per_beat)
+
+    @property
+    def entries_per_beat(self) -> int:
+        """Sparse-factor entries per index-memory beat."""
+        return self.stream_bits // INDEX_ENTRY_BITS
 
     @property
     def multipliers(self) -> int:
@@ -184,16 +202,23 @@ class EngineEnvelope:
             "CAP_PARAM_BEATS": regmap.pack("CAP_PARAM_BEATS", {"WEIGHT_BEATS": self.weight_beats,
                                                                "ACC_BITS": self.acc_bits}),
             "CAP_FRAME_BEATS": self.frame_beats,
+            "CAP_INDEX_BEATS": self.index_beats,
+            "CAP_FEATURES": regmap.pack("CAP_FEATURES", {"RESIDUAL": int(self.residual),
+                                                         "MACS_PER_DSP": self.macs_per_dsp}),
         }
 
     # -- identity ---------------------------------------------------------------------------------
     def hardware_dict(self) -> dict[str, Any]:
         """What the Verilog depends on; parameters at their defaults are left out (``macs_per_dsp``
-        1), so adding a parameter keeps every existing engine's hash."""
+        1, ``index_beats`` 0, ``residual`` false), so adding a parameter keeps every existing engine's hash."""
         d = asdict(self)
         d.pop("name")
         if d["macs_per_dsp"] == 1:
             d.pop("macs_per_dsp")
+        if d["index_beats"] == 0:
+            d.pop("index_beats")
+        if not d["residual"]:
+            d.pop("residual")
         d["interface_version"] = list(regmap.VERSION)
         return d
 
@@ -212,7 +237,7 @@ class EngineEnvelope:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EngineEnvelope":
         names = [f for f in cls.__dataclass_fields__]
-        missing = [n for n in names if n not in data and n != "macs_per_dsp"]
+        missing = [n for n in names if n not in data and n not in ("macs_per_dsp", "index_beats", "residual")]
         if missing:
             raise ConfigError(f"engine envelope: missing {', '.join(missing)}")
         return cls(**{n: data[n] for n in names if n in data})
@@ -253,6 +278,7 @@ class EngineEnvelope:
             ("chain input q_1", lay.chain_in, self.max_q, "MAX_Q"),
             ("chain output p_N", lay.chain_out, self.max_p, "MAX_P"),
             ("intermediate width", max([f.p for f in lay.chain[:-1]] or [0]), self.max_work, "CAP_WORK"),
+            ("sparse index beats", _index_beats(lay.chain, self.stream_bits), self.index_beats, "CAP_INDEX_BEATS"),
             ("weight beats", ceil_div(lay.params, self.weights_per_beat), self.weight_beats, "WEIGHT_BEATS"),
             ("accumulator bits", max(fmt.acc_bits(f, i == len(lay.chain) - 1) for i, f in enumerate(lay.chain)),
              self.acc_bits, "ACC_BITS"),
@@ -262,11 +288,55 @@ class EngineEnvelope:
         for what, need, have, reg in checks:
             if need > have:
                 raise ConfigError(f"{where}: its {what} {need} exceeds the engine's {reg} = {have}")
+        if step.skip is not None and not self.residual:
+            raise ConfigError(f"{where}: it adds {step.skip!r}'s output (a residual add), and the engine was "
+                              f"generated without residual adds (CAP_FEATURES.RESIDUAL = 0)")
+        for i, f in enumerate(lay.chain):
+            if f.kind == "sparse" and f.q > MAX_SPARSE_COLUMNS:
+                raise ConfigError(f"{where}: sparse factor {i + 1} has {f.q} columns; an index entry holds "
+                                  f"columns 0..{MAX_SPARSE_COLUMNS - 1}")
         dims = list(step.in_shape) + list(step.kernel) + list(step.conv_shape) + [lay.chain_out]
         if max(dims) >= 1 << 16:
             raise ConfigError(f"{where}: a size of {max(dims)} does not fit the 16-bit descriptor fields")
         if step.pool is not None and not (1 <= step.pool[0] <= MAX_POOL and 1 <= step.pool[1] <= MAX_POOL):
             raise ConfigError(f"{where}: pooling {step.pool} is outside 1..{MAX_POOL}")
+
+
+def pass_constants(words: Mapping[str, int], elems_per_beat: int) -> dict[str, int]:
+    """The pass constants (``regmap.PASS_CONSTANTS``) of the descriptor ``words``: the products the
+    window generator and the loader use, computed here so the engine needs no multiplier for them."""
+    u = {name: regmap.unpack(name, words.get(name, 0)) for name in
+         ("LAYER", "IN_C", "IN_HW", "OUT_HW", "STRIDE", "PAD", "DILATION", "POOL")}
+    cw = ceil_div(u["IN_C"]["C"], elems_per_beat)
+    h, w = u["IN_HW"]["H"], u["IN_HW"]["W"]
+    ps = u["POOL"]["S"] if u["LAYER"]["POOL"] else 1
+    xstep, ystep = ps * u["STRIDE"]["SW"], ps * u["STRIDE"]["SH"]
+    hpwp = u["OUT_HW"]["HP"] * u["OUT_HW"]["WP"]
+    images = int(words.get("IMAGES", 0))
+    wcw = w * cw
+    return {
+        "CW": cw, "HPWP": hpwp, "XSTEP": xstep, "YSTEP": ystep, "W_CW": wcw,
+        "DW_CW": u["DILATION"]["DW"] * cw, "SW_CW": u["STRIDE"]["SW"] * cw, "PW_CW": u["PAD"]["PW"] * cw,
+        "NPOS": hpwp * images, "HW_CW": h * wcw, "XSTEP_CW": xstep * cw, "YSTEP_WCW": ystep * wcw,
+        "DH_WCW": u["DILATION"]["DH"] * wcw, "SH_WCW": u["STRIDE"]["SH"] * wcw, "PH_WCW": u["PAD"]["PH"] * wcw,
+        "FRAME_BEATS": images * h * wcw,
+    }
+
+
+def index_entries(chain: Sequence[AnyFactor]) -> np.ndarray:
+    """The index memory's entries of a chain: each sparse factor's columns in row order, the row's
+    last entry flagged by ``ROW_END_BIT`` (DeBut factors have none)."""
+    parts = []
+    for f in chain:
+        if f.kind == "sparse":
+            ends = np.zeros(f.params, dtype=np.int64)
+            ends[f.indptr[1:] - 1] = 1
+            parts.append(f.indices | (ends << ROW_END_BIT))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _index_beats(chain: Sequence[AnyFactor], stream_bits: int) -> int:
+    return ceil_div(sum(f.params for f in chain if f.kind == "sparse"), stream_bits // INDEX_ENTRY_BITS)
 
 
 def _in_beats(step: EngineStep, e: int) -> int:
@@ -333,9 +403,17 @@ class LayerDescriptor:
     def bias_beats(self) -> int:
         return ceil_div(self.layer.chain_out, self.envelope.biases_per_beat) if self.layer.format.bias else 0
 
+    def skip_beats(self, images: int) -> int:
+        """Beats of the skip tensor a residual pass of ``images`` images receives after its frame (0 without)."""
+        return images * self.out_beats_per_image if self.step.skip is not None else 0
+
+    @property
+    def index_beats(self) -> int:
+        return _index_beats(self.layer.chain, self.envelope.stream_bits)
+
     @property
     def param_beats(self) -> int:
-        return self.weight_beats + self.bias_beats
+        return self.weight_beats + self.index_beats + self.bias_beats
 
     @property
     def phases(self) -> int:
@@ -356,7 +434,7 @@ class LayerDescriptor:
         words = {
             "LAYER": regmap.pack("LAYER", {"FACTORS": len(lay.chain), "BIAS": int(lay.format.bias),
                                            "RELU": int(st.relu), "POOL": int(st.pool is not None),
-                                           "PACKED": int(self.packed_input)}),
+                                           "PACKED": int(self.packed_input), "RESIDUAL": int(st.skip is not None)}),
             "IN_C": regmap.pack("IN_C", c),
             "IN_HW": regmap.pack("IN_HW", {"H": h, "W": w}),
             "OUT_C": regmap.pack("OUT_C", p),
@@ -370,10 +448,21 @@ class LayerDescriptor:
             "IMAGES": images,
             "WEIGHT_BEATS": self.weight_beats,
             "BIAS_BEATS": self.bias_beats,
+            "INDEX_BEATS": self.index_beats,
+            "SKIP_BEATS": self.skip_beats(images),
         }
+        words.update(pass_constants(words, self.envelope.elems_per_beat))
         for i, f in enumerate(lay.chain):
-            words[f"F{i}_RS"] = regmap.pack(regmap.factor_reg(i, "RS"), {"R": f.r, "S": f.s})
-            words[f"F{i}_TG"] = regmap.pack(regmap.factor_reg(i, "TG"), {"T": f.t, "G": f.blocks})
+            words[f"F{i}_STRIDES"] = 0 if f.kind == "sparse" else regmap.pack(
+                regmap.factor_reg(i, "STRIDES"), {"ST": f.s * f.t, "RT": f.r * f.t})
+            if f.kind == "sparse":
+                words[f"F{i}_RS"] = words[f"F{i}_TG"] = 0
+                split = lay.chain_in if f.concat else 0
+                words[f"F{i}_SPARSE"] = regmap.pack(regmap.factor_reg(i, "SPARSE"), {"ROWS": f.p, "SPLIT": split})
+            else:
+                words[f"F{i}_RS"] = regmap.pack(regmap.factor_reg(i, "RS"), {"R": f.r, "S": f.s})
+                words[f"F{i}_TG"] = regmap.pack(regmap.factor_reg(i, "TG"), {"T": f.t, "G": f.blocks})
+                words[f"F{i}_SPARSE"] = 0
         return words
 
     # -- cycle model ---------------------------------------------------------------------------------
@@ -383,7 +472,7 @@ class LayerDescriptor:
         return {"lanes": self.envelope.lanes, "macs": self.layer.macs_per_column, "factors": len(self.layer.chain),
                 "window_reads": kh * kw * self.in_cw, "out_cw": self.out_cw,
                 "positions": images * self.out_positions_per_image, "phases": self.phases,
-                "load_beats": self.geometry(images).load_beats}
+                "load_beats": self.geometry(images).load_beats, "skip_beats": self.skip_beats(images)}
 
     def batch_cycles(self) -> dict[str, int]:
         """Per batch (and phase): MAC issue, window and unload cycles."""
@@ -405,11 +494,32 @@ class LayerDescriptor:
         return batches * self.phases * self.layer.macs_per_column
 
 
-def factors_from_words(words: Mapping[str, int]) -> list[Factor]:
-    """The chain the descriptor registers describe (the engine model's view)."""
+def factors_from_words(words: Mapping[str, int], entries: np.ndarray | None = None) -> list[AnyFactor]:
+    """The chain the descriptor registers describe (the engine model's view); sparse factors take
+    their patterns from the index memory's ``entries`` (:func:`index_entries` order), reading each
+    one's entries up to its ``ROWS``-th row end. :class:`ConfigError` if they run out."""
     n = regmap.unpack("LAYER", words["LAYER"])["FACTORS"]
-    chain = []
+    chain: list[AnyFactor] = []
+    at = 0
+    entries = np.zeros(0, dtype=np.int64) if entries is None else np.asarray(entries, dtype=np.int64)
+    ends = np.flatnonzero(entries >> ROW_END_BIT & 1)
+    k, c = regmap.unpack("KERNEL", words.get("KERNEL", 0)), regmap.unpack("IN_C", words.get("IN_C", 0))
+    q0 = k["KH"] * k["KW"] * c["C"]
     for i in range(n):
+        sp = regmap.unpack(regmap.factor_reg(i, "SPARSE"), words.get(f"F{i}_SPARSE", 0))
+        if sp["ROWS"]:
+            mine = ends[np.searchsorted(ends, at):][:sp["ROWS"]]
+            if mine.size < sp["ROWS"]:
+                raise ConfigError(f"factor {i + 1}: {sp['ROWS']} sparse rows, the index memory holds {mine.size} "
+                                  f"more row ends")
+            cols = entries[at:mine[-1] + 1] & (MAX_SPARSE_COLUMNS - 1)
+            indptr = np.concatenate([[0], mine + 1 - at])
+            q = (sp["SPLIT"] + chain[-1].p if sp["SPLIT"] else chain[-1].p) if chain else q0
+            if cols.max() >= q:
+                raise ConfigError(f"factor {i + 1}: sparse column {int(cols.max())} is outside its {q} inputs")
+            chain.append(SparseFactor(sp["ROWS"], q, indptr, cols, concat=bool(sp["SPLIT"])))
+            at = int(mine[-1]) + 1
+            continue
         rs = regmap.unpack(regmap.factor_reg(i, "RS"), words.get(f"F{i}_RS", 0))
         tg = regmap.unpack(regmap.factor_reg(i, "TG"), words.get(f"F{i}_TG", 0))
         r, s, t, g = rs["R"], rs["S"], tg["T"], tg["G"]

@@ -4,11 +4,15 @@ For each valid lane of the batch, ``ceil(P/E)`` beats: beat ``k`` holds channels
 ``k*E .. k*E+E-1`` of the lane (one per OUT bank), sign-extended to bytes, zeros past
 ``P``. TLAST on the last beat of the pass. A small FIFO absorbs the memory's read latency
 so a beat leaves every cycle the consumer takes one.
+
+With ``LAYER.RESIDUAL`` each beat waits for its skip beat (same position and channels, from
+the loader) and leaves as ``clamp(y + ((skip * M + 2^(K-1)) >> K))``, then ReLU if ``RELU``
+(the output stage leaves ReLU to this add); channels past ``P`` stay zero.
 """
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import ReadPort
@@ -39,6 +43,7 @@ class Unloader(wiring.Component):
             "out_clr": Out(2),
             "out_r": In(ReadPort.Signature(addr_width=ceil_log2(2 * pw), shape=L * A)).array(e),
             "source": Out(stream.Signature(beat_layout(envelope.stream_bits))),
+            "skip": In(stream.Signature(envelope.stream_bits)),
             "column_done": Out(1),      # a lane's last beat was sent
             "pass_done": Out(1),        # the pass's last beat was sent
         })
@@ -57,7 +62,7 @@ class Unloader(wiring.Component):
         lane = Signal(range(L + 1))
         k = Signal(16)
         meta = self.meta[half]
-        fifo_layout = data.StructLayout({"data": SB, "last": 1, "lane_end": 1})
+        fifo_layout = data.StructLayout({"data": SB, "last": 1, "lane_end": 1, "valid_bytes": E})
         m.submodules.fifo = fifo = SyncFIFO(width=fifo_layout.size, depth=4)
         inflight = Signal()
         issue = Signal()
@@ -90,10 +95,47 @@ class Unloader(wiring.Component):
             nbytes.append(byte)
         w = Signal(fifo_layout)
         m.d.comb += [w.data.eq(Cat(*nbytes)), w.last.eq(r_last), w.lane_end.eq(r_lane_end),
+                     w.valid_bytes.eq(Cat(*[r_chan + b < self.desc.OUT_C.P for b in range(E)])),
                      fifo.w_data.eq(w), fifo.w_en.eq(inflight)]
         r = fifo_layout(fifo.r_data)
-        m.d.comb += [self.source.valid.eq(fifo.r_rdy), self.source.payload.data.eq(r.data),
-                     self.source.payload.last.eq(r.last), fifo.r_en.eq(self.source.ready)]
+
+        if not env.residual:
+            m.d.comb += [self.source.valid.eq(fifo.r_rdy), self.source.payload.data.eq(r.data),
+                         self.source.payload.last.eq(r.last), fifo.r_en.eq(self.source.ready)]
+        else:
+            self._residual_add(m, r, fifo)
         sent = self.source.valid & self.source.ready
         m.d.comb += [self.column_done.eq(sent & r.lane_end), self.pass_done.eq(sent & r.last)]
         return m
+
+    def _residual_add(self, m: Module, r, fifo) -> None:
+        """Each output beat waits for its skip beat and leaves as the aligned sum (then ReLU)."""
+        env = self._env
+        A, E = env.act_bits, env.elems_per_beat
+        # residual add: one skip beat per output beat
+        residual, relu = Signal(), Signal()
+        mult, kshift = Signal(16), Signal(5)
+        with m.If(self.start):
+            m.d.sync += [residual.eq(self.desc.LAYER.RESIDUAL), relu.eq(self.desc.LAYER.RELU),
+                         mult.eq(self.desc.SKIP.M), kshift.eq(self.desc.SKIP.K)]
+        lo, hi = -(1 << (A - 1)), (1 << (A - 1)) - 1
+        summed = []
+        for b in range(E):
+            y = r.data.word_select(b, 8).as_signed()
+            sk = self.skip.payload.word_select(b, 8).as_signed()
+            prod = Signal(signed(26), name=f"skip_prod{b}")
+            aligned = Signal(signed(26), name=f"skip_aligned{b}")
+            z = Signal(signed(27), name=f"skip_sum{b}")
+            out = Signal(signed(8), name=f"res_byte{b}")
+            rnd = (Const(1, 27) << kshift)[1:]          # 2^(K-1), 0 for K = 0
+            m.d.comb += [prod.eq(sk * mult), aligned.eq((prod + rnd) >> kshift), z.eq(y + aligned)]
+            m.d.comb += out.eq(Mux(z > hi, hi, Mux(z < lo, lo, z)))
+            with m.If(relu & (z < 0)):
+                m.d.comb += out.eq(0)
+            with m.If(~r.valid_bytes[b]):
+                m.d.comb += out.eq(0)
+            summed.append(out)
+        take = fifo.r_rdy & (~residual | self.skip.valid)
+        m.d.comb += [self.source.valid.eq(take), self.source.payload.data.eq(Mux(residual, Cat(*summed), r.data)),
+                     self.source.payload.last.eq(r.last), fifo.r_en.eq(self.source.ready & take),
+                     self.skip.ready.eq(residual & fifo.r_rdy & self.source.ready)]

@@ -8,9 +8,10 @@ of ``E`` rotates the beat's bytes onto the banks. One beat per cycle, no bubble 
 lanes; a few set-up cycles per phase. Windows are formed while the frame loads: a read
 whose beat has not arrived yet (``frame_count``) waits, so a pass's load overlaps its compute.
 
-All per-layer products (``CW``, strides in beats) are computed once after ``go`` in set-up
-cycles; a batch's origin offsets are kept by adding as positions advance (no multiplier per
-batch); per-phase origins take two cycles; the per-cycle path is adders and compares.
+The per-layer products (``CW``, strides in beats) are pass constants the host computes
+(``regmap.PASS_CONSTANTS``), registered in three set-up cycles after ``go``; a batch's origin
+offsets are kept by adding as positions advance; per-phase origins take two cycles; the
+window generator has no multiplier, and its per-cycle path is adders and compares.
 """
 
 from __future__ import annotations
@@ -147,24 +148,21 @@ class WindowGenerator(wiring.Component):
             with m.State("SETUP1"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
-                    cw.eq((d.IN_C.C + (E - 1)) >> LE),
-                    pk.eq(Mux(pool, d.POOL.K, 1)), ps.eq(Mux(pool, d.POOL.S, 1)),
-                    hpwp.eq(d.OUT_HW.HP * d.OUT_HW.WP),
+                    cw.eq(d.CW), pk.eq(Mux(pool, d.POOL.K, 1)), ps.eq(Mux(pool, d.POOL.S, 1)), hpwp.eq(d.HPWP),
                 ]
                 m.next = "SETUP2"
             with m.State("SETUP2"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
-                    xstep.eq(ps * d.STRIDE.SW), ystep.eq(ps * d.STRIDE.SH),
-                    wcw.eq(d.IN_HW.W * cw), dw_cw.eq(d.DILATION.DW * cw), sw_cw.eq(d.STRIDE.SW * cw),
-                    pw_cw.eq(d.PAD.PW * cw), npos.eq(hpwp * d.IMAGES[:16]),
+                    xstep.eq(d.XSTEP), ystep.eq(d.YSTEP), wcw.eq(d.W_CW), dw_cw.eq(d.DW_CW), sw_cw.eq(d.SW_CW),
+                    pw_cw.eq(d.PW_CW), npos.eq(d.NPOS),
                 ]
                 m.next = "SETUP3"
             with m.State("SETUP3"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
-                    hwcw.eq(d.IN_HW.H * wcw), xstep_cw.eq(xstep * cw), ystep_wcw.eq(ystep * wcw),
-                    dh_wcw.eq(d.DILATION.DH * wcw), sh_wcw.eq(d.STRIDE.SH * wcw), ph_wcw.eq(d.PAD.PH * wcw),
+                    hwcw.eq(d.HW_CW), xstep_cw.eq(d.XSTEP_CW), ystep_wcw.eq(d.YSTEP_WCW),
+                    dh_wcw.eq(d.DH_WCW), sh_wcw.eq(d.SH_WCW), ph_wcw.eq(d.PH_WCW),
                     bs_x.eq(0), bs_y.eq(0), bs_img.eq(0), bs_left.eq(npos),
                     bs_px.eq(0), bs_pcx.eq(0), bs_py.eq(0), bs_pry.eq(0),
                     dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),

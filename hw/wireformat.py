@@ -7,14 +7,16 @@ uint8 array, little-endian.
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 
 from litefly.errors import ShapeError
 
-from .spec import BIAS_CONTAINER_BITS
+from .spec import BIAS_CONTAINER_BITS, INDEX_ENTRY_BITS, index_entries
 
 __all__ = ["pack_elements", "unpack_elements", "pack_tensor", "unpack_tensor", "tensor_bytes",
-           "pack_layer_params", "unpack_layer_params", "beats_to_bytes", "bytes_to_beats"]
+           "pack_layer_params", "unpack_layer_params", "unpack_index", "beats_to_bytes", "bytes_to_beats"]
 
 
 def pack_elements(values: np.ndarray, bits: int, per_beat: int, stream_bits: int) -> np.ndarray:
@@ -105,17 +107,23 @@ def unpack_tensor(data: np.ndarray, shape: tuple[int, int, int, int], elems_per_
 
 
 def pack_layer_params(weights: list[np.ndarray], bias: np.ndarray | None, weight_bits: int,
-                      stream_bits: int) -> np.ndarray:
-    """Parameter beats of one layer: compact weights, padded to a beat; then 32-bit biases, padded."""
+                      stream_bits: int, chain: Sequence[Any] = ()) -> np.ndarray:
+    """Parameter beats of one layer: compact weights, padded to a beat; then the sparse factors'
+    index entries (:func:`~litefly.hw.spec.index_entries` of ``chain``), padded; then 32-bit
+    biases, padded."""
     flat = np.concatenate([np.asarray(w, dtype=np.int64).ravel() for w in weights])
     parts = [pack_elements(flat, weight_bits, stream_bits // weight_bits, stream_bits)]
+    entries = index_entries(chain)
+    if entries.size:
+        parts.append(pack_elements(entries, INDEX_ENTRY_BITS, stream_bits // INDEX_ENTRY_BITS, stream_bits))
     if bias is not None:
         parts.append(pack_elements(bias, BIAS_CONTAINER_BITS, stream_bits // BIAS_CONTAINER_BITS, stream_bits))
     return np.concatenate(parts)
 
 
 def unpack_layer_params(beats: np.ndarray, weight_counts: list[int], weight_beats: int, bias_count: int,
-                        weight_bits: int, stream_bits: int) -> tuple[list[np.ndarray], np.ndarray | None]:
+                        weight_bits: int, stream_bits: int,
+                        index_beats: int = 0) -> tuple[list[np.ndarray], np.ndarray | None]:
     """Inverse of :func:`pack_layer_params`: flat weights per factor and the biases (or None)."""
     beats = np.asarray(beats, dtype=np.uint8).reshape(-1, stream_bits // 8)
     total = sum(weight_counts)
@@ -126,9 +134,16 @@ def unpack_layer_params(beats: np.ndarray, weight_counts: list[int], weight_beat
         off += k
     bias = None
     if bias_count:
-        bias = unpack_elements(beats[weight_beats:], BIAS_CONTAINER_BITS, stream_bits // BIAS_CONTAINER_BITS,
+        bias = unpack_elements(beats[weight_beats + index_beats:], BIAS_CONTAINER_BITS, stream_bits // BIAS_CONTAINER_BITS,
                                bias_count)
     return weights, bias
+
+
+def unpack_index(beats: np.ndarray, weight_beats: int, index_beats: int, stream_bits: int) -> np.ndarray:
+    """The index entries (unsigned) of a parameter stream, all ``index_beats`` beats' worth."""
+    beats = np.asarray(beats, dtype=np.uint8).reshape(-1, stream_bits // 8)[weight_beats:weight_beats + index_beats]
+    per = stream_bits // INDEX_ENTRY_BITS
+    return unpack_elements(beats, INDEX_ENTRY_BITS, per, beats.shape[0] * per) & ((1 << INDEX_ENTRY_BITS) - 1)
 
 
 def beats_to_bytes(beats: np.ndarray) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import ClassVar, Iterable, Sequence, Union
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .safeio import check_int_token, short
 
 __all__ = [
-    "Factor", "ChainCounts", "validate_chain", "mixing_violations", "chain_is_dense", "chain_params",
+    "Factor", "SparseFactor", "AnyFactor", "ChainCounts", "factor_from_config", "validate_chain", "mixing_violations", "chain_is_dense", "chain_params",
     "dense_params", "compression", "parse_rshapes_line", "format_rshapes_line",
     "butterfly_chain", "block_diagonal_chain", "monarch_chain", "dense_chain",
 ]
@@ -34,6 +34,7 @@ class Factor:
     r: int
     s: int
     t: int
+    concat: ClassVar[bool] = False     # a DeBut factor reads the previous output only (see SparseFactor)
 
     @classmethod
     def checked(cls, values: Sequence[object], index: int = 1) -> "Factor":
@@ -94,12 +95,200 @@ class Factor:
         """Shape of the reference code's compact weight layout ``(q/(s*t), t, r, s)``."""
         return (self.blocks, self.t, self.r, self.s)
 
+    @property
+    def kind(self) -> str:
+        return "debut"
+
+    @property
+    def issues(self) -> int:
+        """Engine issue cycles per batch (one weight a cycle): ``p*s``."""
+        return self.p * self.s
+
+    def to_config(self) -> list[int]:
+        """The chain file's form of this factor."""
+        return self.as_list()
+
     def __str__(self) -> str:
         return f"[{self.p}, {self.q}, {self.r}, {self.s}, {self.t}]"
 
 
+class SparseFactor:
+    """A sparse p x q factor with an explicit pattern: row ``i`` holds the nonzeros at columns
+    ``indices[indptr[i]:indptr[i+1]]`` (CSR, columns strictly increasing, every row at least
+    one entry: an empty row carries an explicit zero at column 0, see :meth:`from_mask`).
+
+    Its compact weights are the ``nnz`` values in that order. ``concat``: the factor reads the
+    concatenation ``[layer input ; previous factor's output]`` (columns below the chain's input
+    width read the layer input), so a sparse-plus-low-rank layer ``S x + U (V x)`` is the chain
+    ``V``, ``[S | U]``. On the engine a row costs one cycle per entry.
+    """
+
+    __slots__ = ("p", "q", "indptr", "indices", "concat", "_hash")
+
+    def __init__(self, p: int, q: int, indptr: Sequence[int], indices: Sequence[int], concat: bool = False) -> None:
+        self.p, self.q, self.concat = int(p), int(q), bool(concat)
+        self.indptr = np.asarray(indptr, dtype=np.int64)
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.indptr.setflags(write=False)
+        self.indices.setflags(write=False)
+        self._hash = hash((self.p, self.q, self.concat, self.indptr.tobytes(), self.indices.tobytes()))
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def checked(cls, data: object, index: int = 1) -> "SparseFactor":
+        """From the chain file's ``{sparse: {p, q, rows: [[columns of row 0], ...], concat}}``; one-line
+        :class:`ConfigError` naming factor ``index`` and the offending value."""
+        where = f"factor {index} (sparse)"
+        if not isinstance(data, dict) or set(data) != {"sparse"} or not isinstance(data["sparse"], dict):
+            raise ConfigError(f"factor {index}: expected [p, q, r, s, t] or {{sparse: {{p, q, rows}}}}, got {short(data)}")
+        d = data["sparse"]
+        extra = sorted(set(map(str, d)) - {"p", "q", "rows", "concat"})
+        if extra:
+            raise ConfigError(f"{where}: unknown key {short(extra[0], 40)}, expected p, q, rows, concat")
+        for k in ("p", "q", "rows"):
+            if k not in d:
+                raise ConfigError(f"{where}: needs {k!r} (p rows, q columns, rows: the columns of each row)")
+        for k in ("p", "q"):
+            v = d[k]
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ConfigError(f"{where}: {k}={short(v)} must be a positive integer")
+            limits.check_limit(where, k, int(v), limits.MAX_FEATURES, "MAX_FEATURES")
+        concat = d.get("concat", False)
+        if not isinstance(concat, bool):
+            raise ConfigError(f"{where}: concat={short(concat)} must be true or false")
+        p, q, rows = int(d["p"]), int(d["q"]), d["rows"]
+        if not isinstance(rows, list) or len(rows) != p:
+            got = f"{len(rows)} rows" if isinstance(rows, list) else short(rows)
+            raise ConfigError(f"{where}: rows must list the columns of each of its p={p} rows, got {got}")
+        indptr, indices = [0], []
+        for i, row in enumerate(rows):
+            if not isinstance(row, list):
+                raise ConfigError(f"{where}: row {i}={short(row)} must be a list of column indices")
+            for c in row:
+                if isinstance(c, bool) or not isinstance(c, (int, np.integer)):
+                    raise ConfigError(f"{where}: row {i}: column {short(c)} is not an integer")
+            indices.extend(int(c) for c in row)
+            indptr.append(len(indices))
+            limits.check_limit(where, "nonzeros", len(indices), limits.MAX_FACTOR_PARAMS, "MAX_FACTOR_PARAMS")
+        return cls.validated(p, q, indptr, indices, concat, index)
+
+    @classmethod
+    def validated(cls, p: int, q: int, indptr: Sequence[int], indices: Sequence[int], concat: bool = False,
+                  index: int = 1) -> "SparseFactor":
+        """Build and check the pattern (rows in order, columns in range and strictly increasing, no empty row)."""
+        where = f"factor {index} (sparse)"
+        indptr, indices = np.asarray(indptr, dtype=np.int64), np.asarray(indices, dtype=np.int64)
+        if indptr.shape != (p + 1,) or indptr[0] != 0 or indptr[-1] != indices.size:
+            raise ConfigError(f"{where}: row pointers must be {p + 1} values from 0 to the {indices.size} nonzeros")
+        counts = np.diff(indptr)
+        if (counts < 0).any():
+            i = int(np.argmax(counts < 0))
+            raise ConfigError(f"{where}: row {i} ends before it starts (row pointers out of order)")
+        if (counts == 0).any():
+            i = int(np.argmax(counts == 0))
+            raise ConfigError(f"{where}: row {i} has no entries; every row needs at least one (an explicit zero "
+                              f"weight), as SparseFactor.from_mask gives an empty row")
+        bad = (indices < 0) | (indices >= q)
+        if bad.any():
+            k = int(np.argmax(bad))
+            row = int(np.searchsorted(indptr, k, side="right") - 1)
+            raise ConfigError(f"{where}: row {row}: column {int(indices[k])} is outside 0..{q - 1}")
+        if indices.size > 1:
+            step = np.diff(indices)
+            starts = np.zeros(indices.size, dtype=bool)
+            starts[indptr[:-1]] = True
+            wrong = (step <= 0) & ~starts[1:]
+            if wrong.any():
+                k = int(np.argmax(wrong)) + 1
+                row = int(np.searchsorted(indptr, k, side="right") - 1)
+                raise ConfigError(f"{where}: row {row}: column {int(indices[k])} after {int(indices[k - 1])}; "
+                                  f"columns must be strictly increasing within a row")
+        return cls(p, q, indptr, indices, concat)
+
+    @classmethod
+    def from_mask(cls, mask: np.ndarray, concat: bool = False) -> "SparseFactor":
+        """The pattern of a p x q boolean mask; an empty row keeps one explicit entry at column 0."""
+        mask = np.array(mask, dtype=bool)
+        if mask.ndim != 2 or not mask.size:
+            raise ConfigError(f"sparse factor: the mask must be a non-empty 2-D array, got shape {mask.shape}")
+        mask[~mask.any(axis=1), 0] = True
+        rows, cols = np.nonzero(mask)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=mask.shape[0]))])
+        return cls(mask.shape[0], mask.shape[1], indptr, cols, concat)
+
+    # -- the Factor interface ---------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return "sparse"
+
+    @property
+    def params(self) -> int:
+        """Nonzeros (= parameters = MACs per input column)."""
+        return int(self.indices.size)
+
+    @property
+    def issues(self) -> int:
+        """Engine issue cycles per batch: one per entry."""
+        return self.params
+
+    @property
+    def s(self) -> int:
+        """The longest row (the accumulator's term count)."""
+        return int(np.diff(self.indptr).max())
+
+    @property
+    def compact_shape(self) -> tuple[int]:
+        return (self.params,)
+
+    def nonzero_indices(self) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column of each nonzero, in the compact (row-major) order."""
+        return np.repeat(np.arange(self.p), np.diff(self.indptr)), self.indices.copy()
+
+    def mask(self) -> np.ndarray:
+        rows, cols = self.nonzero_indices()
+        m = np.zeros((self.p, self.q), dtype=bool)
+        m[rows, cols] = True
+        return m
+
+    def rows(self) -> list[list[int]]:
+        return [self.indices[a:b].tolist() for a, b in zip(self.indptr[:-1], self.indptr[1:])]
+
+    def to_config(self) -> dict:
+        d: dict = {"p": self.p, "q": self.q, "rows": self.rows()}
+        if self.concat:
+            d["concat"] = True
+        return {"sparse": d}
+
+    as_list = to_config
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, SparseFactor) and (self.p, self.q, self.concat) == (other.p, other.q, other.concat)
+                and np.array_equal(self.indptr, other.indptr) and np.array_equal(self.indices, other.indices))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"SparseFactor(p={self.p}, q={self.q}, nnz={self.params}{', concat' if self.concat else ''})"
+
+    def __str__(self) -> str:
+        return f"sparse {self.p}x{self.q}, {self.params:,} nonzeros" + (" over [input; previous]" if self.concat else "")
+
+
+AnyFactor = Union[Factor, SparseFactor]
+
+
+def factor_from_config(value: object, index: int = 1) -> AnyFactor:
+    """A chain file's factor: ``[p, q, r, s, t]`` or ``{sparse: {...}}``."""
+    if isinstance(value, (Factor, SparseFactor)):
+        return value
+    if isinstance(value, dict):
+        return SparseFactor.checked(value, index)
+    return Factor.checked(value, index)
+
+
 def _as_factors(chain: Iterable[object]) -> list[Factor]:
-    return [f if isinstance(f, Factor) else Factor.checked(f, i + 1) for i, f in enumerate(chain)]
+    return [factor_from_config(f, i + 1) for i, f in enumerate(chain)]
 
 
 def validate_chain(chain: Iterable[object], in_features: int | None = None,
@@ -113,9 +302,16 @@ def validate_chain(chain: Iterable[object], in_features: int | None = None,
     if not raw:
         raise ConfigError("chain: needs at least one factor")
     limits.check_limit("chain", "number of factors", len(raw), limits.MAX_FACTORS, "MAX_FACTORS")
-    factors = [Factor.checked(f, i + 1) for i, f in enumerate(raw)]
+    factors = [factor_from_config(f, i + 1) for i, f in enumerate(raw)]
+    if factors[0].concat:
+        raise ConfigError("factor 1 (sparse): concat needs a previous factor; the first factor reads the input")
     for i in range(1, len(factors)):
-        if factors[i].q != factors[i - 1].p:
+        if factors[i].concat:
+            want = factors[0].q + factors[i - 1].p
+            if factors[i].q != want:
+                raise ConfigError(f"factor {i + 1} (sparse): q={factors[i].q} with concat does not equal the input "
+                                  f"size {factors[0].q} plus p={factors[i - 1].p} of factor {i} = {want}")
+        elif factors[i].q != factors[i - 1].p:
             raise ConfigError(
                 f"factor {i + 1}: q={factors[i].q} does not equal p={factors[i - 1].p} of factor {i}")
     if in_features is not None and factors[0].q != in_features:
@@ -127,7 +323,10 @@ def validate_chain(chain: Iterable[object], in_features: int | None = None,
 
 
 def mixing_violations(chain: Sequence[Factor]) -> list[str]:
-    """Messages for each broken mixing rule (empty if the chain follows it)."""
+    """Messages for each broken mixing rule (empty if the chain follows it; a chain with a sparse
+    factor has no mixing rule)."""
+    if any(f.kind == "sparse" for f in chain):
+        return []
     out = []
     if chain[0].t != 1:
         out.append(f"factor 1: t={chain[0].t}, the mixing rule wants t=1")
@@ -155,6 +354,8 @@ def chain_is_dense(chain: Sequence[Factor]) -> bool:
       starts with fewer distinct sets (:func:`_dense_by_reachability`).
     """
     chain = tuple(chain)
+    if any(f.kind == "sparse" for f in chain):
+        return _dense_by_masks(chain)
     if not mixing_violations(chain) or _has_mixing_run(chain):
         return True
     return _dense_by_reachability(chain)
@@ -234,6 +435,22 @@ def _dense_by_reachability(chain: tuple["Factor", ...]) -> bool:
         if rows.shape[0] == 1 and rows.all():
             return True    # an all-ones row stays all ones through any factor
     return bool(rows.all())
+
+
+def _dense_by_masks(chain: Sequence[AnyFactor]) -> bool:
+    """Density of a chain with sparse factors: the boolean product of the patterns (a concat factor
+    reads the input beside the previous output), refused beyond ``DENSITY_CHECK_CELLS``."""
+    q0 = chain[0].q
+    cells = q0 * max(f.p for f in chain)
+    if cells > limits.DENSITY_CHECK_CELLS:
+        raise ConfigError(f"density check: a chain with sparse factors and {cells:,} reachability cells is above "
+                          f"the limit DENSITY_CHECK_CELLS={limits.DENSITY_CHECK_CELLS:,} (docs/limits.md)")
+    eye = np.eye(q0, dtype=bool)
+    reach = eye
+    for f in chain:
+        src = np.concatenate([eye, reach]) if f.concat else reach
+        reach = (f.mask().astype(np.uint8) @ src.astype(np.uint8)) > 0
+    return bool(reach.all())
 
 
 def chain_params(chain: Sequence[Factor]) -> int:

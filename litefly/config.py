@@ -25,7 +25,7 @@ __all__ = ["NumericFormat", "EngineParams", "LayerConfig", "HostOp", "NetworkCon
            "load_config", "load_layer", "load_network", "MixingWarning", "check_int", "check_keys", "read_yaml"]
 
 STREAM_WIDTHS = (32, 64, 128)
-HOST_OPS = ("relu", "maxpool2d", "avgpool2d", "flatten")
+HOST_OPS = ("relu", "maxpool2d", "avgpool2d", "flatten", "globalavgpool", "globalmaxpool", "add", "input")
 
 
 class MixingWarning(UserWarning):
@@ -285,23 +285,41 @@ def _pair(where: str, name: str, value: Any, minimum: int, maximum: int | None =
 
 @dataclass(frozen=True)
 class HostOp:
-    """A host-side operation between layers: relu, maxpool2d/avgpool2d (kernel, stride), flatten."""
+    """An operation between layers: relu, maxpool2d/avgpool2d (kernel, stride), flatten (the engine
+    fuses relu, max pooling and the flatten), or a global pool to ``C x 1 x 1``, globalavgpool /
+    globalmaxpool, which the host runs between two layers (kernel and stride unused), or
+    ``add`` (``from``: an earlier layer's name): a residual add of that layer's output to the
+    previous layer's, before any ReLU after it, fused into the previous layer on the engine; or
+    ``input`` (``from``): the next layer reads that earlier layer's output instead of the
+    previous one's (a branch, e.g. a projection shortcut)."""
 
     op: str
     kernel: int = 2
     stride: int = 0   # 0: same as kernel
+    source: str = ""  # add: the layer whose output is added; input: the layer the next one reads
 
     def to_dict(self) -> dict[str, Any]:
         """The network file's form (inverse of :meth:`from_dict`)."""
         if self.op in ("maxpool2d", "avgpool2d"):
             return {"op": self.op, "kernel": self.kernel, "stride": self.stride}
+        if self.op in ("add", "input"):
+            return {"op": self.op, "from": self.source}
         return {"op": self.op}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "HostOp":
-        check_keys("network op", data, ("op", "kernel", "stride"))
+        check_keys("network op", data, ("op", "kernel", "stride", "from"))
         if data["op"] not in HOST_OPS:
             raise ConfigError(f"network op: op={short(data['op'], 40)} must be one of {', '.join(HOST_OPS)}")
+        if data["op"] in ("add", "input"):
+            src = data.get("from")
+            if not isinstance(src, str) or not src.isidentifier():
+                raise ConfigError(f"network op {data['op']}: from={short(src, 40)} must name an earlier layer")
+            if "kernel" in data or "stride" in data:
+                raise ConfigError(f"network op {data['op']}: takes only 'from'")
+            return cls(op=data["op"], source=src)
+        if "from" in data:
+            raise ConfigError(f"network op {short(data['op'], 40)}: key 'from' is for ops add and input")
         return cls(op=data["op"],
                    kernel=check_int("network op", "kernel", data.get("kernel", 2), 1, limits.MAX_POOL, "MAX_POOL"),
                    stride=check_int("network op", "stride", data.get("stride", 0), 0, limits.MAX_POOL, "MAX_POOL"))

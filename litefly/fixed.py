@@ -19,11 +19,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .chain import Factor
+from .chain import AnyFactor, Factor
 from .config import LayerConfig
 from .errors import ShapeError
 
-__all__ = ["equalize_factors", "requantize", "factor_forward", "factor_dense", "chain_dense", "QuantizedLayer",
+__all__ = ["skip_alignment", "add_skip", "equalize_factors", "requantize", "factor_forward", "factor_input", "factor_dense", "chain_dense", "QuantizedLayer",
            "quantize_layer", "quantize_tensor", "dequantize", "float_forward", "int_range",
            "random_float_weights"]
 
@@ -42,11 +42,14 @@ def requantize(acc: np.ndarray, shift: int, bits: int) -> np.ndarray:
     return np.clip(acc, lo, hi)
 
 
-def factor_forward(factor: Factor, weights: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``x @ R^T`` for rows of ``x`` (shape ``(n, q)``), weights in the compact layout ``(g, t, r, s)``.
+def factor_forward(factor: AnyFactor, weights: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``x @ R^T`` for rows of ``x`` (shape ``(n, q)``), weights in the compact layout ``(g, t, r, s)``
+    (a sparse factor: its ``nnz`` values in row order).
 
     Integer inputs give exact int64 results; float inputs give float results.
     """
+    if factor.kind == "sparse":
+        return _sparse_forward(factor, weights, x)
     g, t, r, s = factor.compact_shape
     n = x.shape[0]
     xr = x.reshape(n, g, s, t)
@@ -54,7 +57,20 @@ def factor_forward(factor: Factor, weights: np.ndarray, x: np.ndarray) -> np.nda
     return out.reshape(n, factor.p)
 
 
-def factor_dense(factor: Factor, weights: np.ndarray) -> np.ndarray:
+def _sparse_forward(factor, weights: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Row sums of ``w * x[:, column]`` by segments (every row has an entry); exact for integers."""
+    x = np.asarray(x)
+    w = np.asarray(weights).reshape(-1)
+    prods = x[:, factor.indices] * w
+    return np.add.reduceat(prods, factor.indptr[:-1], axis=1) if prods.shape[0] else prods[:, :factor.p]
+
+
+def factor_input(factor: AnyFactor, x0: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """What ``factor`` reads: the previous output ``y``, or ``[x0 ; y]`` for a concat factor."""
+    return np.concatenate([x0, y], axis=1) if factor.concat else y
+
+
+def factor_dense(factor: AnyFactor, weights: np.ndarray) -> np.ndarray:
     """The p x q matrix of one factor from its compact weights (indexed by the structure, not by value)."""
     weights = np.asarray(weights)
     if weights.shape != factor.compact_shape:
@@ -71,20 +87,21 @@ def factor_compact(factor: Factor, dense: np.ndarray) -> np.ndarray:
     return np.asarray(dense)[rows, cols].reshape(factor.compact_shape)
 
 
-def chain_dense(chain: Sequence[Factor], weights: Sequence[np.ndarray]) -> np.ndarray:
-    """The dense product ``R_N ... R_1`` (float64)."""
+def chain_dense(chain: Sequence[AnyFactor], weights: Sequence[np.ndarray]) -> np.ndarray:
+    """The dense product ``R_N ... R_1`` (float64; a concat factor multiplies ``[I ; product so far]``)."""
     m = factor_dense(chain[0], weights[0]).astype(np.float64)
+    eye = np.eye(chain[0].q)
     for f, w in zip(chain[1:], weights[1:]):
-        m = factor_dense(f, w).astype(np.float64) @ m
+        m = factor_dense(f, w).astype(np.float64) @ factor_input(f, eye.T, m.T).T
     return m
 
 
 def float_forward(chain: Sequence[Factor], weights: Sequence[np.ndarray], x: np.ndarray,
                   bias: np.ndarray | None = None, relu: bool = False) -> np.ndarray:
     """Float reference in numpy (rows of ``x`` are input columns)."""
-    y = np.asarray(x, dtype=np.float64)
+    y = x0 = np.asarray(x, dtype=np.float64)
     for f, w in zip(chain, weights):
-        y = factor_forward(f, np.asarray(w, dtype=np.float64), y)
+        y = factor_forward(f, np.asarray(w, dtype=np.float64), factor_input(f, x0, y))
     if bias is not None:
         y = y + bias
     return np.maximum(y, 0.0) if relu else y
@@ -104,6 +121,7 @@ class QuantizedLayer:
     bias: np.ndarray | None = None
     weight_scales: list[float] = field(default_factory=list)
     act_scales: list[float] = field(default_factory=list)
+    skip_align: tuple[int, int] | None = None     # residual add: (M, K), skip * M / 2^K at the output scale
 
     def __post_init__(self) -> None:
         fmt, chain = self.layer.format, self.layer.chain
@@ -149,10 +167,10 @@ class QuantizedLayer:
         lo, hi = int_range(fmt.act_bits)
         if x.size and (x.min() < lo or x.max() > hi):
             raise ShapeError(f"layer {self.layer.name!r}: input values outside the {fmt.act_bits}-bit range {lo}..{hi}")
-        y = x.astype(np.int64)
+        y = x0 = x.astype(np.int64)
         steps = [y]
         for i, (f, w) in enumerate(zip(chain, self.weights)):
-            acc = factor_forward(f, np.asarray(w, dtype=np.int64), y)
+            acc = factor_forward(f, np.asarray(w, dtype=np.int64), factor_input(f, x0, y))
             last = i == len(chain) - 1
             if last and self.bias is not None:
                 acc = acc + self.bias.astype(np.int64)
@@ -169,8 +187,16 @@ class QuantizedLayer:
         return [factor_dense(f, np.asarray(w, dtype=np.int64)) for f, w in zip(self.layer.chain, self.weights)]
 
     def float_weights(self) -> list[np.ndarray]:
-        """The weights this quantisation represents, as floats."""
-        return [np.asarray(w, dtype=np.float64) * s for w, s in zip(self.weights, self.weight_scales)]
+        """The weights this quantisation represents, as floats (a concat factor's weights on the layer
+        input are at the accumulator scale over the input's scale, see :func:`quantize_layer`)."""
+        out = []
+        for i, (f, w, ws) in enumerate(zip(self.layer.chain, self.weights, self.weight_scales)):
+            scale = np.full(f.compact_shape, ws)
+            if f.concat:
+                on_input = f.nonzero_indices()[1] < self.layer.chain_in
+                scale[on_input] = ws * self.act_scales[i] / self.act_scales[0]
+            out.append(np.asarray(w, dtype=np.float64) * scale)
+        return out
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         return quantize_tensor(x, self.in_scale, self.layer.format.act_bits)
@@ -181,6 +207,26 @@ class QuantizedLayer:
     def forward_float(self, x: np.ndarray) -> np.ndarray:
         """Float rows in, float rows out, through the integer path: quantise, :meth:`forward`, dequantise."""
         return self.dequantize_output(self.forward(self.quantize_input(x)))
+
+
+def skip_alignment(ratio: float) -> tuple[int, int]:
+    """``(M, K)`` with ``M / 2^K`` closest to ``ratio`` (> 0), ``M`` at most 16 bits, ``K`` at most 31."""
+    if not ratio > 0:
+        raise ShapeError(f"residual add: scale ratio {ratio!r} must be positive")
+    k = int(np.clip(15 - int(np.floor(np.log2(ratio))), 0, 31))
+    while k > 0 and round(ratio * 2 ** k) >= 1 << 16:
+        k -= 1
+    return min(int(round(ratio * 2 ** k)), (1 << 16) - 1), k
+
+
+def add_skip(y: np.ndarray, skip: np.ndarray, align: tuple[int, int], bits: int) -> np.ndarray:
+    """The residual add: ``clamp(y + ((skip * M + 2^(K-1)) >> K))`` (no rounding term for K = 0)."""
+    m, k = align
+    aligned = np.asarray(skip, dtype=np.int64) * m
+    if k > 0:
+        aligned = (aligned + (1 << (k - 1))) >> k
+    lo, hi = int_range(bits)
+    return np.clip(np.asarray(y, dtype=np.int64) + aligned, lo, hi)
 
 
 def quantize_tensor(x: np.ndarray, scale: float, bits: int, dtype: Any = np.int64,
@@ -229,7 +275,7 @@ def quantize_layer(layer: LayerConfig, weights: Sequence[np.ndarray], calib_x: n
                          f"expected (n, {layer.chain_in})")
     a_scale = in_scale or _max_abs_scale(calib_x, fmt.act_bits)
     act_scales = [a_scale]
-    x = quantize_tensor(calib_x, a_scale, fmt.act_bits)
+    x = x0 = quantize_tensor(calib_x, a_scale, fmt.act_bits)
     q_weights, w_scales, shifts = [], [], []
     q_bias = None
     _, amax = int_range(fmt.act_bits)
@@ -238,13 +284,18 @@ def quantize_layer(layer: LayerConfig, weights: Sequence[np.ndarray], calib_x: n
         w = np.asarray(w, dtype=np.float64)
         if w.shape != f.compact_shape:
             raise ShapeError(f"factor {i + 1}: weights have shape {w.shape}, expected {f.compact_shape}")
-        ws = _max_abs_scale(w, fmt.weight_bits)
+        # a concat factor's products must share one accumulator scale: a weight on the layer input
+        # is quantised at ws * act_scales[-1] / act_scales[0] (``col`` rescales it to the same grid)
+        col = np.ones(w.shape)
+        if f.concat:
+            col[f.nonzero_indices()[1] < layer.chain_in] = act_scales[0] / act_scales[-1]
+        ws = _max_abs_scale(w * col, fmt.weight_bits)
         if last and fmt.bias and act_scales[-1] > 0:
             # the bias lives at the accumulator scale in bias_bits: coarsen the weights rather
             # than let a large bias saturate
             ws = max(ws, float(np.max(np.abs(bias), initial=0.0)) / (int_range(fmt.bias_bits)[1] * act_scales[-1]))
-        wq = quantize_tensor(w, ws, fmt.weight_bits)
-        acc = factor_forward(f, wq, x)
+        wq = quantize_tensor(w * col, ws, fmt.weight_bits)
+        acc = factor_forward(f, wq, factor_input(f, x0, x))
         acc_scale = ws * act_scales[-1]
         if last and fmt.bias:
             q_bias = quantize_tensor(np.asarray(bias) / acc_scale, 1.0, fmt.bias_bits)
@@ -264,7 +315,7 @@ def quantize_layer(layer: LayerConfig, weights: Sequence[np.ndarray], calib_x: n
     return QuantizedLayer(layer, q_weights, shifts, q_bias, w_scales, act_scales)
 
 
-def equalize_factors(chain: Sequence[Factor], weights: Sequence[np.ndarray], iters: int = 20) -> list[np.ndarray]:
+def equalize_factors(chain: Sequence[AnyFactor], weights: Sequence[np.ndarray], iters: int = 20) -> list[np.ndarray]:
     """Rescale consecutive factors so that each intermediate channel has the same weight range
     on both sides (cross-layer equalisation, Nagel et al. 2019); the product is unchanged.
 
@@ -282,6 +333,8 @@ def equalize_factors(chain: Sequence[Factor], weights: Sequence[np.ndarray], ite
     idx = [f.nonzero_indices() for f in chain]
     for _ in range(iters):
         for i in range(len(chain) - 1):
+            if chain[i + 1].concat:
+                continue        # its columns mix the layer input in: left as they are
             r1 = np.zeros(chain[i].p)
             np.maximum.at(r1, idx[i][0], np.abs(ws[i]))
             r2 = np.zeros(chain[i + 1].q)
@@ -307,6 +360,8 @@ def save_quantized(q: QuantizedLayer, path) -> None:
                   act_scales=np.asarray(q.act_scales), config_hash=np.asarray(q.layer.config_hash))
     if q.bias is not None:
         arrays["bias"] = np.asarray(q.bias, dtype=np.int64)
+    if q.skip_align is not None:
+        arrays["skip_align"] = np.asarray(q.skip_align, dtype=np.int64)
     np.savez_compressed(path, **arrays)
 
 
@@ -322,5 +377,9 @@ def load_quantized(layer: LayerConfig, path) -> QuantizedLayer:
     missing = [k for k in [f"weights{i}" for i in range(n)] + ["shifts", "weight_scales", "act_scales"] if k not in d]
     if missing:
         raise ShapeError(f"{path}: parameter file lacks {', '.join(missing)}")
+    skip = tuple(int(v) for v in d["skip_align"]) if "skip_align" in d else None
+    if skip is not None and (len(skip) != 2 or not 0 <= skip[0] < 1 << 16 or not 0 <= skip[1] < 32):
+        raise ShapeError(f"{path}: skip_align={skip} must be (M, K) with M in 0..65535 and K in 0..31")
     return QuantizedLayer(layer, [d[f"weights{i}"] for i in range(n)], [int(s) for s in d["shifts"]],
-                          d["bias"] if "bias" in d else None, list(d["weight_scales"]), list(d["act_scales"]))
+                          d["bias"] if "bias" in d else None, list(d["weight_scales"]), list(d["act_scales"]),
+                          skip)

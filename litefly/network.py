@@ -19,17 +19,21 @@ the map. For ``H = W = 1`` (global pooling, or a linear network) both orders agr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from .config import HostOp, LayerConfig, NetworkConfig
 from .errors import ConfigError, ShapeError
-from .fixed import QuantizedLayer, quantize_layer
+from .fixed import QuantizedLayer, add_skip, int_range, quantize_layer, skip_alignment
 
 __all__ = ["EngineStep", "output_size", "im2col", "col2im", "plan_network", "step_forward_int",
-           "network_forward_int", "maxpool_int", "check_scales", "quantize_network", "network_input_shape"]
+           "network_forward_int", "maxpool_int", "global_pool_int", "GLOBAL_POOLS", "check_scales",
+           "quantize_network", "network_input_shape"]
+
+#: Host ops that pool a whole map to ``C x 1 x 1`` on the host, between two engine layers.
+GLOBAL_POOLS = ("globalavgpool", "globalmaxpool")
 
 Pair = tuple[int, int]
 
@@ -79,6 +83,25 @@ def maxpool_int(x: np.ndarray, k: int, s: int) -> np.ndarray:
     return win.max(axis=(-2, -1))
 
 
+def global_pool_int(x: np.ndarray, op: str) -> np.ndarray:
+    """A host global pool of an NCHW integer array to ``(N, C, 1, 1)``, exact in integers, dtype kept.
+
+    ``globalmaxpool``: the maximum over the ``H*W`` positions. ``globalavgpool``: the sum ``S``
+    over ``n = H*W`` positions divided with round half up, ``floor((2*S + n) / (2*n))`` (as the
+    requantisation rounds, ``docs/arithmetic.md``); the result lies between the smallest and the
+    largest input, so it keeps the input's range and scale."""
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ShapeError(f"{op}: input has shape {x.shape}, expected (N, C, H, W)")
+    if op == "globalmaxpool":
+        return x.max(axis=(2, 3), keepdims=True)
+    if op == "globalavgpool":
+        n = x.shape[2] * x.shape[3]
+        total = x.sum(axis=(2, 3), keepdims=True, dtype=np.int64)
+        return ((2 * total + n) // (2 * n)).astype(x.dtype)
+    raise ConfigError(f"{op!r} is not a global pool; expected one of {', '.join(GLOBAL_POOLS)}")
+
+
 @dataclass(frozen=True)
 class EngineStep:
     """One layer as the engine runs it: the layer, its input shape and the fused output stage."""
@@ -87,6 +110,9 @@ class EngineStep:
     in_shape: tuple[int, int, int]          # (C, H, W) of the input tensor
     relu: bool                              # ReLU after requantisation (format.relu or a fused op)
     pool: Pair | None = None                # fused max pooling (kernel, stride)
+    pre: str | None = None                  # a host op (GLOBAL_POOLS) that makes in_shape from the previous output
+    skip: str | None = None                 # residual add of this earlier step's output, before the ReLU
+    src: str | None = None                  # the earlier step whose output this one reads (None: the previous)
 
     @property
     def name(self) -> str:
@@ -138,7 +164,7 @@ class EngineStep:
 
     def with_layer(self, layer: LayerConfig) -> "EngineStep":
         """The same step with another layer of the same sizes (e.g. the dense baseline)."""
-        return EngineStep(layer, self.in_shape, self.relu, self.pool)
+        return replace(self, layer=layer)
 
 
 def network_input_shape(network: NetworkConfig, input_size: Pair | None = None) -> tuple[int, int, int]:
@@ -158,6 +184,8 @@ def plan_network(network: NetworkConfig, in_shape: tuple[int, int, int]) -> tupl
     c, h, w = (int(v) for v in in_shape)
     flat = False
     name = network.name
+    host: str | None = None         # a global pool the host runs before the next layer
+    branch: str | None = None       # {op: input}: the next layer reads this earlier layer's output
     for k, item in enumerate(network.steps):
         if isinstance(item, LayerConfig):
             lay = item
@@ -174,7 +202,8 @@ def plan_network(network: NetworkConfig, in_shape: tuple[int, int, int]) -> tupl
                 if h * w > 1 and not flat:
                     raise ConfigError(f"network {name!r}: linear layer {lay.name!r} reads a {c}x{h}x{w} map; "
                                       f"put a flatten op before it")
-            step = EngineStep(lay, (c, h, w), relu=lay.format.relu)
+            step = EngineStep(lay, (c, h, w), relu=lay.format.relu, pre=host, src=branch)
+            host = branch = None
             _, ho, wo = step.conv_shape
             if ho < 1 or wo < 1:
                 raise ShapeError(f"network {name!r}: layer {lay.name!r} gets a {h}x{w} map, smaller than its "
@@ -188,39 +217,94 @@ def plan_network(network: NetworkConfig, in_shape: tuple[int, int, int]) -> tupl
         if op.op == "flatten":
             flat = True
             continue
+        if branch is not None:
+            raise ConfigError(f"{where} follows an input op; the layer that reads {branch!r} comes next")
+        if op.op == "input":
+            src = next((st for st in steps if st.name == op.source), None)
+            if src is None or host is not None:
+                raise ConfigError(f"{where}: from={op.source!r} is not an earlier layer (or a global pool is "
+                                  f"pending)")
+            branch, (c, h, w), flat = src.name, src.out_shape, False
+            continue
+        if op.op == "add":
+            if not steps or flat or host is not None:
+                raise ConfigError(f"{where} does not follow a layer's map; the engine adds the skip to the output "
+                                  f"of the layer before it")
+            last = steps[-1]
+            src = next((st for st in steps[:-1] if st.name == op.source), None)
+            if src is None:
+                raise ConfigError(f"{where}: from={op.source!r} is not a layer before {last.name!r}")
+            if last.skip is not None or last.pool is not None or last.relu:
+                what = "an add" if last.skip else "a max pooling" if last.pool else "a ReLU"
+                raise ConfigError(f"{where}: layer {last.name!r} already has {what}; the engine adds the skip "
+                                  f"to the layer's output before ReLU and without pooling")
+            if src.out_shape != last.out_shape:
+                raise ShapeError(f"{where}: layer {src.name!r} outputs {'x'.join(map(str, src.out_shape))}, "
+                                 f"layer {last.name!r} {'x'.join(map(str, last.out_shape))}; an add needs one shape")
+            steps[-1] = replace(last, skip=src.name)
+            continue
+        if op.op in GLOBAL_POOLS:
+            if not steps or flat or host is not None:
+                raise ConfigError(f"{where} does not follow a layer's map; a global pool runs on the host "
+                                  f"between two layers")
+            host, c, h, w = op.op, c, 1, 1
+            continue
+        if host is not None:
+            raise ConfigError(f"{where} follows {host}; put it before the global pool (in the layer before it)")
         if not steps or (flat and op.op != "relu"):
             raise ConfigError(f"{where} does not follow a layer; the engine fuses relu and max pooling into "
                               f"the layer before them")
         last = steps[-1]
         if op.op == "relu":
-            steps[-1] = EngineStep(last.layer, last.in_shape, True, last.pool)
+            steps[-1] = replace(last, relu=True)
         elif op.op == "maxpool2d":
             stride = op.stride or op.kernel
             if last.pool is not None:
                 raise ConfigError(f"{where}: layer {last.name!r} already has a fused pooling")
+            if last.skip is not None:
+                raise ConfigError(f"{where}: layer {last.name!r} has a residual add; the engine does not pool "
+                                  f"after an add")
             if not 1 <= op.kernel <= 4 or not 1 <= stride <= 4:
                 raise ConfigError(f"{where}: pooling window {op.kernel} step {stride} is outside the engine's "
                                   f"1..4")
             _, ho, wo = last.conv_shape
             if op.kernel > ho or op.kernel > wo:
                 raise ShapeError(f"{where}: pooling window {op.kernel} is larger than the {ho}x{wo} map")
-            steps[-1] = EngineStep(last.layer, last.in_shape, last.relu, (op.kernel, stride))
+            steps[-1] = replace(last, pool=(op.kernel, stride))
             c, h, w = steps[-1].out_shape
         else:
             raise ConfigError(f"{where} after layer {last.name!r} does not run on the engine (it fuses relu "
-                              f"and max pooling); replace it or run that part on the host")
+                              f"and max pooling; the host runs global pools); replace it or run that part on "
+                              f"the host")
+    if host is not None:
+        raise ConfigError(f"network {name!r}: the {host} at the end is not followed by a layer; a global pool "
+                          f"runs on the host between two layers")
+    if branch is not None:
+        raise ConfigError(f"network {name!r}: the input op (from {branch!r}) at the end is not followed by a layer")
     return tuple(steps)
 
 
-def step_forward_int(step: EngineStep, q: QuantizedLayer, x: np.ndarray) -> np.ndarray:
-    """One engine step on an NCHW integer tensor -> NCHW integer tensor (the golden contract)."""
+def step_forward_int(step: EngineStep, q: QuantizedLayer, x: np.ndarray, skip: np.ndarray | None = None,
+                     relu: bool | None = None) -> np.ndarray:
+    """One engine step on an NCHW integer tensor -> NCHW integer tensor (the golden contract);
+    ``skip``: the NCHW tensor a residual step adds (:func:`~litefly.fixed.add_skip`) before ReLU.
+    ``relu=False`` leaves the ReLU out (calibration)."""
     x = np.asarray(x)
     if x.ndim != 4 or tuple(x.shape[1:]) != step.in_shape:
         raise ShapeError(f"layer {step.name!r}: input has shape {x.shape}, expected (N, "
                          f"{', '.join(map(str, step.in_shape))})")
     cols = im2col(x, step.kernel, step.stride, step.padding, step.dilation)
     y = q.forward(cols)
-    if step.relu:
+    if step.skip is not None:
+        if skip is None or q.skip_align is None:
+            raise ShapeError(f"layer {step.name!r} adds the output of {step.skip!r}: give the skip tensor and "
+                             f"the parameters' skip_align (quantize_network sets it)")
+        want = (x.shape[0],) + step.out_shape
+        if tuple(np.shape(skip)) != want:
+            raise ShapeError(f"layer {step.name!r}: skip has shape {np.shape(skip)}, expected {want}")
+        y = add_skip(y, np.asarray(skip).transpose(0, 2, 3, 1).reshape(y.shape), q.skip_align,
+                     step.layer.format.act_bits)
+    if step.relu if relu is None else relu:
         y = np.maximum(y, 0)
     _, ho, wo = step.conv_shape
     y = col2im(y, x.shape[0], ho, wo)
@@ -229,25 +313,57 @@ def step_forward_int(step: EngineStep, q: QuantizedLayer, x: np.ndarray) -> np.n
     return y
 
 
+def _read_later(steps: Sequence[EngineStep]) -> set[str]:
+    """The steps whose outputs a later step reads again: a residual add's skip or a branch's input."""
+    return {st.skip for st in steps if st.skip} | {st.src for st in steps if st.src}
+
+
 def network_forward_int(steps: Sequence[EngineStep], params: Mapping[str, QuantizedLayer], x: np.ndarray,
                         on_step: Callable[[EngineStep, np.ndarray], None] | None = None) -> np.ndarray:
-    """The int8 golden network: NCHW integers in, NCHW integers of the last step out."""
+    """The int8 golden network: NCHW integers in, NCHW integers of the last step out. A step's
+    host op (``step.pre``, a global pool) is applied to its input first (:func:`global_pool_int`)."""
     y = np.asarray(x)
+    outs: dict[str, np.ndarray] = {}
+    keep = _read_later(steps)
     for step in steps:
-        y = step_forward_int(step, params[step.name], y)
+        if step.src is not None:
+            y = outs[step.src]
+        if step.pre is not None:
+            y = global_pool_int(y, step.pre)
+        y = step_forward_int(step, params[step.name], y, outs.get(step.skip) if step.skip else None)
+        if step.name in keep:
+            outs[step.name] = y
         if on_step is not None:
             on_step(step, y)
     return y
 
 
 def check_scales(steps: Sequence[EngineStep], params: Mapping[str, QuantizedLayer], rtol: float = 1e-9) -> None:
-    """Refuse parameters whose layer input scale is not the previous layer's output scale."""
-    for a, b in zip(steps, steps[1:]):
+    """Refuse parameters whose layer input scale is not the output scale of the layer it reads."""
+    by_name = {st.name: st for st in steps}
+    for prev, b in zip(steps, steps[1:]):
+        a = by_name.get(b.src, prev) if b.src else prev
         sa, sb = params[a.name].out_scale, params[b.name].in_scale
         if abs(sa - sb) > rtol * max(abs(sa), abs(sb)):
             raise ConfigError(f"layer {b.name!r} expects input scale {sb:.6g} but layer {a.name!r} outputs at "
                               f"{sa:.6g}: the engine passes int8 tensors unchanged between layers, so quantise "
                               f"the network with chained scales (litefly.network.quantize_network)")
+
+
+def _residual_scale(step: EngineStep, q: QuantizedLayer, x_int: np.ndarray, skip: np.ndarray,
+                    s_skip: float) -> None:
+    """Widen a residual step's output scale (its last shift) until the calibration sum
+    ``output + skip`` fits the activation range, then set ``q.skip_align`` (in place)."""
+    fmt = step.layer.format
+    _, amax = int_range(fmt.act_bits)
+    q.skip_align = (1, 0)
+    y = step_forward_int(step, q, x_int, np.zeros_like(skip), relu=False)      # the output alone
+    peak = float(np.max(np.abs(y * q.out_scale + skip * s_skip), initial=0.0))
+    top = fmt.acc_bits(step.layer.chain[-1], last=True) - 1
+    while peak > amax * q.out_scale and q.shifts[-1] < top:
+        q.shifts[-1] += 1
+        q.act_scales[-1] *= 2
+    q.skip_align = skip_alignment(s_skip / q.out_scale)
 
 
 def quantize_network(steps: Sequence[EngineStep], weights: Mapping[str, Sequence[np.ndarray]],
@@ -260,13 +376,27 @@ def quantize_network(steps: Sequence[EngineStep], weights: Mapping[str, Sequence
     x_float = np.asarray(calib_x, dtype=np.float64)
     scale = in_scale
     x_int: np.ndarray | None = None
+    outs: dict[str, tuple[np.ndarray, float]] = {}
+    keep = _read_later(steps)
     for step in steps:
+        if step.src is not None:
+            x_int, scale = outs[step.src]
+            x_float = x_int * scale
+        if step.pre is not None and x_int is not None:
+            x_int = global_pool_int(x_int, step.pre)
+            x_float = x_int * scale
         cols_f = im2col(x_float, step.kernel, step.stride, step.padding, step.dilation)
         q = quantize_layer(step.layer, weights[step.name], cols_f, bias=biases.get(step.name), in_scale=scale)
         params[step.name] = q
         if x_int is None:
             x_int = q.quantize_input(x_float)
-        x_int = step_forward_int(step, q, x_int)
+        skip = None
+        if step.skip is not None:
+            skip, s_skip = outs[step.skip]
+            _residual_scale(step, q, x_int, skip, s_skip)
+        x_int = step_forward_int(step, q, x_int, skip)
+        if step.name in keep:
+            outs[step.name] = (x_int, q.out_scale)
         scale = q.out_scale
         x_float = x_int * scale
     return params

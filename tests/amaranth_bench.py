@@ -61,6 +61,10 @@ def pack_values(values, bits: int, stream_bits: int) -> np.ndarray:
 def pack_layer_params(env: EngineEnvelope, q: QuantizedLayer) -> np.ndarray:
     flat = np.concatenate([np.asarray(w, dtype=np.int64).ravel() for w in q.weights])
     parts = [pack_values(flat, env.weight_bits, env.stream_bits)]
+    entries = [col | ((k == len(row) - 1) << 15) for f in q.layer.chain if f.kind == "sparse"
+               for row in f.rows() for k, col in enumerate(row)]
+    if entries:
+        parts.append(pack_values(entries, 16, env.stream_bits))
     if q.layer.format.bias:
         parts.append(pack_values(q.bias, BIAS_CONTAINER_BITS, env.stream_bits))
     return np.concatenate(parts)
@@ -141,7 +145,7 @@ def pass_for(env: EngineEnvelope, step: EngineStep, q: QuantizedLayer, x: np.nda
     assert np.array_equal(x_beats, local), "wireformat.pack_tensor disagrees with the bench's packer"
     params = None
     if load_params:
-        params = wireformat.pack_layer_params(q.weights, q.bias, env.weight_bits, env.stream_bits)
+        params = wireformat.pack_layer_params(q.weights, q.bias, env.weight_bits, env.stream_bits, q.layer.chain)
         assert np.array_equal(params, pack_layer_params(env, q)), "wireformat.pack_layer_params disagrees"
         assert params.shape[0] == desc.param_beats
     return Pass(words, x_beats, x.shape[0] * desc.out_beats_per_image, params)

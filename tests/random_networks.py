@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from litefly.chain import Factor, validate_chain
+from litefly.chain import AnyFactor, SparseFactor, validate_chain
 from litefly.config import NetworkConfig
 from litefly.errors import LiteflyError
 from litefly.fixed import QuantizedLayer, int_range, random_float_weights
@@ -34,10 +34,11 @@ __all__ = ["ENVELOPES", "random_chain", "random_network", "random_case", "Case",
 # multiplier between two lanes (macs_per_dsp=2), rand64 does not: both MAC arrays are covered.
 ENVELOPES = {
     "rand64": EngineEnvelope(name="rand64", lanes=8, stream_bits=64, act_bits=8, weight_bits=8, max_factors=3,
-                             max_q=64, max_p=32, max_work=64, weight_beats=256, frame_beats=512, acc_bits=21),
+                             max_q=64, max_p=32, max_work=64, weight_beats=256, frame_beats=512, acc_bits=21,
+                             index_beats=160),
     "rand32": EngineEnvelope(name="rand32", lanes=16, stream_bits=32, act_bits=8, weight_bits=8, max_factors=3,
                              max_q=48, max_p=24, max_work=48, weight_beats=512, frame_beats=1024, acc_bits=21,
-                             macs_per_dsp=2),
+                             macs_per_dsp=2, index_beats=320),
 }
 
 STALLS = ("none", "rand30", "slow_sink", "bursty_source", "both_slow", "rand60_sink")
@@ -48,13 +49,25 @@ def _divisors(n: int, cap: int) -> list[int]:
 
 
 def random_chain(rng: random.Random, q: int, max_factors: int, max_p: int, max_work: int,
-                 max_s: int = 8) -> tuple[Factor, ...] | None:
-    """A random shape-valid chain with input width ``q`` (None if this draw does not fit)."""
+                 max_s: int = 8, sparse: float = 0.2) -> tuple[AnyFactor, ...] | None:
+    """A random shape-valid chain with input width ``q`` (None if this draw does not fit); each
+    factor is a random sparse pattern with probability ``sparse`` (a third of those after the
+    first read ``[input ; previous output]``), at most 160 entries each."""
     n = rng.randint(1, max_factors)
-    chain = []
+    chain: list = []
     t = 1
+    q0 = q
     for i in range(n):
         last = i == n - 1
+        if rng.random() < sparse:
+            p = rng.randint(1, max_p if last else max_work)
+            concat = i > 0 and rng.random() < 1 / 3
+            width = q0 + q if concat else q
+            density = min(rng.uniform(0.02, 0.6), 160 / (p * width))
+            mask = np.random.default_rng(rng.randrange(1 << 30)).random((p, width)) < density
+            chain.append(SparseFactor.from_mask(mask, concat=concat).to_config())
+            q, t = p, 1
+            continue
         if q % t:
             t = 1
         if rng.random() < 0.25:                      # break the mixing rule now and then
@@ -87,7 +100,7 @@ def _layer(name: str, kind: str, chain, cin: int, geometry: dict[str, Any], bias
     return d
 
 
-def _fitting_chain(rng: random.Random, q: int, env: EngineEnvelope) -> tuple[Factor, ...] | None:
+def _fitting_chain(rng: random.Random, q: int, env: EngineEnvelope) -> tuple[AnyFactor, ...] | None:
     """A random chain of input width ``q`` within ``env`` (None if ``q`` or this draw does not fit)."""
     if q > env.max_q:
         return None

@@ -108,8 +108,8 @@ def test_board_check_reports_a_wrong_layer(monkeypatch):
     from litefly.hw import regmap
     real = golden_transport.GoldenTransport._run_pass
 
-    def wrong(self, words, frame):
-        out = bytearray(real(self, words, frame))
+    def wrong(self, words, frame, skip=b""):
+        out = bytearray(real(self, words, frame, skip))
         if regmap.unpack("IN_C", words["IN_C"])["C"] == 3:      # vgg_conv1 (3 input channels) only
             out[0] ^= 1
         return bytes(out)

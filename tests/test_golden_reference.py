@@ -31,7 +31,16 @@ from sim_common import model_run  # noqa: E402
 
 
 def dense_of(factor, w: np.ndarray) -> torch.Tensor:
-    """p x q matrix of factor [p, q, r, s, t] from compact weights W[j, u, a, b] (docs/arithmetic.md)."""
+    """p x q matrix of factor [p, q, r, s, t] from compact weights W[j, u, a, b] (docs/arithmetic.md);
+    a sparse factor's from its rows' columns, weights in row order."""
+    if factor.kind == "sparse":
+        m = torch.zeros((factor.p, factor.q), dtype=torch.float64)
+        k = 0
+        for i, cols in enumerate(factor.rows()):
+            for col in cols:
+                m[i, col] = float(np.asarray(w).ravel()[k])
+                k += 1
+        return m
     p, q, r, s, t = factor.as_list()
     g = q // (s * t)
     m = torch.zeros((p, q), dtype=torch.float64)
@@ -66,9 +75,17 @@ def reference_step(step, q, x: torch.Tensor) -> torch.Tensor:
     else:
         flat = x.permute(0, 2, 3, 1).reshape(n, -1)          # channels-last flatten
         acc = F.linear(flat, mats[0])[:, :, None, None]
+    if lay.kind == "conv2d":      # the windows, (ky, kx, c) order, for factors that read [input ; previous]
+        cols = F.unfold(x, lay.kernel, dilation=lay.dilation, padding=lay.padding, stride=lay.stride)
+        win = cols.reshape(n, c, kh * kw, -1).permute(0, 3, 2, 1).reshape(n, acc.shape[2], acc.shape[3], -1)
+    else:
+        win = flat[:, None, None, :]
     for i, f in enumerate(chain):
         if i > 0:
-            acc = F.linear(y.permute(0, 2, 3, 1), mats[i]).permute(0, 3, 1, 2)
+            inp = y.permute(0, 2, 3, 1)
+            if f.concat:
+                inp = torch.cat([win, inp], dim=3)
+            acc = F.linear(inp, mats[i]).permute(0, 3, 1, 2)
         if i == len(chain) - 1 and q.bias is not None:
             acc = acc + torch.as_tensor(np.asarray(q.bias), dtype=torch.float64)[None, :, None, None]
         y = requant(acc, q.shifts[i], fmt.act_bits)

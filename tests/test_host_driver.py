@@ -134,9 +134,10 @@ class RecordingTransport(GoldenTransport):
         super().write_reg(offset, value)
 
 
-def descriptor_words(driver, desc, shifts, images) -> dict[int, int]:
+def descriptor_words(driver, desc, shifts, images, skip_align=(0, 0)) -> dict[int, int]:
     words = dict(desc.register_words(images))
     words.update({f"F{i}_SHIFT": regmap.pack(driver.reg(f"F{i}_SHIFT"), {"SHIFT": s}) for i, s in enumerate(shifts)})
+    words["SKIP"] = regmap.pack("SKIP", {"M": skip_align[0], "K": skip_align[1]})
     return {driver.reg(n).offset: w for n, w in words.items()}
 
 
@@ -164,8 +165,11 @@ def test_register_shadow_skips_only_unchanged_registers(vgg):
         assert dict(tr.writes) == want_b, forget                              # trusted nothing: all written again
     tr.writes.clear()
     drv.write("IMAGES", 2)                                                    # a write by name updates the shadow
-    drv.set_images(2)
     assert tr.writes == [(regmap.REG["IMAGES"], 2)]
+    tr.writes.clear()
+    drv.write_descriptor(b, sb, 2)            # another pass size: IMAGES already 2; NPOS, FRAME_BEATS follow
+    changed = {o for o, _ in tr.writes}
+    assert regmap.REG["IMAGES"] not in changed and {regmap.REG["NPOS"], regmap.REG["FRAME_BEATS"]} <= changed
 
 
 def test_one_driver_runs_networks_of_other_geometry_bit_exact(vgg):

@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from amaranth_bench import Pass, pack_nhwce, pad_channels, pass_for, run_engine, unpack_nhwce
+from litefly.chain import SparseFactor, factor_from_config
 from litefly.config import LayerConfig
 from litefly.fixed import QuantizedLayer, int_range, quantize_layer, random_float_weights
 from litefly.hw import regmap
@@ -28,14 +29,14 @@ from litefly.network import EngineStep, im2col, step_forward_int
 # ---------------------------------------------------------------- layers and parameters
 def conv(name, c, chain, kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1), **fmt) -> LayerConfig:
     return LayerConfig.from_dict({
-        "name": name, "kind": "conv2d", "in_channels": c, "out_channels": chain[-1][0],
+        "name": name, "kind": "conv2d", "in_channels": c, "out_channels": factor_from_config(chain[-1]).p,
         "kernel": list(kernel), "stride": list(stride), "padding": list(padding), "dilation": list(dilation),
         "chain": chain, "format": fmt})
 
 
 def linear(name, chain, **fmt) -> LayerConfig:
-    return LayerConfig.from_dict({"name": name, "kind": "linear", "in_features": chain[0][1],
-                                  "out_features": chain[-1][0], "chain": chain, "format": fmt})
+    return LayerConfig.from_dict({"name": name, "kind": "linear", "in_features": factor_from_config(chain[0]).q,
+                                  "out_features": factor_from_config(chain[-1]).p, "chain": chain, "format": fmt})
 
 
 def extreme_params(layer: LayerConfig, rng: np.random.Generator) -> QuantizedLayer:
@@ -74,9 +75,9 @@ def input_map(rng, shape, act_bits=8) -> np.ndarray:
     return x
 
 
-def envelope_for(layers, lanes=8, stream_bits=64, frame_beats=1024, macs_per_dsp=1) -> EngineEnvelope:
+def envelope_for(layers, lanes=8, stream_bits=64, frame_beats=1024, macs_per_dsp=1, residual=False) -> EngineEnvelope:
     return EngineEnvelope.for_layers("t", list(layers), multipliers=lanes, stream_bits=stream_bits,
-                                     frame_beats=frame_beats, macs_per_dsp=macs_per_dsp)
+                                     frame_beats=frame_beats, macs_per_dsp=macs_per_dsp, residual=residual)
 
 
 def check_outputs(step: EngineStep, q: QuantizedLayer, x: np.ndarray, beats: np.ndarray, tlast: list[int]) -> np.ndarray:
@@ -413,6 +414,9 @@ FAULT_LAYERS = {
     "rounding": lambda: (conv("fr", 3, [[8, 12, 4, 6, 1]], kernel=(2, 2)), (3, 3, 4), None),
     "window_pad": lambda: (conv("fp", 3, [[8, 27, 8, 27, 1]], kernel=(3, 3), padding=(1, 1)), (3, 3, 4), None),
     "pool": lambda: (conv("fo", 3, [[8, 12, 4, 6, 1]], kernel=(2, 2)), (3, 5, 5), (2, 2)),
+    "sparse_split": lambda: (conv("fs", 3, [sparse(2, 12, 1.0, np.random.default_rng(1)),
+                                            sparse(8, 14, 1.0, np.random.default_rng(2), concat=True)],
+                                  kernel=(2, 2)), (3, 3, 4), None),
 }
 
 
@@ -545,3 +549,105 @@ def test_vgg_steady_state_mac_utilisation(name, size):
     print(f"{name} {size}x{size}: steady-state MAC utilisation {util:.4f} ({run.issues} issues in {span} cycles); "
           f"CYCLES {run.regs[0]['CYCLES']}, model pass_cycles {desc.pass_cycles(1)}")
     assert util >= 0.95
+
+
+# ---------------------------------------------------------------- sparse factors (issue 14)
+def sparse(p: int, q: int, density: float, rng: np.random.Generator, concat: bool = False) -> dict:
+    """A random sparse factor's chain-file form (empty rows keep an explicit entry)."""
+    return SparseFactor.from_mask(rng.random((p, q)) < density, concat=concat).to_config()
+
+
+SPARSE = {
+    # one sparse factor over a 3x3 window of 5 channels (unaligned columns), bias
+    "conv_k3_c5": lambda rng: (dict(c=5, chain=[sparse(12, 45, 0.3, rng)], kernel=(3, 3), padding=(1, 1),
+                                    bias=True), (5, 4, 4)),
+    # sparse then DeBut then sparse, with rows of one entry (density 0.05: mostly explicit zeros)
+    "mixed_chain": lambda rng: (dict(c=4, chain=[sparse(8, 16, 0.4, rng), [8, 8, 2, 2, 1], sparse(6, 8, 0.05, rng)],
+                                     kernel=(2, 2)), (4, 3, 3)),
+    # sparse plus low rank: V (rank 3), then [S | U] over [x ; V x]
+    "concat_low_rank": lambda rng: (dict(c=3, chain=[sparse(3, 12, 1.0, rng), sparse(10, 15, 0.3, rng, concat=True)],
+                                         kernel=(2, 2), bias=True), (3, 4, 5)),
+    # a DeBut factor, then a concat sparse factor reading IN again after WORK
+    "debut_then_concat": lambda rng: (dict(c=2, chain=[[4, 8, 2, 4, 1], sparse(8, 12, 0.5, rng, concat=True)],
+                                           kernel=(2, 2), stride=(2, 1)), (2, 4, 5)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPARSE))
+def test_sparse_factors_are_bit_exact_and_cost_one_cycle_an_entry(name):
+    rng = np.random.default_rng(7)
+    kw, in_shape = SPARSE[name](rng)
+    c = kw.pop("c")
+    layer = conv(f"sp_{name}", c, **kw)
+    env, step, q, run, _ = run_step(layer, in_shape, images=2, relu=True, params="extreme", seed=3)
+    assert env.index_beats > 0
+    desc = env.describe(step)
+    # CYCLES is the cycle model, whose issue count is the chain's entries (nonzeros + explicit zeros)
+    assert run.regs[0]["CYCLES"] == desc.pass_cycles(2)
+    assert run.regs[0]["BUSY_CYCLES"] == desc.mac_cycles(2)
+
+
+def test_sparse_random_patterns_with_backpressure():
+    """Random densities and shapes, a 32-bit stream (two entries a beat), stalls on both streams."""
+    for seed in range(3):
+        rng = np.random.default_rng(50 + seed)
+        q = int(rng.integers(4, 40))
+        p1, p2 = int(rng.integers(1, 20)), int(rng.integers(1, 20))
+        chain = [sparse(p1, q, float(rng.uniform(0.02, 0.9)), rng),
+                 sparse(p2, p1 + q if seed % 2 else p1, float(rng.uniform(0.02, 0.9)), rng, concat=bool(seed % 2))]
+        run_step(linear(f"spr{seed}", chain, bias=bool(seed % 2)), (q, 1, 1), images=int(rng.integers(1, 5)),
+                 stream_bits=32, seed=seed, backpressure=[0, 1], idle=[1, 1, 0])
+
+
+def test_engine_without_index_memory_refuses_a_sparse_layer():
+    rng = np.random.default_rng(0)
+    debut = conv("d", 4, [[8, 16, 2, 4, 1]], kernel=(2, 2))
+    sp = conv("s", 4, [sparse(8, 16, 0.5, rng)], kernel=(2, 2))
+    env = envelope_for([debut])
+    assert env.index_beats == 0 and "index_beats" not in env.hardware_dict()
+    with pytest.raises(ConfigError, match="sparse index beats .* exceeds the engine's CAP_INDEX_BEATS = 0"):
+        env.describe(EngineStep(sp, (4, 3, 3), relu=False))
+
+
+# ---------------------------------------------------------------- residual adds (issue 15)
+RESIDUAL = {
+    # P = 8 = E, K > 0, ReLU after the add, bias, a 3x3 conv of 8 channels
+    "p8_relu": dict(c=8, chain=[[8, 72, 4, 36, 1], [8, 8, 2, 2, 4]], kernel=(3, 3), padding=(1, 1), bias=True,
+                    relu=True, align=(40000, 16), shape=(8, 4, 5)),
+    # P = 6 < E: pad channels stay zero; no ReLU; K = 0 (an integer multiplier)
+    "p6_k0": dict(c=3, chain=[[6, 12, 3, 6, 1]], kernel=(2, 2), relu=False, align=(1, 0), shape=(3, 4, 4)),
+    # P = 12 > E, stride 2, skip larger than the output: M / 2^K = 3.5
+    "p12_s2": dict(c=4, chain=[[12, 36, 4, 12, 1]], kernel=(3, 3), stride=(2, 2), padding=(1, 1), relu=True,
+                   align=(7, 1), shape=(4, 7, 6)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESIDUAL))
+def test_residual_add_after_the_layer_before_relu(name):
+    """The skip tensor follows the frame on s_axis; the unloader adds it, aligned, before ReLU."""
+    case = dict(RESIDUAL[name])
+    c, shape, relu, align = case.pop("c"), case.pop("shape"), case.pop("relu"), case.pop("align")
+    layer = conv(f"res_{name}", c, **case)
+    rng = np.random.default_rng(21)
+    step = EngineStep(layer, shape, relu=relu, skip="src")
+    env = envelope_for([layer], residual=True)
+    with pytest.raises(ConfigError, match="generated without residual adds"):
+        envelope_for([layer]).describe(step)
+    x = input_map(rng, (2,) + shape)
+    q = extreme_params(layer, rng)
+    q.skip_align = align
+    skip = input_map(rng, (2,) + step.out_shape)
+    p = pass_for(env, step, q, x)
+    p.words["SKIP"] = regmap.pack("SKIP", {"M": align[0], "K": align[1]})
+    assert p.words["SKIP_BEATS"] == env.describe(step).skip_beats(2) == 2 * env.describe(step).out_beats_per_image
+    p.x_beats = np.concatenate([p.x_beats, pack_nhwce(skip, env.elems_per_beat)])
+    run = run_engine(env, [p], backpressure=[0, 0, 1], idle=[0, 1])
+    want = step_forward_int(step, q, x, skip)
+    got = unpack_nhwce(run.out[0], 2, *step.out_shape)
+    assert np.array_equal(got, want), f"{int((got != want).sum())} of {want.size} outputs differ"
+    assert np.all(pad_channels(run.out[0], step.out_shape[0]) == 0)
+    assert (want == 127).any() or (want == -128).any() or not relu      # the add saturates somewhere
+    # the cycle model bounds the pass: the skip arrives after the frame
+    run2 = run_engine(env, [p])
+    assert abs(run2.regs[0]["CYCLES"] - env.describe(step).pass_cycles(2)) <= 2, \
+        (run2.regs[0]["CYCLES"], env.describe(step).pass_cycles(2))

@@ -69,6 +69,12 @@ def test_random_cases_cover_the_extremes():
     assert sum(c.x.shape[0] > 1 for c in cs) >= 50                           # several images per pass
     assert sum(c.stall in ("slow_sink", "rand60_sink") and max(c.batches()) >= 4 for c in cs) >= 10
     assert set(collections.Counter(c.stall for c in cs)) == set(STALLS)
+    # sparse factors (issue 14): alone, beside DeBut factors, reading [input ; previous output]
+    facs = [(s, f) for s in steps for f in s.layer.chain]
+    assert sum(f.kind == "sparse" for _, f in facs) >= 20
+    assert sum(f.kind == "sparse" and f.concat for _, f in facs) >= 4
+    assert any({f.kind for f in s.layer.chain} == {"sparse", "debut"} for s in steps)
+    assert any(f.kind == "sparse" and f.s == 1 for _, f in facs)          # rows of one entry
 
 
 @pytest.mark.parametrize("env_name", list(DEFAULT))

@@ -27,13 +27,26 @@ def chain() -> None:
 def _layer_table(layer: LayerConfig) -> Table:
     table = Table(title=f"{escape(layer.name)}: {layer.kind} {layer.chain_in} -> {layer.chain_out}"
                         f" (config hash {layer.config_hash[:8]})")
-    for col in ("factor", escape("[p, q, r, s, t]"), "blocks", "params = MACs/col", "acc bits"):
+    for col in ("factor", escape("[p, q, r, s, t] or sparse p x q"), "blocks / density", "params = MACs/col",
+                "acc bits"):
         table.add_column(col, justify="right")
     n = len(layer.chain)
     for i, f in enumerate(layer.chain):
-        table.add_row(str(i + 1), str(f), str(f.blocks), f"{f.params:,}",
+        table.add_row(str(i + 1), escape(str(f)), _structure(f), f"{f.params:,}",
                       str(layer.format.acc_bits(f, last=(i == n - 1))))
     return table
+
+
+def _structure(f: Any) -> str:
+    """A DeBut factor's super-block count, or a sparse factor's density."""
+    return f"{100 * f.params / (f.p * f.q):.1f}%" if f.kind == "sparse" else str(f.blocks)
+
+
+def _factor_json(f: Any) -> dict[str, Any]:
+    if f.kind == "sparse":
+        return {"kind": "sparse", "p": f.p, "q": f.q, "nonzeros": f.params, "longest_row": f.s,
+                "density": f.params / (f.p * f.q), "concat": f.concat}
+    return {"kind": "debut", "pqrst": f.as_list(), "blocks": f.blocks}
 
 
 def _density(layer: LayerConfig) -> tuple[bool | None, str]:
@@ -50,7 +63,7 @@ def _layer_json(layer: LayerConfig) -> dict[str, Any]:
     return {
         "name": layer.name, "kind": layer.kind, "chain_in": layer.chain_in, "chain_out": layer.chain_out,
         "config_hash": layer.config_hash,
-        "factors": [{"factor": i + 1, "pqrst": f.as_list(), "blocks": f.blocks, "params": f.params,
+        "factors": [{"factor": i + 1, **_factor_json(f), "params": f.params,
                      "acc_bits": layer.format.acc_bits(f, last=(i == n - 1))} for i, f in enumerate(layer.chain)],
         "params": layer.params, "dense_params": layer.dense_params, "compression": layer.compression,
         "mac_reduction": layer.mac_reduction, "mixing_violations": layer.mixing_violations(),
@@ -79,6 +92,8 @@ def show(config: Path, as_json: bool) -> None:
         if broken:
             for msg in broken:
                 console.print(f"[yellow]mixing rule broken[/]: {msg}")
+        elif any(f.kind == "sparse" for f in layer.chain):
+            console.print("mixing rule: not applicable (the chain has sparse factors)")
         else:
             console.print("mixing rule: followed")
         if dense is None:
