@@ -136,16 +136,22 @@ def convertible_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return out
 
 
-def _select(model: nn.Module, patterns: Sequence[str] | None) -> list[tuple[str, nn.Module]]:
-    layers = convertible_layers(model)
+def select_layers(layers: list[tuple[str, nn.Module]], patterns: Sequence[str] | None, where: str,
+                  kinds: str) -> list[tuple[str, nn.Module]]:
+    """The ``(name, module)`` pairs whose name matches one of the glob ``patterns`` (all for None);
+    :class:`ConfigError` naming a pattern that matches none of them (``kinds``: what they are)."""
     if patterns is None:
         return layers
     names = [n for n, _ in layers]
     for pat in patterns:
         if not any(fnmatch.fnmatchcase(n, pat) for n in names):
-            raise ConfigError(f"convert: layer {pat!r} matches no Conv2d/Linear layer; the model has "
+            raise ConfigError(f"{where}: layer {pat!r} matches no {kinds} layer; the model has "
                               f"{', '.join(names) or 'none'}")
     return [(n, m) for n, m in layers if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+
+def _select(model: nn.Module, patterns: Sequence[str] | None) -> list[tuple[str, nn.Module]]:
+    return select_layers(convertible_layers(model), patterns, "convert", "Conv2d/Linear")
 
 
 # -- fitting -------------------------------------------------------------------------------------

@@ -23,11 +23,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .convert import ConvertConfig, LayerReport, convert_model, count_params, distill, model_macs, train_epochs
+from .convert import LayerReport, count_params, distill, model_macs, train_epochs
+from .demo_common import (accuracy, accuracy_table, convert_and_distill, export_and_classify, model_rows, predict,
+                          run_engine_check, run_seeds)
 from .errors import LiteflyError
-from .export import export_int8, int8_forward, save_int8
+from .export import export_int8, int8_forward
+from .utils import deterministic_run
 
-__all__ = ["DigitsConfig", "DigitsResult", "load_digits_data", "make_cnn", "train_dense", "run_digits_demo", "render", "summary_dict"]
+__all__ = ["DigitsConfig", "DigitsResult", "load_digits_data", "make_cnn", "train_dense", "run_digits_demo", "render",
+           "summary_dict", "run_digits_seeds"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,11 @@ class DigitsConfig:
     bench: bool = True
     bench_dense: bool = True         # run the dense baseline engines in the bench (else: cycle model)
     bench_batch: int = 16            # images per bench run (fills the engine's lanes on the linear layer)
+    threads: int | None = 1          # torch threads during the run (None: leave as is)
+    prune: str | None = None         # prune the fine-tuned DeBut network: magnitude | snip | synflow
+    prune_sparsity: float = 0.5      # fraction of each layer's DeBut weights removed (additional sparsity)
+    prune_epochs: int = 50           # KD fine-tuning after pruning
+    prune_scope: str = "layer"       # layer | global (litefly.prune.PruneConfig.scope)
 
 
 @dataclass
@@ -65,6 +74,7 @@ class DigitsResult:
     bench: dict[str, Any] | None = None
     export_dir: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    prune: list | None = None                      # litefly.prune.PruneReport per layer, when pruned
 
 
 def load_digits_data(seed: int = 0, test_size: float = 0.2):
@@ -94,103 +104,72 @@ def train_dense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int,
     train_epochs(model, x, lambda out, idx: F.cross_entropy(out, y[idx]), epochs, batch_size, lr, seed=seed)
 
 
-def _accuracy(pred: np.ndarray, y: torch.Tensor) -> float:
-    return float(np.mean(np.asarray(pred) == y.numpy()))
-
-
-def _predict(model: nn.Module, x: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return model(x).argmax(1).numpy()
+def digits_subset(seed: int, n_train: int | None, n_test: int | None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`load_digits_data` at ``seed``, cut to the first ``n_train`` / ``n_test`` images when given."""
+    xtr, ytr, xte, yte = load_digits_data(seed)
+    if n_train:
+        xtr, ytr = xtr[:n_train], ytr[:n_train]
+    if n_test:
+        xte, yte = xte[:n_test], yte[:n_test]
+    return xtr, ytr, xte, yte
 
 
 def run_digits_demo(cfg: DigitsConfig, out_dir: str | Path, log: Callable[[str], None] = print,
                     progress: bool = False) -> DigitsResult:
     """Run the whole demo; writes the int8 export (and bench report) into ``out_dir``.
-    ``progress`` shows a progress bar for the fine-tuning."""
+    ``progress`` shows a progress bar for the fine-tuning.
+
+    Deterministic for a given ``cfg`` (:func:`litefly.utils.deterministic_run`: seeded random,
+    numpy and torch, ``cfg.threads`` torch threads, deterministic algorithms; the seed also
+    chooses the train/test split). Torch's settings are restored afterwards."""
     if cfg.backend not in ("sim", "golden", "none"):
         raise LiteflyError(f"demo: backend {cfg.backend!r} must be sim, golden or none")
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    if cfg.prune is not None:
+        from .prune import PruneConfig
+        PruneConfig(cfg.prune, cfg.prune_sparsity, scope=cfg.prune_scope)     # one-line errors before training
+    with deterministic_run(cfg.seed, cfg.threads):
+        return _run_digits(cfg, out_dir, log, progress)
+
+
+def _run_digits(cfg: DigitsConfig, out_dir: str | Path, log: Callable[[str], None], progress: bool) -> DigitsResult:
     out = Path(out_dir)
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    xtr, ytr, xte, yte = load_digits_data(cfg.seed)
-    if cfg.n_train:
-        xtr, ytr = xtr[:cfg.n_train], ytr[:cfg.n_train]
-    if cfg.n_test:
-        xte, yte = xte[:cfg.n_test], yte[:cfg.n_test]
+    xtr, ytr, xte, yte = digits_subset(cfg.seed, cfg.n_train, cfg.n_test)
     log(f"digits: {len(xtr)} training and {len(xte)} test images of 8x8")
 
     dense = make_cnn(*cfg.channels)
     train_dense(dense, xtr, ytr, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed)
-    acc_dense = _accuracy(_predict(dense, xte), yte)
+    acc_dense = accuracy(predict(dense, xte), yte)
     t["train dense"] = time.perf_counter() - t0
     log(f"dense CNN: test accuracy {100 * acc_dense:.2f}% ({t['train dense']:.1f} s)")
 
-    t1 = time.perf_counter()
-    debut, layers = convert_model(dense, ConvertConfig(compression=cfg.compression, sweeps=cfg.sweeps,
-                                                       seed=cfg.seed), example_input=xte[:1])
-    acc_fit = _accuracy(_predict(debut, xte), yte)
-    t["convert"] = time.perf_counter() - t1
-    log("converted: " + ", ".join(f"{r.name} {r.params}/{r.dense_params} params, rel. error {r.rel_error:.3f}"
-                                  for r in layers) + f"; accuracy before fine-tuning {100 * acc_fit:.2f}%")
-    t1 = time.perf_counter()
-    distill(debut, dense, xtr, ytr, epochs=cfg.kd_epochs, batch_size=cfg.batch_size, lr=cfg.kd_lr,
-            temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed, progress=progress)
-    acc_debut = _accuracy(_predict(debut, xte), yte)
-    t["distill"] = time.perf_counter() - t1
-    log(f"DeBut after distillation: {100 * acc_debut:.2f}% ({t['distill']:.1f} s)")
+    debut, layers, acc_fit, acc_debut = convert_and_distill(dense, xtr, ytr, xte, yte, cfg, t, log, progress)
 
-    t1 = time.perf_counter()
-    network, params = export_int8(debut, xtr, name="digits_debut")
-    export_dir = out / "int8"
-    save_int8(network, params, export_dir)
     x_test = xte.double().numpy()
-    golden_logits = int8_forward(network, params, x_test)
+    model, prune_rows, prune_reports, name = debut, [], None, "digits_debut"
+    if cfg.prune is not None:
+        model, prune_rows, prune_reports = _prune(cfg, debut, dense, xtr, ytr, xte, yte, x_test, t, log)
+        name = "digits_debut_pruned"
+    network, params, export_dir, golden_logits, acc_golden = export_and_classify(model, xtr, x_test, yte, name, out, t)
     golden_pred = golden_logits.argmax(1)
-    acc_golden = _accuracy(golden_pred, yte)
-    t["quantise"] = time.perf_counter() - t1
     log(f"int8 golden: {100 * acc_golden:.2f}%; export written to {export_dir}")
-
-    engine_pred, engine_equal, note = None, None, ""
-    if cfg.backend == "none":
-        note = "not run (--backend none)"
-    else:
-        from litefly.host.runtime import NetworkRunner
-        t1 = time.perf_counter()
-        runner = NetworkRunner(network, params, backend=cfg.backend, input_size=tuple(x_test.shape[2:]))
-        env = runner.envelope
-        log(f"running the {len(xte)} test images through one engine ({env.name} 0x{env.hash32:08x}, "
-            f"{len(network.layers)} layers, {cfg.backend} backend) ...")
-        try:
-            engine_logits = runner.run(x_test)
-        finally:
-            runner.close()
-        t["engine"] = time.perf_counter() - t1
-        engine_pred = engine_logits.argmax(1)
-        engine_equal = bool(np.array_equal(engine_logits, golden_logits))
-        cycles = sum(int(s["cycles"]) for s in runner.stats)
-        note = (f"{'simulated engine (cocotb + Verilator)' if cfg.backend == 'sim' else 'engine model (golden)'}: "
-                f"one engine 0x{env.hash32:08x} serves all {len(runner.stats)} layers via NetworkRunner, "
-                f"{cycles:,} engine cycles, {runner.total.get('transfers', 0)} DMA transfers, "
-                f"{t['engine']:.0f} s wall")
-        log(note)
-        if not engine_equal or not np.array_equal(engine_pred, golden_pred):
-            bad = np.flatnonzero(engine_pred != golden_pred)
-            raise LiteflyError(f"demo: engine output differs from the int8 golden model on "
-                               f"{len(bad)} test images (first: {bad[:5].tolist()})")
+    engine_pred, engine_equal, note = run_engine_check(network, params, x_test, golden_logits, cfg.backend,
+                                                       tuple(x_test.shape[2:]), None, "images", t, log)
 
     # parameters (weights and biases) and MACs of each model: every conv and linear layer counted
-    p_dense, m_dense = count_params(dense, include_bias=True), model_macs(dense, xte[:1])
-    p_debut, m_debut = count_params(debut, include_bias=True), model_macs(debut, xte[:1])
-    rows = [
-        {"model": "dense float", "accuracy": acc_dense, "params": p_dense, "macs": m_dense},
-        {"model": "DeBut float (ALS init, no fine-tuning)", "accuracy": acc_fit, "params": p_debut, "macs": m_debut},
-        {"model": "DeBut float (KD fine-tuned)", "accuracy": acc_debut, "params": p_debut, "macs": m_debut},
-        {"model": "DeBut int8 golden", "accuracy": acc_golden, "params": p_debut, "macs": m_debut},
-        {"model": f"DeBut int8 engine ({cfg.backend})",
-         "accuracy": None if engine_pred is None else _accuracy(engine_pred, yte), "params": p_debut,
-         "macs": m_debut},
+    rows = model_rows(dense, debut, xte[:1], acc_dense, acc_fit, acc_debut)
+    p_debut, m_debut = rows[-1]["params"], rows[-1]["macs"]
+    p_run, m_run = count_params(model, include_bias=True), model_macs(model, xte[:1])
+    what = "DeBut" if cfg.prune is None else f"DeBut pruned {100 * cfg.prune_sparsity:g}% ({cfg.prune})"
+    rows += [
+        *[dict(r, params=p_debut if r["model"].startswith("DeBut int8") else p_run,
+               macs=m_debut if r["model"].startswith("DeBut int8") else m_run) for r in prune_rows],
+        {"model": f"{what} int8 golden", "accuracy": acc_golden, "params": p_run, "macs": m_run},
+        {"model": f"{what} int8 engine ({cfg.backend})",
+         "accuracy": None if engine_pred is None else accuracy(engine_pred, yte), "params": p_run,
+         "macs": m_run},
     ]
     report = None
     if cfg.bench:
@@ -203,9 +182,38 @@ def run_digits_demo(cfg: DigitsConfig, out_dir: str | Path, log: Callable[[str],
         t["bench"] = time.perf_counter() - t1
         (out / "bench.json").write_text(json.dumps(report, indent=2, default=str))
     t["total"] = time.perf_counter() - t0
-    res = DigitsResult(cfg, rows, layers, golden_pred, engine_pred, note, engine_equal, report, export_dir, t)
+    res = DigitsResult(cfg, rows, layers, golden_pred, engine_pred, note, engine_equal, report, export_dir, t,
+                       prune_reports)
     (out / "summary.json").write_text(json.dumps(summary_dict(res), indent=2))
     return res
+
+
+def _prune(cfg: DigitsConfig, debut: nn.Module, dense: nn.Module, xtr: torch.Tensor, ytr: torch.Tensor,
+           xte: torch.Tensor, yte: torch.Tensor, x_test: np.ndarray, t: dict[str, float],
+           log: Callable[[str], None]) -> tuple[nn.Module, list[dict[str, Any]], list]:
+    """Prune the fine-tuned DeBut network (:func:`litefly.prune.prune_model`) and fine-tune it with
+    distillation from the dense one. Returns the pruned model, its accuracy rows (the unpruned
+    network's int8 golden first: the baseline of the pruning target) and the per-layer report."""
+    from .prune import PruneConfig, prune_model
+    t1 = time.perf_counter()
+    net0, params0 = export_int8(debut, xtr, name="digits_debut")
+    acc_int8 = accuracy(int8_forward(net0, params0, x_test).argmax(1), yte)
+    pruned, reports = prune_model(debut, PruneConfig(cfg.prune, cfg.prune_sparsity, scope=cfg.prune_scope),
+                                  data=(xtr, ytr),
+                                  example_input=xtr[:1])
+    acc_init = accuracy(predict(pruned, xte), yte)
+    distill(pruned, dense, xtr, ytr, epochs=cfg.prune_epochs, batch_size=cfg.batch_size, lr=cfg.kd_lr,
+            temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed)
+    acc_tuned = accuracy(predict(pruned, xte), yte)
+    t["prune"] = time.perf_counter() - t1
+    what = f"DeBut pruned {100 * cfg.prune_sparsity:g}% ({cfg.prune})"
+    log(f"unpruned DeBut int8 golden {100 * acc_int8:.2f}%; {what}: "
+        + ", ".join(f"{r.name} {sum(r.after)}/{sum(r.before)}" for r in reports)
+        + f"; {100 * acc_init:.2f}% before and {100 * acc_tuned:.2f}% after fine-tuning ({t['prune']:.1f} s)")
+    rows = [{"model": "DeBut int8 golden", "accuracy": acc_int8},
+            {"model": f"{what} float (no fine-tuning)", "accuracy": acc_init},
+            {"model": f"{what} float (KD fine-tuned)", "accuracy": acc_tuned}]
+    return pruned, rows, reports
 
 
 def summary_dict(res: DigitsResult) -> dict[str, Any]:
@@ -214,6 +222,7 @@ def summary_dict(res: DigitsResult) -> dict[str, Any]:
         "config": asdict(res.config), "rows": res.rows, "engine": res.engine_note,
         "engine_equals_golden_on_every_image": res.engine_equal,
         "layers": [r.to_dict() for r in res.layers],
+        "prune": None if res.prune is None else [r.to_dict() for r in res.prune],
         "bench_total": None if res.bench is None else {k: v for k, v in res.bench["total"].items()
                                                        if not isinstance(v, dict)},
         "timings_s": res.timings,
@@ -222,20 +231,20 @@ def summary_dict(res: DigitsResult) -> dict[str, Any]:
 
 def render(res: DigitsResult):
     """Rich tables: accuracy/params/MACs per model, then the bench speedups."""
-    from rich.table import Table
-    dense = res.rows[0]
-    t = Table(title="litefly demo digits (sklearn handwritten digits, test set)")
-    for col in ("model", "accuracy", "vs dense", "params", "param reduction", "MACs/image", "MAC reduction"):
-        t.add_column(col, justify="left" if col == "model" else "right")
-    for r in res.rows:
-        acc = "not run" if r["accuracy"] is None else f"{100 * r['accuracy']:.2f}%"
-        diff = "" if r["accuracy"] is None or r is dense else f"{100 * (r['accuracy'] - dense['accuracy']):+.2f}"
-        t.add_row(r["model"], acc, diff, f"{r['params']:,}", f"{100 * (1 - r['params'] / dense['params']):.1f}%",
-                  f"{r['macs']:,}", f"{dense['macs'] / r['macs']:.2f}x")
-    t.caption = (f"engine: {res.engine_note}; engine == int8 golden on every image: {res.engine_equal}. "
-                 f"Params: weights and biases of all conv and linear layers; MACs per image.")
+    t = accuracy_table("litefly demo digits (sklearn handwritten digits, test set)", res.rows, "image",
+                       f"engine: {res.engine_note}; engine == int8 golden on every image: {res.engine_equal}. "
+                       f"Params: weights and biases of all conv and linear layers; MACs per image.")
     out = [t]
     if res.bench is not None:
         from litefly.host.bench import render_table
         out.append(render_table(res.bench))
     return out
+
+
+def run_digits_seeds(cfg: DigitsConfig, seeds: int | list[int], out_dir: str | Path,
+                     log: Callable[[str], None] = print, progress: bool = False
+                     ) -> tuple[list[DigitsResult], list[dict[str, Any]]]:
+    """The demo once per seed (``seeds`` = a count, meaning ``cfg.seed, cfg.seed + 1, ...``, or a
+    list), each into ``out_dir/seed<k>``, without the bench. Returns the runs and
+    :func:`litefly.seeds.summarize_seeds` of their accuracy tables (also in ``out_dir/seeds.json``)."""
+    return run_seeds(run_digits_demo, cfg, seeds, out_dir, log, progress)

@@ -3,7 +3,7 @@
 In eval mode ``BatchNorm(z) = a * z + c`` per channel, with ``a = gamma / sqrt(var + eps)`` and
 ``c = beta - a * mean``. For ``z = R_N ... R_1 x + b`` this is ``(diag(a) R_N) ... R_1 x + (a*b + c)``:
 the last factor's rows are scaled by ``a`` (row ``j*r*t + i*t + u`` of ``R_N`` is the compact
-entry ``[j, u, i, :]``) and the bias becomes ``a*b + c`` (created if the layer had none). The
+entry ``[j, u, i, :]``; a sparse factor's rows are its CSR rows) and the bias becomes ``a*b + c`` (created if the layer had none). The
 other factors are unchanged, so the chain and the engine configuration stay the same.
 
 ``BatchNorm2d`` folds into a ``DeButConv2d`` (channels = output channels), ``BatchNorm1d`` into
@@ -55,8 +55,8 @@ def fold_batchnorm(layer: DeButConv2d | DeButLinear, bn: nn.modules.batchnorm._B
     scale, shift = batchnorm_affine(bn)
     new = copy.deepcopy(layer)
     last = new.chain[-1]
-    g, t, r, s = last.compact_shape
-    row_scale = scale.reshape(g, r, t).permute(0, 2, 1).unsqueeze(-1)         # (g, t, r, 1)
+    rows = torch.as_tensor(last.nonzero_indices()[0])                          # each compact entry's row
+    row_scale = scale[rows].reshape(last.compact_shape)
     with torch.no_grad():
         w = new.weights[-1]
         w.copy_((w.detach().double() * row_scale).to(w.dtype))

@@ -1,10 +1,13 @@
 """Float golden model in PyTorch: ``DeButLinear`` and ``DeButConv2d``.
 
 Each factor's weights are a parameter in the reference code's compact layout
-``(q/(s*t), t, r, s)``. The forward pass has two exact forms (same result to float rounding,
-gradients reach the factors in both):
+``(q/(s*t), t, r, s)``; a sparse factor (:class:`~litefly.chain.SparseFactor`, e.g. a pruned one)
+holds its ``nnz`` weights in its row-major CSR order, and a ``concat`` factor reads
+``[layer input ; previous factor's output]``. The forward pass has two exact forms (same result
+to float rounding, gradients reach the factors in both):
 
-* ``"factors"``: one einsum per factor over the rows (im2col rows for a convolution);
+* ``"factors"``: one einsum per DeBut factor over the rows (im2col rows for a convolution), one
+  GEMM with the scattered ``p x q`` matrix per sparse factor;
 * ``"dense"``: the dense ``p x q`` weight is formed from the factors (the chain applied to an
   identity matrix of size ``min(p, q)``: ``min(p, q) * sum(p_i s_i)`` MACs) and the layer calls
   ``F.linear``/``F.conv2d``.
@@ -27,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .chain import Factor, chain_params, validate_chain
+from .chain import AnyFactor, chain_params, validate_chain
 from .config import LayerConfig
 from .errors import ShapeError
 
@@ -41,25 +44,45 @@ def _pair(v: int | Sequence[int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def debut_chain_forward(x: torch.Tensor, chain: Sequence[Factor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Apply the chain to rows of ``x`` (shape ``(n, q_1)``)."""
-    n = x.shape[0]
+def _apply(f: AnyFactor, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x @ R^T`` for rows of ``x`` (shape ``(n, q)``): one einsum for a DeBut factor, a GEMM with
+    the dense ``p x q`` matrix (scattered from the ``nnz`` weights) for a sparse factor."""
+    if f.kind == "sparse":
+        return x @ factor_dense_torch(f, w).t()
+    g, t, r, s = f.compact_shape
+    return torch.einsum("gtrb,ngbt->ngrt", w, x.reshape(x.shape[0], g, s, t)).reshape(x.shape[0], f.p)
+
+
+def _apply_t(f: AnyFactor, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``x @ R`` for rows of ``x`` (shape ``(n, p)``)."""
+    if f.kind == "sparse":
+        return x @ factor_dense_torch(f, w)
+    g, t, r, s = f.compact_shape
+    return torch.einsum("gtrb,ngrt->ngbt", w, x.reshape(x.shape[0], g, r, t)).reshape(x.shape[0], f.q)
+
+
+def debut_chain_forward(x: torch.Tensor, chain: Sequence[AnyFactor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Apply the chain to rows of ``x`` (shape ``(n, q_1)``); a concat factor reads ``[x ; previous]``."""
+    x0 = x
     for f, w in zip(chain, weights):
-        g, t, r, s = f.compact_shape
-        x = torch.einsum("gtrb,ngbt->ngrt", w, x.reshape(n, g, s, t)).reshape(n, f.p)
+        x = _apply(f, w, torch.cat([x0, x], dim=1) if f.concat else x)
     return x
 
 
-def debut_chain_transpose(x: torch.Tensor, chain: Sequence[Factor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Apply the transposed chain ``R_1^T ... R_N^T`` to rows of ``x`` (shape ``(n, p_N)``)."""
-    n = x.shape[0]
+def debut_chain_transpose(x: torch.Tensor, chain: Sequence[AnyFactor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Apply the transposed chain ``R_1^T ... R_N^T`` to rows of ``x`` (shape ``(n, p_N)``); a concat
+    factor's columns on the layer input go straight to the result."""
+    q0 = chain[0].q
+    direct = None
     for f, w in zip(reversed(chain), reversed(list(weights))):
-        g, t, r, s = f.compact_shape
-        x = torch.einsum("gtrb,ngrt->ngbt", w, x.reshape(n, g, r, t)).reshape(n, f.q)
-    return x
+        x = _apply_t(f, w, x)
+        if f.concat:
+            direct = x[:, :q0] if direct is None else direct + x[:, :q0]
+            x = x[:, q0:]
+    return x if direct is None else x + direct
 
 
-def chain_dense_matrix(chain: Sequence[Factor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
+def chain_dense_matrix(chain: Sequence[AnyFactor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
     """The product ``R_N ... R_1`` as a ``(p_N, q_1)`` matrix (differentiable), formed by applying
     the chain (or its transpose, whichever side is smaller) to an identity matrix."""
     p, q = chain[-1].p, chain[0].q
@@ -84,27 +107,28 @@ _C_DMAC = 0.07          # per dense GEMM/conv MAC
 _C_DMEM = 0.57          # per input/output element of the dense GEMM
 
 
-def form_costs(chain: Sequence[Factor], n_rows: int) -> tuple[float, float]:
-    """Modelled forward+backward time in ns ``(factors, dense)`` over ``n_rows`` rows."""
-    params = sum(f.params for f in chain)
+def form_costs(chain: Sequence[AnyFactor], n_rows: int) -> tuple[float, float]:
+    """Modelled forward+backward time in ns ``(factors, dense)`` over ``n_rows`` rows (a sparse
+    factor is a GEMM with its dense ``p x q`` matrix: ``p*q`` MACs at the dense rate)."""
+    macs = sum(f.params * _C_FMAC if f.kind != "sparse" else f.p * f.q * _C_DMAC for f in chain)
     traffic = sum(f.p + f.q for f in chain)
     p, q = chain[-1].p, chain[0].q
 
     def factor_pass(n: int) -> float:
-        return len(chain) * _C_CALL + n * (params * _C_FMAC + traffic * _C_FMEM)
+        return len(chain) * _C_CALL + n * (macs + traffic * _C_FMEM)
 
     dense = factor_pass(min(p, q)) + _C_DCALL + n_rows * (p * q * _C_DMAC + (p + q) * _C_DMEM)
     return factor_pass(n_rows), dense
 
 
-def choose_form(chain: Sequence[Factor], n_rows: int) -> str:
+def choose_form(chain: Sequence[AnyFactor], n_rows: int) -> str:
     """``"factors"`` or ``"dense"``: the cheaper form under :func:`form_costs` (deterministic)."""
     fact, dense = form_costs(chain, n_rows)
     return "dense" if dense < fact else "factors"
 
 
-def factor_dense_torch(f: Factor, w: torch.Tensor) -> torch.Tensor:
-    """Dense p x q matrix of one factor (differentiable)."""
+def factor_dense_torch(f: AnyFactor, w: torch.Tensor) -> torch.Tensor:
+    """Dense p x q matrix of one factor (differentiable; a sparse factor's ``nnz`` weights in row order)."""
     rows, cols = f.nonzero_indices()
     dense = w.new_zeros(f.p, f.q)
     dense[torch.as_tensor(rows), torch.as_tensor(cols)] = w.reshape(-1)
@@ -112,10 +136,10 @@ def factor_dense_torch(f: Factor, w: torch.Tensor) -> torch.Tensor:
 
 
 class _DeButChain(nn.Module):
-    def __init__(self, chain: Sequence[Factor | Sequence[int]], in_size: int, out_size: int, bias: bool,
+    def __init__(self, chain: Sequence[AnyFactor | Sequence[int] | dict], in_size: int, out_size: int, bias: bool,
                  mode: str = "auto") -> None:
         super().__init__()
-        self.chain: tuple[Factor, ...] = validate_chain(chain, in_size, out_size)
+        self.chain: tuple[AnyFactor, ...] = validate_chain(chain, in_size, out_size)
         self.mode = mode
         self.weights = nn.ParameterList(
             nn.Parameter(torch.randn(f.compact_shape) / math.sqrt(f.s)) for f in self.chain)
@@ -191,7 +215,7 @@ class _DeButChain(nn.Module):
 class DeButLinear(_DeButChain):
     """A drop-in ``nn.Linear`` replacement: ``y = R_N ... R_1 x + b`` over the last dimension."""
 
-    def __init__(self, in_features: int, out_features: int, chain: Sequence[Factor | Sequence[int]],
+    def __init__(self, in_features: int, out_features: int, chain: Sequence[AnyFactor | Sequence[int] | dict],
                  bias: bool = True, mode: str = "auto") -> None:
         super().__init__(chain, in_features, out_features, bias, mode)
         self.in_features, self.out_features = in_features, out_features
@@ -211,7 +235,7 @@ class DeButConv2d(_DeButChain):
     """A drop-in ``nn.Conv2d`` replacement (groups=1) computing im2col, then the chain."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
-                 chain: Sequence[Factor | Sequence[int]], stride: int | Sequence[int] = 1,
+                 chain: Sequence[AnyFactor | Sequence[int] | dict], stride: int | Sequence[int] = 1,
                  padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, bias: bool = True,
                  mode: str = "auto") -> None:
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything"]
+__all__ = ["seed_everything", "deterministic_run"]
 
 
 def seed_everything(seed: int, threads: int | None = 1, deterministic: bool = True) -> torch.Generator:
@@ -34,3 +36,16 @@ def seed_everything(seed: int, threads: int | None = 1, deterministic: bool = Tr
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     return torch.Generator().manual_seed(seed)
+
+
+@contextmanager
+def deterministic_run(seed: int, threads: int | None = 1) -> Iterator[torch.Generator]:
+    """:func:`seed_everything` for the duration of a ``with`` block; torch's thread count and
+    deterministic-algorithms setting are restored afterwards (library code should not leave
+    them changed). Yields the seeded ``torch.Generator``."""
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        yield seed_everything(seed, threads=threads, deterministic=True)
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)

@@ -150,6 +150,24 @@ def _load_data(path: Path):
         raise ConfigError(one_line(f"{where(path)}: x/y are not numeric arrays ({exc})")) from None
 
 
+def _prune_options(method: str | None, sparsity: str | None, dense: bool, scope: str | None = None):
+    """The :class:`litefly.prune.PruneConfig` of ``--prune/--sparsity/--prune-scope/--prune-dense``
+    (None without them), or a one-line error."""
+    if method is None:
+        given = [n for n, v in (("--sparsity", sparsity), ("--prune-scope", scope), ("--prune-dense", dense or None))
+                 if v is not None]
+        if given:
+            raise ConfigError(f"{given[0]} needs --prune METHOD (magnitude, snip or synflow)")
+        return None
+    from litefly.prune import SCOPES, PruneConfig, parse_method, parse_sparsity  # noqa: PLC0415
+    method = parse_method(method)
+    if sparsity is None:
+        raise ConfigError("--prune needs --sparsity S, the fraction of each layer's weights removed (0 < S < 1)")
+    if scope is not None and scope not in SCOPES:
+        raise ConfigError(f"--prune-scope {scope[:40]!r} must be one of {', '.join(SCOPES)}")
+    return PruneConfig(method, parse_sparsity(sparsity), scope=scope or "layer")
+
+
 @click.command("convert")
 @click.argument("model_path", metavar="MODEL.pt", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -172,9 +190,21 @@ def _load_data(path: Path):
               help="Load MODEL.pt with full pickle (torch.load weights_only=False). This RUNS ARBITRARY CODE "
                    "stored in the file: use it only for files you made or trust. By default only tensors, "
                    "containers and torch.nn layers are loaded.")
+@click.option("--prune", "prune_method", default=None, metavar="METHOD",
+              help="After converting, prune every converted layer's factors into sparse factors (zeros cost no "
+                   "engine cycles): magnitude, snip (needs --data) or synflow; then fine-tune (--epochs).")
+@click.option("--sparsity", default=None, metavar="S",
+              help="With --prune: the fraction of each layer's weights removed, 0 < S < 1 (e.g. 0.8).")
+@click.option("--prune-scope", default=None, metavar="SCOPE",
+              help="With --prune: layer (default: each layer to the sparsity) or global (one ranking over all "
+                   "pruned layers; magnitudes are taken relative to each factor's mean).")
+@click.option("--prune-dense", is_flag=True,
+              help="With --prune: prune the dense Conv2d/Linear layers directly (each becomes one sparse factor) "
+                   "instead of converting them to DeBut first.")
 def convert(model_path: Path, config_path: Path | None, output: Path, data_path: Path | None, epochs: int,
             lr: float, input_shape: str | None, export_dir: Path | None, threads: int, arch: str | None,
-            unsafe_pickle: bool) -> None:
+            unsafe_pickle: bool, prune_method: str | None, sparsity: str | None, prune_scope: str | None,
+            prune_dense: bool) -> None:
     """Convert MODEL.pt's Conv2d and Linear layers to DeBut, fine-tune and report per layer.
 
     MODEL.pt is a whole model built from torch.nn layers, or a state_dict with --arch.
@@ -184,6 +214,7 @@ def convert(model_path: Path, config_path: Path | None, output: Path, data_path:
     from litefly.cli.output import console as make_console
     from litefly.convert import ConvertConfig, convert_model, distill, format_report, load_convert_config
 
+    prune_cfg = _prune_options(prune_method, sparsity, prune_dense, prune_scope)
     torch.set_num_threads(threads)
     console = make_console(min_width=130)
     model = _load_model(model_path, arch=arch, unsafe_pickle=unsafe_pickle)
@@ -204,12 +235,30 @@ def convert(model_path: Path, config_path: Path | None, output: Path, data_path:
         example = torch.zeros((1, *shape))
     elif data is not None:
         example = data[0][:1]
+    if prune_cfg is not None and prune_cfg.method == "snip" and data is None:
+        raise ConfigError("--prune snip needs --data (inputs and labels for the saliencies)")
+    if prune_cfg is not None and prune_cfg.method == "synflow" and example is None:
+        raise ConfigError("--prune synflow needs one input's shape: give --input-shape or --data")
     torch.manual_seed(cfg.seed)
-    new, reports = convert_model(model, cfg, example_input=example, progress=True)
-    console.print(format_report(reports))
-    for r in reports:
-        for note in r.notes:
-            console.print(f"[yellow]note[/] {r.name}: {note}")
+    if prune_dense:
+        new, reports = model, []
+    else:
+        new, reports = convert_model(model, cfg, example_input=example, progress=True)
+        console.print(format_report(reports))
+        for r in reports:
+            for note in r.notes:
+                console.print(f"[yellow]note[/] {r.name}: {note}")
+    pruned = []
+    if prune_cfg is not None:
+        from dataclasses import replace  # noqa: PLC0415
+
+        from litefly.prune import format_prune_report, prune_model  # noqa: PLC0415
+        layers = cfg.layers if prune_dense else tuple(r.name for r in reports)
+        new, pruned = prune_model(new, replace(prune_cfg, layers=layers), data=data, example_input=example)
+        console.print(format_prune_report(pruned, prune_cfg.method))
+        for r in pruned:
+            for note in r.notes:
+                console.print(f"[yellow]note[/] {r.name}: {note}")
     history = []
     if data is not None and epochs:
         history = distill(new, model, data[0], data[1], epochs=epochs, lr=lr, seed=cfg.seed, progress=True,
@@ -217,6 +266,9 @@ def convert(model_path: Path, config_path: Path | None, output: Path, data_path:
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(new, output)
     report = {"layers": [r.to_dict() for r in reports], "kd_loss": history}
+    if prune_cfg is not None:
+        report["prune"] = {"method": prune_cfg.method, "sparsity": prune_cfg.sparsity, "dense": prune_dense,
+                           "layers": [r.to_dict() for r in pruned]}
     output.with_suffix(".json").write_text(json.dumps(report, indent=2))
     console.print(f"wrote {output} and {output.with_suffix('.json')}")
     if export_dir is not None:

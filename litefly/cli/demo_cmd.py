@@ -1,15 +1,16 @@
-"""``litefly demo``: end-to-end demos (``digits``)."""
+"""``litefly demo``: end-to-end demos (``digits``, ``pointnet``, ``resnet``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 
 
 @click.group("demo")
 def demo() -> None:
-    """End-to-end demos (digits)."""
+    """End-to-end demos (digits, pointnet, resnet)."""
 
 
 @demo.command("digits")
@@ -29,26 +30,157 @@ def demo() -> None:
               help="Images per litefly bench run.")
 @click.option("--no-dense-bench", is_flag=True, help="Bench: use the cycle model for the dense baselines.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Run the demo for seeds SEED .. SEED+N-1 (split, initialisation, training) and print the mean "
+                   "and spread of every accuracy (no bench); each run goes to OUT/seed<k>, the table to "
+                   "OUT/seeds.json.")
+@click.option("--prune", "prune_method", default=None, metavar="METHOD",
+              help="Then prune the fine-tuned DeBut network's factors into sparse factors (magnitude, snip or "
+                   "synflow), fine-tune again with KD and run the pruned network on the engine.")
+@click.option("--sparsity", default=None, metavar="S",
+              help="With --prune: the fraction of each layer's DeBut weights removed, 0 < S < 1 (default 0.5).")
+@click.option("--prune-scope", default="layer", show_default=True, metavar="SCOPE",
+              help="With --prune: layer (each layer to the sparsity) or global (one ranking over the network).")
+@click.option("--prune-epochs", default=50, show_default=True, type=click.IntRange(min=0),
+              help="With --prune: KD fine-tuning epochs after pruning.")
 def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epochs: int, channels: tuple[int, int],
-           seed: int, quick: bool, no_bench: bool, bench_batch: int, no_dense_bench: bool, threads: int) -> None:
+           seed: int, quick: bool, no_bench: bool, bench_batch: int, no_dense_bench: bool, threads: int,
+           seeds: int, prune_method: str | None, sparsity: str | None, prune_scope: str, prune_epochs: int) -> None:
     """Dense CNN -> all-DeBut -> KD -> int8 -> engine, on scikit-learn's handwritten digits."""
-    import torch
 
     from litefly.cli.output import console as make_console
-    from litefly.demo_digits import DigitsConfig, render, run_digits_demo
+    from litefly.demo_digits import DigitsConfig, render, run_digits_demo, run_digits_seeds
     from litefly.errors import ConfigError
 
     if not 0.0 <= compression < 1.0:
         raise ConfigError(f"--compression {compression} must be in [0, 1)")
-    torch.set_num_threads(threads)
+    prune_sparsity = 0.5
+    if prune_method is None and sparsity is not None:
+        raise ConfigError("--sparsity needs --prune METHOD (magnitude, snip or synflow)")
+    if prune_method is not None:
+        from litefly.prune import parse_method, parse_sparsity
+        prune_method = parse_method(prune_method)
+        prune_sparsity = parse_sparsity(sparsity) if sparsity is not None else 0.5
+    from litefly.prune import SCOPES
+    if prune_scope not in SCOPES:
+        raise ConfigError(f"--prune-scope {prune_scope[:40]!r} must be one of {', '.join(SCOPES)}")
     console = make_console(min_width=150)
     cfg = DigitsConfig(channels=channels, compression=compression, epochs=epochs, kd_epochs=kd_epochs, seed=seed,
-                       backend=backend, bench=not no_bench, bench_dense=not no_dense_bench, bench_batch=bench_batch)
+                       backend=backend, bench=not no_bench, bench_dense=not no_dense_bench, bench_batch=bench_batch,
+                       threads=threads, prune=prune_method, prune_sparsity=prune_sparsity, prune_epochs=prune_epochs,
+                       prune_scope=prune_scope)
     if quick:
         from dataclasses import replace
-        cfg = replace(cfg, n_train=400, n_test=60, epochs=min(epochs, 15), kd_epochs=min(kd_epochs, 10))
-    res = run_digits_demo(cfg, out_dir, log=lambda m: console.print(m), progress=True)
+        cfg = replace(cfg, n_train=400, n_test=60, epochs=min(epochs, 15), kd_epochs=min(kd_epochs, 10),
+                      prune_epochs=min(prune_epochs, 5))
+    _run_and_print(console, cfg, seeds, out_dir, run_digits_demo, run_digits_seeds, render,
+                   "litefly demo digits (sklearn handwritten digits, test set)", "image")
+
+
+@demo.command("pointnet")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_pointnet"),
+              show_default=True, help="Where the int8 export and summary.json go.")
+@click.option("--backend", type=click.Choice(["sim", "golden", "none"]), default="golden", show_default=True,
+              help="The network engine that runs the int8 network: sim = cocotb + Verilator, golden = the engine "
+                   "model; none skips it.")
+@click.option("--engine-clouds", type=click.IntRange(min=1), default=None,
+              help="Test clouds run on the engine (default: all; a few keep a sim run short).")
+@click.option("--points", default=64, show_default=True, type=click.IntRange(min=1), help="Points per cloud.")
+@click.option("--train-per-class", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--test-per-class", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--compression", default=0.97, show_default=True, type=float, help="Per-layer target.")
+@click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1), help="Dense training epochs.")
+@click.option("--kd-epochs", default=30, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Run seeds SEED .. SEED+N-1 and print the mean and spread of every accuracy.")
+@click.option("--quick", is_flag=True, help="A small, fast run: 20/5 clouds per class, 32 points, few epochs.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
+def pointnet(out_dir: Path, backend: str, engine_clouds: int | None, points: int, train_per_class: int,
+             test_per_class: int, compression: float, epochs: int, kd_epochs: int, seed: int, seeds: int, quick: bool,
+             threads: int) -> None:
+    """Dense PointNet -> all-DeBut -> KD -> int8 -> engine, on synthetic point clouds (10 shapes)."""
+    from dataclasses import replace
+
+    from litefly.cli.output import console as make_console
+    from litefly.demo_pointnet import PointNetConfig, render, run_pointnet_demo, run_pointnet_seeds
+    from litefly.errors import ConfigError
+
+    if not 0.0 <= compression < 1.0:
+        raise ConfigError(f"--compression {compression} must be in [0, 1)")
+    console = make_console(min_width=150)
+    cfg = PointNetConfig(num_points=points, n_train=train_per_class, n_test=test_per_class, compression=compression,
+                         epochs=epochs, kd_epochs=kd_epochs, seed=seed, threads=threads, backend=backend,
+                         engine_images=engine_clouds)
+    if quick:
+        cfg = replace(cfg, num_points=32, n_train=20, n_test=5, epochs=min(epochs, 3), kd_epochs=min(kd_epochs, 2),
+                      sweeps=1)
+    _run_and_print(console, cfg, seeds, out_dir, run_pointnet_demo, run_pointnet_seeds, render,
+                   f"litefly demo pointnet (synthetic point clouds, {cfg.num_points} points)", "cloud")
+
+
+@demo.command("resnet")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_resnet"),
+              show_default=True, help="Where the int8 export, summary.json and bench.json go.")
+@click.option("--backend", type=click.Choice(["sim", "golden", "none"]), default="golden", show_default=True,
+              help="The network engine that runs the int8 network: sim = cocotb + Verilator, golden = the engine "
+                   "model; none skips it.")
+@click.option("--engine-images", type=click.IntRange(min=1), default=None,
+              help="Test images run on the engine (default: all 360; a few keep a sim run short).")
+@click.option("--widths", default="16,32", show_default=True, help="Channels of each stage, comma-separated.")
+@click.option("--blocks", default="1,2", show_default=True, help="Basic blocks in each stage, comma-separated.")
+@click.option("--compression", default=0.95, show_default=True, type=float, help="Per-layer target.")
+@click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1), help="Dense training epochs.")
+@click.option("--kd-epochs", default=60, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Run seeds SEED .. SEED+N-1 (split, initialisation, training) and print the mean and spread of "
+                   "every accuracy (no bench); each run goes to OUT/seed<k>, the table to OUT/seeds.json.")
+@click.option("--quick", is_flag=True, help="A small, fast run: 300 training and 60 test images, few epochs.")
+@click.option("--no-bench", is_flag=True, help="Skip litefly bench.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
+def resnet(out_dir: Path, backend: str, engine_images: int | None, widths: str, blocks: str, compression: float,
+           epochs: int, kd_epochs: int, seed: int, seeds: int, quick: bool, no_bench: bool, threads: int) -> None:
+    """Dense ResNet -> all-DeBut -> KD -> int8 (residual adds on the engine) -> engine, on sklearn's digits."""
+    from dataclasses import replace
+
+    from litefly.cli.output import console as make_console
+    from litefly.demo_resnet import ResNetConfig, render, run_resnet_demo, run_resnet_seeds
+    from litefly.errors import ConfigError
+
+    def ints(name: str, text: str) -> tuple[int, ...]:
+        try:
+            vals = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise ConfigError(f"--{name} {text[:40]!r} must be comma-separated integers, e.g. 16,32") from None
+        return vals
+
+    if not 0.0 <= compression < 1.0:
+        raise ConfigError(f"--compression {compression} must be in [0, 1)")
+    console = make_console(min_width=150)
+    cfg = ResNetConfig(widths=ints("widths", widths), blocks=ints("blocks", blocks), compression=compression,
+                       epochs=epochs, kd_epochs=kd_epochs, seed=seed, threads=threads, backend=backend,
+                       engine_images=engine_images, bench=not no_bench)
+    if quick:
+        cfg = replace(cfg, n_train=300, n_test=60, epochs=min(epochs, 3), kd_epochs=min(kd_epochs, 2), sweeps=1)
+    _run_and_print(console, cfg, seeds, out_dir, run_resnet_demo, run_resnet_seeds, render,
+                   "litefly demo resnet (sklearn handwritten digits, test set)", "image")
+
+
+def _run_and_print(console: Any, cfg: Any, seeds: int, out_dir: Path, run_one: Callable, run_many: Callable,
+                   render: Callable, title: str, unit: str) -> None:
+    """One demo run and its tables, or ``seeds`` runs and the table of their mean and spread."""
+    def log(m: str) -> None:
+        console.print(m)
+    if seeds > 1:
+        from litefly.seeds import render_seeds_table
+        runs, summary = run_many(cfg, seeds, out_dir, log=log, progress=True)
+        console.print(render_seeds_table(summary, [r.config.seed for r in runs], title))
+        console.print(f"engine == int8 golden on every test {unit}: {[r.engine_equal for r in runs]}; "
+                      f"written: {out_dir}/seeds.json")
+        return
+    res = run_one(cfg, out_dir, log=log, progress=True)
     for table in render(res):
         console.print(table)
     console.print(f"written: {out_dir}/summary.json, {res.export_dir}/network.yaml"
-                  + (f", {out_dir}/bench.json" if res.bench else ""))
+                  + (f", {out_dir}/bench.json" if getattr(res, "bench", None) else ""))

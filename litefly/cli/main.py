@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bitstreams": ("litefly.bitstreams.cli:bitstreams", "Manage the registry of built bitstreams."),
     "board": ("litefly.host.board_cli:board", "On the board: check a network's overlay bit-exactly and measure it."),
     "convert": ("litefly.cli.convert_cmd:convert", "Convert a PyTorch model's layers to DeBut."),
-    "demo": ("litefly.cli.demo_cmd:demo", "End-to-end demos (digits)."),
+    "demo": ("litefly.cli.demo_cmd:demo", "End-to-end demos (digits, pointnet, resnet)."),
 }
 
 
