@@ -145,9 +145,8 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, mul
     if regs.get("dsps"):
         console.print(f"DSP pipeline registers absorbed (of {regs['dsps']} DSPs): "
                       + ", ".join(f"{r} {regs.get(r, 0)}" for r in ("AREG", "BREG", "MREG", "PREG")))
-    if report.longest_path is not None:
-        console.print(f"longest path between registers, DSPs, BRAMs and ports (Yosys ltp): {report.longest_path} "
-                      f"cells (LUT, CARRY4, MUXF, LUT-RAM read)")
+    if report.path:
+        console.print(f"logic depth: {_path_text(report.path)}", soft_wrap=True)
     if report.fanout:
         (top, n), rest = report.fanout[0], report.fanout[1:4]
         console.print(f"largest fanout (clock excluded): {top} drives {n} cells"
@@ -175,3 +174,12 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, mul
     if json_file:
         json_file.write_text(json.dumps(data, indent=2) + "\n")
         console.print(f"wrote {json_file}")
+
+
+def _path_text(path: dict) -> str:
+    """The deepest path of a synth report (:class:`litefly.boards.logic_depth.PathReport`) in words."""
+    text = (f"{path['lut_levels']} LUT levels between registers (+{path['carry_cells']} CARRY cells, "
+            f"{path['cells']} cells in all), from {path['start']} to {path['end']}")
+    if path.get("by_block"):
+        text += "; deepest per block: " + ", ".join(f"{b} {n}" for b, n in path["by_block"].items())
+    return text + (f"; {path['loops']} combinational loops" if path.get("loops") else "")

@@ -33,11 +33,12 @@ from litefly.errors import ToolError
 from litefly.hw.spec import EngineEnvelope
 
 from .boards import Board
+from .logic_depth import PathReport, bit_names, lut_levels
 
 __all__ = ["SynthReport", "CEILINGS", "estimate", "synth_verilog", "count_resources", "verdict",
-           "cache_root", "yosys_command", "dsp_registers", "longest_path", "largest_fanout", "stat_cells"]
+           "cache_root", "yosys_command", "dsp_registers", "variable_muls", "largest_fanout", "stat_cells"]
 
-SCRIPT_VERSION = 5
+SCRIPT_VERSION = 6
 # FINN's recommended utilisation ceilings for a design that still places and routes.
 CEILINGS = {"lut": 0.70, "ff": 0.50, "bram36": 0.80, "uram": 0.80, "dsp": 0.80}
 RESOURCES = ("lut", "ff", "dsp", "bram36", "uram")
@@ -64,7 +65,7 @@ class SynthReport:
     used: dict[str, float]
     capacity: dict[str, int]
     cells: dict[str, int]
-    muls: list[str]                      # $mul cells before mapping (flattened names)
+    muls: list[str]                      # $mul cells before mapping with no constant operand (flattened names)
     dsp_cells: list[str]
     unmapped_muls: list[str]             # $mul cells with no DSP carrying their name (if DSPs < $muls)
     yosys: str
@@ -74,7 +75,7 @@ class SynthReport:
     envelope: dict[str, Any] = field(default_factory=dict)
     layers: list[str] = field(default_factory=list)      # the layers the engine serves
     dsp_registers: dict[str, int] = field(default_factory=dict)   # DSPs using AREG, BREG, MREG, PREG
-    longest_path: int | None = None      # Yosys ltp length, DSP/BRAM cut, FFs excluded
+    path: dict[str, Any] = field(default_factory=dict)   # the most LUT levels between registers (PathReport)
     fanout: list[tuple[str, int]] = field(default_factory=list)   # largest-fanout nets (clock excluded)
 
     @property
@@ -192,17 +193,12 @@ def _synth(verilog: Path, top: str, family: str, work: Path, on_pass: Callable[[
         "proc", "flatten",
         "opt_expr", "opt_clean",   # products by a power of two become shifts: they never need a DSP
         f"tee -q -o pre_stat_{family}.json stat -json",
-        f"tee -q -o muls_{family}.txt select -list t:$mul",
+        f"tee -q -o muls_{family}.txt dump t:$mul",             # operands too: a product by a constant is logic
         f"synth_xilinx -family {family} -flatten -top {top}{opts}",
         f"tee -q -o post_stat_{family}.json stat -json",
         f"tee -q -o dsps_{family}.txt select -list t:DSP48E*",
         f"tee -q -o dsp_params_{family}.txt dump t:DSP48E*",     # their pipeline registers (AREG, MREG, ...)
-        f"write_json netlist_{family}.json",                     # for the fanout of every net
-        # the longest combinational path between registers: ltp sees the mapped flip-flops (FD*),
-        # DSP and block-RAM cells as combinational, so they are cut first (LUT-RAM reads stay:
-        # they are combinational)
-        "delete t:DSP48E* t:RAMB* t:URAM* t:FD*",
-        f"tee -q -o ltp_{family}.txt ltp -noff",
+        f"write_json netlist_{family}.json",                     # fanout and LUT levels (logic_depth)
         "",
     ]))
     cmd = yosys_command() + ["-s", script.name]
@@ -223,14 +219,17 @@ def _synth(verilog: Path, top: str, family: str, work: Path, on_pass: Callable[[
         raise ToolError(f"yosys synth_xilinx -family {family} failed: {tail[0].strip()} (log: {log})")
     names = lambda p: [l.split("/", 1)[-1].strip() for l in (work / p).read_text().splitlines() if l.strip()]  # noqa: E731
     netlist = work / f"netlist_{family}.json"
-    fanout = largest_fanout(json.loads(netlist.read_text()), top)
+    data = json.loads(netlist.read_text())
+    fanout = largest_fanout(data, top)
+    path = asdict(lut_levels(data, top))
+    del data
     netlist.unlink()            # tens of MB at board envelopes; the result keeps what the report needs
     version = subprocess.run(yosys_command() + ["-V"], capture_output=True, text=True).stdout.strip().split(" (")[0]
     return {"pre": stat_cells(work / f"pre_stat_{family}.json"),
             "post": stat_cells(work / f"post_stat_{family}.json"),
-            "muls": names(f"muls_{family}.txt"), "dsps": names(f"dsps_{family}.txt"),
+            "muls": variable_muls((work / f"muls_{family}.txt").read_text()), "dsps": names(f"dsps_{family}.txt"),
             "dsp_registers": dsp_registers((work / f"dsp_params_{family}.txt").read_text()),
-            "longest_path": longest_path((work / f"ltp_{family}.txt").read_text()),
+            "path": path,
             "fanout": fanout,
             "yosys": version, "lutram": not opts}
 
@@ -252,11 +251,17 @@ def dsp_registers(dump: str) -> dict[str, int]:
     return counts
 
 
-def longest_path(ltp_log: str) -> int | None:
-    """The ``length`` Yosys ``ltp`` reports: cells (LUTs, carry and wide-mux cells, LUT-RAM
-    reads) on the longest path between flip-flops, DSPs, block RAMs and ports."""
-    found = [int(v) for v in re.findall(r"Longest topological path in \S+ \(length=(\d+)\)", ltp_log)]
-    return max(found) if found else None
+def variable_muls(dump: str) -> list[str]:
+    """The ``$mul`` cells of a Yosys ``dump`` whose operands ``A`` and ``B`` are both signals:
+    those are DSP candidates. A product by a constant (an ``Array`` index times its element
+    width, say) is left out: it is a few LUTs, and Yosys maps it so."""
+    found = []
+    for cell in re.split(r"\n\s*cell ", "\n" + dump)[1:]:
+        name = cell.split()[1] if len(cell.split()) > 1 else ""
+        ops = dict(re.findall(r"connect \\([AB]) (.+)", cell))
+        if name and not any(re.fullmatch(r"\d+'[01xz]+", ops.get(k, "").strip()) for k in "AB"):
+            found.append(name)
+    return found
 
 
 def _is_clock_port(port: str) -> bool:
@@ -281,16 +286,8 @@ def largest_fanout(netlist: dict[str, Any], top: str, count: int = 5) -> list[tu
                     readers.setdefault(b, set()).add(cname)
                     if _is_clock_port(port):
                         clocks.add(b)
-    names: dict[int, tuple[int, int, str]] = {}        # bit -> (hidden, length, name) of its best name
-    for nname, net in mod.get("netnames", {}).items():
-        bits = net.get("bits", [])
-        for i, b in enumerate(bits):
-            if isinstance(b, int):
-                label = nname if len(bits) == 1 else f"{nname}[{i + net.get('offset', 0)}]"
-                cand = (int(net.get("hide_name", 0)), len(label), label)
-                if b not in names or cand < names[b]:
-                    names[b] = cand
-    ranked = sorted((-len(r), names[b][2] if b in names else f"${b}") for b, r in readers.items() if b not in clocks)
+    names = bit_names(mod)
+    ranked = sorted((-len(r), names.get(b, f"${b}")) for b, r in readers.items() if b not in clocks)
     return [(name, -n) for n, name in ranked[:count]]
 
 
@@ -341,7 +338,7 @@ def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
                        dsp_cells=dsp_names, unmapped_muls=unmapped, yosys=raw["yosys"],
                        seconds=raw["seconds"], cached=cached, notes=notes, envelope=env.to_dict(),
                        layers=layers, dsp_registers=raw.get("dsp_registers", {}),
-                       longest_path=raw.get("longest_path"),
+                       path=dict(raw.get("path", {})),
                        fanout=[(str(n), int(f)) for n, f in raw.get("fanout", [])])
 
 

@@ -39,14 +39,14 @@ def config_path(name: str) -> Path:
 
 def markdown(reports) -> str:
     rows = ["| engine | mult. budget | board | lanes | LUT | FF | DSP | BRAM36 | URAM | $mul on DSP | verdict | "
-            "longest path (cells) | largest fanout | yosys s |",
+            "LUT levels (+carry) | largest fanout | yosys s |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for budget, r in reports:
         sh = r.share
         f = lambda k: f"{r.used[k]:g}" + (f" ({sh[k]:.1%})" if sh[k] not in (None, float('inf')) else "")  # noqa: E731
         ok = f"{int(r.used['dsp'])}/{len(r.muls)}" + (" ok" if r.all_muls_on_dsp else " MISSING")
         rows.append(f"| {r.name} | {budget} | {r.board} | {r.lanes} | {f('lut')} | {f('ff')} | {f('dsp')} | "
-                    f"{f('bram36')} | {f('uram')} | {ok} | {r.verdict} | {r.longest_path} | "
+                    f"{f('bram36')} | {f('uram')} | {ok} | {r.verdict} | {r.path.get('lut_levels')} (+{r.path.get('carry_cells')}) | "
                     f"{(f'`{r.fanout[0][0]}` {r.fanout[0][1]}' if r.fanout else '')} | {r.seconds:.0f} |")
     return "\n".join(rows) + "\n"
 

@@ -79,7 +79,7 @@ def test_estimate_maps_multipliers_and_caches(tmp_path: Path) -> None:
     assert not r.cached and "SYNTH_XILINX" in passes
     assert r.used["dsp"] == 2 and len(r.muls) == 2 and r.all_muls_on_dsp and r.unmapped_muls == []
     assert r.dsp_registers["dsps"] == 2 and set(r.dsp_registers) == {"dsps", "AREG", "BREG", "MREG", "PREG"}
-    assert isinstance(r.longest_path, int) and r.longest_path > 0
+    assert r.path["lut_levels"] > 0 and r.path["loops"] == 0 and r.path["start"] and r.path["end"]
     assert r.used["bram36"] == 0.5 and r.cells.get("RAMB18E1") == 1
     assert r.capacity["dsp"] == 220 and r.verdict == "fits" and r.lanes == 2
     assert r.share["dsp"] == pytest.approx(2 / 220)
@@ -90,8 +90,8 @@ def test_estimate_maps_multipliers_and_caches(tmp_path: Path) -> None:
     assert again.cached and again.used == r.used
 
 
-def test_dsp_register_and_longest_path_parsers() -> None:
-    from litefly.boards.synth import dsp_registers, longest_path
+def test_dsp_register_and_mul_parsers() -> None:
+    from litefly.boards.synth import dsp_registers, variable_muls
     dump = """
   cell \\DSP48E1 \\u0
     parameter \\AREG 1
@@ -107,8 +107,20 @@ def test_dsp_register_and_longest_path_parsers() -> None:
   end
 """
     assert dsp_registers(dump) == {"dsps": 2, "AREG": 1, "BREG": 1, "MREG": 1, "PREG": 1}
-    assert longest_path("Longest topological path in top (length=7):\n    0: x") == 7
-    assert longest_path("no path") is None
+    muls = """
+  cell $mul $flatten\\u.$mul$rtl/e.v:10$1
+    parameter \\A_WIDTH 8
+    connect \\A \\x
+    connect \\B 3'110
+    connect \\Y $2
+  end
+  cell $mul $mul$rtl/e.v:11$3
+    connect \\A { 2'00 \\half }
+    connect \\B \\w [7:0]
+    connect \\Y $4
+  end
+"""
+    assert variable_muls(muls) == ["$mul$rtl/e.v:11$3"]      # a product by a constant is logic, not a DSP
 
 
 def test_estimate_names_multipliers_left_in_luts(tmp_path: Path) -> None:
@@ -182,6 +194,41 @@ def test_largest_fanout_counts_distinct_reader_cells_and_leaves_out_clock_and_co
                      "q0": {"hide_name": 0, "bits": [5]}}}}}
     assert largest_fanout(netlist, "top") == [("rst", 3), ("w[1]", 3), ("q0", 1)]
     assert largest_fanout(netlist, "top", count=1) == [("rst", 3)]
+
+
+def test_lut_levels_follow_each_primitives_timing_arcs() -> None:
+    """Flip-flops cut paths; a LUT-RAM is combinational from its read address only (its write
+    data ends a path); carries ride along without being levels; a real loop is counted."""
+    from litefly.boards.logic_depth import lut_levels
+    outs = ("Q", "O", "O5", "O6", "CO", "DPO", "SPO")
+    cell = lambda t, **conn: {"type": t, "port_directions": {p: ("output" if p in outs else "input")  # noqa: E731
+                                                              for p in conn}, "connections": conn}
+    cells = {
+        "ff_a": cell("FDRE", C=[2], D=[20], CE=["1"], R=["0"], Q=[3]),
+        "l1": cell("LUT2", I0=[3], I1=[3], O=[4]),
+        "l2": cell("LUT3", I0=[4], I1=[3], I2=[3], O=[5]),
+        "c1": cell("CARRY4", DI=[5, 5, 5, 5], S=[5, 4, 4, 4], CO=[6, 7, 8, 9], O=[10, 11, 12, 13]),
+        "l3": cell("LUT1", I0=[9], O=[14]),
+        # 3 levels (+1 carry) reach the RAM's write data; only the address arc continues
+        "ram": cell("RAM64X1D", WCLK=[2], WE=["1"], D=[14], A0=[4], A1=["0"], A2=["0"], A3=["0"], A4=["0"],
+                    A5=["0"], DPRA0=[5], DPRA1=["0"], DPRA2=["0"], DPRA3=["0"], DPRA4=["0"], DPRA5=["0"],
+                    SPO=[15], DPO=[16]),
+        "l4": cell("LUT2", I0=[16], I1=[15], O=[17]),
+        "ff_b": cell("FDRE", C=[2], D=[17], CE=["1"], R=["0"], Q=[18]),
+        "ff_c": cell("FDRE", C=[2], D=[14], CE=["1"], R=["0"], Q=[19]),
+    }
+    net = {"modules": {"top": {"cells": cells, "ports": {}, "netnames": {
+        "acc": {"hide_name": 0, "bits": [3]}, "clk": {"hide_name": 0, "bits": [2]},
+        "u.res": {"hide_name": 0, "bits": [18]}}}}}
+    r = lut_levels(net, "top")
+    # ff_a -> l1 -> l2 -> ram (DPRA) -> l4 -> ff_b: 4 levels; ff_a -> l1 -> l2 -> c1 -> l3 -> ff_c: 3 + a carry
+    assert (r.lut_levels, r.carry_cells, r.loops, r.start) == (4, 0, 0, "acc") and r.end == "u.res"
+    assert r.by_block == {"u": 4, "(top)": 3}      # by the register's output net: u.res is in u
+    del cells["ff_b"], cells["l4"]
+    r = lut_levels(net, "top")
+    assert (r.lut_levels, r.carry_cells, r.cells) == (3, 1, 4)
+    cells["l1"]["connections"]["I1"] = [5]             # l1 <-> l2: a combinational loop
+    assert lut_levels(net, "top").loops >= 1
 
 
 def test_estimate_reports_the_largest_fanout(tmp_path: Path) -> None:
