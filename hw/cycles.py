@@ -23,7 +23,7 @@ from . import regmap
 __all__ = ["DRAIN_CYCLES", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready",
            "pass_cycles", "words_pass_cycles"]
 
-DRAIN_CYCLES = 5           # issue-to-write latency: the bubble between dependent factors
+DRAIN_CYCLES = 7           # issue-to-write latency: the bubble between dependent factors
 WINDOW_SETUP = 3           # window-generator set-up cycles per batch and phase
 LOAD_LAG = 1               # cycles from a beat's arrival to the window write that uses it
 REPACK_LAG = 1             # the repacker's register stage (packed input)

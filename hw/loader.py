@@ -49,6 +49,7 @@ class Loader(wiring.Component):
         desc = self.desc
         cnt = Signal(32)
         total = Signal(32)
+        last = Signal(32)                # total - 1, registered with it: no subtractor before the compare
         wbeats = Signal(32)
         ibeats = Signal(32)            # weight + index beats: the biases follow
         accept = Signal()
@@ -82,7 +83,8 @@ class Loader(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.load_params):
                     m.d.sync += [cnt.eq(0), wbeats.eq(desc.WEIGHT_BEATS), ibeats.eq(desc.WEIGHT_BEATS + desc.INDEX_BEATS),
-                                 total.eq(desc.WEIGHT_BEATS + desc.INDEX_BEATS + desc.BIAS_BEATS)]
+                                 total.eq(desc.WEIGHT_BEATS + desc.INDEX_BEATS + desc.BIAS_BEATS),
+                                 last.eq(desc.WEIGHT_BEATS + desc.INDEX_BEATS + desc.BIAS_BEATS - 1)]
                     m.next = "PARAMS_CHECK"
                 with m.Elif(self.start):
                     m.d.sync += [cnt.eq(0), packed.eq(desc.LAYER.PACKED)]
@@ -104,7 +106,7 @@ class Loader(wiring.Component):
                              self.bias_w.en.eq(accept & (cnt >= ibeats))]
                 with m.If(accept):
                     m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(cnt == total - 1):
+                    with m.If(cnt == last):
                         m.d.comb += self.params_done.eq(1)
                         m.next = "IDLE"
             with m.State("SETUP1"):
@@ -113,7 +115,7 @@ class Loader(wiring.Component):
                 m.next = "SETUP2"
             with m.State("SETUP2"):
                 m.d.comb += self.frame_busy.eq(1)
-                m.d.sync += total.eq(desc.FRAME_BEATS)
+                m.d.sync += [total.eq(desc.FRAME_BEATS), last.eq(desc.FRAME_BEATS - 1)]
                 m.next = "FRAME"
             with m.State("FRAME"):
                 m.d.comb += [self.frame_busy.eq(1), rp.sink.valid.eq(packed & self.sink.valid),
@@ -121,9 +123,9 @@ class Loader(wiring.Component):
                              self.frame_w.en.eq(f_valid)]
                 with m.If(f_valid):
                     m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(cnt == total - 1):
+                    with m.If(cnt == last):
                         m.d.comb += self.frame_done.eq(1)
-                        m.d.sync += [cnt.eq(0), total.eq(desc.SKIP_BEATS)]
+                        m.d.sync += [cnt.eq(0), total.eq(desc.SKIP_BEATS), last.eq(desc.SKIP_BEATS - 1)]
                         m.next = "IDLE"
                         if env.residual:
                             with m.If(residual):
@@ -134,6 +136,6 @@ class Loader(wiring.Component):
                     m.d.comb += [self.sink.ready.eq(skip_fifo.w_rdy), skip_fifo.w_en.eq(self.sink.valid)]
                     with m.If(self.sink.valid & skip_fifo.w_rdy):
                         m.d.sync += cnt.eq(cnt + 1)
-                        with m.If(cnt == total - 1):
+                        with m.If(cnt == last):
                             m.next = "IDLE"
         return m

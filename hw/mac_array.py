@@ -11,9 +11,10 @@ low product took from it). Exact for every operand, no correction table; the ope
 ``A + S`` bits (24 for int8, inside a DSP48E1's 25-bit A port) and the product ``A + S + W``.
 
 Pipeline (issue in cycle T): T+1 memory data, operand/weight/bias selected and registered;
-T+2 products registered; T+3 accumulate; the result is valid at T+4 (``res``/``ctl_out``),
-the output stage writes it at T+5, so a dependent factor may issue at T+6:
-``DRAIN_CYCLES = 5`` bubbles.
+T+2 products registered; T+3 accumulate (a row starts from the bias on the last factor, else
+0); the result is valid at T+4 (``res``/``ctl_out``), the output stage rounds, shifts and
+saturates it in three registered steps and writes it at T+7, so a dependent factor may issue
+at T+8: ``DRAIN_CYCLES = 7`` bubbles.
 """
 
 from __future__ import annotations
@@ -82,10 +83,13 @@ class MacArray(wiring.Component):
         accs = [Signal(signed(ACC), name=f"acc{l}") for l in range(L)]
         m.d.sync += self.ctl_out.eq(p2)
         m.d.sync += self.ctl_out.valid.eq(p2.valid & p2.last)
-        add_bias = p2.fi_last & self.bias_en
+        # the bias starts the last factor's rows (one adder per lane: the sum is the same)
+        start = Signal(signed(BB))
+        m.d.comb += start.eq(Mux(p2.fi_last & self.bias_en, bias2, 0))
         for l in range(L):
             total = Signal(signed(ACC), name=f"sum{l}")
-            m.d.comb += total.eq(Mux(p2.first, 0, accs[l]) + prods[l])
+            m.d.comb += total.eq(Mux(p2.first, start, accs[l]) + prods[l])
             with m.If(p2.valid):
-                m.d.sync += [accs[l].eq(total), self.res[l].eq(total + Mux(add_bias, bias2, 0))]
+                m.d.sync += accs[l].eq(total)
+            m.d.comb += self.res[l].eq(accs[l])
         return m

@@ -1,5 +1,6 @@
 """The output stage: round half up by the factor's shift, saturate, ReLU and max pooling,
-then write the row to WORK (intermediate factor) or OUT (last factor).
+then write the row to WORK (intermediate factor) or OUT (last factor), in three registered
+steps (add the rounding bit; shift; saturate and ReLU) and the write.
 
 OUT is ``E`` banks by channel mod ``E`` (the unloader reads ``E`` channels of one lane per
 cycle). Pooling: the first phase of a batch writes, later phases write ``max(old, new)``;
@@ -49,9 +50,11 @@ class OutputStage(wiring.Component):
         LE = E.bit_length() - 1
         PW, WD = self._pw, env.max_work
         m = Module()
+        # three registered steps so that no step is more than a few LUT levels deep:
+        # p3 (result arrives) -> round: + 2^(shift-1) -> p4: >> shift -> p5: saturate, ReLU -> p6
         p3 = self.ctl
-        p4 = Signal(ctl_layout(env))
-        m.d.sync += p4.eq(p3)
+        p4, p5, p6 = Signal(ctl_layout(env)), Signal(ctl_layout(env)), Signal(ctl_layout(env))
+        m.d.sync += [p4.eq(p3), p5.eq(p4), p6.eq(p5)]
 
         rnd = Signal(ACC + 1)
         if self._fault == "rounding":
@@ -59,24 +62,25 @@ class OutputStage(wiring.Component):
         else:
             m.d.comb += rnd.eq((C(1, ACC + 1) << p3.shift) >> 1)
         lo, hi = -(1 << (A - 1)), (1 << (A - 1)) - 1
-        relu = self.relu_en & p3.fi_last
+        relu = Signal()
+        m.d.sync += relu.eq(self.relu_en & p4.fi_last)          # at p5, beside the shifted value
         qs = [Signal(signed(A), name=f"q{l}") for l in range(L)]
         for l in range(L):
             rounded = Signal(signed(ACC + 1), name=f"rounded{l}")
             shifted = Signal(signed(ACC + 1), name=f"shifted{l}")
-            m.d.comb += [rounded.eq(self.res[l] + rnd), shifted.eq(rounded >> p3.shift)]
+            m.d.sync += [rounded.eq(self.res[l] + rnd), shifted.eq(rounded >> p4.shift)]
             sat = Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted))
             m.d.sync += qs[l].eq(Mux(relu & (shifted < 0), 0, sat))
 
-        # OUT: read the old row at p3 (all banks), write the selected bank at p4
-        out_addr3 = p3.wr[LE:] + Mux(p3.out_half, PW, 0)
-        out_addr4 = p4.wr[LE:] + Mux(p4.out_half, PW, 0)
-        bank4 = p4.wr[:LE] if LE else 0
+        # OUT: read the old row at p5 (all banks), write the selected bank at p6
+        out_addr5 = p5.wr[LE:] + Mux(p5.out_half, PW, 0)
+        out_addr6 = p6.wr[LE:] + Mux(p6.out_half, PW, 0)
+        bank6 = p6.wr[:LE] if LE else 0
         old = Signal(L * A)
         for b in range(E):
-            m.d.comb += self.out_r[b].addr.eq(out_addr3)
-        m.d.comb += old.eq(Cat(*[self.out_r[b].data for b in range(E)]).word_select(bank4, L * A))
-        keep_max = self.pool_en & ~p4.first_phase
+            m.d.comb += self.out_r[b].addr.eq(out_addr5)
+        m.d.comb += old.eq(Cat(*[self.out_r[b].data for b in range(E)]).word_select(bank6, L * A))
+        keep_max = self.pool_en & ~p6.first_phase
         if self._fault == "pool":
             keep_max = 0
         new = []
@@ -85,13 +89,13 @@ class OutputStage(wiring.Component):
             new.append(Mux(keep_max & (o > qs[l]), o, qs[l]))
         q_word = Cat(*qs)
         out_word = Cat(*new)
-        write = p4.valid & p4.fi_last
+        write = p6.valid & p6.fi_last
         for b in range(E):
-            m.d.comb += [self.out_w[b].addr.eq(out_addr4), self.out_w[b].data.eq(out_word),
-                         self.out_w[b].en.eq(write & (bank4 == b))]
-        m.d.comb += [self.work_w.addr.eq(p4.wr + Mux(p4.work_half, WD, 0)), self.work_w.data.eq(q_word),
-                     self.work_w.en.eq(p4.valid & ~p4.fi_last)]
-        with m.If(p4.valid & p4.batch_end):
-            m.d.comb += self.out_set.eq(Mux(p4.out_half, 2, 1))
-            m.d.sync += [self.meta[p4.out_half].lanes.eq(p4.lanes), self.meta[p4.out_half].last_batch.eq(p4.last_batch)]
+            m.d.comb += [self.out_w[b].addr.eq(out_addr6), self.out_w[b].data.eq(out_word),
+                         self.out_w[b].en.eq(write & (bank6 == b))]
+        m.d.comb += [self.work_w.addr.eq(p6.wr + Mux(p6.work_half, WD, 0)), self.work_w.data.eq(q_word),
+                     self.work_w.en.eq(p6.valid & ~p6.fi_last)]
+        with m.If(p6.valid & p6.batch_end):
+            m.d.comb += self.out_set.eq(Mux(p6.out_half, 2, 1))
+            m.d.sync += [self.meta[p6.out_half].lanes.eq(p6.lanes), self.meta[p6.out_half].last_batch.eq(p6.last_batch)]
         return m

@@ -97,14 +97,21 @@ class Sequencer(wiring.Component):
                 m.d.sync += [row["r"].eq(f.RS.R), row["s"].eq(f.RS.S), row["t"].eq(f.TG.T), row["g"].eq(f.TG.G),
                              row["st"].eq(f.STRIDES.ST), row["rt"].eq(f.STRIDES.RT),
                              row["shift"].eq(f.SHIFT.SHIFT)]
+            # the last index of each loop, registered here: no subtractor on the issue path
+            for k, v in (("r", f.RS.R), ("s", f.RS.S), ("t", f.TG.T), ("g", f.TG.G)):
+                row[k + "1"] = Signal(16, name=f"f{i}_{k}1")
+                with m.If(self.start):
+                    m.d.sync += row[k + "1"].eq(v - 1)
             tab.append(row)
         SP = env.index_beats > 0
         for i in range(NF):
             tab[i]["rows"] = Signal(16, name=f"f{i}_rows")
+            tab[i]["rows1"] = Signal(16, name=f"f{i}_rows1")
             tab[i]["split"] = Signal(16, name=f"f{i}_split")
             if SP:
                 with m.If(self.start):
-                    m.d.sync += [tab[i]["rows"].eq(d.F[i].SPARSE.ROWS), tab[i]["split"].eq(d.F[i].SPARSE.SPLIT)]
+                    m.d.sync += [tab[i]["rows"].eq(d.F[i].SPARSE.ROWS), tab[i]["split"].eq(d.F[i].SPARSE.SPLIT),
+                                 tab[i]["rows1"].eq(d.F[i].SPARSE.ROWS - 1)]
         nm1 = Signal(8)
         in_last = Signal(8)              # the last factor that reads IN (factor 0, or a later concat factor)
         with m.If(self.start):
@@ -114,7 +121,8 @@ class Sequencer(wiring.Component):
                     with m.If((d.F[i].SPARSE.SPLIT != 0) & (i < d.LAYER.FACTORS)):
                         m.d.sync += in_last.eq(i)
 
-        cur = {k: Signal(16, name=f"cur_{k}") for k in ("r", "s", "t", "g", "st", "rt", "rows", "split")}
+        cur = {k: Signal(16, name=f"cur_{k}") for k in ("r", "s", "t", "g", "st", "rt", "rows", "split",
+                                                        "r1", "s1", "t1", "g1", "rows1")}
         cur_shift = Signal(8)
         load_factor = Signal(8)
         load_limits = Signal()
@@ -140,11 +148,11 @@ class Sequencer(wiring.Component):
         sparse = Signal()
         from_in = Signal()
         row_end, fac_end, first = Signal(), Signal(), Signal()
-        debut_end = (b == cur["s"] - 1)
+        debut_end = (b == cur["s1"])
         m.d.comb += [
             rd.eq(rd_j + rd_bt + u), wr.eq(wr_j + wr_at + u), rd_work.eq(rd), from_in.eq(fi == 0),
             row_end.eq(debut_end), first.eq(b == 0),
-            fac_end.eq(debut_end & (a == cur["r"] - 1) & (u == cur["t"] - 1) & (j == cur["g"] - 1)),
+            fac_end.eq(debut_end & (a == cur["r1"]) & (u == cur["t1"]) & (j == cur["g1"])),
         ]
         if SP:
             # sparse entries: the index memory's read data is this cycle's entry (addressed one cycle ahead)
@@ -159,7 +167,7 @@ class Sequencer(wiring.Component):
             m.d.comb += [sparse.eq(cur["rows"] != 0), self.index_addr.eq(ent_next[LIP:])]
             with m.If(sparse):
                 m.d.comb += [rd.eq(col), wr.eq(srow), row_end.eq(rend), first.eq(sfirst),
-                             fac_end.eq(rend & (srow == cur["rows"] - 1))]
+                             fac_end.eq(rend & (srow == cur["rows1"]))]
                 with m.If(split != 0):
                     m.d.comb += [rd_work.eq(col - split), from_in.eq(col < split)]
                     if self._fault == "sparse_split":      # the first previous-output column read from IN
@@ -191,9 +199,9 @@ class Sequencer(wiring.Component):
                     m.d.sync += [b.eq(b + 1), rd_bt.eq(rd_bt + cur["t"])]
                     with m.If(row_end):
                         m.d.sync += [b.eq(0), rd_bt.eq(0), a.eq(a + 1), wr_at.eq(wr_at + cur["t"])]
-                        with m.If(a == cur["r"] - 1):
+                        with m.If(a == cur["r1"]):
                             m.d.sync += [a.eq(0), wr_at.eq(0), u.eq(u + 1)]
-                            with m.If(u == cur["t"] - 1):
+                            with m.If(u == cur["t1"]):
                                 m.d.sync += [u.eq(0), j.eq(j + 1), rd_j.eq(rd_j + cur["st"]),
                                              wr_j.eq(wr_j + cur["rt"])]
                 with m.If(fac_end):

@@ -75,6 +75,9 @@ class WindowGenerator(wiring.Component):
         # ---- layer constants (set-up after go) ----
         cw, wcw, hwcw, npos, hpwp = (u32(n) for n in ("cw", "wcw", "hwcw", "npos", "hpwp"))
         pk, ps = Signal(8), Signal(8)
+        # the last values the walk compares with, registered at set-up (no subtractor on those paths)
+        cw_m1, kw_m1, kh_m1, wp_m1, hp_m1 = u32("cw_m1"), Signal(16), Signal(16), u32("wp_m1"), u32("hp_m1")
+        pk_m1 = Signal(8)
         xstep, ystep, xstep_cw, ystep_wcw = (u32(n) for n in ("xstep", "ystep", "xstep_cw", "ystep_wcw"))
         dw_cw, dh_wcw, sw_cw, sh_wcw, pw_cw, ph_wcw = (u32(n) for n in (
             "dw_cw", "dh_wcw", "sw_cw", "sh_wcw", "pw_cw", "ph_wcw"))
@@ -117,9 +120,9 @@ class WindowGenerator(wiring.Component):
         arrived = ~inb | ~self.frame_loading | (addr < self.frame_count)
         m.d.sync += [s1["valid"].eq(emit), s1["inb"].eq(inb), s1["half"].eq(wh), s1_lane.eq(lane),
                      s1_eoff.eq(eoff), s1_n.eq(Mux(rem > E, E, rem)), s1["done"].eq(emit & phase_end)]
-        last_k = k == cw - 1
-        last_kx = kx == d.KERNEL.KW - 1
-        last_ky = ky == d.KERNEL.KH - 1
+        last_k = k == cw_m1
+        last_kx = kx == kw_m1
+        last_ky = ky == kh_m1
         lane_end = last_k & last_kx & last_ky
 
         # IN write: bank b takes beat element (b - r) mod E
@@ -156,6 +159,8 @@ class WindowGenerator(wiring.Component):
                 m.d.sync += [
                     xstep.eq(d.XSTEP), ystep.eq(d.YSTEP), wcw.eq(d.W_CW), dw_cw.eq(d.DW_CW), sw_cw.eq(d.SW_CW),
                     pw_cw.eq(d.PW_CW), npos.eq(d.NPOS),
+                    cw_m1.eq(cw - 1), pk_m1.eq(pk - 1), kw_m1.eq(d.KERNEL.KW - 1), kh_m1.eq(d.KERNEL.KH - 1),
+                    wp_m1.eq(d.OUT_HW.WP - 1), hp_m1.eq(d.OUT_HW.HP - 1),
                 ]
                 m.next = "SETUP3"
             with m.State("SETUP3"):
@@ -207,7 +212,7 @@ class WindowGenerator(wiring.Component):
                     with m.If(lane_end):
                         m.d.sync += lane.eq(lane + 1)
                         with m.If((lane == L - 1) | (nx_left == 0)):
-                            last_phase = (dy == pk - 1) & (dx == pk - 1)
+                            last_phase = (dy == pk_m1) & (dx == pk_m1)
                             m.d.comb += phase_end.eq(1)
                             m.d.sync += [
                                 s1_meta.lanes.eq(lane + 1), s1_meta.first_phase.eq((dy == 0) & (dx == 0)),
@@ -224,7 +229,7 @@ class WindowGenerator(wiring.Component):
                                     m.next = "PHASE_A"
                             with m.Else():
                                 m.next = "PHASE_A"
-                                with m.If(dx == pk - 1):
+                                with m.If(dx == pk_m1):
                                     m.d.sync += [dx.eq(0), pdx.eq(0), pdx_cw.eq(0), dy.eq(dy + 1),
                                                  pdy.eq(pdy + d.STRIDE.SH), pdy_wcw.eq(pdy_wcw + sh_wcw)]
                                 with m.Else():
@@ -237,9 +242,9 @@ class WindowGenerator(wiring.Component):
             m.d.sync += [w_ix.eq(nx_ix), w_ix0.eq(nx_ix), w_iy.eq(nx_iy), w_ca.eq(nx_ca), w_ca0.eq(nx_ca),
                          w_ra.eq(nx_ra), ky.eq(0), kx.eq(0), k.eq(0), eoff.eq(0), kbase.eq(0),
                          rem.eq(d.IN_C.C), nx_left.eq(nx_left - 1)]
-            with m.If(nx_x == d.OUT_HW.WP - 1):
+            with m.If(nx_x == wp_m1):
                 m.d.sync += [nx_x.eq(0), nx_ix.eq(ix_first), nx_ca.eq(ca_first), nx_px.eq(0), nx_pcx.eq(0)]
-                with m.If(nx_y == d.OUT_HW.HP - 1):
+                with m.If(nx_y == hp_m1):
                     m.d.sync += [nx_y.eq(0), nx_py.eq(0), nx_pry.eq(0), nx_iy.eq(iy_first), nx_img.eq(nx_img + hwcw),
                                  nx_ra.eq(nx_img + hwcw + ra_first)]
                 with m.Else():

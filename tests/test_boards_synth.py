@@ -79,7 +79,7 @@ def test_estimate_maps_multipliers_and_caches(tmp_path: Path) -> None:
     assert not r.cached and "SYNTH_XILINX" in passes
     assert r.used["dsp"] == 2 and len(r.muls) == 2 and r.all_muls_on_dsp and r.unmapped_muls == []
     assert r.dsp_registers["dsps"] == 2 and set(r.dsp_registers) == {"dsps", "AREG", "BREG", "MREG", "PREG"}
-    assert r.path["lut_levels"] > 0 and r.path["loops"] == 0 and r.path["start"] and r.path["end"]
+    assert r.path["cells"] > 0 and r.path["loops"] == 0 and r.path["start"] and r.path["end"]   # addr + 1
     assert r.used["bram36"] == 0.5 and r.cells.get("RAMB18E1") == 1
     assert r.capacity["dsp"] == 220 and r.verdict == "fits" and r.lanes == 2
     assert r.share["dsp"] == pytest.approx(2 / 220)
