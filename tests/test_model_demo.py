@@ -33,10 +33,11 @@ def test_digits_all_debut_meets_the_targets_and_the_engine_equals_golden(demo):
     assert [r.kind for r in res.layers] == ["conv2d", "conv2d", "linear"]
     assert 1 - debut["params"] / dense["params"] >= 0.90
     assert debut["macs"] < dense["macs"] / 5
-    # accuracy: dense is a real classifier, DeBut loses at most 2 points (float and int8)
+    # accuracy: dense is a real classifier, DeBut loses at most 1 point (float and int8; the issue's
+    # target, here on seed 0 only: docs/models.md section 4 has the five-seed mean and worst seed)
     assert dense["accuracy"] >= 0.95
-    assert dense["accuracy"] - debut["accuracy"] <= 0.02
-    assert dense["accuracy"] - golden["accuracy"] <= 0.02
+    assert dense["accuracy"] - debut["accuracy"] <= 0.01
+    assert dense["accuracy"] - golden["accuracy"] <= 0.01
     # the engine's predictions are the int8 golden predictions, image for image
     _, _, _, y_test = load_digits_data(0)
     assert res.engine_equal is True and len(res.engine_pred) == len(y_test) == 360
@@ -76,3 +77,14 @@ def test_cli_quick_run_and_bad_input(tmp_path):
         "quantize", "copy_in", "dispatch", "copy_out", "unpack"}
     r = _cli("--compression", "1.5", "--out", str(tmp_path / "e"))
     assert r.returncode == 2 and r.stderr.strip() == "error: --compression 1.5 must be in [0, 1)"
+
+
+def test_cli_defaults_are_the_config_defaults():
+    """``litefly demo digits`` without options runs the documented recipe (DigitsConfig)."""
+    from litefly.cli.demo_cmd import digits
+    defaults = {p.name: p.default for p in digits.params}
+    cfg = DigitsConfig()
+    assert cfg.kd_epochs == 200 and cfg.compression == 0.95
+    for name in ("compression", "epochs", "kd_epochs", "seed", "threads", "bench_batch"):
+        assert defaults[name] == getattr(cfg, name), name
+    assert tuple(defaults["channels"]) == cfg.channels

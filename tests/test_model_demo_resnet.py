@@ -46,3 +46,13 @@ def test_bad_config_is_refused_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "litefly", "demo", "resnet", "--widths", "8,x", "--out",
                         str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == "error: --widths '8,x' must be comma-separated integers, e.g. 16,32"
+
+
+def test_cli_defaults_are_the_config_defaults():
+    """``litefly demo resnet`` without options runs the documented recipe (ResNetConfig)."""
+    from litefly.cli.demo_cmd import resnet
+    defaults = {p.name: p.default for p in resnet.params}
+    cfg = ResNetConfig()
+    for name in ("compression", "epochs", "kd_epochs", "seed", "threads", "backend"):
+        assert defaults[name] == getattr(cfg, name), name
+    assert defaults["widths"] == ",".join(map(str, cfg.widths)) and defaults["blocks"] == ",".join(map(str, cfg.blocks))

@@ -10,7 +10,7 @@ import click
 
 @click.group("demo")
 def demo() -> None:
-    """End-to-end demos (digits, pointnet, resnet)."""
+    """End-to-end demos (digits, pointnet, resnet, pixelfly)."""
 
 
 @demo.command("digits")
@@ -21,7 +21,8 @@ def demo() -> None:
                    "Verilator, golden = the engine model; none skips it.")
 @click.option("--compression", default=0.95, show_default=True, type=float, help="Per-layer target.")
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1), help="Dense training epochs.")
-@click.option("--kd-epochs", default=100, show_default=True, type=click.IntRange(min=0))
+@click.option("--kd-epochs", default=200, show_default=True, type=click.IntRange(min=0),
+              help="Knowledge-distillation fine-tuning epochs (cosine learning-rate schedule).")
 @click.option("--channels", default=(32, 64), show_default=True, type=(click.IntRange(1), click.IntRange(1)))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--quick", is_flag=True, help="A small, fast run: 400 training and 60 test images, few epochs.")
@@ -165,6 +166,52 @@ def resnet(out_dir: Path, backend: str, engine_images: int | None, widths: str, 
         cfg = replace(cfg, n_train=300, n_test=60, epochs=min(epochs, 3), kd_epochs=min(kd_epochs, 2), sweeps=1)
     _run_and_print(console, cfg, seeds, out_dir, run_resnet_demo, run_resnet_seeds, render,
                    "litefly demo resnet (sklearn handwritten digits, test set)", "image")
+
+
+@demo.command("pixelfly")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_pixelfly"),
+              show_default=True, help="Where the int8 export and summary.json go.")
+@click.option("--backend", type=click.Choice(["sim", "golden", "none"]), default="golden", show_default=True,
+              help="The network engine that runs the int8 network: sim = cocotb + Verilator, golden = the engine "
+                   "model; none skips it.")
+@click.option("--block-size", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Pixelfly block size on each layer's smaller side (padded to a power-of-two block count).")
+@click.option("--rank", default=2, show_default=True, type=click.IntRange(min=0), help="Rank of the U V term.")
+@click.option("--n-factors", default="2", show_default=True, metavar="K",
+              help="Butterfly levels of the flat block butterfly mask (a positive integer, or 'all').")
+@click.option("--epochs", default=None, type=click.IntRange(min=1),
+              help="Dense training epochs (default: the digits demo's).")
+@click.option("--kd-epochs", default=100, show_default=True, type=click.IntRange(min=0),
+              help="Distillation epochs.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Run seeds SEED .. SEED+N-1 and print the mean and spread of every accuracy; each run goes to "
+                   "OUT/seed<k>, the table to OUT/seeds.json.")
+@click.option("--quick", is_flag=True, help="A small, fast run: 400 training and 60 test images, few epochs.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
+def pixelfly(out_dir: Path, backend: str, block_size: int, rank: int, n_factors: str, epochs: int | None,
+             kd_epochs: int, seed: int, seeds: int, quick: bool, threads: int) -> None:
+    """The digits demo's dense CNN -> Pixelfly (S x + U V x, every layer) -> KD -> int8 -> engine."""
+    from dataclasses import replace
+
+    from litefly.cli.output import console as make_console
+    from litefly.demo_pixelfly import PixelflyDigitsConfig, render, run_pixelfly_demo, run_pixelfly_seeds
+    from litefly.errors import ConfigError
+
+    if n_factors == "all":
+        levels = None
+    elif n_factors.isdigit() and int(n_factors) >= 1:
+        levels = int(n_factors)
+    else:
+        raise ConfigError(f"--n-factors {n_factors[:40]!r} must be a positive integer or 'all'")
+    console = make_console(min_width=150)
+    cfg = PixelflyDigitsConfig(block_size=block_size, rank=rank, n_factors=levels, seed=seed, backend=backend,
+                               threads=threads)
+    cfg = replace(cfg, epochs=epochs or cfg.epochs, kd_epochs=kd_epochs)
+    if quick:
+        cfg = replace(cfg, n_train=400, n_test=60, epochs=min(cfg.epochs, 15), kd_epochs=min(cfg.kd_epochs, 10))
+    _run_and_print(console, cfg, seeds, out_dir, run_pixelfly_demo, run_pixelfly_seeds, render,
+                   "litefly demo pixelfly (sklearn handwritten digits, test set)", "image")
 
 
 def _run_and_print(console: Any, cfg: Any, seeds: int, out_dir: Path, run_one: Callable, run_many: Callable,
