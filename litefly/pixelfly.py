@@ -13,7 +13,10 @@ On the engine the layer is two factors (``docs/config.md``, "Sparse factors"): `
 ``r x q`` sparse factor with every entry, then ``[S | U]``, one ``concat`` sparse factor over
 ``[x ; V x]``. :func:`fit_pixelfly` converts a dense weight (mask plus low-rank fit, alternating
 the two exact partial minimisers); :class:`PixelflyLinear` trains the layer in torch and
-exports the chain and float weights for :func:`litefly.fixed.quantize_layer`.
+exports the chain and float weights for :func:`litefly.fixed.quantize_layer`;
+:func:`pixelfly_model` converts every Conv2d/Linear of a model (a conv through its im2col
+matrix) into :class:`~litefly.nn.DeButConv2d`/:class:`~litefly.nn.DeButLinear` layers over Pixelfly
+chains, which :func:`litefly.export.export_int8` exports (``litefly demo pixelfly``).
 
 Checked against the published reference code (HazyResearch ``fly``:
 ``FlatBlockButterflySparsityConfig.make_layout`` and ``butterfly_factor_to_matrix``): the same
@@ -22,9 +25,10 @@ masks for the butterfly sizes, factor counts, blocks and rectangular shapes of i
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = ["flat_butterfly_layout", "flat_block_butterfly_mask", "pixelfly_mask", "pixelfly_chain",
            "pixelfly_weights", "split_pixelfly_weights", "PixelflyFit", "fit_pixelfly", "pixelfly_layer",
-           "PixelflyLinear"]
+           "PixelflyLinear", "PixelflyConfig", "PixelflyReport", "pixelfly_model"]
 
 
 def _pos_int(where: str, name: str, v: object) -> int:
@@ -92,12 +96,31 @@ def flat_block_butterfly_mask(out_features: int, in_features: int, butterfly_siz
     return mask
 
 
-def pixelfly_mask(out_features: int, in_features: int, block_size: int, n_factors: int | None = None) -> np.ndarray:
+def pixelfly_mask(out_features: int, in_features: int, block_size: int, n_factors: int | None = None,
+                  pad: bool = False) -> np.ndarray:
     """Flat block butterfly at block size ``b``: ``B = min(out, in) / b`` blocks a side (a power of
-    two), so the smaller side's blocks are ``b`` wide and the other side's are stretched."""
+    two), so the smaller side's blocks are ``b`` wide and the other side's are stretched.
+
+    ``pad`` (a litefly extension for shapes the reference does not take, e.g. a 9-input conv or a
+    10-class classifier): the smaller side is padded up to ``b * B`` with ``B`` the next power of
+    two of ``ceil(min / b)``, the larger side up to a multiple of ``B``; the mask of the padded
+    shape is cropped back to ``out x in``. ``n_factors`` is then capped at ``log2 B``, and
+    ``B = 1`` (the smaller side fits in one block) is the dense mask. Shapes that need no padding
+    give the same mask as without it."""
     where = "pixelfly mask"
     b = _pos_int(where, "block_size", block_size)
-    small = min(_pos_int(where, "out_features", out_features), _pos_int(where, "in_features", in_features))
+    p, q = _pos_int(where, "out_features", out_features), _pos_int(where, "in_features", in_features)
+    small = min(p, q)
+    if pad:
+        if n_factors is not None:
+            _pos_int(where, "n_factors", n_factors)
+        bs = 1 << (-(-small // b) - 1).bit_length()
+        if bs == 1:
+            return np.ones((p, q), dtype=bool)
+        k = None if n_factors is None else min(int(n_factors), bs.bit_length() - 1)
+        pp, qq = (-(-p // bs) * bs, -(-q // bs) * bs)
+        pp, qq = (bs * b, qq) if p <= q else (pp, bs * b)
+        return flat_block_butterfly_mask(pp, qq, bs, k)[:p, :q]
     if small % b:
         raise ConfigError(f"{where}: block_size={b} must divide min(out_features, in_features)={small}")
     bs = small // b
@@ -312,3 +335,90 @@ class PixelflyLinear(nn.Module):
         dense = self.in_features * self.out_features
         return (f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
                 f"params={self.params} ({100 * self.params / dense:.1f}% of dense)")
+
+
+# -- whole models ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PixelflyConfig:
+    """How :func:`pixelfly_model` converts each layer: ``block_size`` and ``n_factors`` of
+    :func:`pixelfly_mask` (with ``pad``, so any shape converts), the low-rank ``rank`` (capped at
+    ``min(out, in)`` per layer; 0 where the mask is dense, e.g. a layer whose smaller side is one
+    block), the ALS ``sweeps`` of :func:`fit_pixelfly`, ``layers`` (names or globs; None: every
+    Conv2d and Linear)."""
+
+    block_size: int = 1
+    rank: int = 2
+    n_factors: int | None = 2
+    sweeps: int = 10
+    layers: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        where = "pixelfly"
+        _pos_int(where, "block_size", self.block_size)
+        if self.n_factors is not None:
+            _pos_int(where, "n_factors", self.n_factors)
+        _pos_int(where, "sweeps", self.sweeps)
+        if isinstance(self.rank, bool) or not isinstance(self.rank, (int, np.integer)) or self.rank < 0:
+            raise ConfigError(f"{where}: rank={self.rank!r} must be a non-negative integer")
+
+
+@dataclass
+class PixelflyReport:
+    """One converted layer: its ``p x q`` matrix (a conv's im2col matrix), the chain's parameters
+    against the dense ones, the entries of ``S``, the rank and the fit's relative error."""
+
+    name: str
+    kind: str                  # conv2d | linear
+    p: int
+    q: int
+    params: int
+    dense_params: int
+    sparse_entries: int
+    rank: int
+    rel_error: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def pixelfly_model(model: nn.Module, config: PixelflyConfig | None = None,
+                   example_input: torch.Tensor | None = None) -> tuple[nn.Module, list[PixelflyReport]]:
+    """A copy of ``model`` with every selected ``nn.Conv2d``/``nn.Linear`` replaced by a
+    :class:`~litefly.nn.DeButConv2d`/:class:`~litefly.nn.DeButLinear` over its Pixelfly chain
+    (``V``, then ``[S | U]`` over ``[x ; V x]``), initialised by :func:`fit_pixelfly` from the dense
+    weight (a conv's im2col matrix, kernel position outer, as :mod:`litefly.convert`; bias copied).
+    ``example_input`` (one sample) lets a dense ``nn.Flatten -> nn.Linear`` become the engine's
+    channels-last flatten first (:func:`litefly.convert.channels_last_flatten`). The result exports
+    with :func:`litefly.export.export_int8` like any DeBut model."""
+    from .convert import _dense_matrix, _set_module, channels_last_flatten, convertible_layers, select_layers
+    from .nn import DeButConv2d, DeButLinear
+    cfg = config or PixelflyConfig()
+    model = copy.deepcopy(model).cpu()
+    channels_last_flatten(model, example_input)
+    layers = select_layers(convertible_layers(model), cfg.layers, "pixelfly", "Conv2d/Linear")
+    if not layers:
+        raise ConfigError("pixelfly: the model has no Conv2d or Linear layer to convert")
+    reports = []
+    for name, mod in layers:
+        w = _dense_matrix(mod)
+        p, q = w.shape
+        mask = pixelfly_mask(p, q, cfg.block_size, cfg.n_factors, pad=True)
+        rank = 0 if mask.all() else min(int(cfg.rank), p, q)       # a dense S needs no U V
+        fit = fit_pixelfly(w, mask, rank, cfg.sweeps)
+        bias = mod.bias is not None
+        if isinstance(mod, nn.Conv2d):
+            new: nn.Module = DeButConv2d(mod.in_channels, mod.out_channels, mod.kernel_size, fit.chain,
+                                         stride=mod.stride, padding=mod.padding, dilation=mod.dilation, bias=bias)
+        else:
+            new = DeButLinear(mod.in_features, mod.out_features, fit.chain, bias=bias)
+        new = new.to(mod.weight.dtype)
+        new.load_reference_flat(torch.as_tensor(np.concatenate([x.ravel() for x in fit.weights]),
+                                                dtype=mod.weight.dtype))
+        if bias:
+            with torch.no_grad():
+                new.bias.copy_(mod.bias.detach())
+        new.train(mod.training)
+        _set_module(model, name, new)
+        reports.append(PixelflyReport(name, "conv2d" if isinstance(mod, nn.Conv2d) else "linear", p, q,
+                                      fit.params, p * q, int(mask.sum()), rank, fit.rel_error))
+    return model, reports

@@ -181,3 +181,76 @@ def test_example_layer_files_are_the_generated_chains(capsys) -> None:
     assert info["params"] == 1280 and info["dense_product"] is True
     code, out, _ = run_cli(capsys, "chain", "show", str(examples / "boft64.yaml"))
     assert code == 0 and "12.5%" in out and "sparse 32x32, 32 nonzeros" in out
+
+
+# -- padded masks, whole models and the digits path (litefly demo pixelfly) ---------------------------
+@pytest.mark.parametrize("shape, b, k", [((32, 64), 4, None), ((64, 64), 4, 2), ((64, 288), 2, 2), ((16, 16), 4, 1)])
+def test_padded_mask_equals_the_plain_one_when_no_padding_is_needed(shape, b, k) -> None:
+    assert np.array_equal(pixelfly_mask(*shape, b, k, pad=True), pixelfly_mask(*shape, b, k))
+
+
+def test_padded_mask_is_the_crop_of_the_padded_shape() -> None:
+    # 10 x 256 at b=2: the 10 side pads to 16 = 2 x 8 blocks, the mask of 16 x 256 (B=8) cropped to 10 rows
+    m = pixelfly_mask(10, 256, 2, 2, pad=True)
+    assert np.array_equal(m, flat_block_butterfly_mask(16, 256, 8, 2)[:10])
+    # 32 x 9 at b=2: the 9 side pads to 16 (B=8), n_factors capped at log2 8 = 3
+    assert np.array_equal(pixelfly_mask(32, 9, 2, 5, pad=True), flat_block_butterfly_mask(32, 16, 8)[:, :9])
+    # the smaller side fits in one block: dense
+    assert pixelfly_mask(10, 256, 16, pad=True).all()
+    with pytest.raises(ConfigError, match="n_factors=0"):
+        pixelfly_mask(10, 256, 2, 0, pad=True)
+
+
+def test_pixelfly_model_converts_convs_through_im2col_and_exports() -> None:
+    """Every Conv2d/Linear of a small CNN becomes a DeBut layer over its Pixelfly chain whose dense
+    matrix is the fit's S + U V; the model exports int8 and the engine model equals the golden."""
+    from litefly.demo_digits import make_cnn
+    from litefly.export import export_int8, int8_forward
+    from litefly.nn import DeButConv2d, DeButLinear
+    from litefly.pixelfly import PixelflyConfig, pixelfly_model
+
+    torch.manual_seed(0)
+    dense = make_cnn(8, 16)
+    x = torch.rand(16, 1, 8, 8)
+    pix, reports = pixelfly_model(dense, PixelflyConfig(block_size=2, rank=1, n_factors=1, sweeps=3),
+                                  example_input=x[:1])
+    assert [r.kind for r in reports] == ["conv2d", "conv2d", "linear"]
+    assert isinstance(pix.conv1, DeButConv2d) and isinstance(pix.fc, DeButLinear)
+    assert all(len(m.chain) == 2 and m.chain[1].concat for m in (pix.conv1, pix.conv2, pix.fc))
+    for r in reports:
+        assert r.params < r.dense_params and 0 <= r.rel_error < 1
+    # conv2: the fit of the im2col matrix (kernel position outer) is what the layer holds
+    w = dense.conv2.weight.detach().double().permute(0, 2, 3, 1).reshape(16, -1).numpy()
+    fit = fit_pixelfly(w, pixelfly_mask(16, 72, 2, 1, pad=True), 1, 3)
+    got = pix.conv2.dense_matrix().detach().double().numpy()
+    assert np.allclose(got, chain_dense(fit.chain, fit.weights), atol=1e-6)
+    network, params = export_int8(pix, x, name="pix")
+    x_test = torch.rand(6, 1, 8, 8).double().numpy()
+    golden = int8_forward(network, params, x_test)
+    with NetworkRunner(network, params, backend="golden", input_size=(8, 8)) as runner:
+        assert np.array_equal(runner.run(x_test), golden)
+    # a layer whose smaller side is one block keeps its dense matrix as S, with no U V
+    tiny, rep = pixelfly_model(make_cnn(2, 4), PixelflyConfig(block_size=2, rank=3), example_input=x[:1])
+    assert rep[0].rank == 0 and len(tiny.conv1.chain) == 1 and rep[0].params == rep[0].dense_params == 18
+
+
+def test_pixelfly_digits_demo_quick(tmp_path, capsys) -> None:
+    """`litefly demo pixelfly` on tiny sizes: every row present, fewer parameters, the engine model equals
+    the int8 golden network on every test image, deterministic per seed."""
+    import json
+
+    from cli_inprocess import run_cli
+    from litefly.demo_pixelfly import PixelflyDigitsConfig, run_pixelfly_demo
+
+    cfg = PixelflyDigitsConfig(channels=(4, 8), epochs=2, kd_epochs=1, n_train=120, n_test=24, sweeps=2)
+    res = run_pixelfly_demo(cfg, tmp_path / "a", log=lambda m: None)
+    assert [r["model"].split(" (")[0] for r in res.rows] == ["dense float", "Pixelfly", "Pixelfly",
+                                                              "Pixelfly int8 golden", "Pixelfly int8 engine"]
+    assert res.engine_equal is True and np.array_equal(res.engine_pred, res.golden_pred)
+    assert res.rows[1]["params"] < res.rows[0]["params"]
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["engine_equals_golden_on_every_image"] is True and len(summary["layers"]) == 3
+    again = run_pixelfly_demo(cfg, tmp_path / "b", log=lambda m: None)
+    assert again.rows == res.rows
+    code, _, err = run_cli(capsys, "demo", "pixelfly", "--n-factors", "0")
+    assert code == 2 and "--n-factors '0' must be a positive integer or 'all'" in err

@@ -236,3 +236,28 @@ def test_digits_demo_prunes_and_runs_the_pruned_network_on_the_engine_model(tmp_
     assert all(abs(r.sparsity - 0.5) < 0.1 for r in res.prune)
     with pytest.raises(ConfigError):
         run_digits_demo(DigitsConfig(prune="bogus"), tmp_path, log=lambda m: None)
+
+
+def test_bench_pruned_reports_cycles_against_density_for_pruned_dense_layers(capsys, monkeypatch):
+    """scripts/bench_pruned.py: one table row per layer, source and sparsity, then the issue's target for
+    pruned dense layers (MAC cycles per batch over the unpruned ones within 5% of the density)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_pruned.py"
+    spec = importlib.util.spec_from_file_location("bench_pruned", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(sys, "argv", ["bench_pruned.py", "--sparsity", "0.5", "0.9"])
+    mod.main()
+    out = capsys.readouterr().out
+    target = out[out.index("Target (issue 14)"):]
+    rows = [line.split("|")[1:-1] for line in target.splitlines() if line.startswith("| vgg_")]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [(f"vgg_conv{i}", s) for i in (1, 2, 3)
+                                                            for s in ("50%", "90%")]
+    for r in rows:
+        density, ratio, over = (float(v) for v in r[2:5])
+        assert over == pytest.approx(ratio / density, abs=2e-3) and abs(over - 1) <= 0.05 and r[5].strip() == "yes"
+    assert "target met" in target
+    assert out.count("| dense | 90% |") == 3 and out.count("| debut | 50% |") == 3
