@@ -33,7 +33,7 @@ from litefly.errors import ToolError
 from litefly.hw.spec import EngineEnvelope
 
 from .boards import Board
-from .logic_depth import PathReport, bit_names, lut_levels
+from .logic_depth import bit_names, lut_levels
 
 __all__ = ["SynthReport", "CEILINGS", "estimate", "synth_verilog", "count_resources", "verdict",
            "cache_root", "yosys_command", "dsp_registers", "variable_muls", "largest_fanout", "stat_cells"]

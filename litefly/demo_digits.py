@@ -31,7 +31,7 @@ from .export import export_int8, int8_forward
 from .utils import deterministic_run
 
 __all__ = ["DigitsConfig", "DigitsResult", "load_digits_data", "make_cnn", "train_dense", "run_digits_demo", "render",
-           "summary_dict", "run_digits_seeds"]
+           "summary_dict", "run_digits_seeds", "train_on_digits"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,21 @@ def train_dense(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int,
     train_epochs(model, x, lambda out, idx: F.cross_entropy(out, y[idx]), epochs, batch_size, lr, seed=seed)
 
 
+def train_on_digits(cfg: Any, dense: nn.Module, train: Callable[[nn.Module, torch.Tensor, torch.Tensor], Any],
+                    t: dict[str, float], log: Callable[[str], None], what: str
+                    ) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], nn.Module, float]:
+    """The digits split of ``cfg.seed`` (``cfg.n_train``/``cfg.n_test``), ``dense`` trained on it by
+    ``train(model, x, y)`` and its test accuracy, logged; the time goes to ``t["train dense"]``."""
+    t0 = time.perf_counter()
+    xtr, ytr, xte, yte = digits_subset(cfg.seed, cfg.n_train, cfg.n_test)
+    log(f"digits: {len(xtr)} training and {len(xte)} test images of 8x8")
+    train(dense, xtr, ytr)
+    acc_dense = accuracy(predict(dense, xte), yte)
+    t["train dense"] = time.perf_counter() - t0
+    log(f"{what}: test accuracy {100 * acc_dense:.2f}% ({t['train dense']:.1f} s)")
+    return (xtr, ytr, xte, yte), dense, acc_dense
+
+
 def digits_subset(seed: int, n_train: int | None, n_test: int | None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`load_digits_data` at ``seed``, cut to the first ``n_train`` / ``n_test`` images when given."""
@@ -137,14 +152,9 @@ def _run_digits(cfg: DigitsConfig, out_dir: str | Path, log: Callable[[str], Non
     out = Path(out_dir)
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    xtr, ytr, xte, yte = digits_subset(cfg.seed, cfg.n_train, cfg.n_test)
-    log(f"digits: {len(xtr)} training and {len(xte)} test images of 8x8")
-
-    dense = make_cnn(*cfg.channels)
-    train_dense(dense, xtr, ytr, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed)
-    acc_dense = accuracy(predict(dense, xte), yte)
-    t["train dense"] = time.perf_counter() - t0
-    log(f"dense CNN: test accuracy {100 * acc_dense:.2f}% ({t['train dense']:.1f} s)")
+    (xtr, ytr, xte, yte), dense, acc_dense = train_on_digits(
+        cfg, make_cnn(*cfg.channels),
+        lambda m, x, y: train_dense(m, x, y, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed), t, log, "dense CNN")
 
     debut, layers, acc_fit, acc_debut = convert_and_distill(dense, xtr, ytr, xte, yte, cfg, t, log, progress)
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from .convert import count_params, distill, model_macs
 from .demo_common import accuracy, accuracy_table, export_and_classify, predict, run_engine_check, run_seeds
-from .demo_digits import DigitsConfig, digits_subset, make_cnn, train_dense
+from .demo_digits import DigitsConfig, make_cnn, train_dense, train_on_digits
 from .errors import LiteflyError
 from .pixelfly import PixelflyConfig, PixelflyReport, pixelfly_model
 from .utils import deterministic_run
@@ -92,13 +92,9 @@ def run_pixelfly_demo(cfg: PixelflyDigitsConfig, out_dir: str | Path, log: Calla
 def _run(cfg: PixelflyDigitsConfig, out: Path, log: Callable[[str], None], progress: bool) -> PixelflyDigitsResult:
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    xtr, ytr, xte, yte = digits_subset(cfg.seed, cfg.n_train, cfg.n_test)
-    log(f"digits: {len(xtr)} training and {len(xte)} test images of 8x8")
-    dense = make_cnn(*cfg.channels)
-    train_dense(dense, xtr, ytr, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed)
-    acc_dense = accuracy(predict(dense, xte), yte)
-    t["train dense"] = time.perf_counter() - t0
-    log(f"dense CNN: test accuracy {100 * acc_dense:.2f}% ({t['train dense']:.1f} s)")
+    (xtr, ytr, xte, yte), dense, acc_dense = train_on_digits(
+        cfg, make_cnn(*cfg.channels),
+        lambda m, x, y: train_dense(m, x, y, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed), t, log, "dense CNN")
 
     t1 = time.perf_counter()
     pix, layers = pixelfly_model(dense, cfg.pixelfly(), example_input=xte[:1])

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .convert import LayerReport, train_epochs
-from .demo_common import (accuracy, accuracy_table, convert_and_distill, export_and_classify, model_rows, predict,
+from .demo_common import (accuracy, accuracy_table, convert_and_distill, export_and_classify, model_rows,
                           run_engine_check, run_seeds)
 from .errors import LiteflyError
 from .utils import deterministic_run
@@ -90,18 +90,15 @@ def run_resnet_demo(cfg: ResNetConfig, out_dir: str | Path, log: Callable[[str],
 def _run(cfg: ResNetConfig, out: Path, log: Callable[[str], None], progress: bool) -> ResNetResult:
     import torch.nn.functional as F
 
-    from .demo_digits import digits_subset
+    from .demo_digits import train_on_digits
     from .zoo import resnet_digits
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    xtr, ytr, xte, yte = digits_subset(cfg.seed, cfg.n_train, cfg.n_test)
-    log(f"digits: {len(xtr)} training and {len(xte)} test images of 8x8")
-    dense = resnet_digits(10, widths=cfg.widths, blocks=cfg.blocks)
-    train_epochs(dense, xtr, lambda o, idx: F.cross_entropy(o, ytr[idx]), cfg.epochs, cfg.batch_size, cfg.lr,
-                 seed=cfg.seed, progress=progress, desc="train dense")
-    acc_dense = accuracy(predict(dense, xte), yte)
-    t["train dense"] = time.perf_counter() - t0
-    log(f"dense ResNet: test accuracy {100 * acc_dense:.2f}% ({t['train dense']:.1f} s)")
+    (xtr, ytr, xte, yte), dense, acc_dense = train_on_digits(
+        cfg, resnet_digits(10, widths=cfg.widths, blocks=cfg.blocks),
+        lambda m, x, y: train_epochs(m, x, lambda o, idx: F.cross_entropy(o, y[idx]), cfg.epochs, cfg.batch_size,
+                                     cfg.lr, seed=cfg.seed, progress=progress, desc="train dense"),
+        t, log, "dense ResNet")
 
     debut, layers, acc_fit, acc_debut = convert_and_distill(dense, xtr, ytr, xte, yte, cfg, t, log, progress)
     x_test = xte.double().numpy()

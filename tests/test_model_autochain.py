@@ -6,7 +6,6 @@ import random
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from litefly.autochain import chain_widths, compare_with_published, generate_chain, mixing_chain

@@ -12,7 +12,7 @@ from torch import nn
 from litefly.config import HostOp, NetworkConfig, load_network
 from litefly.convert import ConvertConfig, convert_model
 from litefly.errors import ConfigError, LiteflyError
-from litefly.export import export_int8, int8_forward, load_int8, save_int8, trace_steps
+from litefly.export import export_int8, int8_forward, load_int8, save_int8
 from litefly.network import global_pool_int, network_forward_int, plan_network, step_forward_int
 
 torch.set_num_threads(1)
