@@ -474,15 +474,19 @@ def _resolve_flattens(steps: list, in_shape: tuple[int, int, int]) -> list:
 
 
 def export_int8(model: nn.Module, calib_x: torch.Tensor | np.ndarray, name: str = "network",
-                fmt: NumericFormat | None = None, engine: EngineParams | None = None, equalize: bool = True
-                ) -> tuple[NetworkConfig, dict[str, QuantizedLayer]]:
+                fmt: NumericFormat | None = None, engine: EngineParams | None = None, equalize: bool = True,
+                calibration: str = "max") -> tuple[NetworkConfig, dict[str, QuantizedLayer]]:
     """Trace, quantise with chained scales (calibrating on ``calib_x``, e.g. training images)
     and return the network and its parameters ``{layer name: QuantizedLayer}``.
 
     The network keeps its ReLU and max-pooling ops (:func:`litefly.network.plan_network` fuses
     them into the layers). ``equalize`` first balances each chain's factors channel by channel
     (:func:`litefly.fixed.equalize_factors`; the float layer is unchanged), which shrinks the
-    int8 error of chains whose factors have very uneven channel ranges."""
+    int8 error of chains whose factors have very uneven channel ranges. ``calibration``: ``max``
+    (no value clips) or ``mse`` (each shift may clip the largest values when that lowers the
+    mean square error on ``calib_x``; :func:`litefly.fixed.quantize_layer`)."""
+    if calibration not in ("max", "mse"):
+        raise ConfigError(f"export: calibration {calibration!r} is not one of 'max', 'mse'")
     fmt = fmt or NumericFormat()
     engine = engine or EngineParams()
     model = model.eval()
@@ -523,7 +527,7 @@ def export_int8(model: nn.Module, calib_x: torch.Tensor | np.ndarray, name: str 
         w = mod.compact_numpy()
         weights[st.name] = equalize_factors(st.layer.chain, w) if equalize else w
         biases[st.name] = mod.bias.detach().double().numpy() if mod.bias is not None else None
-    params = quantize_network(esteps, weights, x.reshape((x.shape[0],) + in_shape), biases)
+    params = quantize_network(esteps, weights, x.reshape((x.shape[0],) + in_shape), biases, calibration=calibration)
     return network, params
 
 

@@ -23,8 +23,8 @@ from .chain import AnyFactor, Factor
 from .config import LayerConfig
 from .errors import ShapeError
 
-__all__ = ["skip_alignment", "add_skip", "equalize_factors", "requantize", "factor_forward", "factor_input", "factor_dense", "chain_dense", "QuantizedLayer",
-           "quantize_layer", "quantize_tensor", "dequantize", "float_forward", "int_range",
+__all__ = ["skip_alignment", "add_skip", "equalize_factors", "requantize", "factor_forward", "factor_input",
+           "factor_dense", "chain_dense", "QuantizedLayer", "quantize_layer", "quantize_tensor", "dequantize", "float_forward", "int_range",
            "random_float_weights"]
 
 
@@ -257,13 +257,16 @@ def _max_abs_scale(values: np.ndarray, bits: int) -> float:
 
 
 def quantize_layer(layer: LayerConfig, weights: Sequence[np.ndarray], calib_x: np.ndarray,
-                   bias: np.ndarray | None = None, in_scale: float | None = None) -> QuantizedLayer:
+                   bias: np.ndarray | None = None, in_scale: float | None = None,
+                   calibration: str = "max") -> QuantizedLayer:
     """Quantise float compact weights for ``layer`` using sample inputs ``calib_x`` (rows).
 
     Per factor: the weight scale maps the largest |weight| to the top of the range (on the
     last factor, coarser if the bias would not fit its ``bias_bits`` otherwise); the
     shift is the smallest one that keeps the calibration data's largest accumulator
-    within the activation range after rounding. The input scale maps the largest |input|
+    within the activation range after rounding (``calibration="max"``), or, with ``"mse"``, the
+    one of that shift and the two below it (which clip the largest values) whose requantised
+    output is closest to the accumulator in mean square. The input scale maps the largest |input|
     to the top of the range unless given.
     """
     fmt, chain = layer.format, layer.chain
@@ -305,6 +308,8 @@ def quantize_layer(layer: LayerConfig, weights: Sequence[np.ndarray], calib_x: n
         max_shift = fmt.acc_bits(f, last) - 1
         while shift < max_shift and ((peak + (1 << shift >> 1)) >> shift) > amax:
             shift += 1
+        if calibration == "mse":
+            shift = _mse_shift(acc, shift, fmt.act_bits, last and fmt.relu)
         x = requantize(acc, shift, fmt.act_bits)
         if last and fmt.relu:
             x = np.maximum(x, 0)
@@ -313,6 +318,21 @@ def quantize_layer(layer: LayerConfig, weights: Sequence[np.ndarray], calib_x: n
         shifts.append(shift)
         act_scales.append(acc_scale * (1 << shift))
     return QuantizedLayer(layer, q_weights, shifts, q_bias, w_scales, act_scales)
+
+
+def _mse_shift(acc: np.ndarray, shift: int, bits: int, relu: bool) -> int:
+    """Of ``shift`` and up to two smaller shifts, the one whose requantised ``acc`` (rescaled)
+    is nearest ``acc`` in mean square; ReLU'd outputs are compared after the ReLU."""
+    ref = np.maximum(acc, 0) if relu else acc
+    best, best_err = shift, None
+    for s in range(shift, max(shift - 3, -1), -1):
+        q = requantize(acc, s, bits)
+        if relu:
+            q = np.maximum(q, 0)
+        err = float(np.mean((q.astype(np.float64) * (1 << s) - ref) ** 2))
+        if best_err is None or err < best_err:
+            best, best_err = s, err
+    return best
 
 
 def equalize_factors(chain: Sequence[AnyFactor], weights: Sequence[np.ndarray], iters: int = 20) -> list[np.ndarray]:

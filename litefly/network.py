@@ -368,9 +368,10 @@ def _residual_scale(step: EngineStep, q: QuantizedLayer, x_int: np.ndarray, skip
 
 def quantize_network(steps: Sequence[EngineStep], weights: Mapping[str, Sequence[np.ndarray]],
                      calib_x: np.ndarray, biases: Mapping[str, np.ndarray | None] | None = None,
-                     in_scale: float | None = None) -> dict[str, QuantizedLayer]:
+                     in_scale: float | None = None, calibration: str = "max") -> dict[str, QuantizedLayer]:
     """Quantise float compact weights layer by layer, each layer calibrated on what the int8
-    network feeds it, with its input scale equal to the previous layer's output scale."""
+    network feeds it, with its input scale equal to the previous layer's output scale
+    (``calibration``: how each factor's shift is chosen, see :func:`litefly.fixed.quantize_layer`)."""
     biases = biases or {}
     params: dict[str, QuantizedLayer] = {}
     x_float = np.asarray(calib_x, dtype=np.float64)
@@ -386,7 +387,8 @@ def quantize_network(steps: Sequence[EngineStep], weights: Mapping[str, Sequence
             x_int = global_pool_int(x_int, step.pre)
             x_float = x_int * scale
         cols_f = im2col(x_float, step.kernel, step.stride, step.padding, step.dilation)
-        q = quantize_layer(step.layer, weights[step.name], cols_f, bias=biases.get(step.name), in_scale=scale)
+        q = quantize_layer(step.layer, weights[step.name], cols_f, bias=biases.get(step.name), in_scale=scale,
+                           calibration=calibration)
         params[step.name] = q
         if x_int is None:
             x_int = q.quantize_input(x_float)

@@ -55,7 +55,7 @@ def randomize_batchnorm(model: nn.Module, calib: torch.Tensor, gen: torch.Genera
 
 
 def check_model(name: str, inputs: int, calib_n: int, engine_inputs: int, compression: float, seed: int,
-                backend: str) -> dict:
+                backend: str, calibration: str = "max") -> dict:
     """Build, export and compare one model; returns the figures."""
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
@@ -67,7 +67,7 @@ def check_model(name: str, inputs: int, calib_n: int, engine_inputs: int, compre
     randomize_batchnorm(debut, calib, gen)
     t_build = time.perf_counter() - t0
     t1 = time.perf_counter()
-    network, params = export_int8(debut, calib, name=name)
+    network, params = export_int8(debut, calib, name=name, calibration=calibration)
     t_export = time.perf_counter() - t1
     with torch.no_grad():
         ref = torch.cat([debut(test[i:i + 64]) for i in range(0, inputs, 64)]).double().numpy()
@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", choices=("golden", "sim"), default="golden")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--calibration", choices=("max", "mse"), default="max",
+                    help="how each factor's shift is chosen (litefly.export.export_int8)")
     a = ap.parse_args(argv)
     if a.inputs < 1 or a.calib < 1 or not 1 <= a.engine_inputs <= a.inputs or not 0 <= a.compression < 1:
         print("export_check: --inputs, --calib >= 1, 1 <= --engine-inputs <= --inputs, 0 <= --compression < 1",
@@ -116,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in a.models:
         try:
             with deterministic_run(a.seed, a.threads):
-                r = check_model(name, a.inputs, a.calib, a.engine_inputs, a.compression, a.seed, a.backend)
+                r = check_model(name, a.inputs, a.calib, a.engine_inputs, a.compression, a.seed, a.backend,
+                                a.calibration)
         except LiteflyError as exc:
             print(f"{name}: {exc}", file=sys.stderr)
             return 1

@@ -160,3 +160,25 @@ def test_worked_example_in_docs():
     q = QuantizedLayer(layer, [np.array([[[[-128, 127], [5, -7]]]])], [3], np.array([100, -4]))
     np.testing.assert_array_equal(q.forward(np.array([[-128, 127]])), [[127, -128]])
     assert layer.format.acc_bits(layer.chain[0], last=True) == 8 + 8 + 2
+
+
+def test_mse_calibration_clips_an_outlier_and_stays_exact():
+    """``calibration="mse"``: one huge calibration value no longer sets the shift when clipping it
+    costs less than the resolution the others lose; the integer model is unchanged (its shifts
+    are parameters), so the fixed-point forward still equals the integer reference."""
+    from litefly.fixed import _mse_shift, quantize_layer
+    rng = np.random.default_rng(0)
+    acc = rng.normal(0, 400, 5000).astype(np.int64)
+    acc[0] = 40_000                                   # the peak sets shift 9 (40,000 / 512 < 127)
+    assert _mse_shift(acc, 9, 8, relu=False) < 9
+    assert _mse_shift(np.array([40_000, -40_000] * 10), 9, 8, relu=False) == 9   # nothing to gain by clipping
+    chain = (Factor(8, 16, 1, 2, 4), Factor(4, 8, 1, 2, 2))
+    layer = LayerConfig(name="l", kind="linear", in_features=16, out_features=4, chain=chain, format=NumericFormat())
+    w = random_float_weights(layer, rng)
+    xf = rng.standard_normal((64, 16))
+    xf[0] *= 30                                       # an outlier row in the calibration data
+    q_max = quantize_layer(layer, w, xf)
+    q_mse = quantize_layer(layer, w, xf, calibration="mse")
+    assert q_mse.shifts[0] < q_max.shifts[0]          # the first factor clips the outlier row's sums
+    x = q_mse.quantize_input(xf)
+    np.testing.assert_array_equal(q_mse.forward(x), integer_reference(q_mse, x))
