@@ -26,6 +26,9 @@ from .window import in_meta_layout
 
 __all__ = ["Sequencer", "ctl_layout"]
 
+# the next factor's limits load in the first drain cycle and are used from the first issue after it
+assert DRAIN_CYCLES >= 2, "the sequencer loads a factor's limits during the drain"
+
 
 def ctl_layout(envelope: EngineEnvelope) -> data.StructLayout:
     """Control travelling down the MAC pipeline with each issue."""
@@ -217,9 +220,12 @@ class Sequencer(wiring.Component):
                         m.next = "IDLE"
                     with m.Else():
                         m.d.sync += [fi.eq(fi + 1), drain.eq(DRAIN_CYCLES - 1)]
-                        m.d.comb += [load_limits.eq(1), load_factor.eq(fi + 1)]
                         m.next = "DRAIN"
             with m.State("DRAIN"):
+                # the next factor's limits load in the drain's first cycle, from the registered fi: the
+                # end-of-factor test does not reach them in the same cycle
+                with m.If(drain == DRAIN_CYCLES - 1):
+                    m.d.comb += [load_limits.eq(1), load_factor.eq(fi)]
                 m.d.sync += drain.eq(drain - 1)
                 with m.If(drain == 0):
                     m.next = "RUN"
