@@ -58,11 +58,13 @@ def convert_and_distill(dense: torch.nn.Module, xtr: torch.Tensor, ytr: torch.Te
 
 
 def export_and_classify(model: torch.nn.Module, xtr: torch.Tensor, x_test: np.ndarray, yte: torch.Tensor,
-                        name: str, out: Path, t: dict[str, float]) -> tuple[Any, dict, Path, np.ndarray, float]:
-    """Export ``model`` int8 (calibrated on ``xtr``) into ``out/int8`` and classify ``x_test`` with
-    the int8 golden network: ``(network, params, export_dir, golden logits, golden accuracy)``."""
+                        name: str, out: Path, t: dict[str, float], calibration: str = "max"
+                        ) -> tuple[Any, dict, Path, np.ndarray, float]:
+    """Export ``model`` int8 (calibrated on ``xtr``, ``calibration`` as in :func:`litefly.export.export_int8`)
+    into ``out/int8`` and classify ``x_test`` with the int8 golden network:
+    ``(network, params, export_dir, golden logits, golden accuracy)``."""
     t1 = time.perf_counter()
-    network, params = export_int8(model, xtr, name=name)
+    network, params = export_int8(model, xtr, name=name, calibration=calibration)
     export_dir = out / "int8"
     save_int8(network, params, export_dir)
     golden_logits = int8_forward(network, params, x_test)

@@ -61,6 +61,7 @@ class DigitsConfig:
     prune_sparsity: float = 0.5      # fraction of each layer's DeBut weights removed (additional sparsity)
     prune_epochs: int = 50           # KD fine-tuning after pruning
     prune_scope: str = "layer"       # layer | global (litefly.prune.PruneConfig.scope)
+    calibration: str = "max"         # int8 export: max | mse (litefly.export.export_int8)
 
 
 @dataclass
@@ -163,7 +164,8 @@ def _run_digits(cfg: DigitsConfig, out_dir: str | Path, log: Callable[[str], Non
     if cfg.prune is not None:
         model, prune_rows, prune_reports = _prune(cfg, debut, dense, xtr, ytr, xte, yte, x_test, t, log)
         name = "digits_debut_pruned"
-    network, params, export_dir, golden_logits, acc_golden = export_and_classify(model, xtr, x_test, yte, name, out, t)
+    network, params, export_dir, golden_logits, acc_golden = export_and_classify(model, xtr, x_test, yte, name, out, t,
+                                                                                 cfg.calibration)
     golden_pred = golden_logits.argmax(1)
     log(f"int8 golden: {100 * acc_golden:.2f}%; export written to {export_dir}")
     engine_pred, engine_equal, note = run_engine_check(network, params, x_test, golden_logits, cfg.backend,
@@ -207,7 +209,7 @@ def _prune(cfg: DigitsConfig, debut: nn.Module, dense: nn.Module, xtr: torch.Ten
     network's int8 golden first: the baseline of the pruning target) and the per-layer report."""
     from .prune import PruneConfig, prune_model
     t1 = time.perf_counter()
-    net0, params0 = export_int8(debut, xtr, name="digits_debut")
+    net0, params0 = export_int8(debut, xtr, name="digits_debut", calibration=cfg.calibration)
     acc_int8 = accuracy(int8_forward(net0, params0, x_test).argmax(1), yte)
     pruned, reports = prune_model(debut, PruneConfig(cfg.prune, cfg.prune_sparsity, scope=cfg.prune_scope),
                                   data=(xtr, ytr),

@@ -3,12 +3,13 @@
 Steps (:func:`run_pointnet_demo`), as the digits demo: train a dense PointNet without T-Nets
 (:func:`litefly.zoo.pointnet_cls`: shared MLPs as 1x1 convs over the ``P x 1`` point column,
 conv -> BN -> ReLU, global max pool, FC head); convert *every* conv and linear layer to DeBut
-(:func:`litefly.convert.convert_model`); fine-tune with knowledge distillation from the dense
-model; fold the batch norms and quantise to int8 with chained scales
-(:func:`litefly.export.export_int8`: the max pool over the points becomes the host op
-``globalmaxpool``); classify the test clouds with the int8 golden network and with ONE network
-engine serving every layer through :class:`litefly.host.runtime.NetworkRunner` (the host runs
-the global max pool between the conv layers and the head), which must agree on every cloud.
+(:func:`litefly.convert.convert_model`; the layer whose outputs are max-pooled gets its own chain,
+:func:`pool_layer_chain`); fine-tune with knowledge distillation from the dense model; fold the
+batch norms and quantise to int8 with chained scales (:func:`litefly.export.export_int8`: the
+max pool over the points becomes the host op ``globalmaxpool``); classify the test clouds with
+the int8 golden network and with ONE network engine serving every layer through
+:class:`litefly.host.runtime.NetworkRunner` (the host runs the global max pool between the conv
+layers and the head), which must agree on every cloud.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .convert import LayerReport, train_epochs
-from .demo_common import (accuracy, accuracy_table, convert_and_distill, export_and_classify, model_rows, predict,
-                          run_engine_check, run_seeds)
+from .autochain import chain_widths, mixing_chain
+from .chain import Factor
+from .convert import ConvertConfig, LayerReport, convert_model, distill, train_epochs
+from .demo_common import accuracy, accuracy_table, export_and_classify, model_rows, predict, run_engine_check, run_seeds
 from .errors import LiteflyError
 from .utils import deterministic_run
 
-__all__ = ["PointNetConfig", "PointNetResult", "load_pointnet_data", "run_pointnet_demo", "run_pointnet_seeds",
-           "render"]
+__all__ = ["PointNetConfig", "PointNetResult", "load_pointnet_data", "pool_layer_chain", "run_pointnet_demo",
+           "run_pointnet_seeds", "render"]
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,13 @@ class PointNetConfig:
     mlp: tuple[int, ...] = (32, 64, 512)
     head: tuple[int, ...] = (128,)
     dropout: float = 0.3
-    compression: float = 0.97        # per-layer target
+    compression: float = 0.97        # per-layer target (every layer but the one feeding the max pool)
+    pool_compression: float = 0.945  # target of the layer feeding the max pool (see pool_layer_chain)
+    head_compression: float = 0.96   # per-layer target of the head's linear layers (fewer factors than at 0.97)
     epochs: int = 30
-    kd_epochs: int = 30
+    kd_epochs: int = 100
     lr: float = 3e-3
-    kd_lr: float = 3e-3
+    kd_lr: float = 1e-2
     batch_size: int = 32
     temperature: float = 4.0
     alpha: float = 0.7
@@ -79,6 +83,51 @@ def load_pointnet_data(cfg: PointNetConfig) -> tuple[torch.Tensor, torch.Tensor,
     return t(xtr), t(ytr), t(xte), t(yte)
 
 
+def _divisor_sequences(n: int, k: int, max_block: int) -> list[tuple[int, ...]]:
+    """Every ordered ``k``-tuple of integers in ``1..max_block`` whose product is ``n``."""
+    if k == 1:
+        return [(n,)] if n <= max_block else []
+    return [(d,) + rest for d in range(1, min(n, max_block) + 1) if n % d == 0
+            for rest in _divisor_sequences(n // d, k - 1, max_block)]
+
+
+def pool_layer_chain(q: int, p: int, compression: float, max_block: int = 16, max_factors: int = 4
+                     ) -> tuple[Factor, ...]:
+    """The chain for the ``q -> p`` layer whose outputs are max-pooled over the points.
+
+    The cheapest chains the generator finds for an expanding layer end in a factor with
+    ``s = 1`` (``[512, 64, 8, 1, 64]`` for 64 -> 512): every output is then a scaled copy of one
+    of ``q`` inputs, and after BN, ReLU and the max over the points the ``p`` global features
+    carry only the maximum and minimum of ``q`` numbers. This picks the mixing chain with the
+    most parameters within ``(1 - compression) * q * p`` among those whose last factor reads
+    ``s >= 2`` inputs per output, no width below ``min(q, p)``, blocks up to ``max_block`` and at
+    most ``max_factors`` factors (ties: fewer factors, then narrower). When none fits the budget
+    (small layers), the cheapest such chain; :class:`LiteflyError` when there is none at all."""
+    budget = (1.0 - compression) * q * p
+    best: tuple[tuple[int, int, int], tuple[Factor, ...]] | None = None
+    cheapest: tuple[tuple[int, int, int], tuple[Factor, ...]] | None = None
+    for k in range(2, max_factors + 1):
+        for s in _divisor_sequences(q, k, max_block):
+            if s[-1] < 2:
+                continue
+            for r in _divisor_sequences(p, k, max_block):
+                if any(a * b == 1 for a, b in zip(s, r)):
+                    continue
+                chain = mixing_chain(s, r)
+                widths = chain_widths(chain)
+                params = sum(f.params for f in chain)
+                if min(widths[1:-1]) < min(q, p):
+                    continue
+                if params <= budget and (best is None or (params, -k, -max(widths)) > best[0]):
+                    best = ((params, -k, -max(widths)), chain)
+                if cheapest is None or (-params, -k, -max(widths)) > cheapest[0]:
+                    cheapest = ((-params, -k, -max(widths)), chain)
+    if best is None and cheapest is None:
+        raise LiteflyError(f"demo: no mixing chain for the {q} -> {p} pool layer has a last factor reading >= 2 "
+                           f"inputs with blocks up to {max_block} and at most {max_factors} factors")
+    return (best or cheapest)[1]
+
+
 def run_pointnet_demo(cfg: PointNetConfig, out_dir: str | Path, log: Callable[[str], None] = print,
                       progress: bool = False) -> PointNetResult:
     """Run the whole demo (deterministic for ``cfg``: :func:`litefly.utils.deterministic_run`);
@@ -109,7 +158,7 @@ def _run(cfg: PointNetConfig, out: Path, log: Callable[[str], None], progress: b
     t["train dense"] = time.perf_counter() - t0
     log(f"dense PointNet: test accuracy {100 * acc_dense:.2f}% ({t['train dense']:.1f} s)")
 
-    debut, layers, acc_fit, acc_debut = convert_and_distill(dense, xtr, ytr, xte, yte, cfg, t, log, progress)
+    debut, layers, acc_fit, acc_debut = _convert_and_distill(dense, xtr, ytr, xte, yte, cfg, t, log, progress)
     x_test = xte.double().numpy()
     network, params, export_dir, golden_logits, acc_golden = export_and_classify(
         debut, xtr, x_test, yte, "pointnet_debut", out, t)
@@ -134,6 +183,35 @@ def _run(cfg: PointNetConfig, out: Path, log: Callable[[str], None], progress: b
         "config": asdict(cfg), "rows": rows, "engine": note, "engine_equals_golden": engine_equal,
         "layers": [r.to_dict() for r in layers], "timings_s": t}, indent=2))
     return res
+
+
+def _convert_and_distill(dense: torch.nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor,
+                         yte: torch.Tensor, cfg: PointNetConfig, t: dict[str, float], log: Callable[[str], None],
+                         progress: bool) -> tuple[torch.nn.Module, list[LayerReport], float, float]:
+    """Every conv and linear layer to DeBut (the convs at ``cfg.compression``, the head's linear
+    layers at ``cfg.head_compression``; the last shared-MLP conv, whose outputs are max-pooled,
+    gets :func:`pool_layer_chain` at ``cfg.pool_compression``), then
+    knowledge distillation from ``dense``. Returns the DeBut model, the layer reports and the
+    test accuracy before and after fine-tuning; ``t`` gets ``convert`` and ``distill`` seconds."""
+    t1 = time.perf_counter()
+    convs = [(n, m) for n, m in dense.features.named_children() if isinstance(m, torch.nn.Conv2d)]
+    name, last = convs[-1]
+    pool_chain = pool_layer_chain(last.in_channels, last.out_channels, cfg.pool_compression)
+    convert = ConvertConfig(compression=cfg.compression, sweeps=cfg.sweeps, seed=cfg.seed,
+                            overrides={"head.*": {"compression": cfg.head_compression},
+                                       f"features.{name}": {"chain": [f.as_list() for f in pool_chain]}})
+    debut, layers = convert_model(dense, convert, example_input=xte[:1])
+    acc_fit = accuracy(predict(debut, xte), yte)
+    t["convert"] = time.perf_counter() - t1
+    log("converted: " + ", ".join(f"{r.name} {r.params}/{r.dense_params} params, rel. error {r.rel_error:.3f}"
+                                  for r in layers) + f"; accuracy before fine-tuning {100 * acc_fit:.2f}%")
+    t1 = time.perf_counter()
+    distill(debut, dense, xtr, ytr, epochs=cfg.kd_epochs, batch_size=cfg.batch_size, lr=cfg.kd_lr,
+            temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed, progress=progress)
+    acc_debut = accuracy(predict(debut, xte), yte)
+    t["distill"] = time.perf_counter() - t1
+    log(f"DeBut after distillation: {100 * acc_debut:.2f}% ({t['distill']:.1f} s)")
+    return debut, layers, acc_fit, acc_debut
 
 
 def run_pointnet_seeds(cfg: PointNetConfig, seeds: int, out_dir: str | Path, log: Callable[[str], None] = print,

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from litefly.config import HostOp
-from litefly.demo_pointnet import PointNetConfig, run_pointnet_demo
+from litefly.autochain import generate_chain
+from litefly.chain import validate_chain
+from litefly.demo_pointnet import PointNetConfig, pool_layer_chain, run_pointnet_demo
 from litefly.export import int8_forward, load_int8
 
 TINY = PointNetConfig(num_points=16, n_train=8, n_test=3, mlp=(16, 32, 256), head=(64,), epochs=2, kd_epochs=1,
@@ -24,6 +26,7 @@ def test_tiny_pointnet_runs_end_to_end_and_the_engine_equals_golden(tmp_path):
     names = [r["model"] for r in res.rows]
     assert names[0] == "dense float" and names[-1] == "DeBut int8 engine (golden)"
     assert [r.kind for r in res.layers] == ["conv2d"] * 3 + ["linear"] * 2     # every conv and linear converted
+    assert res.layers[2].chain == pool_layer_chain(32, 256, TINY.pool_compression)   # the max-pooled layer's chain
     dense, debut = res.rows[0], res.rows[2]
     assert debut["params"] < 0.2 * dense["params"]
     assert res.engine_equal is True and np.array_equal(res.engine_pred, res.golden_pred)
@@ -43,3 +46,23 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "litefly", "demo", "pointnet", "--compression", "1.5", "--out",
                         str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == "error: --compression 1.5 must be in [0, 1)"
+
+
+def test_pool_layer_chain_mixes_at_least_two_inputs_into_every_pooled_feature():
+    # the generator's cheapest 64 -> 512 chain ends in s = 1: 512 scaled copies of 64 features
+    assert generate_chain(64, 512, compression=0.97).chain[-1].s == 1
+    chain = pool_layer_chain(64, 512, 0.945)
+    validate_chain(chain, 64, 512)
+    params = sum(f.params for f in chain)
+    assert chain[-1].s >= 2 and params <= 0.055 * 64 * 512
+    assert min(f.p for f in chain) >= 64
+    assert params == 1792       # the densest such chain within 5.5% of 32,768 (1,802 parameters)
+    # a budget too small for any such chain gives the cheapest one
+    small = pool_layer_chain(32, 256, 0.99)
+    assert small[-1].s >= 2 and sum(f.params for f in small) == 768
+
+
+def test_cli_refuses_bad_pool_compression_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "litefly", "demo", "pointnet", "--pool-compression", "1", "--out",
+                        str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip() == "error: --pool-compression 1.0 must be in [0, 1)"

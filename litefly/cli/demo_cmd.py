@@ -44,9 +44,13 @@ def demo() -> None:
               help="With --prune: layer (each layer to the sparsity) or global (one ranking over the network).")
 @click.option("--prune-epochs", default=50, show_default=True, type=click.IntRange(min=0),
               help="With --prune: KD fine-tuning epochs after pruning.")
+@click.option("--calibration", type=click.Choice(["max", "mse"]), default="max", show_default=True,
+              help="int8 export: each factor's shift from the largest accumulator (max) or the one with the "
+                   "least mean square error, which may clip (mse).")
 def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epochs: int, channels: tuple[int, int],
            seed: int, quick: bool, no_bench: bool, bench_batch: int, no_dense_bench: bool, threads: int,
-           seeds: int, prune_method: str | None, sparsity: str | None, prune_scope: str, prune_epochs: int) -> None:
+           seeds: int, prune_method: str | None, sparsity: str | None, prune_scope: str, prune_epochs: int,
+           calibration: str) -> None:
     """Dense CNN -> all-DeBut -> KD -> int8 -> engine, on scikit-learn's handwritten digits."""
 
     from litefly.cli.output import console as make_console
@@ -69,7 +73,7 @@ def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epoc
     cfg = DigitsConfig(channels=channels, compression=compression, epochs=epochs, kd_epochs=kd_epochs, seed=seed,
                        backend=backend, bench=not no_bench, bench_dense=not no_dense_bench, bench_batch=bench_batch,
                        threads=threads, prune=prune_method, prune_sparsity=prune_sparsity, prune_epochs=prune_epochs,
-                       prune_scope=prune_scope)
+                       prune_scope=prune_scope, calibration=calibration)
     if quick:
         from dataclasses import replace
         cfg = replace(cfg, n_train=400, n_test=60, epochs=min(epochs, 15), kd_epochs=min(kd_epochs, 10),
@@ -89,17 +93,25 @@ def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epoc
 @click.option("--points", default=64, show_default=True, type=click.IntRange(min=1), help="Points per cloud.")
 @click.option("--train-per-class", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--test-per-class", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option("--compression", default=0.97, show_default=True, type=float, help="Per-layer target.")
+@click.option("--compression", default=0.97, show_default=True, type=float,
+              help="Per-layer target of the shared-MLP convs but the one feeding the max pool.")
+@click.option("--head-compression", default=0.96, show_default=True, type=float,
+              help="Per-layer target of the head's linear layers.")
+@click.option("--pool-compression", default=0.945, show_default=True, type=float,
+              help="Target of the last shared-MLP layer (its outputs are max-pooled): the densest mixing chain "
+                   "within it whose last factor reads >= 2 inputs per output.")
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1), help="Dense training epochs.")
-@click.option("--kd-epochs", default=30, show_default=True, type=click.IntRange(min=0))
+@click.option("--kd-epochs", default=100, show_default=True, type=click.IntRange(min=0))
+@click.option("--kd-lr", default=1e-2, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+              help="Distillation learning rate (Adam, cosine schedule).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
               help="Run seeds SEED .. SEED+N-1 and print the mean and spread of every accuracy.")
 @click.option("--quick", is_flag=True, help="A small, fast run: 20/5 clouds per class, 32 points, few epochs.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
 def pointnet(out_dir: Path, backend: str, engine_clouds: int | None, points: int, train_per_class: int,
-             test_per_class: int, compression: float, epochs: int, kd_epochs: int, seed: int, seeds: int, quick: bool,
-             threads: int) -> None:
+             test_per_class: int, compression: float, head_compression: float, pool_compression: float,
+             epochs: int, kd_epochs: int, kd_lr: float, seed: int, seeds: int, quick: bool, threads: int) -> None:
     """Dense PointNet -> all-DeBut -> KD -> int8 -> engine, on synthetic point clouds (10 shapes)."""
     from dataclasses import replace
 
@@ -109,9 +121,13 @@ def pointnet(out_dir: Path, backend: str, engine_clouds: int | None, points: int
 
     if not 0.0 <= compression < 1.0:
         raise ConfigError(f"--compression {compression} must be in [0, 1)")
+    for opt, value in (("head-compression", head_compression), ("pool-compression", pool_compression)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"--{opt} {value} must be in [0, 1)")
     console = make_console(min_width=150)
     cfg = PointNetConfig(num_points=points, n_train=train_per_class, n_test=test_per_class, compression=compression,
-                         epochs=epochs, kd_epochs=kd_epochs, seed=seed, threads=threads, backend=backend,
+                         head_compression=head_compression, pool_compression=pool_compression, epochs=epochs,
+                         kd_epochs=kd_epochs, kd_lr=kd_lr, seed=seed, threads=threads, backend=backend,
                          engine_images=engine_clouds)
     if quick:
         cfg = replace(cfg, num_points=32, n_train=20, n_test=5, epochs=min(epochs, 3), kd_epochs=min(kd_epochs, 2),
