@@ -293,7 +293,10 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
                                 **{k: v for k, v in opts.items() if k != "bitfile"})
         try:
             _prepare(drunner, x)
-            _, dstats, dtotal = _timed_runs(drunner, x, 1, warm_up=backend == "pynq")
+            # the same best-of-N host measurement as the network's (the simulator runs once: its host
+            # stages are measured again on the golden transport below)
+            _, dstats, dtotal = _timed_runs(drunner, x, 1 if backend == "sim" else max(repeats, 3),
+                                            warm_up=backend == "pynq")
         except LiteflyError:
             if backend != "pynq":
                 raise
@@ -303,7 +306,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
         if backend == "sim" and dstats:     # host stages of the dense network: its host code on the golden transport
             with NetworkRunner(dnet, dparams, "golden", input_size=size, envelope=denv, clock_mhz=f_mhz) as hr:
                 _prepare(hr, x)
-                _, hstats, htotal = _timed_runs(hr, x, 1, warm_up=False)
+                _, hstats, htotal = _timed_runs(hr, x, max(repeats, 3), warm_up=False)
             for st, hst in zip(dstats, hstats):
                 st["timings"] = dict(hst["timings"], wait=st["timings"].get("wait", 0.0))
                 if "host_op" in hst:
