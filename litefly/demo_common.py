@@ -35,15 +35,17 @@ def accuracy(pred: np.ndarray, y: torch.Tensor) -> float:
 
 
 def convert_and_distill(dense: torch.nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor,
-                        yte: torch.Tensor, cfg: Any, t: dict[str, float], log: Log, progress: bool
+                        yte: torch.Tensor, cfg: Any, t: dict[str, float], log: Log, progress: bool,
+                        convert: ConvertConfig | None = None
                         ) -> tuple[torch.nn.Module, list[LayerReport], float, float]:
-    """Every conv and linear layer of ``dense`` to DeBut (``cfg.compression``, ``cfg.sweeps``), then
-    knowledge distillation from ``dense`` (``cfg.kd_epochs``, ``kd_lr``, ``batch_size``,
-    ``temperature``, ``alpha``). Returns the DeBut model, the layer reports and the test accuracy
-    before and after fine-tuning; ``t`` gets the ``convert`` and ``distill`` seconds."""
+    """Every conv and linear layer of ``dense`` to DeBut (``convert``, by default ``cfg.compression``
+    and ``cfg.sweeps`` for every layer), then knowledge distillation from ``dense``
+    (``cfg.kd_epochs``, ``kd_lr``, ``batch_size``, ``temperature``, ``alpha``). Returns the DeBut
+    model, the layer reports and the test accuracy before and after fine-tuning; ``t`` gets the
+    ``convert`` and ``distill`` seconds."""
     t1 = time.perf_counter()
-    debut, layers = convert_model(dense, ConvertConfig(compression=cfg.compression, sweeps=cfg.sweeps,
-                                                       seed=cfg.seed), example_input=xte[:1])
+    convert = convert or ConvertConfig(compression=cfg.compression, sweeps=cfg.sweeps, seed=cfg.seed)
+    debut, layers = convert_model(dense, convert, example_input=xte[:1])
     acc_fit = accuracy(predict(debut, xte), yte)
     t["convert"] = time.perf_counter() - t1
     log("converted: " + ", ".join(f"{r.name} {r.params}/{r.dense_params} params, rel. error {r.rel_error:.3f}"

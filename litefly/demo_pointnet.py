@@ -25,8 +25,9 @@ import torch
 
 from .autochain import chain_widths, mixing_chain
 from .chain import Factor
-from .convert import ConvertConfig, LayerReport, convert_model, distill, train_epochs
-from .demo_common import accuracy, accuracy_table, export_and_classify, model_rows, predict, run_engine_check, run_seeds
+from .convert import ConvertConfig, LayerReport, train_epochs
+from .demo_common import (accuracy, accuracy_table, convert_and_distill, export_and_classify, model_rows, predict,
+                          run_engine_check, run_seeds)
 from .errors import LiteflyError
 from .utils import deterministic_run
 
@@ -193,25 +194,13 @@ def _convert_and_distill(dense: torch.nn.Module, xtr: torch.Tensor, ytr: torch.T
     gets :func:`pool_layer_chain` at ``cfg.pool_compression``), then
     knowledge distillation from ``dense``. Returns the DeBut model, the layer reports and the
     test accuracy before and after fine-tuning; ``t`` gets ``convert`` and ``distill`` seconds."""
-    t1 = time.perf_counter()
     convs = [(n, m) for n, m in dense.features.named_children() if isinstance(m, torch.nn.Conv2d)]
     name, last = convs[-1]
     pool_chain = pool_layer_chain(last.in_channels, last.out_channels, cfg.pool_compression)
     convert = ConvertConfig(compression=cfg.compression, sweeps=cfg.sweeps, seed=cfg.seed,
                             overrides={"head.*": {"compression": cfg.head_compression},
                                        f"features.{name}": {"chain": [f.as_list() for f in pool_chain]}})
-    debut, layers = convert_model(dense, convert, example_input=xte[:1])
-    acc_fit = accuracy(predict(debut, xte), yte)
-    t["convert"] = time.perf_counter() - t1
-    log("converted: " + ", ".join(f"{r.name} {r.params}/{r.dense_params} params, rel. error {r.rel_error:.3f}"
-                                  for r in layers) + f"; accuracy before fine-tuning {100 * acc_fit:.2f}%")
-    t1 = time.perf_counter()
-    distill(debut, dense, xtr, ytr, epochs=cfg.kd_epochs, batch_size=cfg.batch_size, lr=cfg.kd_lr,
-            temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed, progress=progress)
-    acc_debut = accuracy(predict(debut, xte), yte)
-    t["distill"] = time.perf_counter() - t1
-    log(f"DeBut after distillation: {100 * acc_debut:.2f}% ({t['distill']:.1f} s)")
-    return debut, layers, acc_fit, acc_debut
+    return convert_and_distill(dense, xtr, ytr, xte, yte, cfg, t, log, progress, convert=convert)
 
 
 def run_pointnet_seeds(cfg: PointNetConfig, seeds: int, out_dir: str | Path, log: Callable[[str], None] = print,
