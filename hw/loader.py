@@ -48,8 +48,8 @@ class Loader(wiring.Component):
         m = Module()
         desc = self.desc
         cnt = Signal(32)
-        total = Signal(32)
-        last = Signal(32)                # total - 1, registered with it: no subtractor before the compare
+        total = Signal(32)               # parameter beats (PARAMS_CHECK: none to load)
+        last = Signal(32)                # the last beat's count: no subtractor before the compare
         wbeats = Signal(32)
         ibeats = Signal(32)            # weight + index beats: the biases follow
         accept = Signal()
@@ -115,7 +115,7 @@ class Loader(wiring.Component):
                 m.next = "SETUP2"
             with m.State("SETUP2"):
                 m.d.comb += self.frame_busy.eq(1)
-                m.d.sync += [total.eq(desc.FRAME_BEATS), last.eq(desc.FRAME_BEATS - 1)]
+                m.d.sync += last.eq(desc.FRAME_BEATS - 1)
                 m.next = "FRAME"
             with m.State("FRAME"):
                 m.d.comb += [self.frame_busy.eq(1), rp.sink.valid.eq(packed & self.sink.valid),
@@ -125,7 +125,7 @@ class Loader(wiring.Component):
                     m.d.sync += cnt.eq(cnt + 1)
                     with m.If(cnt == last):
                         m.d.comb += self.frame_done.eq(1)
-                        m.d.sync += [cnt.eq(0), total.eq(desc.SKIP_BEATS), last.eq(desc.SKIP_BEATS - 1)]
+                        m.d.sync += [cnt.eq(0), last.eq(desc.SKIP_BEATS - 1)]
                         m.next = "IDLE"
                         if env.residual:
                             with m.If(residual):

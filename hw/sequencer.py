@@ -94,11 +94,10 @@ class Sequencer(wiring.Component):
         tab = []
         for i in range(NF):
             f = d.F[i]
-            row = {k: Signal(16, name=f"f{i}_{k}") for k in ("r", "s", "t", "g", "st", "rt")}
+            row = {k: Signal(16, name=f"f{i}_{k}") for k in ("t", "st", "rt")}
             row["shift"] = Signal(8, name=f"f{i}_shift")
             with m.If(self.start):
-                m.d.sync += [row["r"].eq(f.RS.R), row["s"].eq(f.RS.S), row["t"].eq(f.TG.T), row["g"].eq(f.TG.G),
-                             row["st"].eq(f.STRIDES.ST), row["rt"].eq(f.STRIDES.RT),
+                m.d.sync += [row["t"].eq(f.TG.T), row["st"].eq(f.STRIDES.ST), row["rt"].eq(f.STRIDES.RT),
                              row["shift"].eq(f.SHIFT.SHIFT)]
             # the last index of each loop, registered here: no subtractor on the issue path
             for k, v in (("r", f.RS.R), ("s", f.RS.S), ("t", f.TG.T), ("g", f.TG.G)):
@@ -124,8 +123,8 @@ class Sequencer(wiring.Component):
                     with m.If((d.F[i].SPARSE.SPLIT != 0) & (i < d.LAYER.FACTORS)):
                         m.d.sync += in_last.eq(i)
 
-        cur = {k: Signal(16, name=f"cur_{k}") for k in ("r", "s", "t", "g", "st", "rt", "rows", "split",
-                                                        "r1", "s1", "t1", "g1", "rows1")}
+        cur = {k: Signal(16, name=f"cur_{k}") for k in ("t", "st", "rt", "rows", "split", "r1", "s1", "t1", "g1",
+                                                        "rows1")}
         cur_shift = Signal(8)
         load_factor = Signal(8)
         load_limits = Signal()

@@ -73,8 +73,8 @@ class WindowGenerator(wiring.Component):
             return Signal(32, name=name)
 
         # ---- layer constants (set-up after go) ----
-        cw, wcw, hwcw, npos, hpwp = (u32(n) for n in ("cw", "wcw", "hwcw", "npos", "hpwp"))
-        pk, ps = Signal(8), Signal(8)
+        cw, hwcw, npos = (u32(n) for n in ("cw", "hwcw", "npos"))
+        pk = Signal(8)
         # the last values the walk compares with, registered at set-up (no subtractor on those paths)
         cw_m1, kw_m1, kh_m1, wp_m1, hp_m1 = u32("cw_m1"), Signal(16), Signal(16), u32("wp_m1"), u32("hp_m1")
         pk_m1 = Signal(8)
@@ -151,13 +151,13 @@ class WindowGenerator(wiring.Component):
             with m.State("SETUP1"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
-                    cw.eq(d.CW), pk.eq(Mux(pool, d.POOL.K, 1)), ps.eq(Mux(pool, d.POOL.S, 1)), hpwp.eq(d.HPWP),
+                    cw.eq(d.CW), pk.eq(Mux(pool, d.POOL.K, 1)),
                 ]
                 m.next = "SETUP2"
             with m.State("SETUP2"):
                 m.d.comb += self.busy.eq(1)
                 m.d.sync += [
-                    xstep.eq(d.XSTEP), ystep.eq(d.YSTEP), wcw.eq(d.W_CW), dw_cw.eq(d.DW_CW), sw_cw.eq(d.SW_CW),
+                    xstep.eq(d.XSTEP), ystep.eq(d.YSTEP), dw_cw.eq(d.DW_CW), sw_cw.eq(d.SW_CW),
                     pw_cw.eq(d.PW_CW), npos.eq(d.NPOS),
                     cw_m1.eq(cw - 1), pk_m1.eq(pk - 1), kw_m1.eq(d.KERNEL.KW - 1), kh_m1.eq(d.KERNEL.KH - 1),
                     wp_m1.eq(d.OUT_HW.WP - 1), hp_m1.eq(d.OUT_HW.HP - 1),
