@@ -17,10 +17,19 @@ from .convert import ConvertConfig, LayerReport, convert_model, count_params, di
 from .errors import LiteflyError
 from .export import export_int8, int8_forward, save_int8
 
-__all__ = ["predict", "accuracy", "convert_and_distill", "export_and_classify", "run_engine_check", "model_rows",
-           "accuracy_table", "run_seeds"]
+__all__ = ["BACKENDS", "check_backend", "predict", "accuracy", "convert_and_distill", "export_and_classify",
+           "run_engine_check", "model_rows", "accuracy_table", "run_seeds"]
 
 Log = Callable[[str], None]
+
+
+BACKENDS = ("sim", "golden", "none")
+
+
+def check_backend(backend: str) -> None:
+    """A demo's engine backend: ``sim`` (Verilator), ``golden`` (the engine model) or ``none``."""
+    if backend not in BACKENDS:
+        raise LiteflyError(f"demo: backend {backend!r} must be sim, golden or none")
 
 
 def predict(model: torch.nn.Module, x: torch.Tensor, chunk: int = 256) -> np.ndarray:

@@ -24,9 +24,8 @@ import torch
 from torch import nn
 
 from .convert import LayerReport, count_params, distill, model_macs, train_epochs
-from .demo_common import (accuracy, accuracy_table, convert_and_distill, export_and_classify, model_rows, predict,
-                          run_engine_check, run_seeds)
-from .errors import LiteflyError
+from .demo_common import (accuracy, accuracy_table, check_backend, convert_and_distill, export_and_classify,
+                          model_rows, predict, run_engine_check, run_seeds)
 from .export import export_int8, int8_forward
 from .utils import deterministic_run
 
@@ -140,8 +139,7 @@ def run_digits_demo(cfg: DigitsConfig, out_dir: str | Path, log: Callable[[str],
     Deterministic for a given ``cfg`` (:func:`litefly.utils.deterministic_run`: seeded random,
     numpy and torch, ``cfg.threads`` torch threads, deterministic algorithms; the seed also
     chooses the train/test split). Torch's settings are restored afterwards."""
-    if cfg.backend not in ("sim", "golden", "none"):
-        raise LiteflyError(f"demo: backend {cfg.backend!r} must be sim, golden or none")
+    check_backend(cfg.backend)
     if cfg.prune is not None:
         from .prune import PruneConfig
         PruneConfig(cfg.prune, cfg.prune_sparsity, scope=cfg.prune_scope)     # one-line errors before training

@@ -23,9 +23,9 @@ from typing import Any, Callable
 import numpy as np
 
 from .convert import count_params, distill, model_macs
-from .demo_common import accuracy, accuracy_table, export_and_classify, predict, run_engine_check, run_seeds
+from .demo_common import (accuracy, accuracy_table, check_backend, export_and_classify, predict, run_engine_check,
+                          run_seeds)
 from .demo_digits import DigitsConfig, make_cnn, train_dense, train_on_digits
-from .errors import LiteflyError
 from .pixelfly import PixelflyConfig, PixelflyReport, pixelfly_model
 from .utils import deterministic_run
 
@@ -82,8 +82,7 @@ def run_pixelfly_demo(cfg: PixelflyDigitsConfig, out_dir: str | Path, log: Calla
                       progress: bool = False) -> PixelflyDigitsResult:
     """Run the whole demo; writes the int8 export and ``summary.json`` into ``out_dir``.
     Deterministic for a given ``cfg`` (:func:`litefly.utils.deterministic_run`)."""
-    if cfg.backend not in ("sim", "golden", "none"):
-        raise LiteflyError(f"demo: backend {cfg.backend!r} must be sim, golden or none")
+    check_backend(cfg.backend)
     cfg.pixelfly()                      # one-line errors before training
     with deterministic_run(cfg.seed, cfg.threads):
         return _run(cfg, Path(out_dir), log, progress)

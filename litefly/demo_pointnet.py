@@ -26,8 +26,8 @@ import torch
 from .autochain import chain_widths, mixing_chain
 from .chain import Factor
 from .convert import ConvertConfig, LayerReport, train_epochs
-from .demo_common import (accuracy, accuracy_table, convert_and_distill, export_and_classify, model_rows, predict,
-                          run_engine_check, run_seeds)
+from .demo_common import (accuracy, accuracy_table, check_backend, convert_and_distill, export_and_classify,
+                          model_rows, predict, run_engine_check, run_seeds)
 from .errors import LiteflyError
 from .utils import deterministic_run
 
@@ -133,8 +133,7 @@ def run_pointnet_demo(cfg: PointNetConfig, out_dir: str | Path, log: Callable[[s
                       progress: bool = False) -> PointNetResult:
     """Run the whole demo (deterministic for ``cfg``: :func:`litefly.utils.deterministic_run`);
     writes the int8 export and ``summary.json`` into ``out_dir``."""
-    if cfg.backend not in ("sim", "golden", "none"):
-        raise LiteflyError(f"demo: backend {cfg.backend!r} must be sim, golden or none")
+    check_backend(cfg.backend)
     if cfg.num_points < 1 or cfg.n_train < 1 or cfg.n_test < 1:
         raise LiteflyError(f"demo: num_points={cfg.num_points}, n_train={cfg.n_train} and n_test={cfg.n_test} "
                            f"must be positive")

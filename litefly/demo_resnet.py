@@ -23,8 +23,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .convert import LayerReport, train_epochs
-from .demo_common import (accuracy, accuracy_table, convert_and_distill, export_and_classify, model_rows,
-                          run_engine_check, run_seeds)
+from .demo_common import (accuracy, accuracy_table, check_backend, convert_and_distill, export_and_classify,
+                          model_rows, run_engine_check, run_seeds)
 from .errors import LiteflyError
 from .utils import deterministic_run
 
@@ -75,8 +75,7 @@ def run_resnet_demo(cfg: ResNetConfig, out_dir: str | Path, log: Callable[[str],
                     progress: bool = False) -> ResNetResult:
     """Run the whole demo (deterministic for ``cfg``: :func:`litefly.utils.deterministic_run`);
     writes the int8 export, ``summary.json`` (and ``bench.json``) into ``out_dir``."""
-    if cfg.backend not in ("sim", "golden", "none"):
-        raise LiteflyError(f"demo: backend {cfg.backend!r} must be sim, golden or none")
+    check_backend(cfg.backend)
     if not 0.0 <= cfg.compression < 1.0:
         raise LiteflyError(f"demo: compression {cfg.compression} must be in [0, 1)")
     if len(cfg.widths) != len(cfg.blocks) or not cfg.widths or min(cfg.widths) < 1 or min(cfg.blocks) < 1 \
