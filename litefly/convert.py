@@ -425,12 +425,13 @@ def model_macs(model: nn.Module, example_input: torch.Tensor) -> int:
 # -- training and knowledge distillation ----------------------------------------------------------
 def train_epochs(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  epochs: int, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.0, seed: int = 0,
-                 log: Callable[[str], None] | None = None, progress: bool = False, desc: str = "train"
-                 ) -> list[float]:
+                 log: Callable[[str], None] | None = None, progress: bool = False, desc: str = "train",
+                 on_epoch: Callable[[int], None] | None = None) -> list[float]:
     """Minibatch training: Adam, a cosine learning-rate schedule, shuffled batches from ``seed``.
 
-    ``loss_fn(output, batch_indices)`` gives the loss of a batch. Returns the mean loss of every
-    epoch and leaves the model in eval mode.
+    ``loss_fn(output, batch_indices)`` gives the loss of a batch; ``on_epoch(epoch)``, when given,
+    runs before each epoch (e.g. to recalibrate quantisation, :mod:`litefly.qat`). Returns the
+    mean loss of every epoch and leaves the model in eval mode.
     """
     from .progress import progress as progress_lines
     gen = torch.Generator().manual_seed(seed)
@@ -438,6 +439,8 @@ def train_epochs(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Ten
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, epochs * math.ceil(len(x) / batch_size)))
     history = []
     for epoch in (progress_lines(range(epochs), desc) if progress else range(epochs)):
+        if on_epoch is not None:
+            on_epoch(epoch)
         model.train()
         perm = torch.randperm(len(x), generator=gen)
         total = 0.0
@@ -458,11 +461,13 @@ def train_epochs(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Ten
 
 def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 10,
             batch_size: int = 64, lr: float = 2e-3, temperature: float = 4.0, alpha: float = 0.7,
-            weight_decay: float = 0.0, seed: int = 0, log=None, progress: bool = False) -> list[float]:
+            weight_decay: float = 0.0, seed: int = 0, log=None, progress: bool = False,
+            on_epoch: Callable[[int], None] | None = None, desc: str = "distill") -> list[float]:
     """Fine-tune ``student`` on ``(x, y)`` with knowledge distillation from ``teacher``.
 
     Loss: ``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE``,
-    trained by :func:`train_epochs`; returns the mean loss of every epoch.
+    trained by :func:`train_epochs` (``on_epoch``, ``desc``: passed on); returns the mean loss of
+    every epoch.
     """
     if not 0.0 <= alpha <= 1.0 or temperature <= 0:
         raise ConfigError(f"distill: alpha={alpha} must be in [0, 1] and temperature={temperature} positive")
@@ -474,7 +479,7 @@ def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Te
         kd = F.kl_div(F.log_softmax(out / temperature, dim=1), soft[idx], reduction="batchmean") * temperature ** 2
         return alpha * kd + (1 - alpha) * F.cross_entropy(out, y[idx])
 
-    return train_epochs(student, x, loss, epochs, batch_size, lr, weight_decay, seed, log, progress, "distill")
+    return train_epochs(student, x, loss, epochs, batch_size, lr, weight_decay, seed, log, progress, desc, on_epoch)
 
 
 def format_report(reports: Sequence[LayerReport]):

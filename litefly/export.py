@@ -475,7 +475,8 @@ def _resolve_flattens(steps: list, in_shape: tuple[int, int, int]) -> list:
 
 def export_int8(model: nn.Module, calib_x: torch.Tensor | np.ndarray, name: str = "network",
                 fmt: NumericFormat | None = None, engine: EngineParams | None = None, equalize: bool = True,
-                calibration: str = "max") -> tuple[NetworkConfig, dict[str, QuantizedLayer]]:
+                calibration: str = "max", modules: dict[str, nn.Module] | None = None
+                ) -> tuple[NetworkConfig, dict[str, QuantizedLayer]]:
     """Trace, quantise with chained scales (calibrating on ``calib_x``, e.g. training images)
     and return the network and its parameters ``{layer name: QuantizedLayer}``.
 
@@ -484,7 +485,8 @@ def export_int8(model: nn.Module, calib_x: torch.Tensor | np.ndarray, name: str 
     (:func:`litefly.fixed.equalize_factors`; the float layer is unchanged), which shrinks the
     int8 error of chains whose factors have very uneven channel ranges. ``calibration``: ``max``
     (no value clips) or ``mse`` (each shift may clip the largest values when that lowers the
-    mean square error on ``calib_x``; :func:`litefly.fixed.quantize_layer`)."""
+    mean square error on ``calib_x``; :func:`litefly.fixed.quantize_layer`). ``modules``, when
+    given, receives ``{layer name: DeBut module}``."""
     if calibration not in ("max", "mse"):
         raise ConfigError(f"export: calibration {calibration!r} is not one of 'max', 'mse'")
     fmt = fmt or NumericFormat()
@@ -502,7 +504,7 @@ def export_int8(model: nn.Module, calib_x: torch.Tensor | np.ndarray, name: str 
     steps = _resolve_flattens(steps, in_shape)
     used: set[str] = set()
     plan: list[LayerConfig | HostOp] = []
-    modules: dict[str, nn.Module] = {}
+    modules_by_name: dict[str, nn.Module] = {}
     names: dict[int, str] = {}
     for i, (qual, step) in enumerate(steps):
         if isinstance(step, HostOp):
@@ -513,7 +515,7 @@ def export_int8(model: nn.Module, calib_x: torch.Tensor | np.ndarray, name: str 
             continue
         layer = _layer_config(_layer_name(qual, used), step, False, fmt, engine)
         names[i] = layer.name
-        modules[layer.name] = step
+        modules_by_name[layer.name] = step
         plan.append(layer)
     size = (in_shape[1], in_shape[2]) if isinstance(first, DeButConv2d) else None
     network = NetworkConfig(name=name, steps=tuple(plan), input_size=size)
@@ -523,11 +525,13 @@ def export_int8(model: nn.Module, calib_x: torch.Tensor | np.ndarray, name: str 
         raise ConfigError(f"export: {exc}") from None
     weights, biases = {}, {}
     for st in esteps:
-        mod = modules[st.name]
+        mod = modules_by_name[st.name]
         w = mod.compact_numpy()
         weights[st.name] = equalize_factors(st.layer.chain, w) if equalize else w
         biases[st.name] = mod.bias.detach().double().numpy() if mod.bias is not None else None
     params = quantize_network(esteps, weights, x.reshape((x.shape[0],) + in_shape), biases, calibration=calibration)
+    if modules is not None:
+        modules.update((st.name, modules_by_name[st.name]) for st in esteps)
     return network, params
 
 

@@ -186,17 +186,22 @@ class QuantizedLayer:
         """Each factor's dense integer p x q matrix."""
         return [factor_dense(f, np.asarray(w, dtype=np.int64)) for f, w in zip(self.layer.chain, self.weights)]
 
-    def float_weights(self) -> list[np.ndarray]:
-        """The weights this quantisation represents, as floats (a concat factor's weights on the layer
-        input are at the accumulator scale over the input's scale, see :func:`quantize_layer`)."""
+    def weight_scale_arrays(self) -> list[np.ndarray]:
+        """Each factor's float value of one weight step, per weight (compact layout): its weight
+        scale, except a concat factor's weights on the layer input, which are at the accumulator
+        scale over the input's scale (see :func:`quantize_layer`)."""
         out = []
-        for i, (f, w, ws) in enumerate(zip(self.layer.chain, self.weights, self.weight_scales)):
+        for i, (f, ws) in enumerate(zip(self.layer.chain, self.weight_scales)):
             scale = np.full(f.compact_shape, ws)
             if f.concat:
                 on_input = f.nonzero_indices()[1] < self.layer.chain_in
                 scale[on_input] = ws * self.act_scales[i] / self.act_scales[0]
-            out.append(np.asarray(w, dtype=np.float64) * scale)
+            out.append(scale)
         return out
+
+    def float_weights(self) -> list[np.ndarray]:
+        """The weights this quantisation represents, as floats."""
+        return [np.asarray(w, dtype=np.float64) * s for w, s in zip(self.weights, self.weight_scale_arrays())]
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         return quantize_tensor(x, self.in_scale, self.layer.format.act_bits)

@@ -23,7 +23,7 @@ position outer, row-major over (kh, kw); channel inner), one row per output pixe
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -161,7 +161,10 @@ class _DeButChain(nn.Module):
         self._mode = value
 
     def form(self, n_rows: int) -> str:
-        """The form a forward over ``n_rows`` rows (im2col rows for a conv) uses."""
+        """The form a forward over ``n_rows`` rows (im2col rows for a conv) uses (``"factors"``
+        while a fake quantisation is attached: :mod:`litefly.qat`)."""
+        if self.fake_quant is not None:
+            return "factors"
         mode = self.mode
         return choose_form(self.chain, n_rows) if mode == "auto" else mode
 
@@ -205,7 +208,19 @@ class _DeButChain(nn.Module):
     def compact_numpy(self) -> list[np.ndarray]:
         return [w.detach().cpu().double().numpy() for w in self.weights]
 
+    @property
+    def fake_quant(self) -> Callable[["_DeButChain", torch.Tensor], torch.Tensor] | None:
+        """When set, ``fake_quant(self, rows)`` computes the chain on im2col rows instead (the int8
+        engine's rounding simulated, :class:`litefly.qat.FakeQuant`); ``None``: the float chain."""
+        return getattr(self, "_fake_quant", None)   # modules pickled before the attribute existed
+
+    @fake_quant.setter
+    def fake_quant(self, value: Callable[["_DeButChain", torch.Tensor], torch.Tensor] | None) -> None:
+        self._fake_quant = value
+
     def _chain_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fake_quant is not None:
+            return self.fake_quant(self, x)
         if self.form(x.shape[0]) == "dense":
             return F.linear(x, self.dense_matrix(), self.bias)
         y = debut_chain_forward(x, self.chain, self.weights)
