@@ -17,7 +17,8 @@ from .convert import ConvertConfig, LayerReport, convert_model, count_params, di
 from .errors import LiteflyError
 from .export import export_int8, int8_forward, save_int8
 
-__all__ = ["BACKENDS", "check_backend", "predict", "accuracy", "convert_and_distill", "export_and_classify",
+__all__ = ["BACKENDS", "check_backend", "predict", "accuracy", "convert_and_distill", "quantization_aware",
+           "export_and_classify",
            "run_engine_check", "model_rows", "accuracy_table", "run_seeds"]
 
 Log = Callable[[str], None]
@@ -66,6 +67,30 @@ def convert_and_distill(dense: torch.nn.Module, xtr: torch.Tensor, ytr: torch.Te
     t["distill"] = time.perf_counter() - t1
     log(f"DeBut after distillation: {100 * acc_debut:.2f}% ({t['distill']:.1f} s)")
     return debut, layers, acc_fit, acc_debut
+
+
+def quantization_aware(model: torch.nn.Module, dense: torch.nn.Module, xtr: torch.Tensor, ytr: torch.Tensor,
+                       xte: torch.Tensor, yte: torch.Tensor, cfg: Any, t: dict[str, float], log: Log,
+                       progress: bool, what: str = "DeBut") -> torch.nn.Module:
+    """``cfg.qat_epochs`` epochs of quantisation-aware distillation from ``dense`` at ``cfg.qat_lr``
+    (:func:`litefly.qat.qat_distill`, the int8 grids of ``cfg.calibration`` on ``xtr``) of ``model``
+    with its batch norms folded (:func:`litefly.fold.fold_batchnorms`, a copy); ``model`` itself
+    when ``cfg.qat_epochs`` is 0. Returns the model to export; ``t`` gets the seconds, summed over
+    calls, as ``qat``."""
+    if not cfg.qat_epochs:
+        return model
+    from .fold import fold_batchnorms
+    from .qat import qat_distill
+    t1 = time.perf_counter()
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        model = fold_batchnorms(model)
+    qat_distill(model, dense, xtr, ytr, cfg.qat_epochs, calibration=cfg.calibration, progress=progress,
+                batch_size=cfg.batch_size, lr=cfg.qat_lr, temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed)
+    acc = accuracy(predict(model, xte), yte)
+    t["qat"] = t.get("qat", 0.0) + time.perf_counter() - t1
+    log(f"{what} after {cfg.qat_epochs} quantisation-aware epochs: float {100 * acc:.2f}% "
+        f"({time.perf_counter() - t1:.1f} s)")
+    return model
 
 
 def export_and_classify(model: torch.nn.Module, xtr: torch.Tensor, x_test: np.ndarray, yte: torch.Tensor,

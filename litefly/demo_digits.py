@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +25,8 @@ from torch import nn
 
 from .convert import LayerReport, count_params, distill, model_macs, train_epochs
 from .demo_common import (accuracy, accuracy_table, check_backend, convert_and_distill, export_and_classify,
-                          model_rows, predict, run_engine_check, run_seeds)
+                          model_rows, predict, quantization_aware, run_engine_check, run_seeds)
+from .errors import LiteflyError
 from .export import export_int8, int8_forward
 from .utils import deterministic_run
 
@@ -58,9 +59,13 @@ class DigitsConfig:
     threads: int | None = 1          # torch threads during the run (None: leave as is)
     prune: str | None = None         # prune the fine-tuned DeBut network: magnitude | snip | synflow
     prune_sparsity: float = 0.5      # fraction of each layer's DeBut weights removed (additional sparsity)
-    prune_epochs: int = 50           # KD fine-tuning after pruning
+    prune_epochs: int = 50           # KD fine-tuning after pruning (after each round)
+    prune_rounds: int = 1            # gradual pruning: this many prune + fine-tune rounds, each removing
+                                     # 1 - (1 - prune_sparsity)^(1/rounds) of what is left
     prune_scope: str = "layer"       # layer | global (litefly.prune.PruneConfig.scope)
     calibration: str = "max"         # int8 export: max | mse (litefly.export.export_int8)
+    qat_epochs: int = 0              # quantisation-aware distillation before each int8 export (litefly.qat)
+    qat_lr: float = 1e-3
 
 
 @dataclass
@@ -143,6 +148,8 @@ def run_digits_demo(cfg: DigitsConfig, out_dir: str | Path, log: Callable[[str],
     if cfg.prune is not None:
         from .prune import PruneConfig
         PruneConfig(cfg.prune, cfg.prune_sparsity, scope=cfg.prune_scope)     # one-line errors before training
+        if isinstance(cfg.prune_rounds, bool) or not isinstance(cfg.prune_rounds, int) or cfg.prune_rounds < 1:
+            raise LiteflyError(f"demo: prune_rounds={cfg.prune_rounds!r} must be a positive integer")
     with deterministic_run(cfg.seed, cfg.threads):
         return _run_digits(cfg, out_dir, log, progress)
 
@@ -156,6 +163,7 @@ def _run_digits(cfg: DigitsConfig, out_dir: str | Path, log: Callable[[str], Non
         lambda m, x, y: train_dense(m, x, y, cfg.epochs, cfg.lr, cfg.batch_size, cfg.seed), t, log, "dense CNN")
 
     debut, layers, acc_fit, acc_debut = convert_and_distill(dense, xtr, ytr, xte, yte, cfg, t, log, progress)
+    debut = quantization_aware(debut, dense, xtr, ytr, xte, yte, cfg, t, log, progress)
 
     x_test = xte.double().numpy()
     model, prune_rows, prune_reports, name = debut, [], None, "digits_debut"
@@ -209,18 +217,25 @@ def _prune(cfg: DigitsConfig, debut: nn.Module, dense: nn.Module, xtr: torch.Ten
     t1 = time.perf_counter()
     net0, params0 = export_int8(debut, xtr, name="digits_debut", calibration=cfg.calibration)
     acc_int8 = accuracy(int8_forward(net0, params0, x_test).argmax(1), yte)
-    pruned, reports = prune_model(debut, PruneConfig(cfg.prune, cfg.prune_sparsity, scope=cfg.prune_scope),
-                                  data=(xtr, ytr),
-                                  example_input=xtr[:1])
-    acc_init = accuracy(predict(pruned, xte), yte)
-    distill(pruned, dense, xtr, ytr, epochs=cfg.prune_epochs, batch_size=cfg.batch_size, lr=cfg.kd_lr,
-            temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed)
+    step = 1.0 - (1.0 - cfg.prune_sparsity) ** (1.0 / cfg.prune_rounds)
+    pruned, first, acc_init = debut, None, None
+    for k in range(cfg.prune_rounds):
+        pruned, reports = prune_model(pruned, PruneConfig(cfg.prune, step, scope=cfg.prune_scope), data=(xtr, ytr),
+                                      example_input=xtr[:1])
+        first = first or reports
+        if acc_init is None:
+            acc_init = accuracy(predict(pruned, xte), yte)
+        distill(pruned, dense, xtr, ytr, epochs=cfg.prune_epochs, batch_size=cfg.batch_size, lr=cfg.kd_lr,
+                temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed + k)
+    reports = [replace(r, before=f.before, target=cfg.prune_sparsity) for f, r in zip(first, reports)]
     acc_tuned = accuracy(predict(pruned, xte), yte)
     t["prune"] = time.perf_counter() - t1
+    pruned = quantization_aware(pruned, dense, xtr, ytr, xte, yte, cfg, t, log, False, what="pruned DeBut")
     what = f"DeBut pruned {100 * cfg.prune_sparsity:g}% ({cfg.prune})"
     log(f"unpruned DeBut int8 golden {100 * acc_int8:.2f}%; {what}: "
         + ", ".join(f"{r.name} {sum(r.after)}/{sum(r.before)}" for r in reports)
-        + f"; {100 * acc_init:.2f}% before and {100 * acc_tuned:.2f}% after fine-tuning ({t['prune']:.1f} s)")
+        + f"; {100 * acc_init:.2f}% after the first prune and {100 * acc_tuned:.2f}% after fine-tuning"
+        + (f" ({cfg.prune_rounds} rounds)" if cfg.prune_rounds > 1 else "") + f" ({t['prune']:.1f} s)")
     rows = [{"model": "DeBut int8 golden", "accuracy": acc_int8},
             {"model": f"{what} float (no fine-tuning)", "accuracy": acc_init},
             {"model": f"{what} float (KD fine-tuned)", "accuracy": acc_tuned}]

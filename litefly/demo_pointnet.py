@@ -27,7 +27,7 @@ from .autochain import chain_widths, mixing_chain
 from .chain import Factor
 from .convert import ConvertConfig, LayerReport, train_epochs
 from .demo_common import (accuracy, accuracy_table, check_backend, convert_and_distill, export_and_classify,
-                          model_rows, predict, run_engine_check, run_seeds)
+                          model_rows, predict, quantization_aware, run_engine_check, run_seeds)
 from .errors import LiteflyError
 from .utils import deterministic_run
 
@@ -60,6 +60,9 @@ class PointNetConfig:
     threads: int | None = 1
     backend: str = "golden"          # engine column: sim | golden | none
     engine_images: int | None = None  # test clouds run on the engine (None: all)
+    calibration: str = "max"         # int8 export: max | mse (litefly.export.export_int8)
+    qat_epochs: int = 0              # quantisation-aware distillation before the int8 export (litefly.qat)
+    qat_lr: float = 1e-3
 
 
 @dataclass
@@ -159,9 +162,10 @@ def _run(cfg: PointNetConfig, out: Path, log: Callable[[str], None], progress: b
     log(f"dense PointNet: test accuracy {100 * acc_dense:.2f}% ({t['train dense']:.1f} s)")
 
     debut, layers, acc_fit, acc_debut = _convert_and_distill(dense, xtr, ytr, xte, yte, cfg, t, log, progress)
+    model = quantization_aware(debut, dense, xtr, ytr, xte, yte, cfg, t, log, progress)
     x_test = xte.double().numpy()
     network, params, export_dir, golden_logits, acc_golden = export_and_classify(
-        debut, xtr, x_test, yte, "pointnet_debut", out, t)
+        model, xtr, x_test, yte, "pointnet_debut", out, t, cfg.calibration)
     golden_pred = golden_logits.argmax(1)
     ops = [s.op for s in network.steps if hasattr(s, "op")]
     log(f"int8 golden: {100 * acc_golden:.2f}% (host ops in the network: {', '.join(sorted(set(ops)))}); "

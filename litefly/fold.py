@@ -20,7 +20,7 @@ from torch import nn
 from .errors import ConfigError
 from .nn import DeButConv2d, DeButLinear
 
-__all__ = ["fold_batchnorm", "batchnorm_affine"]
+__all__ = ["fold_batchnorm", "fold_batchnorms", "batchnorm_affine"]
 
 
 def batchnorm_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,3 +66,24 @@ def fold_batchnorm(layer: DeButConv2d | DeButLinear, bn: nn.modules.batchnorm._B
         else:
             new.bias.copy_(bias.to(new.bias.dtype))
     return new
+
+
+def fold_batchnorms(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in which every batch norm applied directly to a DeBut layer's output
+    (and to nothing else) is folded into that layer (:func:`fold_batchnorm`) and replaced by
+    ``nn.Identity``: the same eval-mode function, as the int8 export sees it."""
+    import torch.fx
+
+    from .export import _Tracer
+    model = copy.deepcopy(model).eval()
+    graph = _Tracer().trace(model)
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(bn := model.get_submodule(node.target),
+                                                        nn.modules.batchnorm._BatchNorm):
+            continue
+        src = node.args[0]
+        if isinstance(src, torch.fx.Node) and src.op == "call_module" and len(src.users) == 1 and \
+                isinstance(layer := model.get_submodule(src.target), (DeButConv2d, DeButLinear)):
+            model.set_submodule(src.target, fold_batchnorm(layer, bn))
+            model.set_submodule(node.target, nn.Identity())
+    return model

@@ -17,7 +17,7 @@ from litefly.demo_pointnet import PointNetConfig, pool_layer_chain, run_pointnet
 from litefly.export import int8_forward, load_int8
 
 TINY = PointNetConfig(num_points=16, n_train=8, n_test=3, mlp=(16, 32, 256), head=(64,), epochs=2, kd_epochs=1,
-                      sweeps=1, backend="golden")
+                      sweeps=1, backend="golden", qat_epochs=1)
 
 
 def test_tiny_pointnet_runs_end_to_end_and_the_engine_equals_golden(tmp_path):

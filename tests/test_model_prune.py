@@ -12,7 +12,7 @@ from torch import nn
 
 from cli_inprocess import run_cli
 from litefly.chain import Factor, SparseFactor
-from litefly.errors import ConfigError
+from litefly.errors import ConfigError, LiteflyError
 from litefly.export import export_int8, int8_forward
 from litefly.fixed import chain_dense, float_forward
 from litefly.fold import fold_batchnorm
@@ -223,19 +223,26 @@ def test_cli_convert_prunes_fine_tunes_and_exports(capsys, tmp_path):
 
 
 def test_digits_demo_prunes_and_runs_the_pruned_network_on_the_engine_model(tmp_path):
+    """Two gradual rounds to 50% and one quantisation-aware epoch before each export."""
     from litefly.demo_digits import DigitsConfig, run_digits_demo
     cfg = DigitsConfig(channels=(8, 16), compression=0.8, epochs=4, kd_epochs=3, sweeps=2, n_train=300, n_test=60,
-                       backend="golden", bench=False, prune="magnitude", prune_sparsity=0.5, prune_epochs=2)
-    res = run_digits_demo(cfg, tmp_path, log=lambda m: None)
+                       backend="golden", bench=False, prune="magnitude", prune_sparsity=0.5, prune_epochs=2,
+                       prune_rounds=2, qat_epochs=1)
+    logs: list[str] = []
+    res = run_digits_demo(cfg, tmp_path, log=logs.append)
+    assert sum("after 1 quantisation-aware epochs" in m for m in logs) == 2      # the unpruned and the pruned
+    assert any("(2 rounds)" in m for m in logs)
     assert res.engine_equal is True
     names = [r["model"] for r in res.rows]
     assert "DeBut int8 golden" in names and "DeBut pruned 50% (magnitude) int8 engine (golden)" in names
     debut = next(r for r in res.rows if r["model"] == "DeBut float (KD fine-tuned)")
     pruned = res.rows[-1]
     assert pruned["params"] < 0.6 * debut["params"] and pruned["macs"] < 0.6 * debut["macs"]
-    assert all(abs(r.sparsity - 0.5) < 0.1 for r in res.prune)
+    assert all(abs(r.sparsity - 0.5) < 0.1 for r in res.prune)      # over both rounds: from the first's "before"
     with pytest.raises(ConfigError):
         run_digits_demo(DigitsConfig(prune="bogus"), tmp_path, log=lambda m: None)
+    with pytest.raises(LiteflyError, match=r"^demo: prune_rounds=0 must be a positive integer$"):
+        run_digits_demo(DigitsConfig(prune="magnitude", prune_rounds=0), tmp_path, log=lambda m: None)
 
 
 def test_bench_pruned_reports_cycles_against_density_for_pruned_dense_layers(capsys, monkeypatch):

@@ -81,3 +81,22 @@ def test_qat_refuses_batch_norm_and_zero_epochs_in_one_line():
     assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match=r"^qat: epochs=0 must be at least 1$"):
         qat_distill(_model(rng), _model(rng), torch.randn(4, 2, 8, 8), torch.zeros(4, dtype=torch.long), 0)
+
+
+def test_fold_batchnorms_gives_the_same_eval_function_without_batch_norm():
+    from litefly.fold import fold_batchnorms
+    torch.manual_seed(3)
+    model = nn.Sequential(DeButConv2d(2, 8, 3, [Factor(12, 18, 2, 3, 2), Factor(8, 12, 2, 3, 1)]), nn.BatchNorm2d(8),
+                          nn.ReLU(), FlattenHWC(), DeButLinear(8 * 36, 10, [Factor(10, 288, 10, 288, 1)]),
+                          nn.BatchNorm1d(10)).double()
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(32, 2, 8, 8, dtype=torch.float64))           # running statistics
+    model.eval()
+    folded = fold_batchnorms(model)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())      # a copy
+    x = torch.randn(5, 2, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), atol=1e-10)
+    attach_fake_quant(folded, x)

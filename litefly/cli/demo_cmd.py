@@ -13,6 +13,23 @@ def demo() -> None:
     """End-to-end demos (digits, pointnet, resnet, pixelfly)."""
 
 
+def _int8_options(qat_epochs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The int8 export's options: --calibration, --qat-epochs (default ``qat_epochs``), --qat-lr."""
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        for opt in reversed((
+            click.option("--calibration", type=click.Choice(["max", "mse"]), default="max", show_default=True,
+                         help="int8 export: each factor's shift from the largest accumulator (max) or the one with "
+                              "the least mean square error, which may clip (mse)."),
+            click.option("--qat-epochs", default=qat_epochs, show_default=True, type=click.IntRange(min=0),
+                         help="Quantisation-aware distillation epochs before the int8 export: the int8 engine's "
+                              "rounding simulated in training (litefly.qat); 0 skips it."),
+            click.option("--qat-lr", default=1e-3, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+                         help="Its learning rate (Adam, cosine schedule)."))):
+            f = opt(f)
+        return f
+    return wrap
+
+
 @demo.command("digits")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_digits"),
               show_default=True, help="Where the int8 export, bench.json and summary.json go.")
@@ -43,14 +60,15 @@ def demo() -> None:
 @click.option("--prune-scope", default="layer", show_default=True, metavar="SCOPE",
               help="With --prune: layer (each layer to the sparsity) or global (one ranking over the network).")
 @click.option("--prune-epochs", default=50, show_default=True, type=click.IntRange(min=0),
-              help="With --prune: KD fine-tuning epochs after pruning.")
-@click.option("--calibration", type=click.Choice(["max", "mse"]), default="max", show_default=True,
-              help="int8 export: each factor's shift from the largest accumulator (max) or the one with the "
-                   "least mean square error, which may clip (mse).")
+              help="With --prune: KD fine-tuning epochs after pruning (after each round).")
+@click.option("--prune-rounds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="With --prune: gradual pruning in this many prune + fine-tune rounds, each removing "
+                   "1 - (1 - S)^(1/rounds) of the weights left.")
+@_int8_options(qat_epochs=0)
 def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epochs: int, channels: tuple[int, int],
            seed: int, quick: bool, no_bench: bool, bench_batch: int, no_dense_bench: bool, threads: int,
            seeds: int, prune_method: str | None, sparsity: str | None, prune_scope: str, prune_epochs: int,
-           calibration: str) -> None:
+           prune_rounds: int, calibration: str, qat_epochs: int, qat_lr: float) -> None:
     """Dense CNN -> all-DeBut -> KD -> int8 -> engine, on scikit-learn's handwritten digits."""
 
     from litefly.cli.output import console as make_console
@@ -73,11 +91,12 @@ def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epoc
     cfg = DigitsConfig(channels=channels, compression=compression, epochs=epochs, kd_epochs=kd_epochs, seed=seed,
                        backend=backend, bench=not no_bench, bench_dense=not no_dense_bench, bench_batch=bench_batch,
                        threads=threads, prune=prune_method, prune_sparsity=prune_sparsity, prune_epochs=prune_epochs,
-                       prune_scope=prune_scope, calibration=calibration)
+                       prune_rounds=prune_rounds, prune_scope=prune_scope, calibration=calibration,
+                       qat_epochs=qat_epochs, qat_lr=qat_lr)
     if quick:
         from dataclasses import replace
         cfg = replace(cfg, n_train=400, n_test=60, epochs=min(epochs, 15), kd_epochs=min(kd_epochs, 10),
-                      prune_epochs=min(prune_epochs, 5))
+                      prune_epochs=min(prune_epochs, 5), qat_epochs=min(qat_epochs, 2))
     _run_and_print(console, cfg, seeds, out_dir, run_digits_demo, run_digits_seeds, render,
                    "litefly demo digits (sklearn handwritten digits, test set)", "image")
 
@@ -109,9 +128,11 @@ def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epoc
               help="Run seeds SEED .. SEED+N-1 and print the mean and spread of every accuracy.")
 @click.option("--quick", is_flag=True, help="A small, fast run: 20/5 clouds per class, 32 points, few epochs.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
+@_int8_options(qat_epochs=20)
 def pointnet(out_dir: Path, backend: str, engine_clouds: int | None, points: int, train_per_class: int,
              test_per_class: int, compression: float, head_compression: float, pool_compression: float,
-             epochs: int, kd_epochs: int, kd_lr: float, seed: int, seeds: int, quick: bool, threads: int) -> None:
+             epochs: int, kd_epochs: int, kd_lr: float, seed: int, seeds: int, quick: bool, threads: int,
+             calibration: str, qat_epochs: int, qat_lr: float) -> None:
     """Dense PointNet -> all-DeBut -> KD -> int8 -> engine, on synthetic point clouds (10 shapes)."""
     from dataclasses import replace
 
@@ -128,10 +149,10 @@ def pointnet(out_dir: Path, backend: str, engine_clouds: int | None, points: int
     cfg = PointNetConfig(num_points=points, n_train=train_per_class, n_test=test_per_class, compression=compression,
                          head_compression=head_compression, pool_compression=pool_compression, epochs=epochs,
                          kd_epochs=kd_epochs, kd_lr=kd_lr, seed=seed, threads=threads, backend=backend,
-                         engine_images=engine_clouds)
+                         engine_images=engine_clouds, calibration=calibration, qat_epochs=qat_epochs, qat_lr=qat_lr)
     if quick:
         cfg = replace(cfg, num_points=32, n_train=20, n_test=5, epochs=min(epochs, 3), kd_epochs=min(kd_epochs, 2),
-                      sweeps=1)
+                      sweeps=1, qat_epochs=min(qat_epochs, 1))
     _run_and_print(console, cfg, seeds, out_dir, run_pointnet_demo, run_pointnet_seeds, render,
                    f"litefly demo pointnet (synthetic point clouds, {cfg.num_points} points)", "cloud")
 
