@@ -61,7 +61,7 @@ class PointNetConfig:
     backend: str = "golden"          # engine column: sim | golden | none
     engine_images: int | None = None  # test clouds run on the engine (None: all)
     calibration: str = "max"         # int8 export: max | mse (litefly.export.export_int8)
-    qat_epochs: int = 0              # quantisation-aware distillation before the int8 export (litefly.qat)
+    qat_epochs: int = 20             # quantisation-aware distillation before the int8 export (litefly.qat)
     qat_lr: float = 1e-3
 
 
