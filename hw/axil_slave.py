@@ -21,15 +21,19 @@ class AxiLiteSlave(wiring.Component):
     """Accepts AW and W in any order; presents a single-cycle write strobe and a read address.
 
     ``wr_stb``/``wr_addr``/``wr_data``: one cycle per completed write.
-    ``rd_addr``/``rd_data``: ``rd_data`` (combinational from the register file) is sampled
-    in the cycle the read address handshake completes.
+    ``rd_addr``/``rd_data``: ``rd_addr`` is registered at the read address handshake and
+    ``rd_data`` (combinational from the register file) is sampled in the cycle after, so the
+    read mux starts at a register, not at the ``s_axil_araddr`` port; R follows one cycle later.
+    ``ar_stb``/``ar_addr``: the read address handshake and its address, for a register file that
+    registers its own decode of the address (``rd_data`` is then sampled from that).
     """
 
     def __init__(self, addr_bits: int) -> None:
         self._addr_bits = addr_bits
         sig = axil_signature(addr_bits)
         sig.update({"wr_stb": Out(1), "wr_addr": Out(addr_bits), "wr_data": Out(32),
-                    "rd_addr": Out(addr_bits), "rd_data": In(32)})
+                    "rd_addr": Out(addr_bits), "rd_data": In(32),
+                    "ar_stb": Out(1), "ar_addr": Out(addr_bits)})
         super().__init__(sig)
 
     def elaborate(self, platform):
@@ -54,10 +58,14 @@ class AxiLiteSlave(wiring.Component):
             m.d.sync += [aw_ok.eq(0), w_ok.eq(0), self.s_axil_bvalid.eq(1)]
         with m.If(self.s_axil_bvalid & self.s_axil_bready):
             m.d.sync += self.s_axil_bvalid.eq(0)
-        # reads: one outstanding
-        m.d.comb += [self.s_axil_arready.eq(~self.s_axil_rvalid), self.rd_addr.eq(self.s_axil_araddr)]
-        with m.If(self.s_axil_arvalid & self.s_axil_arready):
-            m.d.sync += [self.s_axil_rvalid.eq(1), self.s_axil_rdata.eq(self.rd_data)]
+        # reads: one outstanding; the address is registered, the data sampled a cycle later
+        rd_pend = Signal()
+        m.d.comb += self.s_axil_arready.eq(~self.s_axil_rvalid & ~rd_pend)
+        m.d.comb += [self.ar_stb.eq(self.s_axil_arvalid & self.s_axil_arready), self.ar_addr.eq(self.s_axil_araddr)]
+        with m.If(self.ar_stb):
+            m.d.sync += [rd_pend.eq(1), self.rd_addr.eq(self.s_axil_araddr)]
+        with m.If(rd_pend):
+            m.d.sync += [rd_pend.eq(0), self.s_axil_rvalid.eq(1), self.s_axil_rdata.eq(self.rd_data)]
         with m.If(self.s_axil_rvalid & self.s_axil_rready):
             m.d.sync += self.s_axil_rvalid.eq(0)
         return m

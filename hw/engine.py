@@ -116,7 +116,7 @@ class Datapath(wiring.Component):
             m.submodules[f"out_mem{b}"] = mem
             wp = mem.write_port()
             wiring.connect(m, outst.out_w[b], wp)
-            wiring.connect(m, outst.out_r[b], mem.read_port(transparent_for=[wp]))
+            wiring.connect(m, outst.out_r[b], mem.read_port())      # not transparent: see OutputStage
             wiring.connect(m, unl.out_r[b], mem.read_port())
 
         # pipeline
@@ -133,7 +133,9 @@ class Datapath(wiring.Component):
         idle = ~busy & ~loader.params_busy
         start = Signal()
         load = Signal()
-        m.d.comb += [start.eq(ctrl.START & idle & (d.IMAGES != 0)), load.eq(ctrl.LOAD_PARAMS & idle)]
+        images = Signal()       # IMAGES != 0, registered (written at least two cycles before a START acts)
+        m.d.sync += images.eq(d.IMAGES != 0)
+        m.d.comb += [start.eq(ctrl.START & idle & images), load.eq(ctrl.LOAD_PARAMS & idle)]
         m.d.comb += [loader.start.eq(start), loader.load_params.eq(load), seq.start.eq(start), unl.start.eq(start),
                      window.go.eq(start), window.frame_loading.eq(loader.frame_busy),
                      window.frame_count.eq(loader.frame_count)]

@@ -48,8 +48,22 @@ class Loader(wiring.Component):
         m = Module()
         desc = self.desc
         cnt = Signal(32)
-        total = Signal(32)               # parameter beats (PARAMS_CHECK: none to load)
-        last = Signal(32)                # the last beat's count: no subtractor before the compare
+        # counts the descriptor fixes, registered in every cycle (the parameter total in two steps):
+        # the descriptor is written at least three cycles before the CTRL write that starts a load
+        # or a pass takes effect, and these are read a cycle after that
+        p_none, p_one, f_one, s_one = Signal(), Signal(), Signal(), Signal()
+        p_two, f_two, s_two = Signal(), Signal(), Signal()
+        p_last3, f_last3, s_last3 = Signal(32), Signal(32), Signal(32)
+        total = Signal(32)
+        m.d.sync += total.eq(desc.WEIGHT_BEATS + desc.INDEX_BEATS + desc.BIAS_BEATS)
+        m.d.sync += [p_none.eq((desc.WEIGHT_BEATS | desc.INDEX_BEATS | desc.BIAS_BEATS) == 0), p_one.eq(total == 1),
+                     p_two.eq(total == 2), p_last3.eq(total - 3),
+                     f_one.eq(desc.FRAME_BEATS == 1), f_two.eq(desc.FRAME_BEATS == 2), f_last3.eq(desc.FRAME_BEATS - 3),
+                     s_one.eq(desc.SKIP_BEATS == 1), s_two.eq(desc.SKIP_BEATS == 2), s_last3.eq(desc.SKIP_BEATS - 3)]
+        last3 = Signal(32)               # the third-to-last beat's count
+        # cnt is the last beat's count, the second-to-last: registered flags (the first loads from
+        # the second, the second compares with the third-to-last count)
+        cnt_l, cnt_p = Signal(), Signal()
         wbeats = Signal(32)
         ibeats = Signal(32)            # weight + index beats: the biases follow
         accept = Signal()
@@ -68,7 +82,7 @@ class Loader(wiring.Component):
             f_data.eq(Mux(packed, rp.source.payload, self.sink.payload)),
         ]
         m.d.comb += [
-            accept.eq(self.sink.valid & self.sink.ready),
+            accept.eq(self.sink.valid),            # in PARAMS, where ready is 1 (not the repacker's)
             self.weight_w.data.eq(self.sink.payload),
             self.bias_w.data.eq(self.sink.payload),
             self.index_w.data.eq(self.sink.payload),
@@ -82,19 +96,20 @@ class Loader(wiring.Component):
         with m.FSM(name="loader"):
             with m.State("IDLE"):
                 with m.If(self.load_params):
-                    m.d.sync += [cnt.eq(0), wbeats.eq(desc.WEIGHT_BEATS), ibeats.eq(desc.WEIGHT_BEATS + desc.INDEX_BEATS),
-                                 total.eq(desc.WEIGHT_BEATS + desc.INDEX_BEATS + desc.BIAS_BEATS),
-                                 last.eq(desc.WEIGHT_BEATS + desc.INDEX_BEATS + desc.BIAS_BEATS - 1)]
+                    m.d.sync += [cnt.eq(0), wbeats.eq(desc.WEIGHT_BEATS),
+                                 ibeats.eq(desc.WEIGHT_BEATS + desc.INDEX_BEATS)]
                     m.next = "PARAMS_CHECK"
                 with m.Elif(self.start):
                     m.d.sync += [cnt.eq(0), packed.eq(desc.LAYER.PACKED)]
                     if env.residual:
                         m.d.sync += residual.eq(desc.LAYER.RESIDUAL & (desc.SKIP_BEATS != 0))
                     m.d.comb += rp.clear.eq(1)
+                    m.d.sync += self.frame_busy.eq(1)      # SETUP1, SETUP2 and FRAME, as a register
                     m.next = "SETUP1"
             with m.State("PARAMS_CHECK"):
                 m.d.comb += self.params_busy.eq(1)
-                with m.If(total == 0):
+                m.d.sync += [last3.eq(p_last3), cnt_l.eq(p_one), cnt_p.eq(p_two)]
+                with m.If(p_none):
                     m.d.comb += self.params_done.eq(1)
                     m.next = "IDLE"
                 with m.Else():
@@ -105,27 +120,26 @@ class Loader(wiring.Component):
                              self.index_w.en.eq(accept & (cnt >= wbeats) & (cnt < ibeats)),
                              self.bias_w.en.eq(accept & (cnt >= ibeats))]
                 with m.If(accept):
-                    m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(cnt == last):
+                    m.d.sync += [cnt.eq(cnt + 1), cnt_l.eq(cnt_p), cnt_p.eq(cnt == last3)]
+                    with m.If(cnt_l):
                         m.d.comb += self.params_done.eq(1)
                         m.next = "IDLE"
             with m.State("SETUP1"):
-                m.d.comb += self.frame_busy.eq(1)
                 # two set-up cycles (as the window generator's), the frame size a pass constant
                 m.next = "SETUP2"
             with m.State("SETUP2"):
-                m.d.comb += self.frame_busy.eq(1)
-                m.d.sync += last.eq(desc.FRAME_BEATS - 1)
+                m.d.sync += [last3.eq(f_last3), cnt_l.eq(f_one), cnt_p.eq(f_two)]
                 m.next = "FRAME"
             with m.State("FRAME"):
-                m.d.comb += [self.frame_busy.eq(1), rp.sink.valid.eq(packed & self.sink.valid),
+                m.d.comb += [rp.sink.valid.eq(packed & self.sink.valid),
                              self.sink.ready.eq(Mux(packed, rp.sink.ready, 1)), rp.source.ready.eq(packed),
                              self.frame_w.en.eq(f_valid)]
                 with m.If(f_valid):
-                    m.d.sync += cnt.eq(cnt + 1)
-                    with m.If(cnt == last):
+                    m.d.sync += [cnt.eq(cnt + 1), cnt_l.eq(cnt_p), cnt_p.eq(cnt == last3)]
+                    with m.If(cnt_l):
                         m.d.comb += self.frame_done.eq(1)
-                        m.d.sync += [cnt.eq(0), last.eq(desc.SKIP_BEATS - 1)]
+                        m.d.sync += [self.frame_busy.eq(0), cnt.eq(0), last3.eq(s_last3), cnt_l.eq(s_one),
+                                     cnt_p.eq(s_two)]
                         m.next = "IDLE"
                         if env.residual:
                             with m.If(residual):
@@ -135,7 +149,7 @@ class Loader(wiring.Component):
                     # the skip tensor follows the frame on s_axis; the unloader takes one beat per output beat
                     m.d.comb += [self.sink.ready.eq(skip_fifo.w_rdy), skip_fifo.w_en.eq(self.sink.valid)]
                     with m.If(self.sink.valid & skip_fifo.w_rdy):
-                        m.d.sync += cnt.eq(cnt + 1)
-                        with m.If(cnt == last):
+                        m.d.sync += [cnt.eq(cnt + 1), cnt_l.eq(cnt_p), cnt_p.eq(cnt == last3)]
+                        with m.If(cnt_l):
                             m.next = "IDLE"
         return m

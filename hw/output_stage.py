@@ -4,8 +4,10 @@ steps (add the rounding bit; shift; saturate and ReLU) and the write.
 
 OUT is ``E`` banks by channel mod ``E`` (the unloader reads ``E`` channels of one lane per
 cycle). Pooling: the first phase of a batch writes, later phases write ``max(old, new)``;
-the old row is read in the cycle the result arrives (a read port transparent to the write
-port, so a row written in the cycle before is seen).
+the old row is read in the cycle the result arrives. The read port is not transparent (its
+data comes from a register, not from a bypass of the write): the same OUT row is written
+again only by a later phase, and the sequencer spends at least one idle cycle between
+phases, so its read comes at least one cycle after the earlier write.
 """
 
 from __future__ import annotations
@@ -62,13 +64,17 @@ class OutputStage(wiring.Component):
         else:
             m.d.comb += rnd.eq((C(1, ACC + 1) << p3.shift) >> 1)
         lo, hi = -(1 << (A - 1)), (1 << (A - 1)) - 1
+        # the shift clamped to ACC + 1 (past it the result is all sign bits either way), registered
+        # beside the rounded value: the shifter's amount has a few bits, not the field's eight
+        sh4 = Signal(range(ACC + 2))
+        m.d.sync += sh4.eq(Mux(p3.shift > ACC + 1, ACC + 1, p3.shift))
         relu = Signal()
         m.d.sync += relu.eq(self.relu_en & p4.fi_last)          # at p5, beside the shifted value
         qs = [Signal(signed(A), name=f"q{l}") for l in range(L)]
         for l in range(L):
             rounded = Signal(signed(ACC + 1), name=f"rounded{l}")
             shifted = Signal(signed(ACC + 1), name=f"shifted{l}")
-            m.d.sync += [rounded.eq(self.res[l] + rnd), shifted.eq(rounded >> p4.shift)]
+            m.d.sync += [rounded.eq(self.res[l] + rnd), shifted.eq(rounded >> sh4)]
             sat = Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted))
             m.d.sync += qs[l].eq(Mux(relu & (shifted < 0), 0, sat))
 

@@ -8,7 +8,7 @@ of 32 bits whose fields sit at the map's ``lsb``/``width``, so ``desc.IN_HW.W`` 
 
 from __future__ import annotations
 
-from amaranth import Module, Value, unsigned
+from amaranth import Module, Mux, Signal, Value, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -53,8 +53,10 @@ def ctrl_layout() -> data.Layout:
 class Registers(wiring.Component):
     """AXI-Lite slave + descriptor/factor registers + capability words + STATUS/counter readback.
 
-    ``ctrl`` carries the CTRL strobes (one cycle, in the cycle the write completes). The
-    descriptor registers are outside the soft-reset domain: soft reset keeps them.
+    ``ctrl`` carries the CTRL strobes: one cycle, registered, in the cycle after the write
+    completes (the cycle its B response is offered, so a STATUS read issued after the response
+    sees the pass started; the decode of the write does not reach the datapath in one cycle).
+    The descriptor registers are outside the soft-reset domain: soft reset keeps them.
     """
 
     def __init__(self, envelope: EngineEnvelope) -> None:
@@ -88,10 +90,11 @@ class Registers(wiring.Component):
                 reg = regmap.factor_reg(i, kind)
                 storage[reg.offset] = (getattr(self.desc.F[i], kind), _mask(reg))
 
+        m.d.sync += Value.cast(self.ctrl).eq(0)
         with m.If(axil.wr_stb):
             with m.Switch(axil.wr_addr):
                 with m.Case(regmap.REG["CTRL"]):
-                    m.d.comb += self.ctrl.eq(axil.wr_data & _mask(_by_name("CTRL")))
+                    m.d.sync += Value.cast(self.ctrl).eq(axil.wr_data & _mask(_by_name("CTRL")))
                 for offset, (target, mask) in storage.items():
                     with m.Case(offset):
                         m.d.sync += Value.cast(target).eq(axil.wr_data & mask)
@@ -102,12 +105,15 @@ class Registers(wiring.Component):
             reads[regmap.REG[name]] = getattr(self.counters, name)
         for offset, (target, _) in storage.items():
             reads[offset] = Value.cast(target)
-        with m.Switch(axil.rd_addr):
-            for offset, value in reads.items():
-                with m.Case(offset):
-                    m.d.comb += axil.rd_data.eq(value)
-            with m.Default():
-                m.d.comb += axil.rd_data.eq(0)
+        # the read address decoded at the AR handshake into one registered select per register:
+        # the read data is then an AND-OR of registers (no address compare behind it)
+        sel = Signal(len(reads))
+        with m.If(axil.ar_stb):
+            m.d.sync += [sel[i].eq(axil.ar_addr == offset) for i, offset in enumerate(reads)]
+        terms = [Mux(sel[i], value, 0) for i, value in enumerate(reads.values())]
+        while len(terms) > 1:             # a balanced OR tree
+            terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+        m.d.comb += axil.rd_data.eq(terms[0])
         return m
 
 

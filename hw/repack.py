@@ -11,7 +11,7 @@ cycles as the padded stream would, one cycle later.
 
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal
+from amaranth import Array, Cat, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -36,31 +36,59 @@ class Repack(wiring.Component):
 
     def elaborate(self, platform):
         e = self._env.elems_per_beat
+        le = e.bit_length() - 1
         m = Module()
-        buf = Signal(16 * e)                   # up to 2E bytes, the oldest in the low byte
+        # A ring of 2E bytes: beats come in at an E-byte half (``wp``), frame beats leave from
+        # any byte (``rp``). Every quantity a cycle's handshakes select between is a function of
+        # registers alone (a frame beat's bytes, the next byte counts, the next pixel state), so
+        # the handshakes only pick: no variable shift or subtraction sits behind them.
+        ring = [Signal(8, name=f"ring{i}") for i in range(2 * e)]
+        rp = Signal(le + 1)                    # oldest byte
+        wp = Signal()                          # the half the next beat fills
         have = Signal(range(2 * e + 1))        # bytes held
         left = Signal(16)                      # bytes of the current pixel not yet sent
-        need = Signal(range(e + 1))            # bytes in the next frame beat
-        m.d.comb += need.eq(Mux(left > e, e, left))
+        need = Signal(range(e + 1))            # bytes in the next frame beat: min(left, E)
+        lle, lle2 = Signal(), Signal()         # left <= E, left <= 2E
+        some = Signal()                        # channels != 0
+        # the same at a pixel's first byte (``channels`` is held while it runs)
+        c = self.channels
+        need_c, lle_c, lle2_c = Signal.like(need), Signal(), Signal()
 
-        unused = Signal(range(8 * e + 1))      # bits of the frame beat past the pixel's bytes
-        m.d.comb += unused.eq((e - need) * 8)
+        # source.valid is (have >= need) & some, kept as a register: after a beat in it holds (E
+        # bytes cover any need); after a frame beat alone it is whether the rest covers the next need
+        valid = Signal()
+        nn = Signal.like(need)                 # the need after a frame beat
+        m.d.comb += nn.eq(Mux(lle, need_c, Mux(lle2, left - e, e)))
         out_ok = self.source.valid & self.source.ready
         m.d.comb += [
-            self.source.valid.eq((have >= need) & (need != 0)),
-            self.source.payload.eq(buf & (Const((1 << (8 * e)) - 1, 8 * e) >> unused)),
+            self.source.valid.eq(valid),
+            self.source.payload.eq(Cat(*[Mux(j < need, Array(ring)[(rp + j)[:le + 1]], 0) for j in range(e)])),
         ]
-        kept = Signal(range(2 * e + 1))        # bytes held after this cycle's frame beat
-        rest = Signal(16 * e)
-        m.d.comb += [kept.eq(have - Mux(out_ok, need, 0)), rest.eq(Mux(out_ok, buf >> (need * 8), buf))]
-        m.d.comb += self.sink.ready.eq(kept <= e)
+        # room for a beat: have <= E, or have - need <= E once a frame beat leaves (written out
+        # from the registers, not behind out_ok)
+        have_out = Signal.like(have)
+        fits = valid & (have_out <= e)
+        m.d.comb += [have_out.eq(have - need),
+                     self.sink.ready.eq((have <= e) | (self.source.ready & some & fits))]
         in_ok = self.sink.valid & self.sink.ready
 
         with m.If(self.clear):
-            m.d.sync += [have.eq(0), buf.eq(0), left.eq(self.channels)]
+            m.d.sync += [have.eq(0), rp.eq(0), wp.eq(0), left.eq(c), need.eq(Mux(c > e, e, c)), valid.eq(0),
+                         lle.eq(c <= e), lle2.eq(c <= 2 * e), some.eq(c != 0),
+                         need_c.eq(Mux(c > e, e, c)), lle_c.eq(c <= e), lle2_c.eq(c <= 2 * e)]
         with m.Else():
-            m.d.sync += [have.eq(kept + Mux(in_ok, e, 0)),
-                         buf.eq(Mux(in_ok, rest | (self.sink.payload << (kept * 8)), rest))]
+            m.d.sync += have.eq(Mux(in_ok, Mux(out_ok, have_out + e, have + e), Mux(out_ok, have_out, have)))
+            m.d.sync += valid.eq(Mux(in_ok, some, Mux(out_ok, some & (have_out >= nn), valid)))
+            with m.If(in_ok):
+                m.d.sync += wp.eq(~wp)
+                for i in range(2 * e):
+                    with m.If(wp == (i >= e)):
+                        m.d.sync += ring[i].eq(self.sink.payload.word_select(i % e, 8))
             with m.If(out_ok):
-                m.d.sync += left.eq(Mux(left == need, self.channels, left - need))
+                m.d.sync += rp.eq(rp + need)
+                m.d.sync += need.eq(nn)
+                with m.If(lle):                # the pixel's last frame beat: the next pixel starts
+                    m.d.sync += [left.eq(c), lle.eq(lle_c), lle2.eq(lle2_c)]
+                with m.Else():                 # E more bytes of this pixel sent
+                    m.d.sync += [left.eq(left - e), lle.eq(lle2), lle2.eq(left <= 3 * e)]
         return m

@@ -99,44 +99,71 @@ class Sequencer(wiring.Component):
             with m.If(self.start):
                 m.d.sync += [row["t"].eq(f.TG.T), row["st"].eq(f.STRIDES.ST), row["rt"].eq(f.STRIDES.RT),
                              row["shift"].eq(f.SHIFT.SHIFT)]
-            # the last index of each loop, registered here: no subtractor on the issue path
+            # the third-to-last index of each loop and whether the loop has one or two indices,
+            # registered here: the walk keeps "at the last index" and "at the second-to-last" flags
+            # instead of comparing its counters with the limits in the issue cycle
             for k, v in (("r", f.RS.R), ("s", f.RS.S), ("t", f.TG.T), ("g", f.TG.G)):
-                row[k + "1"] = Signal(16, name=f"f{i}_{k}1")
+                row[k + "3"] = Signal(16, name=f"f{i}_{k}3")
+                row[k + "z"] = Signal(name=f"f{i}_{k}z")
+                row[k + "w"] = Signal(name=f"f{i}_{k}w")
                 with m.If(self.start):
-                    m.d.sync += row[k + "1"].eq(v - 1)
+                    m.d.sync += [row[k + "3"].eq(v - 3), row[k + "z"].eq(v == 1), row[k + "w"].eq(v == 2)]
             tab.append(row)
         SP = env.index_beats > 0
         for i in range(NF):
-            tab[i]["rows"] = Signal(16, name=f"f{i}_rows")
-            tab[i]["rows1"] = Signal(16, name=f"f{i}_rows1")
             tab[i]["split"] = Signal(16, name=f"f{i}_split")
+            tab[i]["rows2"] = Signal(16, name=f"f{i}_rows2")
+            for k in ("sparse", "rowsz", "splitz"):
+                tab[i][k] = Signal(name=f"f{i}_{k}")
             if SP:
                 with m.If(self.start):
-                    m.d.sync += [tab[i]["rows"].eq(d.F[i].SPARSE.ROWS), tab[i]["split"].eq(d.F[i].SPARSE.SPLIT),
-                                 tab[i]["rows1"].eq(d.F[i].SPARSE.ROWS - 1)]
+                    sp = d.F[i].SPARSE
+                    m.d.sync += [tab[i]["split"].eq(sp.SPLIT), tab[i]["rows2"].eq(sp.ROWS - 2),
+                                 tab[i]["sparse"].eq(sp.ROWS != 0), tab[i]["rowsz"].eq(sp.ROWS == 1),
+                                 tab[i]["splitz"].eq(sp.SPLIT == 0)]
         nm1 = Signal(8)
         in_last = Signal(8)              # the last factor that reads IN (factor 0, or a later concat factor)
+        nm1z, in_lastz = Signal(), Signal()     # ... is factor 0
         with m.If(self.start):
-            m.d.sync += [nm1.eq(d.LAYER.FACTORS - 1), in_last.eq(0)]
+            m.d.sync += [nm1.eq(d.LAYER.FACTORS - 1), in_last.eq(0), nm1z.eq(d.LAYER.FACTORS == 1), in_lastz.eq(1)]
             if SP:
                 for i in range(1, NF):
                     with m.If((d.F[i].SPARSE.SPLIT != 0) & (i < d.LAYER.FACTORS)):
-                        m.d.sync += in_last.eq(i)
+                        m.d.sync += [in_last.eq(i), in_lastz.eq(0)]
 
-        cur = {k: Signal(16, name=f"cur_{k}") for k in ("t", "st", "rt", "rows", "split", "r1", "s1", "t1", "g1",
-                                                        "rows1")}
+        cur = {k: Signal(16, name=f"cur_{k}") for k in ("t", "st", "rt", "split", "r3", "s3", "t3", "g3", "rows2")}
+        cur.update({k: Signal(name=f"cur_{k}") for k in ("rz", "sz", "tz", "gz", "rw", "sw", "tw", "gw", "sparse",
+                                                           "rowsz", "splitz")})
         cur_shift = Signal(8)
-        load_factor = Signal(8)
         load_limits = Signal()
-        with m.If(load_limits):
-            with m.Switch(load_factor):
-                for i in range(NF):
-                    with m.Case(i):
-                        m.d.sync += [cur[k].eq(tab[i][k]) for k in cur]
-                        m.d.sync += cur_shift.eq(tab[i]["shift"])
-
+        drain_first = Signal()           # the drain's first cycle (registered)
         fi = Signal(8)
         j, u, a, b = (Signal(16, name=n) for n in "juab")
+        # registered flags: the loop counters at their last index, b at its first, fi at the
+        # last factor / the last factor reading IN / factor 0 (set when a factor's limits load,
+        # then advanced with the counters: each compares with the second-to-last index)
+        b_l, a_l, u_l, j_l, b_f = (Signal(name=n) for n in ("b_last", "a_last", "u_last", "j_last", "b_first"))
+        b_p, a_p, u_p, j_p = (Signal(name=n) for n in ("b_pen", "a_pen", "u_pen", "j_pen"))   # second-to-last
+        fi_last, fi_inl, fi0 = Signal(), Signal(), Signal()
+        srow_l = Signal()
+        # the factor whose limits load: one-hot (factor 0 when idle, else ``fsel``, fi one-hot)
+        fsel = Signal(NF, init=1)
+        lsel = Signal(NF)
+        m.d.comb += lsel.eq(Mux(self.idle, 1, fsel))
+
+        def pick(key):
+            v = 0
+            for i in range(NF):
+                v = v | Mux(lsel[i], tab[i][key], 0)
+            return v
+
+        with m.If(load_limits):
+            m.d.sync += [cur[k].eq(pick(k)) for k in cur]
+            m.d.sync += cur_shift.eq(pick("shift"))
+            m.d.sync += [b_l.eq(pick("sz")), a_l.eq(pick("rz")), u_l.eq(pick("tz")),
+                         j_l.eq(pick("gz")), b_f.eq(1), srow_l.eq(pick("rowsz")),
+                         b_p.eq(pick("sw")), a_p.eq(pick("rw")), u_p.eq(pick("tw")), j_p.eq(pick("gw"))]
+
         rd_bt, rd_j, wr_at, wr_j = (Signal(17, name=n) for n in ("rd_bt", "rd_j", "wr_at", "wr_j"))
         widx = Signal(32)
         sq_in = Signal()
@@ -147,14 +174,13 @@ class Sequencer(wiring.Component):
         rd = Signal(17)
         wr = Signal(17)
         rd_work = Signal(17)
-        sparse = Signal()
+        sparse = cur["sparse"]
         from_in = Signal()
         row_end, fac_end, first = Signal(), Signal(), Signal()
-        debut_end = (b == cur["s1"])
         m.d.comb += [
-            rd.eq(rd_j + rd_bt + u), wr.eq(wr_j + wr_at + u), rd_work.eq(rd), from_in.eq(fi == 0),
-            row_end.eq(debut_end), first.eq(b == 0),
-            fac_end.eq(debut_end & (a == cur["r1"]) & (u == cur["t1"]) & (j == cur["g1"])),
+            rd.eq(rd_j + rd_bt + u), wr.eq(wr_j + wr_at + u), rd_work.eq(rd), from_in.eq(fi0),
+            row_end.eq(b_l), first.eq(b_f),
+            fac_end.eq(b_l & a_l & u_l & j_l),
         ]
         if SP:
             # sparse entries: the index memory's read data is this cycle's entry (addressed one cycle ahead)
@@ -166,11 +192,11 @@ class Sequencer(wiring.Component):
             entry = self.index_data.word_select(ent[:LIP], INDEX_ENTRY_BITS)
             col, rend = entry[:ROW_END_BIT], entry[ROW_END_BIT]
             split = cur["split"]
-            m.d.comb += [sparse.eq(cur["rows"] != 0), self.index_addr.eq(ent_next[LIP:])]
+            m.d.comb += self.index_addr.eq(ent_next[LIP:])
             with m.If(sparse):
                 m.d.comb += [rd.eq(col), wr.eq(srow), row_end.eq(rend), first.eq(sfirst),
-                             fac_end.eq(rend & (srow == cur["rows1"]))]
-                with m.If(split != 0):
+                             fac_end.eq(rend & srow_l)]
+                with m.If(~cur["splitz"]):
                     m.d.comb += [rd_work.eq(col - split), from_in.eq(col < split)]
                     if self._fault == "sparse_split":      # the first previous-output column read from IN
                         m.d.comb += from_in.eq(col <= split)
@@ -179,55 +205,65 @@ class Sequencer(wiring.Component):
 
         ready = self.in_full.bit_select(sq_in, 1) & ~self.out_full.bit_select(sq_out, 1)
 
-        with m.FSM(name="seq"):
-            with m.State("IDLE"):
-                m.d.comb += [self.idle.eq(1), self.waiting_in.eq(~self.in_full.bit_select(sq_in, 1))]
-                with m.If(ready):
-                    m.d.sync += [fi.eq(0), j.eq(0), u.eq(0), a.eq(0), b.eq(0), rd_bt.eq(0), rd_j.eq(0),
-                                 wr_at.eq(0), wr_j.eq(0), widx.eq(0), meta.eq(self.in_meta[sq_in])]
-                    if SP:
-                        m.d.sync += [srow.eq(0), sfirst.eq(1)]
-                    m.d.comb += [load_limits.eq(1), load_factor.eq(0)]
-                    m.next = "RUN"
-            with m.State("RUN"):
-                m.d.comb += issue.eq(1)
-                m.d.sync += widx.eq(widx + 1)
+        # one-hot state registers (the issue path tests one flip-flop, not a decoded state)
+        st = {n: Signal(name=f"st_{n.lower()}", init=(n == "IDLE")) for n in ("IDLE", "RUN", "DRAIN")}
+        m.d.comb += self.idle.eq(st["IDLE"])
+        with m.If(st["IDLE"]):
+            m.d.comb += [self.idle.eq(1), self.waiting_in.eq(~self.in_full.bit_select(sq_in, 1))]
+            # factor 0's limits load in every idle cycle: the load does not wait for ready
+            m.d.comb += load_limits.eq(1)
+            with m.If(ready):
+                m.d.sync += [fi.eq(0), j.eq(0), u.eq(0), a.eq(0), b.eq(0), rd_bt.eq(0), rd_j.eq(0),
+                             wr_at.eq(0), wr_j.eq(0), widx.eq(0), meta.eq(self.in_meta[sq_in]),
+                             fi_last.eq(nm1z), fi_inl.eq(in_lastz), fi0.eq(1), fsel.eq(1)]
                 if SP:
-                    with m.If(sparse):
-                        m.d.sync += sfirst.eq(row_end)
-                        with m.If(row_end):
-                            m.d.sync += srow.eq(srow + 1)
-                with m.If(~sparse):
-                    m.d.sync += [b.eq(b + 1), rd_bt.eq(rd_bt + cur["t"])]
+                    m.d.sync += [srow.eq(0), sfirst.eq(1)]
+                m.d.sync += [st["IDLE"].eq(0), st["RUN"].eq(1)]
+        with m.If(st["RUN"]):
+            m.d.comb += issue.eq(1)
+            m.d.sync += widx.eq(widx + 1)
+            if SP:
+                with m.If(sparse):
+                    m.d.sync += sfirst.eq(row_end)
                     with m.If(row_end):
-                        m.d.sync += [b.eq(0), rd_bt.eq(0), a.eq(a + 1), wr_at.eq(wr_at + cur["t"])]
-                        with m.If(a == cur["r1"]):
-                            m.d.sync += [a.eq(0), wr_at.eq(0), u.eq(u + 1)]
-                            with m.If(u == cur["t1"]):
-                                m.d.sync += [u.eq(0), j.eq(j + 1), rd_j.eq(rd_j + cur["st"]),
-                                             wr_j.eq(wr_j + cur["rt"])]
-                with m.If(fac_end):
-                    m.d.sync += [j.eq(0), rd_j.eq(0), wr_j.eq(0)]
-                    if SP:
-                        m.d.sync += [srow.eq(0), sfirst.eq(1)]
-                    with m.If(fi == in_last):
-                        m.d.comb += self.in_clr.eq(Mux(sq_in, 2, 1))
-                        m.d.sync += sq_in.eq(~sq_in)
-                    with m.If(fi == nm1):
-                        with m.If(meta.last_phase):
-                            m.d.sync += sq_out.eq(~sq_out)
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += [fi.eq(fi + 1), drain.eq(DRAIN_CYCLES - 1)]
-                        m.next = "DRAIN"
-            with m.State("DRAIN"):
-                # the next factor's limits load in the drain's first cycle, from the registered fi: the
-                # end-of-factor test does not reach them in the same cycle
-                with m.If(drain == DRAIN_CYCLES - 1):
-                    m.d.comb += [load_limits.eq(1), load_factor.eq(fi)]
-                m.d.sync += drain.eq(drain - 1)
-                with m.If(drain == 0):
-                    m.next = "RUN"
+                        m.d.sync += [srow.eq(srow + 1), srow_l.eq(srow == cur["rows2"])]
+            with m.If(~sparse):
+                m.d.sync += [b.eq(b + 1), rd_bt.eq(rd_bt + cur["t"]), b_l.eq(b_p), b_p.eq(b == cur["s3"]), b_f.eq(0)]
+                with m.If(b_l):
+                    m.d.sync += [b.eq(0), rd_bt.eq(0), b_l.eq(cur["sz"]), b_p.eq(cur["sw"]), b_f.eq(1),
+                                 a.eq(a + 1), wr_at.eq(wr_at + cur["t"]), a_l.eq(a_p), a_p.eq(a == cur["r3"])]
+                    with m.If(a_l):
+                        m.d.sync += [a.eq(0), wr_at.eq(0), a_l.eq(cur["rz"]), a_p.eq(cur["rw"]), u.eq(u + 1),
+                                     u_l.eq(u_p), u_p.eq(u == cur["t3"])]
+                        with m.If(u_l):
+                            m.d.sync += [u.eq(0), u_l.eq(cur["tz"]), u_p.eq(cur["tw"]), j.eq(j + 1), j_l.eq(j_p),
+                                         j_p.eq(j == cur["g3"]),
+                                         rd_j.eq(rd_j + cur["st"]), wr_j.eq(wr_j + cur["rt"])]
+            with m.If(fac_end):
+                m.d.sync += [j.eq(0), rd_j.eq(0), wr_j.eq(0)]
+                if SP:
+                    m.d.sync += [srow.eq(0), sfirst.eq(1)]
+                with m.If(fi_inl):
+                    m.d.comb += self.in_clr.eq(Mux(sq_in, 2, 1))
+                    m.d.sync += sq_in.eq(~sq_in)
+                with m.If(fi_last):
+                    with m.If(meta.last_phase):
+                        m.d.sync += sq_out.eq(~sq_out)
+                    m.d.sync += [st["RUN"].eq(0), st["IDLE"].eq(1)]
+                with m.Else():
+                    m.d.sync += [fi.eq(fi + 1), drain.eq(DRAIN_CYCLES - 1), fi0.eq(0), fsel.eq(fsel << 1),
+                                 drain_first.eq(1)]
+                    m.d.sync += [st["RUN"].eq(0), st["DRAIN"].eq(1)]
+        with m.If(st["DRAIN"]):
+            # the next factor's limits load in the drain's first cycle, from the registered fi: the
+            # end-of-factor test does not reach them in the same cycle
+            m.d.sync += drain_first.eq(0)
+            with m.If(drain_first):
+                m.d.comb += load_limits.eq(1)
+                m.d.sync += [fi_last.eq(fi == nm1), fi_inl.eq(fi == in_last)]
+            m.d.sync += drain.eq(drain - 1)
+            with m.If(drain == 0):
+                m.d.sync += [st["DRAIN"].eq(0), st["RUN"].eq(1)]
 
         ctl = self.ctl
         wsub = widx[:LEW] if LEW else 0
@@ -240,10 +276,10 @@ class Sequencer(wiring.Component):
             m.d.sync += ent.eq(ent_next)
         m.d.comb += [
             ctl.valid.eq(issue), ctl.first.eq(first), ctl.last.eq(row_end), ctl.from_in.eq(from_in),
-            ctl.fi_last.eq(fi == nm1), ctl.work_half.eq(fi[0]), ctl.out_half.eq(sq_out),
+            ctl.fi_last.eq(fi_last), ctl.work_half.eq(fi[0]), ctl.out_half.eq(sq_out),
             ctl.bank.eq(rd[:LE]), ctl.wsub.eq(wsub), ctl.bsub.eq(wr[:LBP] if LBP else 0), ctl.wr.eq(wr),
             ctl.shift.eq(cur_shift), ctl.first_phase.eq(meta.first_phase),
-            ctl.batch_end.eq(issue & fac_end & (fi == nm1) & meta.last_phase),
+            ctl.batch_end.eq(issue & fac_end & fi_last & meta.last_phase),
             ctl.lanes.eq(meta.lanes), ctl.last_batch.eq(meta.last_batch),
             self.in_addr.eq(rd[LE:] + Mux(sq_in, QW, 0)),
             self.work_addr.eq(rd_work + Mux((fi - 1)[0], WD, 0)),

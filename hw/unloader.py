@@ -54,12 +54,17 @@ class Unloader(wiring.Component):
         LE = E.bit_length() - 1
         PW = self._pw
         m = Module()
-        ocw = Signal(16)
+        # beats per lane minus 2, and whether it is 1: k keeps a registered "last beat" flag
+        ocw = (self.desc.OUT_C.P + (E - 1)) >> LE
+        ocw_m2 = Signal(16)
+        ocw_1 = Signal()
+        k_l = Signal(name="k_last")
         with m.If(self.start):
-            m.d.sync += ocw.eq((self.desc.OUT_C.P + (E - 1)) >> LE)
+            m.d.sync += [ocw_m2.eq(ocw - 2), ocw_1.eq(ocw == 1), k_l.eq(ocw == 1)]
 
         half = Signal()
         lane = Signal(range(L + 1))
+        lane1 = Signal(range(L + 2), init=1)      # lane + 1
         k = Signal(16)
         meta = self.meta[half]
         fifo_layout = data.StructLayout({"data": SB, "last": 1, "lane_end": 1, "valid_bytes": E})
@@ -70,14 +75,14 @@ class Unloader(wiring.Component):
         m.d.sync += inflight.eq(issue)
         for b in range(E):
             m.d.comb += self.out_r[b].addr.eq(k + Mux(half, PW, 0))
-        lane_end = k == ocw - 1
-        batch_end = lane_end & (lane == meta.lanes - 1)
+        lane_end = k_l
+        batch_end = lane_end & (lane1 == meta.lanes)
         with m.If(issue):
-            m.d.sync += k.eq(k + 1)
+            m.d.sync += [k.eq(k + 1), k_l.eq(k == ocw_m2)]
             with m.If(lane_end):
-                m.d.sync += [k.eq(0), lane.eq(lane + 1)]
+                m.d.sync += [k.eq(0), k_l.eq(ocw_1), lane.eq(lane + 1), lane1.eq(lane1 + 1)]
                 with m.If(batch_end):
-                    m.d.sync += [lane.eq(0), half.eq(~half)]
+                    m.d.sync += [lane.eq(0), lane1.eq(1), half.eq(~half)]
                     m.d.comb += self.out_clr.eq(Mux(half, 2, 1))
 
         # the cycle after the read: one lane's E channels to bytes

@@ -11,7 +11,9 @@ whose beat has not arrived yet (``frame_count``) waits, so a pass's load overlap
 The per-layer products (``CW``, strides in beats) are pass constants the host computes
 (``regmap.PASS_CONSTANTS``), registered in three set-up cycles after ``go``; a batch's origin
 offsets are kept by adding as positions advance; per-phase origins take two cycles; the
-window generator has no multiplier, and its per-cycle path is adders and compares.
+window generator has no multiplier. In the emission cycle it tests flip-flops: the read
+address, the bounds tests and every "last index" are registered (kept one step ahead), and
+only the arrival compare of the address with the frame count sits in front of the walk.
 """
 
 from __future__ import annotations
@@ -76,34 +78,70 @@ class WindowGenerator(wiring.Component):
         cw, hwcw, npos = (u32(n) for n in ("cw", "hwcw", "npos"))
         pk = Signal(8)
         # the last values the walk compares with, registered at set-up (no subtractor on those paths)
-        cw_m1, kw_m1, kh_m1, wp_m1, hp_m1 = u32("cw_m1"), Signal(16), Signal(16), u32("wp_m1"), u32("hp_m1")
+        wp_m1, hp_m1 = Signal(16, name="wp_m1"), Signal(16, name="hp_m1")     # output positions: 16-bit fields
         pk_m1 = Signal(8)
+        # the second-to-last values, and whether a loop has one value: the walk keeps registered
+        # "at the last value" flags instead of comparing its counters in the emission cycle
+        wp_m2, hp_m2 = Signal(16, name="wp_m2"), Signal(16, name="hp_m2")
+        cw_1, kw_1, kh_1, wp_1, hp_1 = (Signal(name=n) for n in ("cw_1", "kw_1", "kh_1", "wp_1", "hp_1"))
+        # the kernel walk goes one step further: "at the second-to-last value" flags, compared
+        # with the third-to-last value, so the last flags load from a flip-flop
+        # (k is 16 bits: CW - 3 is kept as 16 bits and whether its high half is zero)
+        cw_m3, kw_m3, kh_m3, cw_m3_16 = Signal(16, name="cw_m3"), Signal(16), Signal(16), Signal(name="cw_m3_16")
+        cw_2, kw_2, kh_2 = Signal(name="cw_2"), Signal(name="kw_2"), Signal(name="kh_2")
+        k_p, kx_p, ky_p = Signal(name="k_pen"), Signal(name="kx_pen"), Signal(name="ky_pen")
+        k_l, kx_l, ky_l = Signal(name="k_last"), Signal(name="kx_last"), Signal(name="ky_last")
+        lane_l, left_z = Signal(name="lane_last"), Signal(name="left_zero")     # lane == L-1, nx_left == 0
+        left_1 = Signal(name="left_one")                                        # nx_left == 1
+        nx_x_l, nx_y_l = Signal(name="nx_x_last"), Signal(name="nx_y_last")     # nx_x == WP-1, nx_y == HP-1
+        dx_l, d_first = Signal(name="dx_last"), Signal(name="d_first")
         xstep, ystep, xstep_cw, ystep_wcw = (u32(n) for n in ("xstep", "ystep", "xstep_cw", "ystep_wcw"))
         dw_cw, dh_wcw, sw_cw, sh_wcw, pw_cw, ph_wcw = (u32(n) for n in (
             "dw_cw", "dh_wcw", "sw_cw", "sh_wcw", "pw_cw", "ph_wcw"))
         # ---- batch start (emitted coordinates) and phase ----
-        bs_x, bs_y, bs_img, bs_left = u32("bs_x"), u32("bs_y"), u32("bs_img"), u32("bs_left")
+        bs_x, bs_y, bs_img, bs_left = Signal(16, name="bs_x"), Signal(16, name="bs_y"), u32("bs_img"), u32("bs_left")
         dy, dx = Signal(8), Signal(8)
         pdy, pdx, pdy_wcw, pdx_cw = u32("pdy"), u32("pdx"), u32("pdy_wcw"), u32("pdx_cw")
-        ix_first, iy_first, ca_first, ra_first = s32("ix_first"), s32("iy_first"), s32("ca_first"), s32("ra_first")
-        px, pcx, py, pry = u32("px"), u32("pcx"), u32("py"), u32("pry")
+        ix_first, iy_first = s32("ix_first"), s32("iy_first")
+        ix_first_dw, iy_first_dh = s32("ix_first_dw"), s32("iy_first_dh")         # ... + DW, + DH
+        ix_first_ok, iy_first_ok = Signal(name="ix_first_ok"), Signal(name="iy_first_ok")
+        px, py = u32("px"), u32("py")
+        # frame addresses (row * W * CW + column * CW + beat) are kept whole, by adding: the first
+        # one of the phase's walk (ra_first + ca_first), the batch start's image, image + row and
+        # image + row + column parts
+        def s34(name):
+            return Signal(signed(34), name=name)
+
+        first_ad, img_p, row_p, ad_p, c_kx = s34("first_ad"), s34("img_p"), s34("row_p"), s34("ad_p"), s34("c_kx")
         # x*xstep, x*xstep*CW, y*ystep, y*ystep*W*CW of the batch start and of the next lane,
         # kept by adding (no multiplier per batch)
         bs_px, bs_pcx, bs_py, bs_pry = u32("bs_px"), u32("bs_pcx"), u32("bs_py"), u32("bs_pry")
         nx_px, nx_pcx, nx_py, nx_pry = u32("nx_px"), u32("nx_pcx"), u32("nx_py"), u32("nx_pry")
         # ---- next lane to start ----
-        nx_x, nx_y, nx_img, nx_left = u32("nx_x"), u32("nx_y"), u32("nx_img"), u32("nx_left")
-        nx_ix, nx_iy, nx_ca, nx_ra = s32("nx_ix"), s32("nx_iy"), s32("nx_ca"), s32("nx_ra")
+        nx_x, nx_y, nx_img, nx_left = Signal(16, name="nx_x"), Signal(16, name="nx_y"), u32("nx_img"), u32("nx_left")
+        nx_ix, nx_iy = s32("nx_ix"), s32("nx_iy")
+        # ... + DW, + DH and their bounds tests, kept beside them: a lane start loads registers
+        nx_nix, nx_niy = s32("nx_nix"), s32("nx_niy")
+        nx_xok, nx_yok = Signal(name="nx_xok"), Signal(name="nx_yok")
+        # the next lane's first address, the first address of its output row and of its image
+        nx_ad, nx_rowad, nx_imgad = s34("nx_ad"), s34("nx_rowad"), s34("nx_imgad")
         # ---- the lane being walked ----
-        w_ix, w_iy, w_ca, w_ra, w_ix0, w_ca0 = (s32(n) for n in ("w_ix", "w_iy", "w_ca", "w_ra", "w_ix0", "w_ca0"))
+        # the input column of the next kernel column (w_ix + DW) and of the kernel row's second
+        # (w_ix0 + DW), the input row of the next kernel row (w_iy + DH): the walk's coordinates
+        # one step ahead, so that their bounds test is a compare of a register
+        nix, nix0, niy = s32("nix"), s32("nix0"), s32("niy")
+        # the read address (w_ra + w_ca + k) and the kernel row's first (w_ra + w_ca0), registered
+        addr, rowad = s34("addr"), s34("rowad")
+        # whether the walk's input column (w_ix), its kernel row's first (w_ix0) and its input row
+        # (w_iy) are inside the input, registered
+        ix_ok, ix0_ok, iy_ok = Signal(name="ix_ok"), Signal(name="ix0_ok"), Signal(name="iy_ok")
         ky, kx, k = Signal(16), Signal(16), Signal(16)
         eoff, kbase, rem = u32("eoff"), u32("kbase"), s32("rem")
         lane = Signal(range(L + 1))
         wh = Signal()                       # IN half being filled
 
         pool = d.LAYER.POOL
-        addr = Signal(signed(33))
-        m.d.comb += [addr.eq(w_ra + w_ca + k), self.frame_r.addr.eq(addr)]
+        m.d.comb += self.frame_r.addr.eq(addr)
 
         # emission stage -> s1 (frame data valid) -> IN write
         emit = Signal()
@@ -114,16 +152,34 @@ class WindowGenerator(wiring.Component):
         s1_eoff = Signal(32)
         s1_n = Signal(range(E + 1))
         s1_meta = Signal(in_meta_layout(L))
-        ix_hi = (w_ix <= d.IN_HW.W) if self._fault == "window_pad" else (w_ix < d.IN_HW.W)
-        inb = (w_iy >= 0) & (w_iy < d.IN_HW.H) & (w_ix >= 0) & ix_hi
-        # a read waits until its beat is in the frame buffer (written in an earlier cycle)
-        arrived = ~inb | ~self.frame_loading | (addr < self.frame_count)
+
+        def x_ok(v):
+            return (v >= 0) & ((v <= d.IN_HW.W) if self._fault == "window_pad" else (v < d.IN_HW.W))
+
+        def y_ok(v):
+            return (v >= 0) & (v < d.IN_HW.H)
+
+        inb = ix_ok & iy_ok
+        # a read waits until its beat is in the frame buffer (written in an earlier cycle); when
+        # inside the input, the address and the count are both below 2^FAW: the compare is FAW bits
+        FAW = ceil_log2(env.frame_beats) + 1
+        arrived = ~inb | ~self.frame_loading | (addr[:FAW] < self.frame_count[:FAW])
         m.d.sync += [s1["valid"].eq(emit), s1["inb"].eq(inb), s1["half"].eq(wh), s1_lane.eq(lane),
                      s1_eoff.eq(eoff), s1_n.eq(Mux(rem > E, E, rem)), s1["done"].eq(emit & phase_end)]
-        last_k = k == cw_m1
-        last_kx = kx == kw_m1
-        last_ky = ky == kh_m1
-        lane_end = last_k & last_kx & last_ky
+        # the flags' combinations the emission cycle tests beside `arrived`, registered: le, the
+        # lane's last read (k, kx, ky all last); be, also the batch's last lane (lane == L-1 or no
+        # position left); pe, also the phase's last (dx, dy last). Each is updated from its value
+        # after a read of the walk or after a lane start, both functions of registers alone.
+        le, be, pe = Signal(name="lane_end"), Signal(name="batch_end"), Signal(name="phase_end_last")
+        one1 = Signal()                     # a lane is one read (CW, KW, KH all 1)
+        dxy = Signal()                      # the phase is the last (dx, dy both last)
+        k_l_e = Mux(k_l, cw_1, k_p)
+        kx_l_e = Mux(k_l, Mux(kx_l, kw_1, kx_p), kx_l)
+        ky_l_e = Mux(k_l & kx_l, ky_p, ky_l)
+        le_walk = k_l_e & kx_l_e & ky_l_e
+        be_walk = le_walk & (lane_l | left_z)
+        lane_l_ls = Signal()
+        be_ls = one1 & (lane_l_ls | left_1)
 
         # IN write: bank b takes beat element (b - r) mod E
         r = s1_eoff[:LE]
@@ -144,114 +200,148 @@ class WindowGenerator(wiring.Component):
             m.d.comb += self.in_set.eq(Mux(s1["half"], 2, 1))
             m.d.sync += self.meta[s1["half"]].eq(s1_meta)
 
-        with m.FSM(name="window"):
-            with m.State("IDLE"):
-                with m.If(self.go):
-                    m.next = "SETUP1"
-            with m.State("SETUP1"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += [
-                    cw.eq(d.CW), pk.eq(Mux(pool, d.POOL.K, 1)),
-                ]
-                m.next = "SETUP2"
-            with m.State("SETUP2"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += [
-                    xstep.eq(d.XSTEP), ystep.eq(d.YSTEP), dw_cw.eq(d.DW_CW), sw_cw.eq(d.SW_CW),
-                    pw_cw.eq(d.PW_CW), npos.eq(d.NPOS),
-                    cw_m1.eq(cw - 1), pk_m1.eq(pk - 1), kw_m1.eq(d.KERNEL.KW - 1), kh_m1.eq(d.KERNEL.KH - 1),
-                    wp_m1.eq(d.OUT_HW.WP - 1), hp_m1.eq(d.OUT_HW.HP - 1),
-                ]
-                m.next = "SETUP3"
-            with m.State("SETUP3"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += [
-                    hwcw.eq(d.HW_CW), xstep_cw.eq(d.XSTEP_CW), ystep_wcw.eq(d.YSTEP_WCW),
-                    dh_wcw.eq(d.DH_WCW), sh_wcw.eq(d.SH_WCW), ph_wcw.eq(d.PH_WCW),
-                    bs_x.eq(0), bs_y.eq(0), bs_img.eq(0), bs_left.eq(npos),
-                    bs_px.eq(0), bs_pcx.eq(0), bs_py.eq(0), bs_pry.eq(0),
-                    dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
-                ]
-                m.next = "PHASE_A"
-            with m.State("PHASE_A"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += [
-                    px.eq(bs_px), pcx.eq(bs_pcx), py.eq(bs_py), pry.eq(bs_pry),
-                    ix_first.eq(pdx - d.PAD.PW), ca_first.eq(pdx_cw - pw_cw),
-                    iy_first.eq(pdy - d.PAD.PH), ra_first.eq(pdy_wcw - ph_wcw),
-                ]
-                m.next = "PHASE_B"
-            with m.State("PHASE_B"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += [
-                    nx_ix.eq(px + ix_first), nx_ca.eq(pcx + ca_first), nx_iy.eq(py + iy_first),
-                    nx_ra.eq(bs_img + pry + ra_first),
-                    nx_x.eq(bs_x), nx_y.eq(bs_y), nx_img.eq(bs_img), nx_left.eq(bs_left), lane.eq(0),
-                    nx_px.eq(bs_px), nx_pcx.eq(bs_pcx), nx_py.eq(bs_py), nx_pry.eq(bs_pry),
-                ]
-                m.next = "WAIT"
-            with m.State("WAIT"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(~self.in_full.bit_select(wh, 1)):
-                    m.d.comb += lane_start.eq(1)
-                    m.next = "RUN"
-            with m.State("RUN"):
-                m.d.comb += [self.busy.eq(1), self.load_wait.eq(~arrived)]
-                with m.If(arrived):
-                    m.d.comb += emit.eq(1)
-                    # element offset and kernel walk
-                    with m.If(~last_k):
-                        m.d.sync += [k.eq(k + 1), eoff.eq(eoff + E), rem.eq(rem - E)]
-                    with m.Else():
-                        m.d.sync += [k.eq(0), kbase.eq(kbase + d.IN_C.C), eoff.eq(kbase + d.IN_C.C), rem.eq(d.IN_C.C)]
-                        with m.If(~last_kx):
-                            m.d.sync += [kx.eq(kx + 1), w_ix.eq(w_ix + d.DILATION.DW), w_ca.eq(w_ca + dw_cw)]
-                        with m.Else():
-                            m.d.sync += [kx.eq(0), w_ix.eq(w_ix0), w_ca.eq(w_ca0), ky.eq(ky + 1),
-                                         w_iy.eq(w_iy + d.DILATION.DH), w_ra.eq(w_ra + dh_wcw)]
-                    with m.If(lane_end):
-                        m.d.sync += lane.eq(lane + 1)
-                        with m.If((lane == L - 1) | (nx_left == 0)):
-                            last_phase = (dy == pk_m1) & (dx == pk_m1)
-                            m.d.comb += phase_end.eq(1)
-                            m.d.sync += [
-                                s1_meta.lanes.eq(lane + 1), s1_meta.first_phase.eq((dy == 0) & (dx == 0)),
-                                s1_meta.last_phase.eq(last_phase), s1_meta.last_batch.eq(nx_left == 0),
-                                wh.eq(~wh),
-                            ]
-                            with m.If(last_phase):
-                                m.d.sync += [dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
-                                             bs_x.eq(nx_x), bs_y.eq(nx_y), bs_img.eq(nx_img), bs_left.eq(nx_left),
-                                             bs_px.eq(nx_px), bs_pcx.eq(nx_pcx), bs_py.eq(nx_py), bs_pry.eq(nx_pry)]
-                                with m.If(nx_left == 0):
-                                    m.next = "IDLE"
-                                with m.Else():
-                                    m.next = "PHASE_A"
-                            with m.Else():
-                                m.next = "PHASE_A"
-                                with m.If(dx == pk_m1):
-                                    m.d.sync += [dx.eq(0), pdx.eq(0), pdx_cw.eq(0), dy.eq(dy + 1),
-                                                 pdy.eq(pdy + d.STRIDE.SH), pdy_wcw.eq(pdy_wcw + sh_wcw)]
-                                with m.Else():
-                                    m.d.sync += [dx.eq(dx + 1), pdx.eq(pdx + d.STRIDE.SW), pdx_cw.eq(pdx_cw + sw_cw)]
-                        with m.Else():
-                            m.d.comb += lane_start.eq(1)
-        # after the FSM: the lane start's loads win over the kernel walk's updates
-        # lane start: working registers from nx_*, nx_* advanced to the following position
-        with m.If(lane_start):
-            m.d.sync += [w_ix.eq(nx_ix), w_ix0.eq(nx_ix), w_iy.eq(nx_iy), w_ca.eq(nx_ca), w_ca0.eq(nx_ca),
-                         w_ra.eq(nx_ra), ky.eq(0), kx.eq(0), k.eq(0), eoff.eq(0), kbase.eq(0),
-                         rem.eq(d.IN_C.C), nx_left.eq(nx_left - 1)]
-            with m.If(nx_x == wp_m1):
-                m.d.sync += [nx_x.eq(0), nx_ix.eq(ix_first), nx_ca.eq(ca_first), nx_px.eq(0), nx_pcx.eq(0)]
-                with m.If(nx_y == hp_m1):
-                    m.d.sync += [nx_y.eq(0), nx_py.eq(0), nx_pry.eq(0), nx_iy.eq(iy_first), nx_img.eq(nx_img + hwcw),
-                                 nx_ra.eq(nx_img + hwcw + ra_first)]
+        # the walk's states, one-hot registers (the hot paths test one flip-flop, not a decoded state)
+        states = ("IDLE", "SETUP1", "SETUP2", "SETUP3", "PHASE_A", "PHASE_B", "WAIT", "RUN")
+        st = {n: Signal(name=f"st_{n.lower()}", init=(n == "IDLE")) for n in states}
+        m.d.comb += self.busy.eq(~st["IDLE"])
+        with m.If(st["IDLE"]):
+            with m.If(self.go):
+                m.d.sync += [st["IDLE"].eq(0), st["SETUP1"].eq(1)]
+        with m.If(st["SETUP1"]):
+            m.d.sync += [
+                cw.eq(d.CW), pk.eq(Mux(pool, d.POOL.K, 1)),
+            ]
+            m.d.sync += [st["SETUP1"].eq(0), st["SETUP2"].eq(1)]
+        with m.If(st["SETUP2"]):
+            m.d.sync += [
+                xstep.eq(d.XSTEP), ystep.eq(d.YSTEP), dw_cw.eq(d.DW_CW), sw_cw.eq(d.SW_CW),
+                pw_cw.eq(d.PW_CW), npos.eq(d.NPOS),
+                pk_m1.eq(pk - 1), wp_m1.eq(d.OUT_HW.WP - 1), hp_m1.eq(d.OUT_HW.HP - 1),
+                cw_m3.eq(cw - 3), cw_m3_16.eq((cw - 3)[16:32] == 0),
+                kw_m3.eq(d.KERNEL.KW - 3), kh_m3.eq(d.KERNEL.KH - 3),
+                cw_2.eq(cw == 2), kw_2.eq(d.KERNEL.KW == 2), kh_2.eq(d.KERNEL.KH == 2),
+                wp_m2.eq(d.OUT_HW.WP - 2), hp_m2.eq(d.OUT_HW.HP - 2),
+                cw_1.eq(cw == 1), kw_1.eq(d.KERNEL.KW == 1), kh_1.eq(d.KERNEL.KH == 1),
+                wp_1.eq(d.OUT_HW.WP == 1), hp_1.eq(d.OUT_HW.HP == 1),
+                one1.eq((cw == 1) & (d.KERNEL.KW == 1) & (d.KERNEL.KH == 1)),
+            ]
+            m.d.sync += [st["SETUP2"].eq(0), st["SETUP3"].eq(1)]
+        with m.If(st["SETUP3"]):
+            m.d.sync += [
+                hwcw.eq(d.HW_CW), xstep_cw.eq(d.XSTEP_CW), ystep_wcw.eq(d.YSTEP_WCW),
+                dh_wcw.eq(d.DH_WCW), sh_wcw.eq(d.SH_WCW), ph_wcw.eq(d.PH_WCW),
+                c_kx.eq(dw_cw - cw + 1),
+                bs_x.eq(0), bs_y.eq(0), bs_img.eq(0), bs_left.eq(npos),
+                bs_px.eq(0), bs_pcx.eq(0), bs_py.eq(0), bs_pry.eq(0),
+                dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
+            ]
+            m.d.sync += [st["SETUP3"].eq(0), st["PHASE_A"].eq(1)]
+        with m.If(st["PHASE_A"]):
+            m.d.sync += [
+                px.eq(bs_px), py.eq(bs_py),
+                ix_first.eq(pdx - d.PAD.PW), iy_first.eq(pdy - d.PAD.PH),
+                ix_first_dw.eq(pdx - d.PAD.PW + d.DILATION.DW), iy_first_dh.eq(pdy - d.PAD.PH + d.DILATION.DH),
+                first_ad.eq((pdy_wcw - ph_wcw) + (pdx_cw - pw_cw)),
+                img_p.eq(bs_img), row_p.eq(bs_img + bs_pry), ad_p.eq(bs_img + bs_pry + bs_pcx),
+                dx_l.eq(dx == pk_m1), d_first.eq((dy == 0) & (dx == 0)),
+                dxy.eq((dx == pk_m1) & (dy == pk_m1)),
+            ]
+            m.d.sync += [st["PHASE_A"].eq(0), st["PHASE_B"].eq(1)]
+        with m.If(st["PHASE_B"]):
+            m.d.sync += [
+                nx_ix.eq(px + ix_first), nx_iy.eq(py + iy_first),
+                nx_nix.eq(px + ix_first_dw), nx_niy.eq(py + iy_first_dh),
+                nx_xok.eq(x_ok((px + ix_first)[:32].as_signed())), nx_yok.eq(y_ok((py + iy_first)[:32].as_signed())),
+                ix_first_ok.eq(x_ok(ix_first)), iy_first_ok.eq(y_ok(iy_first)),
+                nx_ad.eq(ad_p + first_ad), nx_rowad.eq(row_p + first_ad), nx_imgad.eq(img_p + first_ad),
+                nx_x.eq(bs_x), nx_y.eq(bs_y), nx_img.eq(bs_img), nx_left.eq(bs_left), lane.eq(0),
+                nx_px.eq(bs_px), nx_pcx.eq(bs_pcx), nx_py.eq(bs_py), nx_pry.eq(bs_pry),
+                lane_l.eq(L == 1), left_z.eq(bs_left == 0), left_1.eq(bs_left == 1),
+                nx_x_l.eq(bs_x == wp_m1), nx_y_l.eq(bs_y == hp_m1),
+            ]
+            m.d.sync += [st["PHASE_B"].eq(0), st["WAIT"].eq(1)]
+        with m.If(st["WAIT"]):
+            with m.If(~self.in_full.bit_select(wh, 1)):
+                m.d.comb += lane_start.eq(1)
+                m.d.sync += [st["WAIT"].eq(0), st["RUN"].eq(1)]
+        with m.If(st["RUN"]):
+            m.d.comb += self.load_wait.eq(~arrived)
+            with m.If(arrived):
+                m.d.comb += emit.eq(1)
+                # element offset and kernel walk
+                with m.If(~k_l):
+                    m.d.sync += [k.eq(k + 1), eoff.eq(eoff + E), rem.eq(rem - E),
+                                 k_l.eq(k_p), k_p.eq((k == cw_m3) & cw_m3_16),
+                                 addr.eq(addr + 1)]
                 with m.Else():
-                    m.d.sync += [nx_y.eq(nx_y + 1), nx_iy.eq(nx_iy + ystep), nx_ra.eq(nx_ra + ystep_wcw),
-                                 nx_py.eq(nx_py + ystep), nx_pry.eq(nx_pry + ystep_wcw)]
+                    m.d.sync += [k.eq(0), kbase.eq(kbase + d.IN_C.C), eoff.eq(kbase + d.IN_C.C), rem.eq(d.IN_C.C),
+                                 k_l.eq(cw_1), k_p.eq(cw_2)]
+                    with m.If(~kx_l):
+                        m.d.sync += [kx.eq(kx + 1), nix.eq(nix + d.DILATION.DW), ix_ok.eq(x_ok(nix)),
+                                     addr.eq(addr + c_kx), kx_l.eq(kx_p), kx_p.eq(kx == kw_m3)]
+                    with m.Else():
+                        m.d.sync += [kx.eq(0), nix.eq(nix0), ix_ok.eq(ix0_ok), ky.eq(ky + 1),
+                                     niy.eq(niy + d.DILATION.DH), iy_ok.eq(y_ok(niy)),
+                                     addr.eq(rowad + dh_wcw), rowad.eq(rowad + dh_wcw),
+                                     kx_l.eq(kw_1), kx_p.eq(kw_2), ky_l.eq(ky_p), ky_p.eq(ky == kh_m3)]
+                with m.If(~le):
+                    m.d.sync += [le.eq(le_walk), be.eq(be_walk), pe.eq(be_walk & dxy)]
+                with m.Else():
+                    m.d.sync += [lane.eq(lane + 1), lane_l.eq(lane == L - 2)]
+                    with m.If(be):
+                        last_phase = pe
+                        m.d.comb += phase_end.eq(1)
+                        m.d.sync += [
+                            s1_meta.lanes.eq(lane + 1), s1_meta.first_phase.eq(d_first),
+                            s1_meta.last_phase.eq(last_phase), s1_meta.last_batch.eq(left_z),
+                            wh.eq(~wh),
+                        ]
+                        with m.If(last_phase):
+                            m.d.sync += [dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
+                                         bs_x.eq(nx_x), bs_y.eq(nx_y), bs_img.eq(nx_img), bs_left.eq(nx_left),
+                                         bs_px.eq(nx_px), bs_pcx.eq(nx_pcx), bs_py.eq(nx_py), bs_pry.eq(nx_pry)]
+                            with m.If(left_z):
+                                m.d.sync += [st["RUN"].eq(0), st["IDLE"].eq(1)]
+                            with m.Else():
+                                m.d.sync += [st["RUN"].eq(0), st["PHASE_A"].eq(1)]
+                        with m.Else():
+                            m.d.sync += [st["RUN"].eq(0), st["PHASE_A"].eq(1)]
+                            with m.If(dx_l):
+                                m.d.sync += [dx.eq(0), pdx.eq(0), pdx_cw.eq(0), dy.eq(dy + 1),
+                                             pdy.eq(pdy + d.STRIDE.SH), pdy_wcw.eq(pdy_wcw + sh_wcw)]
+                            with m.Else():
+                                m.d.sync += [dx.eq(dx + 1), pdx.eq(pdx + d.STRIDE.SW), pdx_cw.eq(pdx_cw + sw_cw)]
+                    with m.Else():
+                        m.d.comb += lane_start.eq(1)
+        # after the states: the lane start's loads win over the kernel walk's updates
+        # lane start: working registers from nx_*, nx_* advanced to the following position
+        m.d.comb += lane_l_ls.eq(Mux(st["RUN"], lane == L - 2, lane_l))
+        with m.If(lane_start):
+            m.d.sync += [le.eq(one1), be.eq(be_ls), pe.eq(be_ls & dxy)]
+            m.d.sync += [nix.eq(nx_nix), nix0.eq(nx_nix), niy.eq(nx_niy), addr.eq(nx_ad), rowad.eq(nx_ad),
+                         ix_ok.eq(nx_xok), ix0_ok.eq(nx_xok), iy_ok.eq(nx_yok),
+                         ky.eq(0), kx.eq(0), k.eq(0), eoff.eq(0), kbase.eq(0),
+                         rem.eq(d.IN_C.C), nx_left.eq(nx_left - 1), left_z.eq(left_1),
+                         left_1.eq(nx_left == 2),
+                         k_l.eq(cw_1), kx_l.eq(kw_1), ky_l.eq(kh_1), k_p.eq(cw_2), kx_p.eq(kw_2), ky_p.eq(kh_2)]
+            with m.If(nx_x_l):
+                m.d.sync += [nx_x.eq(0), nx_ix.eq(ix_first), nx_nix.eq(ix_first_dw), nx_xok.eq(ix_first_ok),
+                             nx_px.eq(0), nx_pcx.eq(0),
+                             nx_x_l.eq(wp_1)]
+                with m.If(nx_y_l):
+                    m.d.sync += [nx_y.eq(0), nx_py.eq(0), nx_pry.eq(0), nx_iy.eq(iy_first), nx_niy.eq(iy_first_dh),
+                                 nx_yok.eq(iy_first_ok), nx_img.eq(nx_img + hwcw),
+                                 nx_ad.eq(nx_imgad + hwcw), nx_rowad.eq(nx_imgad + hwcw), nx_imgad.eq(nx_imgad + hwcw),
+                                 nx_y_l.eq(hp_1)]
+                with m.Else():
+                    nyi = (nx_iy + ystep)[:32].as_signed()
+                    m.d.sync += [nx_y.eq(nx_y + 1), nx_iy.eq(nyi), nx_niy.eq(nx_niy + ystep), nx_yok.eq(y_ok(nyi)),
+                                 nx_ad.eq(nx_rowad + ystep_wcw), nx_rowad.eq(nx_rowad + ystep_wcw),
+                                 nx_py.eq(nx_py + ystep), nx_pry.eq(nx_pry + ystep_wcw), nx_y_l.eq(nx_y == hp_m2)]
             with m.Else():
-                m.d.sync += [nx_x.eq(nx_x + 1), nx_ix.eq(nx_ix + xstep), nx_ca.eq(nx_ca + xstep_cw),
-                             nx_px.eq(nx_px + xstep), nx_pcx.eq(nx_pcx + xstep_cw)]
+                nxi = (nx_ix + xstep)[:32].as_signed()
+                m.d.sync += [nx_x.eq(nx_x + 1), nx_ix.eq(nxi), nx_nix.eq(nx_nix + xstep), nx_xok.eq(x_ok(nxi)),
+                             nx_ad.eq(nx_ad + xstep_cw),
+                             nx_px.eq(nx_px + xstep), nx_pcx.eq(nx_pcx + xstep_cw), nx_x_l.eq(nx_x == wp_m2)]
 
         return m
