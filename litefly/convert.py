@@ -31,7 +31,7 @@ from .chain import Factor, validate_chain
 from .config import check_keys, read_yaml
 from .errors import ConfigError
 from .fixed import factor_forward
-from .nn import DeButConv2d, DeButLinear
+from .nn import DeButConv2d, DeButLinear, debut_like
 
 __all__ = ["ConvertConfig", "LayerReport", "load_convert_config", "convertible_layers", "fit_factors",
            "channels_last_flatten", "convert_model", "train_epochs", "distill", "count_params", "model_macs", "format_report"]
@@ -378,21 +378,8 @@ def convert_model(model: nn.Module, config: ConvertConfig | None = None,
         if name in flatten_notes:
             notes = tuple(notes) + (flatten_notes[name],)
         ws, err = fit_factors(chain, W, sweeps=cfg.sweeps, seed=cfg.seed + i)
-        bias = mod.bias is not None
-        if isinstance(mod, nn.Conv2d):
-            new: nn.Module = DeButConv2d(mod.in_channels, mod.out_channels, mod.kernel_size, chain,
-                                         stride=mod.stride, padding=mod.padding, dilation=mod.dilation, bias=bias)
-            kind = "conv2d"
-        else:
-            new = DeButLinear(mod.in_features, mod.out_features, chain, bias=bias)
-            kind = "linear"
-        with torch.no_grad():
-            for w_param, w in zip(new.weights, ws):
-                w_param.copy_(torch.as_tensor(w, dtype=w_param.dtype))
-            if bias:
-                new.bias.copy_(mod.bias.detach())
-        new.train(mod.training)
-        _set_module(model, name, new)
+        kind = "conv2d" if isinstance(mod, nn.Conv2d) else "linear"
+        _set_module(model, name, debut_like(mod, chain, ws))
         pix = pixels.get(name, 0)
         params = sum(f.params for f in chain)
         reports.append(LayerReport(name, kind, q, p, tuple(chain), p * q, params, p * q * pix, params * pix,

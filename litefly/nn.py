@@ -35,7 +35,7 @@ from .config import LayerConfig
 from .errors import ShapeError
 
 __all__ = ["DeButLinear", "DeButConv2d", "debut_chain_forward", "debut_chain_transpose", "chain_dense_matrix",
-           "factor_dense_torch", "choose_form", "form_costs", "from_layer", "MODES"]
+           "factor_dense_torch", "choose_form", "form_costs", "from_layer", "debut_like", "MODES"]
 
 MODES = ("auto", "factors", "dense")
 
@@ -298,3 +298,26 @@ def from_layer(layer: LayerConfig) -> DeButLinear | DeButConv2d:
         return DeButLinear(layer.in_features, layer.out_features, layer.chain, bias=layer.format.bias)
     return DeButConv2d(layer.in_channels, layer.out_channels, layer.kernel, layer.chain, stride=layer.stride,
                        padding=layer.padding, dilation=layer.dilation, bias=layer.format.bias)
+
+
+def debut_like(mod: nn.Module, chain: Sequence[AnyFactor], weights: Sequence[np.ndarray | torch.Tensor],
+               dtype: torch.dtype | None = None) -> DeButLinear | DeButConv2d:
+    """A DeBut layer in ``mod``'s place (an ``nn.Conv2d``/``nn.Linear`` or a DeBut layer: the same
+    geometry) over ``chain`` with compact ``weights``, ``mod``'s bias copied and its train mode;
+    cast to ``dtype`` first when given."""
+    bias = mod.bias is not None
+    if isinstance(mod, (nn.Conv2d, DeButConv2d)):
+        new: DeButLinear | DeButConv2d = DeButConv2d(mod.in_channels, mod.out_channels, mod.kernel_size, chain,
+                                                     stride=mod.stride, padding=mod.padding, dilation=mod.dilation,
+                                                     bias=bias)
+    else:
+        new = DeButLinear(mod.in_features, mod.out_features, chain, bias=bias)
+    if dtype is not None:
+        new = new.to(dtype)
+    with torch.no_grad():
+        for param, w in zip(new.weights, weights):
+            param.copy_(torch.as_tensor(w, dtype=param.dtype).reshape(param.shape))
+        if bias:
+            new.bias.copy_(mod.bias.detach())
+    new.train(mod.training)
+    return new

@@ -391,7 +391,7 @@ def pixelfly_model(model: nn.Module, config: PixelflyConfig | None = None,
     channels-last flatten first (:func:`litefly.convert.channels_last_flatten`). The result exports
     with :func:`litefly.export.export_int8` like any DeBut model."""
     from .convert import _dense_matrix, _set_module, channels_last_flatten, convertible_layers, select_layers
-    from .nn import DeButConv2d, DeButLinear
+    from .nn import debut_like
     cfg = config or PixelflyConfig()
     model = copy.deepcopy(model).cpu()
     channels_last_flatten(model, example_input)
@@ -405,20 +405,7 @@ def pixelfly_model(model: nn.Module, config: PixelflyConfig | None = None,
         mask = pixelfly_mask(p, q, cfg.block_size, cfg.n_factors, pad=True)
         rank = 0 if mask.all() else min(int(cfg.rank), p, q)       # a dense S needs no U V
         fit = fit_pixelfly(w, mask, rank, cfg.sweeps)
-        bias = mod.bias is not None
-        if isinstance(mod, nn.Conv2d):
-            new: nn.Module = DeButConv2d(mod.in_channels, mod.out_channels, mod.kernel_size, fit.chain,
-                                         stride=mod.stride, padding=mod.padding, dilation=mod.dilation, bias=bias)
-        else:
-            new = DeButLinear(mod.in_features, mod.out_features, fit.chain, bias=bias)
-        new = new.to(mod.weight.dtype)
-        new.load_reference_flat(torch.as_tensor(np.concatenate([x.ravel() for x in fit.weights]),
-                                                dtype=mod.weight.dtype))
-        if bias:
-            with torch.no_grad():
-                new.bias.copy_(mod.bias.detach())
-        new.train(mod.training)
-        _set_module(model, name, new)
+        _set_module(model, name, debut_like(mod, fit.chain, fit.weights, dtype=mod.weight.dtype))
         reports.append(PixelflyReport(name, "conv2d" if isinstance(mod, nn.Conv2d) else "linear", p, q,
                                       fit.params, p * q, int(mask.sum()), rank, fit.rel_error))
     return model, reports

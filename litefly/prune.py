@@ -35,7 +35,7 @@ from torch import nn
 from .chain import AnyFactor, SparseFactor
 from .convert import _dense_matrix, _set_module, channels_last_flatten, convertible_layers, select_layers
 from .errors import ConfigError
-from .nn import DeButConv2d, DeButLinear
+from .nn import DeButConv2d, DeButLinear, debut_like
 
 __all__ = ["METHODS", "PruneConfig", "PruneReport", "prune_model", "allocate", "select_entries", "format_prune_report",
            "parse_sparsity", "parse_method"]
@@ -295,23 +295,9 @@ def _rebuild(mod: nn.Module, units: list[_Unit], keeps: list[np.ndarray]) -> nn.
         r, c = f.nonzero_indices()
         chain.append(f)
         new_ws.append(dense[r, c])
-    bias = mod.bias is not None
-    if isinstance(mod, (DeButConv2d, nn.Conv2d)):
-        c_in, c_out = mod.in_channels, mod.out_channels
-        new: nn.Module = DeButConv2d(c_in, c_out, mod.kernel_size, chain, stride=mod.stride, padding=mod.padding,
-                                     dilation=mod.dilation, bias=bias)
-    else:
-        new = DeButLinear(mod.in_features, mod.out_features, chain, bias=bias)
-    dtype = _weights(mod)[0].dtype
-    new = new.to(dtype)
+    new = debut_like(mod, chain, new_ws, dtype=_weights(mod)[0].dtype)
     if isinstance(mod, _DEBUT):
         new.mode = mod.mode
-    with torch.no_grad():
-        for p, w in zip(new.weights, new_ws):
-            p.copy_(torch.as_tensor(w, dtype=dtype))
-        if bias:
-            new.bias.copy_(mod.bias.detach())
-    new.train(mod.training)
     return new
 
 
