@@ -17,9 +17,9 @@ from .convert import ConvertConfig, LayerReport, convert_model, count_params, di
 from .errors import LiteflyError
 from .export import export_int8, int8_forward, save_int8
 
-__all__ = ["BACKENDS", "check_backend", "predict", "accuracy", "convert_and_distill", "quantization_aware",
-           "export_and_classify",
-           "run_engine_check", "model_rows", "accuracy_table", "run_seeds"]
+__all__ = ["BACKENDS", "check_backend", "predict", "accuracy", "convert_and_distill", "distill_and_score",
+           "quantization_aware", "export_and_classify", "run_engine_check", "model_rows", "accuracy_table",
+           "run_seeds"]
 
 Log = Callable[[str], None]
 
@@ -60,13 +60,23 @@ def convert_and_distill(dense: torch.nn.Module, xtr: torch.Tensor, ytr: torch.Te
     t["convert"] = time.perf_counter() - t1
     log("converted: " + ", ".join(f"{r.name} {r.params}/{r.dense_params} params, rel. error {r.rel_error:.3f}"
                                   for r in layers) + f"; accuracy before fine-tuning {100 * acc_fit:.2f}%")
-    t1 = time.perf_counter()
-    distill(debut, dense, xtr, ytr, epochs=cfg.kd_epochs, batch_size=cfg.batch_size, lr=cfg.kd_lr,
-            temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed, progress=progress)
-    acc_debut = accuracy(predict(debut, xte), yte)
-    t["distill"] = time.perf_counter() - t1
-    log(f"DeBut after distillation: {100 * acc_debut:.2f}% ({t['distill']:.1f} s)")
+    acc_debut = distill_and_score(debut, dense, xtr, ytr, xte, yte, cfg, t, log, progress, "DeBut")
     return debut, layers, acc_fit, acc_debut
+
+
+def distill_and_score(model: torch.nn.Module, dense: torch.nn.Module, xtr: torch.Tensor, ytr: torch.Tensor,
+                      xte: torch.Tensor, yte: torch.Tensor, cfg: Any, t: dict[str, float], log: Log, progress: bool,
+                      what: str) -> float:
+    """Knowledge distillation of ``model`` from ``dense`` (``cfg.kd_epochs``, ``kd_lr``, ``batch_size``,
+    ``temperature``, ``alpha``, ``seed``), logged; returns the test accuracy after it and puts the
+    seconds in ``t["distill"]``."""
+    t1 = time.perf_counter()
+    distill(model, dense, xtr, ytr, epochs=cfg.kd_epochs, batch_size=cfg.batch_size, lr=cfg.kd_lr,
+            temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed, progress=progress)
+    acc = accuracy(predict(model, xte), yte)
+    t["distill"] = time.perf_counter() - t1
+    log(f"{what} after distillation: {100 * acc:.2f}% ({t['distill']:.1f} s)")
+    return acc
 
 
 def quantization_aware(model: torch.nn.Module, dense: torch.nn.Module, xtr: torch.Tensor, ytr: torch.Tensor,

@@ -218,13 +218,12 @@ def _prune(cfg: DigitsConfig, debut: nn.Module, dense: nn.Module, xtr: torch.Ten
     net0, params0 = export_int8(debut, xtr, name="digits_debut", calibration=cfg.calibration)
     acc_int8 = accuracy(int8_forward(net0, params0, x_test).argmax(1), yte)
     step = 1.0 - (1.0 - cfg.prune_sparsity) ** (1.0 / cfg.prune_rounds)
-    pruned, first, acc_init = debut, None, None
+    pruned = debut
     for k in range(cfg.prune_rounds):
         pruned, reports = prune_model(pruned, PruneConfig(cfg.prune, step, scope=cfg.prune_scope), data=(xtr, ytr),
                                       example_input=xtr[:1])
-        first = first or reports
-        if acc_init is None:
-            acc_init = accuracy(predict(pruned, xte), yte)
+        if k == 0:
+            first, acc_init = reports, accuracy(predict(pruned, xte), yte)
         distill(pruned, dense, xtr, ytr, epochs=cfg.prune_epochs, batch_size=cfg.batch_size, lr=cfg.kd_lr,
                 temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed + k)
     reports = [replace(r, before=f.before, target=cfg.prune_sparsity) for f, r in zip(first, reports)]

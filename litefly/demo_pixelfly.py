@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .convert import count_params, distill, model_macs
-from .demo_common import (accuracy, accuracy_table, check_backend, export_and_classify, predict, run_engine_check,
-                          run_seeds)
+from .convert import count_params, model_macs
+from .demo_common import (accuracy, accuracy_table, check_backend, distill_and_score, export_and_classify, predict,
+                          run_engine_check, run_seeds)
 from .demo_digits import DigitsConfig, make_cnn, train_dense, train_on_digits
 from .pixelfly import PixelflyConfig, PixelflyReport, pixelfly_model
 from .utils import deterministic_run
@@ -102,12 +102,7 @@ def _run(cfg: PixelflyDigitsConfig, out: Path, log: Callable[[str], None], progr
     log("Pixelfly: " + ", ".join(f"{r.name} {r.params}/{r.dense_params} params (S {r.sparse_entries}, rank "
                                  f"{r.rank}), rel. error {r.rel_error:.3f}" for r in layers)
         + f"; accuracy before fine-tuning {100 * acc_fit:.2f}%")
-    t1 = time.perf_counter()
-    distill(pix, dense, xtr, ytr, epochs=cfg.kd_epochs, batch_size=cfg.batch_size, lr=cfg.kd_lr,
-            temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed, progress=progress)
-    acc_pix = accuracy(predict(pix, xte), yte)
-    t["distill"] = time.perf_counter() - t1
-    log(f"Pixelfly after distillation: {100 * acc_pix:.2f}% ({t['distill']:.1f} s)")
+    acc_pix = distill_and_score(pix, dense, xtr, ytr, xte, yte, cfg, t, log, progress, "Pixelfly")
 
     x_test = xte.double().numpy()
     network, params, export_dir, golden_logits, acc_golden = export_and_classify(pix, xtr, x_test, yte,

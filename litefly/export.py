@@ -531,7 +531,7 @@ def export_int8(model: nn.Module, calib_x: torch.Tensor | np.ndarray, name: str 
         biases[st.name] = mod.bias.detach().double().numpy() if mod.bias is not None else None
     params = quantize_network(esteps, weights, x.reshape((x.shape[0],) + in_shape), biases, calibration=calibration)
     if modules is not None:
-        modules.update((st.name, modules_by_name[st.name]) for st in esteps)
+        modules.update(modules_by_name)
     return network, params
 
 

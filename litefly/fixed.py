@@ -24,8 +24,8 @@ from .config import LayerConfig
 from .errors import ShapeError
 
 __all__ = ["skip_alignment", "add_skip", "equalize_factors", "requantize", "factor_forward", "factor_input",
-           "factor_dense", "chain_dense", "QuantizedLayer", "quantize_layer", "quantize_tensor", "dequantize", "float_forward", "int_range",
-           "random_float_weights"]
+           "factor_dense", "chain_dense", "QuantizedLayer", "quantize_layer", "quantize_tensor", "dequantize",
+           "float_forward", "int_range", "random_float_weights"]
 
 
 def int_range(bits: int) -> tuple[int, int]:
