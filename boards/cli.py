@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from litefly.cli.envelope_options import envelope_options
 from litefly.cli.output import console as output_console
 from litefly.progress import status
 from litefly.config import NetworkConfig, load_network
@@ -28,12 +29,12 @@ _INPUT_SIZE = click.option("--input-size", type=(click.IntRange(1, 4096), click.
 
 
 def network_envelope(network: NetworkConfig, input_size: tuple[int, int] | None = None,
-                     multipliers: int | None = None, macs_per_dsp: int | None = None) -> EngineEnvelope:
-    """The envelope of ``network`` at ``input_size`` (another multiplier budget or packing is
-    another engine and hash)."""
-    if multipliers is not None and multipliers < 1:
-        raise ConfigError(f"--multipliers {multipliers} must be at least 1")
-    return EngineEnvelope.for_network(network, input_size, multipliers=multipliers, macs_per_dsp=macs_per_dsp)
+                     multipliers: int | None = None, macs_per_dsp: int | None = None,
+                     stream_bits: int | None = None) -> EngineEnvelope:
+    """The envelope of ``network`` at ``input_size`` (another multiplier budget, packing or
+    stream width is another engine and hash)."""
+    return EngineEnvelope.for_network(network, input_size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
+                                      stream_bits=stream_bits)
 
 
 def _describe(env: EngineEnvelope, network: NetworkConfig) -> str:
@@ -51,8 +52,10 @@ def _describe(env: EngineEnvelope, network: NetworkConfig) -> str:
               help="Build directory to write.")
 @click.option("--clock-mhz", type=float, default=None, help="PL clock (default: the board's).")
 @click.option("--jobs", type=int, default=4, show_default=True, help="Vivado parallel jobs.")
+@envelope_options
 def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out_dir: Path,
-          clock_mhz: float | None, jobs: int) -> None:
+          clock_mhz: float | None, jobs: int, multipliers: int | None, macs_per_dsp: int | None,
+          stream_bits: int | None) -> None:
     """Write the network engine, build.tcl, constraints and README for NETWORK_OR_LAYER; run Vivado if it is
     on PATH. One bitstream serves every layer of the network."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
@@ -62,7 +65,7 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
     console = output_console()
     network = load_network(config)
     board = get_board(board_name)
-    env = network_envelope(network, input_size)
+    env = network_envelope(network, input_size, multipliers, macs_per_dsp, stream_bits)
     plan = write_build(env, board, out_dir, clock_mhz=clock_mhz, jobs=jobs, input_size=input_size,
                        network=network)
     console.print(f"wrote {plan.tcl}, {plan.xdc.name}, {plan.readme.name}, manifest.json and rtl/ "
@@ -88,10 +91,7 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
 @click.argument("config", metavar="NETWORK_OR_LAYER", type=click.Path(path_type=Path, dir_okay=False))
 @_BOARD
 @_INPUT_SIZE
-@click.option("--multipliers", type=int, default=None, help="Override the network's multiplier budget "
-                                                            "(another engine, another hash).")
-@click.option("--macs-per-dsp", type=click.IntRange(1, 2), default=None,
-              help="2: two lanes share each multiplier (int8 packing); default: the network's engine setting.")
+@envelope_options
 @click.option("--json", "json_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also write the report as JSON.")
 @click.option("--no-cache", is_flag=True, help="Rerun Yosys (and nextpnr) even if a cached result exists.")
@@ -107,7 +107,7 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
 @click.option("--proxy-mhz", type=click.FloatRange(min=1.0), default=None, metavar="F",
               help="nextpnr's target clock for the proxy (default 125 MHz).")
 def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, multipliers: int | None,
-          macs_per_dsp: int | None, json_file: Path | None, no_cache: bool, fmax_proxy: bool,
+          macs_per_dsp: int | None, stream_bits: int | None, json_file: Path | None, no_cache: bool, fmax_proxy: bool,
           proxy_lanes: int | None, proxy_timeout: float | None, proxy_mhz: float | None) -> None:
     """Estimate the resources of NETWORK_OR_LAYER's network engine on a board with Yosys synth_xilinx
     (with --fmax-proxy, also an fmax proxy from an ECP5 place and route)."""
@@ -120,13 +120,13 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, mul
     if not fmax_proxy and (proxy_lanes, proxy_timeout, proxy_mhz) != (None, None, None):
         raise ConfigError("--proxy-lanes, --proxy-timeout and --proxy-mhz go with --fmax-proxy")
     network = load_network(config)
-    env = network_envelope(network, input_size, multipliers, macs_per_dsp)
+    env = network_envelope(network, input_size, multipliers, macs_per_dsp, stream_bits)
     board = get_board(board_name)
     proxy_env = None
     if fmax_proxy:      # check the tools and the proxy's envelope before the long Yosys run
         fmax.proxy_device(), fmax.nextpnr_command()
         proxy_env = network_envelope(network, input_size, proxy_lanes or min(fmax.DEFAULT_LANES, env.lanes),
-                                     env.macs_per_dsp)
+                                     env.macs_per_dsp, env.stream_bits)
     with status(f"yosys synth_xilinx -family {board.family} on engine {env.name}"):  # lines when piped
         report = estimate(env, board, use_cache=not no_cache)
     report.layers = [lay.name for lay in network.layers]

@@ -219,8 +219,12 @@ def io_host_stages(tot: Mapping[str, float], stats: list[dict]) -> dict[str, flo
 def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str = "pynq-z2",
               clock_mhz: float | None = None, batch: int = 1, input_size: tuple[int, int] | None = None,
               seed: int = 0, params_dir: str | Path | None = None, dense: bool = True, repeats: int = 3,
-              progress: Callable[[str], None] | None = None, **backend_opts: Any) -> dict[str, Any]:
-    """Run the bench and return the report dict (``docs/host.md``)."""
+              progress: Callable[[str], None] | None = None, multipliers: int | None = None,
+              macs_per_dsp: int | None = None, stream_bits: int | None = None,
+              **backend_opts: Any) -> dict[str, Any]:
+    """Run the bench and return the report dict (``docs/host.md``). ``multipliers``,
+    ``macs_per_dsp`` and ``stream_bits`` override the network's engine settings (another engine);
+    the dense baseline runs on an engine of the same lanes, packing and stream width."""
     from litefly.boards.boards import get_board
 
     from .runtime import NetworkRunner
@@ -247,7 +251,8 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
     say("quantising (chained scales)")
     calib = x4[:CALIB_IMAGES]        # scales from a few images: the int8 run then sees the whole batch
     params, fweights, fbiases = _params(network, steps, calib, rng, params_dir)
-    envelope = EngineEnvelope.for_network(network, size)
+    envelope = EngineEnvelope.for_network(network, size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
+                                          stream_bits=stream_bits)
     opts = dict(backend_opts)
     if backend == "sim":
         repeats = 1
@@ -285,7 +290,8 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
     dense_w = {ds.name: [chain_dense(s.layer.chain, fweights[s.name]).reshape(ds.layer.chain[0].compact_shape)]
                for s, ds in zip(steps, dsteps)}
     dstats = dtotal = None
-    denv = EngineEnvelope.for_network(dnet, size, multipliers=envelope.multipliers)
+    denv = EngineEnvelope.for_network(dnet, size, multipliers=envelope.multipliers,
+                                      macs_per_dsp=envelope.macs_per_dsp, stream_bits=envelope.stream_bits)
     if dense:
         say(f"dense network on engine {denv.name!r} ({backend})")
         dparams = quantize_network(dsteps, dense_w, calib, {ds.name: fbiases[s.name] for s, ds in zip(steps, dsteps)})

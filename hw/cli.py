@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from litefly.cli.envelope_options import envelope_options
 from litefly.config import load_network
 
 from .engine import FAULTS
@@ -16,19 +17,18 @@ from .engine import FAULTS
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path), help="Output directory.")
 @click.option("--input-size", nargs=2, type=int, default=None, metavar="H W",
               help="Input feature-map size of the network's first conv layer (sizes the frame buffer).")
-@click.option("--macs-per-dsp", type=click.IntRange(1, 2), default=None,
-              help="2: two lanes share each multiplier (int8 packing); default: the network's engine setting.")
+@envelope_options
 @click.option("--fault", type=click.Choice(FAULTS), default=None, hidden=True,
               help="Generate a deliberately broken engine (to prove the checker has teeth).")
-def gen(config: Path, out_dir: Path, input_size: tuple[int, int] | None, macs_per_dsp: int | None,
-        fault: str | None) -> None:
+def gen(config: Path, out_dir: Path, input_size: tuple[int, int] | None, multipliers: int | None,
+        macs_per_dsp: int | None, stream_bits: int | None, fault: str | None) -> None:
     """Generate DIR/<name>.v and DIR/manifest.json for the network (or single layer) in CONFIG."""
     from .generate import generate
     from .spec import EngineEnvelope
 
     network = load_network(config)
     envelope = EngineEnvelope.for_network(network, tuple(input_size) if input_size else None,
-                                          macs_per_dsp=macs_per_dsp)
+                                          multipliers=multipliers, macs_per_dsp=macs_per_dsp, stream_bits=stream_bits)
     g = generate(envelope, out_dir, fault=fault)
     env = g.envelope
     click.echo(f"{g.verilog}: module {g.module}, {env.lanes} MAC lanes on {env.lanes // env.macs_per_dsp} "

@@ -135,6 +135,8 @@ class EngineEnvelope:
         The frame buffer holds the largest layer input of one image at the network's input
         size (at least ``DEFAULT_FRAME_KIB`` KiB unless ``frame_kib`` says otherwise).
         """
+        if multipliers is not None and multipliers < 1:
+            raise ConfigError(f"engine: multipliers={multipliers} must be at least 1")
         eng = network.engine
         multipliers = multipliers or eng.multipliers
         stream_bits = stream_bits or eng.stream_bits

@@ -100,6 +100,23 @@ def test_bench_user_errors_are_one_line_exit_2(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "vgg_conv1.npz" in r.stderr
 
 
+def test_bench_envelope_options_make_another_engine():
+    """--multipliers/--macs-per-dsp/--stream-bits size the engine (and its dense baseline alike)."""
+    net = load_network(VGG)
+    base = run_bench(net, "golden", batch=2, input_size=(8, 8), repeats=1)
+    wide = run_bench(net, "golden", batch=2, input_size=(8, 8), repeats=1, multipliers=128, macs_per_dsp=2,
+                     stream_bits=128)
+    env = EngineEnvelope.for_network(net, (8, 8), multipliers=128, macs_per_dsp=2, stream_bits=128)
+    assert wide["engine"]["hash"] == f"0x{env.hash32:08x}" != base["engine"]["hash"]
+    assert (wide["engine"]["lanes"], wide["engine"]["stream_bits"]) == (128, 128)
+    assert wide["dense_engine"]["lanes"] == 128
+    assert wide["total"]["cycles"] < base["total"]["cycles"]
+    r = run_cli(str(VGG), "--backend", "golden", "--multipliers", "0")
+    assert r.returncode == 2 and r.stderr == "error: engine: multipliers=0 must be at least 1\n"
+    r = run_cli(str(VGG), "--backend", "golden", "--stream-bits", "48")
+    assert r.returncode == 2 and "'48' is not one of '32', '64', '128'" in r.stderr
+
+
 def test_roofline_names_the_limiting_bound():
     net = load_network(VGG)
     step = plan_network(net, (3, 8, 8))[1]

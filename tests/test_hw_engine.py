@@ -459,6 +459,10 @@ def test_cli_gen_layer_yaml_with_input_size(tmp_path):
     res = CliRunner().invoke(gen, [str(cfg), "-o", str(tmp_path / "out"), "--input-size", "4", "4"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "out" / "small.v").exists() and "8 MAC lanes" in res.output
+    res = CliRunner().invoke(gen, [str(cfg), "-o", str(tmp_path / "wide"), "--input-size", "4", "4",
+                                   "--multipliers", "16", "--stream-bits", "64", "--macs-per-dsp", "2"])
+    assert res.exit_code == 0, res.output
+    assert "16 MAC lanes on 8 multipliers, 64-bit streams" in res.output
 
 
 # ---------------------------------------------------------------- random layers

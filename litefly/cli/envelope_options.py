@@ -1,0 +1,35 @@
+"""The engine-envelope options shared by ``litefly bench``, ``build`` and ``synth``.
+
+Each overrides the network's ``engine:`` setting; another value is another engine (another
+envelope hash, so another bitstream). :func:`litefly.hw.spec.EngineEnvelope.for_network`
+takes them as they come and checks them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+__all__ = ["envelope_options", "ENVELOPE_KEYS"]
+
+#: Keyword names the options pass (those of ``EngineEnvelope.for_network``).
+ENVELOPE_KEYS = ("multipliers", "macs_per_dsp", "stream_bits")
+
+
+def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--multipliers``, ``--macs-per-dsp`` and ``--stream-bits`` (each default: the network's)."""
+    for opt in reversed([
+        click.option("--multipliers", type=int, default=None, metavar="N",
+                     help="Lanes (MAC units) of the engine; default: the network's engine setting. Another "
+                          "value is another engine (another hash).", ),
+        click.option("--macs-per-dsp", type=click.IntRange(1, 2), default=None,
+                     help="2: two lanes share each DSP multiply (int8 packing); default: the network's engine "
+                          "setting."),
+        click.option("--stream-bits", type=click.Choice(["32", "64", "128"]), default=None,
+                     callback=lambda _c, _p, v: None if v is None else int(v),
+                     help="AXI-Stream width (and frame/window width: E = bits/8 channels per beat); default: "
+                          "the network's engine setting."),
+    ]):
+        f = opt(f)
+    return f
