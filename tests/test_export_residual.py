@@ -170,3 +170,30 @@ def test_adding_the_network_input_is_refused():
                                           r"earlier layer's output") as info:
         export_int8(AddInput().eval(), torch.randn(4, 8, 6, 6))
     assert "\n" not in str(info.value)
+
+
+def _export_check_module():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "scripts" / "export_check.py"
+    spec = importlib.util.spec_from_file_location("export_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_export_check_one_factor_model_and_centred_logits():
+    """scripts/export_check.py --dense/--center: the one-factor network computes the dense one, and
+    centring zeroes the mean logit over the calibration inputs."""
+    import copy
+    mod = _export_check_module()
+    torch.manual_seed(0)
+    dense = resnet_digits(10, widths=(4, 8), blocks=(1, 1)).double().eval()
+    one = mod.one_factor_model(copy.deepcopy(dense)).eval()
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    assert not any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in one.modules())
+    assert all(len(m.chain) == 1 for m in one.modules() if hasattr(m, "chain"))
+    with torch.no_grad():
+        torch.testing.assert_close(one(x), dense(x), rtol=1e-10, atol=1e-10)
+        mod.center_logits(one, x)
+        assert one(x).mean(0).abs().max() < 1e-9
