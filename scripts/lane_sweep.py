@@ -1,0 +1,86 @@
+"""What more lanes buy: a network on engines of growing lane count and stream width (issue 12).
+
+For each ``--lanes`` x ``--stream-bits`` envelope (packed two lanes per DSP unless ``--unpacked``)
+this runs :func:`litefly.host.bench.run_bench` on the golden backend (engine cycles from the
+cycle model, ``hw/cycles.py``, which the RTL's CYCLES equals; host time measured on this CPU)
+and prints, per envelope:
+
+* DSPs (lanes / MACs per DSP), engine cycles, MAC utilisation, engine and end-to-end time at the
+  board's clock, and the speedup over torch ``F.conv2d`` on this CPU with torch's GMAC/s;
+* the compute bound (the network's DeBut MACs over lanes x clock) and the DMA bound (per layer
+  the larger of the bytes it streams in and out over the board's one-way DMA rate, summed: the
+  bench's ``dma_time``), and end to end over the larger one;
+* per layer, what paces a steady-state batch in the cycle model: the MAC issue (``mac``), the
+  window generator that forms the next batch's im2col columns (``window``: one stream-wide
+  beat into one lane per cycle, so ``lanes x kh x kw x ceil(C / E)`` cycles a batch) or the unload
+  (``unload``); when ``window`` paces, more lanes add nothing.
+
+Run: ``python scripts/lane_sweep.py [examples/vgg_net.yaml] [--lanes 64 128 192 256] [--stream-bits 64 128]
+[--board pynq-z2] [--batch 8]``. Model figures, not board measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from litefly.config import load_network
+from litefly.errors import LiteflyError
+from litefly.host.bench import run_bench
+from litefly.hw.spec import EngineEnvelope, LayerDescriptor
+from litefly.network import network_input_shape, plan_network
+
+
+def limiters(network, size, envelope: EngineEnvelope) -> list[str]:
+    """Per engine layer: the slowest of MAC issue, window and unload in a full batch."""
+    out = []
+    for step in plan_network(network, network_input_shape(network, size)):
+        if not hasattr(step, "layer"):
+            continue
+        b = LayerDescriptor(envelope, step).batch_cycles()
+        out.append(f"{step.name} {max(b, key=b.get)}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("network", nargs="?", default="examples/vgg_net.yaml", type=Path)
+    ap.add_argument("--lanes", type=int, nargs="+", default=[64, 128, 192, 256])
+    ap.add_argument("--stream-bits", type=int, nargs="+", default=[64, 128], choices=(32, 64, 128))
+    ap.add_argument("--board", default="pynq-z2", choices=("pynq-z2", "zcu104"))
+    ap.add_argument("--clock-mhz", type=float, default=None)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--input-size", type=int, nargs=2, default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--unpacked", action="store_true", help="one lane per DSP (default: two)")
+    a = ap.parse_args(argv)
+    try:
+        network = load_network(a.network)
+        size = tuple(a.input_size) if a.input_size else (network.input_size or (16, 16))
+        mpd = 1 if a.unpacked else 2
+        print("| lanes | DSPs | stream | cycles | MAC util | engine ms | compute bound ms | DMA bound ms | "
+              "e2e ms | e2e / bound | x torch e2e (torch GMAC/s) | paced by (per layer) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for sb in a.stream_bits:
+            for lanes in a.lanes:
+                r = run_bench(network, "golden", a.board, a.clock_mhz, a.batch, size, dense=False,
+                              repeats=a.repeats, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb)
+                t, f = r["total"], r["fclk[mhz]"] * 1e6
+                env = EngineEnvelope.for_network(network, size, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb)
+                compute = t["macs"] / (env.lanes * f)
+                dma = sum(l["dma_time[s]"] for l in r["layers"])      # per layer: max(in, out) / DMA rate
+                bound = max(compute, dma)
+                print(f"| {env.lanes} | {env.lanes // mpd} | {sb} | {t['cycles']:,} | {100 * t['mac_utilisation']:.1f}% "
+                      f"| {1e3 * t['runtime[s]']:.2f} | {1e3 * compute:.2f} | {1e3 * dma:.2f} "
+                      f"| {1e3 * t['end_to_end[s]']:.2f} | {t['end_to_end[s]'] / bound:.2f} "
+                      f"| {t['speedup_vs_cpu_torch_end_to_end']:.2f} ({t['cpu_torch_gmacs']:.0f}) "
+                      f"| {', '.join(limiters(network, size, env))} |", flush=True)
+    except LiteflyError as exc:
+        print(f"lane_sweep: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
