@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth import Module, Signal
+from amaranth import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -22,14 +22,18 @@ class AxiLiteSlave(wiring.Component):
 
     ``wr_stb``/``wr_addr``/``wr_data``: one cycle per completed write.
     ``rd_addr``/``rd_data``: ``rd_addr`` is registered at the read address handshake and
-    ``rd_data`` (combinational from the register file) is sampled in the cycle after, so the
-    read mux starts at a register, not at the ``s_axil_araddr`` port; R follows one cycle later.
-    ``ar_stb``/``ar_addr``: the read address handshake and its address, for a register file that
-    registers its own decode of the address (``rd_data`` is then sampled from that).
+    ``rd_data`` (combinational from the register file) is sampled ``read_latency`` cycles after
+    it (default 1), so the read mux starts at a register, not at the ``s_axil_araddr`` port; R
+    follows a cycle after the sample. ``ar_stb``/``ar_addr``: the read address handshake and its
+    address, for a register file that registers its own decode of the address (and, with a
+    latency of 2, a first level of its read multiplexer).
     """
 
-    def __init__(self, addr_bits: int) -> None:
+    def __init__(self, addr_bits: int, read_latency: int = 1) -> None:
+        if read_latency < 1:
+            raise ValueError(f"read_latency={read_latency} must be at least 1")
         self._addr_bits = addr_bits
+        self._read_latency = read_latency
         sig = axil_signature(addr_bits)
         sig.update({"wr_stb": Out(1), "wr_addr": Out(addr_bits), "wr_data": Out(32),
                     "rd_addr": Out(addr_bits), "rd_data": In(32),
@@ -58,14 +62,16 @@ class AxiLiteSlave(wiring.Component):
             m.d.sync += [aw_ok.eq(0), w_ok.eq(0), self.s_axil_bvalid.eq(1)]
         with m.If(self.s_axil_bvalid & self.s_axil_bready):
             m.d.sync += self.s_axil_bvalid.eq(0)
-        # reads: one outstanding; the address is registered, the data sampled a cycle later
-        rd_pend = Signal()
-        m.d.comb += self.s_axil_arready.eq(~self.s_axil_rvalid & ~rd_pend)
+        # reads: one outstanding; the address is registered, the data sampled read_latency cycles
+        # later (rd_pend: a one-hot shift of the handshake)
+        rd_pend = Signal(self._read_latency, name="rd_pend")
+        m.d.comb += self.s_axil_arready.eq(~self.s_axil_rvalid & (rd_pend == 0))
         m.d.comb += [self.ar_stb.eq(self.s_axil_arvalid & self.s_axil_arready), self.ar_addr.eq(self.s_axil_araddr)]
+        m.d.sync += rd_pend.eq(Cat(self.ar_stb, rd_pend[:-1]))
         with m.If(self.ar_stb):
-            m.d.sync += [rd_pend.eq(1), self.rd_addr.eq(self.s_axil_araddr)]
-        with m.If(rd_pend):
-            m.d.sync += [rd_pend.eq(0), self.s_axil_rvalid.eq(1), self.s_axil_rdata.eq(self.rd_data)]
+            m.d.sync += self.rd_addr.eq(self.s_axil_araddr)
+        with m.If(rd_pend[-1]):
+            m.d.sync += [self.s_axil_rvalid.eq(1), self.s_axil_rdata.eq(self.rd_data)]
         with m.If(self.s_axil_rvalid & self.s_axil_rready):
             m.d.sync += self.s_axil_rvalid.eq(0)
         return m

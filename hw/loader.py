@@ -53,8 +53,8 @@ class Loader(wiring.Component):
         # or a pass takes effect, and these are read a cycle after that
         p_none, p_one, f_one, s_one = Signal(), Signal(), Signal(), Signal()
         p_two, f_two, s_two = Signal(), Signal(), Signal()
-        p_last3, f_last3, s_last3 = Signal(32), Signal(32), Signal(32)
-        total = Signal(32)
+        p_last3, f_last3, s_last3 = (Signal(32, reset_less=True) for _ in range(3))
+        total = Signal(32, reset_less=True)
         m.d.sync += total.eq(desc.WEIGHT_BEATS + desc.INDEX_BEATS + desc.BIAS_BEATS)
         m.d.sync += [p_none.eq((desc.WEIGHT_BEATS | desc.INDEX_BEATS | desc.BIAS_BEATS) == 0), p_one.eq(total == 1),
                      p_two.eq(total == 2), p_last3.eq(total - 3),

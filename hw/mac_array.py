@@ -59,14 +59,15 @@ class MacArray(wiring.Component):
         b_sel = self.bias_data.word_select(p1.bsub, 32)[:BB]
         # T+2: operands registered
         p1b = Signal(layout)
-        x = Signal(L * A)
-        w = Signal(signed(W))
-        bias1 = Signal(signed(BB))
+        # operands, products and sums are data (reset-less); the ctl words carry the valid bits
+        x = Signal(L * A, reset_less=True)
+        w = Signal(signed(W), reset_less=True)
+        bias1 = Signal(signed(BB), reset_less=True)
         m.d.sync += [p1b.eq(p1), x.eq(x_sel), w.eq(w_sel), bias1.eq(b_sel)]
         # T+3: products registered (one multiplier per lane, or per pair of lanes)
         p2 = Signal(layout)
-        prods = [Signal(signed(A + W), name=f"prod{l}") for l in range(L)]
-        bias2 = Signal(signed(BB))
+        prods = [Signal(signed(A + W), name=f"prod{l}", reset_less=True) for l in range(L)]
+        bias2 = Signal(signed(BB), reset_less=True)
         m.d.sync += [p2.eq(p1b), bias2.eq(bias1)]
         lane = [x[l * A:(l + 1) * A].as_signed() for l in range(L)]
         if env.macs_per_dsp == 1:
@@ -75,12 +76,12 @@ class MacArray(wiring.Component):
         else:
             S = A + W
             for k in range(L // 2):
-                packed = Signal(signed(A + S + W), name=f"pair{k}")
+                packed = Signal(signed(A + S + W), name=f"pair{k}", reset_less=True)
                 m.d.sync += packed.eq(((lane[2 * k + 1] << S) + lane[2 * k]) * w)
                 m.d.comb += [prods[2 * k].eq(packed[:S].as_signed()),
                              prods[2 * k + 1].eq((packed >> S) + packed[S - 1])]
         # T+4: accumulate; a row's result leaves on its last term
-        accs = [Signal(signed(ACC), name=f"acc{l}") for l in range(L)]
+        accs = [Signal(signed(ACC), name=f"acc{l}", reset_less=True) for l in range(L)]
         m.d.sync += self.ctl_out.eq(p2)
         m.d.sync += self.ctl_out.valid.eq(p2.valid & p2.last)
         # the bias starts the last factor's rows (one adder per lane: the sum is the same)

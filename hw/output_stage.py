@@ -66,14 +66,14 @@ class OutputStage(wiring.Component):
         lo, hi = -(1 << (A - 1)), (1 << (A - 1)) - 1
         # the shift clamped to ACC + 1 (past it the result is all sign bits either way), registered
         # beside the rounded value: the shifter's amount has a few bits, not the field's eight
-        sh4 = Signal(range(ACC + 2))
+        sh4 = Signal(range(ACC + 2), reset_less=True)      # data beside the ctl words' valid bits: reset-less
         m.d.sync += sh4.eq(Mux(p3.shift > ACC + 1, ACC + 1, p3.shift))
-        relu = Signal()
+        relu = Signal(reset_less=True)
         m.d.sync += relu.eq(self.relu_en & p4.fi_last)          # at p5, beside the shifted value
-        qs = [Signal(signed(A), name=f"q{l}") for l in range(L)]
+        qs = [Signal(signed(A), name=f"q{l}", reset_less=True) for l in range(L)]
         for l in range(L):
-            rounded = Signal(signed(ACC + 1), name=f"rounded{l}")
-            shifted = Signal(signed(ACC + 1), name=f"shifted{l}")
+            rounded = Signal(signed(ACC + 1), name=f"rounded{l}", reset_less=True)
+            shifted = Signal(signed(ACC + 1), name=f"shifted{l}", reset_less=True)
             m.d.sync += [rounded.eq(self.res[l] + rnd), shifted.eq(rounded >> sh4)]
             sat = Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted))
             m.d.sync += qs[l].eq(Mux(relu & (shifted < 0), 0, sat))

@@ -56,7 +56,9 @@ class Registers(wiring.Component):
     ``ctrl`` carries the CTRL strobes: one cycle, registered, in the cycle after the write
     completes (the cycle its B response is offered, so a STATUS read issued after the response
     sees the pass started; the decode of the write does not reach the datapath in one cycle).
-    The descriptor registers are outside the soft-reset domain: soft reset keeps them.
+    The descriptor registers are outside the soft-reset domain: soft reset keeps them. They are
+    reset-less flip-flops (0 from configuration, as the bitstream initialises them; no reset
+    net reaches their thousand-odd bits): the host writes a layer's descriptor before its START.
     """
 
     def __init__(self, envelope: EngineEnvelope) -> None:
@@ -73,7 +75,7 @@ class Registers(wiring.Component):
     def elaborate(self, platform):
         env = self._env
         m = Module()
-        m.submodules.axil = axil = AxiLiteSlave(env.axil_addr_bits)
+        m.submodules.axil = axil = AxiLiteSlave(env.axil_addr_bits, read_latency=2)
         for name, member in axil_signature(env.axil_addr_bits).items():
             port, mine = getattr(axil, name), getattr(self, name)
             if member.flow == Out:
@@ -82,13 +84,15 @@ class Registers(wiring.Component):
                 m.d.comb += port.eq(mine)
 
         # writable registers: name -> (storage value-castable, mask of implemented bits)
+        desc = Signal(descriptor_layout(env.max_factors), reset_less=True)
+        m.d.comb += self.desc.eq(desc)
         storage: dict[int, tuple[object, int]] = {}
         for name in regmap.DESCRIPTOR:
-            storage[regmap.REG[name]] = (getattr(self.desc, name), _mask(_by_name(name)))
+            storage[regmap.REG[name]] = (getattr(desc, name), _mask(_by_name(name)))
         for i in range(env.max_factors):
             for kind, _, _ in regmap.FACTOR_REGS:
                 reg = regmap.factor_reg(i, kind)
-                storage[reg.offset] = (getattr(self.desc.F[i], kind), _mask(reg))
+                storage[reg.offset] = (getattr(desc.F[i], kind), _mask(reg))
 
         m.d.sync += Value.cast(self.ctrl).eq(0)
         with m.If(axil.wr_stb):
@@ -105,16 +109,29 @@ class Registers(wiring.Component):
             reads[regmap.REG[name]] = getattr(self.counters, name)
         for offset, (target, _) in storage.items():
             reads[offset] = Value.cast(target)
-        # the read address decoded at the AR handshake into one registered select per register:
-        # the read data is then an AND-OR of registers (no address compare behind it)
+        # the read address decoded at the AR handshake into one registered select per register;
+        # the next cycle registers the AND-OR of each group of READ_GROUP registers, the one after
+        # ORs the groups into the read data (read latency 2: no path crosses the whole file)
         sel = Signal(len(reads))
         with m.If(axil.ar_stb):
             m.d.sync += [sel[i].eq(axil.ar_addr == offset) for i, offset in enumerate(reads)]
         terms = [Mux(sel[i], value, 0) for i, value in enumerate(reads.values())]
-        while len(terms) > 1:             # a balanced OR tree
-            terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-        m.d.comb += axil.rd_data.eq(terms[0])
+        groups = [_or_tree(terms[i:i + READ_GROUP]) for i in range(0, len(terms), READ_GROUP)]
+        group_q = [Signal(32, name=f"rd_group{g}", reset_less=True) for g in range(len(groups))]
+        m.d.sync += [q.eq(v) for q, v in zip(group_q, groups)]
+        m.d.comb += axil.rd_data.eq(_or_tree(group_q))
         return m
+
+
+READ_GROUP = 8      # registers per first-level group of the read multiplexer
+
+
+def _or_tree(terms: list) -> Value:
+    """The OR of ``terms`` as a balanced tree."""
+    terms = list(terms)
+    while len(terms) > 1:
+        terms = [terms[i] | terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return Value.cast(terms[0])
 
 
 def _mask(reg: regmap.Register) -> int:

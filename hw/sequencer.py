@@ -94,8 +94,9 @@ class Sequencer(wiring.Component):
         tab = []
         for i in range(NF):
             f = d.F[i]
-            row = {k: Signal(16, name=f"f{i}_{k}") for k in ("t", "st", "rt")}
-            row["shift"] = Signal(8, name=f"f{i}_shift")
+            # data registers loaded at every start: reset-less (only the walk's control is reset)
+            row = {k: Signal(16, name=f"f{i}_{k}", reset_less=True) for k in ("t", "st", "rt")}
+            row["shift"] = Signal(8, name=f"f{i}_shift", reset_less=True)
             with m.If(self.start):
                 m.d.sync += [row["t"].eq(f.TG.T), row["st"].eq(f.STRIDES.ST), row["rt"].eq(f.STRIDES.RT),
                              row["shift"].eq(f.SHIFT.SHIFT)]
@@ -103,7 +104,7 @@ class Sequencer(wiring.Component):
             # registered here: the walk keeps "at the last index" and "at the second-to-last" flags
             # instead of comparing its counters with the limits in the issue cycle
             for k, v in (("r", f.RS.R), ("s", f.RS.S), ("t", f.TG.T), ("g", f.TG.G)):
-                row[k + "3"] = Signal(16, name=f"f{i}_{k}3")
+                row[k + "3"] = Signal(16, name=f"f{i}_{k}3", reset_less=True)
                 row[k + "z"] = Signal(name=f"f{i}_{k}z")
                 row[k + "w"] = Signal(name=f"f{i}_{k}w")
                 with m.If(self.start):
@@ -111,8 +112,8 @@ class Sequencer(wiring.Component):
             tab.append(row)
         SP = env.index_beats > 0
         for i in range(NF):
-            tab[i]["split"] = Signal(16, name=f"f{i}_split")
-            tab[i]["rows2"] = Signal(16, name=f"f{i}_rows2")
+            tab[i]["split"] = Signal(16, name=f"f{i}_split", reset_less=True)
+            tab[i]["rows2"] = Signal(16, name=f"f{i}_rows2", reset_less=True)
             for k in ("sparse", "rowsz", "splitz"):
                 tab[i][k] = Signal(name=f"f{i}_{k}")
             if SP:
@@ -131,7 +132,8 @@ class Sequencer(wiring.Component):
                     with m.If((d.F[i].SPARSE.SPLIT != 0) & (i < d.LAYER.FACTORS)):
                         m.d.sync += [in_last.eq(i), in_lastz.eq(0)]
 
-        cur = {k: Signal(16, name=f"cur_{k}") for k in ("t", "st", "rt", "split", "r3", "s3", "t3", "g3", "rows2")}
+        cur = {k: Signal(16, name=f"cur_{k}", reset_less=True)
+               for k in ("t", "st", "rt", "split", "r3", "s3", "t3", "g3", "rows2")}
         cur.update({k: Signal(name=f"cur_{k}") for k in ("rz", "sz", "tz", "gz", "rw", "sw", "tw", "gw", "sparse",
                                                            "rowsz", "splitz")})
         cur_shift = Signal(8)

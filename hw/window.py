@@ -68,26 +68,30 @@ class WindowGenerator(wiring.Component):
         d = self.desc
         m = Module()
 
+        # the walk's data registers (constants registered at set-up, coordinates and addresses
+        # loaded at every phase, batch and lane start) are reset-less: neither reset reaches them,
+        # only the control state (one-hot states, flags, lane counter) is reset
         def s32(name):
-            return Signal(signed(32), name=name)
+            return Signal(signed(32), name=name, reset_less=True)
 
         def u32(name):
-            return Signal(32, name=name)
+            return Signal(32, name=name, reset_less=True)
 
         # ---- layer constants (set-up after go) ----
         cw, hwcw, npos = (u32(n) for n in ("cw", "hwcw", "npos"))
         pk = Signal(8)
         # the last values the walk compares with, registered at set-up (no subtractor on those paths)
-        wp_m1, hp_m1 = Signal(16, name="wp_m1"), Signal(16, name="hp_m1")     # output positions: 16-bit fields
-        pk_m1 = Signal(8)
+        wp_m1, hp_m1 = (Signal(16, name=n, reset_less=True) for n in ("wp_m1", "hp_m1"))  # output positions
+        pk_m1 = Signal(8, reset_less=True)
         # the second-to-last values, and whether a loop has one value: the walk keeps registered
         # "at the last value" flags instead of comparing its counters in the emission cycle
-        wp_m2, hp_m2 = Signal(16, name="wp_m2"), Signal(16, name="hp_m2")
+        wp_m2, hp_m2 = (Signal(16, name=n, reset_less=True) for n in ("wp_m2", "hp_m2"))
         cw_1, kw_1, kh_1, wp_1, hp_1 = (Signal(name=n) for n in ("cw_1", "kw_1", "kh_1", "wp_1", "hp_1"))
         # the kernel walk goes one step further: "at the second-to-last value" flags, compared
         # with the third-to-last value, so the last flags load from a flip-flop
         # (k is 16 bits: CW - 3 is kept as 16 bits and whether its high half is zero)
-        cw_m3, kw_m3, kh_m3, cw_m3_16 = Signal(16, name="cw_m3"), Signal(16), Signal(16), Signal(name="cw_m3_16")
+        cw_m3, kw_m3, kh_m3 = (Signal(16, name=n, reset_less=True) for n in ("cw_m3", "kw_m3", "kh_m3"))
+        cw_m3_16 = Signal(name="cw_m3_16")
         cw_2, kw_2, kh_2 = Signal(name="cw_2"), Signal(name="kw_2"), Signal(name="kh_2")
         k_p, kx_p, ky_p = Signal(name="k_pen"), Signal(name="kx_pen"), Signal(name="ky_pen")
         k_l, kx_l, ky_l = Signal(name="k_last"), Signal(name="kx_last"), Signal(name="ky_last")
@@ -110,7 +114,7 @@ class WindowGenerator(wiring.Component):
         # one of the phase's walk (ra_first + ca_first), the batch start's image, image + row and
         # image + row + column parts
         def s34(name):
-            return Signal(signed(34), name=name)
+            return Signal(signed(34), name=name, reset_less=True)
 
         first_ad, img_p, row_p, ad_p, c_kx = s34("first_ad"), s34("img_p"), s34("row_p"), s34("ad_p"), s34("c_kx")
         # x*xstep, x*xstep*CW, y*ystep, y*ystep*W*CW of the batch start and of the next lane,

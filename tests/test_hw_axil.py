@@ -12,8 +12,8 @@ from litefly.hw.axil_slave import AxiLiteSlave
 class Harness:
     """The slave with a 4-register file behind it."""
 
-    def __init__(self):
-        self.dut = AxiLiteSlave(addr_bits=8)
+    def __init__(self, read_latency=1):
+        self.dut = AxiLiteSlave(addr_bits=8, read_latency=read_latency)
         self.m = Module()
         self.m.submodules.dut = self.dut
         self.regs = [Signal(32, name=f"r{i}") for i in range(4)]
@@ -28,8 +28,8 @@ class Harness:
                     self.m.d.comb += self.dut.rd_data.eq(r + 0x100 * i)
 
 
-def run(tb):
-    h = Harness()
+def run(tb, read_latency=1):
+    h = Harness(read_latency)
     sim = Simulator(h.m)
     sim.add_clock(1e-8)
 
@@ -94,6 +94,29 @@ def test_write_then_read_back(order):
         assert await read(ctx, d, 0) == 0
         assert ctx.get(d.s_axil_bresp) == 0 and ctx.get(d.s_axil_rresp) == 0
     run(tb)
+
+
+@pytest.mark.parametrize("latency", [1, 2, 3])
+def test_read_latency_samples_later_and_keeps_one_read_outstanding(latency):
+    """R is offered ``read_latency`` cycles after the AR handshake (the data sampled a cycle before);
+    no second AR is accepted until R has been taken."""
+    async def tb(ctx, d, regs):
+        await write(ctx, d, 4, 0x1234, "together")
+        ctx.set(d.s_axil_araddr, 4)
+        ctx.set(d.s_axil_arvalid, 1)
+        await ctx.tick().until(d.s_axil_arready)
+        ctx.set(d.s_axil_arvalid, 0)
+        cycles = 0
+        while not ctx.get(d.s_axil_rvalid):
+            assert not ctx.get(d.s_axil_arready)
+            await ctx.tick()
+            cycles += 1
+        assert cycles == latency and ctx.get(d.s_axil_rdata) == 0x1234 + 0x100
+        ctx.set(d.s_axil_rready, 1)
+        await ctx.tick()
+        ctx.set(d.s_axil_rready, 0)
+        assert ctx.get(d.s_axil_arready)
+    run(tb, latency)
 
 
 def test_back_to_back_writes_land_in_order():
