@@ -78,9 +78,16 @@ class OutputStage(wiring.Component):
             sat = Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted))
             m.d.sync += qs[l].eq(Mux(relu & (shifted < 0), 0, sat))
 
-        # OUT: read the old row at p5 (all banks), write the selected bank at p6
-        out_addr5 = p5.wr[LE:] + Mux(p5.out_half, PW, 0)
-        out_addr6 = p6.wr[LE:] + Mux(p6.out_half, PW, 0)
+        # OUT: read the old row at p5 (all banks), write the selected bank at p6. The p6 write
+        # addresses and bank enables are registered at p5 (no adder or decoder between the p6
+        # flip-flops and the memories' many write-port cells)
+        out_addr5 = Signal(range(2 * PW), name="out_addr5")
+        m.d.comb += out_addr5.eq(p5.wr[LE:] + Mux(p5.out_half, PW, 0))
+        out_addr6 = Signal.like(out_addr5, name="out_addr6", reset_less=True)
+        bank6_oh = Signal(E, name="bank6_oh", reset_less=True)
+        work_addr6 = Signal(range(2 * WD), name="work_addr6", reset_less=True)
+        m.d.sync += [out_addr6.eq(out_addr5), bank6_oh.eq(1 << (p5.wr[:LE] if LE else 0)),
+                     work_addr6.eq(p5.wr + Mux(p5.work_half, WD, 0))]
         bank6 = p6.wr[:LE] if LE else 0
         old = Signal(L * A)
         for b in range(E):
@@ -98,8 +105,8 @@ class OutputStage(wiring.Component):
         write = p6.valid & p6.fi_last
         for b in range(E):
             m.d.comb += [self.out_w[b].addr.eq(out_addr6), self.out_w[b].data.eq(out_word),
-                         self.out_w[b].en.eq(write & (bank6 == b))]
-        m.d.comb += [self.work_w.addr.eq(p6.wr + Mux(p6.work_half, WD, 0)), self.work_w.data.eq(q_word),
+                         self.out_w[b].en.eq(write & bank6_oh[b])]
+        m.d.comb += [self.work_w.addr.eq(work_addr6), self.work_w.data.eq(q_word),
                      self.work_w.en.eq(p6.valid & ~p6.fi_last)]
         with m.If(p6.valid & p6.batch_end):
             m.d.comb += self.out_set.eq(Mux(p6.out_half, 2, 1))
