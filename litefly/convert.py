@@ -413,12 +413,15 @@ def model_macs(model: nn.Module, example_input: torch.Tensor) -> int:
 def train_epochs(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  epochs: int, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.0, seed: int = 0,
                  log: Callable[[str], None] | None = None, progress: bool = False, desc: str = "train",
-                 on_epoch: Callable[[int], None] | None = None) -> list[float]:
+                 on_epoch: Callable[[int], None] | None = None,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[float]:
     """Minibatch training: Adam, a cosine learning-rate schedule, shuffled batches from ``seed``.
 
     ``loss_fn(output, batch_indices)`` gives the loss of a batch; ``on_epoch(epoch)``, when given,
-    runs before each epoch (e.g. to recalibrate quantisation, :mod:`litefly.qat`). Returns the
-    mean loss of every epoch and leaves the model in eval mode.
+    runs before each epoch (e.g. to recalibrate quantisation, :mod:`litefly.qat`); ``augment``,
+    when given, transforms every batch before the model sees it (e.g.
+    :class:`litefly.datasets.CloudAugment`). Returns the mean loss of every epoch and leaves the
+    model in eval mode.
     """
     from .progress import progress as progress_lines
     gen = torch.Generator().manual_seed(seed)
@@ -433,7 +436,8 @@ def train_epochs(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Ten
         total = 0.0
         for i in range(0, len(x), batch_size):
             idx = perm[i:i + batch_size]
-            loss = loss_fn(model(x[idx]), idx)
+            xb = x[idx] if augment is None else augment(x[idx])
+            loss = loss_fn(model(xb), idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -449,24 +453,38 @@ def train_epochs(model: nn.Module, x: torch.Tensor, loss_fn: Callable[[torch.Ten
 def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 10,
             batch_size: int = 64, lr: float = 2e-3, temperature: float = 4.0, alpha: float = 0.7,
             weight_decay: float = 0.0, seed: int = 0, log=None, progress: bool = False,
-            on_epoch: Callable[[int], None] | None = None, desc: str = "distill") -> list[float]:
+            on_epoch: Callable[[int], None] | None = None, desc: str = "distill",
+            augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[float]:
     """Fine-tune ``student`` on ``(x, y)`` with knowledge distillation from ``teacher``.
 
     Loss: ``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE``,
-    trained by :func:`train_epochs` (``on_epoch``, ``desc``: passed on); returns the mean loss of
-    every epoch.
+    trained by :func:`train_epochs` (``on_epoch``, ``desc``, ``augment``: passed on); with
+    ``augment`` the teacher's targets come from the same augmented batch the student sees.
+    Returns the mean loss of every epoch.
     """
     if not 0.0 <= alpha <= 1.0 or temperature <= 0:
         raise ConfigError(f"distill: alpha={alpha} must be in [0, 1] and temperature={temperature} positive")
     teacher.eval()
-    with torch.no_grad():
-        soft = F.softmax(torch.cat([teacher(x[i:i + 512]) for i in range(0, len(x), 512)]) / temperature, dim=1)
+
+    def targets(xb: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return F.softmax(torch.cat([teacher(xb[i:i + 512]) for i in range(0, len(xb), 512)]) / temperature, 1)
+
+    soft = None if augment is not None else targets(x)
+    batch: dict[str, torch.Tensor] = {}
+
+    def augment_with_targets(xb: torch.Tensor) -> torch.Tensor:
+        xb = augment(xb)
+        batch["soft"] = targets(xb)
+        return xb
 
     def loss(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        kd = F.kl_div(F.log_softmax(out / temperature, dim=1), soft[idx], reduction="batchmean") * temperature ** 2
+        target = soft[idx] if soft is not None else batch["soft"]
+        kd = F.kl_div(F.log_softmax(out / temperature, dim=1), target, reduction="batchmean") * temperature ** 2
         return alpha * kd + (1 - alpha) * F.cross_entropy(out, y[idx])
 
-    return train_epochs(student, x, loss, epochs, batch_size, lr, weight_decay, seed, log, progress, desc, on_epoch)
+    return train_epochs(student, x, loss, epochs, batch_size, lr, weight_decay, seed, log, progress, desc, on_epoch,
+                        None if augment is None else augment_with_targets)
 
 
 def format_report(reports: Sequence[LayerReport]):

@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["SHAPE_CLASSES", "sample_shape", "make_pointclouds", "pointcloud_splits", "to_pointnet_input",
-           "random_rotation"]
+           "random_rotation", "CloudAugment"]
 
 SHAPE_CLASSES = ("sphere", "cube", "cylinder", "cone", "torus", "pyramid", "ellipsoid", "disc", "octahedron",
                  "helix")
@@ -134,6 +134,28 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+class CloudAugment:
+    """Training-time augmentation of ``(B, 3, P, 1)`` cloud batches (torch tensors): per cloud a
+    uniformly random rotation (:func:`random_rotation`), a scale drawn uniformly from ``scale``
+    (the same on all axes) and Gaussian jitter of standard deviation ``jitter``. Every draw
+    comes from one generator seeded by ``seed``, so a training run is reproducible. The classes
+    are invariant to all three (the data are rotated and scaled at random already)."""
+
+    def __init__(self, seed: int = 0, scale: tuple[float, float] = (0.85, 1.15), jitter: float = 0.01) -> None:
+        if not 0 < scale[0] <= scale[1] or jitter < 0:
+            raise ValueError(f"augment: scale={scale} must be 0 < low <= high and jitter={jitter} non-negative")
+        self.rng = np.random.default_rng([seed, 0xA06])
+        self.scale, self.jitter = scale, jitter
+
+    def __call__(self, xb):
+        import torch
+        n = len(xb)
+        rot = np.stack([random_rotation(self.rng) for _ in range(n)]) * self.rng.uniform(*self.scale, (n, 1, 1))
+        noise = self.jitter * self.rng.standard_normal(xb.shape[:3])
+        out = torch.einsum("bij,bjp->bip", torch.as_tensor(rot, dtype=xb.dtype), xb[..., 0])
+        return (out + torch.as_tensor(noise, dtype=xb.dtype))[..., None]
 
 
 def make_pointclouds(n_per_class: int = 100, num_points: int = 1024, seed: int = 0, split: int = _TRAIN,

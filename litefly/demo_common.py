@@ -22,6 +22,7 @@ __all__ = ["BACKENDS", "check_backend", "predict", "accuracy", "convert_and_dist
            "run_seeds"]
 
 Log = Callable[[str], None]
+Augment = Callable[[torch.Tensor], torch.Tensor]      # a batch transform (litefly.datasets.CloudAugment)
 
 
 BACKENDS = ("sim", "golden", "none")
@@ -46,11 +47,12 @@ def accuracy(pred: np.ndarray, y: torch.Tensor) -> float:
 
 def convert_and_distill(dense: torch.nn.Module, xtr: torch.Tensor, ytr: torch.Tensor, xte: torch.Tensor,
                         yte: torch.Tensor, cfg: Any, t: dict[str, float], log: Log, progress: bool,
-                        convert: ConvertConfig | None = None
+                        convert: ConvertConfig | None = None, augment: Augment | None = None
                         ) -> tuple[torch.nn.Module, list[LayerReport], float, float]:
     """Every conv and linear layer of ``dense`` to DeBut (``convert``, by default ``cfg.compression``
     and ``cfg.sweeps`` for every layer), then knowledge distillation from ``dense``
-    (``cfg.kd_epochs``, ``kd_lr``, ``batch_size``, ``temperature``, ``alpha``). Returns the DeBut
+    (``cfg.kd_epochs``, ``kd_lr``, ``batch_size``, ``temperature``, ``alpha``; ``augment``: see
+    :func:`litefly.convert.distill`). Returns the DeBut
     model, the layer reports and the test accuracy before and after fine-tuning; ``t`` gets the
     ``convert`` and ``distill`` seconds."""
     t1 = time.perf_counter()
@@ -60,19 +62,19 @@ def convert_and_distill(dense: torch.nn.Module, xtr: torch.Tensor, ytr: torch.Te
     t["convert"] = time.perf_counter() - t1
     log("converted: " + ", ".join(f"{r.name} {r.params}/{r.dense_params} params, rel. error {r.rel_error:.3f}"
                                   for r in layers) + f"; accuracy before fine-tuning {100 * acc_fit:.2f}%")
-    acc_debut = distill_and_score(debut, dense, xtr, ytr, xte, yte, cfg, t, log, progress, "DeBut")
+    acc_debut = distill_and_score(debut, dense, xtr, ytr, xte, yte, cfg, t, log, progress, "DeBut", augment)
     return debut, layers, acc_fit, acc_debut
 
 
 def distill_and_score(model: torch.nn.Module, dense: torch.nn.Module, xtr: torch.Tensor, ytr: torch.Tensor,
                       xte: torch.Tensor, yte: torch.Tensor, cfg: Any, t: dict[str, float], log: Log, progress: bool,
-                      what: str) -> float:
+                      what: str, augment: Augment | None = None) -> float:
     """Knowledge distillation of ``model`` from ``dense`` (``cfg.kd_epochs``, ``kd_lr``, ``batch_size``,
-    ``temperature``, ``alpha``, ``seed``), logged; returns the test accuracy after it and puts the
-    seconds in ``t["distill"]``."""
+    ``temperature``, ``alpha``, ``seed``; ``augment``: see :func:`litefly.convert.distill`), logged;
+    returns the test accuracy after it and puts the seconds in ``t["distill"]``."""
     t1 = time.perf_counter()
     distill(model, dense, xtr, ytr, epochs=cfg.kd_epochs, batch_size=cfg.batch_size, lr=cfg.kd_lr,
-            temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed, progress=progress)
+            temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed, progress=progress, augment=augment)
     acc = accuracy(predict(model, xte), yte)
     t["distill"] = time.perf_counter() - t1
     log(f"{what} after distillation: {100 * acc:.2f}% ({t['distill']:.1f} s)")
@@ -81,7 +83,7 @@ def distill_and_score(model: torch.nn.Module, dense: torch.nn.Module, xtr: torch
 
 def quantization_aware(model: torch.nn.Module, dense: torch.nn.Module, xtr: torch.Tensor, ytr: torch.Tensor,
                        xte: torch.Tensor, yte: torch.Tensor, cfg: Any, t: dict[str, float], log: Log,
-                       progress: bool, what: str = "DeBut") -> torch.nn.Module:
+                       progress: bool, what: str = "DeBut", augment: Augment | None = None) -> torch.nn.Module:
     """``cfg.qat_epochs`` epochs of quantisation-aware distillation from ``dense`` at ``cfg.qat_lr``
     (:func:`litefly.qat.qat_distill`, the int8 grids of ``cfg.calibration`` on ``xtr``) of ``model``
     with its batch norms folded (:func:`litefly.fold.fold_batchnorms`, a copy); ``model`` itself
@@ -95,7 +97,8 @@ def quantization_aware(model: torch.nn.Module, dense: torch.nn.Module, xtr: torc
     if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         model = fold_batchnorms(model)
     qat_distill(model, dense, xtr, ytr, cfg.qat_epochs, calibration=cfg.calibration, progress=progress,
-                batch_size=cfg.batch_size, lr=cfg.qat_lr, temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed)
+                batch_size=cfg.batch_size, lr=cfg.qat_lr, temperature=cfg.temperature, alpha=cfg.alpha, seed=cfg.seed,
+                augment=augment)
     acc = accuracy(predict(model, xte), yte)
     t["qat"] = t.get("qat", 0.0) + time.perf_counter() - t1
     log(f"{what} after {cfg.qat_epochs} quantisation-aware epochs: float {100 * acc:.2f}% "

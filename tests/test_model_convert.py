@@ -145,6 +145,53 @@ def test_distillation_lowers_the_loss():
     assert hist[-1] < hist[0]
 
 
+def test_distillation_with_augmentation_shows_the_teacher_the_students_batch():
+    """With ``augment`` every batch is transformed once, the student and the teacher see the same
+    transformed batch, and the transform's draws follow the seed."""
+    teacher = small_cnn(0)
+    student, _ = convert_model(teacher, ConvertConfig(compression=0.8, sweeps=2))
+    x = torch.randn(64, 4, 8, 8)
+    y = teacher(x).argmax(1).detach()
+    seen: dict[str, list] = {"aug": [], "teacher": []}
+    gen = torch.Generator().manual_seed(0)
+
+    def aug(xb):
+        out = xb + torch.randn(xb.shape, generator=gen)
+        seen["aug"].append(out)
+        return out
+
+    class Spy(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, xb):
+            seen["teacher"].append(xb)
+            return self.inner(xb)
+
+    hist = distill(student, Spy(teacher), x, y, epochs=2, batch_size=32, lr=3e-3, augment=aug)
+    assert len(hist) == 2 and len(seen["aug"]) == 4 == len(seen["teacher"])
+    assert all(torch.equal(a, t) for a, t in zip(seen["aug"], seen["teacher"]))
+    assert not any(torch.equal(a, x[:32]) for a in seen["aug"])
+
+
+def test_cloud_augment_rotates_scales_and_jitters_reproducibly():
+    import numpy as np
+
+    from litefly.datasets import CloudAugment
+    x = torch.randn(6, 3, 16, 1)
+    a, b = CloudAugment(3)(x), CloudAugment(3)(x)
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, CloudAugment(4)(x))
+    norms = a[..., 0].norm(dim=1) / x[..., 0].norm(dim=1)         # a rotation keeps each point's radius
+    plain = CloudAugment(3, jitter=0.0)(x)[..., 0].norm(dim=1) / x[..., 0].norm(dim=1)
+    assert torch.allclose(plain, plain[:, :1].expand_as(plain), rtol=1e-5)      # one scale per cloud
+    assert ((plain[:, 0] >= 0.85 - 1e-6) & (plain[:, 0] <= 1.15 + 1e-6)).all()
+    assert (norms - plain).abs().max() < 0.2 and not torch.allclose(norms, plain)
+    with pytest.raises(ValueError, match="scale"):
+        CloudAugment(0, scale=(1.2, 1.1))
+    assert np.isfinite(a.numpy()).all()
+
+
 def test_export_traces_quantises_and_matches_the_host_runtime(tmp_path):
     from litefly.host.runtime import NetworkRunner
     from litefly.network import check_scales, network_forward_int, plan_network

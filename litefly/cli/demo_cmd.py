@@ -120,19 +120,22 @@ def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epoc
               help="Target of the last shared-MLP layer (its outputs are max-pooled): the densest mixing chain "
                    "within it whose last factor reads >= 2 inputs per output.")
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1), help="Dense training epochs.")
-@click.option("--kd-epochs", default=100, show_default=True, type=click.IntRange(min=0))
+@click.option("--kd-epochs", default=300, show_default=True, type=click.IntRange(min=0))
 @click.option("--kd-lr", default=1e-2, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
               help="Distillation learning rate (Adam, cosine schedule).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
               help="Run seeds SEED .. SEED+N-1 and print the mean and spread of every accuracy.")
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Randomly rotate, scale (0.85-1.15) and jitter (0.01) every training batch: dense training, "
+                   "distillation (the teacher sees the same batch) and quantisation-aware epochs.")
 @click.option("--quick", is_flag=True, help="A small, fast run: 20/5 clouds per class, 32 points, few epochs.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
 @_int8_options(qat_epochs=20)
 def pointnet(out_dir: Path, backend: str, engine_clouds: int | None, points: int, train_per_class: int,
              test_per_class: int, compression: float, head_compression: float, pool_compression: float,
-             epochs: int, kd_epochs: int, kd_lr: float, seed: int, seeds: int, quick: bool, threads: int,
-             calibration: str, qat_epochs: int, qat_lr: float) -> None:
+             epochs: int, kd_epochs: int, kd_lr: float, seed: int, seeds: int, augment: bool, quick: bool,
+             threads: int, calibration: str, qat_epochs: int, qat_lr: float) -> None:
     """Dense PointNet -> all-DeBut -> KD -> int8 -> engine, on synthetic point clouds (10 shapes)."""
     from dataclasses import replace
 
@@ -149,7 +152,8 @@ def pointnet(out_dir: Path, backend: str, engine_clouds: int | None, points: int
     cfg = PointNetConfig(num_points=points, n_train=train_per_class, n_test=test_per_class, compression=compression,
                          head_compression=head_compression, pool_compression=pool_compression, epochs=epochs,
                          kd_epochs=kd_epochs, kd_lr=kd_lr, seed=seed, threads=threads, backend=backend,
-                         engine_images=engine_clouds, calibration=calibration, qat_epochs=qat_epochs, qat_lr=qat_lr)
+                         engine_images=engine_clouds, calibration=calibration, qat_epochs=qat_epochs, qat_lr=qat_lr,
+                         augment=augment)
     if quick:
         cfg = replace(cfg, num_points=32, n_train=20, n_test=5, epochs=min(epochs, 3), kd_epochs=min(kd_epochs, 2),
                       sweeps=1, qat_epochs=min(qat_epochs, 1))
