@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from litefly.chain import dense_chain
-from litefly.convert import ConvertConfig, convert_model, count_params
+from litefly.convert import (ConvertConfig, _dense_matrix, _set_module, convert_model, convertible_layers,
+                             count_params)
 from litefly.errors import LiteflyError
 from litefly.export import export_int8, int8_forward
 from litefly.nn import DeButLinear, debut_like
@@ -78,14 +79,9 @@ def center_logits(model: nn.Module, calib: torch.Tensor) -> None:
 
 def one_factor_model(dense: nn.Module) -> nn.Module:
     """``dense`` with every conv/linear as a one-factor DeBut layer of the same weights (in place)."""
-    for mod in list(dense.modules()):
-        for cname, c in list(mod.named_children()):
-            if isinstance(c, (nn.Conv2d, nn.Linear)):
-                w = c.weight.detach()
-                if w.dim() == 4:                      # DeBut im2col order: (kh, kw, c_in)
-                    w = w.permute(0, 2, 3, 1)
-                w = w.reshape(w.shape[0], -1)
-                setattr(mod, cname, debut_like(c, dense_chain(*w.shape), [w], dtype=w.dtype))
+    for name, mod in convertible_layers(dense):
+        w = _dense_matrix(mod)                        # DeBut im2col order: (kh, kw, c_in)
+        _set_module(dense, name, debut_like(mod, dense_chain(*w.shape), [w], dtype=mod.weight.dtype))
     return dense
 
 

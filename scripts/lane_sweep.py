@@ -36,8 +36,6 @@ def limiters(network, size, envelope: EngineEnvelope) -> list[str]:
     """Per engine layer: the slowest of MAC issue, window and unload in a full batch."""
     out = []
     for step in plan_network(network, network_input_shape(network, size)):
-        if not hasattr(step, "layer"):
-            continue
         b = LayerDescriptor(envelope, step).batch_cycles()
         out.append(f"{step.name} {max(b, key=b.get)}")
     return out

@@ -11,10 +11,7 @@ from typing import Any, Callable
 
 import click
 
-__all__ = ["envelope_options", "ENVELOPE_KEYS"]
-
-#: Keyword names the options pass (those of ``EngineEnvelope.for_network``).
-ENVELOPE_KEYS = ("multipliers", "macs_per_dsp", "stream_bits")
+__all__ = ["envelope_options"]
 
 
 def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -22,7 +19,7 @@ def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed([
         click.option("--multipliers", type=int, default=None, metavar="N",
                      help="Lanes (MAC units) of the engine; default: the network's engine setting. Another "
-                          "value is another engine (another hash).", ),
+                          "value is another engine (another hash)."),
         click.option("--macs-per-dsp", type=click.IntRange(1, 2), default=None,
                      help="2: two lanes share each DSP multiply (int8 packing); default: the network's engine "
                           "setting."),
