@@ -25,7 +25,8 @@ __all__ = ["DRAIN_CYCLES", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL"
 
 DRAIN_CYCLES = 7           # issue-to-write latency: the bubble between dependent factors
 WINDOW_SETUP = 3           # window-generator set-up cycles per batch and phase
-LOAD_LAG = 1               # cycles from a beat's arrival to the window write that uses it
+LOAD_LAG = 2               # cycles from a beat's arrival to the window write that uses it (the
+                           # window's `arrived` is registered: it sees the loader's count a cycle late)
 REPACK_LAG = 1             # the repacker's register stage (packed input)
 PASS_TAIL = 6              # start-up and end-of-pass cycles (the pass's set-up, output pipeline, DONE)
 SKIP_LAG = 4               # residual: from the skip's last beat on s_axis to DONE (FIFO, add, flags)

@@ -12,8 +12,8 @@ The per-layer products (``CW``, strides in beats) are pass constants the host co
 (``regmap.PASS_CONSTANTS``), registered in three set-up cycles after ``go``; a batch's origin
 offsets are kept by adding as positions advance; per-phase origins take two cycles; the
 window generator has no multiplier. In the emission cycle it tests flip-flops: the read
-address, the bounds tests and every "last index" are registered (kept one step ahead), and
-only the arrival compare of the address with the frame count sits in front of the walk.
+address, the bounds tests, every "last index" and whether the read's beat has arrived are
+registered (kept one step ahead).
 """
 
 from __future__ import annotations
@@ -164,10 +164,16 @@ class WindowGenerator(wiring.Component):
             return (v >= 0) & (v < d.IN_HW.H)
 
         inb = ix_ok & iy_ok
-        # a read waits until its beat is in the frame buffer (written in an earlier cycle); when
-        # inside the input, the address and the count are both below 2^FAW: the compare is FAW bits
+        # a read waits until its beat is in the frame buffer. `arrived` is a register: each cycle it
+        # is loaded with whether the NEXT cycle's read (address and bounds) has its beat by the
+        # loader's count of THIS cycle, so the walk's steering tests one flip-flop; the window sees
+        # the load one cycle late (cycles.LOAD_LAG). Inside the input, the address and the count
+        # are both below 2^FAW: each compare is FAW bits.
         FAW = ceil_log2(env.frame_beats) + 1
-        arrived = ~inb | ~self.frame_loading | (addr[:FAW] < self.frame_count[:FAW])
+        arrived = Signal(name="arrived")
+
+        def has_beat(a, ok):
+            return ~ok | ~self.frame_loading | (a[:FAW] < self.frame_count[:FAW])
         m.d.sync += [s1["valid"].eq(emit), s1["inb"].eq(inb), s1["half"].eq(wh), s1_lane.eq(lane),
                      s1_eoff.eq(eoff), s1_n.eq(Mux(rem > E, E, rem)), s1["done"].eq(emit & phase_end)]
         # the flags' combinations the emission cycle tests beside `arrived`, registered: le, the
@@ -348,4 +354,12 @@ class WindowGenerator(wiring.Component):
                              nx_ad.eq(nx_ad + xstep_cw),
                              nx_px.eq(nx_px + xstep), nx_pcx.eq(nx_pcx + xstep_cw), nx_x_l.eq(nx_x == wp_m2)]
 
+        # `arrived` one cycle ahead: the read after this cycle's (the walk's next address, a lane
+        # start's first, or the same one when nothing is emitted)
+        m.d.sync += arrived.eq(Mux(
+            lane_start, has_beat(nx_ad, nx_xok & nx_yok),
+            Mux(emit,
+                Mux(~k_l, has_beat(addr + 1, inb),
+                    Mux(~kx_l, has_beat(addr + c_kx, x_ok(nix) & iy_ok), has_beat(rowad + dh_wcw, ix0_ok & y_ok(niy)))),
+                has_beat(addr, inb))))
         return m
