@@ -112,7 +112,7 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, mul
     """Estimate the resources of NETWORK_OR_LAYER's network engine on a board with Yosys synth_xilinx
     (with --fmax-proxy, also an fmax proxy from an ECP5 place and route)."""
     from . import fmax  # noqa: PLC0415
-    from .synth import estimate, render_table  # noqa: PLC0415
+    from .synth import DSP_REGISTERS, estimate, render_table  # noqa: PLC0415
 
     console = output_console()   # whole table (no cut columns) when piped
     if json_file and not json_file.resolve().parent.is_dir():
@@ -144,7 +144,7 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, mul
     regs = report.dsp_registers
     if regs.get("dsps"):
         console.print(f"DSP pipeline registers absorbed (of {regs['dsps']} DSPs): "
-                      + ", ".join(f"{r} {regs.get(r, 0)}" for r in ("AREG", "BREG", "MREG", "PREG")))
+                      + ", ".join(f"{r} {regs.get(r, 0)}" for r in DSP_REGISTERS))
     if report.path:
         console.print(f"logic depth: {_path_text(report.path)}", soft_wrap=True)
     if report.fanout:

@@ -38,7 +38,7 @@ from .logic_depth import bit_names, lut_levels
 __all__ = ["SynthReport", "CEILINGS", "estimate", "synth_verilog", "count_resources", "verdict",
            "cache_root", "yosys_command", "dsp_registers", "variable_muls", "largest_fanout", "stat_cells"]
 
-SCRIPT_VERSION = 6
+SCRIPT_VERSION = 7
 # FINN's recommended utilisation ceilings for a design that still places and routes.
 CEILINGS = {"lut": 0.70, "ff": 0.50, "bram36": 0.80, "uram": 0.80, "dsp": 0.80}
 RESOURCES = ("lut", "ff", "dsp", "bram36", "uram")
@@ -234,12 +234,17 @@ def _synth(verilog: Path, top: str, family: str, work: Path, on_pass: Callable[[
             "yosys": version, "lutram": not opts}
 
 
-DSP_REGISTERS = ("AREG", "BREG", "MREG", "PREG")
+# ADREG: the pre-adder's output register (DSP48E1 with USE_DPORT: a packed pair's operand a1*2^S + a0
+# is formed in the pre-adder from the two lanes' data, so its register is ADREG, not AREG)
+DSP_REGISTERS = ("AREG", "ADREG", "BREG", "MREG", "PREG")
+# Yosys families whose xilinx_dsp pass packs A/B/M/P registers into the DSP cell (passes/pmgen/xilinx_dsp.cc
+# runs its register-packing matcher for xc7 alone; xcup and xcu get the multiplier mapped, nothing packed)
+DSP_REGISTER_PACKING_FAMILIES = ("xc7",)
 
 
 def dsp_registers(dump: str) -> dict[str, int]:
     """From Yosys ``dump`` of the DSP cells: how many DSPs have each pipeline register in use
-    (``AREG``/``BREG`` >= 1, ``MREG``, ``PREG``), and ``dsps``, their number."""
+    (``AREG``/``BREG`` >= 1, ``ADREG``, ``MREG``, ``PREG``), and ``dsps``, their number."""
     counts = dict.fromkeys(DSP_REGISTERS, 0)
     counts["dsps"] = 0
     for cell in re.split(r"\n\s*cell ", "\n" + dump)[1:]:
@@ -332,6 +337,9 @@ def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
     if not raw.get("lutram", True):
         notes.append(f"{board.family}: rerun with -nolutram (Yosys's LUT-RAM techmap failed on a memory): "
                      "small memories count as FFs/LUTs or BRAM, a pessimistic estimate")
+    if board.family not in DSP_REGISTER_PACKING_FAMILIES and raw.get("dsp_registers", {}).get("dsps"):
+        notes.append(f"{board.family}: Yosys's xilinx_dsp packs no pipeline registers into DSP48E2s (it packs "
+                     "them for xc7 only), so the DSP register counts are 0 whatever the RTL; Vivado absorbs them")
     capacity = {"lut": board.lut, "ff": board.ff, "dsp": board.dsp, "bram36": board.bram36, "uram": board.uram}
     return SynthReport(name=env.name, board=board.name, family=board.family, config_hash=env.config_hash,
                        lanes=lanes, used=used, capacity=capacity, cells=raw["post"], muls=raw["muls"],

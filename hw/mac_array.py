@@ -8,7 +8,10 @@ shared operand (Xilinx WP486's idea, worked out here for any ``A``-bit activatio
 ``w*a1 * 2^S + w*a0``. ``w*a0`` is an ``(A+W)``-bit signed value, so it is the low ``S`` bits
 sign-extended, and ``w*a1`` is the rest plus the low field's sign bit (the borrow the negative
 low product took from it). Exact for every operand, no correction table; the operand is
-``A + S`` bits (24 for int8, inside a DSP48E1's 25-bit A port) and the product ``A + S + W``.
+``A + S + 1`` bits (25 for int8: ``-128 * 2^16 - 128`` needs the 25th, the width of a DSP48E1's
+A port) and the product ``A + S + W``.
+The operand is formed from the IN/work data before its register, which is then the DSP's A
+register (Yosys absorbs A, B and M on the DSP48E1; the P side splits in fabric).
 
 Pipeline (issue in cycle T): T+1 memory data, operand/weight/bias selected and registered;
 T+2 products registered; T+3 accumulate (a row starts from the bias on the last factor, else
@@ -60,24 +63,29 @@ class MacArray(wiring.Component):
         # T+2: operands registered
         p1b = Signal(layout)
         # operands, products and sums are data (reset-less); the ctl words carry the valid bits
-        x = Signal(L * A, reset_less=True)
         w = Signal(signed(W), reset_less=True)
         bias1 = Signal(signed(BB), reset_less=True)
-        m.d.sync += [p1b.eq(p1), x.eq(x_sel), w.eq(w_sel), bias1.eq(b_sel)]
+        m.d.sync += [p1b.eq(p1), w.eq(w_sel), bias1.eq(b_sel)]
         # T+3: products registered (one multiplier per lane, or per pair of lanes)
         p2 = Signal(layout)
         prods = [Signal(signed(A + W), name=f"prod{l}", reset_less=True) for l in range(L)]
         bias2 = Signal(signed(BB), reset_less=True)
         m.d.sync += [p2.eq(p1b), bias2.eq(bias1)]
-        lane = [x[l * A:(l + 1) * A].as_signed() for l in range(L)]
         if env.macs_per_dsp == 1:
+            x = Signal(L * A, reset_less=True)
+            m.d.sync += x.eq(x_sel)
+            lane = [x[l * A:(l + 1) * A].as_signed() for l in range(L)]
             for l in range(L):
                 m.d.sync += prods[l].eq(lane[l] * w)
         else:
+            # the pair's operand is formed before its register, so the register is the DSP's A
+            # register and the multiplier's inputs come straight from flip-flops (A, B, M absorbed)
             S = A + W
+            sel = [x_sel[l * A:(l + 1) * A].as_signed() for l in range(L)]
             for k in range(L // 2):
+                op = Signal(signed(A + S + 1), name=f"op{k}", reset_less=True)
                 packed = Signal(signed(A + S + W), name=f"pair{k}", reset_less=True)
-                m.d.sync += packed.eq(((lane[2 * k + 1] << S) + lane[2 * k]) * w)
+                m.d.sync += [op.eq((sel[2 * k + 1] << S) + sel[2 * k]), packed.eq(op * w)]
                 m.d.comb += [prods[2 * k].eq(packed[:S].as_signed()),
                              prods[2 * k + 1].eq((packed >> S) + packed[S - 1])]
         # T+4: accumulate; a row's result leaves on its last term
