@@ -32,7 +32,8 @@ from .demo_common import (accuracy, accuracy_table, check_backend, convert_and_d
 from .errors import LiteflyError
 from .utils import deterministic_run
 
-__all__ = ["PointNetConfig", "PointNetResult", "load_pointnet_data", "pool_layer_chain", "run_pointnet_demo",
+__all__ = ["PointNetConfig", "PointNetResult", "load_pointnet_data", "pointnet_convert_config", "pool_layer_chain",
+           "run_pointnet_demo",
            "run_pointnet_seeds", "render"]
 
 
@@ -43,12 +44,12 @@ class PointNetConfig:
     num_points: int = 64
     n_train: int = 100               # clouds per class (10 classes)
     n_test: int = 30
-    mlp: tuple[int, ...] = (32, 64, 512)
-    head: tuple[int, ...] = (128,)
+    mlp: tuple[int, ...] = (64, 64, 64, 128, 1024)   # PointNet's own widths (Qi et al.; no T-Nets)
+    head: tuple[int, ...] = (512, 256)
     dropout: float = 0.3
-    compression: float = 0.97        # per-layer target (every layer but the one feeding the max pool)
-    pool_compression: float = 0.945  # target of the layer feeding the max pool (see pool_layer_chain)
-    head_compression: float = 0.96   # per-layer target of the head's linear layers (fewer factors than at 0.97)
+    compression: float = 0.95        # per-layer target (every layer but the one feeding the max pool)
+    pool_compression: float = 0.95   # target of the layer feeding the max pool (see pool_layer_chain)
+    head_compression: float = 0.96   # per-layer target of the head's linear layers (95.7% fewer in all)
     epochs: int = 30
     kd_epochs: int = 300             # the student underfits augmented clouds: 100 epochs leave it 10 points short
     lr: float = 3e-3
@@ -199,14 +200,20 @@ def _convert_and_distill(dense: torch.nn.Module, xtr: torch.Tensor, ytr: torch.T
     gets :func:`pool_layer_chain` at ``cfg.pool_compression``), then
     knowledge distillation from ``dense``. Returns the DeBut model, the layer reports and the
     test accuracy before and after fine-tuning; ``t`` gets ``convert`` and ``distill`` seconds."""
+    return convert_and_distill(dense, xtr, ytr, xte, yte, cfg, t, log, progress,
+                               convert=pointnet_convert_config(cfg, dense), augment=_augment(cfg, 1))
+
+
+def pointnet_convert_config(cfg: PointNetConfig, dense: torch.nn.Module) -> ConvertConfig:
+    """The conversion of ``dense`` (a :func:`litefly.zoo.pointnet_cls`): the shared-MLP convs at
+    ``cfg.compression``, the head at ``cfg.head_compression``, the max-pooled conv's
+    :func:`pool_layer_chain` at ``cfg.pool_compression``."""
     convs = [(n, m) for n, m in dense.features.named_children() if isinstance(m, torch.nn.Conv2d)]
     name, last = convs[-1]
     pool_chain = pool_layer_chain(last.in_channels, last.out_channels, cfg.pool_compression)
-    convert = ConvertConfig(compression=cfg.compression, sweeps=cfg.sweeps, seed=cfg.seed,
-                            overrides={"head.*": {"compression": cfg.head_compression},
-                                       f"features.{name}": {"chain": [f.as_list() for f in pool_chain]}})
-    return convert_and_distill(dense, xtr, ytr, xte, yte, cfg, t, log, progress, convert=convert,
-                               augment=_augment(cfg, 1))
+    return ConvertConfig(compression=cfg.compression, sweeps=cfg.sweeps, seed=cfg.seed,
+                         overrides={"head.*": {"compression": cfg.head_compression},
+                                    f"features.{name}": {"chain": [f.as_list() for f in pool_chain]}})
 
 
 def _augment(cfg: PointNetConfig, stage: int) -> CloudAugment | None:

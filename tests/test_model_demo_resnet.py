@@ -45,7 +45,7 @@ def test_bad_config_is_refused_in_one_line(tmp_path):
         run_resnet_demo(ResNetConfig(widths=(8,), blocks=(1, 1)), tmp_path)
     r = subprocess.run([sys.executable, "-m", "litefly", "demo", "resnet", "--widths", "8,x", "--out",
                         str(tmp_path)], capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.strip() == "error: --widths '8,x' must be comma-separated integers, e.g. 16,32"
+    assert r.returncode == 2 and r.stderr.strip() == "error: --widths '8,x' must be comma-separated positive integers, e.g. 16,32"
 
 
 def test_cli_defaults_are_the_config_defaults():

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from litefly.config import HostOp
@@ -66,3 +67,40 @@ def test_cli_refuses_bad_pool_compression_in_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "litefly", "demo", "pointnet", "--pool-compression", "1", "--out",
                         str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == "error: --pool-compression 1.0 must be in [0, 1)"
+
+
+@pytest.mark.parametrize("opt, value", [("--mlp", "64,0,128"), ("--head", "512,x"), ("--mlp", "")])
+def test_cli_refuses_bad_widths_in_one_line(tmp_path, opt, value):
+    r = subprocess.run([sys.executable, "-m", "litefly", "demo", "pointnet", opt, value, "--out", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: {opt} {value!r} must be comma-separated positive integers, e.g. 16,32"
+
+
+def test_default_model_is_pointnet_at_its_own_widths_and_95_percent_fewer_parameters():
+    """The demo's default: PointNet's shared MLP 64-64-64-128-1024 and head 512-256, converted with the
+    default per-layer targets to at least 95% fewer weights than the dense layers."""
+    from dataclasses import replace
+
+    from litefly.convert import convert_model, count_params
+    from litefly.demo_pointnet import pointnet_convert_config
+    from litefly.zoo import pointnet_cls
+    cfg = replace(PointNetConfig(), sweeps=0)          # the chains, not their fit
+    assert cfg.mlp == (64, 64, 64, 128, 1024) and cfg.head == (512, 256)
+    dense = pointnet_cls(10, cfg.num_points, mlp=cfg.mlp, head=cfg.head).eval()
+    debut, _ = convert_model(dense, pointnet_convert_config(cfg, dense), example_input=torch.randn(1, 3, 64, 1))
+    before, after = count_params(dense), count_params(debut)
+    assert after <= 0.05 * before, (after, before)
+
+
+def test_cli_defaults_are_the_config_defaults():
+    """``litefly demo pointnet`` without options runs the documented recipe (PointNetConfig)."""
+    from litefly.cli.demo_cmd import pointnet
+    defaults = {p.name: p.default for p in pointnet.params}
+    cfg = PointNetConfig()
+    for name in ("compression", "head_compression", "pool_compression", "epochs", "kd_epochs", "kd_lr", "seed",
+                 "threads", "backend", "augment", "calibration", "qat_epochs", "qat_lr"):
+        assert defaults[name] == getattr(cfg, name), name
+    assert (defaults["points"], defaults["train_per_class"], defaults["test_per_class"]) == \
+        (cfg.num_points, cfg.n_train, cfg.n_test)
+    assert defaults["mlp"] == ",".join(map(str, cfg.mlp)) and defaults["head"] == ",".join(map(str, cfg.head))

@@ -13,45 +13,74 @@ def demo() -> None:
     """End-to-end demos (digits, pointnet, resnet, pixelfly)."""
 
 
-def _int8_options(qat_epochs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The int8 export's options: --calibration, --qat-epochs (default ``qat_epochs``), --qat-lr."""
+def _int_tuple(name: str, text: str) -> tuple[int, ...]:
+    """``--name``'s comma-separated positive integers; a one-line :class:`ConfigError` otherwise."""
+    from litefly.errors import ConfigError
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if not vals or min(vals) < 1:
+        raise ConfigError(f"--{name} {text[:40]!r} must be comma-separated positive integers, e.g. 16,32")
+    return vals
+
+
+def _stack(*opts: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click options ``opts`` as one decorator (in ``--help`` in the order given)."""
     def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
-        for opt in reversed((
-            click.option("--calibration", type=click.Choice(["max", "mse"]), default="max", show_default=True,
-                         help="int8 export: each factor's shift from the largest accumulator (max) or the one with "
-                              "the least mean square error, which may clip (mse)."),
-            click.option("--qat-epochs", default=qat_epochs, show_default=True, type=click.IntRange(min=0),
-                         help="Quantisation-aware distillation epochs before the int8 export: the int8 engine's "
-                              "rounding simulated in training (litefly.qat); 0 skips it."),
-            click.option("--qat-lr", default=1e-3, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
-                         help="Its learning rate (Adam, cosine schedule)."))):
+        for opt in reversed(opts):
             f = opt(f)
         return f
     return wrap
 
 
+def _out_backend_options(demo_name: str, files: str, backend: str = "golden") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Every demo's --out (default ``demo_<name>``, holding ``files``) and --backend."""
+    return _stack(
+        click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+                     default=Path(f"demo_{demo_name}"), show_default=True, help=f"Where {files} go."),
+        click.option("--backend", type=click.Choice(["sim", "golden", "none"]), default=backend, show_default=True,
+                     help="The network engine that runs the int8 network (one engine, all layers): sim = cocotb + "
+                          "Verilator, golden = the engine model; none skips it."))
+
+
+def _seed_options(quick_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Every demo's --seed, --seeds, --quick (``quick_help`` says what it shrinks) and --threads."""
+    return _stack(
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Run seeds SEED .. SEED+N-1 (data split, initialisation, training) and print the mean and "
+                          "spread of every accuracy (no bench); each run goes to OUT/seed<k>, the table to "
+                          "OUT/seeds.json."),
+        click.option("--quick", is_flag=True, help=f"A small, fast run: {quick_help}."),
+        click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1)))
+
+
+def _int8_options(qat_epochs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The int8 export's options: --calibration, --qat-epochs (default ``qat_epochs``), --qat-lr."""
+    return _stack(
+        click.option("--calibration", type=click.Choice(["max", "mse"]), default="max", show_default=True,
+                     help="int8 export: each factor's shift from the largest accumulator (max) or the one with "
+                          "the least mean square error, which may clip (mse)."),
+        click.option("--qat-epochs", default=qat_epochs, show_default=True, type=click.IntRange(min=0),
+                     help="Quantisation-aware distillation epochs before the int8 export: the int8 engine's "
+                          "rounding simulated in training (litefly.qat); 0 skips it."),
+        click.option("--qat-lr", default=1e-3, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+                     help="Its learning rate (Adam, cosine schedule)."))
+
+
 @demo.command("digits")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_digits"),
-              show_default=True, help="Where the int8 export, bench.json and summary.json go.")
-@click.option("--backend", type=click.Choice(["sim", "golden", "none"]), default="sim", show_default=True,
-              help="The network engine that runs the int8 network (one engine, all layers): sim = cocotb + "
-                   "Verilator, golden = the engine model; none skips it.")
+@_out_backend_options("digits", "the int8 export, bench.json and summary.json", backend="sim")
+@_seed_options("400 training and 60 test images, few epochs")
 @click.option("--compression", default=0.95, show_default=True, type=float, help="Per-layer target.")
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1), help="Dense training epochs.")
 @click.option("--kd-epochs", default=200, show_default=True, type=click.IntRange(min=0),
               help="Knowledge-distillation fine-tuning epochs (cosine learning-rate schedule).")
 @click.option("--channels", default=(32, 64), show_default=True, type=(click.IntRange(1), click.IntRange(1)))
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--quick", is_flag=True, help="A small, fast run: 400 training and 60 test images, few epochs.")
 @click.option("--no-bench", is_flag=True, help="Skip litefly bench.")
 @click.option("--bench-batch", default=16, show_default=True, type=click.IntRange(min=1),
               help="Images per litefly bench run.")
 @click.option("--no-dense-bench", is_flag=True, help="Bench: use the cycle model for the dense baselines.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Run the demo for seeds SEED .. SEED+N-1 (split, initialisation, training) and print the mean "
-                   "and spread of every accuracy (no bench); each run goes to OUT/seed<k>, the table to "
-                   "OUT/seeds.json.")
 @click.option("--prune", "prune_method", default=None, metavar="METHOD",
               help="Then prune the fine-tuned DeBut network's factors into sparse factors (magnitude, snip or "
                    "synflow), fine-tune again with KD and run the pruned network on the engine.")
@@ -102,38 +131,34 @@ def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epoc
 
 
 @demo.command("pointnet")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_pointnet"),
-              show_default=True, help="Where the int8 export and summary.json go.")
-@click.option("--backend", type=click.Choice(["sim", "golden", "none"]), default="golden", show_default=True,
-              help="The network engine that runs the int8 network: sim = cocotb + Verilator, golden = the engine "
-                   "model; none skips it.")
+@_out_backend_options("pointnet", "the int8 export and summary.json")
+@_seed_options("20/5 clouds per class, 32 points, few epochs")
 @click.option("--engine-clouds", type=click.IntRange(min=1), default=None,
               help="Test clouds run on the engine (default: all; a few keep a sim run short).")
 @click.option("--points", default=64, show_default=True, type=click.IntRange(min=1), help="Points per cloud.")
 @click.option("--train-per-class", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--test-per-class", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option("--compression", default=0.97, show_default=True, type=float,
+@click.option("--mlp", default="64,64,64,128,1024", show_default=True,
+              help="Widths of the shared MLP (1x1 convs over the points), comma-separated; the last is max-pooled.")
+@click.option("--head", default="512,256", show_default=True,
+              help="Widths of the classifier's hidden linear layers, comma-separated.")
+@click.option("--compression", default=0.95, show_default=True, type=float,
               help="Per-layer target of the shared-MLP convs but the one feeding the max pool.")
 @click.option("--head-compression", default=0.96, show_default=True, type=float,
               help="Per-layer target of the head's linear layers.")
-@click.option("--pool-compression", default=0.945, show_default=True, type=float,
+@click.option("--pool-compression", default=0.95, show_default=True, type=float,
               help="Target of the last shared-MLP layer (its outputs are max-pooled): the densest mixing chain "
                    "within it whose last factor reads >= 2 inputs per output.")
 @click.option("--epochs", default=30, show_default=True, type=click.IntRange(min=1), help="Dense training epochs.")
 @click.option("--kd-epochs", default=300, show_default=True, type=click.IntRange(min=0))
 @click.option("--kd-lr", default=1e-2, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
               help="Distillation learning rate (Adam, cosine schedule).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Run seeds SEED .. SEED+N-1 and print the mean and spread of every accuracy.")
 @click.option("--augment/--no-augment", default=True, show_default=True,
               help="Randomly rotate, scale (0.85-1.15) and jitter (0.01) every training batch: dense training, "
                    "distillation (the teacher sees the same batch) and quantisation-aware epochs.")
-@click.option("--quick", is_flag=True, help="A small, fast run: 20/5 clouds per class, 32 points, few epochs.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
 @_int8_options(qat_epochs=20)
 def pointnet(out_dir: Path, backend: str, engine_clouds: int | None, points: int, train_per_class: int,
-             test_per_class: int, compression: float, head_compression: float, pool_compression: float,
+             test_per_class: int, mlp: str, head: str, compression: float, head_compression: float, pool_compression: float,
              epochs: int, kd_epochs: int, kd_lr: float, seed: int, seeds: int, augment: bool, quick: bool,
              threads: int, calibration: str, qat_epochs: int, qat_lr: float) -> None:
     """Dense PointNet -> all-DeBut -> KD -> int8 -> engine, on synthetic point clouds (10 shapes)."""
@@ -149,7 +174,8 @@ def pointnet(out_dir: Path, backend: str, engine_clouds: int | None, points: int
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"--{opt} {value} must be in [0, 1)")
     console = make_console(min_width=150)
-    cfg = PointNetConfig(num_points=points, n_train=train_per_class, n_test=test_per_class, compression=compression,
+    cfg = PointNetConfig(num_points=points, n_train=train_per_class, n_test=test_per_class,
+                         mlp=_int_tuple("mlp", mlp), head=_int_tuple("head", head), compression=compression,
                          head_compression=head_compression, pool_compression=pool_compression, epochs=epochs,
                          kd_epochs=kd_epochs, kd_lr=kd_lr, seed=seed, threads=threads, backend=backend,
                          engine_images=engine_clouds, calibration=calibration, qat_epochs=qat_epochs, qat_lr=qat_lr,
@@ -162,11 +188,8 @@ def pointnet(out_dir: Path, backend: str, engine_clouds: int | None, points: int
 
 
 @demo.command("resnet")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_resnet"),
-              show_default=True, help="Where the int8 export, summary.json and bench.json go.")
-@click.option("--backend", type=click.Choice(["sim", "golden", "none"]), default="golden", show_default=True,
-              help="The network engine that runs the int8 network: sim = cocotb + Verilator, golden = the engine "
-                   "model; none skips it.")
+@_out_backend_options("resnet", "the int8 export, summary.json and bench.json")
+@_seed_options("300 training and 60 test images, few epochs")
 @click.option("--engine-images", type=click.IntRange(min=1), default=None,
               help="Test images run on the engine (default: all 360; a few keep a sim run short).")
 @click.option("--widths", default="16,32", show_default=True, help="Channels of each stage, comma-separated.")
@@ -174,13 +197,7 @@ def pointnet(out_dir: Path, backend: str, engine_clouds: int | None, points: int
 @click.option("--compression", default=0.95, show_default=True, type=float, help="Per-layer target.")
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1), help="Dense training epochs.")
 @click.option("--kd-epochs", default=60, show_default=True, type=click.IntRange(min=0))
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Run seeds SEED .. SEED+N-1 (split, initialisation, training) and print the mean and spread of "
-                   "every accuracy (no bench); each run goes to OUT/seed<k>, the table to OUT/seeds.json.")
-@click.option("--quick", is_flag=True, help="A small, fast run: 300 training and 60 test images, few epochs.")
 @click.option("--no-bench", is_flag=True, help="Skip litefly bench.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
 def resnet(out_dir: Path, backend: str, engine_images: int | None, widths: str, blocks: str, compression: float,
            epochs: int, kd_epochs: int, seed: int, seeds: int, quick: bool, no_bench: bool, threads: int) -> None:
     """Dense ResNet -> all-DeBut -> KD -> int8 (residual adds on the engine) -> engine, on sklearn's digits."""
@@ -190,17 +207,10 @@ def resnet(out_dir: Path, backend: str, engine_images: int | None, widths: str, 
     from litefly.demo_resnet import ResNetConfig, render, run_resnet_demo, run_resnet_seeds
     from litefly.errors import ConfigError
 
-    def ints(name: str, text: str) -> tuple[int, ...]:
-        try:
-            vals = tuple(int(v) for v in text.split(","))
-        except ValueError:
-            raise ConfigError(f"--{name} {text[:40]!r} must be comma-separated integers, e.g. 16,32") from None
-        return vals
-
     if not 0.0 <= compression < 1.0:
         raise ConfigError(f"--compression {compression} must be in [0, 1)")
     console = make_console(min_width=150)
-    cfg = ResNetConfig(widths=ints("widths", widths), blocks=ints("blocks", blocks), compression=compression,
+    cfg = ResNetConfig(widths=_int_tuple("widths", widths), blocks=_int_tuple("blocks", blocks), compression=compression,
                        epochs=epochs, kd_epochs=kd_epochs, seed=seed, threads=threads, backend=backend,
                        engine_images=engine_images, bench=not no_bench)
     if quick:
@@ -210,11 +220,8 @@ def resnet(out_dir: Path, backend: str, engine_images: int | None, widths: str, 
 
 
 @demo.command("pixelfly")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_pixelfly"),
-              show_default=True, help="Where the int8 export and summary.json go.")
-@click.option("--backend", type=click.Choice(["sim", "golden", "none"]), default="golden", show_default=True,
-              help="The network engine that runs the int8 network: sim = cocotb + Verilator, golden = the engine "
-                   "model; none skips it.")
+@_out_backend_options("pixelfly", "the int8 export and summary.json")
+@_seed_options("400 training and 60 test images, few epochs")
 @click.option("--block-size", default=1, show_default=True, type=click.IntRange(min=1),
               help="Pixelfly block size on each layer's smaller side (padded to a power-of-two block count).")
 @click.option("--rank", default=2, show_default=True, type=click.IntRange(min=0), help="Rank of the U V term.")
@@ -224,12 +231,6 @@ def resnet(out_dir: Path, backend: str, engine_images: int | None, widths: str, 
               help="Dense training epochs (default: the digits demo's).")
 @click.option("--kd-epochs", default=100, show_default=True, type=click.IntRange(min=0),
               help="Distillation epochs.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Run seeds SEED .. SEED+N-1 and print the mean and spread of every accuracy; each run goes to "
-                   "OUT/seed<k>, the table to OUT/seeds.json.")
-@click.option("--quick", is_flag=True, help="A small, fast run: 400 training and 60 test images, few epochs.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1))
 def pixelfly(out_dir: Path, backend: str, block_size: int, rank: int, n_factors: str, epochs: int | None,
              kd_epochs: int, seed: int, seeds: int, quick: bool, threads: int) -> None:
     """The digits demo's dense CNN -> Pixelfly (S x + U V x, every layer) -> KD -> int8 -> engine."""
