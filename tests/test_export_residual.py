@@ -172,12 +172,16 @@ def test_adding_the_network_input_is_refused():
     assert "\n" not in str(info.value)
 
 
-def _export_check_module():
+def _export_check_module(name: str = "export_check"):
     import importlib.util
+    import sys
     from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "scripts" / "export_check.py"
-    spec = importlib.util.spec_from_file_location("export_check", path)
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    if str(scripts) not in sys.path:
+        sys.path.insert(0, str(scripts))           # format_floor imports export_check
+    spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod                         # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
@@ -197,3 +201,28 @@ def test_export_check_one_factor_model_and_centred_logits():
         torch.testing.assert_close(one(x), dense(x), rtol=1e-10, atol=1e-10)
         mod.center_logits(one, x)
         assert one(x).mean(0).abs().max() < 1e-9
+
+
+def test_format_floor_rounds_weights_and_activations_to_the_format():
+    """scripts/format_floor.py: at 16/16 bits a small network keeps its top-1; fewer bits cost more;
+    power-of-two scales are the powers of two at or above the exact ones; bad formats are refused."""
+    mod = _export_check_module("format_floor")
+    torch.manual_seed(0)
+    net = resnet_digits(10, widths=(4, 8), blocks=(1, 1)).eval()
+    calib, x = torch.randn(16, 1, 8, 8), torch.randn(64, 1, 8, 8)
+    with torch.no_grad():
+        ref = net(x)
+        errs = {}
+        for text in ("a16w16t2", "a8w8cf", "a8w8t2", "a4w4t2", "a4w16t2", "a16w4t2"):
+            got = mod.fake_quantized(net, calib, mod.Format.parse(text))(x)
+            errs[text] = float((got - ref).norm() / ref.norm())
+            if text == "a16w16t2":
+                assert torch.equal(got.argmax(1), ref.argmax(1))
+        assert errs["a16w16t2"] < 1e-3 < errs["a8w8t2"] < errs["a4w4t2"]
+        assert min(errs["a4w16t2"], errs["a16w4t2"]) > 1e-2        # activations and weights are both rounded
+        assert torch.equal(net(x), ref)                       # the model itself is left alone
+    s = mod._scale(torch.tensor([3.0]), 8, True)
+    assert s.item() == 2.0 ** -5 and s.item() >= 3.0 / 127 > s.item() / 2
+    for bad in ("a8w8", "a1w8t2", "w8a8t2"):
+        with pytest.raises(ValueError, match="is not a<bits>w<bits>"):
+            mod.Format.parse(bad)
