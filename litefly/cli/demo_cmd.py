@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 import click
 
+from litefly.cli.envelope_options import Decorator, stack_options
+
 
 @click.group("demo")
 def demo() -> None:
@@ -25,18 +27,9 @@ def _int_tuple(name: str, text: str) -> tuple[int, ...]:
     return vals
 
 
-def _stack(*opts: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The click options ``opts`` as one decorator (in ``--help`` in the order given)."""
-    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
-        for opt in reversed(opts):
-            f = opt(f)
-        return f
-    return wrap
-
-
-def _out_backend_options(demo_name: str, files: str, backend: str = "golden") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _out_backend_options(demo_name: str, files: str, backend: str = "golden") -> Decorator:
     """Every demo's --out (default ``demo_<name>``, holding ``files``) and --backend."""
-    return _stack(
+    return stack_options(
         click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
                      default=Path(f"demo_{demo_name}"), show_default=True, help=f"Where {files} go."),
         click.option("--backend", type=click.Choice(["sim", "golden", "none"]), default=backend, show_default=True,
@@ -44,9 +37,9 @@ def _out_backend_options(demo_name: str, files: str, backend: str = "golden") ->
                           "Verilator, golden = the engine model; none skips it."))
 
 
-def _seed_options(quick_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _seed_options(quick_help: str) -> Decorator:
     """Every demo's --seed, --seeds, --quick (``quick_help`` says what it shrinks) and --threads."""
-    return _stack(
+    return stack_options(
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1),
                      help="Run seeds SEED .. SEED+N-1 (data split, initialisation, training) and print the mean and "
@@ -56,9 +49,9 @@ def _seed_options(quick_help: str) -> Callable[[Callable[..., Any]], Callable[..
         click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1)))
 
 
-def _int8_options(qat_epochs: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _int8_options(qat_epochs: int) -> Decorator:
     """The int8 export's options: --calibration, --qat-epochs (default ``qat_epochs``), --qat-lr."""
-    return _stack(
+    return stack_options(
         click.option("--calibration", type=click.Choice(["max", "mse"]), default="max", show_default=True,
                      help="int8 export: each factor's shift from the largest accumulator (max) or the one with "
                           "the least mean square error, which may clip (mse)."),

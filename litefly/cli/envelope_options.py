@@ -1,4 +1,5 @@
-"""The engine-envelope options shared by ``litefly bench``, ``build`` and ``synth``.
+"""Option groups for the CLI: :func:`stack_options` (several click options as one decorator) and
+the engine-envelope options shared by ``litefly bench``, ``build``, ``gen`` and ``synth``.
 
 Each overrides the network's ``engine:`` setting; another value is another engine (another
 envelope hash, so another bitstream). :func:`litefly.hw.spec.EngineEnvelope.for_network`
@@ -11,12 +12,23 @@ from typing import Any, Callable
 
 import click
 
-__all__ = ["envelope_options"]
+__all__ = ["Decorator", "envelope_options", "stack_options"]
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def stack_options(*opts: Decorator) -> Decorator:
+    """The click options ``opts`` as one decorator (in ``--help`` in the order given)."""
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+    return wrap
 
 
 def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--multipliers``, ``--macs-per-dsp`` and ``--stream-bits`` (each default: the network's)."""
-    for opt in reversed([
+    return stack_options(
         click.option("--multipliers", type=int, default=None, metavar="N",
                      help="Lanes (MAC units) of the engine; default: the network's engine setting. Another "
                           "value is another engine (another hash)."),
@@ -27,6 +39,4 @@ def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      callback=lambda _c, _p, v: None if v is None else int(v),
                      help="AXI-Stream width (and frame/window width: E = bits/8 channels per beat); default: "
                           "the network's engine setting."),
-    ]):
-        f = opt(f)
-    return f
+    )(f)
