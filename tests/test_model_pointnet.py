@@ -69,12 +69,20 @@ def test_cli_refuses_bad_pool_compression_in_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == "error: --pool-compression 1.0 must be in [0, 1)"
 
 
-@pytest.mark.parametrize("opt, value", [("--mlp", "64,0,128"), ("--head", "512,x"), ("--mlp", "")])
+@pytest.mark.parametrize("opt, value", [("--mlp", "64,0,128"), ("--head", "512,x"), ("--mlp", ""), ("--mlp", "1e3"),
+                                        ("--head", "9" * 5000), ("--mlp", ",".join(["8"] * 65))])
 def test_cli_refuses_bad_widths_in_one_line(tmp_path, opt, value):
     r = subprocess.run([sys.executable, "-m", "litefly", "demo", "pointnet", opt, value, "--out", str(tmp_path)],
                        capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.strip() == f"error: {opt} {value!r} must be comma-separated positive integers, e.g. 16,32"
+    assert r.stderr.strip() == f"error: {opt} {value[:40]!r} must be comma-separated positive integers, e.g. 16,32"
+
+
+def test_cli_refuses_widths_above_the_channel_limit_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "litefly", "demo", "pointnet", "--mlp", "64, 70000", "--out",
+                        str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "--mlp" in r.stderr and "70000" in r.stderr and "MAX_CHANNELS" in r.stderr
 
 
 def test_default_model_is_pointnet_at_its_own_widths_and_95_percent_fewer_parameters():

@@ -16,15 +16,15 @@ def demo() -> None:
 
 
 def _int_tuple(name: str, text: str) -> tuple[int, ...]:
-    """``--name``'s comma-separated positive integers; a one-line :class:`ConfigError` otherwise."""
+    """``--name``'s comma-separated positive integers (at most 64, each at most ``MAX_CHANNELS``:
+    docs/limits.md); a one-line :class:`ConfigError` otherwise."""
+    from litefly import limits
     from litefly.errors import ConfigError
-    try:
-        vals = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        vals = ()
-    if not vals or min(vals) < 1:
+    toks = [t.strip() for t in text.split(",")]
+    if len(toks) > 64 or not all(t.isascii() and t.isdigit() and len(t) <= limits.MAX_INT_DIGITS for t in toks) \
+            or min(int(t) for t in toks) < 1:
         raise ConfigError(f"--{name} {text[:40]!r} must be comma-separated positive integers, e.g. 16,32")
-    return vals
+    return tuple(limits.check_limit("demo", f"--{name}", int(t), limits.MAX_CHANNELS, "MAX_CHANNELS") for t in toks)
 
 
 def _out_backend_options(demo_name: str, files: str, backend: str = "golden") -> Decorator:
