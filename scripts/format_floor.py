@@ -90,9 +90,11 @@ def fake_quantized(model: nn.Module, calib: torch.Tensor, fmt: Format) -> nn.Mod
     return m
 
 
-def agreement(name: str, fmt: Format, center: bool, inputs: int, calib_n: int, seed: int) -> tuple[float, float]:
-    """(top-1 agreement, relative logit error) of ``name`` rounded to ``fmt`` against itself."""
-    torch.manual_seed(seed)                          # the same random network for every format
+def random_network(name: str, center: bool, inputs: int, calib_n: int, seed: int
+                   ) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(model, calibration inputs, test inputs, float logits)``: ``name`` built as
+    ``export_check`` builds it (the same random network for a given ``seed``)."""
+    torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     calib = torch.randn(calib_n, 3, 32, 32, generator=gen)
     x = torch.randn(inputs, 3, 32, 32, generator=gen)
@@ -102,6 +104,13 @@ def agreement(name: str, fmt: Format, center: bool, inputs: int, calib_n: int, s
         center_logits(model, calib)
     with torch.no_grad():
         ref = model(x)
+    return model, calib, x, ref
+
+
+def agreement(model: nn.Module, calib: torch.Tensor, x: torch.Tensor, ref: torch.Tensor, fmt: Format
+              ) -> tuple[float, float]:
+    """(top-1 agreement, relative logit error) of ``model`` rounded to ``fmt`` against ``ref``."""
+    with torch.no_grad():
         got = fake_quantized(model, calib, fmt)(x)
     return float((got.argmax(1) == ref.argmax(1)).float().mean()), float((got - ref).norm() / ref.norm())
 
@@ -123,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| network | format | agreement (offset kept) | rel. err | agreement (centred) | rel. err |")
     print("|---|---|---|---|---|---|")
     for name in a.models:
+        nets = [random_network(name, center, a.inputs, a.calib, a.seed) for center in (False, True)]
         for text, fmt in formats:
-            kept = agreement(name, fmt, False, a.inputs, a.calib, a.seed)
-            centred = agreement(name, fmt, True, a.inputs, a.calib, a.seed)
+            kept, centred = (agreement(*net, fmt) for net in nets)
             print(f"| {name} | `{text}`: {fmt} | {100 * kept[0]:.1f}% | {kept[1]:.3f} | {100 * centred[0]:.1f}% | "
                   f"{centred[1]:.3f} |", flush=True)
     return 0
