@@ -10,8 +10,9 @@ sign-extended, and ``w*a1`` is the rest plus the low field's sign bit (the borro
 low product took from it). Exact for every operand, no correction table; the operand is
 ``A + S + 1`` bits (25 for int8: ``-128 * 2^16 - 128`` needs the 25th, the width of a DSP48E1's
 A port) and the product ``A + S + W``.
-The operand is formed from the IN/work data before its register, which is then the DSP's A
-register (Yosys absorbs A, B and M on the DSP48E1; the P side splits in fabric).
+The operand is formed from the IN/work data before its register, so Yosys maps the sum to the
+DSP48E1's pre-adder and the register to its AD register (AD, B and M absorbed; the product is
+split in fabric, so P is not).
 
 Pipeline (issue in cycle T): T+1 memory data, operand/weight/bias selected and registered;
 T+2 products registered; T+3 accumulate (a row starts from the bias on the last factor, else
@@ -78,8 +79,8 @@ class MacArray(wiring.Component):
             for l in range(L):
                 m.d.sync += prods[l].eq(lane[l] * w)
         else:
-            # the pair's operand is formed before its register, so the register is the DSP's A
-            # register and the multiplier's inputs come straight from flip-flops (A, B, M absorbed)
+            # the pair's operand is formed before its register: the DSP48E1's pre-adder and AD
+            # register, so the multiplier's inputs come straight from DSP registers
             S = A + W
             sel = [x_sel[l * A:(l + 1) * A].as_signed() for l in range(L)]
             for k in range(L // 2):
