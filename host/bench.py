@@ -221,10 +221,11 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
               seed: int = 0, params_dir: str | Path | None = None, dense: bool = True, repeats: int = 3,
               progress: Callable[[str], None] | None = None, multipliers: int | None = None,
               macs_per_dsp: int | None = None, stream_bits: int | None = None,
-              **backend_opts: Any) -> dict[str, Any]:
+              window_generators: int | None = None, **backend_opts: Any) -> dict[str, Any]:
     """Run the bench and return the report dict (``docs/host.md``). ``multipliers``,
-    ``macs_per_dsp`` and ``stream_bits`` override the network's engine settings (another engine);
-    the dense baseline runs on an engine of the same lanes, packing and stream width."""
+    ``macs_per_dsp``, ``stream_bits`` and ``window_generators`` override the network's engine
+    settings (another engine); the dense baseline runs on an engine of the same lanes, packing,
+    stream width and window generators."""
     from litefly.boards.boards import get_board
 
     from .runtime import NetworkRunner
@@ -252,7 +253,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
     calib = x4[:CALIB_IMAGES]        # scales from a few images: the int8 run then sees the whole batch
     params, fweights, fbiases = _params(network, steps, calib, rng, params_dir)
     envelope = EngineEnvelope.for_network(network, size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
-                                          stream_bits=stream_bits)
+                                          stream_bits=stream_bits, window_generators=window_generators)
     opts = dict(backend_opts)
     if backend == "sim":
         repeats = 1
@@ -291,7 +292,8 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
                for s, ds in zip(steps, dsteps)}
     dstats = dtotal = None
     denv = EngineEnvelope.for_network(dnet, size, multipliers=envelope.multipliers,
-                                      macs_per_dsp=envelope.macs_per_dsp, stream_bits=envelope.stream_bits)
+                                      macs_per_dsp=envelope.macs_per_dsp, stream_bits=envelope.stream_bits,
+                                      window_generators=envelope.window_generators)
     if dense:
         say(f"dense network on engine {denv.name!r} ({backend})")
         dparams = quantize_network(dsteps, dense_w, calib, {ds.name: fbiases[s.name] for s, ds in zip(steps, dsteps)})

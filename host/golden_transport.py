@@ -285,7 +285,8 @@ class GoldenTransport:
         out = best.reshape(images, hp, wp, p).transpose(0, 3, 1, 2)
         macs = sum(f.params for f in chain)
         positions = images * hp * wp
-        cycles = words_pass_cycles(dict(words, IMAGES=images), env.lanes, e, macs, len(chain), p)
+        cycles = words_pass_cycles(dict(words, IMAGES=images), env.lanes, e, macs, len(chain), p,
+                                   env.window_generators)
         issue = ceil_div(positions, env.lanes) * (pk * pk if lay["POOL"] else 1) * macs
         self._counters["CYCLES"] += cycles
         self._counters["BUSY_CYCLES"] += issue

@@ -55,7 +55,8 @@ def model_pass_cycles(words: Mapping[str, int], envelope: EngineEnvelope) -> int
         macs = sum(f.params for f, sp in zip(chain, sparse) if not sp)
         macs += words.get("INDEX_BEATS", 0) * envelope.entries_per_beat
         p = regmap.unpack("OUT_C", words.get("OUT_C", 0))["P"]
-        return words_pass_cycles(words, envelope.lanes, envelope.elems_per_beat, macs, n, p)
+        return words_pass_cycles(words, envelope.lanes, envelope.elems_per_beat, macs, n, p,
+                                 envelope.window_generators)
     except (KeyError, ValueError, ZeroDivisionError):
         return 0
 

@@ -21,14 +21,15 @@ from .engine import FAULTS
 @click.option("--fault", type=click.Choice(FAULTS), default=None, hidden=True,
               help="Generate a deliberately broken engine (to prove the checker has teeth).")
 def gen(config: Path, out_dir: Path, input_size: tuple[int, int] | None, multipliers: int | None,
-        macs_per_dsp: int | None, stream_bits: int | None, fault: str | None) -> None:
+        macs_per_dsp: int | None, stream_bits: int | None, window_generators: int | None, fault: str | None) -> None:
     """Generate DIR/<name>.v and DIR/manifest.json for the network (or single layer) in CONFIG."""
     from .generate import generate
     from .spec import EngineEnvelope
 
     network = load_network(config)
     envelope = EngineEnvelope.for_network(network, tuple(input_size) if input_size else None,
-                                          multipliers=multipliers, macs_per_dsp=macs_per_dsp, stream_bits=stream_bits)
+                                          multipliers=multipliers, macs_per_dsp=macs_per_dsp, stream_bits=stream_bits,
+                                          window_generators=window_generators)
     g = generate(envelope, out_dir, fault=fault)
     env = g.envelope
     click.echo(f"{g.verilog}: module {g.module}, {env.lanes} MAC lanes on {env.lanes // env.macs_per_dsp} "

@@ -21,7 +21,7 @@ import numpy as np
 from . import regmap
 
 __all__ = ["DRAIN_CYCLES", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready",
-           "pass_cycles", "words_pass_cycles"]
+           "lane_cycles", "pass_cycles", "words_pass_cycles"]
 
 DRAIN_CYCLES = 7           # issue-to-write latency: the bubble between dependent factors
 WINDOW_SETUP = 3           # window-generator set-up cycles per batch and phase
@@ -87,13 +87,23 @@ def _last_valid(origin: np.ndarray, size: int, k: int, step: int) -> tuple[np.nd
     return last, (last >= first) & (last >= 0)
 
 
-def frame_ready(geom: PassGeometry, lanes: int) -> np.ndarray:
+def lane_cycles(window_reads: int, windows: int = 1) -> int:
+    """Cycles a window generator spends on a lane: its reads, and with ``windows`` generators at
+    least ``windows`` (the next lane's position is ``windows`` positions on, one a cycle)."""
+    return max(window_reads, windows) if windows > 1 else window_reads
+
+
+def frame_ready(geom: PassGeometry, lanes: int, windows: int = 1) -> np.ndarray:
     """Per batch-phase, in the engine's order: the earliest cycle (from the start of the pass)
     its windows can be complete given one frame beat arriving per cycle.
 
-    A lane's last in-frame read is its highest address, and within a lane addresses grow at
-    least as fast as reads are issued, so each lane's constraint is that read's arrival plus
-    the reads after it in the batch-phase."""
+    Within a kernel row a lane's in-frame reads are one run of addresses that grow at least as
+    fast as the reads are issued, so the row's last in-frame read is the one that can hold the
+    walk up (between rows, padding reads can make the address grow more slowly than the reads,
+    on maps narrower than the kernel's span). Each lane's constraint is the latest of its rows'
+    last in-frame reads' arrival plus the cycles after that read in its generator's batch-phase
+    (with ``windows`` generators lane ``i`` is generator ``i mod windows``'s, and each lane takes
+    ``lane_cycles``)."""
     g = geom
     n = g.positions
     if n == 0:
@@ -107,72 +117,101 @@ def frame_ready(geom: PassGeometry, lanes: int) -> np.ndarray:
     batch, lane = np.divmod(p, lanes)
     nl = np.minimum(lanes, n - batch * lanes)           # lanes in each position's batch
     wr = g.window_reads
+    lt = lane_cycles(wr, windows)
+    own, grp = np.divmod(lane, windows)
+    n_own = (nl - grp + windows - 1) // windows         # the generator's lanes in the batch
     lag = LOAD_LAG + (REPACK_LAG if g.packed else 0)
+    never = np.iinfo(np.int64).min // 2
     out = []
     for dy in range(pk):
         for dx in range(pk):
             iy0 = (py * ps + dy) * sh - ph
             ix0 = (px * ps + dx) * sw - pw
-            ky, oky = _last_valid(iy0, g.h, kh, dh)
             kx, okx = _last_valid(ix0, g.w, kw, dw)
-            addr = ((img * g.h + iy0 + ky * dh) * g.w + ix0 + kx * dw) * g.cw + g.cw - 1
-            after = (nl - 1 - lane) * wr + (wr - 1 - ((ky * kw + kx) * g.cw + g.cw - 1))
-            t = np.where(oky & okx, addr + after + lag, np.iinfo(np.int64).min // 2)
+            t = np.full(n, never, dtype=np.int64)
+            for ky in range(kh):
+                iy = iy0 + ky * dh
+                addr = ((img * g.h + iy) * g.w + ix0 + kx * dw) * g.cw + g.cw - 1
+                r = (ky * kw + kx) * g.cw + g.cw - 1    # the read's index in its lane
+                after = (n_own - 1 - own) * lt + (wr - 1 - r)
+                t = np.maximum(t, np.where(okx & (iy >= 0) & (iy < g.h), addr + after + lag, never))
             out.append(np.maximum.reduceat(t, np.arange(0, n, lanes)))
     return np.stack(out, axis=1).reshape(-1)          # batch-major, phase-minor
 
 
-def batch_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int) -> dict[str, int]:
+def batch_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int,
+                 windows: int = 1) -> dict[str, int]:
     """Per full batch of ``lanes`` positions and per phase: MAC issue cycles (with the bubbles
     between factors), window-generator cycles (one beat read per lane, kernel position and
-    channel beat, plus set-up) and unload cycles (one beat per lane and channel beat)."""
-    return {"mac": macs + DRAIN_CYCLES * (factors - 1) + 1, "window": lanes * window_reads + WINDOW_SETUP,
+    channel beat, plus set-up; ``windows`` generators share the lanes) and unload cycles (one
+    beat per lane and channel beat)."""
+    return {"mac": macs + DRAIN_CYCLES * (factors - 1) + 1,
+            "window": _ceil_div(lanes, windows) * lane_cycles(window_reads, windows) + WINDOW_SETUP,
             "unload": lanes * out_cw}
 
 
 def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int, positions: int,
-                phases: int, load_beats: int = 0, ready: np.ndarray | None = None, skip_beats: int = 0) -> int:
+                phases: int, load_beats: int = 0, ready: np.ndarray | None = None, skip_beats: int = 0,
+                windows: int = 1) -> int:
     """The one cycle model of a pass (the RTL's CYCLES to within a few cycles per batch).
 
     Form the first batch-phase's windows; every further batch-phase's windows overlap the
     previous one's MAC issue (double-buffered IN), the slower setting the pace; the last issue
     drains; the last batch unloads (earlier batches unload behind the MAC issue,
-    double-buffered OUT, unless unloading is the slower, from the first batch or from any later
-    one whose issue ended late, e.g. waiting for its frame beats). Windows are formed for valid lanes
+    double-buffered OUT: a batch's issue waits for the batch two before it to have unloaded,
+    when unloading is the slower). Windows are formed for valid lanes
     only, so a partial last batch is cheaper to form. No batch-phase's windows complete before
     their frame beats have arrived (``ready``, from :func:`frame_ready`), and no pass ends
     before its ``load_beats`` have. A residual pass's output beats wait for their ``skip_beats``,
     which follow the frame on the stream: no such pass ends before the frame and the skip have
     arrived and the skip's last beat has been added (``SKIP_LAG``).
+
+    With ``windows`` generators, generator ``g`` forms lanes ``g, g + windows, ...``; they start
+    every batch-phase together, so its windows take the first generator's lanes times
+    :func:`lane_cycles`, and the first batch-phase ``windows - 1`` more cycles (generator ``g``
+    first walks ``g`` positions on).
     """
-    b = batch_cycles(lanes, macs, factors, window_reads, out_cw)
+    b = batch_cycles(lanes, macs, factors, window_reads, out_cw, windows)
     mac, w_full = b["mac"], b["window"]
+    lt = lane_cycles(window_reads, windows)
     batches = _ceil_div(positions, lanes)
     last = positions - (batches - 1) * lanes
-    w_last = last * window_reads + WINDOW_SETUP
+    w_last = _ceil_div(last, windows) * lt + WINDOW_SETUP
     n = batches * phases
     # per batch-phase: cycles after the previous one's windows (the first: from the start)
     steps = np.full(n, max(mac, w_full), dtype=np.int64)
     steps[n - phases:] = max(mac, w_last)
-    steps[0] = w_full if batches > 1 else w_last
-    ends = np.cumsum(steps)
-    if ready is not None and len(ready):
-        # end_k = max(end_{k-1} + step_k, ready_k) = ends_k + max(0, max_{j<=k}(ready_j - ends_j))
-        slack = np.maximum.accumulate(np.maximum(np.asarray(ready, dtype=np.int64) - ends, 0))
-        ends = ends + slack
-    # the last batch unloads after the later of its own issue and the unloading of the batches
-    # before it: each batch's unload starts no earlier than its last phase's issue ends
-    k = np.arange(batches)
-    behind = ends[k * phases + phases - 1] - ends[0] + (batches - 1 - k) * b["unload"]
-    rest = max(int(ends[-1] - ends[0]), (batches - 1) * b["unload"], int(behind[1:].max(initial=0)))
-    total = int(ends[0]) + rest + mac + DRAIN_CYCLES + last * out_cw + PASS_TAIL
+    steps[0] = WINDOW_SETUP + windows - 1 + _ceil_div(min(lanes, positions), windows) * lt
+    ready = [] if ready is None else np.asarray(ready, dtype=np.int64).tolist()
+    unload = b["unload"]
+    # per batch-phase k, E: when its issue starts, the later of the pace after the one before,
+    # its frame beats (ready) and OUT's half being free (batch b writes the half batch b - 2 used:
+    # its unload has ended). A batch unloads from its last phase's issue end + drain, after the
+    # batch before it has unloaded.
+    issue: list[int] = []
+    u_start: list[int] = []
+    u_end: list[int] = []
+    for k in range(n):
+        bt, ph = divmod(k, phases)
+        e = int(steps[0]) if k == 0 else issue[-1] + int(steps[k])
+        if ready:
+            e = max(e, ready[k])
+        if bt >= 2:
+            e = max(e, u_end[bt - 2])
+        issue.append(e)
+        if ph == phases - 1:
+            us = e + mac + DRAIN_CYCLES if bt == 0 else max(e + mac + DRAIN_CYCLES, u_start[-1] + unload)
+            u_start.append(us)
+            u_end.append(us + (unload if bt < batches - 1 else last * out_cw))
+    total = u_end[-1] + PASS_TAIL
     return max(total, load_beats + 4, load_beats + skip_beats + SKIP_LAG if skip_beats else 0)
 
 
 def words_pass_cycles(words: Mapping[str, int], lanes: int, elems_per_beat: int, macs: int, factors: int,
-                      out_channels: int) -> int:
-    """:func:`pass_cycles` of the pass the descriptor registers ``words`` describe."""
+                      out_channels: int, windows: int = 1) -> int:
+    """:func:`pass_cycles` of the pass the descriptor registers ``words`` describe (``windows``:
+    the engine's window generators)."""
     g = PassGeometry.from_words(words, elems_per_beat)
     skip = words.get("SKIP_BEATS", 0) if regmap.unpack("LAYER", words.get("LAYER", 0))["RESIDUAL"] else 0
     return pass_cycles(lanes, macs, factors, g.window_reads, _ceil_div(out_channels, elems_per_beat),
-                       g.positions, g.pool[0] ** 2, g.load_beats, frame_ready(g, lanes), skip)
+                       g.positions, g.pool[0] ** 2, g.load_beats, frame_ready(g, lanes, windows), skip, windows)

@@ -15,7 +15,10 @@ counters; memories keep their contents).
 
 from __future__ import annotations
 
-from amaranth import ClockDomain, Module, ResetInserter, Signal
+import operator
+from functools import reduce
+
+from amaranth import Cat, ClockDomain, Module, ResetInserter, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -74,14 +77,18 @@ class Datapath(wiring.Component):
         d = self.desc
 
         m.submodules.loader = loader = Loader(env)
-        m.submodules.window = window = WindowGenerator(env, fault)
+        G = env.window_generators
+        windows = [WindowGenerator(env, fault, g, G) for g in range(G)]
+        window = windows[0]
+        for g, w in enumerate(windows):
+            m.submodules["window" if g == 0 else f"window{g}"] = w
         m.submodules.sequencer = seq = Sequencer(env, fault)
         m.submodules.mac = mac = MacArray(env)
         m.submodules.output = outst = OutputStage(env, fault)
         m.submodules.unloader = unl = Unloader(env)
         m.submodules.counters = cnt = Counters()
         self.sequencer, self.window, self.unloader = seq, window, unl      # for testbenches' probes
-        for c in (loader, window, seq, unl):
+        for c in (loader, *windows, seq, unl):
             m.d.comb += c.desc.eq(d)
 
         # memories
@@ -91,7 +98,8 @@ class Datapath(wiring.Component):
         wiring.connect(m, loader.weight_w, w_mem.write_port())
         wiring.connect(m, loader.bias_w, b_mem.write_port())
         wiring.connect(m, loader.frame_w, f_mem.write_port())
-        wiring.connect(m, window.frame_r, f_mem.read_port())
+        for w in windows:                  # one frame-buffer read port per window generator
+            wiring.connect(m, w.frame_r, f_mem.read_port())
         if env.index_beats:
             m.submodules.index_mem = i_mem = Memory(shape=SB, depth=env.index_beats, init=[])
             wiring.connect(m, loader.index_w, i_mem.write_port())
@@ -100,12 +108,19 @@ class Datapath(wiring.Component):
         w_rp, b_rp = w_mem.read_port(), b_mem.read_port()
         m.d.comb += [w_rp.addr.eq(seq.weight_addr), b_rp.addr.eq(seq.bias_addr),
                      mac.weight_data.eq(w_rp.data), mac.bias_data.eq(b_rp.data)]
+        # IN: E banks (element mod E); with G window generators each bank is G memories, memory g
+        # holding lanes g, g + G, ... (written by generator g), read together
         for b in range(E):
-            mem = Memory(shape=L * A, depth=2 * qw, init=[])
-            m.submodules[f"in_mem{b}"] = mem
-            wiring.connect(m, window.in_w[b], mem.write_port(granularity=A))
-            rp = mem.read_port()
-            m.d.comb += [rp.addr.eq(seq.in_addr), mac.in_data[b].eq(rp.data)]
+            reads = []
+            for g, w in enumerate(windows):
+                mem = Memory(shape=L // G * A, depth=2 * qw, init=[])
+                m.submodules[f"in_mem{b}" if G == 1 else f"in_mem{b}_{g}"] = mem
+                wiring.connect(m, w.in_w[b], mem.write_port(granularity=A))
+                rp = mem.read_port()
+                m.d.comb += rp.addr.eq(seq.in_addr)
+                reads.append(rp.data)
+            m.d.comb += mac.in_data[b].eq(reads[0] if G == 1 else
+                                          Cat(*(reads[i % G].word_select(i // G, A) for i in range(L))))
         if env.max_factors > 1:
             m.submodules.work_mem = work = Memory(shape=L * A, depth=2 * env.max_work, init=[])
             wiring.connect(m, outst.work_w, work.write_port())
@@ -136,9 +151,9 @@ class Datapath(wiring.Component):
         images = Signal()       # IMAGES != 0, registered (written at least two cycles before a START acts)
         m.d.sync += images.eq(d.IMAGES != 0)
         m.d.comb += [start.eq(ctrl.START & idle & images), load.eq(ctrl.LOAD_PARAMS & idle)]
-        m.d.comb += [loader.start.eq(start), loader.load_params.eq(load), seq.start.eq(start), unl.start.eq(start),
-                     window.go.eq(start), window.frame_loading.eq(loader.frame_busy),
-                     window.frame_count.eq(loader.frame_count)]
+        m.d.comb += [loader.start.eq(start), loader.load_params.eq(load), seq.start.eq(start), unl.start.eq(start)]
+        for w in windows:
+            m.d.comb += [w.go.eq(start), w.frame_loading.eq(loader.frame_busy), w.frame_count.eq(loader.frame_count)]
         # a pass ends when its output is out and its whole frame is in (a frame may end in rows
         # no window reads, so the unloader can finish first)
         unloaded = Signal()
@@ -152,9 +167,23 @@ class Datapath(wiring.Component):
             m.d.sync += params_valid.eq(0)
         with m.If(loader.params_done):
             m.d.sync += params_valid.eq(1)
-        m.d.sync += [in_full.eq((in_full | window.in_set) & ~seq.in_clr),
-                     out_full.eq((out_full | outst.out_set) & ~unl.out_clr)]
-        m.d.comb += [window.in_full.eq(in_full), seq.in_full.eq(in_full), seq.in_meta.eq(window.meta),
+        m.d.sync += out_full.eq((out_full | outst.out_set) & ~unl.out_clr)
+        if G == 1:
+            m.d.sync += in_full.eq((in_full | window.in_set) & ~seq.in_clr)
+            m.d.comb += [window.in_full.eq(in_full), seq.in_meta.eq(window.meta)]
+        else:
+            # a half is full when every generator has formed its lanes of it; each generator
+            # waits on its own part (it may not refill a half the sequencer has not read)
+            formed = [Signal(2, name=f"in_formed{g}") for g in range(G)]
+            halves = Cat(*(w.half for w in windows))
+            for f, w in zip(formed, windows):
+                m.d.sync += f.eq((f | w.in_set) & ~seq.in_clr)
+                m.d.comb += [w.in_full.eq(f), w.sync.eq((halves == 0) | (halves == (1 << G) - 1))]
+            m.d.comb += in_full.eq(reduce(operator.and_, formed))
+            for h in range(2):
+                m.d.comb += [seq.in_meta[h].eq(window.meta[h]),
+                             seq.in_meta[h].lanes.eq(sum(w.meta[h].lanes for w in windows))]
+        m.d.comb += [seq.in_full.eq(in_full),
                      seq.out_full.eq(out_full), unl.out_full.eq(out_full), unl.meta.eq(outst.meta)]
         m.d.comb += [self.status.BUSY.eq(busy), self.status.DONE.eq(done),
                      self.status.LOADING.eq(loader.params_busy), self.status.PARAMS_VALID.eq(params_valid)]
@@ -168,7 +197,8 @@ class Datapath(wiring.Component):
         m.d.comb += [
             cnt.clear.eq(ctrl.CLEAR_COUNTERS),
             ev.busy.eq(busy), ev.issue.eq(seq.ctl.valid),
-            ev.starved.eq(busy & seq.waiting_in & window.busy & ~window.load_wait),
+            ev.starved.eq(busy & seq.waiting_in & reduce(operator.or_, (w.busy for w in windows))
+                          & ~reduce(operator.or_, (w.load_wait for w in windows))),
             ev.stalled.eq(self.m_axis.valid & ~self.m_axis.ready),
             ev.column_done.eq(unl.column_done), ev.loading.eq(loader.frame_busy),
             self.counters.eq(cnt.counts),

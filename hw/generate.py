@@ -94,6 +94,7 @@ def manifest_for(envelope: EngineEnvelope, module: str, ports: list[dict[str, An
                       "frame is in"),
         },
         "macs_per_dsp": envelope.macs_per_dsp,
+        "window_generators": envelope.window_generators,
         "amaranth_version": amaranth.__version__,
     }
 

@@ -42,6 +42,7 @@ ROW_END_BIT = 15               # the entry's last bit: this entry ends its row (
 MAX_SPARSE_COLUMNS = 1 << ROW_END_BIT
 DEFAULT_FRAME_KIB = 64
 MAX_POOL = 4
+WINDOW_GENERATORS = (1, 2, 4)  # a power of two dividing every lane count (lanes are multiples of 4)
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -67,6 +68,7 @@ class EngineEnvelope:
     macs_per_dsp: int = 1      # 2: two lanes share one multiplier (one weight, two activations)
     index_beats: int = 0       # index memory depth (sparse factors); 0: DeBut factors only
     residual: bool = False     # residual adds (skip FIFO and the unloader's add)
+    window_generators: int = 1  # window generators forming a batch's windows in parallel (1, 2 or 4)
 
     def __post_init__(self) -> None:
         if self.stream_bits not in STREAM_WIDTHS:
@@ -88,6 +90,9 @@ class EngineEnvelope:
             raise ConfigError(f"engine: index_beats={self.index_beats} must be at least 0")
         if self.macs_per_dsp not in (1, 2):
             raise ConfigError(f"engine: macs_per_dsp={self.macs_per_dsp!r} must be 1 or 2")
+        if self.window_generators not in WINDOW_GENERATORS:
+            raise ConfigError(f"engine: window_generators={self.window_generators!r} must be one of "
+                              f"{', '.join(map(str, WINDOW_GENERATORS))}")
         if self.macs_per_dsp == 2 and self.weight_bits > 8:
             raise ConfigError(f"engine: macs_per_dsp=2 packs two products of 8-bit operands into one "
                               f"multiplier; weight_bits={self.weight_bits} is wider")
@@ -99,7 +104,8 @@ class EngineEnvelope:
     @classmethod
     def for_layers(cls, name: str, layers: Sequence[LayerConfig], multipliers: int | None = None,
                    stream_bits: int | None = None, frame_beats: int | None = None,
-                   macs_per_dsp: int = 1, residual: bool = False) -> "EngineEnvelope":
+                   macs_per_dsp: int = 1, residual: bool = False,
+                   window_generators: int = 1) -> "EngineEnvelope":
         """The smallest envelope serving ``layers`` (lanes from ``multipliers``, default the first layer's)."""
         if not layers:
             raise ConfigError(f"engine {name!r}: no layers to serve")
@@ -124,12 +130,14 @@ class EngineEnvelope:
             max_work=max([f.p for l in layers for f in l.chain[:-1]] or [1]),
             weight_beats=max(ceil_div(l.params, wpb) for l in layers),
             frame_beats=frame_beats or DEFAULT_FRAME_KIB * 1024 // e, acc_bits=acc, macs_per_dsp=macs_per_dsp,
-            index_beats=max(_index_beats(l.chain, sb) for l in layers), residual=bool(residual))
+            index_beats=max(_index_beats(l.chain, sb) for l in layers), residual=bool(residual),
+            window_generators=window_generators)
 
     @classmethod
     def for_network(cls, network: NetworkConfig, input_size: tuple[int, int] | None = None,
                     multipliers: int | None = None, stream_bits: int | None = None,
-                    frame_kib: int | None = None, macs_per_dsp: int | None = None) -> "EngineEnvelope":
+                    frame_kib: int | None = None, macs_per_dsp: int | None = None,
+                    window_generators: int | None = None) -> "EngineEnvelope":
         """The envelope of ``network``: the network's ``engine:`` settings, else its layers'.
 
         The frame buffer holds the largest layer input of one image at the network's input
@@ -154,7 +162,7 @@ class EngineEnvelope:
                 frame = max([frame] + [_in_beats(s, e) for s in steps])
         residual = any(getattr(item, "op", None) == "add" for item in network.steps)
         return cls.for_layers(network.name, layers, multipliers, sb, frame, macs_per_dsp or eng.macs_per_dsp or 1,
-                              residual)
+                              residual, window_generators or eng.window_generators or 1)
 
     # -- widths and derived sizes -------------------------------------------------------------
     @property
@@ -206,7 +214,8 @@ class EngineEnvelope:
             "CAP_FRAME_BEATS": self.frame_beats,
             "CAP_INDEX_BEATS": self.index_beats,
             "CAP_FEATURES": regmap.pack("CAP_FEATURES", {"RESIDUAL": int(self.residual),
-                                                         "MACS_PER_DSP": self.macs_per_dsp}),
+                                                         "MACS_PER_DSP": self.macs_per_dsp,
+                                                         "WINDOWS": self.window_generators}),
         }
 
     # -- identity ---------------------------------------------------------------------------------
@@ -221,6 +230,8 @@ class EngineEnvelope:
             d.pop("index_beats")
         if not d["residual"]:
             d.pop("residual")
+        if d["window_generators"] == 1:
+            d.pop("window_generators")
         d["interface_version"] = list(regmap.VERSION)
         return d
 
@@ -239,7 +250,8 @@ class EngineEnvelope:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EngineEnvelope":
         names = [f for f in cls.__dataclass_fields__]
-        missing = [n for n in names if n not in data and n not in ("macs_per_dsp", "index_beats", "residual")]
+        missing = [n for n in names if n not in data and n not in ("macs_per_dsp", "index_beats", "residual",
+                                                                           "window_generators")]
         if missing:
             raise ConfigError(f"engine envelope: missing {', '.join(missing)}")
         return cls(**{n: data[n] for n in names if n in data})
@@ -471,7 +483,8 @@ class LayerDescriptor:
     def model_inputs(self, images: int) -> dict[str, int]:
         """The quantities :func:`pass_cycles` needs, for a pass of ``images`` images."""
         kh, kw = self.step.kernel
-        return {"lanes": self.envelope.lanes, "macs": self.layer.macs_per_column, "factors": len(self.layer.chain),
+        return {"lanes": self.envelope.lanes, "windows": self.envelope.window_generators,
+                "macs": self.layer.macs_per_column, "factors": len(self.layer.chain),
                 "window_reads": kh * kw * self.in_cw, "out_cw": self.out_cw,
                 "positions": images * self.out_positions_per_image, "phases": self.phases,
                 "load_beats": self.geometry(images).load_beats, "skip_beats": self.skip_beats(images)}
@@ -479,7 +492,7 @@ class LayerDescriptor:
     def batch_cycles(self) -> dict[str, int]:
         """Per batch (and phase): MAC issue, window and unload cycles."""
         return batch_cycles(**{k: v for k, v in self.model_inputs(1).items()
-                               if k in ("lanes", "macs", "factors", "window_reads", "out_cw")})
+                               if k in ("lanes", "windows", "macs", "factors", "window_reads", "out_cw")})
 
     def geometry(self, images: int) -> PassGeometry:
         st = self.step
@@ -488,7 +501,8 @@ class LayerDescriptor:
 
     def pass_cycles(self, images: int) -> int:
         """Cycle model of one pass (the engine's CYCLES for it, to within a few cycles per batch)."""
-        return pass_cycles(**self.model_inputs(images), ready=frame_ready(self.geometry(images), self.envelope.lanes))
+        return pass_cycles(**self.model_inputs(images), ready=frame_ready(self.geometry(images), self.envelope.lanes,
+                                                                          self.envelope.window_generators))
 
     def mac_cycles(self, images: int) -> int:
         """Issue cycles of a pass: the MAC count over the lanes (utilisation = this / CYCLES)."""

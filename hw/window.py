@@ -37,13 +37,23 @@ def in_meta_layout(lanes: int) -> data.StructLayout:
 
 
 class WindowGenerator(wiring.Component):
-    def __init__(self, envelope: EngineEnvelope, fault: str | None = None) -> None:
+    """One window generator; with ``groups`` of them (``EngineEnvelope.window_generators``),
+    generator ``group`` fills lanes ``group, group + groups, ...`` of every batch (the
+    positions ``group`` mod ``groups``) into its own IN memories, from its own frame-buffer read
+    port, so the generators form a batch's windows in parallel. They start every batch-phase
+    together: each waits in its set-up (``PHASE_A``) until all have formed the one before, so
+    one generator's wait for a frame beat holds the others at the next batch-phase, not later."""
+
+    def __init__(self, envelope: EngineEnvelope, fault: str | None = None, group: int = 0, groups: int = 1) -> None:
+        if groups < 1 or envelope.lanes % groups or not 0 <= group < groups:
+            raise ValueError(f"window generator {group} of {groups} for {envelope.lanes} lanes")
         self._env = envelope
         self._fault = fault
+        self._group, self._groups = group, groups
         e = envelope.elems_per_beat
         qw = ceil_div(envelope.max_q, e)
         self._qw = qw
-        la = envelope.lanes * envelope.act_bits
+        la = envelope.lanes // groups * envelope.act_bits
         super().__init__({
             "desc": In(descriptor_layout(envelope.max_factors)),
             "go": In(1),                      # a pass starts (its frame is arriving)
@@ -58,11 +68,16 @@ class WindowGenerator(wiring.Component):
             "in_full": In(2),
             "in_set": Out(2),
             "meta": Out(data.ArrayLayout(in_meta_layout(envelope.lanes), 2)),
+            # with several generators: the half being filled (it flips at each batch-phase's end),
+            # and `sync`, every generator's half the same (all have formed the batch-phase before)
+            "half": Out(1),
+            "sync": In(1),
         })
 
     def elaborate(self, platform):
         env = self._env
-        L, A, E = env.lanes, env.act_bits, env.elems_per_beat
+        G, g = self._groups, self._group
+        L, A, E = env.lanes // G, env.act_bits, env.elems_per_beat      # L: this generator's lanes
         LE = E.bit_length() - 1
         QW = self._qw
         d = self.desc
@@ -143,6 +158,20 @@ class WindowGenerator(wiring.Component):
         eoff, kbase, rem = u32("eoff"), u32("kbase"), s32("rem")
         lane = Signal(range(L + 1))
         wh = Signal()                       # IN half being filled
+        # with G generators, each lane start moves the next-lane registers G positions on, one
+        # position a cycle (`pend` more to go, `pend_nz` its flag), and the first batch-phase
+        # starts with `group` of them (`init`, G - 1 cycles for every generator, so that they
+        # start together): a lane takes max(reads, G) cycles
+        multi = G > 1
+        # A generator's own positions can run out a batch before the pass's do (it then forms no
+        # lane of the last batch): the pass's positions left from the batch start (`gl`) and
+        # whether this is the last batch (`g_last`) are kept beside them
+        if multi:
+            pend, pend_nz, init = Signal(range(G), name="pend"), Signal(name="pend_nz"), Signal(name="init")
+            gl, g_last = u32("gl"), Signal(name="g_last")
+        else:
+            pend_nz = Const(0, 1)
+        adv = Signal()                      # the next-lane registers advance one position
 
         pool = d.LAYER.POOL
         m.d.comb += self.frame_r.addr.eq(addr)
@@ -155,7 +184,7 @@ class WindowGenerator(wiring.Component):
         s1_lane = Signal.like(lane)
         s1_eoff = Signal(32)
         s1_n = Signal(range(E + 1))
-        s1_meta = Signal(in_meta_layout(L))
+        s1_meta = Signal(in_meta_layout(env.lanes))
 
         def x_ok(v):
             return (v >= 0) & ((v <= d.IN_HW.W) if self._fault == "window_pad" else (v < d.IN_HW.W))
@@ -175,7 +204,7 @@ class WindowGenerator(wiring.Component):
         def has_beat(a, ok):
             return ~ok | ~self.frame_loading | (a[:FAW] < self.frame_count[:FAW])
         m.d.sync += [s1["valid"].eq(emit), s1["inb"].eq(inb), s1["half"].eq(wh), s1_lane.eq(lane),
-                     s1_eoff.eq(eoff), s1_n.eq(Mux(rem > E, E, rem)), s1["done"].eq(emit & phase_end)]
+                     s1_eoff.eq(eoff), s1_n.eq(Mux(rem > E, E, rem)), s1["done"].eq(phase_end)]
         # the flags' combinations the emission cycle tests beside `arrived`, registered: le, the
         # lane's last read (k, kx, ky all last); be, also the batch's last lane (lane == L-1 or no
         # position left); pe, also the phase's last (dx, dy last). Each is updated from its value
@@ -237,14 +266,17 @@ class WindowGenerator(wiring.Component):
             ]
             m.d.sync += [st["SETUP2"].eq(0), st["SETUP3"].eq(1)]
         with m.If(st["SETUP3"]):
+            # bs_left: this generator's positions (group, group + G, ... below NPOS)
             m.d.sync += [
                 hwcw.eq(d.HW_CW), xstep_cw.eq(d.XSTEP_CW), ystep_wcw.eq(d.YSTEP_WCW),
                 dh_wcw.eq(d.DH_WCW), sh_wcw.eq(d.SH_WCW), ph_wcw.eq(d.PH_WCW),
                 c_kx.eq(dw_cw - cw + 1),
-                bs_x.eq(0), bs_y.eq(0), bs_img.eq(0), bs_left.eq(npos),
+                bs_x.eq(0), bs_y.eq(0), bs_img.eq(0), bs_left.eq((npos + (G - 1 - g)) >> (G.bit_length() - 1)),
                 bs_px.eq(0), bs_pcx.eq(0), bs_py.eq(0), bs_pry.eq(0),
                 dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
             ]
+            if multi:
+                m.d.sync += [init.eq(1), gl.eq(npos), g_last.eq(npos <= env.lanes)]
             m.d.sync += [st["SETUP3"].eq(0), st["PHASE_A"].eq(1)]
         with m.If(st["PHASE_A"]):
             m.d.sync += [
@@ -256,7 +288,10 @@ class WindowGenerator(wiring.Component):
                 dx_l.eq(dx == pk_m1), d_first.eq((dy == 0) & (dx == 0)),
                 dxy.eq((dx == pk_m1) & (dy == pk_m1)),
             ]
-            m.d.sync += [st["PHASE_A"].eq(0), st["PHASE_B"].eq(1)]
+            # with several generators, the next batch-phase waits here until every generator has
+            # formed this one (its loads are the same in every cycle it waits)
+            with m.If(self.sync if multi else 1):
+                m.d.sync += [st["PHASE_A"].eq(0), st["PHASE_B"].eq(1)]
         with m.If(st["PHASE_B"]):
             m.d.sync += [
                 nx_ix.eq(px + ix_first), nx_iy.eq(py + iy_first),
@@ -269,14 +304,61 @@ class WindowGenerator(wiring.Component):
                 lane_l.eq(L == 1), left_z.eq(bs_left == 0), left_1.eq(bs_left == 1),
                 nx_x_l.eq(bs_x == wp_m1), nx_y_l.eq(bs_y == hp_m1),
             ]
+            if multi:
+                m.d.sync += [pend.eq(Mux(init, G - 1, 0)), pend_nz.eq(init)]
             m.d.sync += [st["PHASE_B"].eq(0), st["WAIT"].eq(1)]
+        def end_batch_phase(state, lanes, last_phase, last_batch):
+            """The batch-phase's windows are formed: IN's half is full (one cycle later), then the
+            next phase, the next batch (its start: the next lane's position) or the end."""
+            m.d.comb += phase_end.eq(1)
+            m.d.sync += [
+                s1_meta.lanes.eq(lanes), s1_meta.first_phase.eq(d_first),
+                s1_meta.last_phase.eq(last_phase), s1_meta.last_batch.eq(last_batch),
+                wh.eq(~wh), st[state].eq(0),
+            ]
+            with m.If(last_phase):
+                m.d.sync += [dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
+                             bs_x.eq(nx_x), bs_y.eq(nx_y), bs_img.eq(nx_img), bs_left.eq(nx_left),
+                             bs_px.eq(nx_px), bs_pcx.eq(nx_pcx), bs_py.eq(nx_py), bs_pry.eq(nx_pry)]
+                if multi:
+                    m.d.sync += [gl.eq(gl - env.lanes), g_last.eq(gl <= 2 * env.lanes)]
+                with m.If(last_batch):
+                    m.d.sync += st["IDLE"].eq(1)
+                with m.Else():
+                    m.d.sync += st["PHASE_A"].eq(1)
+            with m.Else():
+                m.d.sync += st["PHASE_A"].eq(1)
+                with m.If(dx_l):
+                    m.d.sync += [dx.eq(0), pdx.eq(0), pdx_cw.eq(0), dy.eq(dy + 1),
+                                 pdy.eq(pdy + d.STRIDE.SH), pdy_wcw.eq(pdy_wcw + sh_wcw)]
+                with m.Else():
+                    m.d.sync += [dx.eq(dx + 1), pdx.eq(pdx + d.STRIDE.SW), pdx_cw.eq(pdx_cw + sw_cw)]
+
+        if multi:
+            m.d.comb += self.half.eq(wh)
         with m.If(st["WAIT"]):
-            with m.If(~self.in_full.bit_select(wh, 1)):
-                m.d.comb += lane_start.eq(1)
-                m.d.sync += [st["WAIT"].eq(0), st["RUN"].eq(1)]
+            with m.If(~self.in_full.bit_select(wh, 1) & ~pend_nz):
+                if multi:
+                    # a generator with no position in this batch (left_z before its first lane)
+                    # marks its part of the half formed, with no lane
+                    with m.If(left_z):
+                        end_batch_phase("WAIT", 0, dxy, g_last)
+                    with m.Else():
+                        m.d.comb += lane_start.eq(1)
+                        m.d.sync += [st["WAIT"].eq(0), st["RUN"].eq(1)]
+                else:
+                    m.d.comb += lane_start.eq(1)
+                    m.d.sync += [st["WAIT"].eq(0), st["RUN"].eq(1)]
+            if multi:
+                # the first batch-phase's start has moved `group` positions on: that is this
+                # generator's batch start from now on
+                with m.If(init & ~pend_nz):
+                    m.d.sync += [init.eq(0), bs_x.eq(nx_x), bs_y.eq(nx_y), bs_img.eq(nx_img), bs_px.eq(nx_px),
+                                 bs_pcx.eq(nx_pcx), bs_py.eq(nx_py), bs_pry.eq(nx_pry)]
         with m.If(st["RUN"]):
             m.d.comb += self.load_wait.eq(~arrived)
-            with m.If(arrived):
+            # with G generators a lane's last read waits until the next lane's position is ready
+            with m.If(arrived & ~(le & pend_nz) if multi else arrived):
                 m.d.comb += emit.eq(1)
                 # element offset and kernel walk
                 with m.If(~k_l):
@@ -299,32 +381,11 @@ class WindowGenerator(wiring.Component):
                 with m.Else():
                     m.d.sync += [lane.eq(lane + 1), lane_l.eq(lane == L - 2)]
                     with m.If(be):
-                        last_phase = pe
-                        m.d.comb += phase_end.eq(1)
-                        m.d.sync += [
-                            s1_meta.lanes.eq(lane + 1), s1_meta.first_phase.eq(d_first),
-                            s1_meta.last_phase.eq(last_phase), s1_meta.last_batch.eq(left_z),
-                            wh.eq(~wh),
-                        ]
-                        with m.If(last_phase):
-                            m.d.sync += [dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
-                                         bs_x.eq(nx_x), bs_y.eq(nx_y), bs_img.eq(nx_img), bs_left.eq(nx_left),
-                                         bs_px.eq(nx_px), bs_pcx.eq(nx_pcx), bs_py.eq(nx_py), bs_pry.eq(nx_pry)]
-                            with m.If(left_z):
-                                m.d.sync += [st["RUN"].eq(0), st["IDLE"].eq(1)]
-                            with m.Else():
-                                m.d.sync += [st["RUN"].eq(0), st["PHASE_A"].eq(1)]
-                        with m.Else():
-                            m.d.sync += [st["RUN"].eq(0), st["PHASE_A"].eq(1)]
-                            with m.If(dx_l):
-                                m.d.sync += [dx.eq(0), pdx.eq(0), pdx_cw.eq(0), dy.eq(dy + 1),
-                                             pdy.eq(pdy + d.STRIDE.SH), pdy_wcw.eq(pdy_wcw + sh_wcw)]
-                            with m.Else():
-                                m.d.sync += [dx.eq(dx + 1), pdx.eq(pdx + d.STRIDE.SW), pdx_cw.eq(pdx_cw + sw_cw)]
+                        end_batch_phase("RUN", lane + 1, pe, g_last if multi else left_z)
                     with m.Else():
                         m.d.comb += lane_start.eq(1)
         # after the states: the lane start's loads win over the kernel walk's updates
-        # lane start: working registers from nx_*, nx_* advanced to the following position
+        # lane start: working registers from nx_*; nx_* then move to the following position
         m.d.comb += lane_l_ls.eq(Mux(st["RUN"], lane == L - 2, lane_l))
         with m.If(lane_start):
             m.d.sync += [le.eq(one1), be.eq(be_ls), pe.eq(be_ls & dxy)]
@@ -334,6 +395,16 @@ class WindowGenerator(wiring.Component):
                          rem.eq(d.IN_C.C), nx_left.eq(nx_left - 1), left_z.eq(left_1),
                          left_1.eq(nx_left == 2),
                          k_l.eq(cw_1), kx_l.eq(kw_1), ky_l.eq(kh_1), k_p.eq(cw_2), kx_p.eq(kw_2), ky_p.eq(kh_2)]
+        if multi:
+            # in the first batch-phase's G - 1 cycles, generator g walks its first g positions
+            m.d.comb += adv.eq(lane_start | (pend_nz & (~init | (pend >= G - g))))
+            with m.If(lane_start):
+                m.d.sync += [pend.eq(G - 1), pend_nz.eq(1)]
+            with m.Elif(pend_nz):
+                m.d.sync += [pend.eq(pend - 1), pend_nz.eq(pend != 1)]
+        else:
+            m.d.comb += adv.eq(lane_start)
+        with m.If(adv):
             with m.If(nx_x_l):
                 m.d.sync += [nx_x.eq(0), nx_ix.eq(ix_first), nx_nix.eq(ix_first_dw), nx_xok.eq(ix_first_ok),
                              nx_px.eq(0), nx_pcx.eq(0),

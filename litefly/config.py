@@ -328,19 +328,22 @@ class HostOp:
 @dataclass(frozen=True)
 class NetworkEngine:
     """A network's ``engine:`` settings (all optional): the envelope's lanes, stream width,
-    frame buffer size and MACs per DSP multiply; unset values come from the layers
+    frame buffer size, MACs per DSP multiply and window generators; unset values come from the layers
     (``hw.spec.EngineEnvelope.for_network``)."""
 
     multipliers: int | None = None
     stream_bits: int | None = None
     frame_kib: int | None = None
     macs_per_dsp: int | None = None       # 2: two lanes share a DSP multiply (int8 packing)
+    window_generators: int | None = None  # 2, 4: window generators forming a batch's windows in parallel
 
     def __post_init__(self) -> None:
         if self.multipliers is not None:
             check_int("network engine", "multipliers", self.multipliers, 1, 4096)
         if self.macs_per_dsp is not None:
             check_int("network engine", "macs_per_dsp", self.macs_per_dsp, 1, 2)
+        if self.window_generators is not None and self.window_generators not in (1, 2, 4):
+            raise ConfigError(f"network engine: window_generators={self.window_generators!r} must be 1, 2 or 4")
         if self.stream_bits is not None and self.stream_bits not in STREAM_WIDTHS:
             raise ConfigError(f"network engine: stream_bits={self.stream_bits!r} must be one of 32, 64, 128")
         if self.frame_kib is not None:
@@ -352,7 +355,8 @@ class NetworkEngine:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "NetworkEngine":
         data = {} if data is None else data
-        check_keys("network engine", data, ("multipliers", "stream_bits", "frame_kib", "macs_per_dsp"))
+        check_keys("network engine", data, ("multipliers", "stream_bits", "frame_kib", "macs_per_dsp",
+                                                    "window_generators"))
         return cls(**data)
 
 

@@ -1,6 +1,7 @@
 """What more lanes buy: a network on engines of growing lane count and stream width (issue 12).
 
-For each ``--lanes`` x ``--stream-bits`` envelope (packed two lanes per DSP unless ``--unpacked``)
+For each ``--lanes`` x ``--stream-bits`` x ``--window-generators`` envelope (packed two lanes per DSP
+unless ``--unpacked``)
 this runs :func:`litefly.host.bench.run_bench` on the golden backend (engine cycles from the
 cycle model, ``hw/cycles.py``, which the RTL's CYCLES equals; host time measured on this CPU)
 and prints, per envelope:
@@ -11,12 +12,13 @@ and prints, per envelope:
   the larger of the bytes it streams in and out over the board's one-way DMA rate, summed: the
   bench's ``dma_time``), and end to end over the larger one;
 * per layer, what paces a steady-state batch in the cycle model: the MAC issue (``mac``), the
-  window generator that forms the next batch's im2col columns (``window``: one stream-wide
-  beat into one lane per cycle, so ``lanes x kh x kw x ceil(C / E)`` cycles a batch) or the unload
-  (``unload``); when ``window`` paces, more lanes add nothing.
+  window generators that form the next batch's im2col columns (``window``: each reads one
+  stream-wide beat into one of its lanes per cycle, so ``lanes / G x kh x kw x ceil(C / E)`` cycles
+  a batch with G generators) or the unload (``unload``); when ``window`` paces, more lanes add
+  nothing, more window generators do.
 
 Run: ``python scripts/lane_sweep.py [examples/vgg_net.yaml] [--lanes 64 128 192 256] [--stream-bits 64 128]
-[--board pynq-z2] [--batch 8]``. Model figures, not board measurements.
+[--window-generators 1 2 4] [--board pynq-z2] [--batch 8]``. Model figures, not board measurements.
 """
 
 from __future__ import annotations
@@ -51,29 +53,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--input-size", type=int, nargs=2, default=None)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--window-generators", type=int, nargs="+", default=[1], choices=(1, 2, 4))
     ap.add_argument("--unpacked", action="store_true", help="one lane per DSP (default: two)")
     a = ap.parse_args(argv)
     try:
         network = load_network(a.network)
         size = tuple(a.input_size) if a.input_size else (network.input_size or (16, 16))
         mpd = 1 if a.unpacked else 2
-        print("| lanes | DSPs | stream | cycles | MAC util | engine ms | compute bound ms | DMA bound ms | "
+        print("| lanes | DSPs | stream | windows | cycles | MAC util | engine ms | compute bound ms | DMA bound ms | "
               "e2e ms | e2e / bound | x torch e2e (torch GMAC/s) | paced by (per layer) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for sb in a.stream_bits:
-            for lanes in a.lanes:
-                r = run_bench(network, "golden", a.board, a.clock_mhz, a.batch, size, dense=False,
-                              repeats=a.repeats, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb)
-                t, f = r["total"], r["fclk[mhz]"] * 1e6
-                env = EngineEnvelope.for_network(network, size, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb)
-                compute = t["macs"] / (env.lanes * f)
-                dma = sum(l["dma_time[s]"] for l in r["layers"])      # per layer: max(in, out) / DMA rate
-                bound = max(compute, dma)
-                print(f"| {env.lanes} | {env.lanes // mpd} | {sb} | {t['cycles']:,} | {100 * t['mac_utilisation']:.1f}% "
-                      f"| {1e3 * t['runtime[s]']:.2f} | {1e3 * compute:.2f} | {1e3 * dma:.2f} "
-                      f"| {1e3 * t['end_to_end[s]']:.2f} | {t['end_to_end[s]'] / bound:.2f} "
-                      f"| {t['speedup_vs_cpu_torch_end_to_end']:.2f} ({t['cpu_torch_gmacs']:.0f}) "
-                      f"| {', '.join(limiters(network, size, env))} |", flush=True)
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for sb, lanes, wg in ((sb, lanes, wg) for sb in a.stream_bits for lanes in a.lanes
+                              for wg in a.window_generators):
+            r = run_bench(network, "golden", a.board, a.clock_mhz, a.batch, size, dense=False,
+                          repeats=a.repeats, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb,
+                          window_generators=wg)
+            t, f = r["total"], r["fclk[mhz]"] * 1e6
+            env = EngineEnvelope.for_network(network, size, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb,
+                                             window_generators=wg)
+            compute = t["macs"] / (env.lanes * f)
+            dma = sum(l["dma_time[s]"] for l in r["layers"])      # per layer: max(in, out) / DMA rate
+            bound = max(compute, dma)
+            print(f"| {env.lanes} | {env.lanes // mpd} | {sb} | {wg} | {t['cycles']:,} | {100 * t['mac_utilisation']:.1f}% "
+                  f"| {1e3 * t['runtime[s]']:.2f} | {1e3 * compute:.2f} | {1e3 * dma:.2f} "
+                  f"| {1e3 * t['end_to_end[s]']:.2f} | {t['end_to_end[s]'] / bound:.2f} "
+                  f"| {t['speedup_vs_cpu_torch_end_to_end']:.2f} ({t['cpu_torch_gmacs']:.0f}) "
+                  f"| {', '.join(limiters(network, size, env))} |", flush=True)
     except LiteflyError as exc:
         print(f"lane_sweep: {exc}", file=sys.stderr)
         return 2

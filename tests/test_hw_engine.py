@@ -75,9 +75,11 @@ def input_map(rng, shape, act_bits=8) -> np.ndarray:
     return x
 
 
-def envelope_for(layers, lanes=8, stream_bits=64, frame_beats=1024, macs_per_dsp=1, residual=False) -> EngineEnvelope:
+def envelope_for(layers, lanes=8, stream_bits=64, frame_beats=1024, macs_per_dsp=1, residual=False,
+                 window_generators=1) -> EngineEnvelope:
     return EngineEnvelope.for_layers("t", list(layers), multipliers=lanes, stream_bits=stream_bits,
-                                     frame_beats=frame_beats, macs_per_dsp=macs_per_dsp, residual=residual)
+                                     frame_beats=frame_beats, macs_per_dsp=macs_per_dsp, residual=residual,
+                                     window_generators=window_generators)
 
 
 def check_outputs(step: EngineStep, q: QuantizedLayer, x: np.ndarray, beats: np.ndarray, tlast: list[int]) -> np.ndarray:
@@ -95,10 +97,10 @@ def check_outputs(step: EngineStep, q: QuantizedLayer, x: np.ndarray, beats: np.
 
 
 def run_step(layer, in_shape, images=2, relu=False, pool=None, seed=0, lanes=8, stream_bits=64,
-             params="extreme", fault=None, packed=False, macs_per_dsp=1, **kw):
+             params="extreme", fault=None, packed=False, macs_per_dsp=1, window_generators=1, **kw):
     rng = np.random.default_rng(seed)
     step = EngineStep(layer, in_shape, relu=relu, pool=pool)
-    env = envelope_for([layer], lanes, stream_bits, macs_per_dsp=macs_per_dsp)
+    env = envelope_for([layer], lanes, stream_bits, macs_per_dsp=macs_per_dsp, window_generators=window_generators)
     x = input_map(rng, (images,) + tuple(in_shape), layer.format.act_bits)
     q = extreme_params(layer, rng) if params == "extreme" else calibrated_params(layer, step, x, rng)
     run = run_engine(env, [pass_for(env, step, q, x, packed=packed)], fault=fault, **kw)
@@ -225,6 +227,49 @@ def test_macs_per_dsp_is_refused_for_wide_weights_and_kept_out_of_old_hashes():
     assert "macs_per_dsp" not in one.hardware_dict() and two.hardware_dict()["macs_per_dsp"] == 2
     assert one.hash32 != two.hash32
     assert EngineEnvelope.from_dict(two.to_dict()) == two
+
+
+# ---------------------------------------------------------------- window generators
+@pytest.mark.parametrize("name, gens", [("k2x3_s1x2_p1x1_c3", 2), ("k3x2_s2_d2x3_c5", 4), ("k3x3_p1_c10", 4),
+                                        ("k2x3_s2x1_p0x2_d2x1_c1", 2)])
+def test_window_generators_are_bit_exact_and_the_cycle_model(name, gens):
+    """G window generators (lanes interleaved, each with its own frame read port and IN memories):
+    the same outputs, and CYCLES is the cycle model's (which the windows no longer pace alone)."""
+    env, step, q, run, _ = run_conv(name, seed=31, window_generators=gens)
+    one = envelope_for([step.layer], window_generators=1).describe(step).pass_cycles(2)
+    assert env.window_generators == gens
+    assert run.regs[0]["CYCLES"] == env.describe(step).pass_cycles(2) < one
+
+
+@pytest.mark.parametrize("images, gens", [(1, 4), (3, 4), (9, 4), (21, 2)])
+def test_window_generators_with_idle_generators_and_short_lanes(images, gens):
+    """A linear layer over 1 x 1 maps: one read a lane (fewer reads than generators: a lane takes G
+    cycles), and batches with fewer positions than generators (some form no lane of them)."""
+    layer = linear("lin", [[12, 8, 3, 2, 1], [16, 12, 4, 3, 1]], bias=True, relu=True)
+    env, step, q, run, _ = run_step(layer, (8, 1, 1), images=images, relu=True, seed=7, window_generators=gens)
+    assert run.regs[0]["CYCLES"] == env.describe(step).pass_cycles(images)
+
+
+@pytest.mark.parametrize("seed", [81, 97])
+def test_window_generators_start_each_batch_phase_together(seed):
+    """Random layers where one generator waits for a frame beat that the others do not: the
+    others wait for it before the next batch-phase (without that, CYCLES leaves the model)."""
+    case = random_case(seed)
+    layer, shape = case.pop("layer"), case.pop("in_shape")
+    case.update(backpressure=None, idle=None)
+    env, step, q, run, _ = run_step(layer, shape, window_generators=4, **case)
+    assert run.regs[0]["CYCLES"] == env.describe(step).pass_cycles(case["images"])
+
+
+def test_window_generators_are_checked_and_kept_out_of_old_hashes():
+    small = conv("w8", 4, [[4, 16, 1, 4, 1]], kernel=(2, 2))
+    with pytest.raises(ConfigError, match=r"engine: window_generators=3 must be one of 1, 2, 4"):
+        envelope_for([small], window_generators=3)
+    one, two = envelope_for([small]), envelope_for([small], window_generators=2)
+    assert "window_generators" not in one.hardware_dict() and two.hardware_dict()["window_generators"] == 2
+    assert one.hash32 != two.hash32
+    assert EngineEnvelope.from_dict(two.to_dict()) == two
+    assert regmap.unpack("CAP_FEATURES", two.capability_words()["CAP_FEATURES"])["WINDOWS"] == 2
 
 
 # ---------------------------------------------------------------- linear layers

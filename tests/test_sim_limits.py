@@ -111,20 +111,26 @@ def test_cycle_model_by_hand():
                        load_beats=0) == 11 + 72 + 3 + 7 + 8 * 9 + 6
 
 
-def _ready_read_by_read(g, lanes):
+def _ready_read_by_read(g, lanes, windows=1):
     """frame_ready's definition walked read by read: a batch-phase's windows cannot be complete
-    before any in-frame read's beat has arrived (+ LOAD_LAG) and the reads after it are issued."""
+    before any in-frame read's beat has arrived (+ LOAD_LAG) and the cycles after it in its
+    generator's walk have passed (generator ``i mod windows`` walks lane ``i``; a lane takes at
+    least ``windows`` cycles when there are several)."""
     from litefly.hw.cycles import LOAD_LAG
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = g.kernel, g.stride, g.padding, g.dilation
     hp, wp = g.out_hw
     pk, ps = g.pool
+    wr = kh * kw * g.cw
     out = []
     for b0 in range(0, g.positions, lanes):
         lanes_here = range(b0, min(b0 + lanes, g.positions))
         for dy in range(pk):
             for dx in range(pk):
-                reads = []
+                reads = []          # (address or None, cycles after it in its generator's walk)
                 for pos in lanes_here:
+                    lane = pos - b0
+                    later = len(range(lane + windows, len(lanes_here), windows))   # own lanes after it
+                    lane_cycles = max(wr, windows) if windows > 1 else wr
                     img, rem = divmod(pos, hp * wp)
                     oy, ox = (rem // wp) * ps + dy, (rem % wp) * ps + dx
                     for ky in range(kh):
@@ -132,10 +138,10 @@ def _ready_read_by_read(g, lanes):
                             iy, ix = oy * sh - ph + ky * dh, ox * sw - pw + kx * dw
                             inside = 0 <= iy < g.h and 0 <= ix < g.w
                             for k in range(g.cw):
-                                reads.append(((img * g.h + iy) * g.w + ix) * g.cw + k if inside else None)
-                n = len(reads)
-                out.append(max((a + LOAD_LAG + n - 1 - r for r, a in enumerate(reads) if a is not None),
-                               default=None))
+                                r = (ky * kw + kx) * g.cw + k
+                                reads.append((((img * g.h + iy) * g.w + ix) * g.cw + k if inside else None,
+                                              later * lane_cycles + wr - 1 - r))
+                out.append(max((a + LOAD_LAG + after for a, after in reads if a is not None), default=None))
     return out
 
 
@@ -151,24 +157,27 @@ def test_frame_ready_by_hand():
     assert frame_ready(g, 16).tolist() == [11 + 15 * 18 + LOAD_LAG]
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(60))
 def test_frame_ready_is_the_read_by_read_bound(seed):
-    """The closed form (each lane's last in-frame read binds) equals the read-by-read bound on
-    random geometries: strides, padding, dilation, pooling, several images, partial batches."""
+    """The closed form (each kernel row's last in-frame read of each lane binds) equals the
+    read-by-read bound on random geometries: strides, padding, dilation, pooling, maps narrower
+    than the kernel's span, several images, partial batches, 1, 2 or 4 window generators."""
     from litefly.hw.cycles import PassGeometry, frame_ready
     rng = np.random.default_rng(seed)
     kh, kw = (int(v) for v in rng.integers(1, 4, 2))
     dh, dw = (int(v) for v in rng.integers(1, 3, 2))
     sh, sw = (int(v) for v in rng.integers(1, 3, 2))
     ph, pw = int(rng.integers(0, kh)), int(rng.integers(0, kw))
-    h, w = (int(v) for v in rng.integers((kh - 1) * dh + 1, 9, 2))
+    h = int(rng.integers(max(1, (kh - 1) * dh + 1 - 2 * ph), 9))
+    w = int(rng.integers(max(1, (kw - 1) * dw + 1 - 2 * pw), 9))
     ho, wo = (h + 2 * ph - (kh - 1) * dh - 1) // sh + 1, (w + 2 * pw - (kw - 1) * dw - 1) // sw + 1
     pool = (2, 2) if rng.random() < 0.3 and ho >= 2 and wo >= 2 else (1, 1)
     out_hw = ((ho - pool[0]) // pool[1] + 1, (wo - pool[0]) // pool[1] + 1)
     g = PassGeometry(images=int(rng.integers(1, 4)), cw=int(rng.integers(1, 3)), h=h, w=w, kernel=(kh, kw),
                      stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), out_hw=out_hw, pool=pool)
     lanes = int(rng.choice([2, 3, 8, 16]))
-    fast = frame_ready(g, lanes).tolist()
-    slow = _ready_read_by_read(g, lanes)
+    windows = int(rng.choice([1, 2, 4])) if lanes % 4 == 0 else 1
+    fast = frame_ready(g, lanes, windows).tolist()
+    slow = _ready_read_by_read(g, lanes, windows)
     assert [f if s is not None else None for f, s in zip(fast, slow)] == slow
     assert all(f < 0 for f, s in zip(fast, slow) if s is None)

@@ -27,7 +27,8 @@ def stack_options(*opts: Decorator) -> Decorator:
 
 
 def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--multipliers``, ``--macs-per-dsp`` and ``--stream-bits`` (each default: the network's)."""
+    """Add ``--multipliers``, ``--macs-per-dsp``, ``--stream-bits`` and ``--window-generators`` (each
+    default: the network's)."""
     return stack_options(
         click.option("--multipliers", type=int, default=None, metavar="N",
                      help="Lanes (MAC units) of the engine; default: the network's engine setting. Another "
@@ -39,4 +40,8 @@ def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      callback=lambda _c, _p, v: None if v is None else int(v),
                      help="AXI-Stream width (and frame/window width: E = bits/8 channels per beat); default: "
                           "the network's engine setting."),
+        click.option("--window-generators", type=click.Choice(["1", "2", "4"]), default=None,
+                     callback=lambda _c, _p, v: None if v is None else int(v),
+                     help="Window generators forming a batch's im2col columns in parallel (each with its own "
+                          "frame-buffer read port); default: the network's engine setting, else 1."),
     )(f)
