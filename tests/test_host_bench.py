@@ -117,6 +117,20 @@ def test_bench_envelope_options_make_another_engine():
     assert r.returncode == 2 and "'48' is not one of '32', '64', '128'" in r.stderr
 
 
+def test_bench_window_generators_make_another_engine_and_lift_the_window_bound():
+    """--window-generators: another engine (its dense baseline alike), fewer cycles where the window
+    generator paced the batches (vgg_conv2 at 256 lanes), refused in one line if not 1, 2 or 4."""
+    net = load_network(VGG)
+    one = run_bench(net, "golden", batch=1, input_size=(16, 16), repeats=1, multipliers=256, dense=False)
+    four = run_bench(net, "golden", batch=1, input_size=(16, 16), repeats=1, multipliers=256, dense=False,
+                     window_generators=4)
+    env = EngineEnvelope.for_network(net, (16, 16), multipliers=256, window_generators=4)
+    assert four["engine"]["hash"] == f"0x{env.hash32:08x}" != one["engine"]["hash"]
+    assert four["total"]["cycles"] < 0.9 * one["total"]["cycles"]
+    r = run_cli(str(VGG), "--backend", "golden", "--window-generators", "3")
+    assert r.returncode == 2 and "'3' is not one of '1', '2', '4'" in r.stderr
+
+
 def test_roofline_names_the_limiting_bound():
     net = load_network(VGG)
     step = plan_network(net, (3, 8, 8))[1]

@@ -210,11 +210,13 @@ def test_outputs_the_caller_keeps_are_never_written_again(vgg):
     np.testing.assert_array_equal(kept, ref)
     np.testing.assert_array_equal(view, refs[1][1:, 2])
     assert kept.dtype == np.float64 and kept.transpose(0, 2, 3, 1).flags.c_contiguous    # channels-last NCHW
-    addresses = set()
+    del view                                        # its block is free again (kept holds the other one)
+    addresses, taken = set(), []
     for v, want in zip(inputs * 2, refs * 2):       # outputs dropped at once: the same memory serves every run
         y = runner.run(v)
         np.testing.assert_array_equal(y, want)
         addresses.add(y.__array_interface__["data"][0])
         del y
+        taken.append(np.ones_like(kept))            # a new array per run would not get the freed memory back
     assert len(addresses) == 1
     np.testing.assert_array_equal(kept, ref)

@@ -251,14 +251,54 @@ def test_window_generators_with_idle_generators_and_short_lanes(images, gens):
 
 
 @pytest.mark.parametrize("seed", [81, 97])
-def test_window_generators_start_each_batch_phase_together(seed):
-    """Random layers where one generator waits for a frame beat that the others do not: the
-    others wait for it before the next batch-phase (without that, CYCLES leaves the model)."""
+def test_window_generators_cycle_model_where_the_unload_paces(seed):
+    """Random layers where four generators form windows faster than OUT unloads: a batch's issue
+    waits for the batch two before it to have unloaded (the model without that wait is 4 cycles
+    short on both)."""
     case = random_case(seed)
     layer, shape = case.pop("layer"), case.pop("in_shape")
     case.update(backpressure=None, idle=None)
     env, step, q, run, _ = run_step(layer, shape, window_generators=4, **case)
     assert run.regs[0]["CYCLES"] == env.describe(step).pass_cycles(case["images"])
+
+
+def test_window_generators_wait_for_each_other_between_batch_phases():
+    """A generator that has formed its lanes of a batch-phase does not start the next one until
+    every generator has (``sync``): while the other is still on the first, it forms one and waits."""
+    from amaranth import Value
+    from amaranth.sim import Simulator
+
+    from litefly.hw.window import WindowGenerator
+
+    c = dict(CONVS["k3x3_p1_c10"])
+    layer = conv("w", c["c"], c["chain"], kernel=c["kernel"], padding=c["padding"], bias=True)
+    step = EngineStep(layer, (c["c"],) + c["hw"], relu=False)
+    env = envelope_for([layer], window_generators=2)
+    words = env.describe(step).register_words(2)          # 32 positions: 4 batches of 8 lanes
+    dut = WindowGenerator(env, group=1, groups=2)
+    formed = []
+
+    async def bench(ctx):
+        for name in regmap.DESCRIPTOR:
+            ctx.set(Value.cast(dut.desc[name]), words.get(name, 0))
+        for i in range(env.max_factors):
+            for kind, _, _ in regmap.FACTOR_REGS:
+                ctx.set(Value.cast(dut.desc.F[i][kind]), words.get(f"F{i}_{kind}", 0))
+        ctx.set(dut.go, 1)
+        await ctx.tick()
+        ctx.set(dut.go, 0)
+        for cycle in range(600):
+            # the other generator forms its first batch-phase at cycle 300 and keeps up after it
+            ctx.set(dut.sync, 1 if cycle >= 300 else ctx.get(dut.half) == 0)
+            *_, in_set = await ctx.tick().sample(dut.in_set)
+            if in_set:
+                formed.append(cycle)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len([t for t in formed if t < 300]) == 1 and len(formed) == 4, formed
 
 
 def test_window_generators_are_checked_and_kept_out_of_old_hashes():
