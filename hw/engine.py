@@ -9,7 +9,7 @@ counters; memories keep their contents).
 ::
 
     s_axis -> Loader --params--> weight / index / bias memories -------------\\
-                 \\--map--> frame buffer -> WindowGenerator -> IN[2] -> MacArray -> OutputStage -> OUT[2] -> Unloader -> m_axis
+                 \\--map--> frame buffer -> WindowGenerator (x G) -> IN[2] -> MacArray -> OutputStage -> OUT[2] -> Unloader -> m_axis
                                                               WORK[2] <------/
 """
 
