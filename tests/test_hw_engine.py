@@ -310,6 +310,11 @@ def test_window_generators_are_checked_and_kept_out_of_old_hashes():
     assert one.hash32 != two.hash32
     assert EngineEnvelope.from_dict(two.to_dict()) == two
     assert regmap.unpack("CAP_FEATURES", two.capability_words()["CAP_FEATURES"])["WINDOWS"] == 2
+    from litefly.config import NetworkEngine
+    assert NetworkEngine.from_dict({"window_generators": 4}).window_generators == 4
+    for bad in (3, "two"):
+        with pytest.raises(ConfigError, match=f"network engine: window_generators={bad!r} must be 1, 2 or 4"):
+            NetworkEngine.from_dict({"window_generators": bad})
 
 
 # ---------------------------------------------------------------- linear layers
