@@ -447,6 +447,7 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
         "batch_size": batch, "input_size": list(size), "seed": seed,
         "engine": {"name": envelope.name, "hash": f"0x{envelope.hash32:08x}", "lanes": envelope.lanes,
                    "stream_bits": envelope.stream_bits, "frame_beats": envelope.frame_beats,
+                   "macs_per_dsp": envelope.macs_per_dsp, "window_generators": envelope.window_generators,
                    "layers_served": len(rows)},
         "dense_engine": {"name": denv.name, "hash": f"0x{denv.hash32:08x}", "lanes": denv.lanes},
         "sources": {"engine": src_engine,
@@ -510,8 +511,11 @@ def fmt_stages(stages: Mapping[str, float]) -> str:
 def render_table(report: dict[str, Any]):
     """A rich Table of the report (per layer and total)."""
     from rich.table import Table
-    t = Table(title=f"litefly bench: {report['network']} on one engine ({report['engine']['name']} "
-                    f"{report['engine']['hash']}, {report['engine']['lanes']} lanes), {report['backend']} backend, "
+    eng = report["engine"]
+    extra = (", two per DSP" if eng.get("macs_per_dsp", 1) == 2 else "") + \
+        (f", {eng['window_generators']} window generators" if eng.get("window_generators", 1) > 1 else "")
+    t = Table(title=f"litefly bench: {report['network']} on one engine ({eng['name']} "
+                    f"{eng['hash']}, {eng['lanes']} lanes{extra}), {report['backend']} backend, "
                     f"batch {report['batch_size']}, input {report['input_size'][0]}x{report['input_size'][1]}")
     cols = ("layer", "cycles", "MAC util", "engine [us]", "host [us]", "e2e [us]", "in/out [KiB]", "in x fmap",
             "xfers", "bound", "dense cycles", "x dense engine", "x dense e2e", "MAC red.", "torch [us]",

@@ -126,6 +126,7 @@ def test_bench_window_generators_make_another_engine_and_lift_the_window_bound()
                      window_generators=4)
     env = EngineEnvelope.for_network(net, (16, 16), multipliers=256, window_generators=4)
     assert four["engine"]["hash"] == f"0x{env.hash32:08x}" != one["engine"]["hash"]
+    assert (four["engine"]["window_generators"], one["engine"]["window_generators"]) == (4, 1)
     assert four["total"]["cycles"] < 0.9 * one["total"]["cycles"]
     r = run_cli(str(VGG), "--backend", "golden", "--window-generators", "3")
     assert r.returncode == 2 and "'3' is not one of '1', '2', '4'" in r.stderr
