@@ -87,7 +87,8 @@ def manifest_for(envelope: EngineEnvelope, module: str, ports: list[dict[str, An
             "drain_cycles": DRAIN_CYCLES,
             "load_lag": LOAD_LAG, "repack_lag": REPACK_LAG, "pass_tail": PASS_TAIL,
             "notes": ("per batch and phase: max(sum p_i*s_i + DRAIN_CYCLES*(N-1) + 1 issue cycles, "
-                      "lanes*KH*KW*CW window cycles); the window generator fills one IN half while the "
+                      "lanes*KH*KW*CW window cycles, ceil(lanes/G)*max(KH*KW*CW, G) with G > 1 window "
+                      "generators); the window generators fill one IN half while the "
                       "MAC array reads the other, the unloader drains one OUT half while the array "
                       "writes the other; the frame loads (a beat a cycle) while windows are formed, a "
                       "window read waiting for its beat; a pass ends when its output is out and its "
