@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from litefly.chain import AnyFactor, Factor, SparseFactor
-from litefly.config import STREAM_WIDTHS, LayerConfig, NetworkConfig
+from litefly.config import STREAM_WIDTHS, WINDOW_GENERATORS, LayerConfig, NetworkConfig
 from litefly.errors import ConfigError
 from litefly.network import EngineStep, network_input_shape, plan_network
 
@@ -42,7 +42,6 @@ ROW_END_BIT = 15               # the entry's last bit: this entry ends its row (
 MAX_SPARSE_COLUMNS = 1 << ROW_END_BIT
 DEFAULT_FRAME_KIB = 64
 MAX_POOL = 4
-WINDOW_GENERATORS = (1, 2, 4)  # a power of two dividing every lane count (lanes are multiples of 4)
 
 
 def ceil_div(a: int, b: int) -> int:

@@ -25,6 +25,7 @@ __all__ = ["NumericFormat", "EngineParams", "LayerConfig", "HostOp", "NetworkCon
            "load_config", "load_layer", "load_network", "MixingWarning", "check_int", "check_keys", "read_yaml"]
 
 STREAM_WIDTHS = (32, 64, 128)
+WINDOW_GENERATORS = (1, 2, 4)   # a power of two dividing every lane count (lanes are multiples of 4)
 HOST_OPS = ("relu", "maxpool2d", "avgpool2d", "flatten", "globalavgpool", "globalmaxpool", "add", "input")
 
 
@@ -342,7 +343,7 @@ class NetworkEngine:
             check_int("network engine", "multipliers", self.multipliers, 1, 4096)
         if self.macs_per_dsp is not None:
             check_int("network engine", "macs_per_dsp", self.macs_per_dsp, 1, 2)
-        if self.window_generators is not None and self.window_generators not in (1, 2, 4):
+        if self.window_generators is not None and self.window_generators not in WINDOW_GENERATORS:
             raise ConfigError(f"network engine: window_generators={self.window_generators!r} must be 1, 2 or 4")
         if self.stream_bits is not None and self.stream_bits not in STREAM_WIDTHS:
             raise ConfigError(f"network engine: stream_bits={self.stream_bits!r} must be one of 32, 64, 128")

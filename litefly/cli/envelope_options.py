@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import click
 
+from litefly.config import WINDOW_GENERATORS
+
 __all__ = ["Decorator", "envelope_options", "stack_options"]
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -40,7 +42,7 @@ def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      callback=lambda _c, _p, v: None if v is None else int(v),
                      help="AXI-Stream width (and frame/window width: E = bits/8 channels per beat); default: "
                           "the network's engine setting."),
-        click.option("--window-generators", type=click.Choice(["1", "2", "4"]), default=None,
+        click.option("--window-generators", type=click.Choice([str(g) for g in WINDOW_GENERATORS]), default=None,
                      callback=lambda _c, _p, v: None if v is None else int(v),
                      help="Window generators forming a batch's im2col columns in parallel (each with its own "
                           "frame-buffer read port); default: the network's engine setting, else 1."),
