@@ -178,10 +178,10 @@ def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: 
     last = positions - (batches - 1) * lanes
     w_last = _ceil_div(last, windows) * lt + WINDOW_SETUP
     n = batches * phases
-    # per batch-phase: cycles after the previous one's windows (the first: from the start)
-    steps = np.full(n, max(mac, w_full), dtype=np.int64)
-    steps[n - phases:] = max(mac, w_last)
-    steps[0] = WINDOW_SETUP + windows - 1 + _ceil_div(min(lanes, positions), windows) * lt
+    # per batch-phase: cycles after the previous one's issue start (the first: from the start;
+    # the last batch's phases form only its valid lanes)
+    first = WINDOW_SETUP + windows - 1 + _ceil_div(min(lanes, positions), windows) * lt
+    step, step_last = max(mac, w_full), max(mac, w_last)
     ready = [] if ready is None else np.asarray(ready, dtype=np.int64).tolist()
     unload = b["unload"]
     # per batch-phase k, E: when its issue starts, the later of the pace after the one before,
@@ -193,7 +193,7 @@ def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: 
     u_end: list[int] = []
     for k in range(n):
         bt, ph = divmod(k, phases)
-        e = int(steps[0]) if k == 0 else issue[-1] + int(steps[k])
+        e = first if k == 0 else issue[-1] + (step_last if bt == batches - 1 else step)
         if ready:
             e = max(e, ready[k])
         if bt >= 2:

@@ -114,13 +114,12 @@ class Datapath(wiring.Component):
             reads = []
             for g, w in enumerate(windows):
                 mem = Memory(shape=L // G * A, depth=2 * qw, init=[])
-                m.submodules[f"in_mem{b}" if G == 1 else f"in_mem{b}_{g}"] = mem
+                m.submodules[f"in_mem{b}_{g}"] = mem
                 wiring.connect(m, w.in_w[b], mem.write_port(granularity=A))
                 rp = mem.read_port()
                 m.d.comb += rp.addr.eq(seq.in_addr)
                 reads.append(rp.data)
-            m.d.comb += mac.in_data[b].eq(reads[0] if G == 1 else
-                                          Cat(*(reads[i % G].word_select(i // G, A) for i in range(L))))
+            m.d.comb += mac.in_data[b].eq(Cat(*(reads[i % G].word_select(i // G, A) for i in range(L))))
         if env.max_factors > 1:
             m.submodules.work_mem = work = Memory(shape=L * A, depth=2 * env.max_work, init=[])
             wiring.connect(m, outst.work_w, work.write_port())
@@ -143,7 +142,7 @@ class Datapath(wiring.Component):
 
         # flags
         busy, done, params_valid = Signal(), Signal(), Signal()
-        in_full, out_full = Signal(2), Signal(2)
+        out_full = Signal(2)
         ctrl = self.ctrl
         idle = ~busy & ~loader.params_busy
         start = Signal()
@@ -168,22 +167,17 @@ class Datapath(wiring.Component):
         with m.If(loader.params_done):
             m.d.sync += params_valid.eq(1)
         m.d.sync += out_full.eq((out_full | outst.out_set) & ~unl.out_clr)
-        if G == 1:
-            m.d.sync += in_full.eq((in_full | window.in_set) & ~seq.in_clr)
-            m.d.comb += [window.in_full.eq(in_full), seq.in_meta.eq(window.meta)]
-        else:
-            # a half is full when every generator has formed its lanes of it; each generator
-            # waits on its own part (it may not refill a half the sequencer has not read)
-            formed = [Signal(2, name=f"in_formed{g}") for g in range(G)]
-            halves = Cat(*(w.half for w in windows))
-            for f, w in zip(formed, windows):
-                m.d.sync += f.eq((f | w.in_set) & ~seq.in_clr)
-                m.d.comb += [w.in_full.eq(f), w.sync.eq((halves == 0) | (halves == (1 << G) - 1))]
-            m.d.comb += in_full.eq(reduce(operator.and_, formed))
-            for h in range(2):
-                m.d.comb += [seq.in_meta[h].eq(window.meta[h]),
-                             seq.in_meta[h].lanes.eq(sum(w.meta[h].lanes for w in windows))]
-        m.d.comb += [seq.in_full.eq(in_full),
+        # a half of IN is full when every window generator has formed its lanes of it; each
+        # generator waits on its own part (it may not refill a half the sequencer has not read)
+        formed = [Signal(2, name=f"in_formed{g}") for g in range(G)]
+        halves = Cat(*(w.half for w in windows))
+        for f, w in zip(formed, windows):
+            m.d.sync += f.eq((f | w.in_set) & ~seq.in_clr)
+            m.d.comb += [w.in_full.eq(f), w.sync.eq((halves == 0) | (halves == (1 << G) - 1))]
+        for h in range(2):
+            m.d.comb += [seq.in_meta[h].eq(window.meta[h]),
+                         seq.in_meta[h].lanes.eq(sum(w.meta[h].lanes for w in windows))]
+        m.d.comb += [seq.in_full.eq(reduce(operator.and_, formed)),
                      seq.out_full.eq(out_full), unl.out_full.eq(out_full), unl.meta.eq(outst.meta)]
         m.d.comb += [self.status.BUSY.eq(busy), self.status.DONE.eq(done),
                      self.status.LOADING.eq(loader.params_busy), self.status.PARAMS_VALID.eq(params_valid)]

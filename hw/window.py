@@ -334,19 +334,14 @@ class WindowGenerator(wiring.Component):
                 with m.Else():
                     m.d.sync += [dx.eq(dx + 1), pdx.eq(pdx + d.STRIDE.SW), pdx_cw.eq(pdx_cw + sw_cw)]
 
-        if multi:
-            m.d.comb += self.half.eq(wh)
+        m.d.comb += self.half.eq(wh)
         with m.If(st["WAIT"]):
             with m.If(~self.in_full.bit_select(wh, 1) & ~pend_nz):
-                if multi:
-                    # a generator with no position in this batch (left_z before its first lane)
-                    # marks its part of the half formed, with no lane
-                    with m.If(left_z):
-                        end_batch_phase("WAIT", 0, dxy, g_last)
-                    with m.Else():
-                        m.d.comb += lane_start.eq(1)
-                        m.d.sync += [st["WAIT"].eq(0), st["RUN"].eq(1)]
-                else:
+                # with several generators, one with no position in this batch (left_z before its
+                # first lane) marks its part of the half formed, with no lane
+                with m.If(left_z if multi else 0):
+                    end_batch_phase("WAIT", 0, dxy, g_last if multi else 1)
+                with m.Else():
                     m.d.comb += lane_start.eq(1)
                     m.d.sync += [st["WAIT"].eq(0), st["RUN"].eq(1)]
             if multi:
