@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import operator
 from functools import reduce
+from typing import Mapping
 
 from amaranth import Cat, ClockDomain, Module, ResetInserter, Signal
 from amaranth.lib import stream, wiring
@@ -29,16 +30,30 @@ from .axil_slave import axil_signature
 from .counters import Counters
 from .loader import Loader
 from .mac_array import MacArray
+from .memories import RAM_STYLES, engine_memories, frame_memory
 from .output_stage import OutputStage
 from .registers import Registers, counters_layout, ctrl_layout, descriptor_layout, status_layout
 from .sequencer import Sequencer
-from .spec import EngineEnvelope, ceil_div
+from .spec import EngineEnvelope
 from .unloader import Unloader, beat_layout
 from .window import WindowGenerator
 
 __all__ = ["NetworkEngine", "Datapath", "FAULTS"]
 
 FAULTS = ("weight_addr", "rounding", "window_pad", "pool", "sparse_split")
+
+
+def check_ram_styles(envelope: EngineEnvelope, ram_styles: Mapping[str, str] | None) -> dict[str, str]:
+    """``ram_styles`` (memory name -> Vivado ``ram_style``) checked against the engine's memories."""
+    names = {spec.name for spec in engine_memories(envelope)}
+    styles = dict(ram_styles or {})
+    for name, style in styles.items():
+        if name not in names:
+            raise ConfigError(f"ram_styles: {name!r} is not a memory of engine {envelope.name}; expected one of "
+                              f"{', '.join(sorted(names))}")
+        if style not in RAM_STYLES:
+            raise ConfigError(f"ram_styles: {name}={style!r} is not one of {', '.join(RAM_STYLES)}")
+    return styles
 
 
 def top_signature(envelope: EngineEnvelope) -> dict:
@@ -57,9 +72,11 @@ def top_signature(envelope: EngineEnvelope) -> dict:
 class Datapath(wiring.Component):
     """Everything a soft reset clears: the components, their memories, flags and counters."""
 
-    def __init__(self, envelope: EngineEnvelope, fault: str | None = None) -> None:
+    def __init__(self, envelope: EngineEnvelope, fault: str | None = None,
+                 ram_styles: Mapping[str, str] | None = None) -> None:
         self._env = envelope
         self._fault = fault
+        self._ram_styles = check_ram_styles(envelope, ram_styles)
         super().__init__({
             "s_axis": In(stream.Signature(envelope.stream_bits)),
             "m_axis": Out(stream.Signature(beat_layout(envelope.stream_bits))),
@@ -71,8 +88,7 @@ class Datapath(wiring.Component):
 
     def elaborate(self, platform):
         env, fault = self._env, self._fault
-        L, A, E, SB = env.lanes, env.act_bits, env.elems_per_beat, env.stream_bits
-        qw, pw = ceil_div(env.max_q, E), ceil_div(env.max_p, E)
+        L, A, E = env.lanes, env.act_bits, env.elems_per_beat
         m = Module()
         d = self.desc
 
@@ -91,17 +107,22 @@ class Datapath(wiring.Component):
         for c in (loader, *windows, seq, unl):
             m.d.comb += c.desc.eq(d)
 
-        # memories
-        m.submodules.weight_mem = w_mem = Memory(shape=SB, depth=env.weight_beats, init=[])
-        m.submodules.bias_mem = b_mem = Memory(shape=SB, depth=env.bias_beats, init=[])
-        m.submodules.frame_mem = f_mem = Memory(shape=SB, depth=env.frame_beats, init=[])
+        # memories (hw/memories.py lists them; a memory plan may give each a ram_style)
+        mems = {}
+        for spec in engine_memories(env):
+            style = self._ram_styles.get(spec.name)
+            mems[spec.name] = m.submodules[spec.name] = Memory(
+                shape=spec.width, depth=spec.depth, init=[], attrs={"ram_style": style} if style else None)
+        w_mem, b_mem = mems["weight_mem"], mems["bias_mem"]
         wiring.connect(m, loader.weight_w, w_mem.write_port())
         wiring.connect(m, loader.bias_w, b_mem.write_port())
-        wiring.connect(m, loader.frame_w, f_mem.write_port())
-        for w in windows:                  # one frame-buffer read port per window generator
+        for g, w in enumerate(windows):    # a frame-buffer copy per window generator, the same writes into each
+            f_mem = mems[frame_memory(g)]
+            wp = f_mem.write_port()
+            m.d.comb += [wp.addr.eq(loader.frame_w.addr), wp.data.eq(loader.frame_w.data), wp.en.eq(loader.frame_w.en)]
             wiring.connect(m, w.frame_r, f_mem.read_port())
         if env.index_beats:
-            m.submodules.index_mem = i_mem = Memory(shape=SB, depth=env.index_beats, init=[])
+            i_mem = mems["index_mem"]
             wiring.connect(m, loader.index_w, i_mem.write_port())
             i_rp = i_mem.read_port()
             m.d.comb += [i_rp.addr.eq(seq.index_addr), seq.index_data.eq(i_rp.data)]
@@ -113,23 +134,20 @@ class Datapath(wiring.Component):
         for b in range(E):
             reads = []
             for g, w in enumerate(windows):
-                mem = Memory(shape=L // G * A, depth=2 * qw, init=[])
-                m.submodules[f"in_mem{b}_{g}"] = mem
+                mem = mems[f"in_mem{b}_{g}"]
                 wiring.connect(m, w.in_w[b], mem.write_port(granularity=A))
                 rp = mem.read_port()
                 m.d.comb += rp.addr.eq(seq.in_addr)
                 reads.append(rp.data)
             m.d.comb += mac.in_data[b].eq(Cat(*(reads[i % G].word_select(i // G, A) for i in range(L))))
         if env.max_factors > 1:
-            m.submodules.work_mem = work = Memory(shape=L * A, depth=2 * env.max_work, init=[])
+            work = mems["work_mem"]
             wiring.connect(m, outst.work_w, work.write_port())
             rp = work.read_port()
             m.d.comb += [rp.addr.eq(seq.work_addr), mac.work_data.eq(rp.data)]
         for b in range(E):
-            mem = Memory(shape=L * A, depth=2 * pw, init=[])
-            m.submodules[f"out_mem{b}"] = mem
-            wp = mem.write_port()
-            wiring.connect(m, outst.out_w[b], wp)
+            mem = mems[f"out_mem{b}"]
+            wiring.connect(m, outst.out_w[b], mem.write_port())
             wiring.connect(m, outst.out_r[b], mem.read_port())      # not transparent: see OutputStage
             wiring.connect(m, unl.out_r[b], mem.read_port())
 
@@ -203,11 +221,13 @@ class Datapath(wiring.Component):
 class NetworkEngine(wiring.Component):
     """The engine's top level: ``aclk``, ``aresetn``, ``s_axis_*``, ``m_axis_*``, ``s_axil_*``."""
 
-    def __init__(self, envelope: EngineEnvelope, fault: str | None = None, external_clock: bool = True) -> None:
+    def __init__(self, envelope: EngineEnvelope, fault: str | None = None, external_clock: bool = True,
+                 ram_styles: Mapping[str, str] | None = None) -> None:
         if fault is not None and fault not in FAULTS:
             raise ConfigError(f"fault={fault!r} is not one of {', '.join(FAULTS)}")
         self._env = envelope
         self._fault = fault
+        self._ram_styles = check_ram_styles(envelope, ram_styles)
         self._external_clock = external_clock
         super().__init__(top_signature(envelope))
 
@@ -225,7 +245,7 @@ class NetworkEngine(wiring.Component):
         for name, member in axil_signature(env.axil_addr_bits).items():
             port, mine = getattr(regs, name), getattr(self, name)
             m.d.comb += (mine.eq(port) if member.flow == Out else port.eq(mine))
-        self.datapath = dp = Datapath(env, self._fault)
+        self.datapath = dp = Datapath(env, self._fault, self._ram_styles)
         m.submodules.datapath = ResetInserter(regs.ctrl.SOFT_RESET)(dp)
         m.d.comb += [
             dp.desc.eq(regs.desc), dp.ctrl.eq(regs.ctrl),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import amaranth
 from amaranth import Shape
@@ -101,14 +101,17 @@ def manifest_for(envelope: EngineEnvelope, module: str, ports: list[dict[str, An
 
 
 def generate(target: EngineEnvelope | NetworkConfig | LayerConfig, out_dir: str | Path,
-             fault: str | None = None) -> GeneratedEngine:
-    """Write ``<out_dir>/<module>.v`` and ``<out_dir>/manifest.json`` for the engine of ``target``."""
+             fault: str | None = None, ram_styles: Mapping[str, str] | None = None) -> GeneratedEngine:
+    """Write ``<out_dir>/<module>.v`` and ``<out_dir>/manifest.json`` for the engine of ``target``.
+
+    ``ram_styles`` (memory name -> ``ram_style``, from a board's memory plan) places memories; it
+    changes the Verilog's attributes, not the engine (same hash, same behaviour)."""
     if fault is not None and fault not in FAULTS:
         raise ConfigError(f"fault={fault!r} is not one of {', '.join(FAULTS)}")
     envelope = _as_envelope(target)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    engine = NetworkEngine(envelope, fault=fault)
+    engine = NetworkEngine(envelope, fault=fault, ram_styles=ram_styles)
     module = module_name(envelope, fault)
     text = verilog.convert(engine, name=module, emit_src=False)
     vpath = out_dir / f"{module}.v"
@@ -118,6 +121,7 @@ def generate(target: EngineEnvelope | NetworkConfig | LayerConfig, out_dir: str 
              for name, member in engine.signature.members.items()]
     data = manifest_for(envelope, module, ports, fault)
     data["verilog"] = vpath.name
+    data["ram_styles"] = dict(sorted((ram_styles or {}).items()))
     mpath = out_dir / "manifest.json"
     mpath.write_text(json.dumps(data, indent=2) + "\n")
     return GeneratedEngine(vpath, mpath, data, module, envelope)

@@ -1,0 +1,61 @@
+"""The network engine's memories, one list (amaranth-free): what ``NetworkEngine`` instantiates and
+what a memory plan (``litefly.boards.memory_plan``) places.
+
+Every memory has one write port; ``read_ports`` says how many read ports it has. Block RAM and
+UltraRAM have one read port beside the write port, so a memory with ``r`` read ports is ``r``
+copies of itself (Yosys and Vivado replicate it); LUT-RAM reads any number of ports from one
+copy of the bits. The frame buffer, which each window generator reads, is therefore written as
+one copy per generator (``frame_mem``, ``frame_mem1``, ...; the same writes into each): each is a
+simple dual-port memory, the shape every tool maps to block RAM or UltraRAM as it stands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .spec import EngineEnvelope, ceil_div
+
+__all__ = ["EngineMemory", "engine_memories", "frame_memory", "RAM_STYLES"]
+
+# Values of the ``ram_style`` attribute the generator writes (Vivado's and Yosys's names).
+RAM_STYLES = ("block", "ultra", "distributed")
+
+
+@dataclass(frozen=True)
+class EngineMemory:
+    name: str                  # the engine's submodule name
+    width: int                 # bits a word
+    depth: int                 # words
+    read_ports: int = 1
+    granularity: int | None = None      # write-enable granularity in bits (None: whole word)
+    role: str = ""             # what it holds, for reports
+
+    @property
+    def bits(self) -> int:
+        return self.width * self.depth
+
+
+def frame_memory(generator: int) -> str:
+    """The name of window generator ``generator``'s copy of the frame buffer."""
+    return "frame_mem" if generator == 0 else f"frame_mem{generator}"
+
+
+def engine_memories(env: EngineEnvelope) -> list[EngineMemory]:
+    """The memories of the engine of ``env``, in the order the engine creates them."""
+    L, A, E, SB, G = env.lanes, env.act_bits, env.elems_per_beat, env.stream_bits, env.window_generators
+    qw, pw = ceil_div(env.max_q, E), ceil_div(env.max_p, E)
+    mems = [EngineMemory("weight_mem", SB, env.weight_beats, role="factor weights"),
+            EngineMemory("bias_mem", SB, env.bias_beats, role="biases")]
+    mems += [EngineMemory(frame_memory(g), SB, env.frame_beats, role="frame buffer (a copy per window generator)")
+             for g in range(G)]
+    if env.index_beats:
+        mems.append(EngineMemory("index_mem", SB, env.index_beats, role="sparse factors' column indices"))
+    # IN: E banks (element mod E), each G memories of L/G lanes (one per window generator)
+    mems += [EngineMemory(f"in_mem{b}_{g}", L // G * A, 2 * qw, granularity=A, role="IN (im2col columns)")
+             for b in range(E) for g in range(G)]
+    if env.max_factors > 1:
+        mems.append(EngineMemory("work_mem", L * A, 2 * env.max_work, role="factor intermediates"))
+    # OUT: read by the output stage (pooling, residual) and by the unloader
+    mems += [EngineMemory(f"out_mem{b}", L * A, 2 * pw, read_ports=2, role="OUT")
+             for b in range(E)]
+    return mems
