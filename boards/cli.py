@@ -72,6 +72,7 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
                        network=network)
     console.print(f"wrote {plan.tcl}, {plan.xdc.name}, {plan.readme.name}, manifest.json and rtl/ "
                   f"({_describe(env, network)}; {board.name} at {plan.clock_mhz:g} MHz)", soft_wrap=True)
+    console.print(_plan_text(plan.info["memory_plan"]), soft_wrap=True)
     if vivado_path() is None:
         console.print("Vivado is not on PATH here. On a Vivado machine run:\n"
                       f"  {plan.command}\nthen: litefly bitstreams add {plan.out_dir}", soft_wrap=True)
@@ -97,6 +98,9 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
 @click.option("--json", "json_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also write the report as JSON.")
 @click.option("--no-cache", is_flag=True, help="Rerun Yosys (and nextpnr) even if a cached result exists.")
+@click.option("--memory-plan/--no-memory-plan", default=True, show_default=True,
+              help="Place the engine's memories in block RAM or UltraRAM by the board's memory plan (what "
+                   "'litefly build' does); without it every memory is left to Yosys.")
 @click.option("--fmax-proxy", is_flag=True,
               help="Also place and route the engine on an ECP5 85F (Yosys synth_ecp5 + nextpnr-ecp5, out of "
                    "context) for an fmax PROXY: a slower 40 nm fabric, not the Zynq. Takes minutes.")
@@ -110,7 +114,7 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
               help="nextpnr's target clock for the proxy (default 125 MHz).")
 def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, multipliers: int | None,
           macs_per_dsp: int | None, stream_bits: int | None, window_generators: int | None, json_file: Path | None,
-          no_cache: bool, fmax_proxy: bool, proxy_lanes: int | None, proxy_timeout: float | None,
+          no_cache: bool, memory_plan: bool, fmax_proxy: bool, proxy_lanes: int | None, proxy_timeout: float | None,
           proxy_mhz: float | None) -> None:
     """Estimate the resources of NETWORK_OR_LAYER's network engine on a board with Yosys synth_xilinx
     (with --fmax-proxy, also an fmax proxy from an ECP5 place and route)."""
@@ -131,12 +135,14 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, mul
         proxy_env = network_envelope(network, input_size, proxy_lanes or min(fmax.DEFAULT_LANES, env.lanes),
                                      env.macs_per_dsp, env.stream_bits, env.window_generators)
     with status(f"yosys synth_xilinx -family {board.family} on engine {env.name}"):  # lines when piped
-        report = estimate(env, board, use_cache=not no_cache)
+        report = estimate(env, board, use_cache=not no_cache, memory_plan=memory_plan)
     report.layers = [lay.name for lay in network.layers]
     console.print(render_table([report]))
     console.print(_describe(env, network), soft_wrap=True)
     how = "cached" if report.cached else f"{report.seconds:.0f} s"
     console.print(f"{report.yosys}, {how}; FINN ceilings: LUT 70%, FF 50%, BRAM/URAM/DSP 80%")
+    if report.memory_plan:
+        console.print(_plan_text(report.memory_plan), soft_wrap=True)
     if report.all_muls_on_dsp:
         dsps = int(report.used["dsp"])
         console.print(f"multipliers: all {len(report.muls)} $mul cells mapped to DSP slices "
@@ -177,6 +183,17 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, mul
     if json_file:
         json_file.write_text(json.dumps(data, indent=2) + "\n")
         console.print(f"wrote {json_file}")
+
+
+def _plan_text(plan: dict) -> str:
+    """A memory plan (:meth:`litefly.boards.memory_plan.MemoryPlan.to_dict`) in words."""
+    def row(r: dict) -> str:
+        ports = f", {r['read_ports']} read ports" if r["read_ports"] > 1 else ""
+        cost = (f"{r['uram']} URAM" if r["uram"] else f"{r['bram36']:g} BRAM36" if r["bram36"] else "")
+        return f"{r['count']} x {r['memory']} ({r['width']} x {r['depth']}{ports}) {r['placed']}" + \
+            (f" {cost}" if cost else "")
+    return (f"memory plan for {plan['board']} (estimated from shapes: {plan['bram36']:g} BRAM36, {plan['uram']} URAM): "
+            + "; ".join(row(r) for r in plan["rows"]))
 
 
 def _path_text(path: dict) -> str:

@@ -33,6 +33,7 @@ from litefly.errors import ToolError
 from litefly.hw.spec import EngineEnvelope
 
 from .boards import Board
+from .memory_plan import plan_memories
 from .logic_depth import bit_names, lut_levels
 
 __all__ = ["SynthReport", "CEILINGS", "estimate", "synth_verilog", "count_resources", "verdict",
@@ -77,6 +78,7 @@ class SynthReport:
     dsp_registers: dict[str, int] = field(default_factory=dict)   # DSPs using AREG, BREG, MREG, PREG
     path: dict[str, Any] = field(default_factory=dict)   # the most LUT levels between registers (PathReport)
     fanout: list[tuple[str, int]] = field(default_factory=list)   # largest-fanout nets (clock excluded)
+    memory_plan: dict[str, Any] = field(default_factory=dict)    # MemoryPlan.to_dict() the engine was generated with
 
     @property
     def share(self) -> dict[str, float | None]:
@@ -299,10 +301,13 @@ def largest_fanout(netlist: dict[str, Any], top: str, count: int = 5) -> list[tu
 def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
              generate: Callable[..., Any] | None = None, cache: Path | None = None,
              on_pass: Callable[[str], None] | None = None, use_cache: bool = True,
-             input_size: tuple[int, int] | None = None, multipliers: int | None = None) -> SynthReport:
-    """Generate the engine of ``target``'s envelope and estimate its resources on ``board`` with Yosys."""
+             input_size: tuple[int, int] | None = None, multipliers: int | None = None,
+             memory_plan: bool = True) -> SynthReport:
+    """Generate the engine of ``target``'s envelope and estimate its resources on ``board`` with Yosys
+    (with ``memory_plan``, its memories placed by :func:`~litefly.boards.memory_plan.plan_memories`)."""
     from .vivado import envelope_of  # noqa: PLC0415
     env = envelope_of(target, input_size, multipliers)
+    plan = plan_memories(env, board) if memory_plan else None
     if isinstance(target, LayerConfig):
         layers = [target.name]
     elif isinstance(target, NetworkConfig):
@@ -315,7 +320,7 @@ def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
         except ModuleNotFoundError as exc:
             raise ToolError(f"cannot generate the engine: {exc} (litefly.hw.generate is needed)") from None
     work = (cache or cache_root() / "synth") / f"{env.name}-{env.config_hash[:16]}"
-    eng = generate(env, work / "rtl")
+    eng = generate(env, work / "rtl", ram_styles=plan.styles if plan else None)
     verilog = Path(eng.verilog)
     vhash = hashlib.sha256(verilog.read_bytes()).hexdigest()[:12]
     result = work / f"result-{board.family}-{vhash}-v{SCRIPT_VERSION}.json"
@@ -347,7 +352,8 @@ def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
                        seconds=raw["seconds"], cached=cached, notes=notes, envelope=env.to_dict(),
                        layers=layers, dsp_registers=raw.get("dsp_registers", {}),
                        path=dict(raw.get("path", {})),
-                       fanout=[(str(n), int(f)) for n, f in raw.get("fanout", [])])
+                       fanout=[(str(n), int(f)) for n, f in raw.get("fanout", [])],
+                       memory_plan=plan.to_dict() if plan else {})
 
 
 def render_table(reports: list[SynthReport], title: str = "Yosys synth_xilinx estimate"):

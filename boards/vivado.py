@@ -39,6 +39,7 @@ from litefly.errors import ConfigError, LiteflyError, ToolError
 from litefly.hw.spec import EngineEnvelope
 
 from .boards import Board
+from .memory_plan import plan_memories
 
 __all__ = ["BuildPlan", "BD_NAME", "ENGINE_CELL", "DMA_CELL", "write_build", "wrapper_verilog",
            "build_tcl", "constraints_xdc", "run_vivado", "vivado_path", "parse_utilization",
@@ -470,7 +471,8 @@ def write_build(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Boa
         except ModuleNotFoundError as exc:
             raise ToolError(f"cannot generate the engine: {exc} (litefly.hw.generate needs the PC extras: "
                             f"pip install 'litefly[pc]')") from None
-    eng = generate(env, out / "rtl")
+    memories = plan_memories(env, board)
+    eng = generate(env, out / "rtl", ram_styles=memories.styles)
     engine_v = Path(eng.verilog)
     manifest = out / "manifest.json"
     if Path(eng.manifest).resolve() != manifest.resolve():
@@ -486,7 +488,7 @@ def write_build(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Boa
         "name": env.name, "board": board.name, "part": board.part, "board_part": board.board_part,
         "config_hash": env.config_hash, "hash32": f"0x{env.hash32:08x}", "envelope": env.to_dict(),
         "network": network_summary(network, input_size),
-        "clock_mhz": clock, "module": eng.module,
+        "clock_mhz": clock, "module": eng.module, "memory_plan": memories.to_dict(),
         "vivado_expected": board.vivado_releases,
         "ip": {"dma": DMA_CELL, "engine": ENGINE_CELL, "engine_base": board.engine_base,
                "dma_base": board.dma_base, "engine_vlnv": f"xilinx.com:module_ref:{eng.module}_bd:1.0"},

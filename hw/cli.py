@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from litefly.boards.boards import BOARDS
 from litefly.cli.envelope_options import envelope_options
 from litefly.config import load_network
 
@@ -18,10 +19,14 @@ from .engine import FAULTS
 @click.option("--input-size", nargs=2, type=int, default=None, metavar="H W",
               help="Input feature-map size of the network's first conv layer (sizes the frame buffer).")
 @envelope_options
+@click.option("--board", "board_name", type=click.Choice(sorted(BOARDS)), default=None,
+              help="Place the memories by this board's memory plan (ram_style attributes, as 'litefly build' "
+                   "does); default: no attributes, every memory left to the synthesis tool.")
 @click.option("--fault", type=click.Choice(FAULTS), default=None, hidden=True,
               help="Generate a deliberately broken engine (to prove the checker has teeth).")
 def gen(config: Path, out_dir: Path, input_size: tuple[int, int] | None, multipliers: int | None,
-        macs_per_dsp: int | None, stream_bits: int | None, window_generators: int | None, fault: str | None) -> None:
+        macs_per_dsp: int | None, stream_bits: int | None, window_generators: int | None, board_name: str | None,
+        fault: str | None) -> None:
     """Generate DIR/<name>.v and DIR/manifest.json for the network (or single layer) in CONFIG."""
     from .generate import generate
     from .spec import EngineEnvelope
@@ -30,10 +35,17 @@ def gen(config: Path, out_dir: Path, input_size: tuple[int, int] | None, multipl
     envelope = EngineEnvelope.for_network(network, tuple(input_size) if input_size else None,
                                           multipliers=multipliers, macs_per_dsp=macs_per_dsp, stream_bits=stream_bits,
                                           window_generators=window_generators)
-    g = generate(envelope, out_dir, fault=fault)
+    styles = None
+    if board_name:
+        from litefly.boards.boards import get_board
+        from litefly.boards.memory_plan import plan_memories
+        styles = plan_memories(envelope, get_board(board_name)).styles
+    g = generate(envelope, out_dir, fault=fault, ram_styles=styles)
     env = g.envelope
     click.echo(f"{g.verilog}: module {g.module}, {env.lanes} MAC lanes on {env.lanes // env.macs_per_dsp} "
                f"multipliers, {env.stream_bits}-bit streams, "
                f"{len(network.layers)} layer(s)")
+    if styles:
+        click.echo(f"memory plan for {board_name}: " + ", ".join(f"{n} {s}" for n, s in sorted(styles.items())))
     click.echo(f"{g.manifest}: max q {env.max_q}, max p {env.max_p}, {env.max_factors} factors, "
                f"{env.weight_beats} weight beats, {env.frame_beats} frame beats, config hash {env.config_hash[:8]}")

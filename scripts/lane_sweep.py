@@ -15,7 +15,10 @@ and prints, per envelope:
   window generators that form the next batch's im2col columns (``window``: each reads one
   stream-wide beat into one of its lanes per cycle, so ``lanes / G x kh x kw x ceil(C / E)`` cycles
   a batch with G generators) or the unload (``unload``); when ``window`` paces, more lanes add
-  nothing, more window generators do.
+  nothing, more window generators do;
+* the memories' block RAM and UltraRAM on the board, estimated from their shapes after the board's
+  memory plan (``litefly.boards.memory_plan``; ``litefly synth`` measures them with Yosys), as a
+  share of the board, with ``litefly synth``'s verdict against FINN's 80% ceilings.
 
 Run: ``python scripts/lane_sweep.py [examples/vgg_net.yaml] [--lanes 64 128 192 256] [--stream-bits 64 128]
 [--window-generators 1 2 4] [--board pynq-z2] [--batch 8]``. Model figures, not board measurements.
@@ -27,6 +30,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from litefly.boards.boards import get_board
+from litefly.boards.memory_plan import plan_memories
+from litefly.boards.synth import verdict
 from litefly.config import load_network
 from litefly.errors import LiteflyError
 from litefly.host.bench import run_bench
@@ -41,6 +47,18 @@ def limiters(network, size, envelope: EngineEnvelope) -> list[str]:
         b = LayerDescriptor(envelope, step).batch_cycles()
         out.append(f"{step.name} {max(b, key=b.get)}")
     return out
+
+
+def memory_fit(envelope: EngineEnvelope, board_name: str) -> str:
+    """The memory plan's estimate on the board: BRAM36 (and URAM) shares and a verdict."""
+    board = get_board(board_name)
+    plan = plan_memories(envelope, board)
+    capacity = {"lut": board.lut, "ff": board.ff, "dsp": board.dsp, "bram36": board.bram36, "uram": board.uram}
+    used = {"lut": 0.0, "ff": 0.0, "dsp": 0.0, "bram36": plan.bram36, "uram": float(plan.uram)}
+    text = f"{plan.bram36:g} BRAM ({plan.bram36 / board.bram36:.0%})"
+    if board.uram:
+        text += f" + {plan.uram} URAM ({plan.uram / board.uram:.0%})"
+    return f"{text}: {verdict(used, capacity)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         size = tuple(a.input_size) if a.input_size else (network.input_size or (16, 16))
         mpd = 1 if a.unpacked else 2
         print("| lanes | DSPs | stream | windows | cycles | MAC util | engine ms | compute bound ms | DMA bound ms | "
-              "e2e ms | e2e / bound | x torch e2e (torch GMAC/s) | paced by (per layer) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+              "e2e ms | e2e / bound | x torch e2e (torch GMAC/s) | paced by (per layer) | memories (estimate) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for sb, lanes, wg in ((sb, lanes, wg) for sb in a.stream_bits for lanes in a.lanes
                               for wg in a.window_generators):
             r = run_bench(network, "golden", a.board, a.clock_mhz, a.batch, size, dense=False,
@@ -78,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {1e3 * t['runtime[s]']:.2f} | {1e3 * compute:.2f} | {1e3 * dma:.2f} "
                   f"| {1e3 * t['end_to_end[s]']:.2f} | {t['end_to_end[s]'] / bound:.2f} "
                   f"| {t['speedup_vs_cpu_torch_end_to_end']:.2f} ({t['cpu_torch_gmacs']:.0f}) "
-                  f"| {', '.join(limiters(network, size, env))} |", flush=True)
+                  f"| {', '.join(limiters(network, size, env))} | {memory_fit(env, a.board)} |", flush=True)
     except LiteflyError as exc:
         print(f"lane_sweep: {exc}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ class FakeEngine:
     envelope: EngineEnvelope
 
 
-def fake_generate(envelope, out_dir, fault=None):
+def fake_generate(envelope, out_dir, fault=None, ram_styles=None):
     assert isinstance(envelope, EngineEnvelope), "the boards flow generates the engine of an envelope"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

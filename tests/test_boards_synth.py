@@ -43,7 +43,7 @@ class Eng:
 
 
 def generator(text: str, lanes: int = 2, seen: list | None = None):
-    def generate(envelope, out_dir, fault=None):
+    def generate(envelope, out_dir, fault=None, ram_styles=None):
         assert isinstance(envelope, EngineEnvelope)
         if seen is not None:
             seen.append(envelope)

@@ -45,5 +45,5 @@ def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--window-generators", type=click.Choice([str(g) for g in WINDOW_GENERATORS]), default=None,
                      callback=lambda _c, _p, v: None if v is None else int(v),
                      help="Window generators forming a batch's im2col columns in parallel (each with its own "
-                          "frame-buffer read port); default: the network's engine setting, else 1."),
+                          "frame-buffer copy); default: the network's engine setting, else 1."),
     )(f)

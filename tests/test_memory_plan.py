@@ -1,0 +1,137 @@
+"""The engine's memory list and the board memory plan (block RAM or UltraRAM)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from litefly.boards.boards import get_board
+from litefly.boards.memory_plan import LUTRAM_DEPTH, bram36_blocks, plan_memories, uram_blocks
+from litefly.boards.synth import CEILINGS
+from litefly.config import load_network
+from litefly.errors import ConfigError
+from litefly.hw.memories import engine_memories
+from litefly.hw.spec import EngineEnvelope
+
+ROOT = Path(__file__).resolve().parents[1]
+VGG = load_network(ROOT / "examples" / "vgg_net.yaml")
+
+
+def vgg(lanes: int, stream_bits: int, generators: int) -> EngineEnvelope:
+    return EngineEnvelope.for_network(VGG, (32, 32), multipliers=lanes, stream_bits=stream_bits, macs_per_dsp=2,
+                                      window_generators=generators)
+
+
+@pytest.mark.parametrize("width, depth, granularity, bram, uram", [
+    (128, 4096, None, 15, 2),       # the 128-bit frame buffer: 9 x 4096 RAMB36s; two URAM288
+    (64, 8192, None, 16, 2),        # 64-bit, 8,192 deep: 4 x 8192 RAMB36s
+    (1024, 1024, None, 28.5, 15),   # work memory: 57 RAMB18s of 18 x 1024
+    (36, 512, None, 0.5, 1),        # one RAMB18
+    (72, 4096, None, 8, 1),         # one URAM288 is eight BRAM36's bits
+    (1024, 72, 8, 16, 16),          # an IN memory (byte writes): 64 data bits a 72-bit RAMB36, mostly empty
+    (1024, 72, None, 14.5, 15),     # the same without byte writes: 29 RAMB18s of 36 x 512
+    (256, 72, 8, 4, 4),
+])
+def test_block_counts_from_shapes(width: int, depth: int, granularity: int | None, bram: float, uram: int) -> None:
+    assert bram36_blocks(width, depth, granularity) == bram
+    assert uram_blocks(width, depth, granularity) == uram
+
+
+# Yosys 0.70 synth_xilinx, every memory left to Yosys (docs/boards.md): (lanes, stream bits, generators,
+# board) -> BRAM36 it mapped. The shape estimate equals each.
+MEASURED_BRAM36 = [((64, 64, 1, "pynq-z2"), 97.5), ((64, 64, 2, "pynq-z2"), 113.5), ((128, 64, 1, "pynq-z2"), 175.5),
+                   ((128, 128, 1, "zcu104"), 303.5), ((128, 128, 4, "zcu104"), 348.5)]
+
+
+@pytest.mark.parametrize("envelope, measured", MEASURED_BRAM36)
+def test_shape_estimate_matches_yosys(envelope: tuple, measured: float) -> None:
+    lanes, bits, gens, _board = envelope
+    mems = engine_memories(vgg(lanes, bits, gens))
+    assert sum(bram36_blocks(m.width, m.depth, m.granularity) * m.read_ports
+               for m in mems if m.depth > LUTRAM_DEPTH) == measured
+
+
+def test_memory_list_is_the_engines() -> None:
+    """Every memory the engine holds: a frame-buffer copy per window generator, OUT with two read ports
+    (output stage and unloader)."""
+    env = vgg(128, 128, 4)
+    mems = {m.name: m for m in engine_memories(env)}
+    frames = [mems[n] for n in ("frame_mem", "frame_mem1", "frame_mem2", "frame_mem3")]
+    assert all(f.read_ports == 1 and f.depth == env.frame_beats for f in frames) and "frame_mem4" not in mems
+    assert len([n for n in mems if n.startswith("in_mem")]) == env.elems_per_beat * 4
+    assert mems["in_mem0_0"].width == 128 // 4 * env.act_bits and mems["in_mem0_0"].granularity == env.act_bits
+    assert all(mems[f"out_mem{b}"].read_ports == 2 for b in range(env.elems_per_beat))
+    assert "index_mem" not in mems                       # the VGG chains have no sparse factor
+
+
+def test_zcu104_plan_moves_memories_to_ultraram_until_both_fit() -> None:
+    """128 lanes, 128-bit stream, four generators: all in block RAM is 348.5 BRAM36 of 312 (above);
+    the plan puts the frame buffer's four copies and the work memory in UltraRAM first (most block
+    RAM saved per URAM), then IN memories until the two shares balance."""
+    board = get_board("zcu104")
+    env = vgg(128, 128, 4)
+    plan = plan_memories(env, board)
+    assert {plan.styles[n] for n in ("frame_mem", "frame_mem1", "frame_mem2", "frame_mem3", "work_mem")} == {"ultra"}
+    assert set(plan.styles.values()) == {"ultra"}
+    assert plan.bram36 <= CEILINGS["bram36"] * board.bram36 and plan.uram <= CEILINGS["uram"] * board.uram
+    # balanced: one more IN memory (4 BRAM36 or 4 URAM) in UltraRAM would not lower the larger share
+    def worst(b: float, u: float) -> float:
+        return max(b / board.bram36, u / board.uram)
+    assert worst(plan.bram36 - 4, plan.uram + 4) >= worst(plan.bram36, plan.uram)
+    assert worst(plan.bram36 + 4, plan.uram - 4) > worst(plan.bram36, plan.uram)
+    assert sum(r["uram"] for r in plan.rows) == plan.uram and sum(r["bram36"] for r in plan.rows) == plan.bram36
+    assert sum(r["count"] for r in plan.rows) == len(engine_memories(env))
+
+
+def test_board_without_ultraram_gets_no_styles() -> None:
+    plan = plan_memories(vgg(64, 64, 2), get_board("pynq-z2"))
+    assert plan.styles == {} and plan.uram == 0
+    assert plan.bram36 == 113.5           # Yosys measured 113.5 BRAM36 for this engine (docs/boards.md)
+
+
+def test_ram_styles_reach_the_verilog(tmp_path: Path) -> None:
+    """A style becomes the memory's ``ram_style`` attribute (Vivado and Yosys read it); the engine's
+    hash does not change."""
+    generate = pytest.importorskip("litefly.hw.generate").generate
+    env = EngineEnvelope.for_network(load_network(ROOT / "examples" / "layers" / "pointnet_fc3.yaml"), None,
+                                     multipliers=8)
+    plain = generate(env, tmp_path / "plain")
+    placed = generate(env, tmp_path / "placed", ram_styles={"frame_mem": "ultra", "weight_mem": "block"})
+    text = placed.verilog.read_text()
+    assert re.search(r'\(\* ram_style = "ultra" \*\)\s*reg \[\d+:0\] frame_mem\b', text)
+    assert re.search(r'\(\* ram_style = "block" \*\)\s*reg \[\d+:0\] weight_mem\b', text)
+    assert "ram_style" not in plain.verilog.read_text()
+    assert placed.manifest_data["ram_styles"] == {"frame_mem": "ultra", "weight_mem": "block"}
+    assert placed.manifest_data["config_hash"] == plain.manifest_data["config_hash"]
+
+
+@pytest.mark.parametrize("styles, message", [
+    ({"frame": "ultra"}, r"ram_styles: 'frame' is not a memory of engine \w+; expected one of .*frame_mem"),
+    ({"frame_mem": "huge"}, r"ram_styles: frame_mem='huge' is not one of block, ultra, distributed"),
+])
+def test_bad_ram_styles_are_refused(styles: dict, message: str) -> None:
+    engine = pytest.importorskip("litefly.hw.engine")
+    env = EngineEnvelope.for_network(load_network(ROOT / "examples" / "layers" / "pointnet_fc3.yaml"), None,
+                                     multipliers=8)
+    with pytest.raises(ConfigError, match=message):
+        engine.check_ram_styles(env, styles)      # what NetworkEngine's constructor calls
+
+
+def test_cli_gen_with_board_writes_the_plan(tmp_path: Path) -> None:
+    """``litefly gen --board zcu104`` generates with the board's plan; without ``--board``, no styles."""
+    from click.testing import CliRunner
+
+    from litefly.hw.cli import gen
+
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("name: small\nkind: conv2d\nin_channels: 3\nout_channels: 8\nkernel: 2\n"
+                   "chain: [[8, 12, 4, 6, 1]]\nengine: {multipliers: 8, stream_bits: 32}\n")
+    res = CliRunner().invoke(gen, [str(cfg), "-o", str(tmp_path / "z"), "--input-size", "4", "4", "--board", "zcu104"])
+    assert res.exit_code == 0, res.output
+    assert "memory plan for zcu104: frame_mem ultra" in res.output
+    assert re.search(r'\(\* ram_style = "ultra" \*\)\s*reg \[31:0\] frame_mem\b', (tmp_path / "z" / "small.v").read_text())
+    res = CliRunner().invoke(gen, [str(cfg), "-o", str(tmp_path / "p"), "--input-size", "4", "4"])
+    assert res.exit_code == 0 and "memory plan" not in res.output
+    assert "ram_style" not in (tmp_path / "p" / "small.v").read_text()
