@@ -30,11 +30,13 @@ _INPUT_SIZE = click.option("--input-size", type=(click.IntRange(1, 4096), click.
 
 def network_envelope(network: NetworkConfig, input_size: tuple[int, int] | None = None,
                      multipliers: int | None = None, macs_per_dsp: int | None = None,
-                     stream_bits: int | None = None, window_generators: int | None = None) -> EngineEnvelope:
+                     stream_bits: int | None = None, window_generators: int | None = None,
+                     frame_kib: int | None = None) -> EngineEnvelope:
     """The envelope of ``network`` at ``input_size`` (another multiplier budget, packing, stream
-    width or window-generator count is another engine and hash)."""
+    width, window-generator count or frame buffer size is another engine and hash)."""
     return EngineEnvelope.for_network(network, input_size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
-                                      stream_bits=stream_bits, window_generators=window_generators)
+                                      stream_bits=stream_bits, window_generators=window_generators,
+                                      frame_kib=frame_kib)
 
 
 def _describe(env: EngineEnvelope, network: NetworkConfig) -> str:
@@ -56,8 +58,7 @@ def _describe(env: EngineEnvelope, network: NetworkConfig) -> str:
 @click.option("--jobs", type=int, default=4, show_default=True, help="Vivado parallel jobs.")
 @envelope_options
 def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out_dir: Path,
-          clock_mhz: float | None, jobs: int, multipliers: int | None, macs_per_dsp: int | None,
-          stream_bits: int | None, window_generators: int | None) -> None:
+          clock_mhz: float | None, jobs: int, engine: dict[str, int | None]) -> None:
     """Write the network engine, build.tcl, constraints and README for NETWORK_OR_LAYER; run Vivado if it is
     on PATH. One bitstream serves every layer of the network."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
@@ -67,7 +68,7 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
     console = output_console()
     network = load_network(config)
     board = get_board(board_name)
-    env = network_envelope(network, input_size, multipliers, macs_per_dsp, stream_bits, window_generators)
+    env = network_envelope(network, input_size, **engine)
     plan = write_build(env, board, out_dir, clock_mhz=clock_mhz, jobs=jobs, input_size=input_size,
                        network=network)
     console.print(f"wrote {plan.tcl}, {plan.xdc.name}, {plan.readme.name}, manifest.json and rtl/ "
@@ -112,8 +113,8 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
                    "not finished then, nextpnr's post-placement estimate is reported as such.")
 @click.option("--proxy-mhz", type=click.FloatRange(min=1.0), default=None, metavar="F",
               help="nextpnr's target clock for the proxy (default 125 MHz).")
-def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, multipliers: int | None,
-          macs_per_dsp: int | None, stream_bits: int | None, window_generators: int | None, json_file: Path | None,
+def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, engine: dict[str, int | None],
+          json_file: Path | None,
           no_cache: bool, memory_plan: bool, fmax_proxy: bool, proxy_lanes: int | None, proxy_timeout: float | None,
           proxy_mhz: float | None) -> None:
     """Estimate the resources of NETWORK_OR_LAYER's network engine on a board with Yosys synth_xilinx
@@ -127,13 +128,13 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, mul
     if not fmax_proxy and (proxy_lanes, proxy_timeout, proxy_mhz) != (None, None, None):
         raise ConfigError("--proxy-lanes, --proxy-timeout and --proxy-mhz go with --fmax-proxy")
     network = load_network(config)
-    env = network_envelope(network, input_size, multipliers, macs_per_dsp, stream_bits, window_generators)
+    env = network_envelope(network, input_size, **engine)
     board = get_board(board_name)
     proxy_env = None
     if fmax_proxy:      # check the tools and the proxy's envelope before the long Yosys run
         fmax.proxy_device(), fmax.nextpnr_command()
         proxy_env = network_envelope(network, input_size, proxy_lanes or min(fmax.DEFAULT_LANES, env.lanes),
-                                     env.macs_per_dsp, env.stream_bits, env.window_generators)
+                                     env.macs_per_dsp, env.stream_bits, env.window_generators, engine["frame_kib"])
     with status(f"yosys synth_xilinx -family {board.family} on engine {env.name}"):  # lines when piped
         report = estimate(env, board, use_cache=not no_cache, memory_plan=memory_plan)
     report.layers = [lay.name for lay in network.layers]

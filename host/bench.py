@@ -221,11 +221,12 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
               seed: int = 0, params_dir: str | Path | None = None, dense: bool = True, repeats: int = 3,
               progress: Callable[[str], None] | None = None, multipliers: int | None = None,
               macs_per_dsp: int | None = None, stream_bits: int | None = None,
-              window_generators: int | None = None, **backend_opts: Any) -> dict[str, Any]:
+              window_generators: int | None = None, frame_kib: int | None = None,
+              **backend_opts: Any) -> dict[str, Any]:
     """Run the bench and return the report dict (``docs/host.md``). ``multipliers``,
-    ``macs_per_dsp``, ``stream_bits`` and ``window_generators`` override the network's engine
-    settings (another engine); the dense baseline runs on an engine of the same lanes, packing,
-    stream width and window generators."""
+    ``macs_per_dsp``, ``stream_bits``, ``window_generators`` and ``frame_kib`` override the
+    network's engine settings (another engine); the dense baseline runs on an engine of the same
+    lanes, packing, stream width, window generators and frame buffer size."""
     from litefly.boards.boards import get_board
 
     from .runtime import NetworkRunner
@@ -253,7 +254,8 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
     calib = x4[:CALIB_IMAGES]        # scales from a few images: the int8 run then sees the whole batch
     params, fweights, fbiases = _params(network, steps, calib, rng, params_dir)
     envelope = EngineEnvelope.for_network(network, size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
-                                          stream_bits=stream_bits, window_generators=window_generators)
+                                          stream_bits=stream_bits, window_generators=window_generators,
+                                          frame_kib=frame_kib)
     opts = dict(backend_opts)
     if backend == "sim":
         repeats = 1
@@ -293,7 +295,8 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
     dstats = dtotal = None
     denv = EngineEnvelope.for_network(dnet, size, multipliers=envelope.multipliers,
                                       macs_per_dsp=envelope.macs_per_dsp, stream_bits=envelope.stream_bits,
-                                      window_generators=envelope.window_generators)
+                                      window_generators=envelope.window_generators,
+                                      frame_kib=frame_kib or network.engine.frame_kib)
     if dense:
         say(f"dense network on engine {denv.name!r} ({backend})")
         dparams = quantize_network(dsteps, dense_w, calib, {ds.name: fbiases[s.name] for s, ds in zip(steps, dsteps)})
@@ -449,7 +452,8 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
                    "stream_bits": envelope.stream_bits, "frame_beats": envelope.frame_beats,
                    "macs_per_dsp": envelope.macs_per_dsp, "window_generators": envelope.window_generators,
                    "layers_served": len(rows)},
-        "dense_engine": {"name": denv.name, "hash": f"0x{denv.hash32:08x}", "lanes": denv.lanes},
+        "dense_engine": {"name": denv.name, "hash": f"0x{denv.hash32:08x}", "lanes": denv.lanes,
+                         "frame_beats": denv.frame_beats},
         "sources": {"engine": src_engine,
                     "host": host_src,
                     "cpu": f"torch {_torch_version()} F.conv2d/F.linear float32 (+ fused ReLU/max pool), "

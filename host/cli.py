@@ -42,8 +42,7 @@ from litefly.errors import LiteflyError
 def bench(config: Path, backend: str, board: str, clock_mhz: float | None, batch: int,
           input_size: tuple[int, int] | None, seed: int, params_dir: Path | None, bitstream_dir: Path | None,
           repeats: int, no_dense: bool,
-          report_path: Path | None, plot_path: Path | None, multipliers: int | None, macs_per_dsp: int | None,
-          stream_bits: int | None, window_generators: int | None) -> None:
+          report_path: Path | None, plot_path: Path | None, engine: dict[str, int | None]) -> None:
     """Run NETWORK_OR_LAYER (a network or layer YAML) on one network engine, with its dense baseline and
     torch on this CPU, and report host and engine time, traffic and speedups (engine alone and end to end)."""
     from litefly.cli.output import console as make_console
@@ -65,8 +64,7 @@ def bench(config: Path, backend: str, board: str, clock_mhz: float | None, batch
 
     report = run_bench(network, backend=backend, board_name=board, clock_mhz=clock_mhz, batch=batch,
                        input_size=input_size, seed=seed, params_dir=params_dir, dense=not no_dense,
-                       repeats=repeats, progress=step, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
-                       stream_bits=stream_bits, window_generators=window_generators,
+                       repeats=repeats, progress=step, **engine,
                        **({"bitstream_dir": bitstream_dir} if bitstream_dir is not None else {}))
     console.print(render_table(report))
     for line in summary_lines(report):

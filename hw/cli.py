@@ -24,17 +24,14 @@ from .engine import FAULTS
                    "does); default: no attributes, every memory left to the synthesis tool.")
 @click.option("--fault", type=click.Choice(FAULTS), default=None, hidden=True,
               help="Generate a deliberately broken engine (to prove the checker has teeth).")
-def gen(config: Path, out_dir: Path, input_size: tuple[int, int] | None, multipliers: int | None,
-        macs_per_dsp: int | None, stream_bits: int | None, window_generators: int | None, board_name: str | None,
-        fault: str | None) -> None:
+def gen(config: Path, out_dir: Path, input_size: tuple[int, int] | None, engine: dict[str, int | None],
+        board_name: str | None, fault: str | None) -> None:
     """Generate DIR/<name>.v and DIR/manifest.json for the network (or single layer) in CONFIG."""
     from .generate import generate
     from .spec import EngineEnvelope
 
     network = load_network(config)
-    envelope = EngineEnvelope.for_network(network, tuple(input_size) if input_size else None,
-                                          multipliers=multipliers, macs_per_dsp=macs_per_dsp, stream_bits=stream_bits,
-                                          window_generators=window_generators)
+    envelope = EngineEnvelope.for_network(network, tuple(input_size) if input_size else None, **engine)
     styles = None
     if board_name:
         from litefly.boards.boards import get_board

@@ -21,7 +21,7 @@ and prints, per envelope:
   share of the board, with ``litefly synth``'s verdict against FINN's 80% ceilings.
 
 Run: ``python scripts/lane_sweep.py [examples/vgg_net.yaml] [--lanes 64 128 192 256] [--stream-bits 64 128]
-[--window-generators 1 2 4] [--board pynq-z2] [--batch 8]``. Model figures, not board measurements.
+[--window-generators 1 2 4] [--frame-kib 64 256] [--board pynq-z2] [--batch 8]``. Model figures, not board measurements.
 """
 
 from __future__ import annotations
@@ -72,27 +72,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input-size", type=int, nargs=2, default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--window-generators", type=int, nargs="+", default=[1], choices=(1, 2, 4))
+    ap.add_argument("--frame-kib", type=int, nargs="+", default=[None],
+                    help="frame buffer sizes in KiB (default: the network's; a larger one: fewer passes)")
     ap.add_argument("--unpacked", action="store_true", help="one lane per DSP (default: two)")
     a = ap.parse_args(argv)
     try:
         network = load_network(a.network)
         size = tuple(a.input_size) if a.input_size else (network.input_size or (16, 16))
         mpd = 1 if a.unpacked else 2
-        print("| lanes | DSPs | stream | windows | cycles | MAC util | engine ms | compute bound ms | DMA bound ms | "
+        print("| lanes | DSPs | stream | windows | frame KiB | cycles | MAC util | engine ms | compute bound ms | DMA bound ms | "
               "e2e ms | e2e / bound | x torch e2e (torch GMAC/s) | paced by (per layer) | memories (estimate) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        for sb, lanes, wg in ((sb, lanes, wg) for sb in a.stream_bits for lanes in a.lanes
-                              for wg in a.window_generators):
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for sb, lanes, wg, fk in ((sb, lanes, wg, fk) for sb in a.stream_bits for lanes in a.lanes
+                                  for wg in a.window_generators for fk in a.frame_kib):
             r = run_bench(network, "golden", a.board, a.clock_mhz, a.batch, size, dense=False,
                           repeats=a.repeats, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb,
-                          window_generators=wg)
+                          window_generators=wg, frame_kib=fk)
             t, f = r["total"], r["fclk[mhz]"] * 1e6
             env = EngineEnvelope.for_network(network, size, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb,
-                                             window_generators=wg)
+                                             window_generators=wg, frame_kib=fk)
             compute = t["macs"] / (env.lanes * f)
             dma = sum(l["dma_time[s]"] for l in r["layers"])      # per layer: max(in, out) / DMA rate
             bound = max(compute, dma)
-            print(f"| {env.lanes} | {env.lanes // mpd} | {sb} | {wg} | {t['cycles']:,} | {100 * t['mac_utilisation']:.1f}% "
+            kib = env.frame_beats * sb // 8 // 1024
+            print(f"| {env.lanes} | {env.lanes // mpd} | {sb} | {wg} | {kib} | {t['cycles']:,} "
+                  f"| {100 * t['mac_utilisation']:.1f}% "
                   f"| {1e3 * t['runtime[s]']:.2f} | {1e3 * compute:.2f} | {1e3 * dma:.2f} "
                   f"| {1e3 * t['end_to_end[s]']:.2f} | {t['end_to_end[s]'] / bound:.2f} "
                   f"| {t['speedup_vs_cpu_torch_end_to_end']:.2f} ({t['cpu_torch_gmacs']:.0f}) "

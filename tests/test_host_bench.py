@@ -132,6 +132,21 @@ def test_bench_window_generators_make_another_engine_and_lift_the_window_bound()
     assert r.returncode == 2 and "'3' is not one of '1', '2', '4'" in r.stderr
 
 
+def test_bench_frame_kib_takes_more_images_a_pass():
+    """--frame-kib: another engine (its dense baseline alike) whose passes take more images, so fewer
+    passes and fewer cycles; one that cannot hold a layer's input is refused in one line."""
+    net = load_network(VGG)
+    base = run_bench(net, "golden", batch=4, input_size=(32, 32), repeats=1, dense=False)
+    big = run_bench(net, "golden", batch=4, input_size=(32, 32), repeats=1, dense=False, frame_kib=256)
+    assert big["engine"]["hash"] != base["engine"]["hash"]
+    assert big["engine"]["frame_beats"] == big["dense_engine"]["frame_beats"] == 256 * 1024 // 8
+    assert base["engine"]["frame_beats"] == 64 * 1024 // 8
+    assert big["total"]["cycles"] < base["total"]["cycles"]
+    r = run_cli(str(VGG), "--backend", "golden", "--frame-kib", "8", "--no-dense", "--repeats", "1")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "vgg_conv2" in r.stderr and "CAP_FRAME_BEATS = 1024" in r.stderr
+
+
 def test_roofline_names_the_limiting_bound():
     net = load_network(VGG)
     step = plan_network(net, (3, 8, 8))[1]

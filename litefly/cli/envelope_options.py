@@ -8,13 +8,14 @@ takes them as they come and checks them.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import click
 
 from litefly.config import WINDOW_GENERATORS
 
-__all__ = ["Decorator", "envelope_options", "stack_options"]
+__all__ = ["Decorator", "ENVELOPE_KEYS", "envelope_options", "stack_options"]
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -28,9 +29,19 @@ def stack_options(*opts: Decorator) -> Decorator:
     return wrap
 
 
+ENVELOPE_KEYS = ("multipliers", "macs_per_dsp", "stream_bits", "window_generators", "frame_kib")
+
+
 def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--multipliers``, ``--macs-per-dsp``, ``--stream-bits`` and ``--window-generators`` (each
-    default: the network's)."""
+    """Add ``--multipliers``, ``--macs-per-dsp``, ``--stream-bits``, ``--window-generators`` and
+    ``--frame-kib`` (each default: the network's); the command receives them as one ``engine`` dict
+    (keys :data:`ENVELOPE_KEYS`, ``None`` where not given), the keyword arguments of
+    :meth:`~litefly.hw.spec.EngineEnvelope.for_network` and ``run_bench``."""
+    @functools.wraps(f)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        engine = {k: kwargs.pop(k) for k in ENVELOPE_KEYS}
+        return f(*args, engine=engine, **kwargs)
+
     return stack_options(
         click.option("--multipliers", type=int, default=None, metavar="N",
                      help="Lanes (MAC units) of the engine; default: the network's engine setting. Another "
@@ -46,4 +57,8 @@ def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      callback=lambda _c, _p, v: None if v is None else int(v),
                      help="Window generators forming a batch's im2col columns in parallel (each with its own "
                           "frame-buffer copy); default: the network's engine setting, else 1."),
-    )(f)
+        click.option("--frame-kib", type=click.IntRange(1, 1 << 16), default=None, metavar="KIB",
+                     help="Frame buffer size in KiB: a pass takes as many images as it holds, so a larger one "
+                          "means fewer passes; default: the network's engine setting, else the largest layer "
+                          "input of one image (at least 64 KiB)."),
+    )(command)
