@@ -23,7 +23,7 @@ at T+8: ``DRAIN_CYCLES = 7`` bubbles.
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -58,7 +58,14 @@ class MacArray(wiring.Component):
         # T+1: memory data valid
         p1 = Signal(layout)
         m.d.sync += p1.eq(self.ctl)
-        x_sel = Mux(p1.from_in, self.in_data[p1.bank], self.work_data)
+        # IN's bank select, lane by lane (an E:1 multiplexer of A bits each): the same logic as
+        # selecting a whole bank, but a netlist that grows with lanes x E, not (lanes x E)^2,
+        # which Amaranth's Verilog conversion took minutes over at 256 lanes
+        # (lane l of bank b sliced straight from the port: bits (b*L + l)*A of the ArrayLayout)
+        E, flat = env.elems_per_beat, self.in_data.as_value()
+        x_in = Cat(*(Cat(*(flat[(b * L + l) * A:(b * L + l + 1) * A] for b in range(E))).word_select(p1.bank, A)
+                     for l in range(L)))
+        x_sel = Mux(p1.from_in, x_in, self.work_data)
         w_sel = self.weight_data.word_select(p1.wsub, W)
         b_sel = self.bias_data.word_select(p1.bsub, 32)[:BB]
         # T+2: operands registered
