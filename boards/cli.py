@@ -201,6 +201,8 @@ def _path_text(path: dict) -> str:
     """The deepest path of a synth report (:class:`litefly.boards.logic_depth.PathReport`) in words."""
     text = (f"{path['lut_levels']} LUT levels between registers (+{path['carry_cells']} CARRY cells, "
             f"{path['cells']} cells in all), from {path['start']} to {path['end']}")
+    if path.get("through"):          # reports cached before the path's cells were kept have none
+        text += f" through {' -> '.join(path['through'])}"
     if path.get("by_block"):
         text += "; deepest per block: " + ", ".join(f"{b} {n}" for b, n in path["by_block"].items())
     return text + (f"; {path['loops']} combinational loops" if path.get("loops") else "")

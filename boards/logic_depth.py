@@ -42,6 +42,7 @@ class PathReport:
     end: str                      # the register (its output net) or port it ends at
     loops: int                    # combinational loops found (0 in a sound design)
     by_block: dict[str, int] = field(default_factory=dict)   # deepest path ending in each block (``a.b``)
+    through: tuple[str, ...] = ()  # that path's cells from its start to its end (types, LUT1-6 as LUTn)
 
 
 def _cost(ctype: str) -> tuple[int, int, int]:
@@ -82,6 +83,7 @@ def lut_levels(netlist: dict[str, Any], top: str) -> PathReport:
         inputs[cname] = ins
 
     best: dict[str, tuple[int, int, int, int]] = {}      # cell -> (levels, carries, cells, start bit)
+    via: dict[str, int] = {}                             # cell -> the input bit its deepest path arrives on
     loops = 0
     on_stack: set[str] = set()
 
@@ -98,9 +100,14 @@ def lut_levels(netlist: dict[str, Any], top: str) -> PathReport:
             if done:
                 on_stack.discard(cname)
                 lv, ca, ce = _cost(cells[cname]["type"])
-                arr = max((arrive(b) for b in inputs[cname] if drivers.get(b) in best or b not in drivers),
-                          default=(0, 0, 0, -1))
+                arr, bit = (0, 0, 0, -1), -1
+                for b in inputs[cname]:
+                    if drivers.get(b) in best or b not in drivers:
+                        a = arrive(b)
+                        if a > arr:
+                            arr, bit = a, b
                 best[cname] = (arr[0] + lv, arr[1] + ca, arr[2] + ce, arr[3])
+                via[cname] = bit
                 continue
             if cname in best or cname in on_stack:
                 continue
@@ -116,18 +123,18 @@ def lut_levels(netlist: dict[str, Any], top: str) -> PathReport:
                 stack.append((d, False))
 
     names = bit_names(mod)
-    top_path, end = (0, 0, 0, -1), "-"
+    top_path, end, end_bit = (0, 0, 0, -1), "-", -1
     by_block: dict[str, int] = {}
 
     def reach(bits: list, label: str) -> None:
-        nonlocal top_path, end
+        nonlocal top_path, end, end_bit
         for b in bits:
             if isinstance(b, int) and b in drivers and drivers[b] in best:
                 path = best[drivers[b]]
                 block = _block(label)
                 by_block[block] = max(by_block.get(block, 0), path[0])
                 if path > top_path:
-                    top_path, end = path, label
+                    top_path, end, end_bit = path, label, b
 
     for cname, cell in cells.items():           # path ends: inputs of sequential cells and LUT-RAM writes
         ctype, dirs = cell["type"], cell.get("port_directions", {})
@@ -139,8 +146,14 @@ def lut_levels(netlist: dict[str, Any], top: str) -> PathReport:
         if port.get("direction") == "output":
             reach(port.get("bits", []), pname)
     start = names.get(top_path[3], f"${top_path[3]}") if top_path[3] >= 0 else "-"
+    through: list[str] = []
+    b = end_bit
+    while b in drivers and drivers[b] in best and len(through) <= len(best):
+        through.append(cells[drivers[b]]["type"])
+        b = via[drivers[b]]
     return PathReport(lut_levels=top_path[0], carry_cells=top_path[1], cells=top_path[2], start=start,
-                      end=end, loops=loops, by_block=dict(sorted(by_block.items(), key=lambda kv: (-kv[1], kv[0]))))
+                      end=end, loops=loops, by_block=dict(sorted(by_block.items(), key=lambda kv: (-kv[1], kv[0]))),
+                      through=tuple(reversed(through)))
 
 
 def _block(label: str) -> str:

@@ -166,6 +166,11 @@ def test_cli_synth_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     env = EngineEnvelope.for_network(load_network(VGG_NET), (16, 16), multipliers=32)
     assert d["name"] == "vgg_head" and d["config_hash"] == env.config_hash and d["envelope"]["lanes"] == 32
     assert d["layers"] == ["vgg_conv1", "vgg_conv2", "vgg_conv3"]
+    assert d["memory_plan"]["board"] == "zcu104" and d["memory_plan"]["styles"]["frame_mem"] == "ultra"
+    assert "through" in d["path"]
+    main(["synth", str(VGG_NET), "--board", "zcu104", "--input-size", "16", "16", "--multipliers", "32",
+          "--no-memory-plan", "--json", str(out)])
+    assert json.loads(out.read_text())["memory_plan"] == {}
     with pytest.raises(SystemExit) as exc:
         main(["synth", str(FC3), "--board", "pynq-z2", "--json", str(tmp_path / "nodir" / "r.json")])
     assert exc.value.code == 2
@@ -231,9 +236,11 @@ def test_lut_levels_follow_each_primitives_timing_arcs() -> None:
     # ff_a -> l1 -> l2 -> ram (DPRA) -> l4 -> ff_b: 4 levels; ff_a -> l1 -> l2 -> c1 -> l3 -> ff_c: 3 + a carry
     assert (r.lut_levels, r.carry_cells, r.loops, r.start) == (4, 0, 0, "acc") and r.end == "u.res"
     assert r.by_block == {"u": 4, "(top)": 3}      # by the register's output net: u.res is in u
+    assert r.through == ("LUT2", "LUT3", "RAM64X1D", "LUT2")
     del cells["ff_b"], cells["l4"]
     r = lut_levels(net, "top")
     assert (r.lut_levels, r.carry_cells, r.cells) == (3, 1, 4)
+    assert r.through == ("LUT2", "LUT3", "CARRY4", "LUT1")
     cells["l1"]["connections"]["I1"] = [5]             # l1 <-> l2: a combinational loop
     assert lut_levels(net, "top").loops >= 1
 
