@@ -40,10 +40,7 @@ def network_envelope(network: NetworkConfig, input_size: tuple[int, int] | None 
 
 
 def _describe(env: EngineEnvelope, network: NetworkConfig) -> str:
-    pack = ", two lanes per multiplier" if env.macs_per_dsp == 2 else ""
-    if env.window_generators > 1:
-        pack += f", {env.window_generators} window generators"
-    return (f"engine {env.name} 0x{env.hash32:08x} ({env.lanes} lanes{pack}, {env.stream_bits}-bit stream) for "
+    return (f"engine {env.name} 0x{env.hash32:08x} ({env.words}) for "
             f"{len(network.layers)} layer{'s' if len(network.layers) != 1 else ''}: "
             f"{', '.join(l.name for l in network.layers)}")
 

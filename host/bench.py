@@ -34,7 +34,7 @@ import numpy as np
 from litefly.config import LayerConfig, NetworkConfig
 from litefly.errors import ConfigError, LiteflyError
 from litefly.fixed import QuantizedLayer, chain_dense, load_quantized, random_float_weights
-from litefly.hw.spec import EngineEnvelope, LayerDescriptor
+from litefly.hw.spec import EngineEnvelope, LayerDescriptor, envelope_words
 from litefly.network import (EngineStep, global_pool_int, network_forward_int, network_input_shape, plan_network,
                              quantize_network)
 
@@ -516,10 +516,10 @@ def render_table(report: dict[str, Any]):
     """A rich Table of the report (per layer and total)."""
     from rich.table import Table
     eng = report["engine"]
-    extra = (", two per DSP" if eng.get("macs_per_dsp", 1) == 2 else "") + \
-        (f", {eng['window_generators']} window generators" if eng.get("window_generators", 1) > 1 else "")
+    words = envelope_words(eng["lanes"], eng["stream_bits"], eng.get("macs_per_dsp", 1),
+                           eng.get("window_generators", 1), eng.get("frame_beats"))
     t = Table(title=f"litefly bench: {report['network']} on one engine ({eng['name']} "
-                    f"{eng['hash']}, {eng['lanes']} lanes{extra}), {report['backend']} backend, "
+                    f"{eng['hash']}, {words}), {report['backend']} backend, "
                     f"batch {report['batch_size']}, input {report['input_size'][0]}x{report['input_size'][1]}")
     cols = ("layer", "cycles", "MAC util", "engine [us]", "host [us]", "e2e [us]", "in/out [KiB]", "in x fmap",
             "xfers", "bound", "dense cycles", "x dense engine", "x dense e2e", "MAC red.", "torch [us]",

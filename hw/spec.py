@@ -32,7 +32,7 @@ from litefly.network import EngineStep, network_input_shape, plan_network
 from . import regmap
 from .cycles import DRAIN_CYCLES, WINDOW_SETUP, PassGeometry, batch_cycles, frame_ready, pass_cycles
 
-__all__ = ["EngineEnvelope", "LayerDescriptor", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS", "INDEX_ENTRY_BITS",
+__all__ = ["EngineEnvelope", "LayerDescriptor", "envelope_words", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS", "INDEX_ENTRY_BITS",
            "ROW_END_BIT", "index_entries", "pass_constants", "ceil_div",
            "DEFAULT_FRAME_KIB", "factors_from_words", "batch_cycles", "pass_cycles", "WINDOW_SETUP"]
 
@@ -42,6 +42,21 @@ ROW_END_BIT = 15               # the entry's last bit: this entry ends its row (
 MAX_SPARSE_COLUMNS = 1 << ROW_END_BIT
 DEFAULT_FRAME_KIB = 64
 MAX_POOL = 4
+
+
+def envelope_words(lanes: int, stream_bits: int, macs_per_dsp: int = 1, window_generators: int = 1,
+                   frame_beats: int | None = None) -> str:
+    """An engine envelope's options in words, as the CLI and the reports print them
+    (``128 lanes, two lanes per multiplier, 4 window generators, 128-bit stream, 64 KiB frame buffer``)."""
+    words = [f"{lanes} lanes"]
+    if macs_per_dsp == 2:
+        words.append("two lanes per multiplier")
+    if window_generators > 1:
+        words.append(f"{window_generators} window generators")
+    words.append(f"{stream_bits}-bit stream")
+    if frame_beats:
+        words.append(f"{frame_beats * stream_bits // 8 // 1024:g} KiB frame buffer")
+    return ", ".join(words)
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -242,6 +257,12 @@ class EngineEnvelope:
     @property
     def hash32(self) -> int:
         return int(self.config_hash[:8], 16)
+
+    @property
+    def words(self) -> str:
+        """The envelope's options in words (:func:`envelope_words`)."""
+        return envelope_words(self.lanes, self.stream_bits, self.macs_per_dsp, self.window_generators,
+                              self.frame_beats)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

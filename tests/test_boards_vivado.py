@@ -288,8 +288,8 @@ def test_cli_build_without_vivado(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
           "--multipliers", "128", "--macs-per-dsp", "2", "--stream-bits", "128"])
     wide = EngineEnvelope.for_network(load_network(VGG_NET), (16, 16), multipliers=128, macs_per_dsp=2,
                                       stream_bits=128)
-    assert f"engine vgg_head 0x{wide.hash32:08x} (128 lanes, two lanes per multiplier, 128-bit stream)" in \
-        " ".join(capsys.readouterr().out.split())
+    assert (f"engine vgg_head 0x{wide.hash32:08x} (128 lanes, two lanes per multiplier, 128-bit stream, "
+            f"64 KiB frame buffer)") in " ".join(capsys.readouterr().out.split())
     assert json.loads((tmp_path / "w" / "build_info.json").read_text())["config_hash"] == wide.config_hash
     with pytest.raises(SystemExit) as exc:
         main(["build", str(VGG2), "--board", "pynq-z2", "-o", str(tmp_path / "c"), "--clock-mhz", "400"])

@@ -548,11 +548,16 @@ def test_cli_gen_layer_yaml_with_input_size(tmp_path):
                    "chain: [[8, 12, 4, 6, 1]]\nengine: {multipliers: 8, stream_bits: 32}\n")
     res = CliRunner().invoke(gen, [str(cfg), "-o", str(tmp_path / "out"), "--input-size", "4", "4"])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "out" / "small.v").exists() and "8 MAC lanes" in res.output
+    assert (tmp_path / "out" / "small.v").exists()
+    assert "(8 lanes, 32-bit stream, 64 KiB frame buffer; 8 multipliers)" in res.output
     res = CliRunner().invoke(gen, [str(cfg), "-o", str(tmp_path / "wide"), "--input-size", "4", "4",
                                    "--multipliers", "16", "--stream-bits", "64", "--macs-per-dsp", "2"])
     assert res.exit_code == 0, res.output
-    assert "16 MAC lanes on 8 multipliers, 64-bit streams" in res.output
+    assert "(16 lanes, two lanes per multiplier, 64-bit stream, 64 KiB frame buffer; 8 multipliers)" in res.output
+    res = CliRunner().invoke(gen, [str(cfg), "-o", str(tmp_path / "deep"), "--input-size", "4", "4",
+                                   "--frame-kib", "256", "--window-generators", "2"])
+    assert res.exit_code == 0, res.output
+    assert "(8 lanes, 2 window generators, 32-bit stream, 256 KiB frame buffer; 8 multipliers)" in res.output
 
 
 # ---------------------------------------------------------------- random layers
