@@ -108,8 +108,8 @@ class Datapath(wiring.Component):
             m.d.comb += c.desc.eq(d)
 
         # memories (hw/memories.py lists them; a memory plan may give each a ram_style)
-        mems = {}
-        for spec in engine_memories(env):
+        mems, specs = {}, {spec.name: spec for spec in engine_memories(env)}
+        for spec in specs.values():
             style = self._ram_styles.get(spec.name)
             mems[spec.name] = m.submodules[spec.name] = Memory(
                 shape=spec.width, depth=spec.depth, init=[], attrs={"ram_style": style} if style else None)
@@ -135,7 +135,7 @@ class Datapath(wiring.Component):
             reads = []
             for g, w in enumerate(windows):
                 mem = mems[f"in_mem{b}_{g}"]
-                wiring.connect(m, w.in_w[b], mem.write_port(granularity=A))
+                wiring.connect(m, w.in_w[b], mem.write_port(granularity=specs[f"in_mem{b}_{g}"].granularity))
                 rp = mem.read_port()
                 m.d.comb += rp.addr.eq(seq.in_addr)
                 reads.append(rp.data)
