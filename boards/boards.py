@@ -94,6 +94,11 @@ class Board:
     images: tuple[str, ...] = ("3.1",)   # PYNQ image versions the flow targets (PYNQ_IMAGE_VIVADO keys)
 
     @property
+    def capacity(self) -> dict[str, int]:
+        """The resources a fit verdict counts: LUT, FF, DSP, BRAM36 and URAM."""
+        return {"lut": self.lut, "ff": self.ff, "dsp": self.dsp, "bram36": self.bram36, "uram": self.uram}
+
+    @property
     def facts(self) -> dict[str, Any]:
         """The platform class's literal attributes (:func:`platform_facts`)."""
         return platform_facts(self.platform)

@@ -85,7 +85,7 @@ def _place(mem: EngineMemory, style: str | None) -> tuple[float, int]:
 
 
 def _kind(name: str) -> str:
-    return name.rstrip("0123456789_") if name[-1].isdigit() else name
+    return name.rstrip("0123456789_")
 
 
 def plan_memories(env: EngineEnvelope, board: Board) -> MemoryPlan:

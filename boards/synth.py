@@ -345,9 +345,8 @@ def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
     if board.family not in DSP_REGISTER_PACKING_FAMILIES and raw.get("dsp_registers", {}).get("dsps"):
         notes.append(f"{board.family}: Yosys's xilinx_dsp packs no pipeline registers into DSP48E2s (it packs "
                      "them for xc7 only), so the DSP register counts are 0 whatever the RTL; Vivado absorbs them")
-    capacity = {"lut": board.lut, "ff": board.ff, "dsp": board.dsp, "bram36": board.bram36, "uram": board.uram}
     return SynthReport(name=env.name, board=board.name, family=board.family, config_hash=env.config_hash,
-                       lanes=lanes, used=used, capacity=capacity, cells=raw["post"], muls=raw["muls"],
+                       lanes=lanes, used=used, capacity=board.capacity, cells=raw["post"], muls=raw["muls"],
                        dsp_cells=dsp_names, unmapped_muls=unmapped, yosys=raw["yosys"],
                        seconds=raw["seconds"], cached=cached, notes=notes, envelope=env.to_dict(),
                        layers=layers, dsp_registers=raw.get("dsp_registers", {}),

@@ -296,7 +296,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
     denv = EngineEnvelope.for_network(dnet, size, multipliers=envelope.multipliers,
                                       macs_per_dsp=envelope.macs_per_dsp, stream_bits=envelope.stream_bits,
                                       window_generators=envelope.window_generators,
-                                      frame_kib=frame_kib or network.engine.frame_kib)
+                                      frame_kib=frame_kib)
     if dense:
         say(f"dense network on engine {denv.name!r} ({backend})")
         dparams = quantize_network(dsteps, dense_w, calib, {ds.name: fbiases[s.name] for s, ds in zip(steps, dsteps)})

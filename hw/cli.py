@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from litefly.boards.boards import BOARDS
+from litefly.boards.boards import BOARDS, get_board
+from litefly.boards.memory_plan import plan_memories
 from litefly.cli.envelope_options import envelope_options
 from litefly.config import load_network
 
@@ -34,8 +35,6 @@ def gen(config: Path, out_dir: Path, input_size: tuple[int, int] | None, engine:
     envelope = EngineEnvelope.for_network(network, tuple(input_size) if input_size else None, **engine)
     styles = None
     if board_name:
-        from litefly.boards.boards import get_board
-        from litefly.boards.memory_plan import plan_memories
         styles = plan_memories(envelope, get_board(board_name)).styles
     g = generate(envelope, out_dir, fault=fault, ram_styles=styles)
     env = g.envelope

@@ -227,7 +227,7 @@ class NetworkEngine(wiring.Component):
             raise ConfigError(f"fault={fault!r} is not one of {', '.join(FAULTS)}")
         self._env = envelope
         self._fault = fault
-        self._ram_styles = check_ram_styles(envelope, ram_styles)
+        self._ram_styles = ram_styles            # checked by the Datapath that places them
         self._external_clock = external_clock
         super().__init__(top_signature(envelope))
 

@@ -32,7 +32,8 @@ from litefly.network import EngineStep, network_input_shape, plan_network
 from . import regmap
 from .cycles import DRAIN_CYCLES, WINDOW_SETUP, PassGeometry, batch_cycles, frame_ready, pass_cycles
 
-__all__ = ["EngineEnvelope", "LayerDescriptor", "envelope_words", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS", "INDEX_ENTRY_BITS",
+__all__ = ["EngineEnvelope", "LayerDescriptor", "envelope_words", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS",
+           "INDEX_ENTRY_BITS",
            "ROW_END_BIT", "index_entries", "pass_constants", "ceil_div",
            "DEFAULT_FRAME_KIB", "factors_from_words", "batch_cycles", "pass_cycles", "WINDOW_SETUP"]
 

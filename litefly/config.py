@@ -25,6 +25,7 @@ __all__ = ["NumericFormat", "EngineParams", "LayerConfig", "HostOp", "NetworkCon
            "load_config", "load_layer", "load_network", "MixingWarning", "check_int", "check_keys", "read_yaml"]
 
 STREAM_WIDTHS = (32, 64, 128)
+MAX_FRAME_KIB = 1 << 16         # a network engine's frame buffer, at most (engine.frame_kib, --frame-kib)
 WINDOW_GENERATORS = (1, 2, 4)   # a power of two dividing every lane count (lanes are multiples of 4)
 HOST_OPS = ("relu", "maxpool2d", "avgpool2d", "flatten", "globalavgpool", "globalmaxpool", "add", "input")
 
@@ -348,7 +349,7 @@ class NetworkEngine:
         if self.stream_bits is not None and self.stream_bits not in STREAM_WIDTHS:
             raise ConfigError(f"network engine: stream_bits={self.stream_bits!r} must be one of 32, 64, 128")
         if self.frame_kib is not None:
-            check_int("network engine", "frame_kib", self.frame_kib, 1, 1 << 16)
+            check_int("network engine", "frame_kib", self.frame_kib, 1, MAX_FRAME_KIB)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

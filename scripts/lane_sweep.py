@@ -53,12 +53,11 @@ def memory_fit(envelope: EngineEnvelope, board_name: str) -> str:
     """The memory plan's estimate on the board: BRAM36 (and URAM) shares and a verdict."""
     board = get_board(board_name)
     plan = plan_memories(envelope, board)
-    capacity = {"lut": board.lut, "ff": board.ff, "dsp": board.dsp, "bram36": board.bram36, "uram": board.uram}
     used = {"lut": 0.0, "ff": 0.0, "dsp": 0.0, "bram36": plan.bram36, "uram": float(plan.uram)}
     text = f"{plan.bram36:g} BRAM ({plan.bram36 / board.bram36:.0%})"
     if board.uram:
         text += f" + {plan.uram} URAM ({plan.uram / board.uram:.0%})"
-    return f"{text}: {verdict(used, capacity)}"
+    return f"{text}: {verdict(used, board.capacity)}"
 
 
 def main(argv: list[str] | None = None) -> int:

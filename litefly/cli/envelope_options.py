@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 import click
 
-from litefly.config import WINDOW_GENERATORS
+from litefly.config import MAX_FRAME_KIB, WINDOW_GENERATORS
+from litefly.hw.spec import DEFAULT_FRAME_KIB
 
 __all__ = ["Decorator", "ENVELOPE_KEYS", "envelope_options", "stack_options"]
 
@@ -57,8 +58,8 @@ def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
                      callback=lambda _c, _p, v: None if v is None else int(v),
                      help="Window generators forming a batch's im2col columns in parallel (each with its own "
                           "frame-buffer copy); default: the network's engine setting, else 1."),
-        click.option("--frame-kib", type=click.IntRange(1, 1 << 16), default=None, metavar="KIB",
+        click.option("--frame-kib", type=click.IntRange(1, MAX_FRAME_KIB), default=None, metavar="KIB",
                      help="Frame buffer size in KiB: a pass takes as many images as it holds, so a larger one "
                           "means fewer passes; default: the network's engine setting, else the largest layer "
-                          "input of one image (at least 64 KiB)."),
+                          f"input of one image (at least {DEFAULT_FRAME_KIB} KiB)."),
     )(command)
