@@ -30,7 +30,7 @@ from .axil_slave import axil_signature
 from .counters import Counters
 from .loader import Loader
 from .mac_array import MacArray
-from .memories import RAM_STYLES, engine_memories, frame_memory
+from .memories import RAM_STYLES, engine_memories, frame_memory, in_bank
 from .output_stage import OutputStage
 from .registers import Registers, counters_layout, ctrl_layout, descriptor_layout, status_layout
 from .sequencer import Sequencer
@@ -129,17 +129,23 @@ class Datapath(wiring.Component):
         w_rp, b_rp = w_mem.read_port(), b_mem.read_port()
         m.d.comb += [w_rp.addr.eq(seq.weight_addr), b_rp.addr.eq(seq.bias_addr),
                      mac.weight_data.eq(w_rp.data), mac.bias_data.eq(b_rp.data)]
-        # IN: E banks (element mod E); with G window generators each bank is G memories, memory g
-        # holding lanes g, g + G, ... (written by generator g), read together
-        for b in range(E):
-            reads = []
-            for g, w in enumerate(windows):
-                mem = mems[f"in_mem{b}_{g}"]
-                wiring.connect(m, w.in_w[b], mem.write_port(granularity=specs[f"in_mem{b}_{g}"].granularity))
-                rp = mem.read_port()
+        # IN: per window generator g (lanes g, g + G, ...), E banks skewed by lane (memories.in_bank),
+        # all read at one address (the element); the MAC array sees, per element mod E, every
+        # lane's value: lane l of generator g is in bank (l + element) mod E, slot l // E
+        reads = [[None] * E for _ in windows]
+        for g, w in enumerate(windows):
+            for b in range(E):
+                name = f"in_mem{b}_{g}"
+                wiring.connect(m, w.in_w[b], mems[name].write_port(granularity=specs[name].granularity))
+                rp = mems[name].read_port()
                 m.d.comb += rp.addr.eq(seq.in_addr)
-                reads.append(rp.data)
-            m.d.comb += mac.in_data[b].eq(Cat(*(reads[i % G].word_select(i // G, A) for i in range(L))))
+                reads[g][b] = rp.data
+        for k in range(E):
+            lane_vals = []
+            for i in range(L):
+                bank, slot = in_bank(i // G, k, E)
+                lane_vals.append(reads[i % G][bank][slot * A:(slot + 1) * A])
+            m.d.comb += mac.in_data[k].eq(Cat(*lane_vals))
         if env.max_factors > 1:
             work = mems["work_mem"]
             wiring.connect(m, outst.work_w, work.write_port())

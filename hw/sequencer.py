@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .registers import descriptor_layout
-from .spec import DRAIN_CYCLES, INDEX_ENTRY_BITS, ROW_END_BIT, EngineEnvelope, ceil_div
+from .spec import DRAIN_CYCLES, INDEX_ENTRY_BITS, ROW_END_BIT, EngineEnvelope
 from .window import in_meta_layout
 
 __all__ = ["Sequencer", "ctl_layout"]
@@ -57,8 +57,6 @@ class Sequencer(wiring.Component):
     def __init__(self, envelope: EngineEnvelope, fault: str | None = None) -> None:
         self._env = envelope
         self._fault = fault
-        e = envelope.elems_per_beat
-        self._qw = ceil_div(envelope.max_q, e)
         super().__init__({
             "desc": In(descriptor_layout(envelope.max_factors)),
             "start": In(1),                   # a pass starts: tabulate the factors
@@ -67,7 +65,7 @@ class Sequencer(wiring.Component):
             "in_clr": Out(2),
             "out_full": In(2),
             "ctl": Out(ctl_layout(envelope)),  # issue-cycle control (valid = a MAC issue)
-            "in_addr": Out(ceil_log2(2 * self._qw)),
+            "in_addr": Out(ceil_log2(2 * envelope.max_q)),     # the element (+ max_q for half 1)
             "work_addr": Out(max(1, ceil_log2(2 * envelope.max_work))),
             "weight_addr": Out(max(1, ceil_log2(envelope.weight_beats))),
             "bias_addr": Out(max(1, ceil_log2(envelope.bias_beats))),
@@ -86,7 +84,7 @@ class Sequencer(wiring.Component):
         LEW = EW.bit_length() - 1
         BP = env.biases_per_beat
         LBP = BP.bit_length() - 1
-        QW, WD = self._qw, env.max_work
+        Q, WD = env.max_q, env.max_work
         d = self.desc
         m = Module()
 
@@ -283,7 +281,7 @@ class Sequencer(wiring.Component):
             ctl.shift.eq(cur_shift), ctl.first_phase.eq(meta.first_phase),
             ctl.batch_end.eq(issue & fac_end & fi_last & meta.last_phase),
             ctl.lanes.eq(meta.lanes), ctl.last_batch.eq(meta.last_batch),
-            self.in_addr.eq(rd[LE:] + Mux(sq_in, QW, 0)),
+            self.in_addr.eq(rd + Mux(sq_in, Q, 0)),
             self.work_addr.eq(rd_work + Mux((fi - 1)[0], WD, 0)),
             self.weight_addr.eq(widx[LEW:]),
             self.bias_addr.eq(wr[LBP:]),

@@ -3,8 +3,9 @@
 Per batch and phase, for each valid lane and kernel position ``(ky, kx)`` it reads the
 ``CW`` beats of the lane's input pixel (or zeros for padding) and writes them as
 ``min(E, C - k*E)`` elements of that lane at element offset ``kpos*C + k*E``. IN is ``E``
-banks (element mod E) with lane-granular write enables; an offset that is not a multiple
-of ``E`` rotates the beat's bytes onto the banks. One beat per cycle, no bubble between
+banks skewed by lane (``memories.in_bank``: element ``e`` of lane ``l`` in bank ``(l + e) mod E``
+at address ``e``, slot ``l // E`` of the word) with lane-granular write enables, so the beat's
+elements rotate onto the banks by ``(l + offset) mod E``. One beat per cycle, no bubble between
 lanes; a few set-up cycles per phase. Windows are formed while the frame loads: a read
 whose beat has not arrived yet (``frame_count``) waits, so a pass's load overlaps its compute.
 
@@ -24,8 +25,9 @@ from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .memories import in_slots
 from .registers import descriptor_layout
-from .spec import EngineEnvelope, ceil_div
+from .spec import EngineEnvelope
 
 __all__ = ["WindowGenerator", "in_meta_layout"]
 
@@ -51,9 +53,7 @@ class WindowGenerator(wiring.Component):
         self._fault = fault
         self._group, self._groups = group, groups
         e = envelope.elems_per_beat
-        qw = ceil_div(envelope.max_q, e)
-        self._qw = qw
-        la = envelope.lanes // groups * envelope.act_bits
+        la = in_slots(envelope) * envelope.act_bits
         super().__init__({
             "desc": In(descriptor_layout(envelope.max_factors)),
             "go": In(1),                      # a pass starts (its frame is arriving)
@@ -63,7 +63,7 @@ class WindowGenerator(wiring.Component):
             "load_wait": Out(1),              # holding a read whose beat has not arrived
             "frame_r": In(ReadPort.Signature(addr_width=ceil_log2(envelope.frame_beats),
                                              shape=envelope.stream_bits)),
-            "in_w": In(WritePort.Signature(addr_width=ceil_log2(2 * qw), shape=la,
+            "in_w": In(WritePort.Signature(addr_width=ceil_log2(2 * envelope.max_q), shape=la,
                                            granularity=envelope.act_bits)).array(e),
             "in_full": In(2),
             "in_set": Out(2),
@@ -79,7 +79,7 @@ class WindowGenerator(wiring.Component):
         G, g = self._groups, self._group
         L, A, E = env.lanes // G, env.act_bits, env.elems_per_beat      # L: this generator's lanes
         LE = E.bit_length() - 1
-        QW = self._qw
+        Q, S = env.max_q, in_slots(env)      # IN's half offset, lanes a bank word holds
         d = self.desc
         m = Module()
 
@@ -182,7 +182,8 @@ class WindowGenerator(wiring.Component):
         phase_end = Signal()
         s1 = {n: Signal(name=f"s1_{n}") for n in ("valid", "inb", "half", "done")}
         s1_lane = Signal.like(lane)
-        s1_eoff = Signal(32)
+        s1_base = Signal(ceil_log2(2 * Q), name="s1_base")     # the beat's first element's IN address
+        s1_rot = Signal(LE, name="s1_rot")                       # (lane + element offset) mod E
         s1_n = Signal(range(E + 1))
         s1_meta = Signal(in_meta_layout(env.lanes))
 
@@ -204,7 +205,7 @@ class WindowGenerator(wiring.Component):
         def has_beat(a, ok):
             return ~ok | ~self.frame_loading | (a[:FAW] < self.frame_count[:FAW])
         m.d.sync += [s1["valid"].eq(emit), s1["inb"].eq(inb), s1["half"].eq(wh), s1_lane.eq(lane),
-                     s1_eoff.eq(eoff), s1_n.eq(Mux(rem > E, E, rem)), s1["done"].eq(phase_end)]
+                     s1_base.eq(eoff + Mux(wh, Q, 0)), s1_rot.eq(lane[:LE] + eoff[:LE]), s1_n.eq(Mux(rem > E, E, rem)), s1["done"].eq(phase_end)]
         # the flags' combinations the emission cycle tests beside `arrived`, registered: le, the
         # lane's last read (k, kx, ky all last); be, also the batch's last lane (lane == L-1 or no
         # position left); pe, also the phase's last (dx, dy last). Each is updated from its value
@@ -220,20 +221,20 @@ class WindowGenerator(wiring.Component):
         lane_l_ls = Signal()
         be_ls = one1 & (lane_l_ls | left_1)
 
-        # IN write: bank b takes beat element (b - r) mod E
-        r = s1_eoff[:LE]
-        base = s1_eoff[LE:] + Mux(s1["half"], QW, 0)
+        # IN write: bank b takes beat element j = (b - lane - offset) mod E, at address offset + j
+        # (memories.in_bank), in the lane's slot of the word
         beat = self.frame_r.data
+        slot = s1_lane[LE:] if S > 1 else Const(0, 1)
         for b in range(E):
-            j = Signal(range(E), name=f"j{b}")
-            m.d.comb += j.eq(Const(b, LE + 1) - r)
+            j = Signal(LE, name=f"j{b}")
+            m.d.comb += j.eq(Const(b, LE) - s1_rot)
             elem = Signal(A, name=f"elem{b}")
             m.d.comb += elem.eq(Mux(s1["inb"], beat.word_select(j, 8)[:A], 0))
             port = self.in_w[b]
             m.d.comb += [
-                port.addr.eq(base + (b < r)),
-                port.data.eq(Cat(*([elem] * L))),
-                port.en.eq(Mux(s1["valid"] & (j < s1_n), Const(1, L) << s1_lane, 0)),
+                port.addr.eq(s1_base + j),
+                port.data.eq(Cat(*([elem] * S))),
+                port.en.eq(Mux(s1["valid"] & (j < s1_n), Const(1, S) << slot, 0)),
             ]
         with m.If(s1["done"]):
             m.d.comb += self.in_set.eq(Mux(s1["half"], 2, 1))
