@@ -65,7 +65,10 @@ class MacArray(wiring.Component):
         E, flat = env.elems_per_beat, self.in_data.as_value()
         x_in = Cat(*(Cat(*(flat[(b * L + l) * A:(b * L + l + 1) * A] for b in range(E))).word_select(p1.bank, A)
                      for l in range(L)))
-        x_sel = Mux(p1.from_in, x_in, self.work_data)
+        # a wire, not an expression: each lane's slice of an expression is emitted as the whole
+        # expression (quadratic Verilog: 70 MB at 384 lanes)
+        x_sel = Signal(L * A)
+        m.d.comb += x_sel.eq(Mux(p1.from_in, x_in, self.work_data))
         w_sel = self.weight_data.word_select(p1.wsub, W)
         b_sel = self.bias_data.word_select(p1.bsub, 32)[:BB]
         # T+2: operands registered
