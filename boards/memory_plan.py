@@ -49,10 +49,22 @@ def _blocks(width: int, depth: int, shape: tuple[int, int], granularity: int | N
 
 
 def bram36_blocks(width: int, depth: int, granularity: int | None = None) -> float:
-    """BRAM36 equivalents of one copy of a ``width`` x ``depth`` memory (RAMB18 = 0.5)."""
-    n36 = [n for s in _RAMB36 if (n := _blocks(width, depth, s, granularity)) is not None]
-    n18 = [n for s in _RAMB18 if (n := _blocks(width, depth, s, granularity)) is not None]
-    return min(min(n36), 0.5 * min(n18))
+    """BRAM36 equivalents of one copy of a ``width`` x ``depth`` memory (RAMB18 = 0.5).
+
+    The words may be split by depth between two aspect ratios, as Yosys maps them: a 48-bit,
+    1,152-word memory of byte writes is 1,024 words in three RAMB18s of 18 x 1,024 and 128 words in
+    two of 36 x 512, 2.5 BRAM36, where one ratio alone needs 3."""
+    shapes = [(s, 1.0) for s in _RAMB36] + [(s, 0.5) for s in _RAMB18]
+
+    def whole(d: int) -> float:
+        return min(cost * n for s, cost in shapes if (n := _blocks(width, d, s, granularity)) is not None)
+
+    best = whole(depth)
+    for (w, d), cost in shapes:
+        full = depth // d
+        if 0 < full and depth % d and (n := _blocks(width, full * d, (w, d), granularity)) is not None:
+            best = min(best, cost * n + whole(depth % d))
+    return best
 
 
 def uram_blocks(width: int, depth: int, granularity: int | None = None) -> int:
@@ -88,12 +100,15 @@ def _kind(name: str) -> str:
     return name.rstrip("0123456789_")
 
 
-def plan_memories(env: EngineEnvelope, board: Board) -> MemoryPlan:
-    """The memory plan of the engine of ``env`` on ``board`` (no styles on a board without UltraRAM)."""
+def plan_memories(env: EngineEnvelope, board: Board, styles: dict[str, str] | None = None) -> MemoryPlan:
+    """The memory plan of the engine of ``env`` on ``board`` (no styles on a board without UltraRAM);
+    with ``styles``, the cost of that placement instead (what a run with those ``ram_style`` attributes maps)."""
     from .synth import CEILINGS  # noqa: PLC0415 (synth imports this module)
 
     mems = engine_memories(env)
-    styles: dict[str, str] = {}
+    if styles is not None:
+        return _rows(board, mems, dict(styles))
+    styles = {}
     cost = {m.name: _place(m, None) for m in mems}
     bram = sum(b for b, _ in cost.values())
     uram = 0
@@ -109,6 +124,12 @@ def plan_memories(env: EngineEnvelope, board: Board) -> MemoryPlan:
             b, u = bram - cost[mem.name][0], uram + _place(mem, "ultra")[1]
             if u <= board.uram and worst(b, u) < worst(bram, uram):
                 styles[mem.name], bram, uram = "ultra", b, u
+    return _rows(board, mems, styles)
+
+
+def _rows(board: Board, mems: list[EngineMemory], styles: dict[str, str]) -> MemoryPlan:
+    """The plan of ``mems`` placed as ``styles``: totals and a row per kind of memory and placement."""
+    bram, uram = 0.0, 0
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for mem in mems:
         style = styles.get(mem.name)
@@ -120,4 +141,5 @@ def plan_memories(env: EngineEnvelope, board: Board) -> MemoryPlan:
         row["count"] += 1
         row["bram36"] += b
         row["uram"] += u
+        bram, uram = bram + b, uram + u
     return MemoryPlan(board.name, styles, bram, uram, list(rows.values()))

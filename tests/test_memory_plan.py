@@ -34,6 +34,7 @@ def vgg(lanes: int, stream_bits: int, generators: int) -> EngineEnvelope:
     (1024, 72, None, 14.5, 15),     # the same without byte writes: 29 RAMB18s of 36 x 512
     (256, 72, 8, 4, 4),
     (64, 1152, 8, 3, 1),            # a skewed IN bank (8 lanes, q = 576): 3 deep RAMB36s, one URAM288
+    (48, 1152, 8, 2.5, 1),          # 6 lanes: 1,024 words in 3 RAMB18s of 18 x 1,024, 128 in 2 of 36 x 512
 ])
 def test_block_counts_from_shapes(width: int, depth: int, granularity: int | None, bram: float, uram: int) -> None:
     assert bram36_blocks(width, depth, granularity) == bram
@@ -43,7 +44,7 @@ def test_block_counts_from_shapes(width: int, depth: int, granularity: int | Non
 # Yosys 0.70 synth_xilinx, every memory left to Yosys (docs/boards.md): (lanes, stream bits, generators,
 # board) -> BRAM36 it mapped, with IN's skewed banks. The shape estimate equals each. (With the
 # element-mod-E banks before, 97.5, 113.5, 175.5, 303.5 and 348.5 BRAM36 for five engines, also equal.)
-MEASURED_BRAM36 = [((64, 64, 1, "pynq-z2"), 57.5)]
+MEASURED_BRAM36 = [((64, 64, 1, "pynq-z2"), 57.5), ((128, 64, 2, "pynq-z2"), 111.5)]
 
 
 @pytest.mark.parametrize("envelope, measured", MEASURED_BRAM36)
@@ -52,6 +53,18 @@ def test_shape_estimate_matches_yosys(envelope: tuple, measured: float) -> None:
     mems = engine_memories(vgg(lanes, bits, gens))
     assert sum(bram36_blocks(m.width, m.depth, m.granularity) * m.read_ports
                for m in mems if m.depth > LUTRAM_DEPTH) == measured
+
+
+def test_planned_estimate_matches_yosys() -> None:
+    """ZCU104, 384 lanes, 128-bit, G4, 256 KiB, as `litefly synth` ran it (the plan of then: the
+    frame buffer's four copies and 28 IN banks in UltraRAM): Yosys 0.70 mapped 179.5 BRAM36 (351
+    RAMB18, 4 RAMB36; an IN bank of 48 x 1,152 byte writes in five RAMB18s) and 60 URAM288."""
+    env = EngineEnvelope.for_network(VGG, (32, 32), multipliers=384, stream_bits=128, macs_per_dsp=2,
+                                     window_generators=4, frame_kib=256)
+    ins = sorted(m.name for m in engine_memories(env) if m.name.startswith("in_mem"))
+    styles = {n: "ultra" for n in ["frame_mem", "frame_mem1", "frame_mem2", "frame_mem3"] + ins[:28]}
+    plan = plan_memories(env, get_board("zcu104"), styles)
+    assert (plan.bram36, plan.uram) == (179.5, 60) and plan.styles == styles
 
 
 def test_memory_list_is_the_engines() -> None:
