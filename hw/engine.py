@@ -30,7 +30,7 @@ from .axil_slave import axil_signature
 from .counters import Counters
 from .loader import Loader
 from .mac_array import MacArray
-from .memories import RAM_STYLES, engine_memories, frame_memory, in_bank
+from .memories import RAM_STYLES, engine_memories, frame_memory, skewed_bank
 from .output_stage import OutputStage
 from .registers import Registers, counters_layout, ctrl_layout, descriptor_layout, status_layout
 from .sequencer import Sequencer
@@ -129,7 +129,7 @@ class Datapath(wiring.Component):
         w_rp, b_rp = w_mem.read_port(), b_mem.read_port()
         m.d.comb += [w_rp.addr.eq(seq.weight_addr), b_rp.addr.eq(seq.bias_addr),
                      mac.weight_data.eq(w_rp.data), mac.bias_data.eq(b_rp.data)]
-        # IN: per window generator g (lanes g, g + G, ...), E banks skewed by lane (memories.in_bank),
+        # IN: per window generator g (lanes g, g + G, ...), E banks skewed by lane (memories.skewed_bank),
         # all read at one address (the element); the MAC array sees, per element mod E, every
         # lane's value: lane l of generator g is in bank (l + element) mod E, slot l // E
         reads = [[None] * E for _ in windows]
@@ -143,7 +143,7 @@ class Datapath(wiring.Component):
         for k in range(E):
             lane_vals = []
             for i in range(L):
-                bank, slot = in_bank(i // G, k, E)
+                bank, slot = skewed_bank(i // G, k, E)
                 lane_vals.append(reads[i % G][bank][slot * A:(slot + 1) * A])
             m.d.comb += mac.in_data[k].eq(Cat(*lane_vals))
         if env.max_factors > 1:

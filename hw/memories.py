@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .spec import EngineEnvelope, ceil_div
 
-__all__ = ["EngineMemory", "engine_memories", "frame_memory", "in_bank", "in_slots", "RAM_STYLES"]
+__all__ = ["EngineMemory", "engine_memories", "frame_memory", "skewed_bank", "in_slots", "out_slots", "RAM_STYLES"]
 
 # Values of the ``ram_style`` attribute the generator writes (Vivado's and Yosys's names).
 RAM_STYLES = ("block", "ultra", "distributed")
@@ -45,27 +45,33 @@ def in_slots(env: EngineEnvelope) -> int:
     return ceil_div(env.lanes // env.window_generators, env.elems_per_beat)
 
 
-def in_bank(lane: int, element: int, elems_per_beat: int) -> tuple[int, int]:
-    """Where IN keeps ``element`` of a window generator's ``lane``: (bank, slot in the word); the
-    word's address is the element (plus the half's offset, ``max_q``).
+def out_slots(env: EngineEnvelope) -> int:
+    """Lanes a word of one OUT bank holds: the lanes over the E banks."""
+    return ceil_div(env.lanes, env.elems_per_beat)
 
-    Bank ``(lane + element) mod E`` is a skew: the ``E`` elements of one lane that a frame beat
-    brings go to ``E`` different banks (one write each, in one cycle), and one element of all the
-    lanes, what the MAC array reads in a cycle, is one word of each bank at one address."""
+
+def skewed_bank(lane: int, element: int, elems_per_beat: int) -> tuple[int, int]:
+    """Where IN keeps ``element`` of a window generator's ``lane``, and OUT channel ``element`` of
+    ``lane``: (bank, slot in the word); the word's address is the element (plus the half's offset,
+    ``max_q`` or ``max_p``).
+
+    Bank ``(lane + element) mod E`` is a skew: the ``E`` elements of one lane that a beat brings
+    (IN) or takes (OUT) are in ``E`` different banks, one word each, and one element of all the
+    lanes, what the MAC array reads from IN or the output stage writes to OUT in a cycle, is one
+    word of each bank at one address."""
     return (lane + element) % elems_per_beat, lane // elems_per_beat
 
 
 def engine_memories(env: EngineEnvelope) -> list[EngineMemory]:
     """The memories of the engine of ``env``, in the order the engine creates them."""
     L, A, E, SB, G = env.lanes, env.act_bits, env.elems_per_beat, env.stream_bits, env.window_generators
-    pw = ceil_div(env.max_p, E)
     mems = [EngineMemory("weight_mem", SB, env.weight_beats, role="factor weights"),
             EngineMemory("bias_mem", SB, env.bias_beats, role="biases")]
     mems += [EngineMemory(frame_memory(g), SB, env.frame_beats, role="frame buffer (a copy per window generator)")
              for g in range(G)]
     if env.index_beats:
         mems.append(EngineMemory("index_mem", SB, env.index_beats, role="sparse factors' column indices"))
-    # IN: per window generator, E banks skewed by lane (see `in_bank`): each word holds one
+    # IN: per window generator, E banks skewed by lane (see `skewed_bank`): each word holds one
     # element of `in_slots` lanes, so a bank is E times narrower and deeper than an
     # element-mod-E bank of all the generator's lanes (block RAM's 512-deep shapes are filled)
     mems += [EngineMemory(f"in_mem{b}_{g}", in_slots(env) * A, 2 * env.max_q, granularity=A,
@@ -73,7 +79,8 @@ def engine_memories(env: EngineEnvelope) -> list[EngineMemory]:
              for b in range(E) for g in range(G)]
     if env.max_factors > 1:
         mems.append(EngineMemory("work_mem", L * A, 2 * env.max_work, role="factor intermediates"))
-    # OUT: read by the output stage (pooling, residual) and by the unloader
-    mems += [EngineMemory(f"out_mem{b}", L * A, 2 * pw, read_ports=2, role="OUT")
+    # OUT: E banks skewed by lane, like IN (`skewed_bank`); read by the output stage (pooling) and
+    # by the unloader
+    mems += [EngineMemory(f"out_mem{b}", out_slots(env) * A, 2 * env.max_p, read_ports=2, role="OUT")
              for b in range(E)]
     return mems

@@ -2,8 +2,10 @@
 then write the row to WORK (intermediate factor) or OUT (last factor), in three registered
 steps (add the rounding bit; shift; saturate and ReLU) and the write.
 
-OUT is ``E`` banks by channel mod ``E`` (the unloader reads ``E`` channels of one lane per
-cycle). Pooling: the first phase of a batch writes, later phases write ``max(old, new)``;
+OUT is ``E`` banks skewed by lane (``memories.skewed_bank``: channel ``c`` of lane ``l`` in bank
+``(l + c) mod E`` at address ``c``, slot ``l // E``): a row (one channel of every lane) is one word
+of each bank, its lanes rotated by ``c mod E`` within each group of ``E`` (the unloader reads ``E``
+channels of one lane per cycle, one from each bank). Pooling: the first phase of a batch writes, later phases write ``max(old, new)``;
 the old row is read in the cycle the result arrives. The read port is not transparent (its
 data comes from a register, not from a bypass of the write): the same OUT row is written
 again only by a later phase, and the sequencer spends at least one idle cycle between
@@ -12,14 +14,15 @@ phases, so its read comes at least one cycle after the earlier write.
 
 from __future__ import annotations
 
-from amaranth import C, Cat, Module, Mux, Signal, signed
+from amaranth import C, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .memories import out_slots
 from .sequencer import ctl_layout
-from .spec import EngineEnvelope, ceil_div
+from .spec import EngineEnvelope
 
 __all__ = ["OutputStage", "out_meta_layout"]
 
@@ -33,15 +36,15 @@ class OutputStage(wiring.Component):
         self._env = envelope
         self._fault = fault
         L, A, e = envelope.lanes, envelope.act_bits, envelope.elems_per_beat
-        self._pw = pw = ceil_div(envelope.max_p, e)
+        oa, ow = ceil_log2(2 * envelope.max_p), out_slots(envelope) * A     # OUT's address and word widths
         super().__init__({
             "ctl": In(ctl_layout(envelope)),
             "res": In(data.ArrayLayout(signed(envelope.acc_bits), L)),
             "relu_en": In(1),
             "pool_en": In(1),
             "work_w": In(WritePort.Signature(addr_width=max(1, ceil_log2(2 * envelope.max_work)), shape=L * A)),
-            "out_w": In(WritePort.Signature(addr_width=ceil_log2(2 * pw), shape=L * A)).array(e),
-            "out_r": In(ReadPort.Signature(addr_width=ceil_log2(2 * pw), shape=L * A)).array(e),
+            "out_w": In(WritePort.Signature(addr_width=oa, shape=ow)).array(e),
+            "out_r": In(ReadPort.Signature(addr_width=oa, shape=ow)).array(e),
             "out_set": Out(2),
             "meta": Out(data.ArrayLayout(out_meta_layout(L), 2)),
         })
@@ -50,7 +53,7 @@ class OutputStage(wiring.Component):
         env = self._env
         L, A, E, ACC = env.lanes, env.act_bits, env.elems_per_beat, env.acc_bits
         LE = E.bit_length() - 1
-        PW, WD = self._pw, env.max_work
+        P, WD, S = env.max_p, env.max_work, out_slots(env)
         m = Module()
         # three registered steps so that no step is more than a few LUT levels deep:
         # p3 (result arrives) -> round: + 2^(shift-1) -> p4: >> shift -> p5: saturate, ReLU -> p6
@@ -70,43 +73,46 @@ class OutputStage(wiring.Component):
         m.d.sync += sh4.eq(Mux(p3.shift > ACC + 1, ACC + 1, p3.shift))
         relu = Signal(reset_less=True)
         m.d.sync += relu.eq(self.relu_en & p4.fi_last)          # at p5, beside the shifted value
-        qs = [Signal(signed(A), name=f"q{l}", reset_less=True) for l in range(L)]
+        qc = []                                                 # saturated values at p5, by lane
         for l in range(L):
             rounded = Signal(signed(ACC + 1), name=f"rounded{l}", reset_less=True)
             shifted = Signal(signed(ACC + 1), name=f"shifted{l}", reset_less=True)
             m.d.sync += [rounded.eq(self.res[l] + rnd), shifted.eq(rounded >> sh4)]
             sat = Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted))
-            m.d.sync += qs[l].eq(Mux(relu & (shifted < 0), 0, sat))
+            q = Signal(signed(A), name=f"qc{l}")
+            m.d.comb += q.eq(Mux(relu & (shifted < 0), 0, sat))
+            qc.append(q)
+        qc += [C(0, signed(A))] * (S * E - L)
+        # p6: the row in OUT's bank order, registered: bank b, slot s holds lane s*E + (b - r) mod E,
+        # r = the row's channel mod E (OUT rows), 0 for WORK rows (lane order: lane l is bank l mod E,
+        # slot l // E)
+        rot = Signal(max(1, LE), name="rot5")
+        m.d.comb += rot.eq(Mux(p5.fi_last, p5.wr[:LE], 0) if LE else 0)
+        qb = [[Signal(signed(A), name=f"q{b}_{s}", reset_less=True) for s in range(S)] for b in range(E)]
+        for s in range(S):
+            group = Cat(*qc[s * E:(s + 1) * E])
+            for b in range(E):
+                m.d.sync += qb[b][s].eq(group.word_select((Const(b, LE + 1) - rot)[:LE], A))
 
-        # OUT: read the old row at p5 (all banks), write the selected bank at p6. The p6 write
-        # addresses and bank enables are registered at p5 (no adder or decoder between the p6
-        # flip-flops and the memories' many write-port cells)
-        out_addr5 = Signal(range(2 * PW), name="out_addr5")
-        m.d.comb += out_addr5.eq(p5.wr[LE:] + Mux(p5.out_half, PW, 0))
+        # OUT: read the old row at p5 (every bank, one address: the channel), write it at p6. The
+        # p6 write address is registered at p5 (no adder between the p6 flip-flops and the
+        # memories' many write-port cells)
+        out_addr5 = Signal(range(2 * P), name="out_addr5")
+        m.d.comb += out_addr5.eq(p5.wr + Mux(p5.out_half, P, 0))
         out_addr6 = Signal.like(out_addr5, name="out_addr6", reset_less=True)
-        bank6_oh = Signal(E, name="bank6_oh", reset_less=True)
         work_addr6 = Signal(range(2 * WD), name="work_addr6", reset_less=True)
-        m.d.sync += [out_addr6.eq(out_addr5), bank6_oh.eq(1 << (p5.wr[:LE] if LE else 0)),
-                     work_addr6.eq(p5.wr + Mux(p5.work_half, WD, 0))]
-        bank6 = p6.wr[:LE] if LE else 0
-        old = Signal(L * A)
-        for b in range(E):
-            m.d.comb += self.out_r[b].addr.eq(out_addr5)
-        m.d.comb += old.eq(Cat(*[self.out_r[b].data for b in range(E)]).word_select(bank6, L * A))
-        keep_max = self.pool_en & ~p6.first_phase
-        if self._fault == "pool":
-            keep_max = 0
-        new = []
-        for l in range(L):
-            o = old[l * A:(l + 1) * A].as_signed()
-            new.append(Mux(keep_max & (o > qs[l]), o, qs[l]))
-        q_word = Cat(*qs)
-        out_word = Cat(*new)
+        m.d.sync += [out_addr6.eq(out_addr5), work_addr6.eq(p5.wr + Mux(p5.work_half, WD, 0))]
+        keep_max = Signal()
+        m.d.comb += keep_max.eq(self.pool_en & ~p6.first_phase if self._fault != "pool" else 0)
         write = p6.valid & p6.fi_last
         for b in range(E):
-            m.d.comb += [self.out_w[b].addr.eq(out_addr6), self.out_w[b].data.eq(out_word),
-                         self.out_w[b].en.eq(write & bank6_oh[b])]
-        m.d.comb += [self.work_w.addr.eq(work_addr6), self.work_w.data.eq(q_word),
+            new = []
+            for s in range(S):
+                o = self.out_r[b].data[s * A:(s + 1) * A].as_signed()
+                new.append(Mux(keep_max & (o > qb[b][s]), o, qb[b][s]))
+            m.d.comb += [self.out_r[b].addr.eq(out_addr5), self.out_w[b].addr.eq(out_addr6),
+                         self.out_w[b].data.eq(Cat(*new)), self.out_w[b].en.eq(write)]
+        m.d.comb += [self.work_w.addr.eq(work_addr6), self.work_w.data.eq(Cat(*(qb[l % E][l // E] for l in range(L)))),
                      self.work_w.en.eq(p6.valid & ~p6.fi_last)]
         with m.If(p6.valid & p6.batch_end):
             m.d.comb += self.out_set.eq(Mux(p6.out_half, 2, 1))

@@ -1,8 +1,10 @@
 """The unloader: a full OUT half to ``m_axis`` in NHWC-E order.
 
 For each valid lane of the batch, ``ceil(P/E)`` beats: beat ``k`` holds channels
-``k*E .. k*E+E-1`` of the lane (one per OUT bank), sign-extended to bytes, zeros past
-``P``. TLAST on the last beat of the pass. A small FIFO absorbs the memory's read latency
+``k*E .. k*E+E-1`` of the lane, sign-extended to bytes, zeros past ``P``. OUT's banks are skewed
+(``memories.skewed_bank``): channel ``k*E + j`` of lane ``l`` is in bank ``(l + j) mod E`` at address
+``k*E + j``, slot ``l // E``, so each bank reads its own address and the beat's bytes are the
+banks' words, rotated by ``l mod E``. TLAST on the last beat of the pass. A small FIFO absorbs the memory's read latency
 so a beat leaves every cycle the consumer takes one.
 
 With ``LAYER.RESIDUAL`` each beat waits for its skip beat (same position and channels, from
@@ -19,9 +21,10 @@ from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .memories import out_slots
 from .output_stage import out_meta_layout
 from .registers import descriptor_layout
-from .spec import EngineEnvelope, ceil_div
+from .spec import EngineEnvelope
 
 __all__ = ["Unloader", "beat_layout"]
 
@@ -34,14 +37,14 @@ class Unloader(wiring.Component):
     def __init__(self, envelope: EngineEnvelope) -> None:
         self._env = envelope
         L, A, e = envelope.lanes, envelope.act_bits, envelope.elems_per_beat
-        self._pw = pw = ceil_div(envelope.max_p, e)
         super().__init__({
             "desc": In(descriptor_layout(envelope.max_factors)),
             "start": In(1),
             "out_full": In(2),
             "meta": In(data.ArrayLayout(out_meta_layout(L), 2)),
             "out_clr": Out(2),
-            "out_r": In(ReadPort.Signature(addr_width=ceil_log2(2 * pw), shape=L * A)).array(e),
+            "out_r": In(ReadPort.Signature(addr_width=ceil_log2(2 * envelope.max_p),
+                                           shape=out_slots(envelope) * A)).array(e),
             "source": Out(stream.Signature(beat_layout(envelope.stream_bits))),
             "skip": In(stream.Signature(envelope.stream_bits)),
             "column_done": Out(1),      # a lane's last beat was sent
@@ -52,7 +55,7 @@ class Unloader(wiring.Component):
         env = self._env
         L, A, E, SB = env.lanes, env.act_bits, env.elems_per_beat, env.stream_bits
         LE = E.bit_length() - 1
-        PW = self._pw
+        P, S = env.max_p, out_slots(env)
         m = Module()
         # beats per lane minus 2, and whether it is 1: k keeps a registered "last beat" flag
         ocw = (self.desc.OUT_C.P + (E - 1)) >> LE
@@ -73,8 +76,11 @@ class Unloader(wiring.Component):
         issue = Signal()
         m.d.comb += issue.eq(self.out_full.bit_select(half, 1) & (fifo.level + inflight < 3))
         m.d.sync += inflight.eq(issue)
+        # bank b holds the lane's channel k*E + (b - lane) mod E
+        base = Signal(range(2 * P), name="out_base")
+        m.d.comb += base.eq((k << LE) + Mux(half, P, 0))
         for b in range(E):
-            m.d.comb += self.out_r[b].addr.eq(k + Mux(half, PW, 0))
+            m.d.comb += self.out_r[b].addr.eq(base + (Const(b, LE + 1) - lane[:LE])[:LE])
         lane_end = k_l
         batch_end = lane_end & (lane1 == meta.lanes)
         with m.If(issue):
@@ -92,10 +98,14 @@ class Unloader(wiring.Component):
         r_lane_end = Signal()
         m.d.sync += [r_lane.eq(lane), r_chan.eq(k << LE), r_lane_end.eq(lane_end),
                      r_last.eq(batch_end & meta.last_batch)]
+        # each bank's word: the lane's slot; byte j of the beat: bank (j + lane) mod E
+        words = Signal(E * A, name="lane_words")
+        m.d.comb += words.eq(Cat(*((self.out_r[b].data.word_select(r_lane[LE:], A) if S > 1
+                                    else self.out_r[b].data[:A]) for b in range(E))))
         nbytes = []
         for b in range(E):
             byte = Signal(signed(8), name=f"byte{b}")
-            v = self.out_r[b].data.word_select(r_lane, A).as_signed()
+            v = words.word_select((Const(b, LE + 1) + r_lane[:LE])[:LE], A).as_signed()
             m.d.comb += byte.eq(Mux(r_chan + b < self.desc.OUT_C.P, v, 0))
             nbytes.append(byte)
         w = Signal(fifo_layout)

@@ -3,7 +3,7 @@
 Per batch and phase, for each valid lane and kernel position ``(ky, kx)`` it reads the
 ``CW`` beats of the lane's input pixel (or zeros for padding) and writes them as
 ``min(E, C - k*E)`` elements of that lane at element offset ``kpos*C + k*E``. IN is ``E``
-banks skewed by lane (``memories.in_bank``: element ``e`` of lane ``l`` in bank ``(l + e) mod E``
+banks skewed by lane (``memories.skewed_bank``: element ``e`` of lane ``l`` in bank ``(l + e) mod E``
 at address ``e``, slot ``l // E`` of the word) with lane-granular write enables, so the beat's
 elements rotate onto the banks by ``(l + offset) mod E``. One beat per cycle, no bubble between
 lanes; a few set-up cycles per phase. Windows are formed while the frame loads: a read
@@ -222,7 +222,7 @@ class WindowGenerator(wiring.Component):
         be_ls = one1 & (lane_l_ls | left_1)
 
         # IN write: bank b takes beat element j = (b - lane - offset) mod E, at address offset + j
-        # (memories.in_bank), in the lane's slot of the word
+        # (memories.skewed_bank), in the lane's slot of the word
         beat = self.frame_r.data
         slot = s1_lane[LE:] if S > 1 else Const(0, 1)
         for b in range(E):

@@ -22,7 +22,7 @@ from litefly.hw import regmap
 from litefly.hw.engine import FAULTS
 from litefly.errors import ConfigError
 from litefly.hw.generate import generate, module_name
-from litefly.hw.memories import in_slots
+from litefly.hw.memories import in_slots, out_slots
 from litefly.hw.spec import EngineEnvelope, ceil_div
 from litefly.network import EngineStep, im2col, step_forward_int
 
@@ -243,12 +243,13 @@ def test_window_generators_are_bit_exact_and_the_cycle_model(name, gens):
 
 
 @pytest.mark.parametrize("name, lanes, gens", [("k2x3_s1x2_p1x1_c3", 24, 1), ("k3x3_p1_c10", 40, 2)])
-def test_in_banks_with_several_lanes_a_word(name, lanes, gens):
-    """IN's skewed banks (``memories.in_bank``) when a bank word holds several lanes (24 lanes: 3 a
-    word of the E = 8 banks; 40 lanes over 2 generators: 3, the last partial) and the element
-    offsets are unaligned: the same outputs, and CYCLES is the cycle model's."""
+def test_skewed_banks_with_several_lanes_a_word(name, lanes, gens):
+    """IN's and OUT's skewed banks (``memories.skewed_bank``) when a bank word holds several lanes
+    (24 lanes: 3 a word of the E = 8 banks; 40 lanes: 5 an OUT word, and 3 an IN word of each of 2
+    generators, the last partial) and the element offsets are unaligned: the same outputs, and
+    CYCLES is the cycle model's. (The 8-lane tests pass with every lane in slot 0.)"""
     env, step, q, run, _ = run_conv(name, seed=5, lanes=lanes, window_generators=gens)
-    assert in_slots(env) == 3
+    assert in_slots(env) == 3 and out_slots(env) == lanes // 8
     assert run.regs[0]["CYCLES"] == env.describe(step).pass_cycles(2)
 
 

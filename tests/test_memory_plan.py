@@ -12,7 +12,7 @@ from litefly.boards.memory_plan import LUTRAM_DEPTH, bram36_blocks, plan_memorie
 from litefly.boards.synth import CEILINGS
 from litefly.config import load_network
 from litefly.errors import ConfigError
-from litefly.hw.memories import engine_memories, in_bank
+from litefly.hw.memories import engine_memories, skewed_bank
 from litefly.hw.spec import EngineEnvelope
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +42,10 @@ def test_block_counts_from_shapes(width: int, depth: int, granularity: int | Non
 
 
 # Yosys 0.70 synth_xilinx, every memory left to Yosys (docs/boards.md): (lanes, stream bits, generators,
-# board) -> BRAM36 it mapped, with IN's skewed banks. The shape estimate equals each. (With the
-# element-mod-E banks before, 97.5, 113.5, 175.5, 303.5 and 348.5 BRAM36 for five engines, also equal.)
-MEASURED_BRAM36 = [((64, 64, 1, "pynq-z2"), 57.5), ((128, 64, 2, "pynq-z2"), 111.5)]
+# board) -> BRAM36 it mapped, with IN's and OUT's skewed banks. The shape estimate equals each. (With
+# element-mod-E banks before, 97.5, 113.5, 175.5, 303.5 and 348.5 BRAM36 for five engines; with only
+# IN's skewed, 57.5 and 111.5 for (64, 64, 1) and (128, 64, 2): each equal to its estimate.)
+MEASURED_BRAM36 = [((64, 64, 1, "pynq-z2"), 73.5)]
 
 
 @pytest.mark.parametrize("envelope, measured", MEASURED_BRAM36)
@@ -56,15 +57,13 @@ def test_shape_estimate_matches_yosys(envelope: tuple, measured: float) -> None:
 
 
 def test_planned_estimate_matches_yosys() -> None:
-    """ZCU104, 384 lanes, 128-bit, G4, 256 KiB, as `litefly synth` ran it (the plan of then: the
-    frame buffer's four copies and 28 IN banks in UltraRAM): Yosys 0.70 mapped 179.5 BRAM36 (351
-    RAMB18, 4 RAMB36; an IN bank of 48 x 1,152 byte writes in five RAMB18s) and 60 URAM288."""
-    env = EngineEnvelope.for_network(VGG, (32, 32), multipliers=384, stream_bits=128, macs_per_dsp=2,
-                                     window_generators=4, frame_kib=256)
-    ins = sorted(m.name for m in engine_memories(env) if m.name.startswith("in_mem"))
-    styles = {n: "ultra" for n in ["frame_mem", "frame_mem1", "frame_mem2", "frame_mem3"] + ins[:28]}
-    plan = plan_memories(env, get_board("zcu104"), styles)
-    assert (plan.bram36, plan.uram) == (179.5, 60) and plan.styles == styles
+    """ZCU104, 384 lanes, 128-bit, G4, 256 KiB, as `litefly synth` ran it before OUT's banks were
+    skewed (OUT then in LUT-RAM; the plan of then: the frame buffer's four copies and 28 of the 64
+    IN banks in UltraRAM): Yosys 0.70 mapped 179.5 BRAM36 (351 RAMB18, 4 RAMB36) and 60 URAM288.
+    The same memories' estimate: 36 IN banks of 48 x 1,152 byte writes, the 3,072 x 1,024 work
+    memory and the 128 x 528 weights in block RAM."""
+    assert 36 * bram36_blocks(48, 1152, 8) + bram36_blocks(3072, 1024) + bram36_blocks(128, 528) == 179.5
+    assert 4 * uram_blocks(128, 16384) + 28 * uram_blocks(48, 1152, 8) == 60
 
 
 def test_memory_list_is_the_engines() -> None:
@@ -89,31 +88,31 @@ def test_in_banks_take_a_beat_and_an_element_in_one_cycle(lanes: int, e: int) ->
     each lane in its own slot."""
     for lane in range(lanes):
         for offset in range(3 * e):
-            assert len({in_bank(lane, offset + j, e)[0] for j in range(e)}) == e
+            assert len({skewed_bank(lane, offset + j, e)[0] for j in range(e)}) == e
     for element in range(3 * e):
-        places = [in_bank(lane, element, e) for lane in range(lanes)]
+        places = [skewed_bank(lane, element, e) for lane in range(lanes)]
         assert len(set(places)) == lanes and max(slot for _, slot in places) == -(-lanes // e) - 1
 
 
 def test_zcu104_plan_moves_memories_to_ultraram_until_both_fit() -> None:
-    """512 lanes, 128-bit stream, four generators, 256 KiB frame: all in block RAM is 550 BRAM36 of
+    """384 lanes, 128-bit stream, four generators, 256 KiB frame: all in block RAM is 585.5 BRAM36 of
     312; the plan puts the frame buffer's four copies in UltraRAM first (most block RAM saved per
-    URAM), then IN banks (3 BRAM36 for one URAM each) until the two shares balance."""
+    URAM), then IN banks (2.5 BRAM36 for one URAM each) until the two shares balance."""
     board = get_board("zcu104")
-    env = EngineEnvelope.for_network(VGG, (32, 32), multipliers=512, stream_bits=128, macs_per_dsp=2,
+    env = EngineEnvelope.for_network(VGG, (32, 32), multipliers=384, stream_bits=128, macs_per_dsp=2,
                                      window_generators=4, frame_kib=256)
     mems = engine_memories(env)
     assert sum(bram36_blocks(m.width, m.depth, m.granularity) * m.read_ports
-               for m in mems if m.depth > LUTRAM_DEPTH) == 550
+               for m in mems if m.depth > LUTRAM_DEPTH) == 585.5
     plan = plan_memories(env, board)
     assert {plan.styles[n] for n in ("frame_mem", "frame_mem1", "frame_mem2", "frame_mem3")} == {"ultra"}
     assert set(plan.styles.values()) == {"ultra"} and "work_mem" not in plan.styles
     assert plan.bram36 <= CEILINGS["bram36"] * board.bram36 and plan.uram <= CEILINGS["uram"] * board.uram
-    # balanced: one more IN bank (3 BRAM36 or 1 URAM) in UltraRAM would not lower the larger share
+    # balanced: one more IN bank (2.5 BRAM36 or 1 URAM) in UltraRAM would not lower the larger share
     def worst(b: float, u: float) -> float:
         return max(b / board.bram36, u / board.uram)
-    assert worst(plan.bram36 - 3, plan.uram + 1) >= worst(plan.bram36, plan.uram)
-    assert worst(plan.bram36 + 3, plan.uram - 1) > worst(plan.bram36, plan.uram)
+    assert worst(plan.bram36 - 2.5, plan.uram + 1) >= worst(plan.bram36, plan.uram)
+    assert worst(plan.bram36 + 2.5, plan.uram - 1) > worst(plan.bram36, plan.uram)
     assert sum(r["uram"] for r in plan.rows) == plan.uram and sum(r["bram36"] for r in plan.rows) == plan.bram36
     assert sum(r["count"] for r in plan.rows) == len(engine_memories(env))
 
@@ -121,7 +120,7 @@ def test_zcu104_plan_moves_memories_to_ultraram_until_both_fit() -> None:
 def test_board_without_ultraram_gets_no_styles() -> None:
     plan = plan_memories(vgg(64, 64, 2), get_board("pynq-z2"))
     assert plan.styles == {} and plan.uram == 0
-    assert plan.bram36 == 73.5            # 57.5 with one generator (Yosys, above) + a second frame-buffer copy (16)
+    assert plan.bram36 == 89.5            # 73.5 with one generator (Yosys, above) + a second frame-buffer copy (16)
 
 
 def test_ram_styles_reach_the_verilog(tmp_path: Path) -> None:
