@@ -5,7 +5,8 @@ steps (add the rounding bit; shift; saturate and ReLU) and the write.
 OUT is ``E`` banks skewed by lane (``memories.skewed_bank``: channel ``c`` of lane ``l`` in bank
 ``(l + c) mod E`` at address ``c``, slot ``l // E``): a row (one channel of every lane) is one word
 of each bank, its lanes rotated by ``c mod E`` within each group of ``E`` (the unloader reads ``E``
-channels of one lane per cycle, one from each bank). Pooling: the first phase of a batch writes, later phases write ``max(old, new)``;
+channels of one lane per cycle, one from each bank). Pooling: the first phase of a batch writes,
+later phases write ``max(old, new)``;
 the old row is read in the cycle the result arrives. The read port is not transparent (its
 data comes from a register, not from a bypass of the write): the same OUT row is written
 again only by a later phase, and the sequencer spends at least one idle cycle between

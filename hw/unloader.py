@@ -4,8 +4,8 @@ For each valid lane of the batch, ``ceil(P/E)`` beats: beat ``k`` holds channels
 ``k*E .. k*E+E-1`` of the lane, sign-extended to bytes, zeros past ``P``. OUT's banks are skewed
 (``memories.skewed_bank``): channel ``k*E + j`` of lane ``l`` is in bank ``(l + j) mod E`` at address
 ``k*E + j``, slot ``l // E``, so each bank reads its own address and the beat's bytes are the
-banks' words, rotated by ``l mod E``. TLAST on the last beat of the pass. A small FIFO absorbs the memory's read latency
-so a beat leaves every cycle the consumer takes one.
+banks' words, rotated by ``l mod E``. TLAST on the last beat of the pass. A small FIFO absorbs
+the memory's read latency so a beat leaves every cycle the consumer takes one.
 
 With ``LAYER.RESIDUAL`` each beat waits for its skip beat (same position and channels, from
 the loader) and leaves as ``clamp(y + ((skip * M + 2^(K-1)) >> K))``, then ReLU if ``RELU``

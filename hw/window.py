@@ -205,7 +205,8 @@ class WindowGenerator(wiring.Component):
         def has_beat(a, ok):
             return ~ok | ~self.frame_loading | (a[:FAW] < self.frame_count[:FAW])
         m.d.sync += [s1["valid"].eq(emit), s1["inb"].eq(inb), s1["half"].eq(wh), s1_lane.eq(lane),
-                     s1_base.eq(eoff + Mux(wh, Q, 0)), s1_rot.eq(lane[:LE] + eoff[:LE]), s1_n.eq(Mux(rem > E, E, rem)), s1["done"].eq(phase_end)]
+                     s1_base.eq(eoff + Mux(wh, Q, 0)), s1_rot.eq(lane[:LE] + eoff[:LE]),
+                     s1_n.eq(Mux(rem > E, E, rem)), s1["done"].eq(phase_end)]
         # the flags' combinations the emission cycle tests beside `arrived`, registered: le, the
         # lane's last read (k, kx, ky all last); be, also the batch's last lane (lane == L-1 or no
         # position left); pe, also the phase's last (dx, dy last). Each is updated from its value
