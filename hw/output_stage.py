@@ -87,8 +87,8 @@ class OutputStage(wiring.Component):
         # p6: the row in OUT's bank order, registered: bank b, slot s holds lane s*E + (b - r) mod E,
         # r = the row's channel mod E (OUT rows), 0 for WORK rows (lane order: lane l is bank l mod E,
         # slot l // E)
-        rot = Signal(max(1, LE), name="rot5")
-        m.d.comb += rot.eq(Mux(p5.fi_last, p5.wr[:LE], 0) if LE else 0)
+        rot = Signal(LE, name="rot5")                           # E >= 4 (streams of at least 32 bits)
+        m.d.comb += rot.eq(Mux(p5.fi_last, p5.wr[:LE], 0))
         qb = [[Signal(signed(A), name=f"q{b}_{s}", reset_less=True) for s in range(S)] for b in range(E)]
         for s in range(S):
             group = Cat(*qc[s * E:(s + 1) * E])

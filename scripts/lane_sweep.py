@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             dma = sum(l["dma_time[s]"] for l in r["layers"])      # per layer: max(in, out) / DMA rate
             bound = max(compute, dma)
             kib = env.frame_beats * sb // 8 // 1024
-            rows.append((t, f"| {env.lanes} | {env.lanes // mpd} | {sb} | {wg} | {kib} | {t['cycles']:,} "
-                            f"| {100 * t['mac_utilisation']:.1f}% "
-                            f"| {1e3 * t['runtime[s]']:.2f} | {1e3 * compute:.2f} | {1e3 * dma:.2f} "
-                            f"| {1e3 * t['end_to_end[s]']:.2f} | {t['end_to_end[s]'] / bound:.2f} "
-                            f"| {t['speedup_vs_cpu_torch_end_to_end']:.2f} ({t['cpu_torch_gmacs']:.0f}) "))
-            rows[-1] += (f"| {', '.join(limiters(network, size, env))} | {memory_fit(env, a.board)} |",)
+            head = (f"| {env.lanes} | {env.lanes // mpd} | {sb} | {wg} | {kib} | {t['cycles']:,} "
+                    f"| {100 * t['mac_utilisation']:.1f}% "
+                    f"| {1e3 * t['runtime[s]']:.2f} | {1e3 * compute:.2f} | {1e3 * dma:.2f} "
+                    f"| {1e3 * t['end_to_end[s]']:.2f} | {t['end_to_end[s]'] / bound:.2f} "
+                    f"| {t['speedup_vs_cpu_torch_end_to_end']:.2f} ({t['cpu_torch_gmacs']:.0f}) ")
+            rows.append((t, head, f"| {', '.join(limiters(network, size, env))} | {memory_fit(env, a.board)} |"))
             print(f"lane_sweep: {env.words} done", file=sys.stderr, flush=True)
         # torch is measured beside every envelope; on a loaded machine it moves from row to row, so
         # each row is also set against the fastest torch of the sweep (one figure for all rows)
