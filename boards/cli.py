@@ -31,12 +31,13 @@ _INPUT_SIZE = click.option("--input-size", type=(click.IntRange(1, 4096), click.
 def network_envelope(network: NetworkConfig, input_size: tuple[int, int] | None = None,
                      multipliers: int | None = None, macs_per_dsp: int | None = None,
                      stream_bits: int | None = None, window_generators: int | None = None,
-                     frame_kib: int | None = None) -> EngineEnvelope:
-    """The envelope of ``network`` at ``input_size`` (another multiplier budget, packing, stream
-    width, window-generator count or frame buffer size is another engine and hash)."""
+                     frame_kib: int | None = None, board: str | None = None) -> EngineEnvelope:
+    """The envelope of ``network`` at ``input_size`` on ``board`` (its default envelope where the
+    network and the options are silent; another multiplier budget, packing, stream width,
+    window-generator count or frame buffer size is another engine and hash)."""
     return EngineEnvelope.for_network(network, input_size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
                                       stream_bits=stream_bits, window_generators=window_generators,
-                                      frame_kib=frame_kib)
+                                      frame_kib=frame_kib, board=board)
 
 
 def _describe(env: EngineEnvelope, network: NetworkConfig) -> str:
@@ -65,7 +66,7 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
     console = output_console()
     network = load_network(config)
     board = get_board(board_name)
-    env = network_envelope(network, input_size, **engine)
+    env = network_envelope(network, input_size, **engine, board=board.name)
     plan = write_build(env, board, out_dir, clock_mhz=clock_mhz, jobs=jobs, input_size=input_size,
                        network=network)
     console.print(f"wrote {plan.tcl}, {plan.xdc.name}, {plan.readme.name}, manifest.json and rtl/ "
@@ -125,13 +126,14 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, eng
     if not fmax_proxy and (proxy_lanes, proxy_timeout, proxy_mhz) != (None, None, None):
         raise ConfigError("--proxy-lanes, --proxy-timeout and --proxy-mhz go with --fmax-proxy")
     network = load_network(config)
-    env = network_envelope(network, input_size, **engine)
     board = get_board(board_name)
+    env = network_envelope(network, input_size, **engine, board=board.name)
     proxy_env = None
     if fmax_proxy:      # check the tools and the proxy's envelope before the long Yosys run
         fmax.proxy_device(), fmax.nextpnr_command()
         proxy_env = network_envelope(network, input_size, proxy_lanes or min(fmax.DEFAULT_LANES, env.lanes),
-                                     env.macs_per_dsp, env.stream_bits, env.window_generators, engine["frame_kib"])
+                                     env.macs_per_dsp, env.stream_bits, env.window_generators, engine["frame_kib"],
+                                     board.name)
     with status(f"yosys synth_xilinx -family {board.family} on engine {env.name}"):  # lines when piped
         report = estimate(env, board, use_cache=not no_cache, memory_plan=memory_plan)
     report.layers = [lay.name for lay in network.layers]

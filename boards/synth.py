@@ -306,7 +306,7 @@ def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
     """Generate the engine of ``target``'s envelope and estimate its resources on ``board`` with Yosys
     (with ``memory_plan``, its memories placed by :func:`~litefly.boards.memory_plan.plan_memories`)."""
     from .vivado import envelope_of  # noqa: PLC0415
-    env = envelope_of(target, input_size, multipliers)
+    env = envelope_of(target, input_size, multipliers, board.name)
     plan = plan_memories(env, board) if memory_plan else None
     if isinstance(target, LayerConfig):
         layers = [target.name]

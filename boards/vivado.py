@@ -93,9 +93,10 @@ _AXIL_PORTS = (  # (suffix, direction, width or None for address width, AXI sign
 
 
 def envelope_of(target: EngineEnvelope | NetworkConfig | LayerConfig,
-                input_size: tuple[int, int] | None = None, multipliers: int | None = None) -> EngineEnvelope:
+                input_size: tuple[int, int] | None = None, multipliers: int | None = None,
+                board: str | None = None) -> EngineEnvelope:
     """The engine envelope a build serves: a network's (:meth:`EngineEnvelope.for_network` at
-    ``input_size``), a layer's (a one-layer network) or an envelope as given."""
+    ``input_size`` on ``board``), a layer's (a one-layer network) or an envelope as given."""
     if isinstance(target, EngineEnvelope):
         return target
     if isinstance(target, LayerConfig):
@@ -103,7 +104,7 @@ def envelope_of(target: EngineEnvelope | NetworkConfig | LayerConfig,
     if not isinstance(target, NetworkConfig):
         raise ConfigError(f"cannot build an engine for {type(target).__name__}; give a network, a layer or an "
                           f"EngineEnvelope")
-    return EngineEnvelope.for_network(target, input_size, multipliers=multipliers)
+    return EngineEnvelope.for_network(target, input_size, multipliers=multipliers, board=board)
 
 
 def network_summary(network: NetworkConfig | LayerConfig | None,
@@ -457,7 +458,7 @@ def write_build(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Boa
                           f"expected 10..{board.max_clock_mhz:g} MHz")
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs} must be at least 1")
-    env = envelope_of(target, input_size, multipliers)
+    env = envelope_of(target, input_size, multipliers, board.name)
     if network is None and not isinstance(target, EngineEnvelope):
         network = target
     if not env.name.isidentifier() or len(env.name) > 128:

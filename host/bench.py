@@ -216,7 +216,7 @@ def io_host_stages(tot: Mapping[str, float], stats: list[dict]) -> dict[str, flo
     return io
 
 
-def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str = "pynq-z2",
+def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str | None = None,
               clock_mhz: float | None = None, batch: int = 1, input_size: tuple[int, int] | None = None,
               seed: int = 0, params_dir: str | Path | None = None, dense: bool = True, repeats: int = 3,
               progress: Callable[[str], None] | None = None, multipliers: int | None = None,
@@ -226,18 +226,21 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
     """Run the bench and return the report dict (``docs/host.md``). ``multipliers``,
     ``macs_per_dsp``, ``stream_bits``, ``window_generators`` and ``frame_kib`` override the
     network's engine settings (another engine); the dense baseline runs on an engine of the same
-    lanes, packing, stream width, window generators and frame buffer size."""
+    lanes, packing, stream width, window generators and frame buffer size. The engine is
+    ``board_name``'s (default: pynq-z2, or on ``pynq`` the board it runs on): its clock, and its
+    default envelope where the network and these arguments are silent."""
     from litefly.boards.boards import get_board
 
+    from .board_check import resolve_board
     from .runtime import NetworkRunner
-    board = get_board(board_name)
+    if backend == "pynq":
+        from .pynq_transport import import_pynq
+        import_pynq()                           # first: on a PC, say that pynq is missing
+    board = get_board(resolve_board(backend, board_name, backend_opts))
     f_mhz = float(clock_mhz or board.clock_mhz)
     if f_mhz <= 0:
         raise ConfigError(f"clock {f_mhz} MHz must be positive")
     f_hz = f_mhz * 1e6
-    if backend == "pynq":
-        from .pynq_transport import import_pynq
-        import_pynq()
     src_engine = {"sim": f"simulated at {f_mhz:g} MHz", "pynq": f"measured on {board.name} at {f_mhz:g} MHz",
                   "golden": f"model (cycle model of docs/engine.md) at {f_mhz:g} MHz"}[backend]
     t_start = time.perf_counter()
@@ -255,7 +258,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
     params, fweights, fbiases = _params(network, steps, calib, rng, params_dir)
     envelope = EngineEnvelope.for_network(network, size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
                                           stream_bits=stream_bits, window_generators=window_generators,
-                                          frame_kib=frame_kib)
+                                          frame_kib=frame_kib, board=board.name)
     opts = dict(backend_opts)
     if backend == "sim":
         repeats = 1
@@ -296,7 +299,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str =
     denv = EngineEnvelope.for_network(dnet, size, multipliers=envelope.multipliers,
                                       macs_per_dsp=envelope.macs_per_dsp, stream_bits=envelope.stream_bits,
                                       window_generators=envelope.window_generators,
-                                      frame_kib=frame_kib)
+                                      frame_kib=frame_kib, board=board.name)
     if dense:
         say(f"dense network on engine {denv.name!r} ({backend})")
         dparams = quantize_network(dsteps, dense_w, calib, {ds.name: fbiases[s.name] for s, ds in zip(steps, dsteps)})

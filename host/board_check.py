@@ -39,7 +39,7 @@ from litefly.network import (EngineStep, global_pool_int, im2col, network_forwar
 
 from .bench import HOST_STAGES, best_time, fmt_stages, fmt_us, io_host_stages, layer_host_stages, load_params_dir
 
-__all__ = ["run_board_check", "render_table", "summary_lines", "cpu_conv2d_time", "HOST_STAGES", "CALIB_IMAGES"]
+__all__ = ["run_board_check", "resolve_board", "render_table", "summary_lines", "cpu_conv2d_time", "HOST_STAGES", "CALIB_IMAGES"]
 
 CALIB_IMAGES = 2
 
@@ -69,7 +69,8 @@ def cpu_conv2d_time(step: EngineStep, dense: np.ndarray, x: np.ndarray) -> float
 
 
 # -- the check ----------------------------------------------------------------------------------
-def _resolve_board(backend: str, board_name: str | None, opts: Mapping[str, Any]) -> str:
+def resolve_board(backend: str, board_name: str | None, opts: Mapping[str, Any]) -> str:
+    """The board a run is for: ``board_name``, else pynq-z2 off the board, else (``pynq``) the one it runs on."""
     if backend != "pynq":
         return board_name or "pynq-z2"
     from .board_env import detect_board  # noqa: PLC0415
@@ -107,11 +108,11 @@ def run_board_check(network: NetworkConfig, backend: str = "golden", board_name:
     if backend == "pynq":
         from .pynq_transport import import_pynq  # noqa: PLC0415
         import_pynq()                           # first: on a PC, say that pynq is missing
-    board = get_board(_resolve_board(backend, board_name, opts))
+    board = get_board(resolve_board(backend, board_name, opts))
     in_shape = network_input_shape(network, input_size)
     size = (in_shape[1], in_shape[2])
     steps = plan_network(network, in_shape)
-    envelope = EngineEnvelope.for_network(network, input_size)      # as `litefly build` sizes it
+    envelope = EngineEnvelope.for_network(network, input_size, board=board.name)   # as `litefly build --board` sizes it
     bitstream: dict[str, Any] | None = None
     f_mhz = clock_mhz
     if backend == "pynq":

@@ -16,7 +16,9 @@ from litefly.errors import LiteflyError
 @click.option("--backend", type=click.Choice(["sim", "pynq", "golden"]), default="sim", show_default=True,
               help="sim: cocotb+Verilator engine; pynq: a board; golden: the numpy engine model (cycles are the "
                    "cycle model).")
-@click.option("--board", "board", type=click.Choice(["pynq-z2", "zcu104"]), default="pynq-z2", show_default=True)
+@click.option("--board", "board", type=click.Choice(["pynq-z2", "zcu104"]), default=None,
+              help="The board whose clock and default engine envelope the run uses (docs/boards.md); default: "
+                   "pynq-z2, or with --backend pynq the board it runs on.")
 @click.option("--clock-mhz", type=float, default=None, help="Engine clock (default: the board's).")
 @click.option("--batch", type=click.IntRange(1, 4096), default=1, show_default=True, help="Images per run.")
 @click.option("--input-size", type=(click.IntRange(1, 4096), click.IntRange(1, 4096)), default=None,
@@ -39,7 +41,7 @@ from litefly.errors import LiteflyError
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the roofline/speedup PNG here.")
 @envelope_options
-def bench(config: Path, backend: str, board: str, clock_mhz: float | None, batch: int,
+def bench(config: Path, backend: str, board: str | None, clock_mhz: float | None, batch: int,
           input_size: tuple[int, int] | None, seed: int, params_dir: Path | None, bitstream_dir: Path | None,
           repeats: int, no_dense: bool,
           report_path: Path | None, plot_path: Path | None, engine: dict[str, int | None]) -> None:

@@ -319,7 +319,9 @@ class NetworkRunner:
 
     ``params`` maps each layer's name to its :class:`~litefly.fixed.QuantizedLayer`, with
     chained scales (each layer's input scale is the previous layer's output scale).
-    ``envelope`` defaults to :meth:`EngineEnvelope.for_network` at ``input_size``.
+    ``envelope`` defaults to :meth:`EngineEnvelope.for_network` at ``input_size``; on ``pynq``, on the
+    board it runs on (``board=``, else :func:`~litefly.host.board_env.detect_board`), as ``litefly build
+    --board`` sizes it.
     Options: ``timeout``, ``clock_mhz``, and the backend's own (``fault=``, ``simulator=``, ...).
     """
 
@@ -333,7 +335,13 @@ class NetworkRunner:
                 raise LiteflyError(f"network {network.name!r}: no parameters for layer {lay.name!r}")
         self.network, self.params, self.backend = network, dict(params), backend
         self.input_size = input_size or network.input_size
-        self.envelope = envelope or EngineEnvelope.for_network(network, self.input_size)
+        if envelope is None:
+            board = None
+            if backend == "pynq":
+                from .board_env import detect_board  # noqa: PLC0415
+                board = detect_board(opts.get("bitfile"), opts.get("board"))
+            envelope = EngineEnvelope.for_network(network, self.input_size, board=board)
+        self.envelope = envelope
         self.timeout = float(opts.pop("timeout", 2.0))
         self.clock_mhz = float(opts.pop("clock_mhz", 100.0))
         self.opts = opts

@@ -21,8 +21,9 @@ from .engine import FAULTS
               help="Input feature-map size of the network's first conv layer (sizes the frame buffer).")
 @envelope_options
 @click.option("--board", "board_name", type=click.Choice(sorted(BOARDS)), default=None,
-              help="Place the memories by this board's memory plan (ram_style attributes, as 'litefly build' "
-                   "does); default: no attributes, every memory left to the synthesis tool.")
+              help="Generate this board's engine, as 'litefly build' does: its default envelope where the network "
+                   "and the options are silent, memories placed by its memory plan (ram_style attributes); "
+                   "default: no board, the network's own envelope, every memory left to the synthesis tool.")
 @click.option("--fault", type=click.Choice(FAULTS), default=None, hidden=True,
               help="Generate a deliberately broken engine (to prove the checker has teeth).")
 def gen(config: Path, out_dir: Path, input_size: tuple[int, int] | None, engine: dict[str, int | None],
@@ -32,7 +33,8 @@ def gen(config: Path, out_dir: Path, input_size: tuple[int, int] | None, engine:
     from .spec import EngineEnvelope
 
     network = load_network(config)
-    envelope = EngineEnvelope.for_network(network, tuple(input_size) if input_size else None, **engine)
+    envelope = EngineEnvelope.for_network(network, tuple(input_size) if input_size else None, **engine,
+                                          board=board_name)
     styles = None
     if board_name:
         styles = plan_memories(envelope, get_board(board_name)).styles

@@ -152,19 +152,25 @@ class EngineEnvelope:
     def for_network(cls, network: NetworkConfig, input_size: tuple[int, int] | None = None,
                     multipliers: int | None = None, stream_bits: int | None = None,
                     frame_kib: int | None = None, macs_per_dsp: int | None = None,
-                    window_generators: int | None = None) -> "EngineEnvelope":
-        """The envelope of ``network``: the network's ``engine:`` settings, else its layers'.
+                    window_generators: int | None = None, board: str | None = None) -> "EngineEnvelope":
+        """The envelope of ``network`` on ``board`` (a board name, or ``None``: no board).
 
-        The frame buffer holds the largest layer input of one image at the network's input
-        size (at least ``DEFAULT_FRAME_KIB`` KiB unless ``frame_kib`` says otherwise).
+        Key by key: the argument, else the network's ``engine:`` settings for that board
+        (:meth:`~litefly.config.NetworkEngine.for_board`: its ``boards:`` entry, its own value,
+        the board's default envelope), else the layers'. The board's default packing applies to
+        weights of 8 bits or fewer. The frame buffer holds the largest layer input of one image at
+        the network's input size (at least ``DEFAULT_FRAME_KIB`` KiB) unless ``frame_kib`` says otherwise.
         """
         if multipliers is not None and multipliers < 1:
             raise ConfigError(f"engine: multipliers={multipliers} must be at least 1")
-        eng = network.engine
+        eng = network.engine.for_board(board)
+        layers = network.layers
+        if (macs_per_dsp is None and eng.macs_per_dsp == 2 and layers[0].format.weight_bits > 8
+                and network.engine.for_board(board, board_default=False).macs_per_dsp is None):
+            macs_per_dsp = 1
         multipliers = multipliers or eng.multipliers
         stream_bits = stream_bits or eng.stream_bits
         frame_kib = frame_kib or eng.frame_kib
-        layers = network.layers
         sb = stream_bits or layers[0].engine.stream_bits
         e = sb // 8
         if frame_kib:

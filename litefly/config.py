@@ -327,39 +327,76 @@ class HostOp:
                    stride=check_int("network op", "stride", data.get("stride", 0), 0, limits.MAX_POOL, "MAX_POOL"))
 
 
+ENGINE_KEYS = ("multipliers", "stream_bits", "frame_kib", "macs_per_dsp", "window_generators")
+
+
+def _check_engine_settings(where: str, d: Mapping[str, Any]) -> None:
+    """Refuse an out-of-range ``engine:`` value, naming it and ``where`` it is."""
+    if d.get("multipliers") is not None:
+        check_int(where, "multipliers", d["multipliers"], 1, 4096)
+    if d.get("macs_per_dsp") is not None:
+        check_int(where, "macs_per_dsp", d["macs_per_dsp"], 1, 2)
+    if d.get("window_generators") is not None and d["window_generators"] not in WINDOW_GENERATORS:
+        raise ConfigError(f"{where}: window_generators={short(d['window_generators'], 40)} must be 1, 2 or 4")
+    if d.get("stream_bits") is not None and d["stream_bits"] not in STREAM_WIDTHS:
+        raise ConfigError(f"{where}: stream_bits={short(d['stream_bits'], 40)} must be one of 32, 64, 128")
+    if d.get("frame_kib") is not None:
+        check_int(where, "frame_kib", d["frame_kib"], 1, MAX_FRAME_KIB)
+
+
 @dataclass(frozen=True)
 class NetworkEngine:
     """A network's ``engine:`` settings (all optional): the envelope's lanes, stream width,
-    frame buffer size, MACs per DSP multiply and window generators; unset values come from the layers
-    (``hw.spec.EngineEnvelope.for_network``)."""
+    frame buffer size, MACs per DSP multiply and window generators, and under ``boards:`` the
+    settings on a named board. Unset values come from the board's default envelope, then from the
+    layers (:meth:`for_board`, ``hw.spec.EngineEnvelope.for_network``)."""
 
     multipliers: int | None = None
     stream_bits: int | None = None
     frame_kib: int | None = None
     macs_per_dsp: int | None = None       # 2: two lanes share a DSP multiply (int8 packing)
     window_generators: int | None = None  # 2, 4: window generators forming a batch's windows in parallel
+    boards: tuple[tuple[str, "NetworkEngine"], ...] = ()   # (board name, its settings), from ``boards:``
 
     def __post_init__(self) -> None:
-        if self.multipliers is not None:
-            check_int("network engine", "multipliers", self.multipliers, 1, 4096)
-        if self.macs_per_dsp is not None:
-            check_int("network engine", "macs_per_dsp", self.macs_per_dsp, 1, 2)
-        if self.window_generators is not None and self.window_generators not in WINDOW_GENERATORS:
-            raise ConfigError(f"network engine: window_generators={self.window_generators!r} must be 1, 2 or 4")
-        if self.stream_bits is not None and self.stream_bits not in STREAM_WIDTHS:
-            raise ConfigError(f"network engine: stream_bits={self.stream_bits!r} must be one of 32, 64, 128")
-        if self.frame_kib is not None:
-            check_int("network engine", "frame_kib", self.frame_kib, 1, MAX_FRAME_KIB)
+        _check_engine_settings("network engine", self.settings())
+
+    def settings(self) -> dict[str, int]:
+        """The envelope keys this sets (``boards:`` excluded)."""
+        return {k: getattr(self, k) for k in ENGINE_KEYS if getattr(self, k) is not None}
+
+    def for_board(self, board: str | None, board_default: bool = True) -> "NetworkEngine":
+        """The settings on ``board`` (a board name; ``None``: no board): key by key, the network's
+        ``boards: {board: ...}`` entry, else its own ``engine:`` value, else (with ``board_default``)
+        the board's default envelope (``litefly.boards.boards.Board.engine``)."""
+        if board is None:
+            return NetworkEngine(**self.settings())
+        from litefly.boards.boards import get_board  # noqa: PLC0415 (stdlib-only, no cycle at import)
+        default = get_board(board).engine if board_default else {}
+        own = dict(self.boards).get(board)
+        return NetworkEngine(**{**default, **self.settings(), **(own.settings() if own else {})})
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        d: dict[str, Any] = self.settings()
+        if self.boards:
+            d["boards"] = {name: eng.to_dict() for name, eng in self.boards}
+        return d
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> "NetworkEngine":
         data = {} if data is None else data
-        check_keys("network engine", data, ("multipliers", "stream_bits", "frame_kib", "macs_per_dsp",
-                                                    "window_generators"))
-        return cls(**data)
+        check_keys("network engine", data, ENGINE_KEYS + ("boards",))
+        boards: list[tuple[str, NetworkEngine]] = []
+        if data.get("boards") is not None:
+            from litefly.boards.boards import BOARDS  # noqa: PLC0415
+            check_keys("network engine boards", data["boards"], tuple(BOARDS))
+            for name, sub in data["boards"].items():
+                where = f"network engine boards {name}"
+                check_keys(where, sub, ENGINE_KEYS)
+                _check_engine_settings(where, sub)
+                boards.append((str(name), cls(**sub)))
+        settings = {k: v for k, v in data.items() if k != "boards"}
+        return cls(**settings, boards=tuple(sorted(boards, key=lambda b: b[0])))
 
 
 @dataclass(frozen=True)

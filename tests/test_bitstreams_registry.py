@@ -80,7 +80,8 @@ def test_one_engine_for_a_network(tmp_path: Path, reg: Path) -> None:
     env, build = finished_build(tmp_path, VGG_NET, "zcu104")
     e = registry.add(build, root=reg)
     assert e.name == "vgg_head" and e.layers == ["vgg_conv1", "vgg_conv2", "vgg_conv3"]
-    assert registry.lookup(EngineEnvelope.for_network(load_network(VGG_NET)), "zcu104", root=reg).path == e.path
+    assert registry.lookup(EngineEnvelope.for_network(load_network(VGG_NET), board="zcu104"), "zcu104",
+                           root=reg).path == e.path
     # the hash is the engine's, not the name's: the same envelope under another name is the same engine
     renamed = EngineEnvelope.from_dict(dict(env.to_dict(), name="other_net"))
     assert registry.lookup(renamed, "zcu104", root=reg).path == e.path

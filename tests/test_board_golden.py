@@ -79,7 +79,7 @@ def test_board_check_cli_golden_without_pc_tools(tmp_path):
     out = r.stdout
     assert "litefly board check: vgg_head" in out and "PASSED" in out and "CPU conv2d" in out
     data = json.loads(report.read_text())
-    env = EngineEnvelope.for_network(load_network(VGG_NET), (8, 8))
+    env = EngineEnvelope.for_network(load_network(VGG_NET), (8, 8), board="pynq-z2")  # its default board
     assert data["passed"] and data["network_bit_exact"] and data["backend"] == "golden"
     assert data["identity"]["CONFIG_HASH"] == f"0x{env.hash32:08x}" and data["engine"]["hash"] == data["identity"]["CONFIG_HASH"]
     assert [row["name"] for row in data["layers"]] == ["vgg_conv1", "vgg_conv2", "vgg_conv3"]

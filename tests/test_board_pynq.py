@@ -25,11 +25,14 @@ from litefly.host.pynq_transport import (DMA_MAX_BYTES, CMAAllocationError, Pynq
 from litefly.host.runtime import NetworkRunner
 from litefly.host.transport import DMATimeout
 from network_params import calibrated_network_params
-from test_host_pynq import ENVELOPE, NETWORK, SIZE, make_fake_pynq
+from litefly.hw.spec import EngineEnvelope
+from test_host_pynq import NETWORK, SIZE, make_fake_pynq
 
 pytestmark = pytest.mark.board
 
 
+# the runner on a ZCU104 sizes the engine as `litefly build --board zcu104` does: the board's default envelope
+ENVELOPE = EngineEnvelope.for_network(NETWORK, SIZE, board="zcu104")
 NAME = ENVELOPE.name          # vgg_head: the network engine's name, and its .bit/.hwh
 
 

@@ -74,7 +74,8 @@ def test_estimate_maps_multipliers_and_caches(tmp_path: Path) -> None:
     passes: list[str] = []
     seen: list = []
     r = estimate(layer, board, generate=generator(GOOD, seen=seen), cache=tmp_path, on_pass=passes.append)
-    assert seen == [EngineEnvelope.for_network(load_network(FC3))]      # a layer is a one-layer network
+    # a layer is a one-layer network, on the board's default envelope
+    assert seen == [EngineEnvelope.for_network(load_network(FC3), board="pynq-z2")]
     assert r.config_hash == seen[0].config_hash and r.layers == ["pointnet_fc3"]
     assert not r.cached and "SYNTH_XILINX" in passes
     assert r.used["dsp"] == 2 and len(r.muls) == 2 and r.all_muls_on_dsp and r.unmapped_muls == []
@@ -158,12 +159,12 @@ def test_cli_synth_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     main(["synth", str(FC3), "--board", "pynq-z2", "--json", str(out)])
     d = json.loads(out.read_text())
     assert d["board"] == "pynq-z2" and d["used"]["dsp"] == 2 and d["verdict"] == "fits"
-    assert d["config_hash"] == EngineEnvelope.for_network(load_network(FC3)).config_hash
+    assert d["config_hash"] == EngineEnvelope.for_network(load_network(FC3), board="pynq-z2").config_hash
     assert d["dsp_check"]["all_on_dsp"] and d["layers"] == ["pointnet_fc3"]
     main(["synth", str(VGG_NET), "--board", "zcu104", "--input-size", "16", "16", "--multipliers", "32",
           "--json", str(out)])
     d = json.loads(out.read_text())
-    env = EngineEnvelope.for_network(load_network(VGG_NET), (16, 16), multipliers=32)
+    env = EngineEnvelope.for_network(load_network(VGG_NET), (16, 16), multipliers=32, board="zcu104")
     assert d["name"] == "vgg_head" and d["config_hash"] == env.config_hash and d["envelope"]["lanes"] == 32
     assert d["layers"] == ["vgg_conv1", "vgg_conv2", "vgg_conv3"]
     assert d["memory_plan"]["board"] == "zcu104" and d["memory_plan"]["styles"]["frame_mem"] == "ultra"
@@ -360,7 +361,7 @@ def test_cli_synth_fmax_proxy_places_and_routes(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("LITEFLY_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "r.json"
     code, stdout, err = run_cli(capsys, "synth", str(VGG_NET), "--board", "zcu104", "--multipliers", "32",
-                                "--fmax-proxy", "--proxy-lanes", "8", "--json", str(out))
+                                "--stream-bits", "64", "--fmax-proxy", "--proxy-lanes", "8", "--json", str(out))
     assert code == 0, err
     assert [e.lanes for e in seen] == [32, 8]              # the board envelope, then the proxy's
     d = json.loads(out.read_text())["fmax_proxy"]
@@ -371,7 +372,7 @@ def test_cli_synth_fmax_proxy_places_and_routes(tmp_path: Path, monkeypatch: pyt
     assert f"{d['fmax_mhz']:.1f} MHz after routing" in text and "the proxy ran at 8 lanes, the zcu104 engine has 32" in text
     assert "largest fanout (clock excluded):" in text
     code, stdout, err = run_cli(capsys, "synth", str(VGG_NET), "--board", "zcu104", "--multipliers", "32",
-                                "--fmax-proxy", "--proxy-lanes", "8")
+                                "--stream-bits", "64", "--fmax-proxy", "--proxy-lanes", "8")
     assert code == 0 and "(cached;" in " ".join(stdout.split())
 
 

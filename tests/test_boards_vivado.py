@@ -243,7 +243,7 @@ def test_one_build_for_a_network(tmp_path: Path) -> None:
     """A network's build is one engine: the envelope of all its layers, named after the network."""
     env, plan = build_for("pynq-z2", tmp_path, VGG_NET, input_size=(32, 32))
     net = load_network(VGG_NET)
-    assert env == EngineEnvelope.for_network(net, (32, 32)) and plan.name == "vgg_head"
+    assert env == EngineEnvelope.for_network(net, (32, 32), board="pynq-z2") and plan.name == "vgg_head"
     info = json.loads((plan.out_dir / "build_info.json").read_text())
     assert [l["name"] for l in info["network"]["layers"]] == ["vgg_conv1", "vgg_conv2", "vgg_conv3"]
     assert info["network"]["input_size"] == [32, 32] and info["envelope"]["max_q"] == env.max_q
@@ -281,15 +281,16 @@ def test_cli_build_without_vivado(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert (tmp_path / "b" / "build.tcl").exists()
     main(["build", str(VGG_NET), "--board", "zcu104", "--input-size", "16", "16", "-o", str(tmp_path / "n")])
     out = " ".join(capsys.readouterr().out.split())
-    env = EngineEnvelope.for_network(load_network(VGG_NET), (16, 16))
+    env = EngineEnvelope.for_network(load_network(VGG_NET), (16, 16), board="zcu104")   # the board's default
+    assert env.lanes == 384 and env.window_generators == 4
     assert f"engine vgg_head 0x{env.hash32:08x}" in out and "3 layers: vgg_conv1, vgg_conv2, vgg_conv3" in out
     assert json.loads((tmp_path / "n" / "build_info.json").read_text())["config_hash"] == env.config_hash
     main(["build", str(VGG_NET), "--board", "zcu104", "--input-size", "16", "16", "-o", str(tmp_path / "w"),
           "--multipliers", "128", "--macs-per-dsp", "2", "--stream-bits", "128"])
     wide = EngineEnvelope.for_network(load_network(VGG_NET), (16, 16), multipliers=128, macs_per_dsp=2,
-                                      stream_bits=128)
-    assert (f"engine vgg_head 0x{wide.hash32:08x} (128 lanes, two lanes per multiplier, 128-bit stream, "
-            f"64 KiB frame buffer)") in " ".join(capsys.readouterr().out.split())
+                                      stream_bits=128, board="zcu104")
+    assert (f"engine vgg_head 0x{wide.hash32:08x} (128 lanes, two lanes per multiplier, 4 window generators, "
+            f"128-bit stream, 256 KiB frame buffer)") in " ".join(capsys.readouterr().out.split())
     assert json.loads((tmp_path / "w" / "build_info.json").read_text())["config_hash"] == wide.config_hash
     with pytest.raises(SystemExit) as exc:
         main(["build", str(VGG2), "--board", "pynq-z2", "-o", str(tmp_path / "c"), "--clock-mhz", "400"])

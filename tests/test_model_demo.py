@@ -88,3 +88,19 @@ def test_cli_defaults_are_the_config_defaults():
     for name in ("compression", "epochs", "kd_epochs", "seed", "threads", "bench_batch"):
         assert defaults[name] == getattr(cfg, name), name
     assert tuple(defaults["channels"]) == cfg.channels
+
+
+def test_the_digits_network_fits_each_board_at_its_default_envelope(demo):
+    """Issue 12: block RAM and UltraRAM at most 80% for the digits network on each board's default
+    envelope (the memory plan's shape estimate)."""
+    from litefly.boards.boards import BOARDS, get_board
+    from litefly.boards.memory_plan import plan_memories
+    from litefly.hw.spec import EngineEnvelope
+    _, out = demo
+    network, _ = load_int8(out / "int8")
+    for name in BOARDS:
+        board = get_board(name)
+        env = EngineEnvelope.for_network(network, board=name)
+        assert env.lanes == board.engine["multipliers"]
+        plan = plan_memories(env, board)
+        assert plan.bram36 <= 0.8 * board.bram36 and plan.uram <= 0.8 * max(board.uram, 1), (name, plan.to_dict())

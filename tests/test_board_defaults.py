@@ -1,0 +1,93 @@
+"""Each board's default engine envelope (``Board.engine``) and how a network's ``engine:`` settings,
+its ``boards:`` entries and the command's options override it, key by key; the defaults' memories
+fit their board."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from litefly.boards.boards import BOARDS, get_board
+from litefly.boards.memory_plan import plan_memories
+from litefly.config import ENGINE_KEYS, NetworkConfig, NetworkEngine, load_network
+from litefly.errors import ConfigError
+from litefly.hw.spec import EngineEnvelope
+
+ROOT = Path(__file__).resolve().parents[1]
+VGG = load_network(ROOT / "examples" / "vgg_net.yaml")
+
+
+def _net(engine: dict | None, weight_bits: int = 8) -> NetworkConfig:
+    layer = {"name": "l0", "kind": "conv2d", "in_channels": 8, "out_channels": 8, "kernel": 1,
+             "chain": [[8, 8, 2, 2, 4]], "format": {"weight_bits": weight_bits}}
+    return NetworkConfig.from_dict({"name": "n", "input_size": [4, 4], "layers": [layer],
+                                    **({"engine": engine} if engine is not None else {})})
+
+
+def _settings(env: EngineEnvelope) -> dict[str, int]:
+    return {"multipliers": env.lanes, "macs_per_dsp": env.macs_per_dsp, "stream_bits": env.stream_bits,
+            "window_generators": env.window_generators}
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_a_board_gives_its_default_envelope_and_no_board_the_networks_own(board):
+    default = get_board(board).engine
+    assert set(default) <= set(ENGINE_KEYS) and default["macs_per_dsp"] == 2
+    env = EngineEnvelope.for_network(VGG, board=board)
+    assert _settings(env) == {k: default[k] for k in ("multipliers", "macs_per_dsp", "stream_bits",
+                                                      "window_generators")}
+    if "frame_kib" in default:
+        assert env.frame_beats == default["frame_kib"] * 1024 // env.elems_per_beat
+    own = EngineEnvelope.for_network(VGG)       # no board: the layers' 64 lanes, unpacked, one generator
+    assert (own.lanes, own.macs_per_dsp, own.window_generators) == (64, 1, 1) and own.hash32 != env.hash32
+
+
+def test_precedence_option_then_board_entry_then_network_then_board_default():
+    net = _net({"multipliers": 32, "stream_bits": 32,
+                "boards": {"zcu104": {"multipliers": 128}, "pynq-z2": {"window_generators": 2}}})
+    z = EngineEnvelope.for_network(net, board="zcu104")
+    assert _settings(z) == {"multipliers": 128, "macs_per_dsp": 2, "stream_bits": 32, "window_generators": 4}
+    p = EngineEnvelope.for_network(net, board="pynq-z2")
+    assert _settings(p) == {"multipliers": 32, "macs_per_dsp": 2, "stream_bits": 32, "window_generators": 2}
+    opt = EngineEnvelope.for_network(net, board="zcu104", multipliers=64, window_generators=1)
+    assert (opt.lanes, opt.window_generators) == (64, 1)
+    assert _settings(EngineEnvelope.for_network(net)) == {"multipliers": 32, "macs_per_dsp": 1, "stream_bits": 32,
+                                                          "window_generators": 1}
+    assert NetworkEngine.from_dict(net.engine.to_dict()) == net.engine       # the file's form round-trips
+    assert NetworkConfig.from_dict(yaml.safe_load(yaml.safe_dump(net.to_dict()))).engine == net.engine
+
+
+def test_board_default_packing_only_where_the_weights_allow_it():
+    """A board's two-lanes-per-DSP default applies to weights of 8 bits or fewer; asked for, it is refused."""
+    wide = _net(None, weight_bits=16)
+    assert EngineEnvelope.for_network(wide, board="pynq-z2").macs_per_dsp == 1
+    with pytest.raises(ConfigError, match=r"^engine: macs_per_dsp=2 packs two products of 8-bit operands"):
+        EngineEnvelope.for_network(_net({"macs_per_dsp": 2}, weight_bits=16), board="pynq-z2")
+
+
+@pytest.mark.parametrize("engine, message", [
+    ({"boards": {"zcu102": {"multipliers": 8}}},
+     "network engine boards: unknown key 'zcu102', expected one of pynq-z2, zcu104"),
+    ({"boards": {"zcu104": {"multipliers": 0}}},
+     "network engine boards zcu104: multipliers=0 is out of range, expected 1..4096"),
+    ({"boards": {"zcu104": {"stream_bits": 48}}},
+     "network engine boards zcu104: stream_bits=48 must be one of 32, 64, 128"),
+    ({"boards": {"zcu104": {"boards": {}}}},
+     "network engine boards zcu104: unknown key 'boards', expected one of multipliers"),
+    ({"boards": ["zcu104"]}, "network engine boards: expected a mapping, got list"),
+])
+def test_bad_board_entries_are_one_line_errors(engine, message):
+    with pytest.raises(ConfigError) as exc:
+        _net(engine)
+    assert str(exc.value).startswith(message) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_the_default_envelopes_memories_fit_their_board(board):
+    """Issue 12: block RAM (and UltraRAM) at most 80% on each board's default envelope for the VGG
+    example at 32x32 (the shape estimate equals Yosys on every run recorded in docs/boards.md)."""
+    b = get_board(board)
+    plan = plan_memories(EngineEnvelope.for_network(VGG, (32, 32), board=board), b)
+    assert plan.bram36 <= 0.8 * b.bram36 and plan.uram <= 0.8 * max(b.uram, 1)
