@@ -20,7 +20,9 @@ from network_params import calibrated_network_params
 ROOT = Path(__file__).resolve().parents[1]
 NETWORK = load_network(ROOT / "examples" / "vgg_net.yaml")
 SIZE = (8, 8)
-ENVELOPE = EngineEnvelope.for_network(NETWORK, SIZE)
+# a runner on a board sizes the engine as `litefly build --board` does: the board's default envelope
+ENVELOPE = EngineEnvelope.for_network(NETWORK, SIZE, board="zcu104")
+Z2_ENVELOPE = EngineEnvelope.for_network(NETWORK, SIZE, board="pynq-z2")
 
 
 def make_fake_pynq(engine: GoldenTransport, vlnv: str) -> types.ModuleType:
@@ -139,12 +141,13 @@ def test_one_overlay_runs_every_layer_bit_exact(monkeypatch, tmp_path, net_param
 
 def test_bitstream_dir_finds_the_engine_bit(monkeypatch, tmp_path, net_params):
     params, x, ref = net_params
-    fake = make_fake_pynq(GoldenTransport(ENVELOPE), engine_vlnv_of(ENVELOPE))
+    fake = make_fake_pynq(GoldenTransport(Z2_ENVELOPE), engine_vlnv_of(Z2_ENVELOPE))
     monkeypatch.setitem(sys.modules, "pynq", fake)
     bitfile(tmp_path)
     with NetworkRunner(NETWORK, params, "pynq", input_size=SIZE, bitstream_dir=tmp_path, board="pynq-z2") as r:
         np.testing.assert_array_equal(r.run(x), ref)
-    assert fake.overlays == [str(tmp_path / f"{ENVELOPE.name}.bit")]
+        assert r.envelope == Z2_ENVELOPE and r.envelope.lanes == 96
+    assert fake.overlays == [str(tmp_path / f"{Z2_ENVELOPE.name}.bit")]
 
 
 def test_pynq_refusals(monkeypatch, tmp_path, net_params):
