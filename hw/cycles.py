@@ -20,10 +20,11 @@ import numpy as np
 
 from . import regmap
 
-__all__ = ["DRAIN_CYCLES", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready",
+__all__ = ["DRAIN_CYCLES", "OUT_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready",
            "lane_cycles", "pass_cycles", "words_pass_cycles"]
 
 DRAIN_CYCLES = 7           # issue-to-write latency: the bubble between dependent factors
+OUT_LAG = 1                # OUT is written a registered step after WORK (pooling's read-modify-write)
 WINDOW_SETUP = 3           # window-generator set-up cycles per batch and phase
 LOAD_LAG = 2               # cycles from a beat's arrival to the window write that uses it (the
                            # window's `arrived` is registered: it sees the loader's count a cycle late)
@@ -200,7 +201,8 @@ def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: 
             e = max(e, u_end[bt - 2])
         issue.append(e)
         if ph == phases - 1:
-            us = e + mac + DRAIN_CYCLES if bt == 0 else max(e + mac + DRAIN_CYCLES, u_start[-1] + unload)
+            done = e + mac + DRAIN_CYCLES + OUT_LAG      # its last OUT row written
+            us = done if bt == 0 else max(done, u_start[-1] + unload)
             u_start.append(us)
             u_end.append(us + (unload if bt < batches - 1 else last * out_cw))
     total = u_end[-1] + PASS_TAIL

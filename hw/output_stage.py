@@ -1,16 +1,18 @@
 """The output stage: round half up by the factor's shift, saturate, ReLU and max pooling,
 then write the row to WORK (intermediate factor) or OUT (last factor), in three registered
-steps (add the rounding bit; shift; saturate and ReLU) and the write.
+steps (add the rounding bit; shift; saturate and ReLU), the write to WORK at p6 and, one
+registered step later, the write to OUT at p7.
 
 OUT is ``E`` banks skewed by lane (``memories.skewed_bank``: channel ``c`` of lane ``l`` in bank
 ``(l + c) mod E`` at address ``c``, slot ``l // E``): a row (one channel of every lane) is one word
 of each bank, its lanes rotated by ``c mod E`` within each group of ``E`` (the unloader reads ``E``
 channels of one lane per cycle, one from each bank). Pooling: the first phase of a batch writes,
-later phases write ``max(old, new)``;
-the old row is read in the cycle the result arrives. The read port is not transparent (its
-data comes from a register, not from a bypass of the write): the same OUT row is written
-again only by a later phase, and the sequencer spends at least one idle cycle between
-phases, so its read comes at least one cycle after the earlier write.
+later phases write ``max(old, new)``. The old row is read at p5 and registered at p6, so the
+maximum starts from flip-flops, not from a block RAM's output (the read-compare-write loop was
+the fmax proxy's critical path), and is written at p7. The read port is not transparent: a row's
+write lands two cycles after its read, and the same OUT row is read again only by the next
+phase, whose windows take at least ``WINDOW_SETUP + 1`` cycles to form, so every read comes after
+the write before it.
 """
 
 from __future__ import annotations
@@ -21,11 +23,16 @@ from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .cycles import WINDOW_SETUP
 from .memories import out_slots
 from .sequencer import ctl_layout
 from .spec import EngineEnvelope
 
 __all__ = ["OutputStage", "out_meta_layout"]
+
+# a row's OUT write lands two cycles after its read (p5 -> p7); the next read of that row is a
+# phase later, at least a window's set-up and one read later (no bypass needed: docstring)
+assert WINDOW_SETUP + 1 > 2
 
 
 def out_meta_layout(lanes: int) -> data.StructLayout:
@@ -95,27 +102,36 @@ class OutputStage(wiring.Component):
             for b in range(E):
                 m.d.sync += qb[b][s].eq(group.word_select((Const(b, LE + 1) - rot)[:LE], A))
 
-        # OUT: read the old row at p5 (every bank, one address: the channel), write it at p6. The
-        # p6 write address is registered at p5 (no adder between the p6 flip-flops and the
-        # memories' many write-port cells)
+        # OUT: read the old row at p5 (every bank, one address: the channel), register it at p6,
+        # write max(old, new) at p7. The write address is registered (no adder between the
+        # flip-flops and the memories' many write-port cells)
+        p7 = Signal(ctl_layout(env))
+        m.d.sync += p7.eq(p6)
         out_addr5 = Signal(range(2 * P), name="out_addr5")
         m.d.comb += out_addr5.eq(p5.wr + Mux(p5.out_half, P, 0))
         out_addr6 = Signal.like(out_addr5, name="out_addr6", reset_less=True)
+        out_addr7 = Signal.like(out_addr5, name="out_addr7", reset_less=True)
         work_addr6 = Signal(range(2 * WD), name="work_addr6", reset_less=True)
-        m.d.sync += [out_addr6.eq(out_addr5), work_addr6.eq(p5.wr + Mux(p5.work_half, WD, 0))]
-        keep_max = Signal()
-        m.d.comb += keep_max.eq(self.pool_en & ~p6.first_phase if self._fault != "pool" else 0)
-        write = p6.valid & p6.fi_last
+        m.d.sync += [out_addr6.eq(out_addr5), out_addr7.eq(out_addr6),
+                     work_addr6.eq(p5.wr + Mux(p5.work_half, WD, 0))]
+        keep_max = Signal(name="keep_max7", reset_less=True)
+        m.d.sync += keep_max.eq(self.pool_en & ~p6.first_phase if self._fault != "pool" else 0)
+        write7 = Signal(name="out_write7")
+        m.d.comb += write7.eq(p7.valid & p7.fi_last)
         for b in range(E):
+            old = Signal(S * A, name=f"old7_{b}", reset_less=True)
+            m.d.sync += old.eq(self.out_r[b].data)
             new = []
             for s in range(S):
-                o = self.out_r[b].data[s * A:(s + 1) * A].as_signed()
-                new.append(Mux(keep_max & (o > qb[b][s]), o, qb[b][s]))
-            m.d.comb += [self.out_r[b].addr.eq(out_addr5), self.out_w[b].addr.eq(out_addr6),
-                         self.out_w[b].data.eq(Cat(*new)), self.out_w[b].en.eq(write)]
+                q7 = Signal(signed(A), name=f"q7_{b}_{s}", reset_less=True)
+                m.d.sync += q7.eq(qb[b][s])
+                o = old[s * A:(s + 1) * A].as_signed()
+                new.append(Mux(keep_max & (o > q7), o, q7))
+            m.d.comb += [self.out_r[b].addr.eq(out_addr5), self.out_w[b].addr.eq(out_addr7),
+                         self.out_w[b].data.eq(Cat(*new)), self.out_w[b].en.eq(write7)]
         m.d.comb += [self.work_w.addr.eq(work_addr6), self.work_w.data.eq(Cat(*(qb[l % E][l // E] for l in range(L)))),
                      self.work_w.en.eq(p6.valid & ~p6.fi_last)]
-        with m.If(p6.valid & p6.batch_end):
-            m.d.comb += self.out_set.eq(Mux(p6.out_half, 2, 1))
-            m.d.sync += [self.meta[p6.out_half].lanes.eq(p6.lanes), self.meta[p6.out_half].last_batch.eq(p6.last_batch)]
+        with m.If(p7.valid & p7.batch_end):
+            m.d.comb += self.out_set.eq(Mux(p7.out_half, 2, 1))
+            m.d.sync += [self.meta[p7.out_half].lanes.eq(p7.lanes), self.meta[p7.out_half].last_batch.eq(p7.last_batch)]
         return m
