@@ -26,7 +26,8 @@ class AxiLiteSlave(wiring.Component):
     it (default 1), so the read mux starts at a register, not at the ``s_axil_araddr`` port; R
     follows a cycle after the sample. ``ar_stb``/``ar_addr``: the read address handshake and its
     address, for a register file that registers its own decode of the address (and, with a
-    latency of 2, a first level of its read multiplexer).
+    latency of 2, a first level of its read multiplexer). ``aw_stb``/``aw_addr``: the write address
+    handshake and its address, likewise (the write strobe follows when W has come too).
     """
 
     def __init__(self, addr_bits: int, read_latency: int = 1) -> None:
@@ -37,7 +38,7 @@ class AxiLiteSlave(wiring.Component):
         sig = axil_signature(addr_bits)
         sig.update({"wr_stb": Out(1), "wr_addr": Out(addr_bits), "wr_data": Out(32),
                     "rd_addr": Out(addr_bits), "rd_data": In(32),
-                    "ar_stb": Out(1), "ar_addr": Out(addr_bits)})
+                    "ar_stb": Out(1), "ar_addr": Out(addr_bits), "aw_stb": Out(1), "aw_addr": Out(addr_bits)})
         super().__init__(sig)
 
     def elaborate(self, platform):
@@ -52,7 +53,8 @@ class AxiLiteSlave(wiring.Component):
             self.s_axil_bresp.eq(0),
             self.s_axil_rresp.eq(0),
         ]
-        with m.If(self.s_axil_awvalid & self.s_axil_awready):
+        m.d.comb += [self.aw_stb.eq(self.s_axil_awvalid & self.s_axil_awready), self.aw_addr.eq(self.s_axil_awaddr)]
+        with m.If(self.aw_stb):
             m.d.sync += [aw_ok.eq(1), awaddr.eq(self.s_axil_awaddr)]
         with m.If(self.s_axil_wvalid & self.s_axil_wready):
             m.d.sync += [w_ok.eq(1), wdata.eq(self.s_axil_wdata)]

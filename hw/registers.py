@@ -59,6 +59,10 @@ class Registers(wiring.Component):
     The descriptor registers are outside the soft-reset domain: soft reset keeps them. They are
     reset-less flip-flops (0 from configuration, as the bitstream initialises them; no reset
     net reaches their thousand-odd bits): the host writes a layer's descriptor before its START.
+    A descriptor write lands two cycles after the write completes (the address is decoded at the
+    AW handshake into a registered select per register, and the strobe and data are registered
+    once more, so each register's enable is one flip-flop): before any later AXI-Lite access, which
+    waits for the B response to be taken.
     """
 
     def __init__(self, envelope: EngineEnvelope) -> None:
@@ -95,13 +99,20 @@ class Registers(wiring.Component):
                 storage[reg.offset] = (getattr(desc.F[i], kind), _mask(reg))
 
         m.d.sync += Value.cast(self.ctrl).eq(0)
-        with m.If(axil.wr_stb):
-            with m.Switch(axil.wr_addr):
-                with m.Case(regmap.REG["CTRL"]):
-                    m.d.sync += Value.cast(self.ctrl).eq(axil.wr_data & _mask(_by_name("CTRL")))
-                for offset, (target, mask) in storage.items():
-                    with m.Case(offset):
-                        m.d.sync += Value.cast(target).eq(axil.wr_data & mask)
+        with m.If(axil.wr_stb & (axil.wr_addr == regmap.REG["CTRL"])):
+            m.d.sync += Value.cast(self.ctrl).eq(axil.wr_data & _mask(_by_name("CTRL")))
+        # descriptor writes: the address decoded at the AW handshake into one registered select per
+        # register; the strobe ANDed with it and the data registered once more, so no path runs from
+        # the address through the decode to a thousand-odd enables (the fmax proxy's critical path)
+        wsel = Signal(len(storage), name="wr_sel")
+        with m.If(axil.aw_stb):
+            m.d.sync += [wsel[i].eq(axil.aw_addr == offset) for i, offset in enumerate(storage)]
+        we = Signal(len(storage), name="wr_en")
+        wd = Signal(32, name="wr_word", reset_less=True)
+        m.d.sync += [we.eq(Mux(axil.wr_stb, wsel, 0)), wd.eq(axil.wr_data)]
+        for i, (target, mask) in enumerate(storage.values()):
+            with m.If(we[i]):
+                m.d.sync += Value.cast(target).eq(wd & mask)
 
         reads: dict[int, object] = {regmap.REG[n]: v for n, v in env.capability_words().items()}
         reads[regmap.REG["STATUS"]] = Value.cast(self.status)
