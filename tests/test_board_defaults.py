@@ -15,6 +15,8 @@ from litefly.config import ENGINE_KEYS, NetworkConfig, NetworkEngine, load_netwo
 from litefly.errors import ConfigError
 from litefly.hw.spec import EngineEnvelope
 
+pytestmark = pytest.mark.board       # the runtime on a board sizes its engine this way
+
 ROOT = Path(__file__).resolve().parents[1]
 VGG = load_network(ROOT / "examples" / "vgg_net.yaml")
 
