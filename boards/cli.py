@@ -20,6 +20,7 @@ from litefly.errors import ConfigError
 from litefly.hw.spec import EngineEnvelope
 
 from .boards import BOARDS, get_board
+from .memory_plan import plan_memories
 
 _BOARD = click.option("--board", "board_name", required=True, type=click.Choice(sorted(BOARDS)),
                       help="Target board.")
@@ -54,9 +55,11 @@ def _describe(env: EngineEnvelope, network: NetworkConfig) -> str:
               help="Build directory to write.")
 @click.option("--clock-mhz", type=float, default=None, help="PL clock (default: the board's).")
 @click.option("--jobs", type=int, default=4, show_default=True, help="Vivado parallel jobs.")
+@click.option("--skip-fit-check", is_flag=True,
+              help="Write the build even if the memory plan's estimate exceeds the board's block RAM or UltraRAM.")
 @envelope_options
 def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out_dir: Path,
-          clock_mhz: float | None, jobs: int, engine: dict[str, int | None]) -> None:
+          clock_mhz: float | None, jobs: int, skip_fit_check: bool, engine: dict[str, int | None]) -> None:
     """Write the network engine, build.tcl, constraints and README for NETWORK_OR_LAYER; run Vivado if it is
     on PATH. One bitstream serves every layer of the network."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
@@ -67,11 +70,18 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
     network = load_network(config)
     board = get_board(board_name)
     env = network_envelope(network, input_size, **engine, board=board.name)
+    memories = plan_memories(env, board)
+    fit = memories.verdict(board)
+    if fit.startswith("does not fit") and not skip_fit_check:
+        raise ConfigError(f"engine {env.name} ({env.words}) {fit} on {board.name} by its memory plan: "
+                          f"{memories.bram36:g} of {board.bram36} BRAM36, {memories.uram} of {board.uram} URAM; "
+                          f"give fewer --multipliers (or the network's engine: boards: {board.name}: ...), or "
+                          f"--skip-fit-check to write the build anyway")
     plan = write_build(env, board, out_dir, clock_mhz=clock_mhz, jobs=jobs, input_size=input_size,
                        network=network)
     console.print(f"wrote {plan.tcl}, {plan.xdc.name}, {plan.readme.name}, manifest.json and rtl/ "
                   f"({_describe(env, network)}; {board.name} at {plan.clock_mhz:g} MHz)", soft_wrap=True)
-    console.print(_plan_text(plan.info["memory_plan"]), soft_wrap=True)
+    console.print(_plan_text(plan.info["memory_plan"]) + f"; memories {fit}", soft_wrap=True)
     if vivado_path() is None:
         console.print("Vivado is not on PATH here. On a Vivado machine run:\n"
                       f"  {plan.command}\nthen: litefly bitstreams add {plan.out_dir}", soft_wrap=True)

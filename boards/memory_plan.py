@@ -82,6 +82,13 @@ class MemoryPlan:
     uram: int                            # estimated UltraRAM (URAM288)
     rows: list[dict[str, Any]] = field(default_factory=list)    # per kind of memory, for reports
 
+    def verdict(self, board: Board) -> str:
+        """The fit verdict of these memories alone on ``board`` (``fits``, ``tight (...)`` or
+        ``does not fit (...)``, as ``litefly synth`` judges a whole engine)."""
+        from .synth import verdict  # noqa: PLC0415 (synth imports this module)
+        used = {**dict.fromkeys(board.capacity, 0.0), "bram36": self.bram36, "uram": float(self.uram)}
+        return verdict(used, board.capacity)
+
     def to_dict(self) -> dict[str, Any]:
         return {"board": self.board, "styles": self.styles, "bram36": self.bram36, "uram": self.uram,
                 "rows": self.rows}

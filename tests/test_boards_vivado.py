@@ -298,6 +298,30 @@ def test_cli_build_without_vivado(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "error: --clock-mhz 400 is out of range" in capsys.readouterr().err
 
 
+def test_cli_build_refuses_an_engine_whose_memories_do_not_fit(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A build whose memory plan exceeds the board's block RAM is refused in one line before anything is
+    written (Vivado would fail an hour later); over the 80% ceiling it is written with the verdict."""
+    import types
+
+    from litefly.cli.main import main
+    fake = types.ModuleType("litefly.hw.generate")
+    fake.generate = fake_generate
+    monkeypatch.setitem(sys.modules, "litefly.hw.generate", fake)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")     # no vivado
+    with pytest.raises(SystemExit) as exc:
+        main(["build", str(VGG_NET), "--board", "pynq-z2", "-o", str(tmp_path / "big"), "--multipliers", "256"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exc.value.code == 2 and not (tmp_path / "big").exists()
+    assert err.startswith("error: engine vgg_head (256 lanes, two lanes per multiplier, 64-bit stream, 64 KiB frame "
+                          "buffer) does not fit (bram36) on pynq-z2 by its memory plan: 236 of 140 BRAM36")
+    assert "--skip-fit-check" in err
+    main(["build", str(VGG_NET), "--board", "pynq-z2", "-o", str(tmp_path / "tight"), "--multipliers", "112"])
+    assert "memories tight (bram36 > 80%)" in " ".join(capsys.readouterr().out.split())
+    main(["build", str(VGG_NET), "--board", "pynq-z2", "-o", str(tmp_path / "big"), "--multipliers", "256",
+          "--skip-fit-check"])
+    assert (tmp_path / "big" / "build.tcl").exists()
+
+
 def _real_generate():
     return pytest.importorskip("litefly.hw.generate", reason="engine generator not available").generate
 
