@@ -92,9 +92,9 @@ class Board:
     # -- the board's PYNQ images (host/board_env.py, boards/vivado.py) ----------------
     pynq_majors: tuple[int, ...] = (3,)  # pynq package major versions that run on this board
     images: tuple[str, ...] = ("3.1",)   # PYNQ image versions the flow targets (PYNQ_IMAGE_VIVADO keys)
-    # -- the default engine envelope on this board (a network's ``engine:`` keys) ------------
+    # -- the default engine envelope on this board (a network's ``engine:`` keys; why these:
+    # docs/boards.md, "Default envelopes") -----------------------------------------------------
     engine_defaults: tuple[tuple[str, int], ...] = ()
-    engine_note: str = ""                # why these defaults (the evidence: docs/boards.md)
 
     @property
     def engine(self) -> dict[str, int]:
@@ -169,9 +169,9 @@ BOARDS: dict[str, Board] = {
         dsp=220, bram36=140, uram=0, lut=53_200, ff=106_400,
         cpu="2x Cortex-A9 650 MHz (armv7)", pynq="pynq>=3.0,<4",
         pynq_majors=(3,), images=("3.1",),       # PYNQ 4 removed Zynq-7000 support
+        # the most lanes whose memories stay within 80% of the block RAM for the VGG example (block
+        # RAM, not DSPs, binds on this part)
         engine_defaults=(("multipliers", 96), ("macs_per_dsp", 2), ("stream_bits", 64), ("window_generators", 1)),
-        engine_note="the most lanes whose memories stay within 80% of the block RAM for the VGG example "
-                    "(100.5 BRAM36, Yosys-checked estimate); block RAM, not DSPs, binds on this part",
         dma_note="assumption: ~0.8 GB/s sustained one-way AXI DMA over one 64-bit HP port, "
                  "as reported for this board (shared/reference/debut.md); not measured here"),
     "zcu104": Board(
@@ -184,10 +184,9 @@ BOARDS: dict[str, Board] = {
         gp_master="M_AXI_HPM0_FPD", pl_clock="pl_clk0", pl_resetn="pl_resetn0",
         ps_clock_pins=("maxihpm0_fpd_aclk", "saxihp0_fpd_aclk"),
         engine_base=0xA000_0000, dma_base=0xA001_0000,
+        # the most lanes whose memories stay within 80% of block RAM and of UltraRAM for the VGG example
         engine_defaults=(("multipliers", 384), ("macs_per_dsp", 2), ("stream_bits", 128), ("window_generators", 4),
                          ("frame_kib", 256)),
-        engine_note="the most lanes whose memories stay within 80% of block RAM and UltraRAM for the VGG example "
-                    "(Yosys: 240.5 BRAM36, 74 URAM, 99,582 LUT)",
         dma_note="assumption: 128-bit HP port at the engine clock, derated; ~2.4 GB/s "
                  "sustained one-way is an estimate, not measured here"),
 }
