@@ -23,7 +23,9 @@ and prints, per envelope:
   share of the board, with ``litefly synth``'s verdict against FINN's 80% ceilings.
 
 Run: ``python scripts/lane_sweep.py [examples/vgg_net.yaml] [--lanes 64 128 192 256] [--stream-bits 64 128]
-[--window-generators 1 2 4] [--frame-kib 64 256] [--board pynq-z2] [--batch 8]``. Model figures, not board measurements.
+[--window-generators 1 2 4] [--frame-kib 64 256] [--board pynq-z2] [--batch 8]``; an axis not given is the
+board's default envelope's (``docs/boards.md``, "Default envelopes"), so ``--board B`` alone is that envelope's row.
+Model figures, not board measurements.
 """
 
 from __future__ import annotations
@@ -65,22 +67,24 @@ def memory_fit(envelope: EngineEnvelope, board_name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("network", nargs="?", default="examples/vgg_net.yaml", type=Path)
-    ap.add_argument("--lanes", type=int, nargs="+", default=[64, 128, 192, 256])
-    ap.add_argument("--stream-bits", type=int, nargs="+", default=[64, 128], choices=(32, 64, 128))
+    # an axis not given is the board's default envelope's (litefly.boards.boards.Board.engine)
+    ap.add_argument("--lanes", type=int, nargs="+", default=[None])
+    ap.add_argument("--stream-bits", type=int, nargs="+", default=[None], choices=(32, 64, 128))
     ap.add_argument("--board", default="pynq-z2", choices=("pynq-z2", "zcu104"))
     ap.add_argument("--clock-mhz", type=float, default=None)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--input-size", type=int, nargs=2, default=None)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--window-generators", type=int, nargs="+", default=[1], choices=(1, 2, 4))
+    ap.add_argument("--window-generators", type=int, nargs="+", default=[None], choices=(1, 2, 4))
     ap.add_argument("--frame-kib", type=int, nargs="+", default=[None],
-                    help="frame buffer sizes in KiB (default: the network's; a larger one: fewer passes)")
-    ap.add_argument("--unpacked", action="store_true", help="one lane per DSP (default: two)")
+                    help="frame buffer sizes in KiB (default: the board's, else the network's; a larger one: "
+                         "fewer passes)")
+    ap.add_argument("--unpacked", action="store_true", help="one lane per DSP (default: the board's, two)")
     a = ap.parse_args(argv)
     try:
         network = load_network(a.network)
         size = tuple(a.input_size) if a.input_size else (network.input_size or (16, 16))
-        mpd = 1 if a.unpacked else 2
+        mpd = 1 if a.unpacked else None
         rows = []
         for sb, lanes, wg, fk in ((sb, lanes, wg, fk) for sb in a.stream_bits for lanes in a.lanes
                                   for wg in a.window_generators for fk in a.frame_kib):
@@ -89,12 +93,13 @@ def main(argv: list[str] | None = None) -> int:
                           window_generators=wg, frame_kib=fk)
             t, f = r["total"], r["fclk[mhz]"] * 1e6
             env = EngineEnvelope.for_network(network, size, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb,
-                                             window_generators=wg, frame_kib=fk)
+                                             window_generators=wg, frame_kib=fk, board=a.board)    # run_bench's
             compute = t["macs"] / (env.lanes * f)
             dma = sum(l["dma_time[s]"] for l in r["layers"])      # per layer: max(in, out) / DMA rate
             bound = max(compute, dma)
-            kib = env.frame_beats * sb // 8 // 1024
-            head = (f"| {env.lanes} | {env.lanes // mpd} | {sb} | {wg} | {kib} | {t['cycles']:,} "
+            kib = env.frame_beats * env.stream_bits // 8 // 1024
+            head = (f"| {env.lanes} | {env.lanes // env.macs_per_dsp} | {env.stream_bits} | {env.window_generators} "
+                    f"| {kib} | {t['cycles']:,} "
                     f"| {100 * t['mac_utilisation']:.1f}% "
                     f"| {1e3 * t['runtime[s]']:.2f} | {1e3 * compute:.2f} | {1e3 * dma:.2f} "
                     f"| {1e3 * t['end_to_end[s]']:.2f} | {t['end_to_end[s]'] / bound:.2f} "
