@@ -17,7 +17,7 @@ from litefly.errors import ConfigError
 
 from . import regmap
 from .engine import FAULTS, NetworkEngine
-from .cycles import LOAD_LAG, PASS_TAIL, REPACK_LAG
+from .cycles import LOAD_LAG, OUT_LAG, PASS_TAIL, REPACK_LAG
 from .spec import BIAS_CONTAINER_BITS, DRAIN_CYCLES, EngineEnvelope
 
 __all__ = ["GeneratedEngine", "generate", "module_name", "manifest_for", "FAULTS"]
@@ -85,7 +85,7 @@ def manifest_for(envelope: EngineEnvelope, module: str, ports: list[dict[str, An
         "cycle_model": {
             "source": "hw/cycles.py pass_cycles / frame_ready (LayerDescriptor.pass_cycles)",
             "drain_cycles": DRAIN_CYCLES,
-            "load_lag": LOAD_LAG, "repack_lag": REPACK_LAG, "pass_tail": PASS_TAIL,
+            "load_lag": LOAD_LAG, "repack_lag": REPACK_LAG, "pass_tail": PASS_TAIL, "out_lag": OUT_LAG,
             "notes": ("per batch and phase: max(sum p_i*s_i + DRAIN_CYCLES*(N-1) + 1 issue cycles, "
                       "lanes*KH*KW*CW window cycles, ceil(lanes/G)*max(KH*KW*CW, G) with G > 1 window "
                       "generators); the window generators fill one IN half while the "
