@@ -80,3 +80,41 @@ def check(config: Path, backend: str, board_name: str | None, batch: int, input_
         console.print(f"report: {report_path}")
     if not report["passed"]:
         sys.exit(1)
+
+
+@board.command("info")
+@click.argument("config", metavar="[NETWORK_OR_LAYER]", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--board", "board_names", type=click.Choice(sorted(BOARDS)), multiple=True,
+              help="The board (repeatable; default: every board).")
+@click.option("--input-size", type=(click.IntRange(1, 4096), click.IntRange(1, 4096)), default=None,
+              metavar="H W", help="Input height and width of a conv network (default: the network's input_size).")
+def info(config: Path | None, board_names: tuple[str, ...], input_size: tuple[int, int] | None) -> None:
+    """Each board's facts and default engine envelope; with NETWORK_OR_LAYER, the engine `litefly build
+    --board` makes for it there (envelope hash, the one the runtime looks up) and its memory plan's verdict."""
+    from rich.table import Table
+
+    from litefly.boards.boards import get_board
+    from litefly.boards.memory_plan import plan_memories
+    from litefly.cli.output import console as make_console
+    from litefly.config import load_network
+    from litefly.hw.spec import EngineEnvelope
+
+    network = load_network(config) if config is not None else None
+    table = Table(title="litefly boards" + (f": engine of {network.name}" if network else ""))
+    for col in ("board", "part", "PL clock MHz (max)", "DSP / BRAM36 / URAM / LUT", "PYNQ", "default envelope"):
+        table.add_column(col)
+    if network is not None:
+        table.add_column("engine (hash)")
+        table.add_column("memories (estimate)")
+    for name in board_names or sorted(BOARDS):
+        b = get_board(name)
+        default = ", ".join(f"{k} {v}" for k, v in b.engine.items())
+        row = [b.name, b.part, f"{b.clock_mhz:g} ({b.max_clock_mhz:g})", f"{b.dsp:,} / {b.bram36} / {b.uram} / {b.lut:,}",
+               b.pynq_versions, default]
+        if network is not None:
+            env = EngineEnvelope.for_network(network, input_size, board=b.name)
+            plan = plan_memories(env, b)
+            row += [f"{env.words} (0x{env.hash32:08x})",
+                    f"{plan.bram36:g} BRAM36" + (f", {plan.uram} URAM" if b.uram else "") + f": {plan.verdict(b)}"]
+        table.add_row(*row)
+    make_console(min_width=120).print(table)

@@ -157,3 +157,19 @@ def test_board_check_pynq_without_a_registered_engine(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("error: no bitstream for engine 'vgg_head' (0x")
     assert "on pynq-z2" in r.stderr and "(registered for pynq-z2: none)" in r.stderr and "litefly build" in r.stderr
+
+
+def test_board_info_cli_without_pc_tools(tmp_path):
+    """`litefly board info NET` as on a board: each board's default envelope, and the engine (hash)
+    `litefly build --board` makes for the network there, the one the runtime looks up."""
+    r = run_cli_as_on_a_board(["board", "info", str(VGG_NET)], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = " ".join(r.stdout.split())
+    net = load_network(VGG_NET)
+    for name in ("pynq-z2", "zcu104"):
+        env = EngineEnvelope.for_network(net, board=name)
+        assert f"{env.words} (0x{env.hash32:08x})" in out
+    assert "multipliers 96, macs_per_dsp 2, stream_bits 64, window_generators 1" in out
+    assert "100.5 BRAM36: fits" in out and "240.5 BRAM36, 74 URAM: fits" in out
+    r = run_cli_as_on_a_board(["board", "info", "--board", "zcu104"], tmp_path)
+    assert r.returncode == 0 and "xczu7ev-ffvc1156-2-e" in r.stdout and "pynq-z2" not in r.stdout
