@@ -114,8 +114,8 @@ class OutputStage(wiring.Component):
         work_addr6 = Signal(range(2 * WD), name="work_addr6", reset_less=True)
         m.d.sync += [out_addr6.eq(out_addr5), out_addr7.eq(out_addr6),
                      work_addr6.eq(p5.wr + Mux(p5.work_half, WD, 0))]
-        keep_max = Signal(name="keep_max7", reset_less=True)
-        m.d.sync += keep_max.eq(self.pool_en & ~p6.first_phase if self._fault != "pool" else 0)
+        keep_max = Signal(name="keep_max7")
+        m.d.comb += keep_max.eq(self.pool_en & ~p7.first_phase if self._fault != "pool" else 0)
         write7 = Signal(name="out_write7")
         m.d.comb += write7.eq(p7.valid & p7.fi_last)
         for b in range(E):
