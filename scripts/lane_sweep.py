@@ -36,7 +36,6 @@ from pathlib import Path
 
 from litefly.boards.boards import get_board
 from litefly.boards.memory_plan import plan_memories
-from litefly.boards.synth import verdict
 from litefly.config import load_network
 from litefly.errors import LiteflyError
 from litefly.host.bench import run_bench
@@ -57,11 +56,10 @@ def memory_fit(envelope: EngineEnvelope, board_name: str) -> str:
     """The memory plan's estimate on the board: BRAM36 (and URAM) shares and a verdict."""
     board = get_board(board_name)
     plan = plan_memories(envelope, board)
-    used = {"lut": 0.0, "ff": 0.0, "dsp": 0.0, "bram36": plan.bram36, "uram": float(plan.uram)}
     text = f"{plan.bram36:g} BRAM ({plan.bram36 / board.bram36:.0%})"
     if board.uram:
         text += f" + {plan.uram} URAM ({plan.uram / board.uram:.0%})"
-    return f"{text}: {verdict(used, board.capacity)}"
+    return f"{text}: {plan.verdict(board)}"
 
 
 def main(argv: list[str] | None = None) -> int:
