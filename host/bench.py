@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -69,6 +69,22 @@ def roofline(desc: LayerDescriptor, images: int, clock_hz: float, dma_bytes_per_
             "peak_macs_per_s": env.lanes * clock_hz,
             "macs_per_dma_byte": step.layer.macs_per_column / max(in_b, out_b),
             "bytes_in_per_position": in_b, "bytes_out_per_position": out_b}
+
+
+def lane_utilisation(macs: int, lanes: int, cycles: int) -> float | None:
+    """The share of the lanes' MAC slots that did a DeBut MAC: ``macs / (lanes x cycles)``. Below
+    the issue share (``mac_cycles / cycles``) by the idle lanes of partial batches."""
+    return macs / (lanes * cycles) if cycles else None
+
+
+def network_bounds(macs: int, lanes: int, clock_hz: float, dma_s: float, e2e_s: float) -> dict[str, Any]:
+    """A run's roofline bounds (a model): compute, the network's DeBut MACs on every lane at the
+    clock; DMA, per layer the busier direction's bytes at the board's one-way rate, summed; which
+    binds, and end to end over the larger."""
+    compute = macs / (lanes * clock_hz)
+    bound = max(compute, dma_s)
+    return {"compute[s]": compute, "dma[s]": dma_s, "binds": "compute" if compute >= dma_s else "DMA",
+            "end_to_end_vs_bound": e2e_s / bound if bound else None}
 
 
 def load_params_dir(network: NetworkConfig, params_dir: str | Path) -> dict[str, QuantizedLayer]:
@@ -403,6 +419,7 @@ def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDesc
         "cycles": cycles, "model_cycles": int(st.get("model_cycles", 0)), "mac_cycles": int(st["mac_cycles"]),
         "cycles_source": src_engine, "counters": st.get("counters", {}),
         "mac_utilisation": st["mac_cycles"] / cycles if cycles else None,
+        "lane_utilisation": lane_utilisation(batch * ho * wo * lay.macs_per_column, desc.envelope.lanes, cycles),
         "dense_cycles": dcycles, "dense_cycles_source": dsrc,
         "runtime[s]": runtime, "dense_runtime[s]": druntime,
         "throughput[images/s]": batch / runtime if runtime else None,
@@ -452,6 +469,7 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
         "network": network.name, "backend": backend, "board": board.name, "fclk[mhz]": f_mhz,
         "batch_size": batch, "input_size": list(size), "seed": seed,
         "engine": {"name": envelope.name, "hash": f"0x{envelope.hash32:08x}", "lanes": envelope.lanes,
+                   "dsps": envelope.lanes // envelope.macs_per_dsp, "envelope": asdict(envelope),
                    "stream_bits": envelope.stream_bits, "frame_beats": envelope.frame_beats,
                    "macs_per_dsp": envelope.macs_per_dsp, "window_generators": envelope.window_generators,
                    "layers_served": len(rows)},
@@ -470,6 +488,9 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
         "total": {
             "cycles": cycles, "dense_cycles": dcycles, "mac_cycles": sum(r["mac_cycles"] for r in rows),
             "mac_utilisation": sum(r["mac_cycles"] for r in rows) / cycles if cycles else None,
+            "lane_utilisation": lane_utilisation(macs, envelope.lanes, cycles),
+            "macs_per_dsp_cycle": lane_utilisation(macs, envelope.lanes, cycles) * envelope.macs_per_dsp,
+            "bounds": network_bounds(macs, envelope.lanes, f_hz, sum(r["dma_time[s]"] for r in rows), e2e),
             "runtime[s]": runtime, "dense_runtime[s]": druntime,
             "throughput[images/s]": batch / runtime if runtime else None,
             "DRAM_in_bandwidth[MB/s]": dma_in / runtime / 1e6 if runtime else None,
@@ -505,6 +526,10 @@ def _fmt(v: Any, spec: str = ".3g") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
 def fmt_us(v: float | None) -> str:
     """Seconds as whole microseconds with thousands separators ("-" for None)."""
     return "-" if v is None else f"{v * 1e6:,.0f}"
@@ -524,7 +549,7 @@ def render_table(report: dict[str, Any]):
     t = Table(title=f"litefly bench: {report['network']} on one engine ({eng['name']} "
                     f"{eng['hash']}, {words}), {report['backend']} backend, "
                     f"batch {report['batch_size']}, input {report['input_size'][0]}x{report['input_size'][1]}")
-    cols = ("layer", "cycles", "MAC util", "engine [us]", "host [us]", "e2e [us]", "in/out [KiB]", "in x fmap",
+    cols = ("layer", "cycles", "MAC util", "lane util", "engine [us]", "host [us]", "e2e [us]", "in/out [KiB]", "in x fmap",
             "xfers", "bound", "dense cycles", "x dense engine", "x dense e2e", "MAC red.", "torch [us]",
             "torch GMAC/s", "x torch engine", "x torch e2e")
     for col in cols:
@@ -534,9 +559,9 @@ def render_table(report: dict[str, Any]):
         if r["name"] in ops:
             o = ops[r["name"]]
             shape = "x".join(map(str, o["in_shape"])) + " -> " + "x".join(map(str, o["out_shape"]))
-            t.add_row(f"host: {o['op']} ({shape})", "", "", "", fmt_us(o["host[s]"]), fmt_us(o["host[s]"]),
+            t.add_row(f"host: {o['op']} ({shape})", "", "", "", "", fmt_us(o["host[s]"]), fmt_us(o["host[s]"]),
                       *[""] * 12, style="italic")
-        t.add_row(r["name"], f"{r['cycles']:,}", _fmt(r["mac_utilisation"] and 100 * r["mac_utilisation"], ".1f") + "%",
+        t.add_row(r["name"], f"{r['cycles']:,}", _pct(r["mac_utilisation"]), _pct(r.get("lane_utilisation")),
                   fmt_us(r["runtime[s]"]), fmt_us(r["host[s]"]), fmt_us(r["end_to_end[s]"]),
                   f"{r['bytes_in'] / 1024:.1f}/{r['bytes_out'] / 1024:.1f}",
                   f"{r['input_bytes_vs_feature_map']:.2f}", str(r["transfers"]), r["roofline"]["bound"],
@@ -546,11 +571,11 @@ def render_table(report: dict[str, Any]):
                   _fmt(r["speedup_vs_cpu_torch"], ".2f"), _fmt(r["speedup_vs_cpu_torch_end_to_end"], ".2f"))
     io = report.get("network_io")
     if io is not None:
-        t.add_row("network input/output", "", "", "", fmt_us(io["host[s]"]), fmt_us(io["host[s]"]),
+        t.add_row("network input/output", "", "", "", "", fmt_us(io["host[s]"]), fmt_us(io["host[s]"]),
                   f"{io['bytes_in'] / 1024:.1f}/{io['bytes_out'] / 1024:.1f}", "", "", "", "", "", "", "", "", "", "",
                   "", style="italic")
     tot = report["total"]
-    t.add_row("total", f"{tot['cycles']:,}", _fmt(tot["mac_utilisation"] and 100 * tot["mac_utilisation"], ".1f") + "%",
+    t.add_row("total", f"{tot['cycles']:,}", _pct(tot["mac_utilisation"]), _pct(tot.get("lane_utilisation")),
               fmt_us(tot["runtime[s]"]), fmt_us(tot["host[s]"]), fmt_us(tot["end_to_end[s]"]),
               f"{tot['host_bytes_in'] / 1024:.1f}/{tot['host_bytes_out'] / 1024:.1f}", "", str(tot["transfers"]), "",
               f"{tot['dense_cycles']:,}", _fmt(tot["speedup_vs_dense_engine"], ".2f"),
@@ -559,7 +584,8 @@ def render_table(report: dict[str, Any]):
               _fmt(tot["speedup_vs_cpu_torch"], ".2f"), _fmt(tot["speedup_vs_cpu_torch_end_to_end"], ".2f"),
               style="bold")
     st = tot["host_stage[s]"]
-    t.caption = (f"engine: {report['sources']['engine']}; host: {report['sources']['host']} ("
+    t.caption = (f"MAC util: issue cycles / cycles; lane util: DeBut MACs / (lanes x cycles), below it by the "
+                 f"idle lanes of partial batches; engine: {report['sources']['engine']}; host: {report['sources']['host']} ("
                  + fmt_stages(st)
                  + f"; host/engine {_fmt(tot['host_vs_engine'], '.3f')}, engine wait {tot['engine_wait[s]'] * 1e3:.1f} ms "
                  f"apart); e2e = engine + host; CPU: {report['sources']['cpu']}; bounds: {report['sources']['bounds']}")
@@ -618,4 +644,19 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
             f"({report['sources']['engine']}) = {_fmt(tot['host_vs_engine'], '.3f')}x; end to end "
             f"{tot['end_to_end[s]'] * 1e3:.2f} ms = {_fmt(tot['end_to_end_vs_engine'], '.3f')}x the engine; "
             f"{tot['transfers']} DMA transfers per run, {tot['host_transfers']} between host and board; one engine "
-            f"{report['engine']['hash']} serves {report['engine']['layers_served']} layers"]
+            f"{report['engine']['hash']} serves {report['engine']['layers_served']} layers"] + bound_lines(report)
+
+
+def bound_lines(report: Mapping[str, Any]) -> list[str]:
+    """The run against its roofline bound (a model) and the lanes' use, as a line (none in reports
+    written before they were kept)."""
+    tot, eng = report["total"], report["engine"]
+    b = tot.get("bounds")
+    if b is None:
+        return []
+    dsps, mpd = eng.get("dsps", eng["lanes"]), eng.get("macs_per_dsp", 1)
+    return [f"bound ({report['board']}, model): compute {b['compute[s]'] * 1e3:.2f} ms ({tot['macs'] / 1e6:.1f} M "
+            f"DeBut MACs on {eng['lanes']} lanes = {dsps} DSPs x {mpd} at {report['fclk[mhz]']:g} MHz), DMA "
+            f"{b['dma[s]'] * 1e3:.2f} ms: {b['binds']} binds; end to end {tot['end_to_end[s]'] * 1e3:.2f} ms = "
+            f"{_fmt(b['end_to_end_vs_bound'], '.2f')}x the bound; lane utilisation {_pct(tot['lane_utilisation'])} "
+            f"= {tot['macs_per_dsp_cycle']:.2f} MACs per DSP per cycle (of {mpd})"]

@@ -10,9 +10,10 @@ and prints, per envelope:
   board's clock, and the speedup over torch ``F.conv2d`` on this CPU with torch's GMAC/s, as
   measured beside the envelope and against the fastest torch of the sweep (one figure for every
   row: on a loaded machine torch moves from row to row);
-* the compute bound (the network's DeBut MACs over lanes x clock) and the DMA bound (per layer
-  the larger of the bytes it streams in and out over the board's one-way DMA rate, summed: the
-  bench's ``dma_time``), and end to end over the larger one;
+* the bench's bounds (``litefly.host.bench.network_bounds``): compute (the network's DeBut MACs
+  over lanes x clock) and DMA (per layer the larger of the bytes it streams in and out over the
+  board's one-way DMA rate, summed), and end to end over the larger one; the lane utilisation
+  (DeBut MACs over lanes x cycles, below the issue share by partial batches' idle lanes);
 * per layer, what paces a steady-state batch in the cycle model: the MAC issue (``mac``), the
   window generators that form the next batch's im2col columns (``window``: each reads one
   stream-wide beat into one of its lanes per cycle, so ``lanes / G x kh x kw x ceil(C / E)`` cycles
@@ -89,18 +90,15 @@ def main(argv: list[str] | None = None) -> int:
             r = run_bench(network, "golden", a.board, a.clock_mhz, a.batch, size, dense=False,
                           repeats=a.repeats, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb,
                           window_generators=wg, frame_kib=fk)
-            t, f = r["total"], r["fclk[mhz]"] * 1e6
-            env = EngineEnvelope.for_network(network, size, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb,
-                                             window_generators=wg, frame_kib=fk, board=a.board)    # run_bench's
-            compute = t["macs"] / (env.lanes * f)
-            dma = sum(l["dma_time[s]"] for l in r["layers"])      # per layer: max(in, out) / DMA rate
-            bound = max(compute, dma)
+            t, b = r["total"], r["total"]["bounds"]
+            env = EngineEnvelope(**r["engine"]["envelope"])          # the one run_bench derived
+            compute, dma = b["compute[s]"], b["dma[s]"]
             kib = env.frame_beats * env.stream_bits // 8 // 1024
             head = (f"| {env.lanes} | {env.lanes // env.macs_per_dsp} | {env.stream_bits} | {env.window_generators} "
                     f"| {kib} | {t['cycles']:,} "
-                    f"| {100 * t['mac_utilisation']:.1f}% "
+                    f"| {100 * t['mac_utilisation']:.1f}% | {100 * t['lane_utilisation']:.1f}% "
                     f"| {1e3 * t['runtime[s]']:.2f} | {1e3 * compute:.2f} | {1e3 * dma:.2f} "
-                    f"| {1e3 * t['end_to_end[s]']:.2f} | {t['end_to_end[s]'] / bound:.2f} "
+                    f"| {1e3 * t['end_to_end[s]']:.2f} | {b['end_to_end_vs_bound']:.2f} "
                     f"| {t['speedup_vs_cpu_torch_end_to_end']:.2f} ({t['cpu_torch_gmacs']:.0f}) ")
             rows.append((t, head, f"| {', '.join(limiters(network, size, env))} | {memory_fit(env, a.board)} |"))
             print(f"lane_sweep: {env.words} done", file=sys.stderr, flush=True)
@@ -109,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         best = min(t["cpu_torch[s]"] for t, _, _ in rows)
         print(f"torch F.conv2d on this CPU: fastest of the sweep {1e3 * best:.2f} ms "
               f"({rows[0][0]['dense_macs'] / best / 1e9:.0f} GMAC/s)\n")
-        print("| lanes | DSPs | stream | windows | frame KiB | cycles | MAC util | engine ms | compute bound ms | DMA bound ms | "
+        print("| lanes | DSPs | stream | windows | frame KiB | cycles | MAC util | lane util | engine ms | compute bound ms | DMA bound ms | "
               "e2e ms | e2e / bound | x torch e2e (torch GMAC/s) | x fastest torch e2e | paced by (per layer) | "
               "memories (estimate) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for t, head, tail in rows:
             print(f"{head}| {best / t['end_to_end[s]']:.2f} {tail}")
     except LiteflyError as exc:

@@ -30,6 +30,11 @@ def check_report(report, backend, n_layers, batch):
         assert 0 < row["cycles"] < row["dense_cycles"]
         assert row["speedup_vs_dense_engine"] == pytest.approx(row["dense_cycles"] / row["cycles"])
         assert 0 < row["mac_utilisation"] <= 1
+        # the lanes' MAC slots that did a DeBut MAC: at most the issue share (idle lanes of partial batches)
+        lanes = report["engine"]["lanes"]
+        assert row["lane_utilisation"] == pytest.approx(row["positions"] * row["macs_per_position"]
+                                                        / (lanes * row["cycles"]))
+        assert 0 < row["lane_utilisation"] <= row["mac_utilisation"] + 1e-12
         assert row["roofline"]["bound"] in ("compute", "DMA")
         assert set(row["host_stage[s]"]) == set(HOST_STAGES)
         assert row["end_to_end[s]"] == pytest.approx(row["runtime[s]"] + row["host[s]"])
@@ -50,6 +55,14 @@ def check_report(report, backend, n_layers, batch):
     assert tot["engine_wait[s]"] > 0
     assert tot["end_to_end[s]"] == pytest.approx(tot["runtime[s]"] + tot["host[s]"])
     assert tot["transfers"] == sum(r["transfers"] for r in report["layers"])
+    eng, b = report["engine"], tot["bounds"]
+    assert b["compute[s]"] == pytest.approx(tot["macs"] / (eng["lanes"] * report["fclk[mhz]"] * 1e6))
+    assert b["dma[s]"] == pytest.approx(sum(r["dma_time[s]"] for r in report["layers"]))
+    assert b["binds"] == ("compute" if b["compute[s]"] >= b["dma[s]"] else "DMA")
+    assert b["end_to_end_vs_bound"] == pytest.approx(tot["end_to_end[s]"] / max(b["compute[s]"], b["dma[s]"]))
+    assert tot["macs_per_dsp_cycle"] == pytest.approx(tot["lane_utilisation"] * eng["macs_per_dsp"])
+    assert eng["dsps"] == eng["lanes"] // eng["macs_per_dsp"]
+    assert EngineEnvelope(**eng["envelope"]).hash32 == int(eng["hash"], 16)     # the engine that ran
     assert report["batch_size"] == batch
 
 
@@ -59,6 +72,7 @@ def test_bench_golden_cli_writes_report_and_plot(tmp_path):
                 "--report", str(rep), "--plot", str(png))
     assert r.returncode == 0, r.stderr
     assert "vgg_conv2" in r.stdout and "cycle model" in r.stdout and "x torch e2e" in r.stdout
+    assert "compute binds; end to end" in r.stdout and "MACs per DSP per cycle (of 2)" in r.stdout
     report = json.loads(rep.read_text())
     check_report(report, "golden", 3, 2)
     conv2 = report["layers"][1]                          # 3x3 stride 1, 64 channels: windows formed on chip
