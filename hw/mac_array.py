@@ -14,6 +14,9 @@ The operand is formed from the IN/work data before its register, so Yosys maps t
 DSP48E1's pre-adder and the register to its AD register (AD, B and M absorbed; the product is
 split in fabric, so P is not).
 
+The control bits that steer every lane (IN's bank select, IN or WORK, an accumulator's enable
+and first term) are registered once per ``REPLICA_LANES`` lanes (``fanout.replicated``).
+
 Pipeline (issue in cycle T): T+1 memory data, operand/weight/bias selected and registered;
 T+2 products registered; T+3 accumulate (a row starts from the bias on the last factor, else
 0); the result is valid at T+4 (``res``/``ctl_out``), the output stage rounds, shifts and
@@ -27,6 +30,7 @@ from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from .fanout import REPLICA_LANES, replicated
 from .sequencer import ctl_layout
 from .spec import EngineEnvelope
 
@@ -62,13 +66,17 @@ class MacArray(wiring.Component):
         # selecting a whole bank, but a netlist that grows with lanes x E, not (lanes x E)^2,
         # which Amaranth's Verilog conversion took minutes over at 256 lanes
         # (lane l of bank b sliced straight from the port: bits (b*L + l)*A of the ArrayLayout)
+        # (the bank and IN/WORK selects, registered beside p1, one copy per REPLICA_LANES lanes)
         E, flat = env.elems_per_beat, self.in_data.as_value()
-        x_in = Cat(*(Cat(*(flat[(b * L + l) * A:(b * L + l + 1) * A] for b in range(E))).word_select(p1.bank, A)
-                     for l in range(L)))
+        bank1 = replicated(m, "bank1", p1.bank.shape(), self.ctl.bank, L)
+        from_in1 = replicated(m, "from_in1", 1, self.ctl.from_in, L)
+        x_in = Cat(*(Cat(*(flat[(b * L + l) * A:(b * L + l + 1) * A] for b in range(E)))
+                     .word_select(bank1[l // REPLICA_LANES], A) for l in range(L)))
         # a wire, not an expression: each lane's slice of an expression is emitted as the whole
         # expression (quadratic Verilog: 70 MB at 384 lanes)
         x_sel = Signal(L * A)
-        m.d.comb += x_sel.eq(Mux(p1.from_in, x_in, self.work_data))
+        m.d.comb += x_sel.eq(Cat(*(Mux(from_in1[l // REPLICA_LANES], x_in[l * A:(l + 1) * A],
+                                       self.work_data[l * A:(l + 1) * A]) for l in range(L))))
         w_sel = self.weight_data.word_select(p1.wsub, W)
         b_sel = self.bias_data.word_select(p1.bsub, 32)[:BB]
         # T+2: operands registered
@@ -101,6 +109,9 @@ class MacArray(wiring.Component):
                              prods[2 * k + 1].eq((packed >> S) + packed[S - 1])]
         # T+4: accumulate; a row's result leaves on its last term
         accs = [Signal(signed(ACC), name=f"acc{l}", reset_less=True) for l in range(L)]
+        # p2's valid and first bits, one copy per REPLICA_LANES lanes (each steers every accumulator)
+        valid2 = replicated(m, "valid2", 1, p1b.valid, L, reset_less=False)
+        first2 = replicated(m, "first2", 1, p1b.first, L)
         m.d.sync += self.ctl_out.eq(p2)
         m.d.sync += self.ctl_out.valid.eq(p2.valid & p2.last)
         # the bias starts the last factor's rows (one adder per lane: the sum is the same)
@@ -108,8 +119,8 @@ class MacArray(wiring.Component):
         m.d.comb += start.eq(Mux(p2.fi_last & self.bias_en, bias2, 0))
         for l in range(L):
             total = Signal(signed(ACC), name=f"sum{l}")
-            m.d.comb += total.eq(Mux(p2.first, start, accs[l]) + prods[l])
-            with m.If(p2.valid):
+            m.d.comb += total.eq(Mux(first2[l // REPLICA_LANES], start, accs[l]) + prods[l])
+            with m.If(valid2[l // REPLICA_LANES]):
                 m.d.sync += accs[l].eq(total)
             m.d.comb += self.res[l].eq(accs[l])
         return m

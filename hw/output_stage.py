@@ -12,7 +12,8 @@ maximum starts from flip-flops, not from a block RAM's output (the read-compare-
 the fmax proxy's critical path), and is written at p7. The read port is not transparent: a row's
 write lands two cycles after its read, and the same OUT row is read again only by the next
 phase, whose windows take at least ``WINDOW_SETUP + 1`` cycles to form, so every read comes after
-the write before it.
+the write before it. The shift amount and the ReLU enable are registered once per
+``REPLICA_LANES`` lanes (``fanout.replicated``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .cycles import WINDOW_SETUP
+from .fanout import REPLICA_LANES, replicated
 from .memories import out_slots
 from .sequencer import ctl_layout
 from .spec import EngineEnvelope
@@ -77,18 +79,17 @@ class OutputStage(wiring.Component):
         lo, hi = -(1 << (A - 1)), (1 << (A - 1)) - 1
         # the shift clamped to ACC + 1 (past it the result is all sign bits either way), registered
         # beside the rounded value: the shifter's amount has a few bits, not the field's eight
-        sh4 = Signal(range(ACC + 2), reset_less=True)      # data beside the ctl words' valid bits: reset-less
-        m.d.sync += sh4.eq(Mux(p3.shift > ACC + 1, ACC + 1, p3.shift))
-        relu = Signal(reset_less=True)
-        m.d.sync += relu.eq(self.relu_en & p4.fi_last)          # at p5, beside the shifted value
+        # (data beside the ctl words' valid bits: reset-less; one copy per REPLICA_LANES lanes)
+        sh4 = replicated(m, "sh4", range(ACC + 2), Mux(p3.shift > ACC + 1, ACC + 1, p3.shift), L)
+        relu = replicated(m, "relu5", 1, self.relu_en & p4.fi_last, L)      # at p5, beside the shifted value
         qc = []                                                 # saturated values at p5, by lane
         for l in range(L):
             rounded = Signal(signed(ACC + 1), name=f"rounded{l}", reset_less=True)
             shifted = Signal(signed(ACC + 1), name=f"shifted{l}", reset_less=True)
-            m.d.sync += [rounded.eq(self.res[l] + rnd), shifted.eq(rounded >> sh4)]
+            m.d.sync += [rounded.eq(self.res[l] + rnd), shifted.eq(rounded >> sh4[l // REPLICA_LANES])]
             sat = Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted))
             q = Signal(signed(A), name=f"qc{l}")
-            m.d.comb += q.eq(Mux(relu & (shifted < 0), 0, sat))
+            m.d.comb += q.eq(Mux(relu[l // REPLICA_LANES] & (shifted < 0), 0, sat))
             qc.append(q)
         qc += [C(0, signed(A))] * (S * E - L)
         # p6: the row in OUT's bank order, registered: bank b, slot s holds lane s*E + (b - r) mod E,
