@@ -401,7 +401,7 @@ def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDesc
         dcycles, dsrc = int(dst["cycles"]), src_engine
         dhost_s = sum(dhost.values()) if dhost else 0.0
     else:
-        ipp = min(ddesc.images_per_pass, batch)
+        ipp = ddesc.pass_images(batch)
         dcycles = sum(ddesc.pass_cycles(min(ipp, batch - i)) for i in range(0, batch, ipp))
         dsrc, dhost_s = "model (cycle model; dense engine not run)", None
     druntime = dcycles / f_hz

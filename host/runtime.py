@@ -148,7 +148,7 @@ def _layer_plans(program: NetworkProgram, batch: int) -> list[dict[str, Any]]:
     if batch not in plans:
         out = []
         for step, desc, params in zip(program.steps, program.descriptors, program.params):
-            ipp = min(desc.images_per_pass, batch)
+            ipp = desc.pass_images(batch)
             in_img = desc.in_bytes_per_image
             out_img = desc.out_beats_per_image * desc.bytes_per_beat
             passes = []

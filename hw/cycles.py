@@ -20,7 +20,7 @@ import numpy as np
 
 from . import regmap
 
-__all__ = ["DRAIN_CYCLES", "OUT_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready",
+__all__ = ["DRAIN_CYCLES", "OUT_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
            "lane_cycles", "pass_cycles", "words_pass_cycles"]
 
 DRAIN_CYCLES = 7           # issue-to-write latency: the bubble between dependent factors
@@ -138,6 +138,37 @@ def frame_ready(geom: PassGeometry, lanes: int, windows: int = 1) -> np.ndarray:
                 t = np.maximum(t, np.where(okx & (iy >= 0) & (iy < g.h), addr + after + lag, never))
             out.append(np.maximum.reduceat(t, np.arange(0, n, lanes)))
     return np.stack(out, axis=1).reshape(-1)          # batch-major, phase-minor
+
+
+def ring_batches(geom: PassGeometry, lanes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per batch of a pass: the frame beat the window generators release at its start (its first
+    position's first kernel row at the first phase, or its image's first beat where that row is
+    padding; ``WindowGenerator.release``) and the highest frame beat any of its windows reads
+    (the release less one if it reads none)."""
+    g = geom
+    n = g.positions
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = g.kernel, g.stride, g.padding, g.dilation
+    hp, wp = g.out_hw
+    pk, ps = g.pool
+    p = np.arange(n, dtype=np.int64)
+    img, rem = np.divmod(p, hp * wp)
+    py, px = np.divmod(rem, wp)
+    starts = np.arange(0, n, lanes)
+    wcw = g.w * g.cw
+    iy_first = py[starts] * ps * sh - ph
+    release = img[starts] * g.h * wcw + np.maximum(iy_first, 0) * wcw
+    top = np.full(n, -1, dtype=np.int64)
+    for dy in range(pk):
+        for dx in range(pk):
+            iy0 = (py * ps + dy) * sh - ph
+            ix0 = (px * ps + dx) * sw - pw
+            kx, okx = _last_valid(ix0, g.w, kw, dw)
+            ky, oky = _last_valid(iy0, g.h, kh, dh)
+            addr = ((img * g.h + iy0 + ky * dh) * g.w + ix0 + kx * dw) * g.cw + g.cw - 1
+            top = np.maximum(top, np.where(okx & oky, addr, -1))
+    return release, np.maximum(np.maximum.reduceat(top, starts), release - 1)
 
 
 def batch_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int,

@@ -177,6 +177,8 @@ class Datapath(wiring.Component):
         m.d.comb += [loader.start.eq(start), loader.load_params.eq(load), seq.start.eq(start), unl.start.eq(start)]
         for w in windows:
             m.d.comb += [w.go.eq(start), w.frame_loading.eq(loader.frame_busy), w.frame_count.eq(loader.frame_count)]
+        # all generators start each batch-phase together: the first's batch start is the batch's lowest
+        m.d.comb += [loader.release.eq(windows[0].release), loader.release_all.eq(windows[0].release_all)]
         # a pass ends when its output is out and its whole frame is in (a frame may end in rows
         # no window reads, so the unloader can finish first)
         unloaded = Signal()

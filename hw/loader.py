@@ -6,7 +6,7 @@ formed while it loads."""
 
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal
+from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import WritePort
@@ -41,6 +41,10 @@ class Loader(wiring.Component):
             "frame_done": Out(1),        # pulse: the last feature-map beat was written
             "frame_count": Out(32),      # feature-map beats written so far in this pass
             "skip": Out(stream.Signature(sb)),   # LAYER.RESIDUAL: the skip beats after the frame, to the unloader
+            # the frame buffer as a ring (EngineEnvelope.ring): the window generators' lowest beat still
+            # to read, or all read; a beat is taken only while it stays within frame_beats of it
+            "release": In(32),
+            "release_all": In(1),
         })
 
     def elaborate(self, platform):
@@ -93,6 +97,14 @@ class Loader(wiring.Component):
             self.frame_w.addr.eq(cnt),
             self.frame_count.eq(cnt),
         ]
+        # ring: room for the next frame beat, registered (from this cycle's count, take and release:
+        # a release is seen a cycle late, which only holds a beat back a cycle longer)
+        room = Signal(init=1)
+        take = Signal()
+        if env.ring:
+            gap = Signal(signed(33))
+            m.d.comb += gap.eq(cnt - self.release)
+            m.d.sync += room.eq(self.release_all | Mux(take, gap < env.frame_beats - 1, gap < env.frame_beats))
         with m.FSM(name="loader"):
             with m.State("IDLE"):
                 with m.If(self.load_params):
@@ -132,9 +144,9 @@ class Loader(wiring.Component):
                 m.next = "FRAME"
             with m.State("FRAME"):
                 m.d.comb += [rp.sink.valid.eq(packed & self.sink.valid),
-                             self.sink.ready.eq(Mux(packed, rp.sink.ready, 1)), rp.source.ready.eq(packed),
-                             self.frame_w.en.eq(f_valid)]
-                with m.If(f_valid):
+                             self.sink.ready.eq(Mux(packed, rp.sink.ready, room)), rp.source.ready.eq(packed & room),
+                             take.eq(f_valid & room), self.frame_w.en.eq(take)]
+                with m.If(take):
                     m.d.sync += [cnt.eq(cnt + 1), cnt_l.eq(cnt_p), cnt_p.eq(cnt == last3)]
                     with m.If(cnt_l):
                         m.d.comb += self.frame_done.eq(1)

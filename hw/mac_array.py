@@ -15,7 +15,7 @@ DSP48E1's pre-adder and the register to its AD register (AD, B and M absorbed; t
 split in fabric, so P is not).
 
 The control bits that steer every lane (IN's bank select, IN or WORK, an accumulator's enable
-and first term) are registered once per ``REPLICA_LANES`` lanes (``fanout.replicated``).
+and first term, the bias a row starts from) are registered once per ``REPLICA_LANES`` lanes (``fanout.replicated``).
 
 Pipeline (issue in cycle T): T+1 memory data, operand/weight/bias selected and registered;
 T+2 products registered; T+3 accumulate (a row starts from the bias on the last factor, else
@@ -88,8 +88,7 @@ class MacArray(wiring.Component):
         # T+3: products registered (one multiplier per lane, or per pair of lanes)
         p2 = Signal(layout)
         prods = [Signal(signed(A + W), name=f"prod{l}", reset_less=True) for l in range(L)]
-        bias2 = Signal(signed(BB), reset_less=True)
-        m.d.sync += [p2.eq(p1b), bias2.eq(bias1)]
+        m.d.sync += p2.eq(p1b)
         if env.macs_per_dsp == 1:
             x = Signal(L * A, reset_less=True)
             m.d.sync += x.eq(x_sel)
@@ -114,12 +113,12 @@ class MacArray(wiring.Component):
         first2 = replicated(m, "first2", 1, p1b.first, L)
         m.d.sync += self.ctl_out.eq(p2)
         m.d.sync += self.ctl_out.valid.eq(p2.valid & p2.last)
-        # the bias starts the last factor's rows (one adder per lane: the sum is the same)
-        start = Signal(signed(BB))
-        m.d.comb += start.eq(Mux(p2.fi_last & self.bias_en, bias2, 0))
+        # the bias starts the last factor's rows (one adder per lane: the sum is the same), registered
+        # beside p2, one copy per REPLICA_LANES lanes
+        start = replicated(m, "start2", signed(BB), Mux(p1b.fi_last & self.bias_en, bias1, 0), L)
         for l in range(L):
             total = Signal(signed(ACC), name=f"sum{l}")
-            m.d.comb += total.eq(Mux(first2[l // REPLICA_LANES], start, accs[l]) + prods[l])
+            m.d.comb += total.eq(Mux(first2[l // REPLICA_LANES], start[l // REPLICA_LANES], accs[l]) + prods[l])
             with m.If(valid2[l // REPLICA_LANES]):
                 m.d.sync += accs[l].eq(total)
             m.d.comb += self.res[l].eq(accs[l])

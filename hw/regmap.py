@@ -130,7 +130,7 @@ REGISTERS: tuple[Register, ...] = (
     Register("DILATION", 0x64, "RW", "dilation", _pair("DH", "DW", "dilation")),
     Register("POOL", 0x68, "RW", "max pooling window", (
         Field("K", 0, 8, "window POOL_K x POOL_K"), Field("S", 8, 8, "step"))),
-    Register("IMAGES", 0x6C, "RW", "images in the next pass (the frame buffer holds them all)"),
+    Register("IMAGES", 0x6C, "RW", "images in the next pass (the frame buffer holds them all, or streams them as a ring)"),
     Register("WEIGHT_BEATS", 0x70, "RW", "parameter beats holding the weights (compact order)"),
     Register("BIAS_BEATS", 0x74, "RW", "parameter beats holding the biases (32-bit containers); 0 without BIAS"),
     Register("INDEX_BEATS", 0x78, "RW", "parameter beats holding the sparse factors' entries (16 bits each: "

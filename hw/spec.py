@@ -30,7 +30,8 @@ from litefly.errors import ConfigError
 from litefly.network import EngineStep, network_input_shape, plan_network
 
 from . import regmap
-from .cycles import DRAIN_CYCLES, WINDOW_SETUP, PassGeometry, batch_cycles, frame_ready, pass_cycles
+from .cycles import (DRAIN_CYCLES, LOAD_LAG, WINDOW_SETUP, PassGeometry, batch_cycles, frame_ready, pass_cycles,
+                     ring_batches)
 
 __all__ = ["EngineEnvelope", "LayerDescriptor", "envelope_words", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS",
            "INDEX_ENTRY_BITS",
@@ -43,6 +44,7 @@ ROW_END_BIT = 15               # the entry's last bit: this entry ends its row (
 MAX_SPARSE_COLUMNS = 1 << ROW_END_BIT
 DEFAULT_FRAME_KIB = 64
 MAX_POOL = 4
+MAX_PASS_IMAGES = (1 << 16) - 1     # IMAGES is a 16-bit field
 
 
 def envelope_words(lanes: int, stream_bits: int, macs_per_dsp: int = 1, window_generators: int = 1,
@@ -189,6 +191,13 @@ class EngineEnvelope:
     @property
     def elems_per_beat(self) -> int:
         return self.stream_bits // 8
+
+    @property
+    def ring(self) -> bool:
+        """Whether the frame buffer runs as a ring (its depth a power of two): a pass may then stream
+        more input than it holds, each beat overwriting one its windows have read
+        (:meth:`LayerDescriptor.ring_fits`)."""
+        return self.frame_beats >= 2 and self.frame_beats & (self.frame_beats - 1) == 0
 
     @property
     def weights_per_beat(self) -> int:
@@ -434,7 +443,45 @@ class LayerDescriptor:
     @property
     def images_per_pass(self) -> int:
         """Most images whose input feature maps the frame buffer holds at once (capped at 65,535)."""
-        return max(1, min(self.envelope.frame_beats // self.in_beats_per_image, (1 << 16) - 1))
+        return max(1, min(self.envelope.frame_beats // self.in_beats_per_image, MAX_PASS_IMAGES))
+
+    def pass_images(self, batch: int) -> int:
+        """Images one pass takes from a batch of ``batch``: the whole batch (at most 65,535) where
+        the frame buffer, run as a ring, streams it (:meth:`ring_fits`), else as many as it holds."""
+        n = min(batch, MAX_PASS_IMAGES)
+        return n if n <= self.images_per_pass or self.ring_fits(n) else min(self.images_per_pass, batch)
+
+    def ring_fits(self, images: int) -> bool:
+        """Whether a pass of ``images`` images may stream more input than the frame buffer holds.
+
+        The loader takes a beat only while it is within ``frame_beats`` of the window generators'
+        release (their batch's lowest beat), so a beat overwrites only beats they have read. Per
+        batch ``b`` (:func:`~litefly.hw.cycles.ring_batches`: release ``R_b``, highest beat read
+        ``top_b``), with ``F = frame_beats``:
+
+        * the first two batches read below ``F``, and batch ``b`` below ``R_(b-1) + F``: its beats
+          may be taken from the start of the batch before it (no wait for a release, no deadlock);
+        * from ``b = 2``, the beats above batch ``b - 2``'s (``top_b - top_(b-2)``) arrive, one a
+          cycle, while the batch before forms its windows (``phases x`` the window cycles of a
+          batch): the ring never holds a read back, so the cycle model's one beat a cycle from the
+          start of the pass stays exact (a window that waits, waits as long as without the ring);
+        * the last beat may be taken from the last batch's start, and arrives while it forms and
+          issues. Residual passes keep their whole frame (their skip follows it on the stream).
+        """
+        env = self.envelope
+        if not env.ring or self.step.skip is not None:
+            return False
+        geom = self.geometry(images)
+        release, top = ring_batches(geom, env.lanes)
+        f = env.frame_beats
+        b = self.batch_cycles()
+        if top[:2].max() >= f or np.any(top[1:] >= release[:-1] + f):
+            return False
+        if np.any(top[2:] - top[:-2] + LOAD_LAG + 4 > self.phases * b["window"]):
+            return False
+        last = geom.images * geom.h * geom.w * geom.cw - 1
+        return bool(last < release[-1] + f and
+                    last - top[-2 if top.size > 1 else -1] + LOAD_LAG + 4 <= self.phases * b["mac"])
 
     @property
     def weight_beats(self) -> int:
@@ -469,9 +516,9 @@ class LayerDescriptor:
         _, hp, wp = st.out_shape
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = st.kernel, st.stride, st.padding, st.dilation
         pk, ps = st.pool or (1, 1)
-        if not 1 <= images <= self.images_per_pass:
+        if not 1 <= images <= self.images_per_pass and not (1 <= images <= MAX_PASS_IMAGES and self.ring_fits(images)):
             raise ConfigError(f"layer {lay.name!r}: {images} images per pass, the frame buffer holds 1.."
-                              f"{self.images_per_pass}")
+                              f"{self.images_per_pass} (and cannot stream {images} as a ring)")
         words = {
             "LAYER": regmap.pack("LAYER", {"FACTORS": len(lay.chain), "BIAS": int(lay.format.bias),
                                            "RELU": int(st.relu), "POOL": int(st.pool is not None),

@@ -72,6 +72,11 @@ class WindowGenerator(wiring.Component):
             # and `sync`, every generator's half the same (all have formed the batch-phase before)
             "half": Out(1),
             "sync": In(1),
+            # the frame buffer as a ring (EngineEnvelope.ring): the lowest frame beat this generator
+            # may still read (the batch start's first kernel row, at each batch's first phase), and
+            # 1 once the pass's windows are formed (every beat may be overwritten)
+            "release": Out(32),
+            "release_all": Out(1, init=1),
         })
 
     def elaborate(self, platform):
@@ -203,7 +208,11 @@ class WindowGenerator(wiring.Component):
         arrived = Signal(name="arrived")
 
         def has_beat(a, ok):
-            return ~ok | ~self.frame_loading | (a[:FAW] < self.frame_count[:FAW])
+            # a < count as the sign of their FAW-bit difference: |a - count| <= frame_beats <= 2^(FAW-1)
+            # (a is at least the release, which the loader keeps within frame_beats of its count, and
+            # below the count plus frame_beats: LayerDescriptor.ring_fits), so it holds when the
+            # addresses run past the frame buffer's depth and wrap around it
+            return ~ok | ~self.frame_loading | (a[:FAW] - self.frame_count[:FAW])[FAW - 1]
         m.d.sync += [s1["valid"].eq(emit), s1["inb"].eq(inb), s1["half"].eq(wh), s1_lane.eq(lane),
                      s1_base.eq(eoff + Mux(wh, Q, 0)), s1_rot.eq(lane[:LE] + eoff[:LE]),
                      s1_n.eq(Mux(rem > E, E, rem)), s1["done"].eq(phase_end)]
@@ -247,7 +256,7 @@ class WindowGenerator(wiring.Component):
         m.d.comb += self.busy.eq(~st["IDLE"])
         with m.If(st["IDLE"]):
             with m.If(self.go):
-                m.d.sync += [st["IDLE"].eq(0), st["SETUP1"].eq(1)]
+                m.d.sync += [st["IDLE"].eq(0), st["SETUP1"].eq(1), self.release.eq(0), self.release_all.eq(0)]
         with m.If(st["SETUP1"]):
             m.d.sync += [
                 cw.eq(d.CW), pk.eq(Mux(pool, d.POOL.K, 1)),
@@ -295,6 +304,10 @@ class WindowGenerator(wiring.Component):
             with m.If(self.sync if multi else 1):
                 m.d.sync += [st["PHASE_A"].eq(0), st["PHASE_B"].eq(1)]
         with m.If(st["PHASE_B"]):
+            # a batch's first phase: the frame below its first position's first kernel row (the
+            # image's first beat where that row is padding) is read no more
+            with m.If(d_first):
+                m.d.sync += self.release.eq(Mux(bs_pry >= ph_wcw, row_p - ph_wcw, img_p))
             m.d.sync += [
                 nx_ix.eq(px + ix_first), nx_iy.eq(py + iy_first),
                 nx_nix.eq(px + ix_first_dw), nx_niy.eq(py + iy_first_dh),
@@ -325,7 +338,7 @@ class WindowGenerator(wiring.Component):
                 if multi:
                     m.d.sync += [gl.eq(gl - env.lanes), g_last.eq(gl <= 2 * env.lanes)]
                 with m.If(last_batch):
-                    m.d.sync += st["IDLE"].eq(1)
+                    m.d.sync += [st["IDLE"].eq(1), self.release_all.eq(1)]
                 with m.Else():
                     m.d.sync += st["PHASE_A"].eq(1)
             with m.Else():

@@ -50,7 +50,7 @@ def _cycles(network: NetworkConfig, name: str, images: int) -> tuple[int, int, i
     steps = plan_network(network, network_input_shape(network))
     env = EngineEnvelope.for_network(network)
     desc = next(d for d in env.describe_network(steps) if d.layer.name == name)
-    return desc.batch_cycles()["mac"], desc.pass_cycles(min(images, desc.images_per_pass)), desc.param_beats
+    return desc.batch_cycles()["mac"], desc.pass_cycles(desc.pass_images(images)), desc.param_beats
 
 
 def _replace(network: NetworkConfig, layer: LayerConfig) -> NetworkConfig:

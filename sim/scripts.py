@@ -120,7 +120,7 @@ def _identity(c: _Ctx) -> None:
 
 def _passes(c: _Ctx) -> None:
     """Descriptor, parameter load, passes, counters, CLEAR_COUNTERS, every layer of the program."""
-    n = min(c.x.shape[0], c.desc(0).images_per_pass)
+    n = c.desc(0).pass_images(c.x.shape[0])
     x = c.x[:n]
     for k in range(len(c.prog.steps)):
         c.d.clear_counters()
@@ -148,7 +148,7 @@ def _forward(c: _Ctx, k: int, x: np.ndarray) -> np.ndarray:
 def _first_layer_ready(c: _Ctx):
     """Layer 0's descriptor for a full pass and its parameters loaded: (descriptor, images, input)."""
     desc = c.desc(0)
-    n = min(c.x.shape[0], desc.images_per_pass)
+    n = desc.pass_images(c.x.shape[0])
     c.descriptor(0, n)
     c.load(0)
     return desc, n, c.x[:n]
@@ -196,7 +196,7 @@ def _reset_mid_input(c: _Ctx) -> None:
 def _reset_mid_params(c: _Ctx) -> None:
     """SOFT_RESET during a parameter load (half the beats sent), LOAD_PARAMS again, then a pass."""
     desc = c.desc(0)
-    n = min(c.x.shape[0], desc.images_per_pass)
+    n = desc.pass_images(c.x.shape[0])
     c.descriptor(0, n)
     b, nbytes = c.param_buf(0)
     half = max(desc.bytes_per_beat, (nbytes // 2) // desc.bytes_per_beat * desc.bytes_per_beat)
@@ -237,7 +237,7 @@ def _layer_switch(c: _Ctx) -> None:
     for j, k in enumerate(order):
         desc = c.desc(k)
         x = c.layer_x[k]
-        n = min(x.shape[0], desc.images_per_pass)
+        n = desc.pass_images(x.shape[0])
         c.descriptor(k, n)
         c.load(k)
         c.run(k, x[:n], f"layer {k} (#{j})")

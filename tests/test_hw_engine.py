@@ -442,6 +442,68 @@ def test_cycle_model_agrees():
     assert run.regs[0]["CYCLES"] == env.describe(step).pass_cycles(2)
 
 
+# ---------------------------------------------------------------- the frame buffer as a ring
+RING = {
+    # (input channels, chain, kwargs of run_ring): every pass streams several frame buffers' worth
+    "conv3x3": (8, [[8, 72, 2, 18, 4], [8, 8, 2, 2, 4]], {}),
+    "pool2x2": (8, [[8, 72, 2, 18, 4], [8, 8, 2, 2, 4]], dict(pool=(2, 2), frame=128, images=6)),
+    "two_windows": (8, [[8, 72, 2, 18, 4], [8, 8, 2, 2, 4]], dict(window_generators=2, lanes=16)),
+    "four_windows": (8, [[8, 72, 2, 18, 4]], dict(window_generators=4, lanes=32, frame=128, images=6)),
+    "packed_c3": (3, [[9, 27, 1, 3, 3], [8, 9, 8, 9, 1]], dict(packed=True)),
+    "stream32_stride2": (8, [[8, 72, 2, 18, 4]], dict(stream_bits=32, stride=(2, 2), hw=(12, 12), frame=512,
+                                                      images=3)),
+}
+
+
+def run_ring(ch, chain, frame=64, images=4, hw=(8, 8), stride=(1, 1), pool=None, seed=0, lanes=8,
+             stream_bits=64, window_generators=1, packed=False, **kw):
+    """A 3x3 conv pass of ``images`` images through a frame buffer of ``frame`` beats (one or two
+    images): the loader overwrites beats the windows have read."""
+    rng = np.random.default_rng(seed)
+    layer = conv("ring", ch, chain, kernel=(3, 3), padding=(1, 1), stride=stride, bias=True)
+    step = EngineStep(layer, (ch,) + hw, relu=True, pool=pool)
+    env = EngineEnvelope.for_layers("t", [layer], multipliers=lanes, stream_bits=stream_bits, frame_beats=frame,
+                                    window_generators=window_generators)
+    desc = env.describe(step, packed_input=packed)
+    assert env.ring and desc.images_per_pass < images and desc.ring_fits(images)
+    assert desc.pass_images(images) == images
+    x = input_map(rng, (images, ch) + hw)
+    q = extreme_params(layer, rng)
+    run = run_engine(env, [pass_for(env, step, q, x, packed=packed)], max_cycles=400_000, **kw)
+    check_outputs(step, q, x, run.out[0], run.tlast[0])
+    return desc, run
+
+
+@pytest.mark.parametrize("name", sorted(RING))
+def test_ring_frame_buffer_streams_a_pass_larger_than_itself(name):
+    ch, chain, kw = RING[name]
+    desc, run = run_ring(ch, chain, seed=sorted(RING).index(name), **kw)
+    assert run.regs[0]["CYCLES"] == desc.pass_cycles(kw.get("images", 4))       # the ring holds no read back
+
+
+@pytest.mark.parametrize("stall", ["idle_source", "slow_sink"])
+def test_ring_frame_buffer_under_stalls(stall):
+    ch, chain, _ = RING["conv3x3"]
+    kw = {"idle": [0, 1, 1, 0, 0, 1]} if stall == "idle_source" else {"backpressure": [0, 1, 1]}
+    run_ring(ch, chain, seed=7, **kw)
+
+
+def test_ring_is_refused_where_it_would_hold_reads_back():
+    # a 1x1 conv reads each beat once, as fast as it arrives: the ring would pace it, so a pass keeps
+    # to the frame; so does a pooled layer whose two batches span more than the frame; a frame depth
+    # that is no power of two is no ring
+    one = conv("one", 8, [[8, 8, 1, 1, 8]], kernel=(1, 1))
+    pooled = conv("pool", 8, [[8, 72, 2, 18, 4]], kernel=(3, 3), padding=(1, 1))
+    for layer, pool, frame in ((one, None, 64), (pooled, (2, 2), 64)):
+        env = EngineEnvelope.for_layers("t", [layer], multipliers=8, stream_bits=64, frame_beats=frame)
+        desc = env.describe(EngineStep(layer, (8, 8, 8), relu=False, pool=pool))
+        assert env.ring and not desc.ring_fits(4) and desc.pass_images(4) == desc.images_per_pass == 1
+        with pytest.raises(ConfigError, match=r"4 images per pass, the frame buffer holds 1..1 \(and cannot stream"):
+            desc.register_words(4)
+    env = EngineEnvelope.for_layers("t", [pooled], multipliers=8, stream_bits=64, frame_beats=96)
+    assert not env.ring and not env.describe(EngineStep(pooled, (8, 8, 8), relu=False)).ring_fits(4)
+
+
 # ---------------------------------------------------------------- one engine, many layers
 def test_one_engine_runs_a_network_layer_after_layer():
     # conv (C=3) + ReLU + 2x2 pool -> conv (C=8) -> linear over the 1 x 2 map: the engine's
