@@ -146,16 +146,23 @@ def test_bench_window_generators_make_another_engine_and_lift_the_window_bound()
     assert r.returncode == 2 and "'3' is not one of '1', '2', '4'" in r.stderr
 
 
-def test_bench_frame_kib_takes_more_images_a_pass():
-    """--frame-kib: another engine (its dense baseline alike) whose passes take more images, so fewer
-    passes and fewer cycles; one that cannot hold a layer's input is refused in one line."""
+def test_bench_frame_kib_and_the_ring():
+    """--frame-kib: another engine (its dense baseline alike). A frame buffer of a power-of-two depth
+    is a ring: every pass of the VGG example streams the whole batch, so a larger one changes no
+    cycle; one of another depth takes as many images as it holds, more passes and more cycles; one
+    that cannot hold a layer's input is refused in one line."""
     net = load_network(VGG)
     base = run_bench(net, "golden", batch=4, input_size=(32, 32), repeats=1, dense=False)
     big = run_bench(net, "golden", batch=4, input_size=(32, 32), repeats=1, dense=False, frame_kib=256)
+    odd = run_bench(net, "golden", batch=4, input_size=(32, 32), repeats=1, dense=False, frame_kib=96)
     assert big["engine"]["hash"] != base["engine"]["hash"]
     assert big["engine"]["frame_beats"] == big["dense_engine"]["frame_beats"] == 256 * 1024 // 8
     assert base["engine"]["frame_beats"] == 64 * 1024 // 8
-    assert big["total"]["cycles"] < base["total"]["cycles"]
+    assert all(r["passes"] == 1 and r["images_per_pass"] == 4 for r in base["layers"] + big["layers"])
+    assert big["total"]["cycles"] == base["total"]["cycles"]
+    conv2 = odd["layers"][1]                    # 96 KiB holds one 32x32x64 map: four passes
+    assert (conv2["passes"], conv2["images_per_pass"]) == (4, 1)
+    assert odd["total"]["cycles"] > base["total"]["cycles"]
     r = run_cli(str(VGG), "--backend", "golden", "--frame-kib", "8", "--no-dense", "--repeats", "1")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "vgg_conv2" in r.stderr and "CAP_FRAME_BEATS = 1024" in r.stderr
