@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from litefly.config import LayerConfig, NetworkConfig
 from litefly.errors import ConfigError, LiteflyError, ToolError
-from litefly.hw.spec import EngineEnvelope
+from litefly.hw.spec import DMA_LENGTH_BITS, EngineEnvelope
 
 from .boards import Board
 from .memory_plan import plan_memories
@@ -290,11 +290,11 @@ def build_tcl(spec: EngineEnvelope, board: Board, module: str, clock_mhz: float,
         "create_bd_design $bd",
         *_ps_tcl(board, clock_mhz),
         "",
-        "# AXI DMA: simple mode (no scatter-gather), 26-bit length register, stream width of the engine",
+        f"# AXI DMA: simple mode (no scatter-gather), {DMA_LENGTH_BITS}-bit length register, stream width of the engine",
         f"set dma [create_bd_cell -type ip -vlnv xilinx.com:ip:axi_dma {DMA_CELL}]",
         "set_property -dict [list \\",
         "    CONFIG.c_include_sg {0} \\",
-        "    CONFIG.c_sg_length_width {26} \\",
+        f"    CONFIG.c_sg_length_width {{{DMA_LENGTH_BITS}}} \\",
         "    CONFIG.c_sg_include_stscntrl_strm {0} \\",
         "    CONFIG.c_include_mm2s {1} \\",
         "    CONFIG.c_include_s2mm {1} \\",

@@ -25,7 +25,7 @@ from litefly.errors import ConfigError, LiteflyError
 from litefly.fixed import add_skip, factor_forward, factor_input, requantize
 from litefly.hw import regmap
 from litefly.hw.cycles import words_pass_cycles
-from litefly.hw.spec import EngineEnvelope, ceil_div, factors_from_words, pass_constants
+from litefly.hw.spec import DMA_LENGTH_BITS, DMA_MAX_BYTES, EngineEnvelope, ceil_div, factors_from_words, pass_constants
 from litefly.hw.wireformat import pack_tensor, unpack_index, unpack_layer_params, unpack_tensor
 
 from .transport import host_buffer, poll_until
@@ -63,9 +63,9 @@ class _Channel:
         if nbytes > avail:
             raise LiteflyError(f"DMA {self._dir} of {nbytes} bytes from offset {start} overruns the "
                                f"{size}-byte buffer")
-        if nbytes <= 0 or nbytes >= 1 << 26:
-            raise LiteflyError(f"DMA {self._dir} length {nbytes} bytes is outside 1..{(1 << 26) - 1} "
-                               f"(26-bit length register)")
+        if nbytes <= 0 or nbytes > DMA_MAX_BYTES:
+            raise LiteflyError(f"DMA {self._dir} length {nbytes} bytes is outside 1..{DMA_MAX_BYTES} "
+                               f"({DMA_LENGTH_BITS}-bit length register)")
         self._buf, self._start, self._nbytes, self.idle = buf, start, nbytes, False
         self.transfers += 1
 

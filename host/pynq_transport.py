@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from litefly.errors import ConfigError, LiteflyError
+from litefly.hw.spec import DMA_LENGTH_BITS, DMA_MAX_BYTES
 from litefly.hw.spec import EngineEnvelope
 from litefly.safeio import read_json
 
@@ -35,8 +36,6 @@ from .transport import DMATimeout
 __all__ = ["PynqTransport", "CMAAllocationError", "import_pynq", "preflight", "engine_vlnv", "engine_vlnvs",
            "ENGINE_CELL", "DMA_LENGTH_BITS", "DMA_MAX_BYTES", "find_bitstream"]
 
-DMA_LENGTH_BITS = 26                        # the AXI DMA's buffer length register (boards/vivado.py sets it)
-DMA_MAX_BYTES = (1 << DMA_LENGTH_BITS) - 1
 
 
 class CMAAllocationError(LiteflyError):

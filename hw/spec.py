@@ -45,6 +45,8 @@ MAX_SPARSE_COLUMNS = 1 << ROW_END_BIT
 DEFAULT_FRAME_KIB = 64
 MAX_POOL = 4
 MAX_PASS_IMAGES = (1 << 16) - 1     # IMAGES is a 16-bit field
+DMA_LENGTH_BITS = 26                # the AXI DMA's buffer length register (boards/vivado.py sets it)
+DMA_MAX_BYTES = (1 << DMA_LENGTH_BITS) - 1      # one transfer: a pass's input or output
 
 
 def envelope_words(lanes: int, stream_bits: int, macs_per_dsp: int = 1, window_generators: int = 1,
@@ -446,9 +448,11 @@ class LayerDescriptor:
         return max(1, min(self.envelope.frame_beats // self.in_beats_per_image, MAX_PASS_IMAGES))
 
     def pass_images(self, batch: int) -> int:
-        """Images one pass takes from a batch of ``batch``: the whole batch (at most 65,535) where
-        the frame buffer, run as a ring, streams it (:meth:`ring_fits`), else as many as it holds."""
-        n = min(batch, MAX_PASS_IMAGES)
+        """Images one pass takes from a batch of ``batch``: the whole batch (at most 65,535, and what
+        one DMA transfer carries each way) where the frame buffer, run as a ring, streams it
+        (:meth:`ring_fits`), else as many as it holds."""
+        n = min(batch, MAX_PASS_IMAGES,
+                max(1, DMA_MAX_BYTES // max(self.in_bytes_per_image, self.out_beats_per_image * self.bytes_per_beat)))
         return n if n <= self.images_per_pass or self.ring_fits(n) else min(self.images_per_pass, batch)
 
     def ring_fits(self, images: int) -> bool:

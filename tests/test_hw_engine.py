@@ -9,6 +9,7 @@ parameters, runs one or more passes over the AXI ports and compares every output
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,8 @@ from litefly.hw.generate import generate, module_name
 from litefly.hw.memories import in_slots, out_slots
 from litefly.hw.spec import EngineEnvelope, ceil_div
 from litefly.network import EngineStep, im2col, step_forward_int
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------- layers and parameters
@@ -502,6 +505,18 @@ def test_ring_is_refused_where_it_would_hold_reads_back():
             desc.register_words(4)
     env = EngineEnvelope.for_layers("t", [pooled], multipliers=8, stream_bits=64, frame_beats=96)
     assert not env.ring and not env.describe(EngineStep(pooled, (8, 8, 8), relu=False)).ring_fits(4)
+
+
+def test_ring_pass_is_at_most_one_dma_transfer_each_way():
+    from litefly.config import load_network
+    from litefly.hw.spec import DMA_MAX_BYTES
+    from litefly.network import network_input_shape, plan_network
+    net = load_network(ROOT / "examples" / "vgg_net.yaml")
+    env = EngineEnvelope.for_network(net, (32, 32), board="pynq-z2")
+    conv2 = env.describe(plan_network(net, network_input_shape(net, (32, 32)))[1])
+    assert conv2.images_per_pass == 1 and conv2.pass_images(8) == 8
+    n = DMA_MAX_BYTES // conv2.in_bytes_per_image                  # 64 KiB an image: 1023
+    assert conv2.pass_images(5000) == n and n * conv2.in_bytes_per_image <= DMA_MAX_BYTES
 
 
 # ---------------------------------------------------------------- one engine, many layers
