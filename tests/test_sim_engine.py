@@ -127,6 +127,38 @@ def test_network_runner_sim_backend_equals_golden():
     assert set(sim.total["host_stage[s]"]) >= {"dispatch", "wait"}
 
 
+RING_NET = {"name": "ring", "input_size": [8, 8], "layers": [
+    {"name": "r1", "kind": "conv2d", "in_channels": 7, "out_channels": 14, "kernel": [3, 3], "padding": 1,
+     "chain": [[14, 63, 2, 9, 7], [14, 14, 2, 2, 7]], "format": {"bias": True}},
+    {"op": "relu"}]}
+
+
+@needs_rtl
+@pytest.mark.parametrize("stall", ["none", "bursty_source"])
+def test_ring_pass_on_verilator_through_the_runtime(stall):
+    """24 images of 8x8x7 through rand64's 512-beat frame buffer (8 images) in one pass: the runtime
+    streams three buffers' worth, the output equals the int8 network, and CYCLES the model."""
+    from litefly.fixed import random_float_weights
+    from litefly.host.runtime import NetworkRunner
+    from litefly.network import plan_network, quantize_network
+    net = NetworkConfig.from_dict(RING_NET)
+    steps = plan_network(net, (7, 8, 8))
+    desc = ENV.describe(steps[0])
+    assert ENV.ring and desc.images_per_pass == 8 and desc.pass_images(24) == 24
+    rng = np.random.default_rng(5)
+    xf = rng.standard_normal((24, 7, 8, 8))
+    params = quantize_network(steps, {s.name: random_float_weights(s.layer, rng) for s in steps}, xf,
+                              {s.name: rng.standard_normal(s.layer.chain_out) for s in steps})
+    x = params["r1"].quantize_input(xf)
+    sim = NetworkRunner(net, params, backend="sim", envelope=ENV, stall=stall, seed=4)
+    y = sim.run_int(x)
+    np.testing.assert_array_equal(np.asarray(y).reshape(-1), network_forward_int(steps, params, x).reshape(-1))
+    st = sim.stats[0]
+    assert (st["passes"], st["images_per_pass"]) == (1, 24)
+    if stall == "none":
+        assert st["cycles"] == st["model_cycles"]
+
+
 @needs_rtl
 def test_never_started_engine_times_out_in_one_line():
     """START dropped: the DMA wait ends after its budget of simulated cycles with a one-line DMATimeout."""
