@@ -70,10 +70,11 @@ class MacArray(wiring.Component):
         E, flat = env.elems_per_beat, self.in_data.as_value()
         bank1 = replicated(m, "bank1", p1.bank.shape(), self.ctl.bank, L)
         from_in1 = replicated(m, "from_in1", 1, self.ctl.from_in, L)
-        x_in = Cat(*(Cat(*(flat[(b * L + l) * A:(b * L + l + 1) * A] for b in range(E)))
-                     .word_select(bank1[l // REPLICA_LANES], A) for l in range(L)))
-        # a wire, not an expression: each lane's slice of an expression is emitted as the whole
+        # wires, not expressions: each lane's slice of an expression is emitted as the whole
         # expression (quadratic Verilog: 70 MB at 384 lanes)
+        x_in = Signal(L * A)
+        m.d.comb += x_in.eq(Cat(*(Cat(*(flat[(b * L + l) * A:(b * L + l + 1) * A] for b in range(E)))
+                                  .word_select(bank1[l // REPLICA_LANES], A) for l in range(L))))
         x_sel = Signal(L * A)
         m.d.comb += x_sel.eq(Cat(*(Mux(from_in1[l // REPLICA_LANES], x_in[l * A:(l + 1) * A],
                                        self.work_data[l * A:(l + 1) * A]) for l in range(L))))

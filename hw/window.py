@@ -218,9 +218,9 @@ class WindowGenerator(wiring.Component):
                      s1_n.eq(Mux(rem > E, E, rem)), s1["done"].eq(phase_end)]
         # the flags' combinations the emission cycle tests beside `arrived`, registered: le, the
         # lane's last read (k, kx, ky all last); be, also the batch's last lane (lane == L-1 or no
-        # position left); pe, also the phase's last (dx, dy last). Each is updated from its value
-        # after a read of the walk or after a lane start, both functions of registers alone.
-        le, be, pe = Signal(name="lane_end"), Signal(name="batch_end"), Signal(name="phase_end_last")
+        # position left). Each is updated from its value after a read of the walk or after a lane
+        # start, both functions of registers alone; at a batch's end the phase's last is `dxy`.
+        le, be = Signal(name="lane_end"), Signal(name="batch_end")
         one1 = Signal()                     # a lane is one read (CW, KW, KH all 1)
         dxy = Signal()                      # the phase is the last (dx, dy both last)
         k_l_e = Mux(k_l, cw_1, k_p)
@@ -387,18 +387,18 @@ class WindowGenerator(wiring.Component):
                                      addr.eq(rowad + dh_wcw), rowad.eq(rowad + dh_wcw),
                                      kx_l.eq(kw_1), kx_p.eq(kw_2), ky_l.eq(ky_p), ky_p.eq(ky == kh_m3)]
                 with m.If(~le):
-                    m.d.sync += [le.eq(le_walk), be.eq(be_walk), pe.eq(be_walk & dxy)]
+                    m.d.sync += [le.eq(le_walk), be.eq(be_walk)]
                 with m.Else():
                     m.d.sync += [lane.eq(lane + 1), lane_l.eq(lane == L - 2)]
                     with m.If(be):
-                        end_batch_phase("RUN", lane + 1, pe, g_last if multi else left_z)
+                        end_batch_phase("RUN", lane + 1, dxy, g_last if multi else left_z)    # be: the phase's last is dxy
                     with m.Else():
                         m.d.comb += lane_start.eq(1)
         # after the states: the lane start's loads win over the kernel walk's updates
         # lane start: working registers from nx_*; nx_* then move to the following position
         m.d.comb += lane_l_ls.eq(Mux(st["RUN"], lane == L - 2, lane_l))
         with m.If(lane_start):
-            m.d.sync += [le.eq(one1), be.eq(be_ls), pe.eq(be_ls & dxy)]
+            m.d.sync += [le.eq(one1), be.eq(be_ls)]
             m.d.sync += [nix.eq(nx_nix), nix0.eq(nx_nix), niy.eq(nx_niy), addr.eq(nx_ad), rowad.eq(nx_ad),
                          ix_ok.eq(nx_xok), ix0_ok.eq(nx_xok), iy_ok.eq(nx_yok),
                          ky.eq(0), kx.eq(0), k.eq(0), eoff.eq(0), kbase.eq(0),

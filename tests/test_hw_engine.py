@@ -519,6 +519,20 @@ def test_ring_pass_is_at_most_one_dma_transfer_each_way():
     assert conv2.pass_images(5000) == n and n * conv2.in_bytes_per_image <= DMA_MAX_BYTES
 
 
+def test_verilog_grows_linearly_with_lanes(tmp_path):
+    """Amaranth emits each slice of an expression as the whole expression: a per-lane slice of a
+    lanes-wide expression makes the Verilog quadratic in the lanes (80 MB at 384). Per lane it
+    stays near 10 KB (packed MACs, 64-bit stream, the VGG example)."""
+    from litefly.config import load_network
+    net = load_network(ROOT / "examples" / "vgg_net.yaml")
+    size = {}
+    for lanes in (32, 128):
+        env = EngineEnvelope.for_network(net, (8, 8), multipliers=lanes, macs_per_dsp=2, stream_bits=64)
+        generate(env, tmp_path / str(lanes))
+        size[lanes] = sum(p.stat().st_size for p in (tmp_path / str(lanes)).glob("*.v"))
+    assert (size[128] - size[32]) / 96 < 20_000, size
+
+
 # ---------------------------------------------------------------- one engine, many layers
 def test_one_engine_runs_a_network_layer_after_layer():
     # conv (C=3) + ReLU + 2x2 pool -> conv (C=8) -> linear over the 1 x 2 map: the engine's
