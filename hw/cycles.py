@@ -88,6 +88,13 @@ def _last_valid(origin: np.ndarray, size: int, k: int, step: int) -> tuple[np.nd
     return last, (last >= first) & (last >= 0)
 
 
+def _positions(g: PassGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pass's emitted positions in the engine's order, as (image, row, column) arrays."""
+    img, rem = np.divmod(np.arange(g.positions, dtype=np.int64), g.out_hw[0] * g.out_hw[1])
+    py, px = np.divmod(rem, g.out_hw[1])
+    return img, py, px
+
+
 def lane_cycles(window_reads: int, windows: int = 1) -> int:
     """Cycles a window generator spends on a lane: its reads, and with ``windows`` generators at
     least ``windows`` (the next lane's position is ``windows`` positions on, one a cycle)."""
@@ -110,12 +117,9 @@ def frame_ready(geom: PassGeometry, lanes: int, windows: int = 1) -> np.ndarray:
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = g.kernel, g.stride, g.padding, g.dilation
-    hp, wp = g.out_hw
     pk, ps = g.pool
-    p = np.arange(n, dtype=np.int64)
-    img, rem = np.divmod(p, hp * wp)
-    py, px = np.divmod(rem, wp)
-    batch, lane = np.divmod(p, lanes)
+    img, py, px = _positions(g)
+    batch, lane = np.divmod(np.arange(n, dtype=np.int64), lanes)
     nl = np.minimum(lanes, n - batch * lanes)           # lanes in each position's batch
     wr = g.window_reads
     lt = lane_cycles(wr, windows)
@@ -150,11 +154,8 @@ def ring_batches(geom: PassGeometry, lanes: int) -> tuple[np.ndarray, np.ndarray
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = g.kernel, g.stride, g.padding, g.dilation
-    hp, wp = g.out_hw
     pk, ps = g.pool
-    p = np.arange(n, dtype=np.int64)
-    img, rem = np.divmod(p, hp * wp)
-    py, px = np.divmod(rem, wp)
+    img, py, px = _positions(g)
     starts = np.arange(0, n, lanes)
     wcw = g.w * g.cw
     iy_first = py[starts] * ps * sh - ph
