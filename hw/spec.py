@@ -334,12 +334,17 @@ class EngineEnvelope:
             ("weight beats", ceil_div(lay.params, self.weights_per_beat), self.weight_beats, "WEIGHT_BEATS"),
             ("accumulator bits", max(fmt.acc_bits(f, i == len(lay.chain) - 1) for i, f in enumerate(lay.chain)),
              self.acc_bits, "ACC_BITS"),
-            ("input feature map of one image (beats)", _in_beats(step, self.elems_per_beat), self.frame_beats,
-             "CAP_FRAME_BEATS"),
         ]
         for what, need, have, reg in checks:
             if need > have:
                 raise ConfigError(f"{where}: its {what} {need} exceeds the engine's {reg} = {have}")
+        # an image larger than the frame buffer streams through it where it runs as a ring
+        need = _in_beats(step, self.elems_per_beat)
+        if need > self.frame_beats and not (self.ring and LayerDescriptor(self, step).ring_fits(1)):
+            ring = (" (a ring, but its windows span more than it holds)" if self.ring and step.skip is None
+                    else "")
+            raise ConfigError(f"{where}: its input feature map of one image (beats) {need} exceeds the engine's "
+                              f"CAP_FRAME_BEATS = {self.frame_beats}{ring}")
         if step.skip is not None and not self.residual:
             raise ConfigError(f"{where}: it adds {step.skip!r}'s output (a residual add), and the engine was "
                               f"generated without residual adds (CAP_FEATURES.RESIDUAL = 0)")

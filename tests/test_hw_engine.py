@@ -453,6 +453,7 @@ RING = {
     "two_windows": (8, [[8, 72, 2, 18, 4], [8, 8, 2, 2, 4]], dict(window_generators=2, lanes=16)),
     "four_windows": (8, [[8, 72, 2, 18, 4]], dict(window_generators=4, lanes=32, frame=128, images=6)),
     "packed_c3": (3, [[9, 27, 1, 3, 3], [8, 9, 8, 9, 1]], dict(packed=True)),
+    "image_larger_than_frame": (8, [[8, 72, 2, 18, 4], [8, 8, 2, 2, 4]], dict(hw=(16, 16), images=2)),
     "stream32_stride2": (8, [[8, 72, 2, 18, 4]], dict(stream_bits=32, stride=(2, 2), hw=(12, 12), frame=512,
                                                       images=3)),
 }
@@ -505,6 +506,11 @@ def test_ring_is_refused_where_it_would_hold_reads_back():
             desc.register_words(4)
     env = EngineEnvelope.for_layers("t", [pooled], multipliers=8, stream_bits=64, frame_beats=96)
     assert not env.ring and not env.describe(EngineStep(pooled, (8, 8, 8), relu=False)).ring_fits(4)
+    # an image larger than the buffer: streamed where the ring fits it (above), else refused in one line
+    env = EngineEnvelope.for_layers("t", [pooled], multipliers=8, stream_bits=64, frame_beats=64)
+    with pytest.raises(ConfigError, match=r"one image \(beats\) 256 exceeds the engine's CAP_FRAME_BEATS = 64 "
+                                          r"\(a ring, but its windows span more than it holds\)$"):
+        env.describe(EngineStep(pooled, (8, 16, 16), relu=False, pool=(4, 4)))
 
 
 def test_ring_pass_is_at_most_one_dma_transfer_each_way():

@@ -60,7 +60,7 @@ def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
                           "frame-buffer copy); default: the network's engine setting, else 1."),
         click.option("--frame-kib", type=click.IntRange(1, MAX_FRAME_KIB), default=None, metavar="KIB",
                      help="Frame buffer size in KiB: a pass takes as many images as it holds (or, where its windows "
-                          "allow, streams the whole batch through it as a ring), so a larger one means fewer "
-                          "passes; default: the network's engine setting, else the largest layer "
+                          "allow, streams the whole batch, or an image larger than it, through it as a ring), so "
+                          "a larger one means fewer passes; default: the network's engine setting, else the largest layer "
                           f"input of one image (at least {DEFAULT_FRAME_KIB} KiB)."),
     )(command)
