@@ -130,6 +130,12 @@ class EngineDriver:
         if ver["MAJOR"] != regmap.VERSION[0]:
             raise LiteflyError(f"bitstream interface version {ver['MAJOR']}.{ver['MINOR']} is not supported by "
                                f"this litefly (needs {regmap.VERSION[0]}.x): rebuild the bitstream")
+        if ver["MINOR"] != regmap.VERSION[1]:
+            older = ver["MINOR"] < regmap.VERSION[1]
+            raise LiteflyError(f"bitstream interface version {ver['MAJOR']}.{ver['MINOR']} is "
+                               f"{'older' if older else 'newer'} than this litefly's "
+                               f"{regmap.VERSION[0]}.{regmap.VERSION[1]}: "
+                               f"{'rebuild the bitstream' if older else 'install the litefly it was built with'}")
         if ident["CONFIG_HASH"] != env.hash32:
             raise LiteflyError(f"bitstream engine hash 0x{ident['CONFIG_HASH']:08x} does not match engine "
                                f"{env.name!r} (0x{env.hash32:08x}): load the bitstream built for this network")

@@ -32,8 +32,10 @@ ID_MAGIC = 0x4C464C59          # "LFLY"
 # (major, minor): 2 = network engine (run-time layer descriptors); 3 = packed input
 # (LAYER.PACKED) and the frame loaded under the windows (a 2.x engine would misread packed input);
 # 3.1 adds sparse factors (F<i>_SPARSE, INDEX_BEATS, CAP_INDEX_BEATS) and residual adds
-# (LAYER.RESIDUAL, SKIP, SKIP_BEATS)
-VERSION = (3, 1)
+# (LAYER.RESIDUAL, SKIP, SKIP_BEATS); 3.2 runs the frame buffer as a ring (a 3.1 engine would let
+# a pass larger than its frame buffer overwrite beats its windows have not read). The envelope
+# hash covers the version: a bitstream of another version is another engine.
+VERSION = (3, 2)
 FACTOR_BASE = 0x100
 FACTOR_STRIDE = 0x20           # F<i>_RS, F<i>_TG, F<i>_SHIFT, F<i>_SPARSE, F<i>_STRIDES
 
