@@ -16,11 +16,11 @@ __all__ = ["REPLICA_LANES", "replicated"]
 REPLICA_LANES = 8          # lanes per copy of a replicated control register
 
 
-def replicated(m: Module, name: str, shape: ShapeLike, next_value: ValueLike, lanes: int,
-               reset_less: bool = True) -> list[Signal]:
-    """``ceil(lanes / REPLICA_LANES)`` registers loaded with ``next_value`` every cycle; lane ``l``
-    reads copy ``l // REPLICA_LANES``."""
-    copies = [Signal(shape, name=f"{name}_r{k}", reset_less=reset_less, attrs={"keep": 1})
-              for k in range(-(-lanes // REPLICA_LANES))]
+def replicated(m: Module, name: str, shape: ShapeLike, next_value: ValueLike, lanes: int = 0,
+               reset_less: bool = True, copies: int | None = None) -> list[Signal]:
+    """``copies`` registers (default ``ceil(lanes / REPLICA_LANES)``: lane ``l`` reads copy
+    ``l // REPLICA_LANES``) loaded with ``next_value`` every cycle."""
+    n = copies if copies is not None else -(-lanes // REPLICA_LANES)
+    copies = [Signal(shape, name=f"{name}_r{k}", reset_less=reset_less, attrs={"keep": 1}) for k in range(n)]
     m.d.sync += [c.eq(next_value) for c in copies]
     return copies

@@ -7,8 +7,8 @@ OUT is ``E`` banks skewed by lane (``memories.skewed_bank``: channel ``c`` of la
 ``(l + c) mod E`` at address ``c``, slot ``l // E``): a row (one channel of every lane) is one word
 of each bank, its lanes rotated by ``c mod E`` within each group of ``E`` (the unloader reads ``E``
 channels of one lane per cycle, one from each bank). Pooling: the first phase of a batch writes,
-later phases write ``max(old, new)``. The old row is read at p5 and registered at p6, so the
-maximum starts from flip-flops, not from a block RAM's output (the read-compare-write loop was
+later phases write ``max(old, new)`` (that choice registered once per bank). The old row is read
+at p5 and registered at p6, so the maximum starts from flip-flops, not from a block RAM's output (the read-compare-write loop was
 the fmax proxy's critical path), and is written at p7. The read port is not transparent: a row's
 write lands two cycles after its read, and the same OUT row is read again only by the next
 phase, whose windows take at least ``WINDOW_SETUP + 1`` cycles to form, so every read comes after
@@ -115,8 +115,10 @@ class OutputStage(wiring.Component):
         work_addr6 = Signal(range(2 * WD), name="work_addr6", reset_less=True)
         m.d.sync += [out_addr6.eq(out_addr5), out_addr7.eq(out_addr6),
                      work_addr6.eq(p5.wr + Mux(p5.work_half, WD, 0))]
-        keep_max = Signal(name="keep_max7")
-        m.d.comb += keep_max.eq(self.pool_en & ~p7.first_phase if self._fault != "pool" else 0)
+        # pooling's "keep the maximum" at p7 (a later phase), registered from p6 one copy per bank:
+        # it steers every element of the row
+        keep_max = replicated(m, "keep_max7", 1, self.pool_en & ~p6.first_phase if self._fault != "pool" else 0,
+                              copies=E)
         write7 = Signal(name="out_write7")
         m.d.comb += write7.eq(p7.valid & p7.fi_last)
         for b in range(E):
@@ -127,7 +129,7 @@ class OutputStage(wiring.Component):
                 q7 = Signal(signed(A), name=f"q7_{b}_{s}", reset_less=True)
                 m.d.sync += q7.eq(qb[b][s])
                 o = old[s * A:(s + 1) * A].as_signed()
-                new.append(Mux(keep_max & (o > q7), o, q7))
+                new.append(Mux(keep_max[b] & (o > q7), o, q7))
             m.d.comb += [self.out_r[b].addr.eq(out_addr5), self.out_w[b].addr.eq(out_addr7),
                          self.out_w[b].data.eq(Cat(*new)), self.out_w[b].en.eq(write7)]
         m.d.comb += [self.work_w.addr.eq(work_addr6), self.work_w.data.eq(Cat(*(qb[l % E][l // E] for l in range(L)))),
