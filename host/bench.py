@@ -465,6 +465,7 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
     dma_out = sum(r["bytes_out"] for r in rows)
     dense_macs = sum(r["positions"] * r["dense_macs_per_position"] for r in rows)
     macs = sum(r["positions"] * r["macs_per_position"] for r in rows)
+    lane_u = lane_utilisation(macs, envelope.lanes, cycles)
     return {
         "network": network.name, "backend": backend, "board": board.name, "fclk[mhz]": f_mhz,
         "batch_size": batch, "input_size": list(size), "seed": seed,
@@ -488,8 +489,8 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
         "total": {
             "cycles": cycles, "dense_cycles": dcycles, "mac_cycles": sum(r["mac_cycles"] for r in rows),
             "mac_utilisation": sum(r["mac_cycles"] for r in rows) / cycles if cycles else None,
-            "lane_utilisation": lane_utilisation(macs, envelope.lanes, cycles),
-            "macs_per_dsp_cycle": lane_utilisation(macs, envelope.lanes, cycles) * envelope.macs_per_dsp,
+            "lane_utilisation": lane_u,
+            "macs_per_dsp_cycle": lane_u * envelope.macs_per_dsp if lane_u is not None else None,
             "bounds": network_bounds(macs, envelope.lanes, f_hz, sum(r["dma_time[s]"] for r in rows), e2e),
             "runtime[s]": runtime, "dense_runtime[s]": druntime,
             "throughput[images/s]": batch / runtime if runtime else None,
