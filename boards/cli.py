@@ -32,13 +32,14 @@ _INPUT_SIZE = click.option("--input-size", type=(click.IntRange(1, 4096), click.
 def network_envelope(network: NetworkConfig, input_size: tuple[int, int] | None = None,
                      multipliers: int | None = None, macs_per_dsp: int | None = None,
                      stream_bits: int | None = None, window_generators: int | None = None,
-                     frame_kib: int | None = None, board: str | None = None) -> EngineEnvelope:
+                     frame_kib: int | None = None, board: str | None = None,
+                     row_pairs: bool | None = None) -> EngineEnvelope:
     """The envelope of ``network`` at ``input_size`` on ``board`` (its default envelope where the
     network and the options are silent; another multiplier budget, packing, stream width,
     window-generator count or frame buffer size is another engine and hash)."""
     return EngineEnvelope.for_network(network, input_size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
                                       stream_bits=stream_bits, window_generators=window_generators,
-                                      frame_kib=frame_kib, board=board)
+                                      frame_kib=frame_kib, board=board, row_pairs=row_pairs)
 
 
 def _describe(env: EngineEnvelope, network: NetworkConfig) -> str:
@@ -143,7 +144,7 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, eng
         fmax.proxy_device(), fmax.nextpnr_command()
         proxy_env = network_envelope(network, input_size, proxy_lanes or min(fmax.DEFAULT_LANES, env.lanes),
                                      env.macs_per_dsp, env.stream_bits, env.window_generators, engine["frame_kib"],
-                                     board.name)
+                                     board.name, env.row_pairs)
     with status(f"yosys synth_xilinx -family {board.family} on engine {env.name}"):  # lines when piped
         report = estimate(env, board, use_cache=not no_cache, memory_plan=memory_plan)
     report.layers = [lay.name for lay in network.layers]
@@ -156,7 +157,8 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, eng
     if report.all_muls_on_dsp:
         dsps = int(report.used["dsp"])
         console.print(f"multipliers: all {len(report.muls)} $mul cells mapped to DSP slices "
-                      f"({dsps} DSPs, {report.lanes} lanes: {report.lanes / max(1, dsps):.2f} MACs per DSP per cycle)")
+                      f"({dsps} DSPs, {report.lanes} lanes{', two rows each' if env.row_pairs else ''}: "
+                      f"{report.macs_per_cycle / max(1, dsps):.2f} MACs per DSP per cycle)")
     else:
         console.print(f"[red]multipliers not on DSPs[/]: {len(report.muls)} $mul cells, "
                       f"{int(report.used['dsp'])} DSPs; candidates: {', '.join(report.unmapped_muls) or '(names lost)'}")

@@ -90,6 +90,11 @@ class SynthReport:
         return verdict(self.used, self.capacity)
 
     @property
+    def macs_per_cycle(self) -> int | None:
+        """The engine's MAC slots a cycle: a lane's, two with row pairs."""
+        return None if self.lanes is None else self.lanes * (2 if self.envelope.get("row_pairs") else 1)
+
+    @property
     def all_muls_on_dsp(self) -> bool:
         return self.used["dsp"] >= len(self.muls)
 
@@ -99,7 +104,7 @@ class SynthReport:
         d["ceilings"] = CEILINGS
         d["verdict"] = self.verdict
         d["dsp_check"] = {"muls": len(self.muls), "dsps": int(self.used["dsp"]), "lanes": self.lanes,
-                          "macs_per_dsp_per_cycle": (self.lanes / self.used["dsp"]) if self.used["dsp"] else None,
+                          "macs_per_dsp_per_cycle": (self.macs_per_cycle / self.used["dsp"]) if self.used["dsp"] else None,
                           "all_on_dsp": self.all_muls_on_dsp, "unmapped": self.unmapped_muls}
         return d
 

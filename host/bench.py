@@ -66,22 +66,24 @@ def roofline(desc: LayerDescriptor, images: int, clock_hz: float, dma_bytes_per_
     dma = dma_bytes_per_s / max(in_b, out_b)
     return {"compute_bound_positions_per_s": compute, "dma_bound_positions_per_s": dma,
             "bound": "compute" if compute <= dma else "DMA", "attainable_positions_per_s": min(compute, dma),
-            "peak_macs_per_s": env.lanes * clock_hz,
+            "peak_macs_per_s": env.macs_per_cycle * clock_hz,
             "macs_per_dma_byte": step.layer.macs_per_column / max(in_b, out_b),
             "bytes_in_per_position": in_b, "bytes_out_per_position": out_b}
 
 
-def lane_utilisation(macs: int, lanes: int, cycles: int) -> float | None:
-    """The share of the lanes' MAC slots that did a DeBut MAC: ``macs / (lanes x cycles)``. Below
-    the issue share (``mac_cycles / cycles``) by the idle lanes of partial batches."""
-    return macs / (lanes * cycles) if cycles else None
+def lane_utilisation(macs: int, slots: int, cycles: int) -> float | None:
+    """The share of the lanes' MAC slots that did a DeBut MAC: ``macs / (slots x cycles)``, ``slots``
+    the engine's MACs a cycle (``EngineEnvelope.macs_per_cycle``: a lane's, two with row pairs).
+    Below the issue share (``mac_cycles / cycles``) by the idle lanes of partial batches (and with
+    row pairs by the unpaired factors' idle second row)."""
+    return macs / (slots * cycles) if cycles else None
 
 
-def network_bounds(macs: int, lanes: int, clock_hz: float, dma_s: float, e2e_s: float) -> dict[str, Any]:
-    """A run's roofline bounds (a model): compute, the network's DeBut MACs on every lane at the
-    clock; DMA, per layer the busier direction's bytes at the board's one-way rate, summed; which
+def network_bounds(macs: int, slots: int, clock_hz: float, dma_s: float, e2e_s: float) -> dict[str, Any]:
+    """A run's roofline bounds (a model): compute, the network's DeBut MACs on every MAC slot
+    (``slots`` a cycle: :func:`lane_utilisation`) at the clock; DMA, per layer the busier direction's bytes at the board's one-way rate, summed; which
     binds, and end to end over the larger."""
-    compute = macs / (lanes * clock_hz)
+    compute = macs / (slots * clock_hz)
     bound = max(compute, dma_s)
     return {"compute[s]": compute, "dma[s]": dma_s, "binds": "compute" if compute >= dma_s else "DMA",
             "end_to_end_vs_bound": e2e_s / bound if bound else None}
@@ -237,12 +239,12 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
               seed: int = 0, params_dir: str | Path | None = None, dense: bool = True, repeats: int = 3,
               progress: Callable[[str], None] | None = None, multipliers: int | None = None,
               macs_per_dsp: int | None = None, stream_bits: int | None = None,
-              window_generators: int | None = None, frame_kib: int | None = None,
+              window_generators: int | None = None, frame_kib: int | None = None, row_pairs: bool | None = None,
               **backend_opts: Any) -> dict[str, Any]:
     """Run the bench and return the report dict (``docs/host.md``). ``multipliers``,
-    ``macs_per_dsp``, ``stream_bits``, ``window_generators`` and ``frame_kib`` override the
+    ``macs_per_dsp``, ``stream_bits``, ``window_generators``, ``frame_kib`` and ``row_pairs`` override the
     network's engine settings (another engine); the dense baseline runs on an engine of the same
-    lanes, packing, stream width, window generators and frame buffer size. The engine is
+    lanes, packing (row pairs included), stream width, window generators and frame buffer size. The engine is
     ``board_name``'s (default: pynq-z2, or on ``pynq`` the board it runs on): its clock, and its
     default envelope where the network and these arguments are silent."""
     from litefly.boards.boards import get_board
@@ -274,7 +276,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
     params, fweights, fbiases = _params(network, steps, calib, rng, params_dir)
     envelope = EngineEnvelope.for_network(network, size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
                                           stream_bits=stream_bits, window_generators=window_generators,
-                                          frame_kib=frame_kib, board=board.name)
+                                          frame_kib=frame_kib, board=board.name, row_pairs=row_pairs)
     opts = dict(backend_opts)
     if backend == "sim":
         repeats = 1
@@ -315,7 +317,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
     denv = EngineEnvelope.for_network(dnet, size, multipliers=envelope.multipliers,
                                       macs_per_dsp=envelope.macs_per_dsp, stream_bits=envelope.stream_bits,
                                       window_generators=envelope.window_generators,
-                                      frame_kib=frame_kib, board=board.name)
+                                      frame_kib=frame_kib, board=board.name, row_pairs=envelope.row_pairs)
     if dense:
         say(f"dense network on engine {denv.name!r} ({backend})")
         dparams = quantize_network(dsteps, dense_w, calib, {ds.name: fbiases[s.name] for s, ds in zip(steps, dsteps)})
@@ -419,7 +421,8 @@ def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDesc
         "cycles": cycles, "model_cycles": int(st.get("model_cycles", 0)), "mac_cycles": int(st["mac_cycles"]),
         "cycles_source": src_engine, "counters": st.get("counters", {}),
         "mac_utilisation": st["mac_cycles"] / cycles if cycles else None,
-        "lane_utilisation": lane_utilisation(batch * ho * wo * lay.macs_per_column, desc.envelope.lanes, cycles),
+        "lane_utilisation": lane_utilisation(batch * ho * wo * lay.macs_per_column, desc.envelope.macs_per_cycle,
+                                             cycles),
         "dense_cycles": dcycles, "dense_cycles_source": dsrc,
         "runtime[s]": runtime, "dense_runtime[s]": druntime,
         "throughput[images/s]": batch / runtime if runtime else None,
@@ -465,12 +468,12 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
     dma_out = sum(r["bytes_out"] for r in rows)
     dense_macs = sum(r["positions"] * r["dense_macs_per_position"] for r in rows)
     macs = sum(r["positions"] * r["macs_per_position"] for r in rows)
-    lane_u = lane_utilisation(macs, envelope.lanes, cycles)
+    lane_u = lane_utilisation(macs, envelope.macs_per_cycle, cycles)
     return {
         "network": network.name, "backend": backend, "board": board.name, "fclk[mhz]": f_mhz,
         "batch_size": batch, "input_size": list(size), "seed": seed,
         "engine": {"name": envelope.name, "hash": f"0x{envelope.hash32:08x}", "lanes": envelope.lanes,
-                   "dsps": envelope.lanes // envelope.macs_per_dsp, "envelope": asdict(envelope),
+                   "dsps": envelope.dsps, "envelope": asdict(envelope), "row_pairs": envelope.row_pairs,
                    "stream_bits": envelope.stream_bits, "frame_beats": envelope.frame_beats,
                    "macs_per_dsp": envelope.macs_per_dsp, "window_generators": envelope.window_generators,
                    "layers_served": len(rows)},
@@ -491,7 +494,7 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
             "mac_utilisation": sum(r["mac_cycles"] for r in rows) / cycles if cycles else None,
             "lane_utilisation": lane_u,
             "macs_per_dsp_cycle": lane_u * envelope.macs_per_dsp if lane_u is not None else None,
-            "bounds": network_bounds(macs, envelope.lanes, f_hz, sum(r["dma_time[s]"] for r in rows), e2e),
+            "bounds": network_bounds(macs, envelope.macs_per_cycle, f_hz, sum(r["dma_time[s]"] for r in rows), e2e),
             "runtime[s]": runtime, "dense_runtime[s]": druntime,
             "throughput[images/s]": batch / runtime if runtime else None,
             "DRAM_in_bandwidth[MB/s]": dma_in / runtime / 1e6 if runtime else None,
@@ -546,7 +549,7 @@ def render_table(report: dict[str, Any]):
     from rich.table import Table
     eng = report["engine"]
     words = envelope_words(eng["lanes"], eng["stream_bits"], eng.get("macs_per_dsp", 1),
-                           eng.get("window_generators", 1), eng.get("frame_beats"))
+                           eng.get("window_generators", 1), eng.get("frame_beats"), eng.get("row_pairs", False))
     t = Table(title=f"litefly bench: {report['network']} on one engine ({eng['name']} "
                     f"{eng['hash']}, {words}), {report['backend']} backend, "
                     f"batch {report['batch_size']}, input {report['input_size'][0]}x{report['input_size'][1]}")
@@ -585,8 +588,8 @@ def render_table(report: dict[str, Any]):
               _fmt(tot["speedup_vs_cpu_torch"], ".2f"), _fmt(tot["speedup_vs_cpu_torch_end_to_end"], ".2f"),
               style="bold")
     st = tot["host_stage[s]"]
-    t.caption = (f"MAC util: issue cycles / cycles; lane util: DeBut MACs / (lanes x cycles), below it by the "
-                 f"idle lanes of partial batches; engine: {report['sources']['engine']}; host: {report['sources']['host']} ("
+    t.caption = (f"MAC util: issue cycles / cycles; lane util: DeBut MACs / (MAC slots x cycles), a slot a lane "
+                 f"(two with row pairs), below it by the idle lanes of partial batches; engine: {report['sources']['engine']}; host: {report['sources']['host']} ("
                  + fmt_stages(st)
                  + f"; host/engine {_fmt(tot['host_vs_engine'], '.3f')}, engine wait {tot['engine_wait[s]'] * 1e3:.1f} ms "
                  f"apart); e2e = engine + host; CPU: {report['sources']['cpu']}; bounds: {report['sources']['bounds']}")
@@ -657,7 +660,7 @@ def bound_lines(report: Mapping[str, Any]) -> list[str]:
         return []
     dsps, mpd = eng.get("dsps", eng["lanes"]), eng.get("macs_per_dsp", 1)
     return [f"bound ({report['board']}, model): compute {b['compute[s]'] * 1e3:.2f} ms ({tot['macs'] / 1e6:.1f} M "
-            f"DeBut MACs on {eng['lanes']} lanes = {dsps} DSPs x {mpd} at {report['fclk[mhz]']:g} MHz), DMA "
+            f"DeBut MACs on {eng['lanes']} lanes{' x 2 rows' if eng.get('row_pairs') else ''} = {dsps} DSPs x {mpd} at {report['fclk[mhz]']:g} MHz), DMA "
             f"{b['dma[s]'] * 1e3:.2f} ms: {b['binds']} binds; end to end {tot['end_to_end[s]'] * 1e3:.2f} ms = "
             f"{_fmt(b['end_to_end_vs_bound'], '.2f')}x the bound; lane utilisation {_pct(tot['lane_utilisation'])} "
             f"= {tot['macs_per_dsp_cycle']:.2f} MACs per DSP per cycle (of {mpd})"]

@@ -108,7 +108,7 @@ def info(config: Path | None, board_names: tuple[str, ...], input_size: tuple[in
         table.add_column("memories (estimate)")
     for name in board_names or sorted(BOARDS):
         b = get_board(name)
-        default = ", ".join(f"{k} {v}" for k, v in b.engine.items())
+        default = ", ".join(f"{k} {str(v).lower() if isinstance(v, bool) else v}" for k, v in b.engine.items())
         row = [b.name, b.part, f"{b.clock_mhz:g} ({b.max_clock_mhz:g})", f"{b.dsp:,} / {b.bram36} / {b.uram} / {b.lut:,}",
                b.pynq_versions, default]
         if network is not None:

@@ -24,7 +24,7 @@ import numpy as np
 from litefly.errors import ConfigError, LiteflyError
 from litefly.fixed import add_skip, factor_forward, factor_input, requantize
 from litefly.hw import regmap
-from litefly.hw.cycles import words_pass_cycles
+from litefly.hw.cycles import chain_issue, words_pass_cycles
 from litefly.hw.spec import DMA_LENGTH_BITS, DMA_MAX_BYTES, EngineEnvelope, ceil_div, factors_from_words, pass_constants
 from litefly.hw.wireformat import pack_tensor, unpack_index, unpack_layer_params, unpack_tensor
 
@@ -249,7 +249,8 @@ class GoldenTransport:
         else:
             x = unpack_tensor(np.frombuffer(frame, np.uint8), (images, c, h, w), e).transpose(0, 2, 3, 1)
         weights, bias = unpack_layer_params(params, [f.params for f in chain], words["WEIGHT_BEATS"],
-                                            p if lay["BIAS"] else 0, env.weight_bits, env.stream_bits, ibeats)
+                                            p if lay["BIAS"] else 0, env.weight_bits, env.stream_bits, ibeats,
+                                            chain, env.row_pairs)
         shifts = [regmap.unpack(regmap.factor_reg(i, "SHIFT"), words[f"F{i}_SHIFT"])["SHIFT"]
                   for i in range(len(chain))]
         n_idx, y_idx, x_idx = np.meshgrid(np.arange(images), np.arange(hp), np.arange(wp), indexing="ij")
@@ -283,10 +284,11 @@ class GoldenTransport:
             if lay["RELU"]:
                 best = np.maximum(best, 0)
         out = best.reshape(images, hp, wp, p).transpose(0, 3, 1, 2)
-        macs = sum(f.params for f in chain)
+        pairs = chain_issue(chain, env.row_pairs)
+        macs = pairs.issue
         positions = images * hp * wp
         cycles = words_pass_cycles(dict(words, IMAGES=images), env.lanes, e, macs, len(chain), p,
-                                   env.window_generators)
+                                   env.window_generators, pairs)
         issue = ceil_div(positions, env.lanes) * (pk * pk if lay["POOL"] else 1) * macs
         self._counters["CYCLES"] += cycles
         self._counters["BUSY_CYCLES"] += issue

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -29,7 +30,7 @@ from litefly.config import LayerConfig
 from litefly.errors import LiteflyError, ToolError
 from litefly.fixed import QuantizedLayer
 from litefly.hw import regmap
-from litefly.hw.cycles import words_pass_cycles
+from litefly.hw.cycles import chain_issue, pairs_rows, words_pass_cycles
 from litefly.hw.spec import EngineEnvelope, ceil_div, factors_from_words
 from litefly.hw.wireformat import unpack_layer_params
 from litefly.network import EngineStep
@@ -52,11 +53,13 @@ def model_pass_cycles(words: Mapping[str, int], envelope: EngineEnvelope) -> int
         if not chain:
             return 0
         # a sparse factor's entries are not in the registers: all of the index beats bound them
-        macs = sum(f.params for f, sp in zip(chain, sparse) if not sp)
+        # (their registers read as r = s = 0: never row pairs)
+        pairs = chain_issue(chain, envelope.row_pairs)
+        macs = sum(f.params // (2 if pairs_rows(f, envelope.row_pairs) else 1) for f, sp in zip(chain, sparse) if not sp)
         macs += words.get("INDEX_BEATS", 0) * envelope.entries_per_beat
         p = regmap.unpack("OUT_C", words.get("OUT_C", 0))["P"]
         return words_pass_cycles(words, envelope.lanes, envelope.elems_per_beat, macs, n, p,
-                                 envelope.window_generators)
+                                 envelope.window_generators, replace(pairs, issue=macs))
     except (KeyError, ValueError, ZeroDivisionError):
         return 0
 
@@ -217,7 +220,8 @@ def program_params(program: Any) -> dict[str, QuantizedLayer]:
         lay = step.layer
         flat, bias = unpack_layer_params(np.asarray(packed, np.uint8), [f.params for f in lay.chain],
                                          desc.weight_beats, lay.chain_out if lay.format.bias else 0,
-                                         env.weight_bits, env.stream_bits, desc.index_beats)
+                                         env.weight_bits, env.stream_bits, desc.index_beats, lay.chain,
+                                         env.row_pairs)
         weights = [w.reshape(f.compact_shape) for w, f in zip(flat, lay.chain)]
         out[step.name] = QuantizedLayer(lay, weights, list(shifts), bias, skip_align=align)
     return out

@@ -40,7 +40,7 @@ def gen(config: Path, out_dir: Path, input_size: tuple[int, int] | None, engine:
         styles = plan_memories(envelope, get_board(board_name)).styles
     g = generate(envelope, out_dir, fault=fault, ram_styles=styles)
     env = g.envelope
-    click.echo(f"{g.verilog}: module {g.module} ({env.words}; {env.lanes // env.macs_per_dsp} multipliers), "
+    click.echo(f"{g.verilog}: module {g.module} ({env.words}; {env.dsps} multipliers), "
                f"{len(network.layers)} layer(s)")
     if styles:
         click.echo(f"memory plan for {board_name}: " + ", ".join(f"{n} {s}" for n, s in sorted(styles.items())))

@@ -14,13 +14,13 @@ per batch-phase, the earliest cycle its windows can be complete because of that.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from . import regmap
 
-__all__ = ["DRAIN_CYCLES", "OUT_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
+__all__ = ["ChainIssue", "chain_issue", "pairs_rows", "DRAIN_CYCLES", "OUT_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
            "lane_cycles", "pass_cycles", "words_pass_cycles"]
 
 DRAIN_CYCLES = 7           # issue-to-write latency: the bubble between dependent factors
@@ -35,6 +35,31 @@ SKIP_LAG = 4               # residual: from the skip's last beat on s_axis to DO
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def pairs_rows(factor: Any, row_pairs: bool) -> bool:
+    """Whether a row-pair engine (``EngineEnvelope.row_pairs``) issues ``factor`` two rows at a
+    time: a DeBut factor with ``r`` even (rows ``a`` and ``a + 1`` of a block read the same
+    column) and ``s >= 2`` (a pair's two rows leave the MAC array one a cycle, so a row may end
+    at most every other cycle). The sequencer derives the same flag from ``F<i>_RS``."""
+    return bool(row_pairs) and factor.kind == "debut" and factor.r % 2 == 0 and factor.s >= 2
+
+
+@dataclass(frozen=True)
+class ChainIssue:
+    """A chain's issue cycles per batch-phase (per column: a batch's lanes issue together) and the
+    row pairs' extra pipeline cycles."""
+
+    issue: int                 # issue cycles: ``p*s``, halved on paired factors
+    pair_drains: int = 0       # paired factors followed by another: one more drain cycle each
+    pair_tail: int = 0         # 1 if the last factor is paired: its last row is written a cycle later
+
+
+def chain_issue(chain: Sequence[Any], row_pairs: bool = False) -> ChainIssue:
+    """The :class:`ChainIssue` of ``chain`` on an engine with or without row pairs."""
+    paired = [pairs_rows(f, row_pairs) for f in chain]
+    return ChainIssue(sum(f.params // (2 if pr else 1) for f, pr in zip(chain, paired)),
+                      sum(paired[:-1]), int(bool(paired and paired[-1])))
 
 
 @dataclass(frozen=True)
@@ -173,19 +198,20 @@ def ring_batches(geom: PassGeometry, lanes: int) -> tuple[np.ndarray, np.ndarray
 
 
 def batch_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int,
-                 windows: int = 1) -> dict[str, int]:
+                 windows: int = 1, pair_drains: int = 0) -> dict[str, int]:
     """Per full batch of ``lanes`` positions and per phase: MAC issue cycles (with the bubbles
     between factors), window-generator cycles (one beat read per lane, kernel position and
     channel beat, plus set-up; ``windows`` generators share the lanes) and unload cycles (one
-    beat per lane and channel beat)."""
-    return {"mac": macs + DRAIN_CYCLES * (factors - 1) + 1,
+    beat per lane and channel beat). ``macs`` is the issue cycles per column
+    (:attr:`ChainIssue.issue`), ``pair_drains`` the paired factors' extra drain cycles."""
+    return {"mac": macs + DRAIN_CYCLES * (factors - 1) + pair_drains + 1,
             "window": _ceil_div(lanes, windows) * lane_cycles(window_reads, windows) + WINDOW_SETUP,
             "unload": lanes * out_cw}
 
 
 def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int, positions: int,
                 phases: int, load_beats: int = 0, ready: np.ndarray | None = None, skip_beats: int = 0,
-                windows: int = 1) -> int:
+                windows: int = 1, pair_drains: int = 0, pair_tail: int = 0) -> int:
     """The one cycle model of a pass (the RTL's CYCLES to within a few cycles per batch).
 
     Form the first batch-phase's windows; every further batch-phase's windows overlap the
@@ -197,14 +223,16 @@ def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: 
     their frame beats have arrived (``ready``, from :func:`frame_ready`), and no pass ends
     before its ``load_beats`` have. A residual pass's output beats wait for their ``skip_beats``,
     which follow the frame on the stream: no such pass ends before the frame and the skip have
-    arrived and the skip's last beat has been added (``SKIP_LAG``).
+    arrived and the skip's last beat has been added (``SKIP_LAG``). On a row-pair engine ``macs``
+    is the issue cycles (:func:`chain_issue`) and a paired factor's second row is written a cycle
+    after its first (``pair_drains``, ``pair_tail``).
 
     With ``windows`` generators, generator ``g`` forms lanes ``g, g + windows, ...``; they start
     every batch-phase together, so its windows take the first generator's lanes times
     :func:`lane_cycles`, and the first batch-phase ``windows - 1`` more cycles (generator ``g``
     first walks ``g`` positions on).
     """
-    b = batch_cycles(lanes, macs, factors, window_reads, out_cw, windows)
+    b = batch_cycles(lanes, macs, factors, window_reads, out_cw, windows, pair_drains)
     mac, w_full = b["mac"], b["window"]
     lt = lane_cycles(window_reads, windows)
     batches = _ceil_div(positions, lanes)
@@ -233,7 +261,7 @@ def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: 
             e = max(e, u_end[bt - 2])
         issue.append(e)
         if ph == phases - 1:
-            done = e + mac + DRAIN_CYCLES + OUT_LAG      # its last OUT row written
+            done = e + mac + DRAIN_CYCLES + OUT_LAG + pair_tail      # its last OUT row written
             us = done if bt == 0 else max(done, u_start[-1] + unload)
             u_start.append(us)
             u_end.append(us + (unload if bt < batches - 1 else last * out_cw))
@@ -242,10 +270,14 @@ def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: 
 
 
 def words_pass_cycles(words: Mapping[str, int], lanes: int, elems_per_beat: int, macs: int, factors: int,
-                      out_channels: int, windows: int = 1) -> int:
+                      out_channels: int, windows: int = 1, pairs: ChainIssue | None = None) -> int:
     """:func:`pass_cycles` of the pass the descriptor registers ``words`` describe (``windows``:
-    the engine's window generators)."""
+    the engine's window generators; ``pairs``: a row-pair engine's :func:`chain_issue`, whose
+    issue cycles replace ``macs``)."""
     g = PassGeometry.from_words(words, elems_per_beat)
     skip = words.get("SKIP_BEATS", 0) if regmap.unpack("LAYER", words.get("LAYER", 0))["RESIDUAL"] else 0
+    if pairs is not None:
+        macs = pairs.issue
     return pass_cycles(lanes, macs, factors, g.window_reads, _ceil_div(out_channels, elems_per_beat),
-                       g.positions, g.pool[0] ** 2, g.load_beats, frame_ready(g, lanes, windows), skip, windows)
+                       g.positions, g.pool[0] ** 2, g.load_beats, frame_ready(g, lanes, windows), skip, windows,
+                       pairs.pair_drains if pairs else 0, pairs.pair_tail if pairs else 0)

@@ -29,6 +29,7 @@ from __future__ import annotations
 from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from .fanout import REPLICA_LANES, replicated
 from .sequencer import ctl_layout
@@ -42,7 +43,10 @@ class MacArray(wiring.Component):
         self._env = envelope
         L, A = envelope.lanes, envelope.act_bits
         e = envelope.elems_per_beat
+        pairs = {"bias2_addr": Out(max(1, ceil_log2(envelope.bias_beats))),   # a row pair's second bias (T+1)
+                 "bias2_data": In(envelope.stream_bits)} if envelope.row_pairs else {}
         super().__init__({
+            **pairs,
             "ctl": In(ctl_layout(envelope)),                 # issue-cycle control
             "in_data": In(data.ArrayLayout(L * A, e)),       # IN banks' read data (T+1)
             "work_data": In(L * A),
@@ -90,7 +94,29 @@ class MacArray(wiring.Component):
         p2 = Signal(layout)
         prods = [Signal(signed(A + W), name=f"prod{l}", reset_less=True) for l in range(L)]
         m.d.sync += p2.eq(p1b)
-        if env.macs_per_dsp == 1:
+        # row pairs: the second row's number and bias (read at T+1 from wr + t, used at T+3)
+        if env.row_pairs:
+            LBP = env.biases_per_beat.bit_length() - 1
+            wr2_1 = Signal(17, name="wr2_1")
+            wr2b, wr2c, wr2o = (Signal(16, name=n, reset_less=True) for n in ("wr2b", "wr2c", "wr2o"))
+            m.d.comb += [wr2_1.eq(p1.wr + p1.pstep), self.bias2_addr.eq(wr2_1[LBP:])]
+            m.d.sync += [wr2b.eq(wr2_1), wr2c.eq(wr2b)]
+            b2_sel = (self.bias2_data.word_select(wr2b[:LBP], 32) if LBP else self.bias2_data[:32])[:BB]
+        prods2 = [Signal(signed(A + W), name=f"prod{l}b", reset_less=True) for l in range(L)]
+        if env.row_pairs:
+            # one multiplier per lane, two rows: the weight operand w1 * 2^S + w0 (w1 = 0 on an unpaired
+            # factor) is the same for every lane, formed once and registered one copy per
+            # REPLICA_LANES lanes; the products split as in the lane-pair case, roles swapped
+            S = A + W
+            w_hi = Mux(p1.pair, self.weight_data.word_select(p1.wsub | 1, W).as_signed(), 0)
+            wp = replicated(m, "wpair", signed(W + S + 1), (w_hi << S) + w_sel.as_signed(), L)
+            x = Signal(L * A, reset_less=True)
+            m.d.sync += x.eq(x_sel)
+            for l in range(L):
+                packed = Signal(signed(A + S + W + 1), name=f"rpair{l}", reset_less=True)
+                m.d.sync += packed.eq(wp[l // REPLICA_LANES] * x[l * A:(l + 1) * A].as_signed())
+                m.d.comb += [prods[l].eq(packed[:S].as_signed()), prods2[l].eq((packed >> S) + packed[S - 1])]
+        elif env.macs_per_dsp == 1:
             x = Signal(L * A, reset_less=True)
             m.d.sync += x.eq(x_sel)
             lane = [x[l * A:(l + 1) * A].as_signed() for l in range(L)]
@@ -117,10 +143,31 @@ class MacArray(wiring.Component):
         # the bias starts the last factor's rows (one adder per lane: the sum is the same), registered
         # beside p2, one copy per REPLICA_LANES lanes
         start = replicated(m, "start2", signed(BB), Mux(p1b.fi_last & self.bias_en, bias1, 0), L)
+        rows = [(accs, prods, start)]
+        if env.row_pairs:
+            accs2 = [Signal(signed(ACC), name=f"acc{l}b", reset_less=True) for l in range(L)]
+            rows.append((accs2, prods2, replicated(m, "start2b", signed(BB), Mux(p1b.fi_last & self.bias_en, b2_sel, 0), L)))
+        for acc, prod, st in rows:
+            for l in range(L):
+                total = Signal(signed(ACC), name=f"{acc[l].name}_sum")
+                m.d.comb += total.eq(Mux(first2[l // REPLICA_LANES], st[l // REPLICA_LANES], acc[l]) + prod[l])
+                with m.If(valid2[l // REPLICA_LANES]):
+                    m.d.sync += acc[l].eq(total)
+        if not env.row_pairs:
+            m.d.comb += [self.res[l].eq(accs[l]) for l in range(L)]
+            return m
+        # a pair's rows leave one a cycle: the first from its accumulators, the second a cycle later
+        # from a copy of the second accumulators (taken every cycle: the pair's next row may start
+        # in them meanwhile); the second row carries its number and the batch's end
+        pend, end2 = Signal(name="pair_pending"), Signal(name="pair_batch_end", reset_less=True)
+        m.d.sync += [pend.eq(p2.valid & p2.last & p2.pair), end2.eq(p2.batch_end), wr2o.eq(wr2c)]
+        with m.If(p2.pair):
+            m.d.sync += self.ctl_out.batch_end.eq(0)
+        with m.If(pend):
+            m.d.sync += [self.ctl_out.eq(self.ctl_out), self.ctl_out.wr.eq(wr2o), self.ctl_out.batch_end.eq(end2)]
+        second = replicated(m, "second", 1, pend, L)
         for l in range(L):
-            total = Signal(signed(ACC), name=f"sum{l}")
-            m.d.comb += total.eq(Mux(first2[l // REPLICA_LANES], start[l // REPLICA_LANES], accs[l]) + prods[l])
-            with m.If(valid2[l // REPLICA_LANES]):
-                m.d.sync += accs[l].eq(total)
-            m.d.comb += self.res[l].eq(accs[l])
+            hold = Signal(signed(ACC), name=f"hold{l}", reset_less=True)
+            m.d.sync += hold.eq(accs2[l])
+            m.d.comb += self.res[l].eq(Mux(second[l // REPLICA_LANES], hold, accs[l]))
         return m

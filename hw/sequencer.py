@@ -50,6 +50,8 @@ def ctl_layout(envelope: EngineEnvelope) -> data.StructLayout:
         "batch_end": 1,        # last issue of the batch's last phase
         "lanes": unsigned(ceil_log2(envelope.lanes + 1)),
         "last_batch": 1,
+        **({"pair": 1,         # a row pair: rows wr and wr + pstep
+            "pstep": 16} if envelope.row_pairs else {}),
     })
 
 
@@ -101,7 +103,18 @@ class Sequencer(wiring.Component):
             # the third-to-last index of each loop and whether the loop has one or two indices,
             # registered here: the walk keeps "at the last index" and "at the second-to-last" flags
             # instead of comparing its counters with the limits in the issue cycle
-            for k, v in (("r", f.RS.R), ("s", f.RS.S), ("t", f.TG.T), ("g", f.TG.G)):
+            # row pairs (cycles.pairs_rows): a DeBut factor with r even and s >= 2 walks r/2 row pairs,
+            # each 2t rows on from the one before
+            row["pair"] = Signal(name=f"f{i}_pair")
+            row["at"] = Signal(16, name=f"f{i}_at", reset_less=True)
+            pair = 0
+            if env.row_pairs:
+                pair = (f.RS.R[0] == 0) & (f.RS.R != 0) & (f.RS.S >= 2)
+                if env.index_beats:
+                    pair = pair & (f.SPARSE.ROWS == 0)
+            with m.If(self.start):
+                m.d.sync += [row["pair"].eq(pair), row["at"].eq(Mux(pair, f.TG.T << 1, f.TG.T))]
+            for k, v in (("r", Mux(pair, f.RS.R >> 1, f.RS.R)), ("s", f.RS.S), ("t", f.TG.T), ("g", f.TG.G)):
                 row[k + "3"] = Signal(16, name=f"f{i}_{k}3", reset_less=True)
                 row[k + "z"] = Signal(name=f"f{i}_{k}z")
                 row[k + "w"] = Signal(name=f"f{i}_{k}w")
@@ -131,9 +144,9 @@ class Sequencer(wiring.Component):
                         m.d.sync += [in_last.eq(i), in_lastz.eq(0)]
 
         cur = {k: Signal(16, name=f"cur_{k}", reset_less=True)
-               for k in ("t", "st", "rt", "split", "r3", "s3", "t3", "g3", "rows2")}
+               for k in ("t", "at", "st", "rt", "split", "r3", "s3", "t3", "g3", "rows2")}
         cur.update({k: Signal(name=f"cur_{k}") for k in ("rz", "sz", "tz", "gz", "rw", "sw", "tw", "gw", "sparse",
-                                                           "rowsz", "splitz")})
+                                                           "rowsz", "splitz", "pair")})
         cur_shift = Signal(8)
         load_limits = Signal()
         drain_first = Signal()           # the drain's first cycle (registered)
@@ -221,7 +234,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += [st["IDLE"].eq(0), st["RUN"].eq(1)]
         with m.If(st["RUN"]):
             m.d.comb += issue.eq(1)
-            m.d.sync += widx.eq(widx + 1)
+            m.d.sync += widx.eq(widx + 1 + cur["pair"])          # a row pair reads two weights
             if SP:
                 with m.If(sparse):
                     m.d.sync += sfirst.eq(row_end)
@@ -231,7 +244,7 @@ class Sequencer(wiring.Component):
                 m.d.sync += [b.eq(b + 1), rd_bt.eq(rd_bt + cur["t"]), b_l.eq(b_p), b_p.eq(b == cur["s3"]), b_f.eq(0)]
                 with m.If(b_l):
                     m.d.sync += [b.eq(0), rd_bt.eq(0), b_l.eq(cur["sz"]), b_p.eq(cur["sw"]), b_f.eq(1),
-                                 a.eq(a + 1), wr_at.eq(wr_at + cur["t"]), a_l.eq(a_p), a_p.eq(a == cur["r3"])]
+                                 a.eq(a + 1), wr_at.eq(wr_at + cur["at"]), a_l.eq(a_p), a_p.eq(a == cur["r3"])]
                     with m.If(a_l):
                         m.d.sync += [a.eq(0), wr_at.eq(0), a_l.eq(cur["rz"]), a_p.eq(cur["rw"]), u.eq(u + 1),
                                      u_l.eq(u_p), u_p.eq(u == cur["t3"])]
@@ -251,8 +264,9 @@ class Sequencer(wiring.Component):
                         m.d.sync += sq_out.eq(~sq_out)
                     m.d.sync += [st["RUN"].eq(0), st["IDLE"].eq(1)]
                 with m.Else():
-                    m.d.sync += [fi.eq(fi + 1), drain.eq(DRAIN_CYCLES - 1), fi0.eq(0), fsel.eq(fsel << 1),
-                                 drain_first.eq(1)]
+                    # a row pair's second row is written a cycle after its first: one more bubble
+                    m.d.sync += [fi.eq(fi + 1), drain.eq(DRAIN_CYCLES - 1 + cur["pair"]), fi0.eq(0),
+                                 fsel.eq(fsel << 1), drain_first.eq(1)]
                     m.d.sync += [st["RUN"].eq(0), st["DRAIN"].eq(1)]
         with m.If(st["DRAIN"]):
             # the next factor's limits load in the drain's first cycle, from the registered fi: the
@@ -261,6 +275,9 @@ class Sequencer(wiring.Component):
             with m.If(drain_first):
                 m.d.comb += load_limits.eq(1)
                 m.d.sync += [fi_last.eq(fi == nm1), fi_inl.eq(fi == in_last)]
+            with m.Elif(cur["pair"] & widx[0]):
+                # a paired factor's weights start at an even index (spec.weight_order): a pair is one read
+                m.d.sync += widx.eq(widx + 1)
             m.d.sync += drain.eq(drain - 1)
             with m.If(drain == 0):
                 m.d.sync += [st["DRAIN"].eq(0), st["RUN"].eq(1)]
@@ -281,6 +298,7 @@ class Sequencer(wiring.Component):
             ctl.shift.eq(cur_shift), ctl.first_phase.eq(meta.first_phase),
             ctl.batch_end.eq(issue & fac_end & fi_last & meta.last_phase),
             ctl.lanes.eq(meta.lanes), ctl.last_batch.eq(meta.last_batch),
+            *([ctl.pair.eq(cur["pair"]), ctl.pstep.eq(cur["t"])] if env.row_pairs else []),
             self.in_addr.eq(rd + Mux(sq_in, Q, 0)),
             self.work_addr.eq(rd_work + Mux((fi - 1)[0], WD, 0)),
             self.weight_addr.eq(widx[LEW:]),

@@ -30,10 +30,11 @@ from litefly.errors import ConfigError
 from litefly.network import EngineStep, network_input_shape, plan_network
 
 from . import regmap
-from .cycles import (DRAIN_CYCLES, LOAD_LAG, WINDOW_SETUP, PassGeometry, batch_cycles, frame_ready, pass_cycles,
-                     ring_batches)
+from .cycles import (DRAIN_CYCLES, LOAD_LAG, WINDOW_SETUP, ChainIssue, PassGeometry, batch_cycles, chain_issue,
+                     frame_ready, pairs_rows, pass_cycles, ring_batches)
 
-__all__ = ["EngineEnvelope", "LayerDescriptor", "envelope_words", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS",
+__all__ = ["EngineEnvelope", "LayerDescriptor", "envelope_words", "weight_order", "weight_slots",
+           "layer_weights_flat", "layer_weights_unflat", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS",
            "INDEX_ENTRY_BITS",
            "ROW_END_BIT", "index_entries", "pass_constants", "ceil_div",
            "DEFAULT_FRAME_KIB", "factors_from_words", "batch_cycles", "pass_cycles", "WINDOW_SETUP"]
@@ -50,11 +51,13 @@ DMA_MAX_BYTES = (1 << DMA_LENGTH_BITS) - 1      # one transfer: a pass's input o
 
 
 def envelope_words(lanes: int, stream_bits: int, macs_per_dsp: int = 1, window_generators: int = 1,
-                   frame_beats: int | None = None) -> str:
+                   frame_beats: int | None = None, row_pairs: bool = False) -> str:
     """An engine envelope's options in words, as the CLI and the reports print them
     (``128 lanes, two lanes per multiplier, 4 window generators, 128-bit stream, 64 KiB frame buffer``)."""
     words = [f"{lanes} lanes"]
-    if macs_per_dsp == 2:
+    if row_pairs:
+        words.append("two rows per multiplier")
+    elif macs_per_dsp == 2:
         words.append("two lanes per multiplier")
     if window_generators > 1:
         words.append(f"{window_generators} window generators")
@@ -88,6 +91,7 @@ class EngineEnvelope:
     index_beats: int = 0       # index memory depth (sparse factors); 0: DeBut factors only
     residual: bool = False     # residual adds (skip FIFO and the unloader's add)
     window_generators: int = 1  # window generators forming a batch's windows in parallel (1, 2 or 4)
+    row_pairs: bool = False    # with macs_per_dsp=2: a multiplier's two MACs are two rows of one lane
 
     def __post_init__(self) -> None:
         if self.stream_bits not in STREAM_WIDTHS:
@@ -112,6 +116,9 @@ class EngineEnvelope:
         if self.window_generators not in WINDOW_GENERATORS:
             raise ConfigError(f"engine: window_generators={self.window_generators!r} must be one of "
                               f"{', '.join(map(str, WINDOW_GENERATORS))}")
+        if self.row_pairs and (self.macs_per_dsp != 2 or self.weights_per_beat < 2):
+            raise ConfigError(f"engine: row_pairs packs a row pair's two weights into one multiplier: it needs "
+                              f"macs_per_dsp=2 (got {self.macs_per_dsp}) and two weights per beat")
         if self.macs_per_dsp == 2 and self.weight_bits > 8:
             raise ConfigError(f"engine: macs_per_dsp=2 packs two products of 8-bit operands into one "
                               f"multiplier; weight_bits={self.weight_bits} is wider")
@@ -124,7 +131,7 @@ class EngineEnvelope:
     def for_layers(cls, name: str, layers: Sequence[LayerConfig], multipliers: int | None = None,
                    stream_bits: int | None = None, frame_beats: int | None = None,
                    macs_per_dsp: int = 1, residual: bool = False,
-                   window_generators: int = 1) -> "EngineEnvelope":
+                   window_generators: int = 1, row_pairs: bool = False) -> "EngineEnvelope":
         """The smallest envelope serving ``layers`` (lanes from ``multipliers``, default the first layer's)."""
         if not layers:
             raise ConfigError(f"engine {name!r}: no layers to serve")
@@ -147,16 +154,17 @@ class EngineEnvelope:
             weight_bits=first.format.weight_bits, max_factors=max(len(l.chain) for l in layers),
             max_q=max(l.chain_in for l in layers), max_p=max(l.chain_out for l in layers),
             max_work=max([f.p for l in layers for f in l.chain[:-1]] or [1]),
-            weight_beats=max(ceil_div(l.params, wpb) for l in layers),
+            weight_beats=max(ceil_div(weight_slots(l.chain, row_pairs), wpb) for l in layers),
             frame_beats=frame_beats or DEFAULT_FRAME_KIB * 1024 // e, acc_bits=acc, macs_per_dsp=macs_per_dsp,
             index_beats=max(_index_beats(l.chain, sb) for l in layers), residual=bool(residual),
-            window_generators=window_generators)
+            window_generators=window_generators, row_pairs=bool(row_pairs))
 
     @classmethod
     def for_network(cls, network: NetworkConfig, input_size: tuple[int, int] | None = None,
                     multipliers: int | None = None, stream_bits: int | None = None,
                     frame_kib: int | None = None, macs_per_dsp: int | None = None,
-                    window_generators: int | None = None, board: str | None = None) -> "EngineEnvelope":
+                    window_generators: int | None = None, board: str | None = None,
+                    row_pairs: bool | None = None) -> "EngineEnvelope":
         """The envelope of ``network`` on ``board`` (a board name, or ``None``: no board).
 
         Key by key: the argument, else the network's ``engine:`` settings for that board
@@ -172,6 +180,11 @@ class EngineEnvelope:
         if (macs_per_dsp is None and eng.macs_per_dsp == 2 and layers[0].format.weight_bits > 8
                 and network.engine.for_board(board, board_default=False).macs_per_dsp is None):
             macs_per_dsp = 1
+            row_pairs = False if row_pairs is None else row_pairs
+        if row_pairs and macs_per_dsp is None:
+            macs_per_dsp = 2                  # a row pair is a multiplier's two MACs
+        if row_pairs is None:
+            row_pairs = bool(eng.row_pairs) and (macs_per_dsp or eng.macs_per_dsp or 1) == 2
         multipliers = multipliers or eng.multipliers
         stream_bits = stream_bits or eng.stream_bits
         frame_kib = frame_kib or eng.frame_kib
@@ -187,7 +200,7 @@ class EngineEnvelope:
                 frame = max([frame] + [_in_beats(s, e) for s in steps])
         residual = any(getattr(item, "op", None) == "add" for item in network.steps)
         return cls.for_layers(network.name, layers, multipliers, sb, frame, macs_per_dsp or eng.macs_per_dsp or 1,
-                              residual, window_generators or eng.window_generators or 1)
+                              residual, window_generators or eng.window_generators or 1, row_pairs)
 
     # -- widths and derived sizes -------------------------------------------------------------
     @property
@@ -223,6 +236,16 @@ class EngineEnvelope:
         return self.lanes
 
     @property
+    def dsps(self) -> int:
+        """Multipliers (DSP slices): one per lane with row pairs, else one per ``macs_per_dsp`` lanes."""
+        return self.lanes if self.row_pairs else self.lanes // self.macs_per_dsp
+
+    @property
+    def macs_per_cycle(self) -> int:
+        """The MAC slots of one cycle: a MAC per lane, two with row pairs."""
+        return self.lanes * (2 if self.row_pairs else 1)
+
+    @property
     def registers(self) -> list[regmap.Register]:
         return regmap.register_map(self.max_factors)
 
@@ -247,7 +270,8 @@ class EngineEnvelope:
             "CAP_INDEX_BEATS": self.index_beats,
             "CAP_FEATURES": regmap.pack("CAP_FEATURES", {"RESIDUAL": int(self.residual),
                                                          "MACS_PER_DSP": self.macs_per_dsp,
-                                                         "WINDOWS": self.window_generators}),
+                                                         "WINDOWS": self.window_generators,
+                                                         "ROW_PAIRS": int(self.row_pairs)}),
         }
 
     # -- identity ---------------------------------------------------------------------------------
@@ -264,6 +288,8 @@ class EngineEnvelope:
             d.pop("residual")
         if d["window_generators"] == 1:
             d.pop("window_generators")
+        if not d["row_pairs"]:
+            d.pop("row_pairs")
         d["interface_version"] = list(regmap.VERSION)
         return d
 
@@ -280,7 +306,7 @@ class EngineEnvelope:
     def words(self) -> str:
         """The envelope's options in words (:func:`envelope_words`)."""
         return envelope_words(self.lanes, self.stream_bits, self.macs_per_dsp, self.window_generators,
-                              self.frame_beats)
+                              self.frame_beats, self.row_pairs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -289,7 +315,7 @@ class EngineEnvelope:
     def from_dict(cls, data: Mapping[str, Any]) -> "EngineEnvelope":
         names = [f for f in cls.__dataclass_fields__]
         missing = [n for n in names if n not in data and n not in ("macs_per_dsp", "index_beats", "residual",
-                                                                           "window_generators")]
+                                                                           "window_generators", "row_pairs")]
         if missing:
             raise ConfigError(f"engine envelope: missing {', '.join(missing)}")
         return cls(**{n: data[n] for n in names if n in data})
@@ -331,7 +357,8 @@ class EngineEnvelope:
             ("chain output p_N", lay.chain_out, self.max_p, "MAX_P"),
             ("intermediate width", max([f.p for f in lay.chain[:-1]] or [0]), self.max_work, "CAP_WORK"),
             ("sparse index beats", _index_beats(lay.chain, self.stream_bits), self.index_beats, "CAP_INDEX_BEATS"),
-            ("weight beats", ceil_div(lay.params, self.weights_per_beat), self.weight_beats, "WEIGHT_BEATS"),
+            ("weight beats", ceil_div(weight_slots(lay.chain, self.row_pairs), self.weights_per_beat),
+             self.weight_beats, "WEIGHT_BEATS"),
             ("accumulator bits", max(fmt.acc_bits(f, i == len(lay.chain) - 1) for i, f in enumerate(lay.chain)),
              self.acc_bits, "ACC_BITS"),
         ]
@@ -390,6 +417,51 @@ def index_entries(chain: Sequence[AnyFactor]) -> np.ndarray:
             ends[f.indptr[1:] - 1] = 1
             parts.append(f.indices | (ends << ROW_END_BIT))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def weight_order(chain: Sequence[AnyFactor], row_pairs: bool = False) -> list[tuple[int, bool]]:
+    """Per factor: where its weights start in the weight memory (in weights) and whether they are
+    row pairs. Factors follow each other in chain order, each in its compact ``(g, t, r, s)``
+    order; on a row-pair engine a paired factor (:func:`~litefly.hw.cycles.pairs_rows`) is in
+    ``(g, t, r/2, s, 2)`` order (a pair's two weights for one column side by side, the pair's read
+    of one word) and starts at an even index (a zero weight pads the factor before it)."""
+    out, at = [], 0
+    for f in chain:
+        pr = pairs_rows(f, row_pairs)
+        at += at % 2 if pr else 0
+        out.append((at, pr))
+        at += f.params
+    return out
+
+
+def weight_slots(chain: Sequence[AnyFactor], row_pairs: bool = False) -> int:
+    """Weights a layer's weight memory holds, pads included (:func:`weight_order`)."""
+    order = weight_order(chain, row_pairs)
+    return order[-1][0] + chain[-1].params if order else 0
+
+
+def layer_weights_flat(chain: Sequence[AnyFactor], weights: Sequence[np.ndarray], row_pairs: bool = False) -> np.ndarray:
+    """A layer's weights (each factor's compact array) in weight-memory order (:func:`weight_order`)."""
+    flat = np.zeros(weight_slots(chain, row_pairs), dtype=np.int64)
+    for f, w, (at, pr) in zip(chain, weights, weight_order(chain, row_pairs)):
+        w = np.asarray(w, dtype=np.int64)
+        if pr:
+            g, t, r, s = f.compact_shape
+            w = w.reshape(g, t, r // 2, 2, s).transpose(0, 1, 2, 4, 3)
+        flat[at:at + f.params] = w.ravel()
+    return flat
+
+
+def layer_weights_unflat(chain: Sequence[AnyFactor], flat: np.ndarray, row_pairs: bool = False) -> list[np.ndarray]:
+    """Inverse of :func:`layer_weights_flat`: each factor's flat compact ``(g, t, r, s)`` weights."""
+    out = []
+    for f, (at, pr) in zip(chain, weight_order(chain, row_pairs)):
+        w = np.asarray(flat[at:at + f.params], dtype=np.int64)
+        if pr:
+            g, t, r, s = f.compact_shape
+            w = w.reshape(g, t, r // 2, s, 2).transpose(0, 1, 2, 4, 3)
+        out.append(w.ravel())
+    return out
 
 
 def _index_beats(chain: Sequence[AnyFactor], stream_bits: int) -> int:
@@ -494,7 +566,12 @@ class LayerDescriptor:
 
     @property
     def weight_beats(self) -> int:
-        return ceil_div(self.layer.params, self.envelope.weights_per_beat)
+        return ceil_div(weight_slots(self.layer.chain, self.envelope.row_pairs), self.envelope.weights_per_beat)
+
+    @property
+    def issue(self) -> ChainIssue:
+        """The chain's issue cycles per batch-phase (row pairs halve a paired factor's)."""
+        return chain_issue(self.layer.chain, self.envelope.row_pairs)
 
     @property
     def bias_beats(self) -> int:
@@ -567,7 +644,8 @@ class LayerDescriptor:
         """The quantities :func:`pass_cycles` needs, for a pass of ``images`` images."""
         kh, kw = self.step.kernel
         return {"lanes": self.envelope.lanes, "windows": self.envelope.window_generators,
-                "macs": self.layer.macs_per_column, "factors": len(self.layer.chain),
+                "macs": self.issue.issue, "factors": len(self.layer.chain),
+                "pair_drains": self.issue.pair_drains, "pair_tail": self.issue.pair_tail,
                 "window_reads": kh * kw * self.in_cw, "out_cw": self.out_cw,
                 "positions": images * self.out_positions_per_image, "phases": self.phases,
                 "load_beats": self.geometry(images).load_beats, "skip_beats": self.skip_beats(images)}
@@ -575,7 +653,8 @@ class LayerDescriptor:
     def batch_cycles(self) -> dict[str, int]:
         """Per batch (and phase): MAC issue, window and unload cycles."""
         return batch_cycles(**{k: v for k, v in self.model_inputs(1).items()
-                               if k in ("lanes", "windows", "macs", "factors", "window_reads", "out_cw")})
+                               if k in ("lanes", "windows", "macs", "factors", "window_reads", "out_cw",
+                                        "pair_drains")})
 
     def geometry(self, images: int) -> PassGeometry:
         st = self.step
@@ -588,9 +667,10 @@ class LayerDescriptor:
                                                                           self.envelope.window_generators))
 
     def mac_cycles(self, images: int) -> int:
-        """Issue cycles of a pass: the MAC count over the lanes (utilisation = this / CYCLES)."""
+        """Issue cycles of a pass: the MAC count over the lanes, halved on paired factors (utilisation
+        = this / CYCLES)."""
         batches = ceil_div(images * self.out_positions_per_image, self.envelope.lanes)
-        return batches * self.phases * self.layer.macs_per_column
+        return batches * self.phases * self.issue.issue
 
 
 def factors_from_words(words: Mapping[str, int], entries: np.ndarray | None = None) -> list[AnyFactor]:

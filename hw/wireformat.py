@@ -13,7 +13,7 @@ import numpy as np
 
 from litefly.errors import ShapeError
 
-from .spec import BIAS_CONTAINER_BITS, INDEX_ENTRY_BITS, index_entries
+from .spec import BIAS_CONTAINER_BITS, INDEX_ENTRY_BITS, index_entries, layer_weights_flat, layer_weights_unflat
 
 __all__ = ["pack_elements", "unpack_elements", "pack_tensor", "unpack_tensor", "tensor_bytes",
            "pack_layer_params", "unpack_layer_params", "unpack_index", "beats_to_bytes", "bytes_to_beats"]
@@ -107,11 +107,15 @@ def unpack_tensor(data: np.ndarray, shape: tuple[int, int, int, int], elems_per_
 
 
 def pack_layer_params(weights: list[np.ndarray], bias: np.ndarray | None, weight_bits: int,
-                      stream_bits: int, chain: Sequence[Any] = ()) -> np.ndarray:
-    """Parameter beats of one layer: compact weights, padded to a beat; then the sparse factors'
-    index entries (:func:`~litefly.hw.spec.index_entries` of ``chain``), padded; then 32-bit
-    biases, padded."""
-    flat = np.concatenate([np.asarray(w, dtype=np.int64).ravel() for w in weights])
+                      stream_bits: int, chain: Sequence[Any] = (), row_pairs: bool = False) -> np.ndarray:
+    """Parameter beats of one layer: compact weights (in weight-memory order,
+    :func:`~litefly.hw.spec.weight_order`, on a row-pair engine), padded to a beat; then the sparse
+    factors' index entries (:func:`~litefly.hw.spec.index_entries` of ``chain``), padded; then
+    32-bit biases, padded."""
+    if row_pairs:
+        flat = layer_weights_flat(chain, weights, row_pairs)
+    else:
+        flat = np.concatenate([np.asarray(w, dtype=np.int64).ravel() for w in weights])
     parts = [pack_elements(flat, weight_bits, stream_bits // weight_bits, stream_bits)]
     entries = index_entries(chain)
     if entries.size:
@@ -122,16 +126,22 @@ def pack_layer_params(weights: list[np.ndarray], bias: np.ndarray | None, weight
 
 
 def unpack_layer_params(beats: np.ndarray, weight_counts: list[int], weight_beats: int, bias_count: int,
-                        weight_bits: int, stream_bits: int,
-                        index_beats: int = 0) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """Inverse of :func:`pack_layer_params`: flat weights per factor and the biases (or None)."""
+                        weight_bits: int, stream_bits: int, index_beats: int = 0, chain: Sequence[Any] = (),
+                        row_pairs: bool = False) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Inverse of :func:`pack_layer_params`: flat weights per factor (compact order) and the biases
+    (or None). A row-pair engine's weights need the ``chain``."""
     beats = np.asarray(beats, dtype=np.uint8).reshape(-1, stream_bits // 8)
-    total = sum(weight_counts)
-    flat = unpack_elements(beats[:weight_beats], weight_bits, stream_bits // weight_bits, total)
-    weights, off = [], 0
-    for k in weight_counts:
-        weights.append(flat[off:off + k])
-        off += k
+    per = stream_bits // weight_bits
+    if row_pairs:
+        flat = unpack_elements(beats[:weight_beats], weight_bits, per, weight_beats * per)
+        weights = layer_weights_unflat(chain, flat, row_pairs)
+    else:
+        total = sum(weight_counts)
+        flat = unpack_elements(beats[:weight_beats], weight_bits, per, total)
+        weights, off = [], 0
+        for k in weight_counts:
+            weights.append(flat[off:off + k])
+            off += k
     bias = None
     if bias_count:
         bias = unpack_elements(beats[weight_beats + index_beats:], BIAS_CONTAINER_BITS, stream_bits // BIAS_CONTAINER_BITS,

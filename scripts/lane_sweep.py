@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="frame buffer sizes in KiB (default: the board's, else the network's; a larger one: "
                          "fewer passes)")
     ap.add_argument("--unpacked", action="store_true", help="one lane per DSP (default: the board's, two)")
+    ap.add_argument("--row-pairs", action=argparse.BooleanOptionalAction, default=None,
+                    help="a DSP's two MACs are two rows of one lane (default: the board's)")
     a = ap.parse_args(argv)
     try:
         network = load_network(a.network)
@@ -89,12 +91,12 @@ def main(argv: list[str] | None = None) -> int:
                                   for wg in a.window_generators for fk in a.frame_kib):
             r = run_bench(network, "golden", a.board, a.clock_mhz, a.batch, size, dense=False,
                           repeats=a.repeats, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb,
-                          window_generators=wg, frame_kib=fk)
+                          window_generators=wg, frame_kib=fk, row_pairs=a.row_pairs)
             t, b = r["total"], r["total"]["bounds"]
             env = EngineEnvelope(**r["engine"]["envelope"])          # the one run_bench derived
             compute, dma = b["compute[s]"], b["dma[s]"]
             kib = env.frame_beats * env.stream_bits // 8 // 1024
-            head = (f"| {env.lanes} | {env.lanes // env.macs_per_dsp} | {env.stream_bits} | {env.window_generators} "
+            head = (f"| {env.lanes} | {env.dsps} | {env.stream_bits} | {env.window_generators} "
                     f"| {kib} | {t['cycles']:,} "
                     f"| {100 * t['mac_utilisation']:.1f}% | {100 * t['lane_utilisation']:.1f}% "
                     f"| {1e3 * t['runtime[s]']:.2f} | {1e3 * compute:.2f} | {1e3 * dma:.2f} "

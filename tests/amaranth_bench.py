@@ -58,9 +58,28 @@ def pack_values(values, bits: int, stream_bits: int) -> np.ndarray:
     return np.array(out, dtype=np.uint8)
 
 
+def weight_stream(env: EngineEnvelope, q: QuantizedLayer) -> list[int]:
+    """The weight memory's contents, walked as the sequencer reads them: on a row-pair engine a
+    paired factor (r even, s >= 2) gives rows a, a+1 of each column side by side, from an even index."""
+    out: list[int] = []
+    for f, w in zip(q.layer.chain, q.weights):
+        w = np.asarray(w, dtype=np.int64)
+        if env.row_pairs and f.kind == "debut" and f.r % 2 == 0 and f.s >= 2:
+            out += [0] * (len(out) % 2)
+            g, t, r, s = f.compact_shape
+            w = w.reshape(g, t, r, s)
+            for j in range(g):
+                for u in range(t):
+                    for a in range(0, r, 2):
+                        for b in range(s):
+                            out += [int(w[j, u, a, b]), int(w[j, u, a + 1, b])]
+        else:
+            out += [int(v) for v in w.ravel()]
+    return out
+
+
 def pack_layer_params(env: EngineEnvelope, q: QuantizedLayer) -> np.ndarray:
-    flat = np.concatenate([np.asarray(w, dtype=np.int64).ravel() for w in q.weights])
-    parts = [pack_values(flat, env.weight_bits, env.stream_bits)]
+    parts = [pack_values(weight_stream(env, q), env.weight_bits, env.stream_bits)]
     entries = [col | ((k == len(row) - 1) << 15) for f in q.layer.chain if f.kind == "sparse"
                for row in f.rows() for k, col in enumerate(row)]
     if entries:
@@ -145,7 +164,8 @@ def pass_for(env: EngineEnvelope, step: EngineStep, q: QuantizedLayer, x: np.nda
     assert np.array_equal(x_beats, local), "wireformat.pack_tensor disagrees with the bench's packer"
     params = None
     if load_params:
-        params = wireformat.pack_layer_params(q.weights, q.bias, env.weight_bits, env.stream_bits, q.layer.chain)
+        params = wireformat.pack_layer_params(q.weights, q.bias, env.weight_bits, env.stream_bits, q.layer.chain,
+                                              env.row_pairs)
         assert np.array_equal(params, pack_layer_params(env, q)), "wireformat.pack_layer_params disagrees"
         assert params.shape[0] == desc.param_beats
     return Pass(words, x_beats, x.shape[0] * desc.out_beats_per_image, params)

@@ -32,7 +32,8 @@ __all__ = ["ENVELOPES", "random_chain", "random_network", "random_case", "Case",
 
 # Small envelopes: one Verilator build each serves every case below. rand32 shares each
 # multiplier between two lanes (macs_per_dsp=2) and forms its windows with four window
-# generators, rand64 has one of each: both MAC arrays and both window paths are covered.
+# generators, rand64 has one of each, rand16rp computes two rows per multiplier (row_pairs) with
+# two window generators: the three MAC arrays and the window paths are covered.
 ENVELOPES = {
     "rand64": EngineEnvelope(name="rand64", lanes=8, stream_bits=64, act_bits=8, weight_bits=8, max_factors=3,
                              max_q=64, max_p=32, max_work=64, weight_beats=256, frame_beats=512, acc_bits=21,
@@ -40,6 +41,9 @@ ENVELOPES = {
     "rand32": EngineEnvelope(name="rand32", lanes=16, stream_bits=32, act_bits=8, weight_bits=8, max_factors=3,
                              max_q=48, max_p=24, max_work=48, weight_beats=512, frame_beats=1024, acc_bits=21,
                              macs_per_dsp=2, index_beats=320, window_generators=4),
+    "rand16rp": EngineEnvelope(name="rand16rp", lanes=16, stream_bits=64, act_bits=8, weight_bits=8, max_factors=3,
+                               max_q=64, max_p=32, max_work=64, weight_beats=256, frame_beats=512, acc_bits=21,
+                               macs_per_dsp=2, index_beats=160, window_generators=2, row_pairs=True),
 }
 
 STALLS = ("none", "rand30", "slow_sink", "bursty_source", "both_slow", "rand60_sink")

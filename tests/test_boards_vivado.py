@@ -289,7 +289,7 @@ def test_cli_build_without_vivado(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
           "--multipliers", "128", "--macs-per-dsp", "2", "--stream-bits", "128"])
     wide = EngineEnvelope.for_network(load_network(VGG_NET), (16, 16), multipliers=128, macs_per_dsp=2,
                                       stream_bits=128, board="zcu104")
-    assert (f"engine vgg_head 0x{wide.hash32:08x} (128 lanes, two lanes per multiplier, 4 window generators, "
+    assert (f"engine vgg_head 0x{wide.hash32:08x} (128 lanes, two rows per multiplier, 4 window generators, "
             f"128-bit stream, 256 KiB frame buffer)") in " ".join(capsys.readouterr().out.split())
     assert json.loads((tmp_path / "w" / "build_info.json").read_text())["config_hash"] == wide.config_hash
     with pytest.raises(SystemExit) as exc:
@@ -312,8 +312,9 @@ def test_cli_build_refuses_an_engine_whose_memories_do_not_fit(tmp_path: Path, c
         main(["build", str(VGG_NET), "--board", "pynq-z2", "-o", str(tmp_path / "big"), "--multipliers", "256"])
     err = " ".join(capsys.readouterr().err.split())
     assert exc.value.code == 2 and not (tmp_path / "big").exists()
-    assert err.startswith("error: engine vgg_head (256 lanes, two lanes per multiplier, 64-bit stream, 64 KiB frame "
-                          "buffer) does not fit (bram36) on pynq-z2 by its memory plan: 236 of 140 BRAM36")
+    assert err.startswith("error: engine vgg_head (256 lanes, two rows per multiplier, 2 window generators, 64-bit "
+                          "stream, 64 KiB frame buffer) does not fit (bram36) on pynq-z2 by its memory plan: 252 of "
+                          "140 BRAM36")
     assert "--skip-fit-check" in err
     main(["build", str(VGG_NET), "--board", "pynq-z2", "-o", str(tmp_path / "tight"), "--multipliers", "112"])
     assert "memories tight (bram36 > 80%)" in " ".join(capsys.readouterr().out.split())

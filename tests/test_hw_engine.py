@@ -80,10 +80,10 @@ def input_map(rng, shape, act_bits=8) -> np.ndarray:
 
 
 def envelope_for(layers, lanes=8, stream_bits=64, frame_beats=1024, macs_per_dsp=1, residual=False,
-                 window_generators=1) -> EngineEnvelope:
+                 window_generators=1, row_pairs=False) -> EngineEnvelope:
     return EngineEnvelope.for_layers("t", list(layers), multipliers=lanes, stream_bits=stream_bits,
-                                     frame_beats=frame_beats, macs_per_dsp=macs_per_dsp, residual=residual,
-                                     window_generators=window_generators)
+                                     frame_beats=frame_beats, macs_per_dsp=2 if row_pairs else macs_per_dsp,
+                                     residual=residual, window_generators=window_generators, row_pairs=row_pairs)
 
 
 def check_outputs(step: EngineStep, q: QuantizedLayer, x: np.ndarray, beats: np.ndarray, tlast: list[int]) -> np.ndarray:
@@ -101,10 +101,11 @@ def check_outputs(step: EngineStep, q: QuantizedLayer, x: np.ndarray, beats: np.
 
 
 def run_step(layer, in_shape, images=2, relu=False, pool=None, seed=0, lanes=8, stream_bits=64,
-             params="extreme", fault=None, packed=False, macs_per_dsp=1, window_generators=1, **kw):
+             params="extreme", fault=None, packed=False, macs_per_dsp=1, window_generators=1, row_pairs=False, **kw):
     rng = np.random.default_rng(seed)
     step = EngineStep(layer, in_shape, relu=relu, pool=pool)
-    env = envelope_for([layer], lanes, stream_bits, macs_per_dsp=macs_per_dsp, window_generators=window_generators)
+    env = envelope_for([layer], lanes, stream_bits, macs_per_dsp=macs_per_dsp, window_generators=window_generators,
+                       row_pairs=row_pairs)
     x = input_map(rng, (images,) + tuple(in_shape), layer.format.act_bits)
     q = extreme_params(layer, rng) if params == "extreme" else calibrated_params(layer, step, x, rng)
     run = run_engine(env, [pass_for(env, step, q, x, packed=packed)], fault=fault, **kw)
@@ -231,6 +232,78 @@ def test_macs_per_dsp_is_refused_for_wide_weights_and_kept_out_of_old_hashes():
     assert "macs_per_dsp" not in one.hardware_dict() and two.hardware_dict()["macs_per_dsp"] == 2
     assert one.hash32 != two.hash32
     assert EngineEnvelope.from_dict(two.to_dict()) == two
+
+
+# ---------------------------------------------------------------- row pairs: two rows per multiplier
+ROW_PAIRS = {
+    # t = 2 (a pair's rows are t apart), two paired factors, bias and ReLU
+    "t2_two_paired": (dict(c=6, chain=[[8, 24, 2, 6, 2], [8, 8, 2, 2, 2]], kernel=(2, 2), padding=(1, 0), bias=True),
+                      dict(hw=(4, 4), relu=True)),
+    # an unpaired factor of 9 weights before two paired ones: the pad to an even index; r = 4 and 6
+    "odd_pad": (dict(c=1, chain=[[3, 9, 1, 3, 1], [4, 3, 4, 3, 1], [6, 4, 6, 4, 1]], kernel=(3, 3),
+                     padding=(1, 1), bias=True), dict(hw=(5, 5))),
+    # the last factor unpaired (s = 1) after a paired one; 2x2 max pooling
+    "pool_last_unpaired": (dict(c=4, chain=[[8, 16, 2, 4, 2], [8, 8, 1, 1, 8]], kernel=(2, 2), padding=(1, 1)),
+                           dict(hw=(6, 6), pool=(2, 2), relu=True)),
+    # one bias per beat (32-bit stream), four window generators
+    "e4_gens4": (dict(c=3, chain=[[6, 12, 2, 4, 1], [12, 6, 4, 2, 1]], kernel=(2, 2), bias=True),
+                 dict(hw=(5, 4), stream_bits=32, window_generators=4, lanes=16)),
+    # 4-bit weights (a 17-bit weight operand), 6-bit activations
+    "w4_a6": (dict(c=5, chain=[[8, 20, 4, 10, 1]], kernel=(2, 2), padding=(1, 1), act_bits=6, weight_bits=4,
+                   bias=True), dict(hw=(3, 3))),
+}
+
+
+def run_row_pairs(name: str, fault=None, **kw):
+    spec, opts = ROW_PAIRS[name]
+    c = dict(spec)
+    ch, opts = c.pop("c"), dict(opts)
+    hw = opts.pop("hw")
+    layer = conv(f"rp_{name}", ch, c.pop("chain"), **c)
+    return run_step(layer, (ch,) + hw, images=2, seed=sorted(ROW_PAIRS).index(name), row_pairs=True, fault=fault,
+                    **opts, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(ROW_PAIRS))
+def test_row_pairs_are_bit_exact_and_the_cycle_model(name):
+    """Two rows of a block per multiply (``row_pairs``): extreme operands, CYCLES equal to the model,
+    which halves the paired factors' issue cycles."""
+    env, step, q, run, _ = run_row_pairs(name)
+    desc = env.describe(step)
+    assert env.row_pairs and env.dsps == env.lanes and run.regs[0]["CYCLES"] == desc.pass_cycles(2)
+    assert desc.issue.issue < step.layer.macs_per_column
+    assert run.regs[0]["BUSY_CYCLES"] == desc.mac_cycles(2)
+
+
+def test_two_weights_in_one_multiply_are_exact_for_every_operand():
+    """The row-pair identity: (w1 * 2^S + w0) * x splits into w0 * x (the low S bits, sign-extended)
+    and w1 * x (the rest plus the low field's sign), for every int8 operand."""
+    for a_bits, w_bits in ((8, 8), (6, 4)):
+        s = a_bits + w_bits
+        a_lo, a_hi = int_range(a_bits)
+        w_lo, w_hi = int_range(w_bits)
+        x = np.arange(a_lo, a_hi + 1, dtype=np.int64)[:, None, None]
+        w = np.arange(w_lo, w_hi + 1, dtype=np.int64)
+        w0, w1 = w[None, :, None], w[None, None, :]
+        prod = ((w1 << s) + w0) * x
+        assert np.abs(prod).max() < 1 << (a_bits + s + w_bits)
+        low = prod & ((1 << s) - 1)
+        low = np.where(low >= 1 << (s - 1), low - (1 << s), low)
+        high = (prod >> s) + ((prod >> (s - 1)) & 1)
+        np.testing.assert_array_equal(low, np.broadcast_to(w0 * x, prod.shape))
+        np.testing.assert_array_equal(high, np.broadcast_to(w1 * x, prod.shape))
+
+
+def test_row_pairs_need_two_macs_per_dsp_and_keep_old_hashes():
+    layer = conv("rp", 4, [[8, 16, 2, 4, 1]], kernel=(2, 2))
+    with pytest.raises(ConfigError, match=r"^engine: row_pairs packs a row pair's two weights into one multiplier: "
+                                          r"it needs macs_per_dsp=2 \(got 1\)"):
+        EngineEnvelope.for_layers("t", [layer], multipliers=8, row_pairs=True)
+    two, rp = envelope_for([layer], macs_per_dsp=2), envelope_for([layer], row_pairs=True)
+    assert "row_pairs" not in two.hardware_dict() and rp.hardware_dict()["row_pairs"] is True
+    assert rp.hash32 != two.hash32 and EngineEnvelope.from_dict(rp.to_dict()) == rp
+    assert (two.dsps, rp.dsps, rp.macs_per_cycle) == (4, 8, 16)
+    assert regmap.unpack("CAP_FEATURES", rp.capability_words()["CAP_FEATURES"])["ROW_PAIRS"] == 1
 
 
 # ---------------------------------------------------------------- window generators

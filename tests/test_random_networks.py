@@ -1,7 +1,7 @@
 """Random networks of random DeBut chains and conv geometries, bit-exact against the int8 golden
 network (``litefly.network.network_forward_int``), on the engine model and on the RTL.
 
-Default run: 112 (network, stall pattern) cases on two small envelopes, each envelope ONE
+Default run: 152 (network, stall pattern) cases on three small envelopes, each envelope ONE
 Verilator build and ONE simulation session (a cocotb test looping over the cases, with a soft
 reset before some of them). ``-m sweep``: 1,000 more.
 """
@@ -16,8 +16,8 @@ import pytest
 from random_networks import ENVELOPES, STALLS, Case, cases
 from sim_common import model_run, needs_rtl
 
-DEFAULT = {"rand64": range(0, 64), "rand32": range(1000, 1048)}
-SWEEP = {"rand64": range(5000, 5500), "rand32": range(9000, 9500)}
+DEFAULT = {"rand64": range(0, 64), "rand32": range(1000, 1048), "rand16rp": range(2000, 2040)}
+SWEEP = {"rand64": range(5000, 5500), "rand32": range(9000, 9500), "rand16rp": range(12000, 12500)}
 
 _CASES: dict[str, list[Case]] = {}
 

@@ -30,12 +30,12 @@ def stack_options(*opts: Decorator) -> Decorator:
     return wrap
 
 
-ENVELOPE_KEYS = ("multipliers", "macs_per_dsp", "stream_bits", "window_generators", "frame_kib")
+ENVELOPE_KEYS = ("multipliers", "macs_per_dsp", "stream_bits", "window_generators", "frame_kib", "row_pairs")
 
 
 def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--multipliers``, ``--macs-per-dsp``, ``--stream-bits``, ``--window-generators`` and
-    ``--frame-kib`` (each default: the network's); the command receives them as one ``engine`` dict
+    """Add ``--multipliers``, ``--macs-per-dsp``, ``--stream-bits``, ``--window-generators``,
+    ``--frame-kib`` and ``--row-pairs/--no-row-pairs`` (each default: the network's); the command receives them as one ``engine`` dict
     (keys :data:`ENVELOPE_KEYS`, ``None`` where not given), the keyword arguments of
     :meth:`~litefly.hw.spec.EngineEnvelope.for_network` and ``run_bench``."""
     @functools.wraps(f)
@@ -63,4 +63,9 @@ def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
                           "allow, streams the whole batch, or an image larger than it, through it as a ring), so "
                           "a larger one means fewer passes; default: the network's engine setting, else the largest layer "
                           f"input of one image (at least {DEFAULT_FRAME_KIB} KiB)."),
+        click.option("--row-pairs/--no-row-pairs", default=None,
+                     help="With --macs-per-dsp 2: each DSP multiply computes two rows of a DeBut block for one "
+                          "lane (two weights, one activation: one DSP per lane, half the issue cycles on factors "
+                          "with r even and s >= 2) instead of one row for two lanes; default: the network's "
+                          "engine setting."),
     )(command)
