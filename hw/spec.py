@@ -181,9 +181,12 @@ class EngineEnvelope:
                 and network.engine.for_board(board, board_default=False).macs_per_dsp is None):
             macs_per_dsp = 1
             row_pairs = False if row_pairs is None else row_pairs
-        if row_pairs and macs_per_dsp is None:
-            macs_per_dsp = 2                  # a row pair is a multiplier's two MACs
+        own = network.engine.for_board(board, board_default=False)     # the network's own settings
         if row_pairs is None:
+            row_pairs = own.row_pairs
+        if row_pairs and macs_per_dsp is None and own.macs_per_dsp is None:
+            macs_per_dsp = 2                  # a row pair is a multiplier's two MACs
+        if row_pairs is None:                 # the board's default, where the packing allows it
             row_pairs = bool(eng.row_pairs) and (macs_per_dsp or eng.macs_per_dsp or 1) == 2
         multipliers = multipliers or eng.multipliers
         stream_bits = stream_bits or eng.stream_bits

@@ -62,9 +62,10 @@ def test_precedence_option_then_board_entry_then_network_then_board_default():
 
 
 def test_board_default_packing_only_where_the_weights_allow_it():
-    """A board's two-lanes-per-DSP default applies to weights of 8 bits or fewer; asked for, it is refused."""
+    """A board's two-MACs-per-DSP default applies to weights of 8 bits or fewer; asked for, it is refused."""
     wide = _net(None, weight_bits=16)
-    assert EngineEnvelope.for_network(wide, board="pynq-z2").macs_per_dsp == 1
+    env = EngineEnvelope.for_network(wide, board="pynq-z2")
+    assert env.macs_per_dsp == 1 and not env.row_pairs
     with pytest.raises(ConfigError, match=r"^engine: macs_per_dsp=2 packs two products of 8-bit operands"):
         EngineEnvelope.for_network(_net({"macs_per_dsp": 2}, weight_bits=16), board="pynq-z2")
 
@@ -93,3 +94,28 @@ def test_the_default_envelopes_memories_fit_their_board(board):
     b = get_board(board)
     plan = plan_memories(EngineEnvelope.for_network(VGG, (32, 32), board=board), b)
     assert plan.bram36 <= 0.8 * b.bram36 and plan.uram <= 0.8 * max(b.uram, 1)
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_row_pairs_default_and_how_a_network_or_option_turns_them_off(board):
+    """Both boards default to row pairs (a DSP per lane, two rows each); ``row_pairs: false`` keeps two
+    lanes per DSP, ``macs_per_dsp: 1`` turns packing off altogether, ``row_pairs`` alone implies two
+    MACs per DSP."""
+    env = EngineEnvelope.for_network(VGG, board=board)
+    assert env.row_pairs and env.dsps == env.lanes and get_board(board).engine["row_pairs"] is True
+    lanes = EngineEnvelope.for_network(_net({"row_pairs": False}), board=board)
+    assert (lanes.macs_per_dsp, lanes.row_pairs, lanes.dsps) == (2, False, lanes.lanes // 2)
+    off = EngineEnvelope.for_network(_net(None), board=board, macs_per_dsp=1)
+    assert (off.macs_per_dsp, off.row_pairs) == (1, False)
+    own = EngineEnvelope.for_network(_net({"row_pairs": True}))
+    assert (own.macs_per_dsp, own.row_pairs) == (2, True)
+    assert EngineEnvelope.for_network(_net(None), row_pairs=True).row_pairs
+
+
+def test_row_pairs_setting_is_checked_in_one_line():
+    with pytest.raises(ConfigError) as exc:
+        _net({"row_pairs": "yes"})
+    assert str(exc.value) == "network engine: row_pairs='yes' must be true or false"
+    with pytest.raises(ConfigError, match=r"^engine: row_pairs packs a row pair's two weights into one multiplier: "
+                                          r"it needs macs_per_dsp=2 \(got 1\)"):
+        EngineEnvelope.for_network(_net({"row_pairs": True, "macs_per_dsp": 1}))
