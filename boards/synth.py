@@ -351,6 +351,11 @@ def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
     if not raw.get("lutram", True):
         notes.append(f"{board.family}: rerun with -nolutram (Yosys's LUT-RAM techmap failed on a memory): "
                      "small memories count as FFs/LUTs or BRAM, a pessimistic estimate")
+    if env.row_pairs and raw.get("dsp_registers", {}).get("dsps"):
+        notes.append("row pairs: every DSP's A port takes the packed weight operand w1*2^S + w0 from a fabric "
+                     "register shared by 8 lanes (hw/fanout.py), so no AREG/ADREG is absorbed by design (per-DSP "
+                     "copies would be identical registers, which synthesis merges); B and M are, where Yosys packs "
+                     "registers (xc7)")
     if board.family not in DSP_REGISTER_PACKING_FAMILIES and raw.get("dsp_registers", {}).get("dsps"):
         notes.append(f"{board.family}: Yosys's xilinx_dsp packs no pipeline registers into DSP48E2s (it packs "
                      "them for xc7 only), so the DSP register counts are 0 whatever the RTL; Vivado absorbs them")

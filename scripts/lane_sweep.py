@@ -1,19 +1,20 @@
 """What more lanes buy: a network on engines of growing lane count and stream width (issue 12).
 
-For each ``--lanes`` x ``--stream-bits`` x ``--window-generators`` envelope (packed two lanes per DSP
-unless ``--unpacked``)
+For each ``--lanes`` x ``--stream-bits`` x ``--window-generators`` envelope (the board's packing,
+row pairs on both boards, unless ``--no-row-pairs``: two lanes per DSP, or ``--unpacked``)
 this runs :func:`litefly.host.bench.run_bench` on the golden backend (engine cycles from the
 cycle model, ``hw/cycles.py``, which the RTL's CYCLES equals; host time measured on this CPU)
 and prints, per envelope:
 
-* DSPs (lanes / MACs per DSP), engine cycles, MAC utilisation, engine and end-to-end time at the
+* DSPs (lanes with row pairs, else lanes / MACs per DSP), engine cycles, MAC utilisation, engine and end-to-end time at the
   board's clock, and the speedup over torch ``F.conv2d`` on this CPU with torch's GMAC/s, as
   measured beside the envelope and against the fastest torch of the sweep (one figure for every
   row: on a loaded machine torch moves from row to row);
 * the bench's bounds (``litefly.host.bench.network_bounds``): compute (the network's DeBut MACs
-  over lanes x clock) and DMA (per layer the larger of the bytes it streams in and out over the
+  over MAC slots x clock) and DMA (per layer the larger of the bytes it streams in and out over the
   board's one-way DMA rate, summed), and end to end over the larger one; the lane utilisation
-  (DeBut MACs over lanes x cycles, below the issue share by partial batches' idle lanes);
+  (DeBut MACs over MAC slots x cycles, two slots a lane with row pairs, below the issue share by
+  partial batches' idle lanes and unpaired factors' idle second rows);
 * per layer, what paces a steady-state batch in the cycle model: the MAC issue (``mac``), the
   window generators that form the next batch's im2col columns (``window``: each reads one
   stream-wide beat into one of its lanes per cycle, so ``lanes / G x kh x kw x ceil(C / E)`` cycles
