@@ -14,6 +14,14 @@ The operand is formed from the IN/work data before its register, so Yosys maps t
 DSP48E1's pre-adder and the register to its AD register (AD, B and M absorbed; the product is
 split in fabric, so P is not).
 
+With ``row_pairs`` (``docs/engine.md``, "Row pairs") each lane has its own multiplier, which
+computes two rows of a DeBut block from one activation: the weight operand ``w1 * 2^S + w0``
+(``w1 = 0`` on an unpaired factor), the same for every lane, registered once per ``REPLICA_LANES``
+lanes, times the lane's ``x``, split as above with the roles swapped. A second accumulator per
+lane holds the second row, started from its bias (read from row ``wr + t`` at T+1 through the bias
+memory's second port); the pair's rows complete together and leave one a cycle, the second from a
+copy of the second accumulators with its row number and the batch's end.
+
 The control bits that steer every lane (IN's bank select, IN or WORK, an accumulator's enable
 and first term, the bias a row starts from) are registered once per ``REPLICA_LANES`` lanes (``fanout.replicated``).
 

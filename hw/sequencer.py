@@ -10,7 +10,10 @@ a DeBut weight. With ``SPLIT`` (concat) columns below it read IN, the rest WORK 
 Loop limits ``r, s, t, g`` and the products ``s*t``, ``r*t`` (``F<i>_STRIDES``, host-computed)
 come from the descriptor's factor registers, tabulated when the pass starts and registered when a factor starts. A
 batch-phase costs ``sum p_i*s_i`` issue cycles, ``DRAIN_CYCLES`` between dependent factors
-and one cycle in IDLE (``LayerDescriptor.batch_cycles``).
+and one cycle in IDLE (``LayerDescriptor.batch_cycles``). On a row-pair engine a DeBut factor
+with ``r`` even and ``s >= 2`` (``cycles.pairs_rows``, derived here from ``F<i>_RS``) walks
+``r/2`` sub-row steps of ``2t`` rows, two weights an issue from an even index: ``p_i*s_i/2`` issue
+cycles and one more drain cycle after it (``cycles.ChainIssue``).
 """
 
 from __future__ import annotations
