@@ -152,6 +152,21 @@ def test_rtl_runs_a_resnet_through_the_runtime_bit_exact():
         assert all(s["cycles"] > 0 for s in sim.stats)
 
 
+@needs_rtl
+def test_rtl_resnet_with_row_pairs_bit_exact_and_the_cycle_model():
+    """Row pairs (the boards' default) with residual adds: every DeBut factor of the blocks pairs,
+    the last included, so the skip waits on a second row a cycle later; == the int8 golden network
+    and, without stalls, CYCLES == the model on every layer."""
+    from litefly.hw.spec import EngineEnvelope
+    net, steps, params, x = tiny_resnet(seed=3, images=2)
+    env = EngineEnvelope.for_network(net, (6, 6), row_pairs=True)
+    assert env.row_pairs and env.residual and env.describe(steps[1]).issue.pair_tail == 1
+    want = network_forward_int(steps, params, x)
+    sim = NetworkRunner(net, params, backend="sim", envelope=env)
+    np.testing.assert_array_equal(np.asarray(sim.run_int(x)).reshape(want.shape), want)
+    assert [s["cycles"] for s in sim.stats] == [s["model_cycles"] for s in sim.stats]
+
+
 def _projection_case():
     net = projection_net()
     steps = plan_network(net, (3, 8, 8))
