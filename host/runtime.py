@@ -158,6 +158,8 @@ def _layer_plans(program: NetworkProgram, batch: int) -> list[dict[str, Any]]:
                                desc.pass_cycles(images), desc.mac_cycles(images)))
             stats = {"layer": step.name, "backend": None, "cycles": None, "counters": None,     # per run
                      "model_cycles": sum(p[5] for p in passes), "mac_cycles": sum(p[6] for p in passes),
+                     # the layer's parameter stream, a beat a cycle (a model: CYCLES times passes only)
+                     "param_cycles": desc.param_beats,
                      "timings": None, "bytes_in": batch * in_img, "bytes_out": batch * out_img,
                      "param_bytes": params.size, "passes": len(passes), "images_per_pass": ipp,
                      "transfers": None, "in_shape": list(step.in_shape), "out_shape": list(step.out_shape)}
@@ -459,10 +461,11 @@ class NetworkRunner:
         wall = time.perf_counter() - t0
         self.stats = stats
         cycles = sum(s["cycles"] for s in stats)
+        pcycles = sum(s["param_cycles"] for s in stats)
         self.total = {
             "backend": self.backend, "engine": self.envelope.name, "engine_hash": self._engine_hash,
-            "batch": int(x_int.shape[0]), "cycles": cycles, "clock_mhz": self.clock_mhz,
-            "engine_s": cycles / (self.clock_mhz * 1e6), "host_stage[s]": timings, "wall_s": wall,
+            "batch": int(x_int.shape[0]), "cycles": cycles, "param_cycles": pcycles, "clock_mhz": self.clock_mhz,
+            "engine_s": (cycles + pcycles) / (self.clock_mhz * 1e6), "host_stage[s]": timings, "wall_s": wall,
             "transfers": sum(s["transfers"] for s in stats),
             "bytes_in": stats[0]["bytes_in"], "bytes_out": stats[-1]["bytes_out"],
         }
