@@ -116,9 +116,9 @@ class EngineEnvelope:
         if self.window_generators not in WINDOW_GENERATORS:
             raise ConfigError(f"engine: window_generators={self.window_generators!r} must be one of "
                               f"{', '.join(map(str, WINDOW_GENERATORS))}")
-        if self.row_pairs and (self.macs_per_dsp != 2 or self.weights_per_beat < 2):
+        if self.row_pairs and self.macs_per_dsp != 2:
             raise ConfigError(f"engine: row_pairs packs a row pair's two weights into one multiplier: it needs "
-                              f"macs_per_dsp=2 (got {self.macs_per_dsp}) and two weights per beat")
+                              f"macs_per_dsp=2 (got {self.macs_per_dsp})")
         if self.macs_per_dsp == 2 and self.weight_bits > 8:
             raise ConfigError(f"engine: macs_per_dsp=2 packs two products of 8-bit operands into one "
                               f"multiplier; weight_bits={self.weight_bits} is wider")
