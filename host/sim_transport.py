@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -30,7 +29,7 @@ from litefly.config import LayerConfig
 from litefly.errors import LiteflyError, ToolError
 from litefly.fixed import QuantizedLayer
 from litefly.hw import regmap
-from litefly.hw.cycles import chain_issue, pairs_rows, words_pass_cycles
+from litefly.hw.cycles import chain_issue, words_pass_cycles
 from litefly.hw.spec import EngineEnvelope, ceil_div, factors_from_words
 from litefly.hw.wireformat import unpack_layer_params
 from litefly.network import EngineStep
@@ -47,19 +46,17 @@ def model_pass_cycles(words: Mapping[str, int], envelope: EngineEnvelope) -> int
     """The cycle model of the pass the descriptor ``words`` describe (0 if they describe none)."""
     try:
         n = regmap.unpack("LAYER", words["LAYER"])["FACTORS"]
-        sparse = [regmap.unpack(regmap.factor_reg(i, "SPARSE"), words.get(f"F{i}_SPARSE", 0))["ROWS"] > 0
-                  for i in range(n)]
         chain = factors_from_words({k: v for k, v in words.items() if not k.endswith("_SPARSE")})
         if not chain:
             return 0
-        # a sparse factor's entries are not in the registers: all of the index beats bound them
-        # (their registers read as r = s = 0: never row pairs)
+        # a sparse factor's F<i>_RS and F<i>_TG are 0 (LayerDescriptor.register_words): read as a DeBut
+        # factor it has no parameters and never pairs; its entries are not in the registers, all of
+        # the index beats bound them
         pairs = chain_issue(chain, envelope.row_pairs)
-        macs = sum(f.params // (2 if pairs_rows(f, envelope.row_pairs) else 1) for f, sp in zip(chain, sparse) if not sp)
-        macs += words.get("INDEX_BEATS", 0) * envelope.entries_per_beat
+        macs = pairs.issue + words.get("INDEX_BEATS", 0) * envelope.entries_per_beat
         p = regmap.unpack("OUT_C", words.get("OUT_C", 0))["P"]
         return words_pass_cycles(words, envelope.lanes, envelope.elems_per_beat, macs, n, p,
-                                 envelope.window_generators, replace(pairs, issue=macs))
+                                 envelope.window_generators, pairs)
     except (KeyError, ValueError, ZeroDivisionError):
         return 0
 

@@ -272,12 +272,10 @@ def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: 
 def words_pass_cycles(words: Mapping[str, int], lanes: int, elems_per_beat: int, macs: int, factors: int,
                       out_channels: int, windows: int = 1, pairs: ChainIssue | None = None) -> int:
     """:func:`pass_cycles` of the pass the descriptor registers ``words`` describe (``windows``:
-    the engine's window generators; ``pairs``: a row-pair engine's :func:`chain_issue`, whose
-    issue cycles replace ``macs``)."""
+    the engine's window generators; ``macs``: the issue cycles per column; ``pairs``: a row-pair
+    engine's :func:`chain_issue`, for its extra drain and tail cycles)."""
     g = PassGeometry.from_words(words, elems_per_beat)
     skip = words.get("SKIP_BEATS", 0) if regmap.unpack("LAYER", words.get("LAYER", 0))["RESIDUAL"] else 0
-    if pairs is not None:
-        macs = pairs.issue
     return pass_cycles(lanes, macs, factors, g.window_reads, _ceil_div(out_channels, elems_per_beat),
                        g.positions, g.pool[0] ** 2, g.load_beats, frame_ready(g, lanes, windows), skip, windows,
                        pairs.pair_drains if pairs else 0, pairs.pair_tail if pairs else 0)

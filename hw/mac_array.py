@@ -110,12 +110,11 @@ class MacArray(wiring.Component):
             m.d.comb += [wr2_1.eq(p1.wr + p1.pstep), self.bias2_addr.eq(wr2_1[LBP:])]
             m.d.sync += [wr2b.eq(wr2_1), wr2c.eq(wr2b)]
             b2_sel = (self.bias2_data.word_select(wr2b[:LBP], 32) if LBP else self.bias2_data[:32])[:BB]
-        prods2 = [Signal(signed(A + W), name=f"prod{l}b", reset_less=True) for l in range(L)]
-        if env.row_pairs:
             # one multiplier per lane, two rows: the weight operand w1 * 2^S + w0 (w1 = 0 on an unpaired
             # factor) is the same for every lane, formed once and registered one copy per
             # REPLICA_LANES lanes; the products split as in the lane-pair case, roles swapped
             S = A + W
+            prods2 = [Signal(signed(A + W), name=f"prod{l}b", reset_less=True) for l in range(L)]
             w_hi = Mux(p1.pair, self.weight_data.word_select(p1.wsub | 1, W).as_signed(), 0)
             wp = replicated(m, "wpair", signed(W + S + 1), (w_hi << S) + w_sel.as_signed(), L)
             x = Signal(L * A, reset_less=True)

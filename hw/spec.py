@@ -177,12 +177,12 @@ class EngineEnvelope:
         if multipliers is not None and multipliers < 1:
             raise ConfigError(f"engine: multipliers={multipliers} must be at least 1")
         eng = network.engine.for_board(board)
+        own = network.engine.for_board(board, board_default=False)     # the network's own settings
         layers = network.layers
         if (macs_per_dsp is None and eng.macs_per_dsp == 2 and layers[0].format.weight_bits > 8
-                and network.engine.for_board(board, board_default=False).macs_per_dsp is None):
+                and own.macs_per_dsp is None):
             macs_per_dsp = 1
             row_pairs = False if row_pairs is None else row_pairs
-        own = network.engine.for_board(board, board_default=False)     # the network's own settings
         if row_pairs is None:
             row_pairs = own.row_pairs
         if row_pairs and macs_per_dsp is None and own.macs_per_dsp is None:
