@@ -422,6 +422,10 @@ def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDesc
         "pool": list(step.pool) if step.pool else None,
         "positions": batch * ho * wo, "macs_per_position": lay.macs_per_column,
         "dense_macs_per_position": lay.chain_in * p, "mac_reduction": lay.mac_reduction,
+        "factors": len(lay.chain),
+        # merge: true (litefly.merge): the chain as declared, before its factors were merged
+        "declared_factors": len(lay.merged_from or lay.chain),
+        "declared_macs_per_position": sum(f.params for f in lay.merged_from) if lay.merged_from else lay.macs_per_column,
         "cycles": cycles, "model_cycles": int(st.get("model_cycles", 0)), "mac_cycles": int(st["mac_cycles"]),
         "param_cycles": pcycles, "dense_param_cycles": dpcycles,
         "cycles_source": src_engine, "counters": st.get("counters", {}),
@@ -516,6 +520,7 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
             "end_to_end[s]": e2e, "end_to_end_vs_engine": e2e / runtime if runtime else None,
             "dense_host[s]": dhost, "dense_end_to_end[s]": None if dhost is None else druntime + dhost,
             "macs": macs, "dense_macs": dense_macs, "mac_reduction": dense_macs / macs if macs else None,
+            "declared_macs": sum(r["positions"] * r["declared_macs_per_position"] for r in rows),
             "speedup_vs_dense_engine": druntime / runtime if runtime else None,
             "speedup_vs_dense_end_to_end": (druntime + dhost) / e2e if (dhost is not None and e2e) else None,
             "cpu_torch[s]": cpu_t, "cpu_torch_gmacs": dense_macs / cpu_t / 1e9 if cpu_t else None,
@@ -660,7 +665,19 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
             f"modelled) = {_fmt(tot['host_vs_engine'], '.3f')}x; end to end "
             f"{tot['end_to_end[s]'] * 1e3:.2f} ms = {_fmt(tot['end_to_end_vs_engine'], '.3f')}x the engine; "
             f"{tot['transfers']} DMA transfers per run, {tot['host_transfers']} between host and board; one engine "
-            f"{report['engine']['hash']} serves {report['engine']['layers_served']} layers"] + bound_lines(report)
+            f"{report['engine']['hash']} serves {report['engine']['layers_served']} layers"] + merge_lines(report) + bound_lines(report)
+
+
+def merge_lines(report: Mapping[str, Any]) -> list[str]:
+    """What ``merge: true`` changed (none when no chain merged, or in reports written before it)."""
+    rows, tot = report["layers"], report["total"]
+    merged = [r for r in rows if r.get("declared_factors", r.get("factors")) != r.get("factors")]
+    if not merged:
+        return []
+    return [f"chains merged (merge: true, litefly chain merge): {', '.join(r['name'] for r in merged)}; "
+            f"{sum(r['declared_factors'] for r in rows)} -> {sum(r['factors'] for r in rows)} factors, "
+            f"{tot['declared_macs'] / 1e6:.1f} -> {tot['macs'] / 1e6:.1f} M DeBut MACs per run (the MAC reduction "
+            f"{tot['dense_macs'] / tot['declared_macs']:.2f} -> {tot['mac_reduction']:.2f})"]
 
 
 def bound_lines(report: Mapping[str, Any]) -> list[str]:

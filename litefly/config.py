@@ -51,7 +51,7 @@ def check_int(where: str, name: str, value: Any, minimum: int = 0, maximum: int 
 
 def _bool(where: str, name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"{where}: {name}={value!r} is not true or false")
+        raise ConfigError(f"{where}: {name}={short(value, 40)} is not true or false")
     return value
 
 
@@ -134,6 +134,8 @@ class LayerConfig(ChainCounts):
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
+    # with ``merge: true``: the chain as declared, before litefly.merge.merge_chain (else empty)
+    merged_from: tuple[Factor, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "conv2d"):
@@ -223,11 +225,13 @@ class LayerConfig(ChainCounts):
         return self.with_chain([Factor(p, q, p, q, 1)], name=f"{self.name}_dense")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], default_name: str = "layer") -> "LayerConfig":
+    def from_dict(cls, data: Mapping[str, Any], default_name: str = "layer", merge: bool = False) -> "LayerConfig":
+        """A layer from its file's mapping; ``merge`` is the network's ``merge`` (the layer's own wins)."""
         where = f"layer {short(data.get('name', default_name), 40)}" if isinstance(data, Mapping) else "layer"
         check_keys(where, data, ("name", "kind", "in_features", "out_features", "in_channels",
                                   "out_channels", "kernel", "stride", "padding", "dilation",
-                                  "chain", "rshapes", "format", "engine"))
+                                  "chain", "rshapes", "format", "engine", "merge"))
+        merge = _bool(where, "merge", data.get("merge", merge))
         name = data.get("name", default_name)
         if not isinstance(name, str) or not name.isidentifier():
             raise ConfigError(f"{where}: name={short(name, 40)} must be an identifier (letters, digits, _)")
@@ -266,8 +270,15 @@ class LayerConfig(ChainCounts):
             if not isinstance(raw, list):
                 raise ConfigError(f"{where}: chain={short(raw)} must be a list of [p, q, r, s, t]")
             chain = validate_chain(raw)
+        declared: tuple[Factor, ...] = ()
+        if merge:
+            from .merge import merge_chain
+            plan = merge_chain(chain)
+            if plan.merged:
+                declared, chain = plan.declared, plan.chain
         try:
             return cls(name=name, kind=kind, in_features=fin, out_features=fout, chain=tuple(chain),
+                       merged_from=declared,
                        format=NumericFormat.from_dict(data.get("format")),
                        engine=EngineParams.from_dict(data.get("engine")), **geometry)
         except TypeError as exc:  # e.g. a format value of the wrong kind
@@ -428,8 +439,12 @@ class NetworkConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], base: Path | None = None) -> "NetworkConfig":
-        check_keys("network", data, ("name", "layers", "input_size", "engine"))
+    def from_dict(cls, data: Mapping[str, Any], base: Path | None = None, merge: bool | None = None
+                  ) -> "NetworkConfig":
+        """A network from its file's mapping; ``merge`` (True/False) overrides the file's and every
+        layer's ``merge`` setting (None: as the files say)."""
+        check_keys("network", data, ("name", "layers", "input_size", "engine", "merge"))
+        net_merge = _bool("network", "merge", data.get("merge", False))
         items = data.get("layers")
         if not isinstance(items, list) or not items:
             raise ConfigError(f"network: layers={short(items)} must be a non-empty list")
@@ -444,9 +459,11 @@ class NetworkConfig:
                 steps.append(HostOp.from_dict(item))
             elif isinstance(item, Mapping) and "file" in item:
                 path = (base or Path(".")) / str(item["file"])
-                steps.append(load_layer(path))
+                steps.append(load_layer(path, merge=net_merge if merge is None else merge, force=merge is not None))
             else:
-                steps.append(LayerConfig.from_dict(item, default_name=f"layer{i}"))
+                if merge is not None and isinstance(item, Mapping):
+                    item = {**item, "merge": merge}
+                steps.append(LayerConfig.from_dict(item, default_name=f"layer{i}", merge=net_merge))
         names = [l.name for l in steps if isinstance(l, LayerConfig)]
         if not names:
             raise ConfigError("network: layers has no layer, only ops")
@@ -476,25 +493,32 @@ def read_yaml(path: str | Path, allow_empty: bool = False) -> Mapping[str, Any]:
     return data
 
 
-def load_layer(path: str | Path) -> LayerConfig:
-    """Load a single-layer YAML file."""
+def load_layer(path: str | Path, merge: bool = False, force: bool = False) -> LayerConfig:
+    """Load a single-layer YAML file (``merge``: the network's ``merge`` setting; with ``force``,
+    over the file's own)."""
     path = Path(path)
     data = read_yaml(path)
+    if force and isinstance(data, Mapping):
+        data = {**data, "merge": merge}
     if "layers" in data:
         raise ConfigError(f"{path}: is a network file (has 'layers'), expected one layer")
     try:
-        return LayerConfig.from_dict(data, default_name=path.stem.replace("-", "_"))
+        return LayerConfig.from_dict(data, default_name=path.stem.replace("-", "_"), merge=merge)
     except ConfigError as exc:
         raise ConfigError(one_line(f"{path}: {exc}")) from None
 
 
-def load_network(path: str | Path) -> NetworkConfig:
-    """Load a network YAML file, or wrap a single-layer file as a one-layer network."""
+def load_network(path: str | Path, merge: bool | None = None) -> NetworkConfig:
+    """Load a network YAML file, or wrap a single-layer file as a one-layer network; ``merge``
+    (True/False) overrides every ``merge`` setting in the files (e.g. ``merge=False``: the chains
+    as declared)."""
     path = Path(path)
     data = read_yaml(path)
     try:
         if "layers" in data:
-            return NetworkConfig.from_dict(data, base=path.parent)
+            return NetworkConfig.from_dict(data, base=path.parent, merge=merge)
+        if merge is not None:
+            data = {**data, "merge": merge}
         return NetworkConfig.single(LayerConfig.from_dict(data, default_name=path.stem.replace("-", "_")))
     except ConfigError as exc:
         msg = str(exc)

@@ -104,7 +104,7 @@ def test_cli_chain_show_network():
     assert r.returncode == 0
     for name in ("vgg_conv1", "vgg_conv2", "vgg_conv3"):
         assert name in r.stdout
-    assert "80.21% compression" in r.stdout and "mixing rule: followed" in r.stdout
+    assert "82.64% compression" in r.stdout and "merged (merge: true) from the declared 7 factors" in r.stdout and "mixing rule: followed" in r.stdout
 
 
 def test_cli_import_rshapes(tmp_path):

@@ -95,11 +95,11 @@ def test_plan_refuses_linear_without_flatten_and_wrong_channels():
 def test_envelope_serves_every_layer_and_names_the_limit():
     net = load_network(EXAMPLES / "vgg_net.yaml")
     env = EngineEnvelope.for_network(net, (32, 32))
-    assert (env.max_q, env.max_p, env.max_factors, env.max_work) == (576, 128, 7, 512)
+    assert (env.max_q, env.max_p, env.max_factors, env.max_work) == (576, 128, 4, 512)      # merged chains
     for step in plan_network(net, (3, 32, 32)):
         env.describe(step)
     small = EngineEnvelope.for_layers("small", [net.layers[0]])
-    with pytest.raises(ConfigError, match=r"vgg_conv2.*factor count 7 exceeds the engine's MAX_FACTORS = 3"):
+    with pytest.raises(ConfigError, match=r"vgg_conv2.*factor count 4 exceeds the engine's MAX_FACTORS = 2"):
         small.describe(plan_network(net, (3, 32, 32))[1])
     tiny = EngineEnvelope.for_layers("tiny", list(net.layers), frame_beats=100)
     with pytest.raises(ConfigError, match=r"input feature map of one image \(beats\) 1024 exceeds the engine's CAP_FRAME_BEATS = 100"):

@@ -16,7 +16,7 @@ from litefly.hw.memories import engine_memories, skewed_bank
 from litefly.hw.spec import EngineEnvelope
 
 ROOT = Path(__file__).resolve().parents[1]
-VGG = load_network(ROOT / "examples" / "vgg_net.yaml")
+VGG = load_network(ROOT / "examples" / "vgg_net.yaml", merge=False)   # the chains the Yosys references were measured on
 
 
 def vgg(lanes: int, stream_bits: int, generators: int) -> EngineEnvelope:

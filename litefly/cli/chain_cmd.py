@@ -69,6 +69,8 @@ def _layer_json(layer: LayerConfig) -> dict[str, Any]:
         "mac_reduction": layer.mac_reduction, "mixing_violations": layer.mixing_violations(),
         "dense_product": dense, **({"dense_product_not_checked": why} if why else {}),
         "format": layer.to_dict()["format"], "engine": layer.to_dict()["engine"],
+        **({"merged_from": [_factor_json(f) for f in layer.merged_from],
+            "merged_from_params": sum(f.params for f in layer.merged_from)} if layer.merged_from else {}),
     }
 
 
@@ -85,6 +87,9 @@ def show(config: Path, as_json: bool) -> None:
     console = make_console()
     for layer in layers:
         console.print(_layer_table(layer))
+        if layer.merged_from:
+            console.print(f"merged (merge: true) from the declared {len(layer.merged_from)} factors: "
+                          f"{_merge_summary(layer.merged_from, layer.chain)}")
         console.print(f"parameters {layer.params:,} vs dense {layer.dense_params:,}: "
                       f"{100 * layer.compression:.2f}% compression, {layer.mac_reduction:.2f}x fewer MACs per column")
         broken = layer.mixing_violations()
@@ -104,6 +109,34 @@ def show(config: Path, as_json: bool) -> None:
         console.print(f"format: int{fmt.act_bits} activations, int{fmt.weight_bits} weights, "
                       f"bias {'on' if fmt.bias else 'off'}, relu {'on' if fmt.relu else 'off'}; "
                       f"engine: {layer.engine.multipliers} multipliers, {layer.engine.stream_bits}-bit stream\n")
+
+
+def _merge_summary(declared: Any, merged: Any) -> str:
+    from litefly.hw.cycles import chain_issue
+    return (f"{len(declared)} -> {len(merged)} factors, {sum(f.params for f in declared):,} -> "
+            f"{sum(f.params for f in merged):,} MACs per column, {chain_issue(declared, True).issue:,} -> "
+            f"{chain_issue(merged, True).issue:,} issue cycles per column on a row-pair engine")
+
+
+@chain.command()
+@click.argument("config", type=click.Path(path_type=Path))
+def merge(config: Path) -> None:
+    """Show what `merge: true` does to each layer of CONFIG: which adjacent factors run as one
+    DeBut factor (their product, with no more MACs), and the MACs and issue cycles it saves."""
+    from litefly.merge import merge_chain
+
+    cfg = load_config(config)
+    layers = cfg.layers if hasattr(cfg, "layers") else (cfg,)
+    console = make_console()
+    for layer in layers:
+        declared = layer.merged_from or layer.chain
+        plan = merge_chain(declared)
+        runs = ", ".join(" * ".join(str(f) for f in reversed(declared[a:b])) + f" = {f}"
+                         for f, (a, b) in zip(plan.chain, plan.runs) if b - a > 1)
+        console.print(f"{escape(layer.name)}: {_merge_summary(declared, plan.chain)}"
+                      + (f"; {escape(runs)}" if runs else "; nothing merges"), soft_wrap=True)
+        if not layer.merged_from and plan.merged:
+            console.print(f"  (CONFIG does not merge {escape(layer.name)}: set merge: true on the layer or the network)")
 
 
 @chain.command("import-rshapes")

@@ -201,10 +201,14 @@ def _prune_options(method: str | None, sparsity: str | None, dense: bool, scope:
 @click.option("--prune-dense", is_flag=True,
               help="With --prune: prune the dense Conv2d/Linear layers directly (each becomes one sparse factor) "
                    "instead of converting them to DeBut first.")
+@click.option("--merge", "merge", is_flag=True,
+              help="After fine-tuning, run each DeBut layer's adjacent factors whose product is one DeBut factor "
+                   "with no more MACs as that factor (litefly.merge; exact in floating point): fewer MACs and "
+                   "factors on the engine.")
 def convert(model_path: Path, config_path: Path | None, output: Path, data_path: Path | None, epochs: int,
             lr: float, input_shape: str | None, export_dir: Path | None, threads: int, arch: str | None,
             unsafe_pickle: bool, prune_method: str | None, sparsity: str | None, prune_scope: str | None,
-            prune_dense: bool) -> None:
+            prune_dense: bool, merge: bool) -> None:
     """Convert MODEL.pt's Conv2d and Linear layers to DeBut, fine-tune and report per layer.
 
     MODEL.pt is a whole model built from torch.nn layers, or a state_dict with --arch.
@@ -263,9 +267,30 @@ def convert(model_path: Path, config_path: Path | None, output: Path, data_path:
     if data is not None and epochs:
         history = distill(new, model, data[0], data[1], epochs=epochs, lr=lr, seed=cfg.seed, progress=True,
                           log=lambda m: console.print(m))
+    merged = []
+    if merge:
+        from litefly.merge import merge_model  # noqa: PLC0415
+        probe = None if example is None else example.to(next(new.parameters()).dtype)
+        before = None if probe is None else new.eval()(probe).detach()
+        merged = merge_model(new)
+        for name, plan in merged:
+            console.print(f"merged {name}: {len(plan.declared)} -> {len(plan.chain)} factors, "
+                          f"{sum(f.params for f in plan.declared):,} -> {sum(f.params for f in plan.chain):,} MACs "
+                          f"per column")
+        if before is not None:
+            after = new(probe).detach()
+            err = float((after - before).abs().max() / before.abs().max().clamp_min(1e-30))
+            console.print(f"merge: {len(merged)} layers; largest output change on one input {err:.1e} "
+                          f"(relative; floating-point rounding)")
+            if err > 1e-4:
+                raise LiteflyError(f"--merge changed the model's output by {err:.1e} (relative), expected "
+                                   f"floating-point rounding only")
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.save(new, output)
     report = {"layers": [r.to_dict() for r in reports], "kd_loss": history}
+    if merge:
+        report["merged"] = [{"layer": name, "declared": [f.as_list() for f in plan.declared],
+                             "chain": [f.as_list() for f in plan.chain]} for name, plan in merged]
     if prune_cfg is not None:
         report["prune"] = {"method": prune_cfg.method, "sparsity": prune_cfg.sparsity, "dense": prune_dense,
                            "layers": [r.to_dict() for r in pruned]}

@@ -1,0 +1,177 @@
+"""Merging adjacent DeBut factors whose product is itself a DeBut factor with no more MACs.
+
+A published chain is not always the cheapest way to compute its own product. A factor that
+halves the width (``r = 1, s = 2``) after a mixing factor (``r = s = 2``) with the same ``t`` is
+one factor ``[p, q, 2, 4, t]`` with ``p*4`` MACs, against ``2p*2 + p*2`` for the two. The merged
+factor has a weight on every entry of the product's support, so it represents every matrix the
+pair does (and more) with fewer parameters: in floating point the merge is exact.
+
+:func:`merge_chain` picks, over every way of cutting the chain into runs of adjacent factors,
+the one with the fewest MACs (then the fewest factors) in which every run of two or more
+factors is a DeBut factor (:func:`product_factor`); :func:`merge_weights` gives the merged
+factors' weights (compact ``(g, t, r, s)`` order, ``Factor.nonzero_indices``) from the
+chain's. A layer's ``merge: true`` (``docs/config.md``) makes the merged chain the layer's
+chain: the golden model, the engine, the host packing and the reports all follow it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from .chain import AnyFactor, Factor
+from .errors import ConfigError
+
+__all__ = ["MergePlan", "product_factor", "merge_chain", "merge_weights", "merge_model"]
+
+
+def _row_cols(f: Factor) -> np.ndarray:
+    """``[p, s]``: each row's columns, ascending (a DeBut row reads ``b*t + ...`` for ``b = 0..s-1``)."""
+    rows, cols = f.nonzero_indices()
+    order = np.lexsort((cols, rows))
+    return cols[order].reshape(f.p, f.s)
+
+
+def _product_cols(chain: Sequence[Factor]) -> np.ndarray | None:
+    """Each row's columns of the product ``chain[-1] @ ... @ chain[0]``, ascending, or None if the
+    rows do not all have the same number of them."""
+    cols = _row_cols(chain[0])
+    for f in chain[1:]:
+        c = np.sort(cols[_row_cols(f)].reshape(f.p, -1), axis=1)
+        keep = np.ones(c.shape, dtype=bool)
+        keep[:, 1:] = c[:, 1:] != c[:, :-1]
+        n = keep.sum(axis=1)
+        if (n != n[0]).any():
+            return None
+        cols = c[keep].reshape(f.p, int(n[0]))
+    return cols
+
+
+def product_factor(chain: Sequence[AnyFactor]) -> Factor | None:
+    """The DeBut factor whose nonzero pattern is that of the product of ``chain`` (applied first
+    factor first), or None if there is none (or the chain holds a sparse factor)."""
+    if not chain or any(not isinstance(f, Factor) for f in chain):
+        return None
+    if len(chain) == 1:
+        return chain[0]
+    cols = _product_cols(chain)
+    if cols is None:
+        return None
+    p, q, s = chain[-1].p, chain[0].q, cols.shape[1]
+    if (p * s) % q:
+        return None
+    r = p * s // q
+    for t in range(1, q // s + 1):
+        if q % (s * t) or (q // (s * t)) * r * t != p:
+            continue
+        try:
+            f = Factor.checked([p, q, r, s, t])
+        except ConfigError:         # beyond a limit (MAX_BLOCK, MAX_FACTOR_PARAMS): not a merge
+            continue
+        if np.array_equal(_row_cols(f), cols):
+            return f
+    return None
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """A chain cut into runs: ``runs[i]`` is the ``(start, stop)`` of the factors merged into
+    ``chain[i]`` of the merged chain."""
+
+    declared: tuple[Factor, ...]
+    chain: tuple[Factor, ...]
+    runs: tuple[tuple[int, int], ...]
+
+    @property
+    def merged(self) -> bool:
+        return len(self.chain) < len(self.declared)
+
+
+def merge_chain(chain: Sequence[AnyFactor]) -> MergePlan:
+    """The cut of ``chain`` into runs with the fewest MACs, then the fewest factors, where every
+    run is one factor or has a DeBut :func:`product_factor` with no more MACs than its factors."""
+    chain = tuple(chain)
+    n = len(chain)
+    # best[j]: (MACs, factors, runs) of the best cut of chain[:j]
+    best: list[tuple[int, int, tuple[tuple[int, int], ...]] | None] = [(0, 0, ())] + [None] * n
+    for j in range(1, n + 1):
+        for i in range(j):
+            f = product_factor(chain[i:j])
+            if f is None or best[i] is None or f.params > sum(g.params for g in chain[i:j]):
+                continue
+            macs, count, runs = best[i]
+            cand = (macs + f.params, count + 1, runs + ((i, j),))
+            if best[j] is None or cand[:2] < best[j][:2]:
+                best[j] = cand
+    runs = best[n][2]
+    merged = tuple(product_factor(chain[a:b]) for a, b in runs)
+    return MergePlan(declared=chain, chain=merged, runs=runs)
+
+
+def merge_weights(plan: MergePlan, weights: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The merged chain's weights (float64, each in its factor's compact shape) from the declared
+    chain's ``weights`` (compact order): each merged factor's weight at ``(row, col)`` is that
+    entry of the product of its run's matrices."""
+    if len(weights) != len(plan.declared):
+        raise ConfigError(f"merge: got {len(weights)} weight tensors, the chain has {len(plan.declared)} factors")
+    out = []
+    for f, (a, b) in zip(plan.chain, plan.runs):
+        if b - a == 1:
+            out.append(np.asarray(weights[a], dtype=np.float64).reshape(f.compact_shape))
+            continue
+        # the run's product as [p, s] values over each row's ascending columns
+        first = plan.declared[a]
+        cols = _row_cols(first)
+        vals = _row_vals(first, weights[a])
+        for g, w in zip(plan.declared[a + 1:b], weights[a + 1:b]):
+            gc, gv = _row_cols(g), _row_vals(g, w)
+            pc = cols[gc].reshape(g.p, -1)                       # columns reached through each entry
+            pv = (gv[:, :, None] * vals[gc]).reshape(g.p, -1)
+            order = np.argsort(pc, axis=1, kind="stable")
+            pc, pv = np.take_along_axis(pc, order, 1), np.take_along_axis(pv, order, 1)
+            first_of = np.ones(pc.shape, dtype=bool)
+            first_of[:, 1:] = pc[:, 1:] != pc[:, :-1]
+            k = int(first_of[0].sum())
+            idx = np.cumsum(first_of, axis=1) - 1                 # each entry's column's position in its row
+            summed = np.zeros((g.p, k))
+            np.add.at(summed, (np.arange(g.p)[:, None], idx), pv)
+            cols, vals = pc[first_of].reshape(g.p, k), summed
+        # row-ascending columns -> compact (g, t, r, s): entry (j, u, a, b) is row j*r*t + a*t + u, column b
+        rows, _ = f.nonzero_indices()
+        b_idx = np.broadcast_to(np.arange(f.s), f.compact_shape).ravel()
+        out.append(vals[rows, b_idx].reshape(f.compact_shape))
+    return out
+
+
+def _row_vals(f: Factor, w: np.ndarray) -> np.ndarray:
+    """``[p, s]``: factor ``f``'s weights ``w`` (compact order) at :func:`_row_cols`'s entries."""
+    w = np.asarray(w, dtype=np.float64).ravel()
+    if w.size != f.params:
+        raise ConfigError(f"merge: factor {f} has {f.params} weights, got {w.size}")
+    rows, cols = f.nonzero_indices()
+    order = np.lexsort((cols, rows))
+    return w[order].reshape(f.p, f.s)
+
+
+def merge_model(model: Any) -> list[tuple[str, MergePlan]]:
+    """Replace, in place, every DeBut layer inside the torch ``model`` whose chain merges by the
+    layer over the merged chain with :func:`merge_weights` (the same function in floating point, to
+    rounding); returns ``(name, plan)`` of each one replaced. Imports torch (the PC side only)."""
+    from .nn import DeButConv2d, DeButLinear, debut_like  # noqa: PLC0415
+
+    done = []
+    for name, mod in list(model.named_modules()):
+        if not name or not isinstance(mod, (DeButConv2d, DeButLinear)) or mod.fake_quant is not None:
+            continue
+        plan = merge_chain(mod.chain)
+        if not plan.merged:
+            continue
+        dtype = mod.weights[0].dtype
+        new = debut_like(mod, plan.chain, merge_weights(plan, mod.compact_numpy()), dtype=dtype)
+        new.mode = mod.mode
+        new.to(mod.weights[0].device)
+        model.set_submodule(name, new)
+        done.append((name, plan))
+    return done
