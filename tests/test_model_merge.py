@@ -65,3 +65,22 @@ def test_cli_convert_merge_exports_the_merged_chains(tmp_path):
     from litefly.export import load_int8
     network, _ = load_int8(tmp_path / "int8")
     assert [len(layer.chain) for layer in network.layers] == [4, 2]
+
+
+def test_the_merged_chain_requantises_less_and_errs_less_in_int8():
+    import copy
+    from litefly.export import export_int8, int8_forward
+    torch.manual_seed(0)
+    layer = nn.Sequential(DeButConv2d(64, 64, 3, parse_rshapes_line(VGG_MONO[1]), padding=1), nn.ReLU()).eval()
+    merged = copy.deepcopy(layer)
+    merge_model(merged)
+    calib, x = torch.rand(64, 64, 8, 8), torch.rand(16, 64, 8, 8)
+
+    def err(model):
+        net, params = export_int8(model, calib, name="layer")
+        yq = int8_forward(net, params, x.double().numpy())
+        yf = model(x).detach().double().numpy().reshape(yq.shape)
+        return float(np.sqrt(((yq - yf) ** 2).mean() / (yf ** 2).mean()))
+
+    published, ours = err(layer), err(merged)
+    assert ours < 0.95 * published and published < 0.1, (published, ours)
