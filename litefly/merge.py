@@ -27,61 +27,100 @@ from .errors import ConfigError
 __all__ = ["MergePlan", "product_factor", "merge_chain", "merge_weights", "merge_model"]
 
 
+#: the most entries a product's rows may hold before de-duplication (rows x fan-in): a longer run
+#: is not tried (a bound on time and memory for very wide or long chains, which then merge less)
+MERGE_MAX_CELLS = 1 << 21
+#: the most such entries all the runs tried for one chain may hold together (a 64-factor chain has
+#: 2,016 runs of two or more); past it no further run is tried
+MERGE_MAX_WORK = 1 << 24
+
+
 def _row_cols(f: Factor) -> np.ndarray:
-    """``[p, s]``: each row's columns, ascending (a DeBut row reads ``b*t + ...`` for ``b = 0..s-1``)."""
-    rows, cols = f.nonzero_indices()
-    order = np.lexsort((cols, rows))
-    return cols[order].reshape(f.p, f.s)
+    """``[p, s]``: each row's columns, ascending: row ``j*r*t + a*t + u`` reads ``j*s*t + b*t + u``."""
+    i = np.arange(f.p, dtype=np.int64)
+    base = (i // (f.r * f.t)) * (f.s * f.t) + i % f.t
+    return base[:, None] + np.arange(f.s, dtype=np.int64)[None, :] * f.t
 
 
-def _product_cols(chain: Sequence[Factor]) -> np.ndarray | None:
-    """Each row's columns of the product ``chain[-1] @ ... @ chain[0]``, ascending, or None if the
-    rows do not all have the same number of them."""
-    cols = _row_cols(chain[0])
-    for f in chain[1:]:
-        c = np.sort(cols[_row_cols(f)].reshape(f.p, -1), axis=1)
-        keep = np.ones(c.shape, dtype=bool)
-        keep[:, 1:] = c[:, 1:] != c[:, :-1]
-        n = keep.sum(axis=1)
-        if (n != n[0]).any():
+def _extend(cols: np.ndarray, f: Factor) -> np.ndarray | None:
+    """Each row's columns, ascending, of ``f`` applied after a product whose rows read ``cols``;
+    None if the rows do not all read the same number of columns."""
+    c = np.sort(cols[_row_cols(f)].reshape(f.p, -1), axis=1)
+    keep = np.ones(c.shape, dtype=bool)
+    keep[:, 1:] = c[:, 1:] != c[:, :-1]
+    n = keep.sum(axis=1)
+    if (n != n[0]).any():
+        return None
+    return c[keep].reshape(f.p, int(n[0]))
+
+
+def _recognise(cols: np.ndarray, q: int) -> Factor | None:
+    """The DeBut factor (``q`` inputs) whose rows read ``cols``, or None. Row 0 reads ``b*t``,
+    which gives ``t`` (with ``s = 1``: the first later row that reads column 0 again)."""
+    p, s = cols.shape
+    if (p * s) % q:
+        return None
+    r = p * s // q
+    if s > 1:
+        t = int(cols[0, 1] - cols[0, 0])
+    elif r > 1:
+        again = np.flatnonzero(cols[1:, 0] == cols[0, 0])
+        if not again.size:
             return None
-        cols = c[keep].reshape(f.p, int(n[0]))
-    return cols
+        t = int(again[0]) + 1
+    else:
+        t = 1
+    if t < 1 or q % (s * t) or (q // (s * t)) * r * t != p:
+        return None
+    try:
+        f = Factor.checked([p, q, r, s, t])
+    except ConfigError:             # beyond a limit (MAX_BLOCK, MAX_FACTOR_PARAMS): not a merge
+        return None
+    return f if np.array_equal(_row_cols(f), cols) else None
+
+
+def _runs(chain: Sequence[AnyFactor]) -> dict[tuple[int, int], Factor]:
+    """``{(i, j): the DeBut factor of chain[i:j]'s product}`` for every run of two or more DeBut
+    factors that has one (a run stops growing at a sparse factor, at rows of unequal fan-in or
+    beyond :data:`MERGE_MAX_CELLS`; no run is tried past :data:`MERGE_MAX_WORK`)."""
+    found: dict[tuple[int, int], Factor] = {}
+    work = 0
+    for i, first in enumerate(chain):
+        if not isinstance(first, Factor):
+            continue
+        cols = _row_cols(first)
+        for j in range(i + 1, len(chain)):
+            f = chain[j]
+            cells = f.p * cols.shape[1] * f.s if isinstance(f, Factor) else 0
+            if not cells or cells > MERGE_MAX_CELLS or work + cells > MERGE_MAX_WORK:
+                break
+            work += cells
+            cols = _extend(cols, f)
+            if cols is None:
+                break
+            g = _recognise(cols, first.q)
+            if g is not None:
+                found[(i, j + 1)] = g
+    return found
 
 
 def product_factor(chain: Sequence[AnyFactor]) -> Factor | None:
     """The DeBut factor whose nonzero pattern is that of the product of ``chain`` (applied first
-    factor first), or None if there is none (or the chain holds a sparse factor)."""
-    if not chain or any(not isinstance(f, Factor) for f in chain):
-        return None
-    if len(chain) == 1:
+    factor first), or None if there is none (or the chain holds a sparse factor, or the product
+    is beyond :data:`MERGE_MAX_CELLS`)."""
+    chain = tuple(chain)
+    if len(chain) == 1 and isinstance(chain[0], Factor):
         return chain[0]
-    cols = _product_cols(chain)
-    if cols is None:
-        return None
-    p, q, s = chain[-1].p, chain[0].q, cols.shape[1]
-    if (p * s) % q:
-        return None
-    r = p * s // q
-    for t in range(1, q // s + 1):
-        if q % (s * t) or (q // (s * t)) * r * t != p:
-            continue
-        try:
-            f = Factor.checked([p, q, r, s, t])
-        except ConfigError:         # beyond a limit (MAX_BLOCK, MAX_FACTOR_PARAMS): not a merge
-            continue
-        if np.array_equal(_row_cols(f), cols):
-            return f
-    return None
+    return _runs(chain).get((0, len(chain)))
 
 
 @dataclass(frozen=True)
 class MergePlan:
     """A chain cut into runs: ``runs[i]`` is the ``(start, stop)`` of the factors merged into
-    ``chain[i]`` of the merged chain."""
+    ``chain[i]`` of the merged chain (a sparse factor is a run of its own)."""
 
-    declared: tuple[Factor, ...]
-    chain: tuple[Factor, ...]
+    declared: tuple[AnyFactor, ...]
+    chain: tuple[AnyFactor, ...]
     runs: tuple[tuple[int, int], ...]
 
     @property
@@ -94,11 +133,12 @@ def merge_chain(chain: Sequence[AnyFactor]) -> MergePlan:
     run is one factor or has a DeBut :func:`product_factor` with no more MACs than its factors."""
     chain = tuple(chain)
     n = len(chain)
+    products = _runs(chain)
     # best[j]: (MACs, factors, runs) of the best cut of chain[:j]
     best: list[tuple[int, int, tuple[tuple[int, int], ...]] | None] = [(0, 0, ())] + [None] * n
     for j in range(1, n + 1):
         for i in range(j):
-            f = product_factor(chain[i:j])
+            f = chain[i] if j - i == 1 else products.get((i, j))     # one factor (sparse too) stays
             if f is None or best[i] is None or f.params > sum(g.params for g in chain[i:j]):
                 continue
             macs, count, runs = best[i]
@@ -106,7 +146,7 @@ def merge_chain(chain: Sequence[AnyFactor]) -> MergePlan:
             if best[j] is None or cand[:2] < best[j][:2]:
                 best[j] = cand
     runs = best[n][2]
-    merged = tuple(product_factor(chain[a:b]) for a, b in runs)
+    merged = tuple(chain[a] if b - a == 1 else products[(a, b)] for a, b in runs)
     return MergePlan(declared=chain, chain=merged, runs=runs)
 
 
@@ -121,6 +161,7 @@ def merge_weights(plan: MergePlan, weights: Sequence[np.ndarray]) -> list[np.nda
         if b - a == 1:
             out.append(np.asarray(weights[a], dtype=np.float64).reshape(f.compact_shape))
             continue
+        # a merged run: DeBut factors only (product_factor)
         # the run's product as [p, s] values over each row's ascending columns
         first = plan.declared[a]
         cols = _row_cols(first)

@@ -147,3 +147,17 @@ def test_merge_weights_checks_its_input():
         merge_weights(plan, [np.zeros(128)])
     with pytest.raises(ConfigError, match=r"factor \[32, 64, 1, 2, 2\] has 64 weights, got 3"):
         merge_weights(plan, [np.zeros(128), np.zeros(3)])
+
+
+def test_sparse_factors_stay_and_wide_chains_stay_bounded():
+    from litefly.config import load_layer
+    pix = load_layer("examples/layers/pixelfly64.yaml")
+    plan = merge_chain(pix.chain)
+    assert plan.chain == pix.chain and not plan.merged
+    assert product_factor(pix.chain) is None
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal(f.params) for f in pix.chain]
+    assert all(np.array_equal(a.ravel(), b) for a, b in zip(merge_weights(plan, weights), weights))
+    assert LayerConfig.from_dict({**pix.to_dict(), "merge": True}).chain == pix.chain
+    wide = merge_chain(butterfly_chain(1 << 20))        # runs beyond MERGE_MAX_CELLS are not tried
+    validate_chain(wide.chain, 1 << 20, 1 << 20)
