@@ -66,12 +66,18 @@ def _cuts(n: int):
         yield list(zip(edges, edges[1:]))
 
 
-@pytest.mark.parametrize("line", SMALL)
+# chains whose products reach a column along several paths (the merged weight is their sum)
+COLLIDING = ["8 8 2 2 1 8 8 2 2 1", "16 16 4 4 1 16 16 2 2 1 16 16 4 4 1", "32 32 2 2 1 16 32 1 2 1 16 16 2 2 1"]
+
+
+@pytest.mark.parametrize("line", SMALL + COLLIDING)
 def test_merge_chain_is_the_cheapest_cut_and_keeps_the_product(line):
     chain = parse_rshapes_line(line)
     plan = merge_chain(chain)
     validate_chain(plan.chain, chain[0].q, chain[-1].p)
     assert sum(f.params for f in plan.chain) <= sum(f.params for f in chain)
+    if line in COLLIDING:
+        assert len(plan.chain) == 1
     best = None
     for runs in _cuts(len(chain)):
         fs = [product_factor(chain[a:b]) for a, b in runs]
