@@ -36,7 +36,7 @@ LAYER_FILES = sorted((EXAMPLES / "layers").glob("*.yaml"))
 NETWORK_BYTES = (EXAMPLES / "vgg_net.yaml").read_bytes()
 RSHAPES_BYTES = (EXAMPLES / "rshapes" / "vgg_cifar100_mono.txt").read_bytes()
 LAYER_KEYS = ["name", "kind", "in_features", "out_features", "in_channels", "out_channels", "kernel", "stride",
-              "padding", "dilation", "chain", "rshapes", "format", "engine"]
+              "padding", "dilation", "chain", "rshapes", "format", "engine", "merge"]
 
 
 def check_one_line(fn: Callable[[], Any]) -> None:
@@ -76,6 +76,7 @@ layer_dicts = st.fixed_dictionaries(
               "kernel": st.sampled_from([1, 3, [3, 3], [1, 2, 3], 33, 0]), "stride": st.sampled_from([1, 2, 64]),
               "padding": st.sampled_from([0, 1, 2000]), "chain": st.lists(factor, max_size=5) | trees,
               "rshapes": st.text(alphabet="0123456789 ,[]-x", max_size=60),
+              "merge": st.booleans() | scalars,
               "format": st.fixed_dictionaries({}, optional={"act_bits": st.integers(0, 20),
                                                             "weight_bits": st.integers(0, 20),
                                                             "bias": st.booleans() | st.integers(0, 1),
