@@ -217,7 +217,7 @@ class LayerConfig(ChainCounts):
 
     def with_chain(self, chain: Sequence[Factor], name: str | None = None) -> "LayerConfig":
         from dataclasses import replace
-        return replace(self, chain=tuple(chain), name=name or self.name)
+        return replace(self, chain=tuple(chain), name=name or self.name, merged_from=())
 
     def dense_baseline(self) -> "LayerConfig":
         """The same layer as a dense one-factor chain ``[p, q, p, q, 1]`` (the speedup baseline)."""

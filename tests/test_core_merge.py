@@ -101,6 +101,7 @@ def test_the_vgg_example_merges_its_halving_factors():
     conv2 = net.layers[1]
     assert len(conv2.merged_from) == 7 and conv2.macs_per_column == 6400
     assert sum(f.params for f in conv2.merged_from) == 7296
+    assert conv2.dense_baseline().merged_from == ()          # another chain: not merged from anything
 
 
 def test_a_butterfly_merges_into_radix_4_at_the_same_macs():
