@@ -161,8 +161,7 @@ def merge_weights(plan: MergePlan, weights: Sequence[np.ndarray]) -> list[np.nda
         if b - a == 1:
             out.append(np.asarray(weights[a], dtype=np.float64).reshape(f.compact_shape))
             continue
-        # a merged run: DeBut factors only (product_factor)
-        # the run's product as [p, s] values over each row's ascending columns
+        # a merged run (DeBut factors only): its product as [p, s] values over each row's ascending columns
         first = plan.declared[a]
         cols = _row_cols(first)
         vals = _row_vals(first, weights[a])
