@@ -40,11 +40,15 @@ from litefly.errors import LiteflyError
               help="Write the JSON report here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the roofline/speedup PNG here.")
+@click.option("--merge/--no-merge", "merge", default=None,
+              help="Merge each chain's adjacent factors whose product is one DeBut factor with no more MACs "
+                   "(docs/config.md, \"Merged factors\"), or run the chains as declared; default: as the "
+                   "files say (their merge: settings). Another chain is another engine, with another hash.")
 @envelope_options
 def bench(config: Path, backend: str, board: str | None, clock_mhz: float | None, batch: int,
           input_size: tuple[int, int] | None, seed: int, params_dir: Path | None, bitstream_dir: Path | None,
           repeats: int, no_dense: bool,
-          report_path: Path | None, plot_path: Path | None, engine: dict[str, int | None]) -> None:
+          report_path: Path | None, plot_path: Path | None, merge: bool | None, engine: dict[str, int | None]) -> None:
     """Run NETWORK_OR_LAYER (a network or layer YAML) on one network engine, with its dense baseline and
     torch on this CPU, and report host and engine time, traffic and speedups (engine alone and end to end)."""
     from litefly.cli.output import console as make_console
@@ -54,7 +58,7 @@ def bench(config: Path, backend: str, board: str | None, clock_mhz: float | None
 
     if clock_mhz is not None and clock_mhz <= 0:
         raise LiteflyError(f"--clock-mhz {clock_mhz} must be positive")
-    network = load_network(config)
+    network = load_network(config, merge=merge)
     if input_size is None and network.layers[0].kind == "conv2d":
         input_size = network.input_size or (16, 16)
     console = make_console(min_width=150)

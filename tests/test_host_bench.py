@@ -89,6 +89,17 @@ def test_bench_golden_cli_writes_report_and_plot(tmp_path):
     for row in report["layers"]:                        # torch measured in the same run, with its GMAC/s
         assert row["cpu_torch[s]"] > 0 and row["cpu_torch_gmacs"] > 0 and row["speedup_vs_cpu_torch_end_to_end"] > 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the example merges its chains: the report keeps the declared MACs, the summary says what merged
+    assert [(row["declared_factors"], row["factors"]) for row in report["layers"]] == [(3, 2), (7, 4), (7, 3)]
+    assert report["total"]["declared_macs"] > report["total"]["macs"]
+    assert "chains merged (merge: true, litefly chain merge): vgg_conv1, vgg_conv2, vgg_conv3; 17 -> 9 factors" in \
+        " ".join(r.stdout.split())
+    r = run_cli(str(VGG), "--backend", "golden", "--input-size", "8", "8", "--repeats", "1", "--no-dense",
+                "--no-merge", "--report", str(rep))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(rep.read_text())
+    assert [row["factors"] for row in report["layers"]] == [3, 7, 7] and "chains merged" not in r.stdout
+    assert report["total"]["declared_macs"] == report["total"]["macs"]
 
 
 def test_bench_single_layer_and_exported_params(tmp_path):
