@@ -117,6 +117,15 @@ def test_bench_single_layer_and_exported_params(tmp_path):
     one = run_bench(load_network(ROOT / "examples" / "layers" / "vgg_conv1.yaml"), "golden", input_size=(8, 8),
                     repeats=1)
     assert len(one["layers"]) == 1 and one["engine"]["layers_served"] == 1
+    # parameters of the declared chains do not load into the merged ones: one line saying why
+    save_int8(load_network(VGG, merge=False), calibrated_network_params(
+        load_network(VGG, merge=False), np.random.default_rng(0).standard_normal((2, 3, 8, 8)),
+        np.random.default_rng(1))[0], tmp_path / "pub")
+    r = run_cli(str(VGG), "--backend", "golden", "--input-size", "8", "8", "--params", str(tmp_path / "pub"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "parameters are for the declared chain of layer 'vgg_conv1', which merge: true merges into 2 " \
+           "factors; quantise the merged chain (litefly convert --merge) or run the chains as declared " \
+           "(--no-merge)" in r.stderr
 
 
 def test_bench_user_errors_are_one_line_exit_2(tmp_path):
