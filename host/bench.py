@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from litefly.chain import chain_params
 from litefly.config import LayerConfig, NetworkConfig
 from litefly.errors import ConfigError, LiteflyError
 from litefly.fixed import QuantizedLayer, chain_dense, load_quantized, random_float_weights
@@ -424,8 +425,7 @@ def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDesc
         "dense_macs_per_position": lay.chain_in * p, "mac_reduction": lay.mac_reduction,
         "factors": len(lay.chain),
         # merge: true (litefly.merge): the chain as declared, before its factors were merged
-        "declared_factors": len(lay.merged_from or lay.chain),
-        "declared_macs_per_position": sum(f.params for f in lay.merged_from) if lay.merged_from else lay.macs_per_column,
+        "declared_factors": len(lay.declared_chain), "declared_macs_per_position": chain_params(lay.declared_chain),
         "cycles": cycles, "model_cycles": int(st.get("model_cycles", 0)), "mac_cycles": int(st["mac_cycles"]),
         "param_cycles": pcycles, "dense_param_cycles": dpcycles,
         "cycles_source": src_engine, "counters": st.get("counters", {}),

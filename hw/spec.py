@@ -171,8 +171,9 @@ class EngineEnvelope:
         (:meth:`~litefly.config.NetworkEngine.for_board`: its ``boards:`` entry, its own value,
         the board's default envelope), else the layers'. The board's default packing (two MACs per
         DSP, row pairs) applies to weights of 8 bits or fewer; ``row_pairs`` set by the network or
-        the argument implies two MACs per DSP, and ``macs_per_dsp=1`` turns the board's row pairs off. The frame buffer holds the largest layer input of one image at
-        the network's input size (at least ``DEFAULT_FRAME_KIB`` KiB) unless ``frame_kib`` says otherwise.
+        the argument implies two MACs per DSP, and ``macs_per_dsp=1`` turns the board's row pairs
+        off. The frame buffer holds the largest layer input of one image at the network's input
+        size (at least ``DEFAULT_FRAME_KIB`` KiB) unless ``frame_kib`` says otherwise.
         """
         if multipliers is not None and multipliers < 1:
             raise ConfigError(f"engine: multipliers={multipliers} must be at least 1")

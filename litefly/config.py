@@ -165,6 +165,11 @@ class LayerConfig(ChainCounts):
     def macs_per_column(self) -> int:
         return chain_params(self.chain)
 
+    @property
+    def declared_chain(self) -> tuple[Factor, ...]:
+        """The chain as the file declares it: before ``merge: true`` merged it (else the chain)."""
+        return self.merged_from or self.chain
+
     def mixing_violations(self) -> list[str]:
         return mixing_violations(self.chain)
 

@@ -396,7 +396,7 @@ def load_quantized(layer: LayerConfig, path) -> QuantizedLayer:
     d = load_npz(path, "parameter file", error=lambda text: ShapeError(f"{path}: {text}"))
     got = str(d["config_hash"]) if "config_hash" in d else "?"
     if got != layer.config_hash:
-        if layer.merged_from and got == layer.with_chain(layer.merged_from).config_hash:
+        if layer.merged_from and got == layer.with_chain(layer.declared_chain).config_hash:
             raise ShapeError(f"{path}: parameters are for the declared chain of layer {layer.name!r}, which "
                              f"merge: true merges into {len(layer.chain)} factors; quantise the merged chain "
                              f"(litefly convert --merge) or run the chains as declared (--no-merge)")

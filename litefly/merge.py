@@ -35,11 +35,15 @@ MERGE_MAX_CELLS = 1 << 21
 MERGE_MAX_WORK = 1 << 24
 
 
+def _by_row(f: Factor, compact: np.ndarray) -> np.ndarray:
+    """Values in ``f``'s compact order ``(g, t, r, s)`` (``Factor.nonzero_indices``) as ``[p, s]``, row by
+    row: row ``j*r*t + a*t + u`` is ``(j, a, u)``, its entries ``b = 0..s-1`` in ascending column."""
+    return np.asarray(compact).reshape(f.compact_shape).transpose(0, 2, 1, 3).reshape(f.p, f.s)
+
+
 def _row_cols(f: Factor) -> np.ndarray:
-    """``[p, s]``: each row's columns, ascending: row ``j*r*t + a*t + u`` reads ``j*s*t + b*t + u``."""
-    i = np.arange(f.p, dtype=np.int64)
-    base = (i // (f.r * f.t)) * (f.s * f.t) + i % f.t
-    return base[:, None] + np.arange(f.s, dtype=np.int64)[None, :] * f.t
+    """``[p, s]``: each row's columns, ascending."""
+    return _by_row(f, f.nonzero_indices()[1])
 
 
 def _extend(cols: np.ndarray, f: Factor) -> np.ndarray | None:
@@ -178,10 +182,8 @@ def merge_weights(plan: MergePlan, weights: Sequence[np.ndarray]) -> list[np.nda
             summed = np.zeros((g.p, k))
             np.add.at(summed, (np.arange(g.p)[:, None], idx), pv)
             cols, vals = pc[first_of].reshape(g.p, k), summed
-        # row-ascending columns -> compact (g, t, r, s): entry (j, u, a, b) is row j*r*t + a*t + u, column b
-        rows, _ = f.nonzero_indices()
-        b_idx = np.broadcast_to(np.arange(f.s), f.compact_shape).ravel()
-        out.append(vals[rows, b_idx].reshape(f.compact_shape))
+        # row by row -> compact (g, t, r, s): the inverse of _by_row
+        out.append(vals.reshape(f.blocks, f.r, f.t, f.s).transpose(0, 2, 1, 3))
     return out
 
 
@@ -190,9 +192,7 @@ def _row_vals(f: Factor, w: np.ndarray) -> np.ndarray:
     w = np.asarray(w, dtype=np.float64).ravel()
     if w.size != f.params:
         raise ConfigError(f"merge: factor {f} has {f.params} weights, got {w.size}")
-    rows, cols = f.nonzero_indices()
-    order = np.lexsort((cols, rows))
-    return w[order].reshape(f.p, f.s)
+    return _by_row(f, w)
 
 
 def merge_model(model: Any) -> list[tuple[str, MergePlan]]:

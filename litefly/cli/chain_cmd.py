@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from litefly.config import LayerConfig, MixingWarning, load_config
-from litefly.chain import parse_rshapes_line
+from litefly.chain import chain_params, parse_rshapes_line
 from litefly.cli.chain_generate import generate
 from litefly.cli.output import console as make_console, print_json
 from litefly.errors import ConfigError
@@ -70,7 +70,7 @@ def _layer_json(layer: LayerConfig) -> dict[str, Any]:
         "dense_product": dense, **({"dense_product_not_checked": why} if why else {}),
         "format": layer.to_dict()["format"], "engine": layer.to_dict()["engine"],
         **({"merged_from": [_factor_json(f) for f in layer.merged_from],
-            "merged_from_params": sum(f.params for f in layer.merged_from)} if layer.merged_from else {}),
+            "merged_from_params": chain_params(layer.merged_from)} if layer.merged_from else {}),
     }
 
 
@@ -113,8 +113,8 @@ def show(config: Path, as_json: bool) -> None:
 
 def _merge_summary(declared: Any, merged: Any) -> str:
     from litefly.hw.cycles import chain_issue
-    return (f"{len(declared)} -> {len(merged)} factors, {sum(f.params for f in declared):,} -> "
-            f"{sum(f.params for f in merged):,} MACs per column, {chain_issue(declared, True).issue:,} -> "
+    return (f"{len(declared)} -> {len(merged)} factors, {chain_params(declared):,} -> "
+            f"{chain_params(merged):,} MACs per column, {chain_issue(declared, True).issue:,} -> "
             f"{chain_issue(merged, True).issue:,} issue cycles per column on a row-pair engine")
 
 
@@ -129,7 +129,7 @@ def merge(config: Path) -> None:
     layers = cfg.layers if hasattr(cfg, "layers") else (cfg,)
     console = make_console()
     for layer in layers:
-        declared = layer.merged_from or layer.chain
+        declared = layer.declared_chain
         plan = merge_chain(declared)
         runs = ", ".join(" * ".join(str(f) for f in reversed(declared[a:b])) + f" = {f}"
                          for f, (a, b) in zip(plan.chain, plan.runs) if b - a > 1)

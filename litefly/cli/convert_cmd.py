@@ -269,13 +269,14 @@ def convert(model_path: Path, config_path: Path | None, output: Path, data_path:
                           log=lambda m: console.print(m))
     merged = []
     if merge:
+        from litefly.chain import chain_params  # noqa: PLC0415
         from litefly.merge import merge_model  # noqa: PLC0415
         probe = None if example is None else example.to(next(new.parameters()).dtype)
         before = None if probe is None else new.eval()(probe).detach()
         merged = merge_model(new)
         for name, plan in merged:
             console.print(f"merged {name}: {len(plan.declared)} -> {len(plan.chain)} factors, "
-                          f"{sum(f.params for f in plan.declared):,} -> {sum(f.params for f in plan.chain):,} MACs "
+                          f"{chain_params(plan.declared):,} -> {chain_params(plan.chain):,} MACs "
                           f"per column")
         if before is not None:
             after = new(probe).detach()
