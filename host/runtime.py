@@ -22,7 +22,7 @@ import functools
 import time
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -123,21 +123,28 @@ def _assign_buffers(steps: Sequence[EngineStep]) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _buffers(driver: EngineDriver, program: NetworkProgram, batch: int) -> dict[str, Any]:
-    """Two activation buffers (ping-pong) and one parameter buffer per layer, allocated once."""
+def _buffers(driver: EngineDriver, program: NetworkProgram, batch: int, sets: int = 1) -> dict[str, Any]:
+    """Activation buffers (ping-pong, a third for a kept skip) and one parameter buffer per layer,
+    allocated once. ``sets=2``: a second set of activation buffers, so one batch's input can be
+    written and another's output read while the engine runs a third on the other set
+    (:meth:`NetworkRunner.run_stream`); ``bufs["sets"]`` holds them, ``bufs["acts"]`` is the first."""
     key = (id(driver.transport), batch)
+    tr = driver.transport
+    size = _align(program.act_bytes(batch))
+    count = max(program.out_bufs or (1,)) + 1
     if program.buffers.get("key") != key:
-        tr = driver.transport
-        size = _align(program.act_bytes(batch))
-        acts = [tr.allocate((size,), np.uint8) for _ in range(max(program.out_bufs or (1,)) + 1)]
         params = []
         for p in program.params:
             buf = tr.allocate((_align(p.size),), np.uint8)
             buf[:p.size] = p
             buf.flush()
             params.append(buf)
-        program.buffers = {"key": key, "acts": acts, "params": params}
-    return program.buffers
+        acts = [tr.allocate((size,), np.uint8) for _ in range(count)]
+        program.buffers = {"key": key, "acts": acts, "sets": [acts], "params": params}
+    bufs = program.buffers
+    while len(bufs["sets"]) < sets:
+        bufs["sets"].append([tr.allocate((size,), np.uint8) for _ in range(count)])
+    return bufs
 
 
 def _layer_plans(program: NetworkProgram, batch: int) -> list[dict[str, Any]]:
@@ -214,40 +221,29 @@ def _holds_only(dtype: np.dtype, lo: int, hi: int) -> bool:
     return lo <= info.min and info.max <= hi
 
 
-def execute(driver: EngineDriver, program: NetworkProgram, x_int: np.ndarray,
-            out_scale: float | None = None) -> tuple[np.ndarray, list[dict]]:
-    """Integer NCHW input -> integer NCHW output of the last layer, and one stats dict per layer.
-
-    With ``out_scale`` the output is dequantised straight from the int8 bytes into float64
-    (``y_int * out_scale``, exactly the int8 golden network's dequantised output), written
-    channels-last as the engine sends it and returned as an NCHW-shaped view with
-    channels-last strides (torch's ``channels_last``; ``torch.from_numpy`` takes it as is), in
-    memory reused across runs (:class:`OutputMemory`). Without it: int64 NCHW (a new array).
-
-    Every host second of the call is in a stage: what the driver does not time itself
-    (checks, counters, bookkeeping) is added to ``dispatch``."""
-    t_enter = time.perf_counter()
-    timings = driver.timings
-    timings0 = dict(timings)
-    env = program.envelope
-    e = env.elems_per_beat
-    x_int = np.asarray(x_int)
+def _check_input(program: NetworkProgram, x_int: np.ndarray) -> None:
+    """One-line errors for an input of the wrong shape or outside the activation range."""
     if x_int.ndim != 4 or tuple(x_int.shape[1:]) != program.in_shape:
         raise ShapeError(f"input has shape {x_int.shape}, expected (N, {', '.join(map(str, program.in_shape))})")
-    lo, hi = int_range(env.act_bits)
+    lo, hi = int_range(program.envelope.act_bits)
     if x_int.size and not _holds_only(x_int.dtype, lo, hi) and (x_int.min() < lo or x_int.max() > hi):
-        raise ShapeError(f"input values {x_int.min()}..{x_int.max()} are outside the {env.act_bits}-bit "
+        raise ShapeError(f"input values {x_int.min()}..{x_int.max()} are outside the {program.envelope.act_bits}-bit "
                          f"range {lo}..{hi}")
-    batch = int(x_int.shape[0])
+
+
+def _write_input(driver: EngineDriver, program: NetworkProgram, buf: np.ndarray, x_int: np.ndarray) -> None:
+    """Pack the integer input into the first activation buffer (stage ``copy_in``)."""
     t0 = time.perf_counter()
-    bufs = _buffers(driver, program, batch)
-    acts = bufs["acts"]
-    plans = _layer_plans(program, batch)
-    t1 = time.perf_counter()
-    pack_tensor(x_int, e, out=acts[0], packed=program.descriptors[0].packed_input)
-    acts[0].flush()
-    timings["copy_in"] += time.perf_counter() - t1
-    timings["dispatch"] += t1 - t0
+    pack_tensor(x_int, program.envelope.elems_per_beat, out=buf, packed=program.descriptors[0].packed_input)
+    buf.flush()
+    driver.timings["copy_in"] += time.perf_counter() - t0
+
+
+def _run_layers(driver: EngineDriver, program: NetworkProgram, acts: Sequence[np.ndarray], params: Sequence[Any],
+                plans: list[dict[str, Any]]) -> tuple[int, list[tuple[dict[str, int], float, float, int]]]:
+    """Every layer, buffer to buffer; the buffer holding the output and, per layer, its counters,
+    dispatch and wait seconds and DMA transfers."""
+    timings = driver.timings
     layers: list[tuple[dict[str, int], float, float, int]] = []
     src = 0
     try:
@@ -257,7 +253,7 @@ def execute(driver: EngineDriver, program: NetworkProgram, x_int: np.ndarray,
             ipp = plan["ipp"]
             align = program.skip_align[k] if program.skip_align else None
             driver.write_descriptor(desc, program.shifts[k], ipp, align)
-            driver.load_params(bufs["params"][k], program.params[k].size)
+            driver.load_params(params[k], program.params[k].size)
             if program.in_from and program.in_from[k] is not None:     # a branch reads an earlier output
                 src = program.out_bufs[program.in_from[k]]
             dst = program.out_bufs[k] if program.out_bufs else 1 - src
@@ -273,34 +269,84 @@ def execute(driver: EngineDriver, program: NetworkProgram, x_int: np.ndarray,
     except BaseException:
         driver.forget_registers()       # whatever stopped the run may be followed by a reset or a reload
         raise
-    t2 = time.perf_counter()
-    acts[src].invalidate()
+    return src, layers
+
+
+def _output_view(driver: EngineDriver, program: NetworkProgram, buf: Any, batch: int) -> np.ndarray:
+    """The last layer's output bytes, read in place (stage ``copy_out``)."""
+    t0 = time.perf_counter()
+    buf.invalidate()
     c, h, w = program.out_shape
-    # read in place: unpacking (or dequantising) below makes the one copy of the output
-    raw = np.asarray(acts[src]).reshape(-1)[:tensor_bytes((batch, c, h, w), e)]
-    t3 = time.perf_counter()
-    if out_scale is None:
-        y = unpack_tensor(raw, (batch, c, h, w), e)
-    else:           # int8 -> float64 in one pass over contiguous memory: channels-last in, channels-last out
-        out = _output_memory(program, batch).array()
-        np.multiply(raw.view(np.int8).reshape(batch, h, w, -1)[..., :c], float(out_scale), out=out)
-        y = out.transpose(0, 3, 1, 2)
-    t4 = time.perf_counter()
-    timings["copy_out"] += t3 - t2
-    timings["unpack"] += t4 - t3
+    raw = np.asarray(buf).reshape(-1)[:tensor_bytes((batch, c, h, w), program.envelope.elems_per_beat)]
+    driver.timings["copy_out"] += time.perf_counter() - t0
+    return raw
+
+
+def _dequantise(driver: EngineDriver, program: NetworkProgram, raw: np.ndarray, out: np.ndarray, out_scale: float,
+                images: slice) -> None:
+    """``images`` of the int8 output, times ``out_scale``, into ``out`` (channels-last; stage ``unpack``)."""
+    t0 = time.perf_counter()
+    c, h, w = program.out_shape
+    batch = out.shape[0]
+    np.multiply(raw.view(np.int8).reshape(batch, h, w, -1)[images, ..., :c], float(out_scale), out=out[images])
+    driver.timings["unpack"] += time.perf_counter() - t0
+
+
+def _layer_stats(driver: EngineDriver, plans: list[dict[str, Any]],
+                 layers: list[tuple[dict[str, int], float, float, int]]) -> list[dict]:
+    """One stats dict per layer of a run: the plan's, with the run's counters, timings and transfers."""
     name = getattr(driver.transport, "name", "?")
     zero = dict.fromkeys(STAGES, 0.0)
-    stats = [dict(plan["stats"], backend=name, cycles=counters["CYCLES"], counters=counters,
-                  timings=dict(zero, dispatch=dispatch, wait=wait), transfers=transfers,
-                  in_shape=list(plan["stats"]["in_shape"]), out_shape=list(plan["stats"]["out_shape"]))
-             for plan, (counters, dispatch, wait, transfers) in zip(plans, layers)]
-    t_exit = time.perf_counter()
-    untimed = (t_exit - t_enter) - sum(timings[s] - timings0[s] for s in STAGES)
-    timings["dispatch"] += max(0.0, untimed)
-    if stats:       # the per-layer loop's share of the bookkeeping goes to the layers' dispatch
-        per = max(0.0, untimed) / len(stats)
-        for st in stats:
-            st["timings"]["dispatch"] += per
+    return [dict(plan["stats"], backend=name, cycles=counters["CYCLES"], counters=counters,
+                 timings=dict(zero, dispatch=dispatch, wait=wait), transfers=transfers,
+                 in_shape=list(plan["stats"]["in_shape"]), out_shape=list(plan["stats"]["out_shape"]))
+            for plan, (counters, dispatch, wait, transfers) in zip(plans, layers)]
+
+
+def _untimed_to_dispatch(timings: dict[str, float], before: Mapping[str, float], wall: float,
+                         stats: list[dict]) -> None:
+    """Every host second of a call is in a stage: what no stage timed (checks, counters,
+    bookkeeping) goes to ``dispatch``, the layers' share of it to their own dispatch."""
+    untimed = max(0.0, wall - sum(timings[s] - before[s] for s in STAGES))
+    timings["dispatch"] += untimed
+    for st in stats:
+        st["timings"]["dispatch"] += untimed / len(stats)
+
+
+def execute(driver: EngineDriver, program: NetworkProgram, x_int: np.ndarray,
+            out_scale: float | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Integer NCHW input -> integer NCHW output of the last layer, and one stats dict per layer.
+
+    With ``out_scale`` the output is dequantised straight from the int8 bytes into float64
+    (``y_int * out_scale``, exactly the int8 golden network's dequantised output), written
+    channels-last as the engine sends it and returned as an NCHW-shaped view with
+    channels-last strides (torch's ``channels_last``; ``torch.from_numpy`` takes it as is), in
+    memory reused across runs (:class:`OutputMemory`). Without it: int64 NCHW (a new array).
+
+    Every host second of the call is in a stage: what the driver does not time itself
+    (checks, counters, bookkeeping) is added to ``dispatch``."""
+    t_enter = time.perf_counter()
+    timings = driver.timings
+    timings0 = dict(timings)
+    x_int = np.asarray(x_int)
+    _check_input(program, x_int)
+    batch = int(x_int.shape[0])
+    bufs = _buffers(driver, program, batch)
+    plans = _layer_plans(program, batch)
+    _write_input(driver, program, bufs["acts"][0], x_int)
+    src, layers = _run_layers(driver, program, bufs["acts"], bufs["params"], plans)
+    raw = _output_view(driver, program, bufs["acts"][src], batch)
+    if out_scale is None:
+        t0 = time.perf_counter()
+        c, h, w = program.out_shape
+        y = unpack_tensor(raw, (batch, c, h, w), program.envelope.elems_per_beat)
+        timings["unpack"] += time.perf_counter() - t0
+    else:           # int8 -> float64 in one pass over contiguous memory: channels-last in, channels-last out
+        out = _output_memory(program, batch).array()
+        _dequantise(driver, program, raw, out, out_scale, slice(None))
+        y = out.transpose(0, 3, 1, 2)
+    stats = _layer_stats(driver, plans, layers)
+    _untimed_to_dispatch(timings, timings0, time.perf_counter() - t_enter, stats)
     return y, stats
 
 
@@ -416,21 +462,26 @@ class NetworkRunner:
         return self._work
 
     # -- runs ---------------------------------------------------------------------------------
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Float input of the first layer -> float output of the last layer."""
-        x = np.asarray(x)
-        shape = self._in_shape(x)
+    def _quantize(self, x: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+        """Float input -> the engine's integers at the first layer's input scale (stage ``quantize``
+        is the caller's to time)."""
         first = self.params[self.network.layers[0].name]
         bits = first.layer.format.act_bits
-        t0 = time.perf_counter()
         x4 = x.reshape((x.shape[0],) + shape)
         work = self._quantize_work(x4.shape)
         try:                # int8, the engine's width, computed in a kept float array; NaN cannot be quantised
             with np.errstate(invalid="raise"):
-                x_int = quantize_tensor(x4, first.in_scale, bits, np.int8 if bits <= 8 else np.int64, work=work)
+                return quantize_tensor(x4, first.in_scale, bits, np.int8 if bits <= 8 else np.int64, work=work)
         except FloatingPointError:
             raise ShapeError(f"network {self.network.name!r}: the input holds NaN, which has no integer "
                              f"value") from None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Float input of the first layer -> float output of the last layer."""
+        x = np.asarray(x)
+        shape = self._in_shape(x)
+        t0 = time.perf_counter()
+        x_int = self._quantize(x, shape)
         t_quant = time.perf_counter() - t0
         scale = self.params[self.network.layers[-1].name].out_scale
         y = self._run(x_int, shape, out_scale=scale)
@@ -441,6 +492,142 @@ class NetworkRunner:
         out = y * scale
         self.total["host_stage[s]"]["unpack"] += time.perf_counter() - t1
         return out
+
+    def run_stream(self, batches: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Float batches in, their float outputs out, in order, with the host's work on each
+        batch's input and output done while the engine runs a neighbouring batch.
+
+        While the engine runs batch k (on one of two sets of activation buffers), the host
+        dequantises batch k-1's output and quantises and packs batch k+1's input (on the other
+        set), in slices run while each pass's DMA is in flight (:meth:`EngineDriver.run_pass`).
+        Each output is yielded once the engine has run the batch after it (or the stream has
+        ended), so an output comes one batch later than :meth:`run` would return it; outputs
+        equal :meth:`run`'s. A batch of another shape drains the pipeline and starts it again.
+        After each engine run its figures are appended to :attr:`stream_totals` (also
+        :attr:`total`/:attr:`stats`): the host stages measured during that run, including the
+        neighbours' work, and ``hidden[s]``, the host seconds the engine's passes covered (up
+        to each pass's modelled time). On ``sim`` and with host ops between engine programs
+        (a global pool) the batches run one after another (``hidden[s]`` 0)."""
+        it = iter(batches)
+        x = next(it, None)
+        self.stream_totals: list[dict[str, Any]] = []
+        if x is None:
+            return
+        x = np.asarray(x)
+        if self.backend == "sim" or len(self.segments(self._in_shape(x))) > 1:
+            while x is not None:
+                y = self.run(x)
+                self.stream_totals.append(self.total)
+                yield y
+                x = next(it, None)
+            return
+        yield from self._stream(x, it)
+
+    def _stream(self, x: Any, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        driver = self._open()
+        driver.reset_stats()
+        scale = float(self.params[self.network.layers[-1].name].out_scale)
+        prev: dict[str, Any] | None = None      # the previous batch's output, still to be dequantised
+        ready: dict[str, Any] | None = None     # this batch's input, written during the previous run
+        k = 0
+        while x is not None:
+            t0, before, hidden0 = time.perf_counter(), dict(driver.timings), driver.hidden
+            x = np.asarray(x)
+            if ready is not None and "error" in ready:      # its quantise failed in the previous run
+                if prev is not None:
+                    self._drain(prev)
+                    yield prev["y"]
+                raise ready["error"]
+            shape = self._in_shape(x)
+            program = self.segments(shape)[0][1]
+            batch = int(x.shape[0])
+            bufs = _buffers(driver, program, batch, sets=2)
+            plans = _layer_plans(program, batch)
+            acts = bufs["sets"][k % 2]
+            if ready is None:
+                state: dict[str, Any] = {}
+                for work in self._input_slices(driver, program, x, shape, acts[0], state):
+                    work()
+                if "error" in state:
+                    raise state["error"]
+            t_next = time.perf_counter()
+            nxt = next(rest, None)          # the caller's time (loading a batch) is not the host's
+            t0 += time.perf_counter() - t_next
+            follows = nxt is not None and self._same_input(np.asarray(nxt), x)
+            queue = driver.background
+            queue.clear()
+            if prev is not None:
+                queue.extend(prev.pop("slices"))
+            ready = {} if follows else None
+            if follows:
+                queue.extend(self._input_slices(driver, program, np.asarray(nxt), shape,
+                                                bufs["sets"][(k + 1) % 2][0], ready))
+            try:
+                src, layers = _run_layers(driver, program, acts, bufs["params"], plans)
+            finally:
+                pending = list(queue)
+                queue.clear()
+            for work in pending:            # what the passes did not cover
+                work()
+            done, prev = prev, self._output_slices(driver, program, acts[src], batch, scale)
+            if not follows:
+                self._drain(prev)
+            stats = _layer_stats(driver, plans, layers)
+            timings = {s: driver.timings[s] - before[s] for s in STAGES}
+            _untimed_to_dispatch(timings, dict.fromkeys(STAGES, 0.0), time.perf_counter() - t0, stats)
+            self.stats = stats
+            self.total = self._totals(stats, timings, batch, time.perf_counter() - t0, driver.hidden - hidden0)
+            self.stream_totals.append(self.total)
+            if done is not None:
+                yield done["y"]
+            if not follows:
+                yield prev["y"]
+                prev = None
+            x, k = nxt, k + 1
+
+    def _same_input(self, x: np.ndarray, like: np.ndarray) -> bool:
+        """Whether ``x`` can be written while ``like`` runs: the same shape (else the pipeline drains)."""
+        return x.shape == like.shape and x.dtype.kind in "fiu"
+
+    def _input_slices(self, driver: EngineDriver, program: NetworkProgram, x: np.ndarray,
+                      shape: tuple[int, int, int], buf: np.ndarray, state: dict[str, Any]) -> list[Any]:
+        """Quantise ``x`` and pack it into ``buf``, as two slices of host work; a slice never
+        raises (it runs while a pass is in flight): an error is kept in ``state["error"]``."""
+        def quantise() -> None:
+            t0 = time.perf_counter()
+            try:
+                state["x_int"] = self._quantize(x, shape)
+            except LiteflyError as err:
+                state["error"] = err
+            driver.timings["quantize"] += time.perf_counter() - t0
+
+        def pack() -> None:
+            if "error" not in state:
+                _write_input(driver, program, buf, state.pop("x_int"))
+        return [quantise, pack]
+
+    def _output_slices(self, driver: EngineDriver, program: NetworkProgram, buf: Any, batch: int,
+                       scale: float) -> dict[str, Any]:
+        """The output in ``buf``, dequantised into :class:`OutputMemory` as slices of host work
+        (about 64 KiB of output each); ``["y"]`` holds the output once they have run."""
+        c, h, w = program.out_shape
+        state: dict[str, Any] = {}
+
+        def read() -> None:
+            state["raw"] = _output_view(driver, program, buf, batch)
+            state["out"] = _output_memory(program, batch).array()
+            state["y"] = self._shaped(state["out"].transpose(0, 3, 1, 2), program)
+
+        group = max(1, (64 << 10) // (h * w * c * 8))
+        parts = [lambda s=slice(i, i + group): _dequantise(driver, program, state["raw"], state["out"], scale, s)
+                 for i in range(0, batch, group)]
+        state["slices"] = [read] + parts
+        return state
+
+    @staticmethod
+    def _drain(state: dict[str, Any]) -> None:
+        for work in state.pop("slices", ()):
+            work()
 
     def run_int(self, x_int: np.ndarray) -> np.ndarray:
         """Integer input at the first layer's input scale -> integer output of the last layer."""
@@ -458,20 +645,28 @@ class NetworkRunner:
             y, stats, timings = self._run_segment(program, x_int, out_scale, reset=True)
         else:
             y, stats, timings = self._run_segments(segments, x_int, out_scale)
-        wall = time.perf_counter() - t0
         self.stats = stats
+        self.total = self._totals(stats, timings, int(x_int.shape[0]), time.perf_counter() - t0)
+        return self._shaped(y, program)
+
+    def _totals(self, stats: list[dict], timings: dict[str, float], batch: int, wall: float,
+                hidden: float = 0.0) -> dict[str, Any]:
+        """A run's figures: engine cycles and seconds, host stages, and (:meth:`run_stream`) the
+        host seconds the engine's run covered (``hidden[s]``)."""
         cycles = sum(s["cycles"] for s in stats)
         pcycles = sum(s["param_cycles"] for s in stats)
-        self.total = {
+        return {
             "backend": self.backend, "engine": self.envelope.name, "engine_hash": self._engine_hash,
-            "batch": int(x_int.shape[0]), "cycles": cycles, "param_cycles": pcycles, "clock_mhz": self.clock_mhz,
+            "batch": batch, "cycles": cycles, "param_cycles": pcycles, "clock_mhz": self.clock_mhz,
             "engine_s": (cycles + pcycles) / (self.clock_mhz * 1e6), "host_stage[s]": timings, "wall_s": wall,
-            "transfers": sum(s["transfers"] for s in stats),
+            "hidden[s]": hidden, "transfers": sum(s["transfers"] for s in stats),
             "bytes_in": stats[0]["bytes_in"], "bytes_out": stats[-1]["bytes_out"],
         }
-        out_shape = (x_int.shape[0],) + tuple(program.out_shape)
+
+    def _shaped(self, y: np.ndarray, program: NetworkProgram) -> np.ndarray:
+        """A linear network's ``(N, F, 1, 1)`` output as ``(N, F)``."""
         if self.network.layers[-1].kind == "linear" and program.out_shape[1:] == (1, 1):
-            return y.reshape(out_shape[0], -1)
+            return y.reshape(y.shape[0], -1)
         return y
 
     def _run_segment(self, program: NetworkProgram, x_int: np.ndarray, out_scale: float | None, reset: bool

@@ -71,6 +71,13 @@ def check_report(report, backend, n_layers, batch):
     assert eng["dsps"] == (eng["lanes"] if eng["row_pairs"] else eng["lanes"] // eng["macs_per_dsp"])
     assert EngineEnvelope(**eng["envelope"]).hash32 == int(eng["hash"], 16)     # the engine that ran
     assert report["batch_size"] == batch
+    # a stream of batches (its outputs checked equal to the run's): end to end = engine + host - hidden
+    st = tot["streamed"]
+    assert st["batches"] >= 3 and set(st["host_stage[s]"]) == set(HOST_STAGES)
+    assert st["host[s]"] == pytest.approx(sum(st["host_stage[s]"].values()))
+    assert 0 < st["hidden[s]"] <= min(st["host[s]"], tot["runtime[s]"])
+    assert st["end_to_end[s]"] == pytest.approx(tot["runtime[s]"] + st["host[s]"] - st["hidden[s]"])
+    assert st["end_to_end_vs_bound"] == pytest.approx(st["end_to_end[s]"] / max(b["compute[s]"], b["dma[s]"]))
 
 
 def test_bench_golden_cli_writes_report_and_plot(tmp_path):
@@ -80,6 +87,7 @@ def test_bench_golden_cli_writes_report_and_plot(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "vgg_conv2" in r.stdout and "cycle model" in r.stdout and "x torch e2e" in r.stdout
     assert "compute binds; end to end" in r.stdout and "MACs per DSP per cycle (of 2)" in r.stdout
+    assert "streamed (3 batches, run_stream; a steady-state batch)" in " ".join(r.stdout.split())
     report = json.loads(rep.read_text())
     check_report(report, "golden", 3, 2)
     conv2 = report["layers"][1]                          # 3x3 stride 1, 64 channels: windows formed on chip
