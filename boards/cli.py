@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from litefly.cli.envelope_options import envelope_options
+from litefly.cli.envelope_options import envelope_options, merge_option
 from litefly.cli.output import console as output_console
 from litefly.progress import status
 from litefly.config import NetworkConfig, load_network
@@ -59,8 +59,10 @@ def _describe(env: EngineEnvelope, network: NetworkConfig) -> str:
 @click.option("--skip-fit-check", is_flag=True,
               help="Write the build even if the memory plan's estimate exceeds the board's block RAM or UltraRAM.")
 @envelope_options
+@merge_option
 def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out_dir: Path,
-          clock_mhz: float | None, jobs: int, skip_fit_check: bool, engine: dict[str, int | None]) -> None:
+          clock_mhz: float | None, jobs: int, skip_fit_check: bool, engine: dict[str, int | None],
+          merge: bool | None) -> None:
     """Write the network engine, build.tcl, constraints and README for NETWORK_OR_LAYER; run Vivado if it is
     on PATH. One bitstream serves every layer of the network."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
@@ -68,7 +70,7 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
     from .vivado import run_vivado, vivado_path, write_build  # noqa: PLC0415
 
     console = output_console()
-    network = load_network(config)
+    network = load_network(config, merge=merge)
     board = get_board(board_name)
     env = network_envelope(network, input_size, **engine, board=board.name)
     memories = plan_memories(env, board)
@@ -105,6 +107,7 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
 @_BOARD
 @_INPUT_SIZE
 @envelope_options
+@merge_option
 @click.option("--json", "json_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also write the report as JSON.")
 @click.option("--no-cache", is_flag=True, help="Rerun Yosys (and nextpnr) even if a cached result exists.")
@@ -125,7 +128,7 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
 def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, engine: dict[str, int | None],
           json_file: Path | None,
           no_cache: bool, memory_plan: bool, fmax_proxy: bool, proxy_lanes: int | None, proxy_timeout: float | None,
-          proxy_mhz: float | None) -> None:
+          proxy_mhz: float | None, merge: bool | None) -> None:
     """Estimate the resources of NETWORK_OR_LAYER's network engine on a board with Yosys synth_xilinx
     (with --fmax-proxy, also an fmax proxy from an ECP5 place and route)."""
     from . import fmax  # noqa: PLC0415
@@ -136,7 +139,7 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, eng
         raise ConfigError(f"--json {json_file}: folder {json_file.parent} does not exist")
     if not fmax_proxy and (proxy_lanes, proxy_timeout, proxy_mhz) != (None, None, None):
         raise ConfigError("--proxy-lanes, --proxy-timeout and --proxy-mhz go with --fmax-proxy")
-    network = load_network(config)
+    network = load_network(config, merge=merge)
     board = get_board(board_name)
     env = network_envelope(network, input_size, **engine, board=board.name)
     proxy_env = None

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from litefly.boards.boards import BOARDS
+from litefly.cli.envelope_options import merge_option
 
 
 @click.group("board")
@@ -42,9 +43,10 @@ def board() -> None:
               help="Least DMA wait bound in seconds (it grows with the layer's modelled cycles).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the JSON report here.")
+@merge_option
 def check(config: Path, backend: str, board_name: str | None, batch: int, input_size: tuple[int, int] | None,
           params_dir: Path | None, registry_root: Path | None, bitfile: Path | None, clock_mhz: float | None,
-          seed: int, repeats: int, timeout: float, report_path: Path | None) -> None:
+          seed: int, repeats: int, timeout: float, report_path: Path | None, merge: bool | None) -> None:
     """Load NETWORK_OR_LAYER's engine, check its identity and hash, run the network and every layer
     bit-exact against the int8 golden network, and report the engine's counters, DMA and host time and
     this CPU's own conv2d. Exit 0 if everything is bit-exact, 1 if not, 2 on a one-line error."""
@@ -60,7 +62,7 @@ def check(config: Path, backend: str, board_name: str | None, batch: int, input_
         raise LiteflyError(f"--timeout {timeout} must be positive")
     if report_path is not None and not report_path.resolve().parent.is_dir():
         raise LiteflyError(f"--report {report_path}: folder {report_path.parent} does not exist")
-    network = load_network(config)
+    network = load_network(config, merge=merge)
     console = make_console(min_width=150)
     err = make_console(stderr=True)
 
@@ -88,7 +90,9 @@ def check(config: Path, backend: str, board_name: str | None, batch: int, input_
               help="The board (repeatable; default: every board).")
 @click.option("--input-size", type=(click.IntRange(1, 4096), click.IntRange(1, 4096)), default=None,
               metavar="H W", help="Input height and width of a conv network (default: the network's input_size).")
-def info(config: Path | None, board_names: tuple[str, ...], input_size: tuple[int, int] | None) -> None:
+@merge_option
+def info(config: Path | None, board_names: tuple[str, ...], input_size: tuple[int, int] | None,
+         merge: bool | None) -> None:
     """Each board's facts and default engine envelope; with NETWORK_OR_LAYER, the engine `litefly build
     --board` makes for it there (envelope hash, the one the runtime looks up) and its memory plan's verdict."""
     from rich.table import Table
@@ -99,7 +103,7 @@ def info(config: Path | None, board_names: tuple[str, ...], input_size: tuple[in
     from litefly.config import load_network
     from litefly.hw.spec import EngineEnvelope
 
-    network = load_network(config) if config is not None else None
+    network = load_network(config, merge=merge) if config is not None else None
     table = Table(title="litefly boards" + (f": engine of {network.name}" if network else ""))
     for col in ("board", "part", "PL clock MHz (max)", "DSP / BRAM36 / URAM / LUT", "PYNQ", "default envelope"):
         table.add_column(col)

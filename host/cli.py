@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from litefly.cli.envelope_options import envelope_options
+from litefly.cli.envelope_options import envelope_options, merge_option
 from litefly.errors import LiteflyError
 
 
@@ -40,10 +40,7 @@ from litefly.errors import LiteflyError
               help="Write the JSON report here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the roofline/speedup PNG here.")
-@click.option("--merge/--no-merge", "merge", default=None,
-              help="Merge each chain's adjacent factors whose product is one DeBut factor with no more MACs "
-                   "(docs/config.md, \"Merged factors\"), or run the chains as declared; default: as the "
-                   "files say (their merge: settings). Another chain is another engine, with another hash.")
+@merge_option
 @envelope_options
 def bench(config: Path, backend: str, board: str | None, clock_mhz: float | None, batch: int,
           input_size: tuple[int, int] | None, seed: int, params_dir: Path | None, bitstream_dir: Path | None,

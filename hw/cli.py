@@ -8,7 +8,7 @@ import click
 
 from litefly.boards.boards import BOARDS, get_board
 from litefly.boards.memory_plan import plan_memories
-from litefly.cli.envelope_options import envelope_options
+from litefly.cli.envelope_options import envelope_options, merge_option
 from litefly.config import load_network
 
 from .engine import FAULTS
@@ -20,6 +20,7 @@ from .engine import FAULTS
 @click.option("--input-size", nargs=2, type=int, default=None, metavar="H W",
               help="Input feature-map size of the network's first conv layer (sizes the frame buffer).")
 @envelope_options
+@merge_option
 @click.option("--board", "board_name", type=click.Choice(sorted(BOARDS)), default=None,
               help="Generate this board's engine, as 'litefly build' does: its default envelope where the network "
                    "and the options are silent, memories placed by its memory plan (ram_style attributes); "
@@ -27,12 +28,12 @@ from .engine import FAULTS
 @click.option("--fault", type=click.Choice(FAULTS), default=None, hidden=True,
               help="Generate a deliberately broken engine (to prove the checker has teeth).")
 def gen(config: Path, out_dir: Path, input_size: tuple[int, int] | None, engine: dict[str, int | None],
-        board_name: str | None, fault: str | None) -> None:
+        board_name: str | None, fault: str | None, merge: bool | None) -> None:
     """Generate DIR/<name>.v and DIR/manifest.json for the network (or single layer) in CONFIG."""
     from .generate import generate
     from .spec import EngineEnvelope
 
-    network = load_network(config)
+    network = load_network(config, merge=merge)
     envelope = EngineEnvelope.for_network(network, tuple(input_size) if input_size else None, **engine,
                                           board=board_name)
     styles = None

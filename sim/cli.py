@@ -10,6 +10,8 @@ import click
 import numpy as np
 from rich.table import Table
 
+from litefly.cli.envelope_options import merge_option
+
 from .tb import STALL_PATTERNS
 from .tools import SIMULATORS
 
@@ -29,8 +31,9 @@ FAULTS = ("weight_addr", "rounding", "window_pad", "pool")
 @click.option("--seed", default=0, show_default=True, help="Seed of the parameters, the inputs and the stalls.")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the results as JSON.")
 @click.option("--fault", type=click.Choice(FAULTS), default=None, hidden=True)
+@merge_option
 def sim(config: Path, simulator: str, stall_prob: float, stall: str | None, input_size: tuple[int, int] | None,
-        images: int, seed: int, report: Path | None, fault: str | None) -> None:
+        images: int, seed: int, report: Path | None, fault: str | None, merge: bool | None) -> None:
     """Simulate the network engine of CONFIG (a network or a layer file) on random inputs and
     compare every output with the int8 golden network."""
     from litefly.cli.output import console as output_console
@@ -43,7 +46,7 @@ def sim(config: Path, simulator: str, stall_prob: float, stall: str | None, inpu
     from .tools import check_simulator
 
     check_simulator(simulator)
-    net = load_network(config)
+    net = load_network(config, merge=merge)
     in_shape = network_input_shape(net, input_size)
     steps = plan_network(net, in_shape)
     envelope = EngineEnvelope.for_network(net, in_shape[1:] if net.layers[0].kind == "conv2d" else None)

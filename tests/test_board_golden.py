@@ -173,3 +173,9 @@ def test_board_info_cli_without_pc_tools(tmp_path):
     assert "106 BRAM36: fits" in out and "238.5 BRAM36, 74 URAM: fits" in out
     r = run_cli_as_on_a_board(["board", "info", "--board", "zcu104"], tmp_path)
     assert r.returncode == 0 and "xczu7ev-ffvc1156-2-e" in r.stdout and "pynq-z2" not in r.stdout
+    # --no-merge: the chains as declared, another engine (the one a --no-merge build makes)
+    r = run_cli_as_on_a_board(["board", "info", str(VGG_NET), "--board", "pynq-z2", "--no-merge"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    env = EngineEnvelope.for_network(load_network(VGG_NET, merge=False), board="pynq-z2")
+    assert env.hash32 != EngineEnvelope.for_network(net, board="pynq-z2").hash32
+    assert f"(0x{env.hash32:08x})" in " ".join(r.stdout.split())

@@ -292,6 +292,13 @@ def test_cli_build_without_vivado(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert (f"engine vgg_head 0x{wide.hash32:08x} (128 lanes, two rows per multiplier, 4 window generators, "
             f"128-bit stream, 256 KiB frame buffer)") in " ".join(capsys.readouterr().out.split())
     assert json.loads((tmp_path / "w" / "build_info.json").read_text())["config_hash"] == wide.config_hash
+    # --no-merge: the published chains as declared, the engine (and bitstream) of a file with merge: false
+    main(["build", str(VGG_NET), "--board", "zcu104", "--input-size", "16", "16", "-o", str(tmp_path / "p"),
+          "--no-merge"])
+    declared = EngineEnvelope.for_network(load_network(VGG_NET, merge=False), (16, 16), board="zcu104")
+    assert declared.hash32 != env.hash32
+    assert f"engine vgg_head 0x{declared.hash32:08x}" in " ".join(capsys.readouterr().out.split())
+    assert json.loads((tmp_path / "p" / "build_info.json").read_text())["config_hash"] == declared.config_hash
     with pytest.raises(SystemExit) as exc:
         main(["build", str(VGG2), "--board", "pynq-z2", "-o", str(tmp_path / "c"), "--clock-mhz", "400"])
     assert exc.value.code == 2

@@ -1,5 +1,6 @@
 """Option groups for the CLI: :func:`stack_options` (several click options as one decorator) and
-the engine-envelope options shared by ``litefly bench``, ``build``, ``gen`` and ``synth``.
+the engine-envelope options shared by ``litefly bench``, ``build``, ``gen`` and ``synth``, and
+``--merge/--no-merge`` (:func:`merge_option`), shared by every command that builds or runs an engine.
 
 Each overrides the network's ``engine:`` setting; another value is another engine (another
 envelope hash, so another bitstream). :func:`litefly.hw.spec.EngineEnvelope.for_network`
@@ -16,7 +17,7 @@ import click
 from litefly.config import MAX_FRAME_KIB, WINDOW_GENERATORS
 from litefly.hw.spec import DEFAULT_FRAME_KIB
 
-__all__ = ["Decorator", "ENVELOPE_KEYS", "envelope_options", "stack_options"]
+__all__ = ["Decorator", "ENVELOPE_KEYS", "envelope_options", "merge_option", "stack_options"]
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -69,3 +70,12 @@ def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
                           "with r even and s >= 2) instead of one row for two lanes; default: the network's "
                           "engine setting."),
     )(command)
+
+
+#: ``--merge/--no-merge``: the command receives ``merge`` (``None``: the files' ``merge:`` settings),
+#: for :func:`litefly.config.load_network`'s ``merge``.
+merge_option: Decorator = click.option(
+    "--merge/--no-merge", "merge", default=None,
+    help="Merge each chain's adjacent factors whose product is one DeBut factor with no more MACs "
+         "(docs/config.md, \"Merged factors\"), or run the chains as declared; default: as the files say "
+         "(their merge: settings). Another chain is another engine, with another hash.")
