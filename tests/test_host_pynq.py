@@ -185,3 +185,19 @@ def test_host_modules_import_without_torch_or_hw_tools():
             "litefly.host.golden_transport, litefly.host.board_check, litefly.host.board_cli, litefly.host.accuracy\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_stream_on_a_board_equals_single_runs(monkeypatch, tmp_path, net_params):
+    """run_stream on the pynq transport: outputs equal run()'s; the slices check the DMA channel's
+    `idle` (this fake's engine is done at the first look, so they run after the passes)."""
+    params, x, ref = net_params
+    fake = make_fake_pynq(GoldenTransport(ENVELOPE), engine_vlnv_of(ENVELOPE))
+    monkeypatch.setitem(sys.modules, "pynq", fake)
+    xs = [x, x[::-1].copy(), x]
+    with NetworkRunner(NETWORK, params, "pynq", input_size=SIZE, bitfile=bitfile(tmp_path), board="zcu104") as r:
+        want = [np.array(r.run(b)) for b in xs]
+        got = [np.array(y) for y in r.run_stream(xs)]
+        assert len(r.stream_totals) == 3 and all(t["hidden[s]"] == 0.0 for t in r.stream_totals)
+    np.testing.assert_array_equal(want[0], ref)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
