@@ -19,6 +19,7 @@ This is an estimate from shapes alone: ``litefly synth`` reports what Yosys then
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,12 +49,25 @@ def _blocks(width: int, depth: int, shape: tuple[int, int], granularity: int | N
     return -(-width // w) * -(-depth // d)
 
 
+@functools.lru_cache(maxsize=4096)
 def bram36_blocks(width: int, depth: int, granularity: int | None = None) -> float:
     """BRAM36 equivalents of one copy of a ``width`` x ``depth`` memory (RAMB18 = 0.5).
 
     The words may be split by depth between two aspect ratios, as Yosys maps them: a 48-bit,
     1,152-word memory of byte writes is 1,024 words in three RAMB18s of 18 x 1,024 and 128 words in
-    two of 36 x 512, 2.5 BRAM36, where one ratio alone needs 3."""
+    two of 36 x 512, 2.5 BRAM36, where one ratio alone needs 3. A memory of byte writes may also
+    be split by width at its write lanes, each part mapped on its own: a 40-bit, 1,152-word one is
+    32 bits in 1.5 BRAM36 and 8 bits in one RAMB18, 2 BRAM36 (Yosys 0.70 maps 19 shapes of IN,
+    OUT and frame memories exactly so: ``tests/test_memory_plan.py``)."""
+    best = _one_part(width, depth, granularity)
+    if granularity is not None:
+        for part in range(granularity, width, granularity):
+            best = min(best, _one_part(part, depth, granularity) + bram36_blocks(width - part, depth, granularity))
+    return best
+
+
+def _one_part(width: int, depth: int, granularity: int | None) -> float:
+    """:func:`bram36_blocks` of a memory mapped whole by width (split by depth at most)."""
     shapes = [(s, 1.0) for s in _RAMB36] + [(s, 0.5) for s in _RAMB18]
 
     def whole(d: int) -> float:

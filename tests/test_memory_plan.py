@@ -41,6 +41,28 @@ def test_block_counts_from_shapes(width: int, depth: int, granularity: int | Non
     assert uram_blocks(width, depth, granularity) == uram
 
 
+# Yosys 0.70 `synth_xilinx -family xc7` of one Amaranth memory of each shape (one write port of byte
+# writes, one synchronous read port; session 15): BRAM36 (RAMB18 = 0.5). A memory of byte writes is
+# split by width at its write lanes where that is cheaper: 40 x 1,152 is 32 bits (1.5) + 8 bits (0.5),
+# not 2.5 whole; 72 x 1,152 is 64 + 8, 3.5 not 4. The shapes of IN banks from 1 to 11 lanes a word.
+YOSYS_BYTE_WRITE_SHAPES = [
+    (8, 1152, 0.5), (16, 1152, 1), (24, 1152, 1.5), (32, 1152, 1.5), (40, 1152, 2), (48, 1152, 2.5),
+    (56, 1152, 3), (64, 1152, 3), (72, 1152, 3.5), (80, 1152, 4), (88, 1152, 4.5), (40, 1024, 1.5),
+    (72, 1024, 2.5), (40, 2304, 3.5), (56, 2304, 4.5), (24, 576, 1), (40, 288, 1), (1024, 72, 16), (256, 72, 4),
+]
+
+
+@pytest.mark.parametrize("width, depth, bram", YOSYS_BYTE_WRITE_SHAPES)
+def test_byte_write_shapes_as_yosys_maps_them(width: int, depth: int, bram: float) -> None:
+    assert bram36_blocks(width, depth, 8) == bram
+
+
+def test_whole_word_memories_are_not_split_by_width() -> None:
+    """Without byte writes Yosys maps a memory whole by width: 128 x 4,096 is 15 RAMB36 of 9 x 4,096
+    (measured), not 14 of them and a RAMB18 for the last 2 bits."""
+    assert bram36_blocks(128, 4096) == 15
+
+
 # Yosys 0.70 synth_xilinx, every memory left to Yosys (docs/boards.md): (lanes, stream bits, generators,
 # board) -> BRAM36 it mapped, with IN's and OUT's skewed banks. The shape estimate equals each. (With
 # element-mod-E banks before, 97.5, 113.5, 175.5, 303.5 and 348.5 BRAM36 for five engines; with only
@@ -54,6 +76,17 @@ def test_shape_estimate_matches_yosys(envelope: tuple, measured: float) -> None:
     mems = engine_memories(vgg(lanes, bits, gens))
     assert sum(bram36_blocks(m.width, m.depth, m.granularity) * m.read_ports
                for m in mems if m.depth > LUTRAM_DEPTH) == measured
+
+
+@pytest.mark.parametrize("lanes, measured", [(72, 98.0), (96, 119.5)])
+def test_pynq_z2_default_engines_estimate_equals_yosys(lanes: int, measured: float) -> None:
+    """`litefly synth examples/vgg_net.yaml --board pynq-z2 [--multipliers 96]` (merged chains, row
+    pairs, two generators, 64 KiB; sessions 14 and 15): the plan equals what Yosys mapped. At 72
+    lanes the IN banks are 40 bits (5 lanes a word), which the plan counted as 2.5 BRAM36 each (106
+    in all) until it split byte-write memories by width."""
+    env = EngineEnvelope.for_network(load_network(ROOT / "examples" / "vgg_net.yaml"), (32, 32),
+                                     board="pynq-z2", multipliers=lanes)
+    assert plan_memories(env, get_board("pynq-z2")).bram36 == measured
 
 
 def test_planned_estimate_matches_yosys() -> None:
