@@ -627,12 +627,15 @@ class NetworkRunner:
         def read() -> None:
             state["raw"] = _output_view(driver, program, buf, batch)
             state["out"] = _output_array(driver, program, batch)
-            state["y"] = self._shaped(state["out"].transpose(0, 3, 1, 2), program)
+
+        def done() -> None:         # the output once every image is in it (a reshape may copy)
+            state["y"] = self._shaped(state.pop("out").transpose(0, 3, 1, 2), program)
+            del state["raw"]
 
         group = max(1, (64 << 10) // (h * w * c * 8))
         parts = [lambda s=slice(i, i + group): _dequantise(driver, program, state["raw"], state["out"], scale, s)
                  for i in range(0, batch, group)]
-        state["slices"] = [read] + parts
+        state["slices"] = [read, *parts, done]
         return state
 
     @staticmethod
