@@ -47,7 +47,8 @@ def bench(config: Path, backend: str, board: str | None, clock_mhz: float | None
           repeats: int, no_dense: bool,
           report_path: Path | None, plot_path: Path | None, merge: bool | None, engine: dict[str, int | None]) -> None:
     """Run NETWORK_OR_LAYER (a network or layer YAML) on one network engine, with its dense baseline and
-    torch on this CPU, and report host and engine time, traffic and speedups (engine alone and end to end)."""
+    torch on this CPU, and report host and engine time, traffic and speedups (engine alone and end to end,
+    for one batch and per batch of a stream, where the host's work overlaps the engine's)."""
     from litefly.cli.output import console as make_console
     from litefly.config import load_network
 
