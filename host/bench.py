@@ -80,14 +80,20 @@ def lane_utilisation(macs: int, slots: int, cycles: int) -> float | None:
     return macs / (slots * cycles) if cycles else None
 
 
-def network_bounds(macs: int, slots: int, clock_hz: float, dma_s: float, e2e_s: float) -> dict[str, Any]:
+def network_bounds(macs: int, slots: int, clock_hz: float, dma_s: float, e2e_s: float,
+                   layers: Sequence[tuple[int, float]] = ()) -> dict[str, Any]:
     """A run's roofline bounds (a model): compute, the network's DeBut MACs on every MAC slot
     (``slots`` a cycle: :func:`lane_utilisation`) at the clock; DMA, per layer the busier direction's bytes at the board's one-way rate, summed; which
-    binds, and end to end over the larger."""
+    binds, and end to end over the larger. With ``layers`` (each layer's DeBut MACs and DMA
+    seconds): ``layers[s]``, the sum over the layers of the larger of the two, the bound of an
+    engine that runs its layers one after another (each is compute- or DMA-bound on its own)."""
     compute = macs / (slots * clock_hz)
     bound = max(compute, dma_s)
-    return {"compute[s]": compute, "dma[s]": dma_s, "binds": "compute" if compute >= dma_s else "DMA",
-            "end_to_end_vs_bound": e2e_s / bound if bound else None}
+    out = {"compute[s]": compute, "dma[s]": dma_s, "binds": "compute" if compute >= dma_s else "DMA",
+           "end_to_end_vs_bound": e2e_s / bound if bound else None}
+    if layers:
+        out["layers[s]"] = sum(max(m / (slots * clock_hz), d) for m, d in layers)
+    return out
 
 
 def load_params_dir(network: NetworkConfig, params_dir: str | Path) -> dict[str, QuantizedLayer]:
@@ -534,7 +540,8 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
             "mac_utilisation": sum(r["mac_cycles"] for r in rows) / cycles if cycles else None,
             "lane_utilisation": lane_u,
             "macs_per_dsp_cycle": lane_u * envelope.macs_per_dsp if lane_u is not None else None,
-            "bounds": network_bounds(macs, envelope.macs_per_cycle, f_hz, sum(r["dma_time[s]"] for r in rows), e2e),
+            "bounds": network_bounds(macs, envelope.macs_per_cycle, f_hz, sum(r["dma_time[s]"] for r in rows), e2e,
+                                     [(r["positions"] * r["macs_per_position"], r["dma_time[s]"]) for r in rows]),
             "runtime[s]": runtime, "dense_runtime[s]": druntime,
             "throughput[images/s]": batch / runtime if runtime else None,
             "DRAM_in_bandwidth[MB/s]": dma_in / runtime / 1e6 if runtime else None,
@@ -760,4 +767,7 @@ def bound_lines(report: Mapping[str, Any]) -> list[str]:
             f"DeBut MACs on {eng['lanes']} lanes{' x 2 rows' if eng.get('row_pairs') else ''} = {dsps} DSPs x {mpd} at {report['fclk[mhz]']:g} MHz), DMA "
             f"{b['dma[s]'] * 1e3:.2f} ms: {b['binds']} binds; end to end {tot['end_to_end[s]'] * 1e3:.2f} ms = "
             f"{_fmt(b['end_to_end_vs_bound'], '.2f')}x the bound; lane utilisation {_pct(tot['lane_utilisation'])} "
-            f"= {tot['macs_per_dsp_cycle']:.2f} MACs per DSP per cycle (of {mpd})"]
+            f"= {tot['macs_per_dsp_cycle']:.2f} MACs per DSP per cycle (of {mpd})"
+            + ("" if b.get("layers[s]") is None else
+               f"; layers one after another, each at its own bound: {b['layers[s]'] * 1e3:.2f} ms, the engine "
+               f"{tot['runtime[s]'] / b['layers[s]']:.2f}x that")]

@@ -67,6 +67,11 @@ def check_report(report, backend, n_layers, batch):
     assert b["dma[s]"] == pytest.approx(sum(r["dma_time[s]"] for r in report["layers"]))
     assert b["binds"] == ("compute" if b["compute[s]"] >= b["dma[s]"] else "DMA")
     assert b["end_to_end_vs_bound"] == pytest.approx(tot["end_to_end[s]"] / max(b["compute[s]"], b["dma[s]"]))
+    # layers one after another, each at the larger of its own compute and DMA bounds
+    f = report["fclk[mhz]"] * 1e6
+    assert b["layers[s]"] == pytest.approx(sum(max(r["positions"] * r["macs_per_position"] / (slots * f),
+                                                   r["dma_time[s]"]) for r in report["layers"]))
+    assert b["layers[s]"] >= max(b["compute[s]"], b["dma[s]"]) * (1 - 1e-12)
     assert tot["macs_per_dsp_cycle"] == pytest.approx(tot["lane_utilisation"] * eng["macs_per_dsp"])
     assert eng["dsps"] == (eng["lanes"] if eng["row_pairs"] else eng["lanes"] // eng["macs_per_dsp"])
     assert EngineEnvelope(**eng["envelope"]).hash32 == int(eng["hash"], 16)     # the engine that ran
