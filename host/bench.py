@@ -747,8 +747,11 @@ def streamed_lines(report: Mapping[str, Any]) -> list[str]:
     if not st:
         return []
     torch_x = st["speedup_vs_cpu_torch_end_to_end"]
+    serial = (" (batch after batch: a host op runs between engine programs, run_stream does not pipeline across it)"
+              if report.get("host_ops") else "")
     return [f"streamed ({st['batches']} batches, run_stream; a steady-state batch): host {st['host[s]'] * 1e3:.2f} ms, "
-            f"{st['hidden[s]'] * 1e3:.2f} ms of it while the engine runs; end to end {st['end_to_end[s]'] * 1e3:.2f} "
+            f"{st['hidden[s]'] * 1e3:.2f} ms of it while the engine runs{serial}; end to end "
+            f"{st['end_to_end[s]'] * 1e3:.2f} "
             f"ms per batch = {_fmt(st['end_to_end_vs_bound'], '.2f')}x the bound"
             + ("" if torch_x is None else f", {torch_x:.2f}x torch ({_fmt(tot['cpu_torch_gmacs'], '.1f')} GMAC/s)")
             + ("" if st.get("board_wall[s]") is None else
