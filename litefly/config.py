@@ -230,13 +230,15 @@ class LayerConfig(ChainCounts):
         return self.with_chain([Factor(p, q, p, q, 1)], name=f"{self.name}_dense")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], default_name: str = "layer", merge: bool = False) -> "LayerConfig":
-        """A layer from its file's mapping; ``merge`` is the network's ``merge`` (the layer's own wins)."""
+    def from_dict(cls, data: Mapping[str, Any], default_name: str = "layer", merge: bool = False,
+                  override: bool | None = None) -> "LayerConfig":
+        """A layer from its file's mapping; ``merge`` is the network's ``merge`` (the layer's own wins),
+        ``override`` (True/False) wins over both."""
         where = f"layer {short(data.get('name', default_name), 40)}" if isinstance(data, Mapping) else "layer"
         check_keys(where, data, ("name", "kind", "in_features", "out_features", "in_channels",
                                   "out_channels", "kernel", "stride", "padding", "dilation",
                                   "chain", "rshapes", "format", "engine", "merge"))
-        merge = _bool(where, "merge", data.get("merge", merge))
+        merge = override if override is not None else _bool(where, "merge", data.get("merge", merge))
         name = data.get("name", default_name)
         if not isinstance(name, str) or not name.isidentifier():
             raise ConfigError(f"{where}: name={short(name, 40)} must be an identifier (letters, digits, _)")
@@ -464,11 +466,9 @@ class NetworkConfig:
                 steps.append(HostOp.from_dict(item))
             elif isinstance(item, Mapping) and "file" in item:
                 path = (base or Path(".")) / str(item["file"])
-                steps.append(load_layer(path, merge=net_merge if merge is None else merge, force=merge is not None))
+                steps.append(load_layer(path, merge=net_merge, override=merge))
             else:
-                if merge is not None and isinstance(item, Mapping):
-                    item = {**item, "merge": merge}
-                steps.append(LayerConfig.from_dict(item, default_name=f"layer{i}", merge=net_merge))
+                steps.append(LayerConfig.from_dict(item, default_name=f"layer{i}", merge=net_merge, override=merge))
         names = [l.name for l in steps if isinstance(l, LayerConfig)]
         if not names:
             raise ConfigError("network: layers has no layer, only ops")
@@ -498,17 +498,15 @@ def read_yaml(path: str | Path, allow_empty: bool = False) -> Mapping[str, Any]:
     return data
 
 
-def load_layer(path: str | Path, merge: bool = False, force: bool = False) -> LayerConfig:
-    """Load a single-layer YAML file (``merge``: the network's ``merge`` setting; with ``force``,
-    over the file's own)."""
+def load_layer(path: str | Path, merge: bool = False, override: bool | None = None) -> LayerConfig:
+    """Load a single-layer YAML file (``merge``: the network's ``merge`` setting, which the file's
+    own wins over; ``override`` (True/False) wins over both)."""
     path = Path(path)
     data = read_yaml(path)
-    if force and isinstance(data, Mapping):
-        data = {**data, "merge": merge}
     if "layers" in data:
         raise ConfigError(f"{path}: is a network file (has 'layers'), expected one layer")
     try:
-        return LayerConfig.from_dict(data, default_name=path.stem.replace("-", "_"), merge=merge)
+        return LayerConfig.from_dict(data, default_name=path.stem.replace("-", "_"), merge=merge, override=override)
     except ConfigError as exc:
         raise ConfigError(one_line(f"{path}: {exc}")) from None
 
@@ -522,9 +520,8 @@ def load_network(path: str | Path, merge: bool | None = None) -> NetworkConfig:
     try:
         if "layers" in data:
             return NetworkConfig.from_dict(data, base=path.parent, merge=merge)
-        if merge is not None:
-            data = {**data, "merge": merge}
-        return NetworkConfig.single(LayerConfig.from_dict(data, default_name=path.stem.replace("-", "_")))
+        return NetworkConfig.single(LayerConfig.from_dict(data, default_name=path.stem.replace("-", "_"),
+                                                          override=merge))
     except ConfigError as exc:
         msg = str(exc)
         raise ConfigError(one_line(msg if msg.startswith(str(path)) else f"{path}: {msg}")) from None
