@@ -46,16 +46,32 @@ def _row_cols(f: Factor) -> np.ndarray:
     return _by_row(f, f.nonzero_indices()[1])
 
 
-def _extend(cols: np.ndarray, f: Factor) -> np.ndarray | None:
-    """Each row's columns, ascending, of ``f`` applied after a product whose rows read ``cols``;
-    None if the rows do not all read the same number of columns."""
-    c = np.sort(cols[_row_cols(f)].reshape(f.p, -1), axis=1)
-    keep = np.ones(c.shape, dtype=bool)
-    keep[:, 1:] = c[:, 1:] != c[:, :-1]
-    n = keep.sum(axis=1)
+def _compose(cols: np.ndarray, f: Factor, vals: np.ndarray | None = None, w: Any = None
+             ) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """``f`` applied after a product whose rows read ``cols`` (``[rows, fan-in]``, ascending): each
+    row's columns, ascending, and with the product's values ``vals`` and ``f``'s weights ``w``
+    (compact order) the new product's values, the paths to a column summed. None if the rows do
+    not all read the same number of columns."""
+    fc = _row_cols(f)
+    pc = cols[fc].reshape(f.p, -1)              # the columns reached through each entry of each row
+    if vals is None:
+        pc = np.sort(pc, axis=1)
+    else:
+        order = np.argsort(pc, axis=1, kind="stable")
+        pc = np.take_along_axis(pc, order, 1)
+    first = np.ones(pc.shape, dtype=bool)
+    first[:, 1:] = pc[:, 1:] != pc[:, :-1]
+    n = first.sum(axis=1)
     if (n != n[0]).any():
         return None
-    return c[keep].reshape(f.p, int(n[0]))
+    k = int(n[0])
+    out = pc[first].reshape(f.p, k)
+    if vals is None:
+        return out, None
+    pv = np.take_along_axis((_row_vals(f, w)[:, :, None] * vals[fc]).reshape(f.p, -1), order, 1)
+    summed = np.zeros((f.p, k))
+    np.add.at(summed, (np.arange(f.p)[:, None], np.cumsum(first, axis=1) - 1), pv)
+    return out, summed
 
 
 def _recognise(cols: np.ndarray, q: int) -> Factor | None:
@@ -99,9 +115,10 @@ def _runs(chain: Sequence[AnyFactor]) -> dict[tuple[int, int], Factor]:
             if not cells or cells > MERGE_MAX_CELLS or work + cells > MERGE_MAX_WORK:
                 break
             work += cells
-            cols = _extend(cols, f)
-            if cols is None:
+            step = _compose(cols, f)
+            if step is None:
                 break
+            cols = step[0]
             g = _recognise(cols, first.q)
             if g is not None:
                 found[(i, j + 1)] = g
@@ -167,21 +184,9 @@ def merge_weights(plan: MergePlan, weights: Sequence[np.ndarray]) -> list[np.nda
             continue
         # a merged run (DeBut factors only): its product as [p, s] values over each row's ascending columns
         first = plan.declared[a]
-        cols = _row_cols(first)
-        vals = _row_vals(first, weights[a])
+        cols, vals = _row_cols(first), _row_vals(first, weights[a])
         for g, w in zip(plan.declared[a + 1:b], weights[a + 1:b]):
-            gc, gv = _row_cols(g), _row_vals(g, w)
-            pc = cols[gc].reshape(g.p, -1)                       # columns reached through each entry
-            pv = (gv[:, :, None] * vals[gc]).reshape(g.p, -1)
-            order = np.argsort(pc, axis=1, kind="stable")
-            pc, pv = np.take_along_axis(pc, order, 1), np.take_along_axis(pv, order, 1)
-            first_of = np.ones(pc.shape, dtype=bool)
-            first_of[:, 1:] = pc[:, 1:] != pc[:, :-1]
-            k = int(first_of[0].sum())
-            idx = np.cumsum(first_of, axis=1) - 1                 # each entry's column's position in its row
-            summed = np.zeros((g.p, k))
-            np.add.at(summed, (np.arange(g.p)[:, None], idx), pv)
-            cols, vals = pc[first_of].reshape(g.p, k), summed
+            cols, vals = _compose(cols, g, vals, w)
         # row by row -> compact (g, t, r, s): the inverse of _by_row
         out.append(vals.reshape(f.blocks, f.r, f.t, f.s).transpose(0, 2, 1, 3))
     return out
