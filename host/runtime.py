@@ -128,10 +128,7 @@ def _buffers(driver: EngineDriver, program: NetworkProgram, batch: int, sets: in
     allocated once. ``sets=2``: a second set of activation buffers, so one batch's input can be
     written and another's output read while the engine runs a third on the other set
     (:meth:`NetworkRunner.run_stream`); ``bufs["sets"]`` holds them, ``bufs["acts"]`` is the first."""
-    bufs = program.buffers
-    if bufs.get("key") == (id(driver.transport), batch) and len(bufs["sets"]) >= sets:
-        return bufs
-    tr = driver.transport
+    tr, bufs = driver.transport, program.buffers
 
     def act_set() -> list[np.ndarray]:
         size = _align(program.act_bytes(batch))
@@ -564,15 +561,16 @@ class NetworkRunner:
             t_next = time.perf_counter()
             nxt = next(rest, None)          # the caller's time (loading a batch) is not the host's
             t0 += time.perf_counter() - t_next
-            follows = nxt is not None and self._same_input(np.asarray(nxt), x)
+            nxt = None if nxt is None else np.asarray(nxt)
+            # the next batch is written while this one runs when it has the same shape (else the pipeline drains)
+            follows = nxt is not None and nxt.shape == x.shape and nxt.dtype.kind in "fiu"
             queue = driver.background
             queue.clear()
             if prev is not None:
                 queue.extend(prev.pop("slices"))
             ready = {} if follows else None
             if follows:
-                queue.extend(self._input_slices(driver, program, np.asarray(nxt), shape,
-                                                bufs["sets"][(k + 1) % 2][0], ready))
+                queue.extend(self._input_slices(driver, program, nxt, shape, bufs["sets"][(k + 1) % 2][0], ready))
             try:
                 src, layers = _run_layers(driver, program, acts, bufs["params"], plans)
             finally:
@@ -584,10 +582,11 @@ class NetworkRunner:
             if not follows:
                 self._drain(prev)
             stats = _layer_stats(driver, plans, layers)
+            wall = time.perf_counter() - t0
             timings = {s: driver.timings[s] - before[s] for s in STAGES}
-            _untimed_to_dispatch(timings, dict.fromkeys(STAGES, 0.0), time.perf_counter() - t0, stats)
+            _untimed_to_dispatch(timings, dict.fromkeys(STAGES, 0.0), wall, stats)
             self.stats = stats
-            self.total = self._totals(stats, timings, batch, time.perf_counter() - t0, driver.hidden - hidden0)
+            self.total = self._totals(stats, timings, batch, wall, driver.hidden - hidden0)
             self.stream_totals.append(self.total)
             if done is not None:
                 yield done["y"]
@@ -595,10 +594,6 @@ class NetworkRunner:
                 yield prev["y"]
                 prev = None
             x, k = nxt, k + 1
-
-    def _same_input(self, x: np.ndarray, like: np.ndarray) -> bool:
-        """Whether ``x`` can be written while ``like`` runs: the same shape (else the pipeline drains)."""
-        return x.shape == like.shape and x.dtype.kind in "fiu"
 
     def _input_slices(self, driver: EngineDriver, program: NetworkProgram, x: np.ndarray,
                       shape: tuple[int, int, int], buf: np.ndarray, state: dict[str, Any]) -> list[Any]:
