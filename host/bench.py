@@ -39,7 +39,7 @@ from litefly.hw.spec import EngineEnvelope, LayerDescriptor, envelope_words
 from litefly.network import (EngineStep, global_pool_int, network_forward_int, network_input_shape, plan_network,
                              quantize_network)
 
-from .driver import STAGES
+from .driver import STAGES, host_seconds
 
 __all__ = ["run_bench", "roofline", "dense_network", "torch_step_time", "render_table", "plot_report",
            "HOST_STAGES", "IO_STAGES", "layer_host_stages", "io_host_stages"]
@@ -205,7 +205,7 @@ def _timed_runs(runner: Any, x: np.ndarray, repeats: int, warm_up: bool = True
     for _ in range(max(1, repeats)):
         y = runner.run(x)
         total = dict(runner.total, **{"host_stage[s]": dict(runner.total["host_stage[s]"])})
-        host = sum(v for k, v in total["host_stage[s]"].items() if k != "wait")
+        host = host_seconds(total["host_stage[s]"])
         if best is None or host < best[0]:
             best = (host, y, [dict(s, timings=dict(s["timings"])) for s in runner.stats], total)
         del y           # a loop that is done with an output before the next run: only the best's is kept
@@ -228,7 +228,7 @@ def _streamed_runs(runner: Any, x: np.ndarray, batches: int, y_ref: np.ndarray) 
     steady = runs[1:-1] or runs
 
     def exposed(t: Mapping[str, Any]) -> float:
-        return sum(v for k, v in t["host_stage[s]"].items() if k != "wait") - t["hidden[s]"]
+        return host_seconds(t["host_stage[s]"]) - t["hidden[s]"]
     best = min(steady, key=exposed)
     return {"batches": batches, "host_stage[s]": dict(best["host_stage[s]"]), "hidden[s]": best["hidden[s]"],
             "wall[s]": best["wall_s"]}
@@ -503,7 +503,7 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
         stages["host_op"] = total["host_stage[s]"]["host_op"]
     host = sum(stages.values())
     e2e = runtime + host
-    dhost = sum(v for s, v in dtotal["host_stage[s]"].items() if s != "wait") if dtotal else None
+    dhost = host_seconds(dtotal["host_stage[s]"]) if dtotal else None
     torch_vals = [r["cpu_torch[s]"] for r in rows]
     cpu_t = sum(torch_vals) if all(v is not None for v in torch_vals) else None
     bin_, bout = rows[0]["bytes_in"], rows[-1]["bytes_out"]

@@ -38,6 +38,7 @@ from litefly.network import (EngineStep, global_pool_int, im2col, network_forwar
                              plan_network, quantize_network)
 
 from .bench import HOST_STAGES, best_time, fmt_stages, fmt_us, io_host_stages, layer_host_stages, load_params_dir
+from .driver import host_seconds
 
 __all__ = ["run_board_check", "resolve_board", "render_table", "summary_lines", "cpu_conv2d_time", "HOST_STAGES", "CALIB_IMAGES"]
 
@@ -172,7 +173,7 @@ def run_board_check(network: NetworkConfig, backend: str = "golden", board_name:
             ok, diff = _mismatch(y, golden[-1])
             net_ok, net_diff = net_ok and ok, max(net_diff, diff)
             total = dict(runner.total, **{"host_stage[s]": dict(runner.total["host_stage[s]"])})
-            host = sum(v for k, v in total["host_stage[s]"].items() if k != "wait")
+            host = host_seconds(total["host_stage[s]"])
             if best is None or host < best[0]:
                 best = (host, [dict(s, timings=dict(s["timings"])) for s in runner.stats], total)
         _, stats, total = best

@@ -38,9 +38,14 @@ from litefly.hw.spec import EngineEnvelope, LayerDescriptor
 
 from .transport import DMATimeout
 
-__all__ = ["EngineDriver", "STAGES"]
+__all__ = ["EngineDriver", "STAGES", "host_seconds"]
 
 STAGES = ("quantize", "copy_in", "dispatch", "wait", "copy_out", "unpack")
+
+
+def host_seconds(stages: Mapping[str, float]) -> float:
+    """The host's seconds in ``stages`` (seconds per stage): every stage but ``wait``, the engine's."""
+    return sum(v for k, v in stages.items() if k != "wait")
 
 
 class EngineDriver:
