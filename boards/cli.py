@@ -33,13 +33,13 @@ def network_envelope(network: NetworkConfig, input_size: tuple[int, int] | None 
                      multipliers: int | None = None, macs_per_dsp: int | None = None,
                      stream_bits: int | None = None, window_generators: int | None = None,
                      frame_kib: int | None = None, board: str | None = None,
-                     row_pairs: bool | None = None) -> EngineEnvelope:
+                     row_pairs: bool | None = None, row_quads: bool | None = None) -> EngineEnvelope:
     """The envelope of ``network`` at ``input_size`` on ``board`` (its default envelope where the
     network and the options are silent; another multiplier budget, packing, stream width,
     window-generator count or frame buffer size is another engine and hash)."""
     return EngineEnvelope.for_network(network, input_size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
                                       stream_bits=stream_bits, window_generators=window_generators,
-                                      frame_kib=frame_kib, board=board, row_pairs=row_pairs)
+                                      frame_kib=frame_kib, board=board, row_pairs=row_pairs, row_quads=row_quads)
 
 
 def _describe(env: EngineEnvelope, network: NetworkConfig) -> str:
@@ -76,10 +76,10 @@ def build(config: Path, board_name: str, input_size: tuple[int, int] | None, out
     memories = plan_memories(env, board)
     fit = memories.verdict(board)
     if fit.startswith("does not fit") and not skip_fit_check:
+        uram = f", {memories.uram} of {board.uram} URAM" if board.uram else ""
         raise ConfigError(f"engine {env.name} ({env.words}) {fit} on {board.name} by its memory plan: "
-                          f"{memories.bram36:g} of {board.bram36} BRAM36, {memories.uram} of {board.uram} URAM; "
-                          f"give fewer --multipliers (or the network's engine: boards: {board.name}: ...), or "
-                          f"--skip-fit-check to write the build anyway")
+                          f"{memories.bram36:g} of {board.bram36} BRAM36{uram}; use fewer --multipliers (or "
+                          f"engine: boards: {board.name}: ...) or --skip-fit-check")
     plan = write_build(env, board, out_dir, clock_mhz=clock_mhz, jobs=jobs, input_size=input_size,
                        network=network)
     console.print(f"wrote {plan.tcl}, {plan.xdc.name}, {plan.readme.name}, manifest.json and rtl/ "
@@ -147,7 +147,7 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, eng
         fmax.proxy_device(), fmax.nextpnr_command()
         proxy_env = network_envelope(network, input_size, proxy_lanes or min(fmax.DEFAULT_LANES, env.lanes),
                                      env.macs_per_dsp, env.stream_bits, env.window_generators, engine["frame_kib"],
-                                     board.name, env.row_pairs)
+                                     board.name, env.row_pairs, env.row_quads)
     with status(f"yosys synth_xilinx -family {board.family} on engine {env.name}"):  # lines when piped
         report = estimate(env, board, use_cache=not no_cache, memory_plan=memory_plan)
     report.layers = [lay.name for lay in network.layers]
@@ -160,7 +160,7 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, eng
     if report.all_muls_on_dsp:
         dsps = int(report.used["dsp"])
         console.print(f"multipliers: all {len(report.muls)} $mul cells mapped to DSP slices "
-                      f"({dsps} DSPs, {report.lanes} lanes{', two rows each' if env.row_pairs else ''}: "
+                      f"({dsps} DSPs, {report.lanes} lanes{', four rows each' if env.row_quads else ', two rows each' if env.row_pairs else ''}: "
                       f"{report.macs_per_cycle / max(1, dsps):.2f} MACs per DSP per cycle)")
     else:
         console.print(f"[red]multipliers not on DSPs[/]: {len(report.muls)} $mul cells, "

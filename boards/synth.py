@@ -91,8 +91,9 @@ class SynthReport:
 
     @property
     def macs_per_cycle(self) -> int | None:
-        """The engine's MAC slots a cycle: a lane's, two with row pairs."""
-        return None if self.lanes is None else self.lanes * (2 if self.envelope.get("row_pairs") else 1)
+        """The engine's MAC slots a cycle: a lane's, two with row pairs, four with row quads."""
+        rows = 4 if self.envelope.get("row_quads") else 2 if self.envelope.get("row_pairs") else 1
+        return None if self.lanes is None else self.lanes * rows
 
     @property
     def all_muls_on_dsp(self) -> bool:
@@ -352,7 +353,8 @@ def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
         notes.append(f"{board.family}: rerun with -nolutram (Yosys's LUT-RAM techmap failed on a memory): "
                      "small memories count as FFs/LUTs or BRAM, a pessimistic estimate")
     if env.row_pairs and raw.get("dsp_registers", {}).get("dsps"):
-        notes.append("row pairs: every DSP's A port takes the packed weight operand w1*2^S + w0 from a fabric "
+        notes.append(f"row {'quads' if env.row_quads else 'pairs'}: every DSP's A port takes the packed weight operand "
+                     "w1*2^S + w0 (w3*2^S + w2 on a quad's second DSP) from a fabric "
                      "register shared by 8 lanes (hw/fanout.py), so no AREG/ADREG is absorbed by design (per-DSP "
                      "copies would be identical registers, which synthesis merges); B and M are, where Yosys packs "
                      "registers (xc7)")

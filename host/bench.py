@@ -74,7 +74,7 @@ def roofline(desc: LayerDescriptor, images: int, clock_hz: float, dma_bytes_per_
 
 def lane_utilisation(macs: int, slots: int, cycles: int) -> float | None:
     """The share of the lanes' MAC slots that did a DeBut MAC: ``macs / (slots x cycles)``, ``slots``
-    the engine's MACs a cycle (``EngineEnvelope.macs_per_cycle``: a lane's, two with row pairs).
+    the engine's MACs a cycle (``EngineEnvelope.macs_per_cycle``: a lane's, two with row pairs, four with row quads).
     Below the issue share (``mac_cycles / cycles``) by the idle lanes of partial batches (and with
     row pairs by the unpaired factors' idle second row)."""
     return macs / (slots * cycles) if cycles else None
@@ -267,11 +267,11 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
               progress: Callable[[str], None] | None = None, multipliers: int | None = None,
               macs_per_dsp: int | None = None, stream_bits: int | None = None,
               window_generators: int | None = None, frame_kib: int | None = None, row_pairs: bool | None = None,
-              **backend_opts: Any) -> dict[str, Any]:
+              row_quads: bool | None = None, **backend_opts: Any) -> dict[str, Any]:
     """Run the bench and return the report dict (``docs/host.md``). ``multipliers``,
-    ``macs_per_dsp``, ``stream_bits``, ``window_generators``, ``frame_kib`` and ``row_pairs`` override the
+    ``macs_per_dsp``, ``stream_bits``, ``window_generators``, ``frame_kib``, ``row_pairs`` and ``row_quads`` override the
     network's engine settings (another engine); the dense baseline runs on an engine of the same
-    lanes, packing (row pairs included), stream width, window generators and frame buffer size. The engine is
+    lanes, packing (row pairs and quads included), stream width, window generators and frame buffer size. The engine is
     ``board_name``'s (default: pynq-z2, or on ``pynq`` the board it runs on): its clock, and its
     default envelope where the network and these arguments are silent."""
     from litefly.boards.boards import get_board
@@ -303,7 +303,8 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
     params, fweights, fbiases = _params(network, steps, calib, rng, params_dir)
     envelope = EngineEnvelope.for_network(network, size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
                                           stream_bits=stream_bits, window_generators=window_generators,
-                                          frame_kib=frame_kib, board=board.name, row_pairs=row_pairs)
+                                          frame_kib=frame_kib, board=board.name, row_pairs=row_pairs,
+                                          row_quads=row_quads)
     opts = dict(backend_opts)
     if backend == "sim":
         repeats = 1
@@ -350,7 +351,8 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
     denv = EngineEnvelope.for_network(dnet, size, multipliers=envelope.multipliers,
                                       macs_per_dsp=envelope.macs_per_dsp, stream_bits=envelope.stream_bits,
                                       window_generators=envelope.window_generators,
-                                      frame_kib=frame_kib, board=board.name, row_pairs=envelope.row_pairs)
+                                      frame_kib=frame_kib, board=board.name, row_pairs=envelope.row_pairs,
+                                      row_quads=envelope.row_quads)
     if dense:
         say(f"dense network on engine {denv.name!r} ({backend})")
         dparams = quantize_network(dsteps, dense_w, calib, {ds.name: fbiases[s.name] for s, ds in zip(steps, dsteps)})
@@ -517,6 +519,7 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
         "batch_size": batch, "input_size": list(size), "seed": seed,
         "engine": {"name": envelope.name, "hash": f"0x{envelope.hash32:08x}", "lanes": envelope.lanes,
                    "dsps": envelope.dsps, "envelope": asdict(envelope), "row_pairs": envelope.row_pairs,
+                   "row_quads": envelope.row_quads,
                    "stream_bits": envelope.stream_bits, "frame_beats": envelope.frame_beats,
                    "macs_per_dsp": envelope.macs_per_dsp, "window_generators": envelope.window_generators,
                    "layers_served": len(rows)},
@@ -621,7 +624,8 @@ def render_table(report: dict[str, Any]):
     from rich.table import Table
     eng = report["engine"]
     words = envelope_words(eng["lanes"], eng["stream_bits"], eng.get("macs_per_dsp", 1),
-                           eng.get("window_generators", 1), eng.get("frame_beats"), eng.get("row_pairs", False))
+                           eng.get("window_generators", 1), eng.get("frame_beats"), eng.get("row_pairs", False),
+                           eng.get("row_quads", False))
     t = Table(title=f"litefly bench: {report['network']} on one engine ({eng['name']} "
                     f"{eng['hash']}, {words}), {report['backend']} backend, "
                     f"batch {report['batch_size']}, input {report['input_size'][0]}x{report['input_size'][1]}")
@@ -661,7 +665,7 @@ def render_table(report: dict[str, Any]):
               style="bold")
     st = tot["host_stage[s]"]
     t.caption = (f"MAC util: issue cycles / cycles; lane util: DeBut MACs / (MAC slots x cycles), a slot a lane "
-                 f"(two with row pairs), below it by the idle lanes of partial batches; engine: {report['sources']['engine']}, "
+                 f"(two with row pairs, four with row quads), below it by the idle lanes of partial batches; engine: {report['sources']['engine']}, "
                  f"its time the passes' cycles plus {tot.get('param_cycles', 0):,} cycles of parameter streams (model); "
                  f"host: {report['sources']['host']} ("
                  + fmt_stages(st)
@@ -766,7 +770,7 @@ def bound_lines(report: Mapping[str, Any]) -> list[str]:
         return []
     dsps, mpd = eng.get("dsps", eng["lanes"]), eng.get("macs_per_dsp", 1)
     return [f"bound ({report['board']}, model): compute {b['compute[s]'] * 1e3:.2f} ms ({tot['macs'] / 1e6:.1f} M "
-            f"DeBut MACs on {eng['lanes']} lanes{' x 2 rows' if eng.get('row_pairs') else ''} = {dsps} DSPs x {mpd} at {report['fclk[mhz]']:g} MHz), DMA "
+            f"DeBut MACs on {eng['lanes']} lanes{' x 4 rows' if eng.get('row_quads') else ' x 2 rows' if eng.get('row_pairs') else ''} = {dsps} DSPs x {mpd} at {report['fclk[mhz]']:g} MHz), DMA "
             f"{b['dma[s]'] * 1e3:.2f} ms: {b['binds']} binds; end to end {tot['end_to_end[s]'] * 1e3:.2f} ms = "
             f"{_fmt(b['end_to_end_vs_bound'], '.2f')}x the bound; lane utilisation {_pct(tot['lane_utilisation'])} "
             f"= {tot['macs_per_dsp_cycle']:.2f} MACs per DSP per cycle (of {mpd})"

@@ -250,7 +250,7 @@ class GoldenTransport:
             x = unpack_tensor(np.frombuffer(frame, np.uint8), (images, c, h, w), e).transpose(0, 2, 3, 1)
         weights, bias = unpack_layer_params(params, [f.params for f in chain], words["WEIGHT_BEATS"],
                                             p if lay["BIAS"] else 0, env.weight_bits, env.stream_bits, ibeats,
-                                            chain, env.row_pairs)
+                                            chain, env.lane_rows)
         shifts = [regmap.unpack(regmap.factor_reg(i, "SHIFT"), words[f"F{i}_SHIFT"])["SHIFT"]
                   for i in range(len(chain))]
         n_idx, y_idx, x_idx = np.meshgrid(np.arange(images), np.arange(hp), np.arange(wp), indexing="ij")
@@ -284,7 +284,7 @@ class GoldenTransport:
             if lay["RELU"]:
                 best = np.maximum(best, 0)
         out = best.reshape(images, hp, wp, p).transpose(0, 3, 1, 2)
-        pairs = chain_issue(chain, env.row_pairs)
+        pairs = chain_issue(chain, env.lane_rows)
         macs = pairs.issue
         positions = images * hp * wp
         cycles = words_pass_cycles(dict(words, IMAGES=images), env.lanes, e, macs, len(chain), p,

@@ -87,7 +87,7 @@ def prepare_program(envelope: EngineEnvelope, steps: Sequence[EngineStep],
                                f"expected 0x{step.layer.hash32:08x})")
         shifts.append(tuple(int(s) for s in q.shifts))
         packed.append(pack_layer_params(q.weights, q.bias, envelope.weight_bits, envelope.stream_bits,
-                                        step.layer.chain, envelope.row_pairs).reshape(-1))
+                                        step.layer.chain, envelope.lane_rows).reshape(-1))
     names = [st.name for st in steps]
     for st in steps:
         for ref, what in ((st.skip, "adds the output of"), (st.src, "reads the output of")):

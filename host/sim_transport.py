@@ -52,7 +52,7 @@ def model_pass_cycles(words: Mapping[str, int], envelope: EngineEnvelope) -> int
         # a sparse factor's F<i>_RS and F<i>_TG are 0 (LayerDescriptor.register_words): read as a DeBut
         # factor it has no parameters and never pairs; its entries are not in the registers, all of
         # the index beats bound them
-        pairs = chain_issue(chain, envelope.row_pairs)
+        pairs = chain_issue(chain, envelope.lane_rows)
         macs = pairs.issue + words.get("INDEX_BEATS", 0) * envelope.entries_per_beat
         p = regmap.unpack("OUT_C", words.get("OUT_C", 0))["P"]
         return words_pass_cycles(words, envelope.lanes, envelope.elems_per_beat, macs, n, p,
@@ -218,7 +218,7 @@ def program_params(program: Any) -> dict[str, QuantizedLayer]:
         flat, bias = unpack_layer_params(np.asarray(packed, np.uint8), [f.params for f in lay.chain],
                                          desc.weight_beats, lay.chain_out if lay.format.bias else 0,
                                          env.weight_bits, env.stream_bits, desc.index_beats, lay.chain,
-                                         env.row_pairs)
+                                         env.lane_rows)
         weights = [w.reshape(f.compact_shape) for w, f in zip(flat, lay.chain)]
         out[step.name] = QuantizedLayer(lay, weights, list(shifts), bias, skip_align=align)
     return out

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import regmap
 
-__all__ = ["ChainIssue", "chain_issue", "pairs_rows", "DRAIN_CYCLES", "OUT_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
+__all__ = ["ChainIssue", "chain_issue", "factor_rows", "pairs_rows", "DRAIN_CYCLES", "OUT_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
            "lane_cycles", "pass_cycles", "words_pass_cycles"]
 
 DRAIN_CYCLES = 7           # issue-to-write latency: the bubble between dependent factors
@@ -37,29 +37,43 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def pairs_rows(factor: Any, row_pairs: bool) -> bool:
-    """Whether a row-pair engine (``EngineEnvelope.row_pairs``) issues ``factor`` two rows at a
-    time: a DeBut factor with ``r`` even (rows ``a`` and ``a + 1`` of a block read the same
-    column) and ``s >= 2`` (a pair's two rows leave the MAC array one a cycle, so a row may end
-    at most every other cycle). The sequencer derives the same flag from ``F<i>_RS``."""
-    return bool(row_pairs) and factor.kind == "debut" and factor.r % 2 == 0 and factor.s >= 2
+def factor_rows(factor: Any, lane_rows: int = 1) -> int:
+    """Rows of ``factor``'s blocks an engine whose lanes compute ``lane_rows`` rows an issue
+    (``EngineEnvelope.lane_rows``: 1, 2 with row pairs, 4 with row quads) issues at a time: a
+    DeBut factor with ``r`` divisible by that many rows (they read the same column) and ``s`` at
+    least that many (the rows leave the MAC array one a cycle, so a row may end at most every
+    that many cycles), four, else two, else one. The sequencer derives the same from ``F<i>_RS``."""
+    if factor.kind != "debut":
+        return 1
+    for n in (4, 2):
+        if lane_rows >= n and factor.r % n == 0 and factor.s >= n:
+            return n
+    return 1
+
+
+def pairs_rows(factor: Any, lane_rows: int = 1) -> bool:
+    """Whether ``factor`` issues more than one row at a time (:func:`factor_rows`)."""
+    return factor_rows(factor, lane_rows) > 1
 
 
 @dataclass(frozen=True)
 class ChainIssue:
     """A chain's issue cycles per batch-phase (per column: a batch's lanes issue together) and the
-    row pairs' extra pipeline cycles."""
+    multi-row factors' extra pipeline cycles."""
 
-    issue: int                 # issue cycles: ``p*s``, halved on paired factors
-    pair_drains: int = 0       # paired factors followed by another: one more drain cycle each
-    pair_tail: int = 0         # 1 if the last factor is paired: its last row is written a cycle later
+    issue: int                 # issue cycles: ``p*s`` over each factor's rows an issue
+    pair_drains: int = 0       # extra cycles per batch-phase: a factor of n rows an issue followed by
+                               # another drains n - 1 cycles longer; a last factor of 4 rows holds the
+                               # next batch-phase 2 cycles in IDLE (its rows leave over 4 cycles)
+    pair_tail: int = 0         # the last factor's rows an issue less one: its last row is written that much later
 
 
-def chain_issue(chain: Sequence[Any], row_pairs: bool = False) -> ChainIssue:
-    """The :class:`ChainIssue` of ``chain`` on an engine with or without row pairs."""
-    paired = [pairs_rows(f, row_pairs) for f in chain]
-    return ChainIssue(sum(f.params // (2 if pr else 1) for f, pr in zip(chain, paired)),
-                      sum(paired[:-1]), int(bool(paired and paired[-1])))
+def chain_issue(chain: Sequence[Any], lane_rows: int = 1) -> ChainIssue:
+    """The :class:`ChainIssue` of ``chain`` on an engine whose lanes compute ``lane_rows`` rows."""
+    rows = [factor_rows(f, lane_rows) for f in chain]
+    last = rows[-1] if rows else 1
+    return ChainIssue(sum(f.params // n for f, n in zip(chain, rows)),
+                      sum(n - 1 for n in rows[:-1]) + max(0, last - 2), last - 1)
 
 
 @dataclass(frozen=True)
@@ -203,7 +217,7 @@ def batch_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw:
     between factors), window-generator cycles (one beat read per lane, kernel position and
     channel beat, plus set-up; ``windows`` generators share the lanes) and unload cycles (one
     beat per lane and channel beat). ``macs`` is the issue cycles per column
-    (:attr:`ChainIssue.issue`), ``pair_drains`` the paired factors' extra drain cycles."""
+    (:attr:`ChainIssue.issue`), ``pair_drains`` the multi-row factors' extra cycles (:class:`ChainIssue`)."""
     return {"mac": macs + DRAIN_CYCLES * (factors - 1) + pair_drains + 1,
             "window": _ceil_div(lanes, windows) * lane_cycles(window_reads, windows) + WINDOW_SETUP,
             "unload": lanes * out_cw}
@@ -223,9 +237,9 @@ def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: 
     their frame beats have arrived (``ready``, from :func:`frame_ready`), and no pass ends
     before its ``load_beats`` have. A residual pass's output beats wait for their ``skip_beats``,
     which follow the frame on the stream: no such pass ends before the frame and the skip have
-    arrived and the skip's last beat has been added (``SKIP_LAG``). On a row-pair engine ``macs``
-    is the issue cycles (:func:`chain_issue`) and a paired factor's second row is written a cycle
-    after its first (``pair_drains``, ``pair_tail``).
+    arrived and the skip's last beat has been added (``SKIP_LAG``). On a row-pair or row-quad engine
+    ``macs`` is the issue cycles (:func:`chain_issue`) and a factor's rows of one issue are written
+    one a cycle (``pair_drains``, ``pair_tail``).
 
     With ``windows`` generators, generator ``g`` forms lanes ``g, g + windows, ...``; they start
     every batch-phase together, so its windows take the first generator's lanes times
@@ -261,7 +275,9 @@ def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: 
             e = max(e, u_end[bt - 2])
         issue.append(e)
         if ph == phases - 1:
-            done = e + mac + DRAIN_CYCLES + OUT_LAG + pair_tail      # its last OUT row written
+            # its last OUT row written (``mac`` holds a 4-row last factor's 2 IDLE cycles, pair_tail - 1,
+            # which come after that row's issue)
+            done = e + mac + DRAIN_CYCLES + OUT_LAG + min(pair_tail, 1)
             us = done if bt == 0 else max(done, u_start[-1] + unload)
             u_start.append(us)
             u_end.append(us + (unload if bt < batches - 1 else last * out_cw))

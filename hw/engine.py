@@ -129,9 +129,9 @@ class Datapath(wiring.Component):
         w_rp, b_rp = w_mem.read_port(), b_mem.read_port()
         m.d.comb += [w_rp.addr.eq(seq.weight_addr), b_rp.addr.eq(seq.bias_addr),
                      mac.weight_data.eq(w_rp.data), mac.bias_data.eq(b_rp.data)]
-        if env.row_pairs:           # a row pair's second row's bias
-            b2_rp = b_mem.read_port()
-            m.d.comb += [b2_rp.addr.eq(mac.bias2_addr), mac.bias2_data.eq(b2_rp.data)]
+        for k in range(1, env.lane_rows):       # a row pair's or quad's further rows' biases
+            b_rpk = b_mem.read_port()
+            m.d.comb += [b_rpk.addr.eq(mac.bias_more_addr[k - 1]), mac.bias_more_data[k - 1].eq(b_rpk.data)]
         # IN: per window generator g (lanes g, g + G, ...), E banks skewed by lane (memories.skewed_bank),
         # all read at one address (the element); the MAC array sees, per element mod E, every
         # lane's value: lane l of generator g is in bank (l + element) mod E, slot l // E

@@ -86,8 +86,9 @@ def manifest_for(envelope: EngineEnvelope, module: str, ports: list[dict[str, An
             "source": "hw/cycles.py pass_cycles / frame_ready (LayerDescriptor.pass_cycles)",
             "drain_cycles": DRAIN_CYCLES,
             "load_lag": LOAD_LAG, "repack_lag": REPACK_LAG, "pass_tail": PASS_TAIL, "out_lag": OUT_LAG,
-            "notes": ("per batch and phase: max(sum p_i*s_i (halved on row-paired factors) + DRAIN_CYCLES*(N-1) "
-                      "(+1 after each row-paired factor) + 1 issue cycles, "
+            "notes": ("per batch and phase: max(sum p_i*s_i (over each factor's rows an issue: 2 on row-paired, "
+                      "4 on row-quad factors) + DRAIN_CYCLES*(N-1) (+ rows - 1 after each multi-row factor) + 1 "
+                      "(+2 after a row-quad last factor) issue cycles, "
                       "lanes*KH*KW*CW window cycles, ceil(lanes/G)*max(KH*KW*CW, G) with G > 1 window "
                       "generators); the window generators fill one IN half while the "
                       "MAC array reads the other, the unloader drains one OUT half while the array "
@@ -97,6 +98,7 @@ def manifest_for(envelope: EngineEnvelope, module: str, ports: list[dict[str, An
         },
         "macs_per_dsp": envelope.macs_per_dsp,
         "row_pairs": envelope.row_pairs,
+        "row_quads": envelope.row_quads,
         "dsps": envelope.dsps,
         "window_generators": envelope.window_generators,
         "amaranth_version": amaranth.__version__,

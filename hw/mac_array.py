@@ -20,7 +20,10 @@ computes two rows of a DeBut block from one activation: the weight operand ``w1 
 lanes, times the lane's ``x``, split as above with the roles swapped. A second accumulator per
 lane holds the second row, started from its bias (read from row ``wr + t`` at T+1 through the bias
 memory's second port); the pair's rows complete together and leave one a cycle, the second from a
-copy of the second accumulators with its row number and the batch's end.
+copy of the second accumulators with its row number and the batch's end. With ``row_quads``
+(``docs/engine.md``, "Row quads") a second multiplier per lane computes rows 2 and 3 from
+``w3 * 2^S + w2`` (zero unless the factor is a quad); four accumulators, biases through four ports,
+and the quad's rows leave one a cycle from copies taken in the first row's cycle and shifted on.
 
 The control bits that steer every lane (IN's bank select, IN or WORK, an accumulator's enable
 and first term, the bias a row starts from) are registered once per ``REPLICA_LANES`` lanes (``fanout.replicated``).
@@ -51,8 +54,10 @@ class MacArray(wiring.Component):
         self._env = envelope
         L, A = envelope.lanes, envelope.act_bits
         e = envelope.elems_per_beat
-        pairs = {"bias2_addr": Out(max(1, ceil_log2(envelope.bias_beats))),   # a row pair's second bias (T+1)
-                 "bias2_data": In(envelope.stream_bits)} if envelope.row_pairs else {}
+        R = envelope.lane_rows
+        # a row pair's or quad's further rows' biases (rows wr + k*pstep, k = 1..R-1), read at T+1
+        pairs = {"bias_more_addr": Out(data.ArrayLayout(max(1, ceil_log2(envelope.bias_beats)), R - 1)),
+                 "bias_more_data": In(data.ArrayLayout(envelope.stream_bits, R - 1))} if R > 1 else {}
         super().__init__({
             **pairs,
             "ctl": In(ctl_layout(envelope)),                 # issue-cycle control
@@ -102,27 +107,45 @@ class MacArray(wiring.Component):
         p2 = Signal(layout)
         prods = [Signal(signed(A + W), name=f"prod{l}", reset_less=True) for l in range(L)]
         m.d.sync += p2.eq(p1b)
-        # row pairs: the second row's number and bias (read at T+1 from wr + t, used at T+3)
+        # row pairs and quads: the further rows' biases (rows wr + k*pstep, read at T+1, used at T+3)
+        R = env.lane_rows
         if env.row_pairs:
             LBP = env.biases_per_beat.bit_length() - 1
-            wr2_1 = Signal(17, name="wr2_1")
-            wr2b, wr2c, wr2o = (Signal(16, name=n, reset_less=True) for n in ("wr2b", "wr2c", "wr2o"))
-            m.d.comb += [wr2_1.eq(p1.wr + p1.pstep), self.bias2_addr.eq(wr2_1[LBP:])]
-            m.d.sync += [wr2b.eq(wr2_1), wr2c.eq(wr2b)]
-            b2_sel = (self.bias2_data.word_select(wr2b[:LBP], 32) if LBP else self.bias2_data[:32])[:BB]
-            # one multiplier per lane, two rows: the weight operand w1 * 2^S + w0 (w1 = 0 on an unpaired
-            # factor) is the same for every lane, formed once and registered one copy per
-            # REPLICA_LANES lanes; the products split as in the lane-pair case, roles swapped
+            b_more = []
+            for k in range(1, R):
+                wrk_1 = Signal(17, name=f"wr{k + 1}_1")
+                wrk_b = Signal(16, name=f"wr{k + 1}b", reset_less=True)
+                step = {1: p1.pstep, 2: p1.pstep << 1, 3: (p1.pstep << 1) + p1.pstep}[k]    # no multiplier
+                m.d.comb += [wrk_1.eq(p1.wr + step), self.bias_more_addr[k - 1].eq(wrk_1[LBP:])]
+                m.d.sync += wrk_b.eq(wrk_1)
+                data_k = self.bias_more_data[k - 1]
+                b_more.append((data_k.word_select(wrk_b[:LBP], 32) if LBP else data_k[:32])[:BB])
+            # one multiplier per lane and row pair: rows 2i, 2i+1 from the weight operand
+            # w_{2i+1} * 2^S + w_{2i} (w_{2i+1} = 0 on an unpaired factor, both 0 for the second pair
+            # on a factor that is not a quad), the same for every lane, formed once and registered
+            # one copy per REPLICA_LANES lanes; the products split as in the lane-pair case, roles swapped
             S = A + W
-            prods2 = [Signal(signed(A + W), name=f"prod{l}b", reset_less=True) for l in range(L)]
-            w_hi = Mux(p1.pair, self.weight_data.word_select(p1.wsub | 1, W).as_signed(), 0)
-            wp = replicated(m, "wpair", signed(W + S + 1), (w_hi << S) + w_sel.as_signed(), L)
             x = Signal(L * A, reset_less=True)
             m.d.sync += x.eq(x_sel)
-            for l in range(L):
-                packed = Signal(signed(A + S + W + 1), name=f"rpair{l}", reset_less=True)
-                m.d.sync += packed.eq(wp[l // REPLICA_LANES] * x[l * A:(l + 1) * A].as_signed())
-                m.d.comb += [prods[l].eq(packed[:S].as_signed()), prods2[l].eq((packed >> S) + packed[S - 1])]
+            row_prods = [prods]
+            for i in range(R // 2):
+                if i == 0:
+                    w_lo = w_sel.as_signed()
+                    w_hi = Mux(p1.pair, self.weight_data.word_select(p1.wsub | 1, W).as_signed(), 0)
+                else:
+                    w_lo = Mux(p1.quad, self.weight_data.word_select(p1.wsub | 2, W).as_signed(), 0)
+                    w_hi = Mux(p1.quad, self.weight_data.word_select(p1.wsub | 3, W).as_signed(), 0)
+                wp = replicated(m, f"wpair{i}" if i else "wpair", signed(W + S + 1), (w_hi << S) + w_lo, L)
+                lo = prods if i == 0 else [Signal(signed(A + W), name=f"prod{l}c", reset_less=True) for l in range(L)]
+                hi = [Signal(signed(A + W), name=f"prod{l}{'bd'[i]}", reset_less=True) for l in range(L)]
+                if i:
+                    row_prods.append(lo)
+                row_prods.append(hi)
+                for l in range(L):
+                    packed = Signal(signed(A + S + W + 1), name=f"rpair{l}" + ("" if i == 0 else f"_{i}"),
+                                    reset_less=True)
+                    m.d.sync += packed.eq(wp[l // REPLICA_LANES] * x[l * A:(l + 1) * A].as_signed())
+                    m.d.comb += [lo[l].eq(packed[:S].as_signed()), hi[l].eq((packed >> S) + packed[S - 1])]
         elif env.macs_per_dsp == 1:
             x = Signal(L * A, reset_less=True)
             m.d.sync += x.eq(x_sel)
@@ -152,8 +175,11 @@ class MacArray(wiring.Component):
         start = replicated(m, "start2", signed(BB), Mux(p1b.fi_last & self.bias_en, bias1, 0), L)
         rows = [(accs, prods, start)]
         if env.row_pairs:
-            accs2 = [Signal(signed(ACC), name=f"acc{l}b", reset_less=True) for l in range(L)]
-            rows.append((accs2, prods2, replicated(m, "start2b", signed(BB), Mux(p1b.fi_last & self.bias_en, b2_sel, 0), L)))
+            for k in range(1, R):
+                acc_k = [Signal(signed(ACC), name=f"acc{l}{'bcd'[k - 1]}", reset_less=True) for l in range(L)]
+                rows.append((acc_k, row_prods[k],
+                             replicated(m, f"start2{'bcd'[k - 1]}", signed(BB),
+                                        Mux(p1b.fi_last & self.bias_en, b_more[k - 1], 0), L)))
         for acc, prod, st in rows:
             for l in range(L):
                 total = Signal(signed(ACC), name=f"{acc[l].name}_sum")
@@ -163,18 +189,27 @@ class MacArray(wiring.Component):
         if not env.row_pairs:
             m.d.comb += [self.res[l].eq(accs[l]) for l in range(L)]
             return m
-        # a pair's rows leave one a cycle: the first from its accumulators, the second a cycle later
-        # from a copy of the second accumulators (taken every cycle: the pair's next row may start
-        # in them meanwhile); the second row carries its number and the batch's end
-        pend, end2 = Signal(name="pair_pending"), Signal(name="pair_batch_end", reset_less=True)
-        m.d.sync += [pend.eq(p2.valid & p2.last & p2.pair), end2.eq(p2.batch_end), wr2o.eq(wr2c)]
-        with m.If(p2.pair):
-            m.d.sync += self.ctl_out.batch_end.eq(0)
-        with m.If(pend):
-            m.d.sync += [self.ctl_out.eq(self.ctl_out), self.ctl_out.wr.eq(wr2o), self.ctl_out.batch_end.eq(end2)]
-        second = replicated(m, "second", 1, pend, L)
+        # a pair's or quad's rows leave one a cycle: the first from its accumulators, the others in
+        # the cycles after from copies of the further rows' accumulators (taken in the first row's
+        # cycle, `cap`, then shifted on: the next rows may start in the accumulators meanwhile);
+        # each further row is the one pstep on, and the last carries the batch's end
+        more, end2 = Signal(2, name="rows_left"), Signal(name="pair_batch_end", reset_less=True)
+        with m.If(p2.valid & p2.last & p2.pair):
+            m.d.sync += [more.eq(Mux(p2.quad, 3, 1) if env.row_quads else 1), end2.eq(p2.batch_end),
+                         self.ctl_out.batch_end.eq(0)]
+        with m.Elif(more != 0):
+            m.d.sync += [more.eq(more - 1), self.ctl_out.eq(self.ctl_out),
+                         self.ctl_out.wr.eq(self.ctl_out.wr + self.ctl_out.pstep),
+                         self.ctl_out.batch_end.eq(end2 & (more == 1))]
+        cap = replicated(m, "cap", 1, p2.valid & p2.last & p2.pair, L)
+        second = replicated(m, "second", 1, more != 0, L)
         for l in range(L):
-            hold = Signal(signed(ACC), name=f"hold{l}", reset_less=True)
-            m.d.sync += hold.eq(accs2[l])
-            m.d.comb += self.res[l].eq(Mux(second[l // REPLICA_LANES], hold, accs[l]))
+            holds = [Signal(signed(ACC), name=f"hold{l}" + ("" if k == 1 else "bcd"[k - 1]), reset_less=True)
+                     for k in range(1, R)]
+            for k, h in enumerate(holds):
+                src = rows[k + 1][0][l]
+                if k + 1 < len(holds):
+                    src = Mux(cap[l // REPLICA_LANES], src, holds[k + 1])
+                m.d.sync += h.eq(src)
+            m.d.comb += self.res[l].eq(Mux(second[l // REPLICA_LANES], holds[0], accs[l]))
         return m

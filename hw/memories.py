@@ -66,8 +66,8 @@ def engine_memories(env: EngineEnvelope) -> list[EngineMemory]:
     """The memories of the engine of ``env``, in the order the engine creates them."""
     L, A, E, SB, G = env.lanes, env.act_bits, env.elems_per_beat, env.stream_bits, env.window_generators
     mems = [EngineMemory("weight_mem", SB, env.weight_beats, role="factor weights"),
-            EngineMemory("bias_mem", SB, env.bias_beats, read_ports=2 if env.row_pairs else 1,
-                         role="biases (a row pair's two rows read two)")]
+            EngineMemory("bias_mem", SB, env.bias_beats, read_ports=env.lane_rows,
+                         role="biases (a row pair's or quad's rows read one each)")]
     mems += [EngineMemory(frame_memory(g), SB, env.frame_beats, role="frame buffer (a copy per window generator)")
              for g in range(G)]
     if env.index_beats:

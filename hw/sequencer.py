@@ -13,7 +13,10 @@ batch-phase costs ``sum p_i*s_i`` issue cycles, ``DRAIN_CYCLES`` between depende
 and one cycle in IDLE (``LayerDescriptor.batch_cycles``). On a row-pair engine a DeBut factor
 with ``r`` even and ``s >= 2`` (``cycles.pairs_rows``, derived here from ``F<i>_RS``) walks
 ``r/2`` sub-row steps of ``2t`` rows, two weights an issue from an even index: ``p_i*s_i/2`` issue
-cycles and one more drain cycle after it (``cycles.ChainIssue``).
+cycles and one more drain cycle after it (``cycles.ChainIssue``). On a row-quad engine a DeBut
+factor with ``r`` divisible by 4 and ``s >= 4`` walks ``r/4`` steps of ``4t`` rows, four weights an
+issue from an index divisible by 4: ``p_i*s_i/4`` issue cycles, three more drain cycles after it,
+and as the last factor two more cycles in IDLE (its four rows leave the MAC array one a cycle).
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ def ctl_layout(envelope: EngineEnvelope) -> data.StructLayout:
         "batch_end": 1,        # last issue of the batch's last phase
         "lanes": unsigned(ceil_log2(envelope.lanes + 1)),
         "last_batch": 1,
-        **({"pair": 1,         # a row pair: rows wr and wr + pstep
+        **({"pair": 1,         # a row pair: rows wr and wr + pstep (a quad: also wr + 2 pstep, wr + 3 pstep)
             "pstep": 16} if envelope.row_pairs else {}),
+        **({"quad": 1} if envelope.row_quads else {}),
     })
 
 
@@ -108,16 +112,22 @@ class Sequencer(wiring.Component):
             # instead of comparing its counters with the limits in the issue cycle
             # row pairs (cycles.pairs_rows): a DeBut factor with r even and s >= 2 walks r/2 row pairs,
             # each 2t rows on from the one before
-            row["pair"] = Signal(name=f"f{i}_pair")
+            # row quads (cycles.factor_rows): with r divisible by 4 and s >= 4, r/4 row quads, each 4t on
+            row["pair"] = Signal(name=f"f{i}_pair")          # two or four rows an issue
+            row["quad"] = Signal(name=f"f{i}_quad")          # four
             row["at"] = Signal(16, name=f"f{i}_at", reset_less=True)
-            pair = 0
+            pair = quad = 0
             if env.row_pairs:
                 pair = (f.RS.R[0] == 0) & (f.RS.R != 0) & (f.RS.S >= 2)
                 if env.index_beats:
                     pair = pair & (f.SPARSE.ROWS == 0)
+            if env.row_quads:
+                quad = pair & (f.RS.R[1] == 0) & (f.RS.S >= 4)
             with m.If(self.start):
-                m.d.sync += [row["pair"].eq(pair), row["at"].eq(Mux(pair, f.TG.T << 1, f.TG.T))]
-            for k, v in (("r", Mux(pair, f.RS.R >> 1, f.RS.R)), ("s", f.RS.S), ("t", f.TG.T), ("g", f.TG.G)):
+                m.d.sync += [row["pair"].eq(pair), row["quad"].eq(quad),
+                             row["at"].eq(Mux(quad, f.TG.T << 2, Mux(pair, f.TG.T << 1, f.TG.T)))]
+            r_walk = Mux(quad, f.RS.R >> 2, Mux(pair, f.RS.R >> 1, f.RS.R))
+            for k, v in (("r", r_walk), ("s", f.RS.S), ("t", f.TG.T), ("g", f.TG.G)):
                 row[k + "3"] = Signal(16, name=f"f{i}_{k}3", reset_less=True)
                 row[k + "z"] = Signal(name=f"f{i}_{k}z")
                 row[k + "w"] = Signal(name=f"f{i}_{k}w")
@@ -149,7 +159,7 @@ class Sequencer(wiring.Component):
         cur = {k: Signal(16, name=f"cur_{k}", reset_less=True)
                for k in ("t", "at", "st", "rt", "split", "r3", "s3", "t3", "g3", "rows2")}
         cur.update({k: Signal(name=f"cur_{k}") for k in ("rz", "sz", "tz", "gz", "rw", "sw", "tw", "gw", "sparse",
-                                                           "rowsz", "splitz", "pair")})
+                                                           "rowsz", "splitz", "pair", "quad")})
         cur_shift = Signal(8)
         load_limits = Signal()
         drain_first = Signal()           # the drain's first cycle (registered)
@@ -185,7 +195,10 @@ class Sequencer(wiring.Component):
         sq_in = Signal()
         sq_out = Signal()
         meta = Signal(in_meta_layout(env.lanes))
-        drain = Signal(range(DRAIN_CYCLES + 1))
+        drain = Signal(range(DRAIN_CYCLES + 3 + 1))
+        # after a row-quad last factor the next batch-phase waits 2 cycles in IDLE (`iw`, `iw_nz` its
+        # flag): the quad's 4 rows leave the MAC array one a cycle, after its last issue
+        iw, iw_nz = Signal(2, name="idle_wait"), Signal(name="idle_wait_nz")
         issue = Signal()
         rd = Signal(17)
         wr = Signal(17)
@@ -228,7 +241,9 @@ class Sequencer(wiring.Component):
             m.d.comb += [self.idle.eq(1), self.waiting_in.eq(~self.in_full.bit_select(sq_in, 1))]
             # factor 0's limits load in every idle cycle: the load does not wait for ready
             m.d.comb += load_limits.eq(1)
-            with m.If(ready):
+            with m.If(iw_nz):
+                m.d.sync += [iw.eq(iw - 1), iw_nz.eq(iw != 1)]
+            with m.If(ready & ~iw_nz):
                 m.d.sync += [fi.eq(0), j.eq(0), u.eq(0), a.eq(0), b.eq(0), rd_bt.eq(0), rd_j.eq(0),
                              wr_at.eq(0), wr_j.eq(0), widx.eq(0), meta.eq(self.in_meta[sq_in]),
                              fi_last.eq(nm1z), fi_inl.eq(in_lastz), fi0.eq(1), fsel.eq(1)]
@@ -237,7 +252,8 @@ class Sequencer(wiring.Component):
                 m.d.sync += [st["IDLE"].eq(0), st["RUN"].eq(1)]
         with m.If(st["RUN"]):
             m.d.comb += issue.eq(1)
-            m.d.sync += widx.eq(widx + 1 + cur["pair"])          # a row pair reads two weights
+            # a row pair reads two weights, a quad four
+            m.d.sync += widx.eq(widx + Mux(cur["quad"], 4, Mux(cur["pair"], 2, 1)))
             if SP:
                 with m.If(sparse):
                     m.d.sync += sfirst.eq(row_end)
@@ -265,10 +281,12 @@ class Sequencer(wiring.Component):
                 with m.If(fi_last):
                     with m.If(meta.last_phase):
                         m.d.sync += sq_out.eq(~sq_out)
-                    m.d.sync += [st["RUN"].eq(0), st["IDLE"].eq(1)]
+                    m.d.sync += [st["RUN"].eq(0), st["IDLE"].eq(1), iw.eq(Mux(cur["quad"], 2, 0)),
+                                 iw_nz.eq(cur["quad"])]
                 with m.Else():
-                    # a row pair's second row is written a cycle after its first: one more bubble
-                    m.d.sync += [fi.eq(fi + 1), drain.eq(DRAIN_CYCLES - 1 + cur["pair"]), fi0.eq(0),
+                    # a row pair's second row is written a cycle after its first: one more bubble (a
+                    # quad's fourth three cycles after: three more)
+                    m.d.sync += [fi.eq(fi + 1), drain.eq(DRAIN_CYCLES - 1 + Mux(cur["quad"], 3, cur["pair"])), fi0.eq(0),
                                  fsel.eq(fsel << 1), drain_first.eq(1)]
                     m.d.sync += [st["RUN"].eq(0), st["DRAIN"].eq(1)]
         with m.If(st["DRAIN"]):
@@ -278,8 +296,9 @@ class Sequencer(wiring.Component):
             with m.If(drain_first):
                 m.d.comb += load_limits.eq(1)
                 m.d.sync += [fi_last.eq(fi == nm1), fi_inl.eq(fi == in_last)]
-            with m.Elif(cur["pair"] & widx[0]):
-                # a paired factor's weights start at an even index (spec.weight_order): a pair is one read
+            with m.Elif((cur["pair"] & widx[0]) | (cur["quad"] & widx[1])):
+                # a paired factor's weights start at an even index, a quad's at one divisible by 4
+                # (spec.weight_order): a pair or quad is one read
                 m.d.sync += widx.eq(widx + 1)
             m.d.sync += drain.eq(drain - 1)
             with m.If(drain == 0):
@@ -302,6 +321,7 @@ class Sequencer(wiring.Component):
             ctl.batch_end.eq(issue & fac_end & fi_last & meta.last_phase),
             ctl.lanes.eq(meta.lanes), ctl.last_batch.eq(meta.last_batch),
             *([ctl.pair.eq(cur["pair"]), ctl.pstep.eq(cur["t"])] if env.row_pairs else []),
+            *([ctl.quad.eq(cur["quad"])] if env.row_quads else []),
             self.in_addr.eq(rd + Mux(sq_in, Q, 0)),
             self.work_addr.eq(rd_work + Mux((fi - 1)[0], WD, 0)),
             self.weight_addr.eq(widx[LEW:]),

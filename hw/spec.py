@@ -31,9 +31,9 @@ from litefly.network import EngineStep, network_input_shape, plan_network
 
 from . import regmap
 from .cycles import (DRAIN_CYCLES, LOAD_LAG, WINDOW_SETUP, ChainIssue, PassGeometry, batch_cycles, chain_issue,
-                     frame_ready, pairs_rows, pass_cycles, ring_batches)
+                     factor_rows, frame_ready, pass_cycles, ring_batches)
 
-__all__ = ["EngineEnvelope", "LayerDescriptor", "envelope_words", "weight_order", "weight_slots",
+__all__ = ["EngineEnvelope", "LayerDescriptor", "envelope_words", "lane_rows", "weight_order", "weight_slots",
            "layer_weights_flat", "layer_weights_unflat", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS",
            "INDEX_ENTRY_BITS",
            "ROW_END_BIT", "index_entries", "pass_constants", "ceil_div",
@@ -51,11 +51,13 @@ DMA_MAX_BYTES = (1 << DMA_LENGTH_BITS) - 1      # one transfer: a pass's input o
 
 
 def envelope_words(lanes: int, stream_bits: int, macs_per_dsp: int = 1, window_generators: int = 1,
-                   frame_beats: int | None = None, row_pairs: bool = False) -> str:
+                   frame_beats: int | None = None, row_pairs: bool = False, row_quads: bool = False) -> str:
     """An engine envelope's options in words, as the CLI and the reports print them
     (``128 lanes, two lanes per multiplier, 4 window generators, 128-bit stream, 64 KiB frame buffer``)."""
     words = [f"{lanes} lanes"]
-    if row_pairs:
+    if row_quads:
+        words.append("four rows per lane on two multipliers")
+    elif row_pairs:
         words.append("two rows per multiplier")
     elif macs_per_dsp == 2:
         words.append("two lanes per multiplier")
@@ -92,6 +94,7 @@ class EngineEnvelope:
     residual: bool = False     # residual adds (skip FIFO and the unloader's add)
     window_generators: int = 1  # window generators forming a batch's windows in parallel (1, 2 or 4)
     row_pairs: bool = False    # with macs_per_dsp=2: a multiplier's two MACs are two rows of one lane
+    row_quads: bool = False    # with row_pairs: two multipliers per lane, four rows of a block an issue
 
     def __post_init__(self) -> None:
         if self.stream_bits not in STREAM_WIDTHS:
@@ -119,6 +122,9 @@ class EngineEnvelope:
         if self.row_pairs and self.macs_per_dsp != 2:
             raise ConfigError(f"engine: row_pairs packs a row pair's two weights into one multiplier: it needs "
                               f"macs_per_dsp=2 (got {self.macs_per_dsp})")
+        if self.row_quads and (not self.row_pairs or self.weights_per_beat < 4):
+            raise ConfigError(f"engine: row_quads gives a lane two row-pair multipliers: it needs row_pairs "
+                              f"(got {self.row_pairs}) and four weights per beat (got {self.weights_per_beat})")
         if self.macs_per_dsp == 2 and self.weight_bits > 8:
             raise ConfigError(f"engine: macs_per_dsp=2 packs two products of 8-bit operands into one "
                               f"multiplier; weight_bits={self.weight_bits} is wider")
@@ -131,7 +137,8 @@ class EngineEnvelope:
     def for_layers(cls, name: str, layers: Sequence[LayerConfig], multipliers: int | None = None,
                    stream_bits: int | None = None, frame_beats: int | None = None,
                    macs_per_dsp: int = 1, residual: bool = False,
-                   window_generators: int = 1, row_pairs: bool = False) -> "EngineEnvelope":
+                   window_generators: int = 1, row_pairs: bool = False,
+                   row_quads: bool = False) -> "EngineEnvelope":
         """The smallest envelope serving ``layers`` (lanes from ``multipliers``, default the first layer's)."""
         if not layers:
             raise ConfigError(f"engine {name!r}: no layers to serve")
@@ -154,25 +161,25 @@ class EngineEnvelope:
             weight_bits=first.format.weight_bits, max_factors=max(len(l.chain) for l in layers),
             max_q=max(l.chain_in for l in layers), max_p=max(l.chain_out for l in layers),
             max_work=max([f.p for l in layers for f in l.chain[:-1]] or [1]),
-            weight_beats=max(ceil_div(weight_slots(l.chain, row_pairs), wpb) for l in layers),
+            weight_beats=max(ceil_div(weight_slots(l.chain, lane_rows(row_pairs, row_quads)), wpb) for l in layers),
             frame_beats=frame_beats or DEFAULT_FRAME_KIB * 1024 // e, acc_bits=acc, macs_per_dsp=macs_per_dsp,
             index_beats=max(_index_beats(l.chain, sb) for l in layers), residual=bool(residual),
-            window_generators=window_generators, row_pairs=bool(row_pairs))
+            window_generators=window_generators, row_pairs=bool(row_pairs), row_quads=bool(row_quads))
 
     @classmethod
     def for_network(cls, network: NetworkConfig, input_size: tuple[int, int] | None = None,
                     multipliers: int | None = None, stream_bits: int | None = None,
                     frame_kib: int | None = None, macs_per_dsp: int | None = None,
                     window_generators: int | None = None, board: str | None = None,
-                    row_pairs: bool | None = None) -> "EngineEnvelope":
+                    row_pairs: bool | None = None, row_quads: bool | None = None) -> "EngineEnvelope":
         """The envelope of ``network`` on ``board`` (a board name, or ``None``: no board).
 
         Key by key: the argument, else the network's ``engine:`` settings for that board
         (:meth:`~litefly.config.NetworkEngine.for_board`: its ``boards:`` entry, its own value,
         the board's default envelope), else the layers'. The board's default packing (two MACs per
-        DSP, row pairs) applies to weights of 8 bits or fewer; ``row_pairs`` set by the network or
-        the argument implies two MACs per DSP, and ``macs_per_dsp=1`` turns the board's row pairs
-        off. The frame buffer holds the largest layer input of one image at the network's input
+        DSP, row pairs, row quads) applies to weights of 8 bits or fewer; ``row_pairs`` set by the
+        network or the argument implies two MACs per DSP, ``row_quads`` implies row pairs, and
+        ``macs_per_dsp=1`` turns the board's row pairs and quads off. The frame buffer holds the largest layer input of one image at the network's input
         size (at least ``DEFAULT_FRAME_KIB`` KiB) unless ``frame_kib`` says otherwise.
         """
         if multipliers is not None and multipliers < 1:
@@ -184,12 +191,19 @@ class EngineEnvelope:
                 and own.macs_per_dsp is None):
             macs_per_dsp = 1
             row_pairs = False if row_pairs is None else row_pairs
+            row_quads = False if row_quads is None else row_quads
+        if row_quads is None:
+            row_quads = own.row_quads
         if row_pairs is None:
             row_pairs = own.row_pairs
+        if row_quads and row_pairs is None:
+            row_pairs = True                  # a row quad is two row pairs
         if row_pairs and macs_per_dsp is None and own.macs_per_dsp is None:
             macs_per_dsp = 2                  # a row pair is a multiplier's two MACs
         if row_pairs is None:                 # the board's default, where the packing allows it
             row_pairs = bool(eng.row_pairs) and (macs_per_dsp or eng.macs_per_dsp or 1) == 2
+        if row_quads is None:                 # the board's default, where row pairs are on
+            row_quads = bool(eng.row_quads) and row_pairs
         multipliers = multipliers or eng.multipliers
         stream_bits = stream_bits or eng.stream_bits
         frame_kib = frame_kib or eng.frame_kib
@@ -205,7 +219,8 @@ class EngineEnvelope:
                 frame = max([frame] + [_in_beats(s, e) for s in steps])
         residual = any(getattr(item, "op", None) == "add" for item in network.steps)
         return cls.for_layers(network.name, layers, multipliers, sb, frame, macs_per_dsp or eng.macs_per_dsp or 1,
-                              residual, window_generators or eng.window_generators or 1, row_pairs)
+                              residual, window_generators or eng.window_generators or 1, row_pairs,
+                              bool(row_quads))
 
     # -- widths and derived sizes -------------------------------------------------------------
     @property
@@ -241,14 +256,20 @@ class EngineEnvelope:
         return self.lanes
 
     @property
+    def lane_rows(self) -> int:
+        """Rows of a block a lane computes an issue: 4 with row quads, 2 with row pairs, else 1."""
+        return lane_rows(self.row_pairs, self.row_quads)
+
+    @property
     def dsps(self) -> int:
-        """Multipliers (DSP slices): one per lane with row pairs, else one per ``macs_per_dsp`` lanes."""
-        return self.lanes if self.row_pairs else self.lanes // self.macs_per_dsp
+        """Multipliers (DSP slices): one per two rows a lane computes with row pairs/quads, else one per
+        ``macs_per_dsp`` lanes."""
+        return self.lanes * self.lane_rows // 2 if self.row_pairs else self.lanes // self.macs_per_dsp
 
     @property
     def macs_per_cycle(self) -> int:
-        """The MAC slots of one cycle: a MAC per lane, two with row pairs."""
-        return self.lanes * (2 if self.row_pairs else 1)
+        """The MAC slots of one cycle: a MAC per lane and row (:attr:`lane_rows`)."""
+        return self.lanes * self.lane_rows
 
     @property
     def registers(self) -> list[regmap.Register]:
@@ -276,7 +297,8 @@ class EngineEnvelope:
             "CAP_FEATURES": regmap.pack("CAP_FEATURES", {"RESIDUAL": int(self.residual),
                                                          "MACS_PER_DSP": self.macs_per_dsp,
                                                          "WINDOWS": self.window_generators,
-                                                         "ROW_PAIRS": int(self.row_pairs)}),
+                                                         "ROW_PAIRS": int(self.row_pairs),
+                                                         "ROW_QUADS": int(self.row_quads)}),
         }
 
     # -- identity ---------------------------------------------------------------------------------
@@ -293,8 +315,9 @@ class EngineEnvelope:
             d.pop("residual")
         if d["window_generators"] == 1:
             d.pop("window_generators")
-        if not d["row_pairs"]:
-            d.pop("row_pairs")
+        for flag in ("row_pairs", "row_quads"):
+            if not d[flag]:
+                d.pop(flag)
         d["interface_version"] = list(regmap.VERSION)
         return d
 
@@ -311,7 +334,7 @@ class EngineEnvelope:
     def words(self) -> str:
         """The envelope's options in words (:func:`envelope_words`)."""
         return envelope_words(self.lanes, self.stream_bits, self.macs_per_dsp, self.window_generators,
-                              self.frame_beats, self.row_pairs)
+                              self.frame_beats, self.row_pairs, self.row_quads)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -320,7 +343,8 @@ class EngineEnvelope:
     def from_dict(cls, data: Mapping[str, Any]) -> "EngineEnvelope":
         names = [f for f in cls.__dataclass_fields__]
         missing = [n for n in names if n not in data and n not in ("macs_per_dsp", "index_beats", "residual",
-                                                                           "window_generators", "row_pairs")]
+                                                                           "window_generators", "row_pairs",
+                                                                           "row_quads")]
         if missing:
             raise ConfigError(f"engine envelope: missing {', '.join(missing)}")
         return cls(**{n: data[n] for n in names if n in data})
@@ -362,7 +386,7 @@ class EngineEnvelope:
             ("chain output p_N", lay.chain_out, self.max_p, "MAX_P"),
             ("intermediate width", max([f.p for f in lay.chain[:-1]] or [0]), self.max_work, "CAP_WORK"),
             ("sparse index beats", _index_beats(lay.chain, self.stream_bits), self.index_beats, "CAP_INDEX_BEATS"),
-            ("weight beats", ceil_div(weight_slots(lay.chain, self.row_pairs), self.weights_per_beat),
+            ("weight beats", ceil_div(weight_slots(lay.chain, self.lane_rows), self.weights_per_beat),
              self.weight_beats, "WEIGHT_BEATS"),
             ("accumulator bits", max(fmt.acc_bits(f, i == len(lay.chain) - 1) for i, f in enumerate(lay.chain)),
              self.acc_bits, "ACC_BITS"),
@@ -424,47 +448,52 @@ def index_entries(chain: Sequence[AnyFactor]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def weight_order(chain: Sequence[AnyFactor], row_pairs: bool = False) -> list[tuple[int, bool]]:
-    """Per factor: where its weights start in the weight memory (in weights) and whether they are
-    row pairs. Factors follow each other in chain order, each in its compact ``(g, t, r, s)``
-    order; on a row-pair engine a paired factor (:func:`~litefly.hw.cycles.pairs_rows`) is in
-    ``(g, t, r/2, s, 2)`` order (a pair's two weights for one column side by side, the pair's read
-    of one word) and starts at an even index (a zero weight pads the factor before it)."""
+def lane_rows(row_pairs: bool, row_quads: bool = False) -> int:
+    """Rows a lane computes an issue on an engine with these options (``EngineEnvelope.lane_rows``)."""
+    return 4 if row_quads else 2 if row_pairs else 1
+
+
+def weight_order(chain: Sequence[AnyFactor], lane_rows: int = 1) -> list[tuple[int, int]]:
+    """Per factor: where its weights start in the weight memory (in weights) and how many rows an
+    issue it computes (:func:`~litefly.hw.cycles.factor_rows`). Factors follow each other in chain
+    order, each in its compact ``(g, t, r, s)`` order; a factor of ``n > 1`` rows an issue is in
+    ``(g, t, r/n, s, n)`` order (an issue's ``n`` weights for one column side by side, one read of
+    one word) and starts at an index divisible by ``n`` (zero weights pad the factor before it)."""
     out, at = [], 0
     for f in chain:
-        pr = pairs_rows(f, row_pairs)
-        at += at % 2 if pr else 0
-        out.append((at, pr))
+        n = factor_rows(f, lane_rows)
+        at += -at % n
+        out.append((at, n))
         at += f.params
     return out
 
 
-def weight_slots(chain: Sequence[AnyFactor], row_pairs: bool = False) -> int:
+def weight_slots(chain: Sequence[AnyFactor], lane_rows: int = 1) -> int:
     """Weights a layer's weight memory holds, pads included (:func:`weight_order`)."""
-    order = weight_order(chain, row_pairs)
+    order = weight_order(chain, lane_rows)
     return order[-1][0] + chain[-1].params if order else 0
 
 
-def layer_weights_flat(chain: Sequence[AnyFactor], weights: Sequence[np.ndarray], row_pairs: bool = False) -> np.ndarray:
+def layer_weights_flat(chain: Sequence[AnyFactor], weights: Sequence[np.ndarray], lane_rows: int = 1) -> np.ndarray:
     """A layer's weights (each factor's compact array) in weight-memory order (:func:`weight_order`)."""
-    flat = np.zeros(weight_slots(chain, row_pairs), dtype=np.int64)
-    for f, w, (at, pr) in zip(chain, weights, weight_order(chain, row_pairs)):
+    flat = np.zeros(weight_slots(chain, lane_rows), dtype=np.int64)
+    for f, w, (at, n) in zip(chain, weights, weight_order(chain, lane_rows)):
         w = np.asarray(w, dtype=np.int64)
-        if pr:
+        if n > 1:
             g, t, r, s = f.compact_shape
-            w = w.reshape(g, t, r // 2, 2, s).transpose(0, 1, 2, 4, 3)
+            w = w.reshape(g, t, r // n, n, s).transpose(0, 1, 2, 4, 3)
         flat[at:at + f.params] = w.ravel()
     return flat
 
 
-def layer_weights_unflat(chain: Sequence[AnyFactor], flat: np.ndarray, row_pairs: bool = False) -> list[np.ndarray]:
+def layer_weights_unflat(chain: Sequence[AnyFactor], flat: np.ndarray, lane_rows: int = 1) -> list[np.ndarray]:
     """Inverse of :func:`layer_weights_flat`: each factor's flat compact ``(g, t, r, s)`` weights."""
     out = []
-    for f, (at, pr) in zip(chain, weight_order(chain, row_pairs)):
+    for f, (at, n) in zip(chain, weight_order(chain, lane_rows)):
         w = np.asarray(flat[at:at + f.params], dtype=np.int64)
-        if pr:
+        if n > 1:
             g, t, r, s = f.compact_shape
-            w = w.reshape(g, t, r // 2, s, 2).transpose(0, 1, 2, 4, 3)
+            w = w.reshape(g, t, r // n, s, n).transpose(0, 1, 2, 4, 3)
         out.append(w.ravel())
     return out
 
@@ -571,12 +600,12 @@ class LayerDescriptor:
 
     @property
     def weight_beats(self) -> int:
-        return ceil_div(weight_slots(self.layer.chain, self.envelope.row_pairs), self.envelope.weights_per_beat)
+        return ceil_div(weight_slots(self.layer.chain, self.envelope.lane_rows), self.envelope.weights_per_beat)
 
     @property
     def issue(self) -> ChainIssue:
-        """The chain's issue cycles per batch-phase (row pairs halve a paired factor's)."""
-        return chain_issue(self.layer.chain, self.envelope.row_pairs)
+        """The chain's issue cycles per batch-phase (row pairs and quads divide a multi-row factor's)."""
+        return chain_issue(self.layer.chain, self.envelope.lane_rows)
 
     @property
     def bias_beats(self) -> int:

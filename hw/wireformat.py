@@ -107,13 +107,13 @@ def unpack_tensor(data: np.ndarray, shape: tuple[int, int, int, int], elems_per_
 
 
 def pack_layer_params(weights: list[np.ndarray], bias: np.ndarray | None, weight_bits: int,
-                      stream_bits: int, chain: Sequence[Any] = (), row_pairs: bool = False) -> np.ndarray:
+                      stream_bits: int, chain: Sequence[Any] = (), lane_rows: int = 1) -> np.ndarray:
     """Parameter beats of one layer: compact weights (in weight-memory order,
-    :func:`~litefly.hw.spec.weight_order`, on a row-pair engine), padded to a beat; then the sparse
+    :func:`~litefly.hw.spec.weight_order`, on a row-pair or row-quad engine: ``lane_rows`` 2 or 4), padded to a beat; then the sparse
     factors' index entries (:func:`~litefly.hw.spec.index_entries` of ``chain``), padded; then
     32-bit biases, padded."""
-    if row_pairs:
-        flat = layer_weights_flat(chain, weights, row_pairs)
+    if lane_rows > 1:
+        flat = layer_weights_flat(chain, weights, lane_rows)
     else:
         flat = np.concatenate([np.asarray(w, dtype=np.int64).ravel() for w in weights])
     parts = [pack_elements(flat, weight_bits, stream_bits // weight_bits, stream_bits)]
@@ -127,14 +127,14 @@ def pack_layer_params(weights: list[np.ndarray], bias: np.ndarray | None, weight
 
 def unpack_layer_params(beats: np.ndarray, weight_counts: list[int], weight_beats: int, bias_count: int,
                         weight_bits: int, stream_bits: int, index_beats: int = 0, chain: Sequence[Any] = (),
-                        row_pairs: bool = False) -> tuple[list[np.ndarray], np.ndarray | None]:
+                        lane_rows: int = 1) -> tuple[list[np.ndarray], np.ndarray | None]:
     """Inverse of :func:`pack_layer_params`: flat weights per factor (compact order) and the biases
-    (or None). A row-pair engine's weights need the ``chain``."""
+    (or None). A row-pair or row-quad engine's weights (``lane_rows`` 2 or 4) need the ``chain``."""
     beats = np.asarray(beats, dtype=np.uint8).reshape(-1, stream_bits // 8)
     per = stream_bits // weight_bits
-    if row_pairs:
+    if lane_rows > 1:
         flat = unpack_elements(beats[:weight_beats], weight_bits, per, weight_beats * per)
-        weights = layer_weights_unflat(chain, flat, row_pairs)
+        weights = layer_weights_unflat(chain, flat, lane_rows)
     else:
         total = sum(weight_counts)
         flat = unpack_elements(beats[:weight_beats], weight_bits, per, total)

@@ -345,7 +345,8 @@ class HostOp:
                    stride=check_int("network op", "stride", data.get("stride", 0), 0, limits.MAX_POOL, "MAX_POOL"))
 
 
-ENGINE_KEYS = ("multipliers", "stream_bits", "frame_kib", "macs_per_dsp", "window_generators", "row_pairs")
+ENGINE_KEYS = ("multipliers", "stream_bits", "frame_kib", "macs_per_dsp", "window_generators", "row_pairs",
+               "row_quads")
 
 
 def _check_engine_settings(where: str, d: Mapping[str, Any]) -> None:
@@ -360,15 +361,16 @@ def _check_engine_settings(where: str, d: Mapping[str, Any]) -> None:
         raise ConfigError(f"{where}: stream_bits={short(d['stream_bits'], 40)} must be one of 32, 64, 128")
     if d.get("frame_kib") is not None:
         check_int(where, "frame_kib", d["frame_kib"], 1, MAX_FRAME_KIB)
-    if d.get("row_pairs") is not None and not isinstance(d["row_pairs"], bool):
-        raise ConfigError(f"{where}: row_pairs={short(d['row_pairs'], 40)} must be true or false")
+    for flag in ("row_pairs", "row_quads"):
+        if d.get(flag) is not None and not isinstance(d[flag], bool):
+            raise ConfigError(f"{where}: {flag}={short(d[flag], 40)} must be true or false")
 
 
 @dataclass(frozen=True)
 class NetworkEngine:
     """A network's ``engine:`` settings (all optional): the envelope's lanes, stream width,
-    frame buffer size, MACs per DSP multiply (two lanes, or with ``row_pairs`` two rows of one lane)
-    and window generators, and under ``boards:`` the
+    frame buffer size, MACs per DSP multiply (two lanes, or with ``row_pairs`` two rows of one lane;
+    ``row_quads``: two such DSPs per lane) and window generators, and under ``boards:`` the
     settings on a named board. Unset values come from the board's default envelope, then from the
     layers (:meth:`for_board`, ``hw.spec.EngineEnvelope.for_network``)."""
 
@@ -378,6 +380,7 @@ class NetworkEngine:
     macs_per_dsp: int | None = None       # 2: two lanes share a DSP multiply (int8 packing)
     window_generators: int | None = None  # 2, 4: window generators forming a batch's windows in parallel
     row_pairs: bool | None = None         # with macs_per_dsp 2: a DSP's two MACs are two rows of one lane
+    row_quads: bool | None = None         # with row pairs: two DSPs per lane, four rows of a block an issue
     boards: tuple[tuple[str, "NetworkEngine"], ...] = ()   # (board name, its settings), from ``boards:``
 
     def __post_init__(self) -> None:

@@ -6,14 +6,14 @@ this runs :func:`litefly.host.bench.run_bench` on the golden backend (engine cyc
 cycle model, ``hw/cycles.py``, which the RTL's CYCLES equals; host time measured on this CPU)
 and prints, per envelope:
 
-* DSPs (lanes with row pairs, else lanes / MACs per DSP), engine cycles, MAC utilisation, engine and end-to-end time at the
+* DSPs (lanes with row pairs, twice that with row quads, else lanes / MACs per DSP), engine cycles, MAC utilisation, engine and end-to-end time at the
   board's clock, and the speedup over torch ``F.conv2d`` on this CPU with torch's GMAC/s, as
   measured beside the envelope and against the fastest torch of the sweep (one figure for every
   row: on a loaded machine torch moves from row to row);
 * the bench's bounds (``litefly.host.bench.network_bounds``): compute (the network's DeBut MACs
   over MAC slots x clock) and DMA (per layer the larger of the bytes it streams in and out over the
   board's one-way DMA rate, summed), and end to end over the larger one; the lane utilisation
-  (DeBut MACs over MAC slots x cycles, two slots a lane with row pairs, below the issue share by
+  (DeBut MACs over MAC slots x cycles, two slots a lane with row pairs, four with row quads, below the issue share by
   partial batches' idle lanes and unpaired factors' idle second rows);
 * per layer, what paces a steady-state batch in the cycle model: the MAC issue (``mac``), the
   window generators that form the next batch's im2col columns (``window``: each reads one
@@ -38,7 +38,7 @@ from pathlib import Path
 
 from litefly.boards.boards import get_board
 from litefly.boards.memory_plan import plan_memories
-from litefly.config import load_network
+from litefly.config import WINDOW_GENERATORS, load_network
 from litefly.errors import LiteflyError
 from litefly.host.bench import run_bench
 from litefly.hw.spec import EngineEnvelope, LayerDescriptor
@@ -75,13 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--input-size", type=int, nargs=2, default=None)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--window-generators", type=int, nargs="+", default=[None], choices=(1, 2, 4))
+    ap.add_argument("--window-generators", type=int, nargs="+", default=[None], choices=WINDOW_GENERATORS)
     ap.add_argument("--frame-kib", type=int, nargs="+", default=[None],
                     help="frame buffer sizes in KiB (default: the board's, else the network's; a larger one: "
                          "fewer passes)")
     ap.add_argument("--unpacked", action="store_true", help="one lane per DSP (default: the board's, two)")
     ap.add_argument("--row-pairs", action=argparse.BooleanOptionalAction, default=None,
                     help="a DSP's two MACs are two rows of one lane (default: the board's)")
+    ap.add_argument("--row-quads", action=argparse.BooleanOptionalAction, default=None,
+                    help="two row-pair DSPs per lane, four rows an issue (default: the board's)")
     a = ap.parse_args(argv)
     try:
         network = load_network(a.network)
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                                   for wg in a.window_generators for fk in a.frame_kib):
             r = run_bench(network, "golden", a.board, a.clock_mhz, a.batch, size, dense=False,
                           repeats=a.repeats, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb,
-                          window_generators=wg, frame_kib=fk, row_pairs=a.row_pairs)
+                          window_generators=wg, frame_kib=fk, row_pairs=a.row_pairs, row_quads=a.row_quads)
             t, b = r["total"], r["total"]["bounds"]
             env = EngineEnvelope(**r["engine"]["envelope"])          # the one run_bench derived
             compute, dma = b["compute[s]"], b["dma[s]"]

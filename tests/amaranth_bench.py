@@ -59,20 +59,27 @@ def pack_values(values, bits: int, stream_bits: int) -> np.ndarray:
 
 
 def weight_stream(env: EngineEnvelope, q: QuantizedLayer) -> list[int]:
-    """The weight memory's contents, walked as the sequencer reads them: on a row-pair engine a
-    paired factor (r even, s >= 2) gives rows a, a+1 of each column side by side, from an even index."""
+    """The weight memory's contents, walked as the sequencer reads them: on a row-quad engine a
+    factor with r divisible by 4 and s >= 4 gives rows a..a+3 of each column side by side from an
+    index divisible by 4; else on a row-pair engine a factor with r even and s >= 2 gives rows a,
+    a+1 of each column side by side, from an even index."""
     out: list[int] = []
     for f, w in zip(q.layer.chain, q.weights):
         w = np.asarray(w, dtype=np.int64)
-        if env.row_pairs and f.kind == "debut" and f.r % 2 == 0 and f.s >= 2:
-            out += [0] * (len(out) % 2)
+        n = 1
+        if f.kind == "debut" and env.row_quads and f.r % 4 == 0 and f.s >= 4:
+            n = 4
+        elif f.kind == "debut" and env.row_pairs and f.r % 2 == 0 and f.s >= 2:
+            n = 2
+        if n > 1:
+            out += [0] * (-len(out) % n)
             g, t, r, s = f.compact_shape
             w = w.reshape(g, t, r, s)
             for j in range(g):
                 for u in range(t):
-                    for a in range(0, r, 2):
+                    for a in range(0, r, n):
                         for b in range(s):
-                            out += [int(w[j, u, a, b]), int(w[j, u, a + 1, b])]
+                            out += [int(w[j, u, a + k, b]) for k in range(n)]
         else:
             out += [int(v) for v in w.ravel()]
     return out
@@ -165,7 +172,7 @@ def pass_for(env: EngineEnvelope, step: EngineStep, q: QuantizedLayer, x: np.nda
     params = None
     if load_params:
         params = wireformat.pack_layer_params(q.weights, q.bias, env.weight_bits, env.stream_bits, q.layer.chain,
-                                              env.row_pairs)
+                                              env.lane_rows)
         assert np.array_equal(params, pack_layer_params(env, q)), "wireformat.pack_layer_params disagrees"
         assert params.shape[0] == desc.param_beats
     return Pass(words, x_beats, x.shape[0] * desc.out_beats_per_image, params)

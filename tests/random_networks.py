@@ -32,8 +32,9 @@ __all__ = ["ENVELOPES", "random_chain", "random_network", "random_case", "Case",
 
 # Small envelopes: one Verilator build each serves every case below. rand32 shares each
 # multiplier between two lanes (macs_per_dsp=2) and forms its windows with four window
-# generators, rand64 has one of each, rand16rp computes two rows per multiplier (row_pairs) with
-# two window generators: the three MAC arrays and the window paths are covered.
+# generators, rand64 has one of each, rand16rq has two multipliers per lane of two rows each
+# (row_quads: factors with r divisible by 4 and s >= 4 issue four rows, other factors with r even
+# two, the rest one) with two window generators: the MAC arrays and the window paths are covered.
 ENVELOPES = {
     "rand64": EngineEnvelope(name="rand64", lanes=8, stream_bits=64, act_bits=8, weight_bits=8, max_factors=3,
                              max_q=64, max_p=32, max_work=64, weight_beats=256, frame_beats=512, acc_bits=21,
@@ -41,9 +42,10 @@ ENVELOPES = {
     "rand32": EngineEnvelope(name="rand32", lanes=16, stream_bits=32, act_bits=8, weight_bits=8, max_factors=3,
                              max_q=48, max_p=24, max_work=48, weight_beats=512, frame_beats=1024, acc_bits=21,
                              macs_per_dsp=2, index_beats=320, window_generators=4),
-    "rand16rp": EngineEnvelope(name="rand16rp", lanes=16, stream_bits=64, act_bits=8, weight_bits=8, max_factors=3,
+    "rand16rq": EngineEnvelope(name="rand16rq", lanes=16, stream_bits=64, act_bits=8, weight_bits=8, max_factors=3,
                                max_q=64, max_p=32, max_work=64, weight_beats=256, frame_beats=512, acc_bits=21,
-                               macs_per_dsp=2, index_beats=160, window_generators=2, row_pairs=True),
+                               macs_per_dsp=2, index_beats=160, window_generators=2, row_pairs=True,
+                               row_quads=True),
 }
 
 STALLS = ("none", "rand30", "slow_sink", "bursty_source", "both_slow", "rand60_sink")
@@ -54,10 +56,11 @@ def _divisors(n: int, cap: int) -> list[int]:
 
 
 def random_chain(rng: random.Random, q: int, max_factors: int, max_p: int, max_work: int,
-                 max_s: int = 8, sparse: float = 0.2) -> tuple[AnyFactor, ...] | None:
+                 max_s: int = 8, sparse: float = 0.2, quads: float = 0.0) -> tuple[AnyFactor, ...] | None:
     """A random shape-valid chain with input width ``q`` (None if this draw does not fit); each
     factor is a random sparse pattern with probability ``sparse`` (a third of those after the
-    first read ``[input ; previous output]``), at most 160 entries each."""
+    first read ``[input ; previous output]``), at most 160 entries each; with probability ``quads``
+    a DeBut factor takes a row quad's shape (``r = 4``, ``s >= 4``) where one fits."""
     n = rng.randint(1, max_factors)
     chain: list = []
     t = 1
@@ -78,11 +81,14 @@ def random_chain(rng: random.Random, q: int, max_factors: int, max_p: int, max_w
         if rng.random() < 0.25:                      # break the mixing rule now and then
             t = rng.choice(_divisors(q, 8))
         s = rng.choice(_divisors(q // t, max_s))
+        quad = quads and rng.random() < quads and [d for d in _divisors(q // t, max_s) if d >= 4]
+        if quad:                                     # a row quad's shape: s >= 4, r = 4
+            s = rng.choice(quad)
         g = q // (s * t)
         rs = [r for r in range(1, 5) if g * r * t <= (max_p if last else max_work)]
         if not rs:
             return None
-        r = rng.choice(rs)
+        r = 4 if quad and 4 in rs else rng.choice(rs)
         p = g * r * t
         chain.append([p, q, r, s, t])
         q, t = p, r * t
@@ -109,7 +115,7 @@ def _fitting_chain(rng: random.Random, q: int, env: EngineEnvelope) -> tuple[Any
     """A random chain of input width ``q`` within ``env`` (None if ``q`` or this draw does not fit)."""
     if q > env.max_q:
         return None
-    return random_chain(rng, q, env.max_factors, env.max_p, env.max_work)
+    return random_chain(rng, q, env.max_factors, env.max_p, env.max_work, quads=0.3 if env.row_quads else 0.0)
 
 
 def random_network(seed: int, env: EngineEnvelope) -> tuple[NetworkConfig, tuple[int, int, int], tuple]:

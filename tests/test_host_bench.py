@@ -17,6 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 VGG = ROOT / "examples" / "vgg_net.yaml"
 
 
+def _rows(eng: dict) -> int:
+    """Rows a lane computes an issue: four with row quads, two with row pairs, else one."""
+    return 4 if eng["row_quads"] else 2 if eng["row_pairs"] else 1
+
+
 def run_cli(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "litefly", "bench", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT)
@@ -34,9 +39,9 @@ def check_report(report, backend, n_layers, batch):
         assert row["speedup_vs_dense_engine"] == pytest.approx((row["dense_cycles"] + row["dense_param_cycles"])
                                                                / (row["cycles"] + row["param_cycles"]))
         assert 0 < row["mac_utilisation"] <= 1
-        # the lanes' MAC slots (two a lane with row pairs) that did a DeBut MAC: at most the issue share
-        # (idle lanes of partial batches, unpaired factors' idle second rows)
-        slots = report["engine"]["lanes"] * (2 if report["engine"]["row_pairs"] else 1)
+        # the lanes' MAC slots (two a lane with row pairs, four with row quads) that did a DeBut MAC: at
+        # most the issue share (idle lanes of partial batches, unpaired factors' idle second rows)
+        slots = report["engine"]["lanes"] * _rows(report["engine"])
         assert row["lane_utilisation"] == pytest.approx(row["positions"] * row["macs_per_position"]
                                                         / (slots * row["cycles"]))
         assert 0 < row["lane_utilisation"] <= row["mac_utilisation"] + 1e-12
@@ -62,7 +67,7 @@ def check_report(report, backend, n_layers, batch):
     assert tot["end_to_end[s]"] == pytest.approx(tot["runtime[s]"] + tot["host[s]"])
     assert tot["transfers"] == sum(r["transfers"] for r in report["layers"])
     eng, b = report["engine"], tot["bounds"]
-    slots = eng["lanes"] * (2 if eng["row_pairs"] else 1)
+    slots = eng["lanes"] * _rows(eng)
     assert b["compute[s]"] == pytest.approx(tot["macs"] / (slots * report["fclk[mhz]"] * 1e6))
     assert b["dma[s]"] == pytest.approx(sum(r["dma_time[s]"] for r in report["layers"]))
     assert b["binds"] == ("compute" if b["compute[s]"] >= b["dma[s]"] else "DMA")
@@ -73,7 +78,7 @@ def check_report(report, backend, n_layers, batch):
                                                    r["dma_time[s]"]) for r in report["layers"]))
     assert b["layers[s]"] >= max(b["compute[s]"], b["dma[s]"]) * (1 - 1e-12)
     assert tot["macs_per_dsp_cycle"] == pytest.approx(tot["lane_utilisation"] * eng["macs_per_dsp"])
-    assert eng["dsps"] == (eng["lanes"] if eng["row_pairs"] else eng["lanes"] // eng["macs_per_dsp"])
+    assert eng["dsps"] == (eng["lanes"] * _rows(eng) // 2 if eng["row_pairs"] else eng["lanes"] // eng["macs_per_dsp"])
     assert EngineEnvelope(**eng["envelope"]).hash32 == int(eng["hash"], 16)     # the engine that ran
     assert report["batch_size"] == batch
     # a stream of batches (its outputs checked equal to the run's): end to end = engine + host - hidden
@@ -113,6 +118,26 @@ def test_bench_golden_cli_writes_report_and_plot(tmp_path):
     report = json.loads(rep.read_text())
     assert [row["factors"] for row in report["layers"]] == [3, 7, 7] and "chains merged" not in r.stdout
     assert report["total"]["declared_macs"] == report["total"]["macs"]
+
+
+def test_bench_row_quads_option(tmp_path):
+    """--row-quads: two row-pair DSPs per lane, fewer engine cycles on the example (its quad factors
+    issue four rows); --row-quads beside --no-row-pairs is one line."""
+    reports = {}
+    for flag in ("--row-quads", "--no-row-quads"):
+        rep = tmp_path / f"{flag}.json"
+        r = run_cli(str(VGG), "--backend", "golden", "--board", "pynq-z2", "--input-size", "8", "8", "--repeats",
+                    "1", flag, "--report", str(rep))
+        assert r.returncode == 0, r.stderr
+        reports[flag] = json.loads(rep.read_text())
+        check_report(reports[flag], "golden", 3, 1)
+    q, p = reports["--row-quads"]["engine"], reports["--no-row-quads"]["engine"]
+    assert q["row_quads"] and not p["row_quads"] and q["dsps"] == 2 * q["lanes"] and p["dsps"] == p["lanes"]
+    assert q["hash"] != p["hash"]
+    assert reports["--row-quads"]["total"]["cycles"] < reports["--no-row-quads"]["total"]["cycles"]
+    r = run_cli(str(VGG), "--backend", "golden", "--input-size", "8", "8", "--row-quads", "--no-row-pairs")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "row_quads gives a lane two row-pair multipliers: it needs row_pairs (got False)" in r.stderr
 
 
 def test_bench_single_layer_and_exported_params(tmp_path):

@@ -80,10 +80,12 @@ def input_map(rng, shape, act_bits=8) -> np.ndarray:
 
 
 def envelope_for(layers, lanes=8, stream_bits=64, frame_beats=1024, macs_per_dsp=1, residual=False,
-                 window_generators=1, row_pairs=False) -> EngineEnvelope:
+                 window_generators=1, row_pairs=False, row_quads=False) -> EngineEnvelope:
+    row_pairs = row_pairs or row_quads
     return EngineEnvelope.for_layers("t", list(layers), multipliers=lanes, stream_bits=stream_bits,
                                      frame_beats=frame_beats, macs_per_dsp=2 if row_pairs else macs_per_dsp,
-                                     residual=residual, window_generators=window_generators, row_pairs=row_pairs)
+                                     residual=residual, window_generators=window_generators, row_pairs=row_pairs,
+                                     row_quads=row_quads)
 
 
 def check_outputs(step: EngineStep, q: QuantizedLayer, x: np.ndarray, beats: np.ndarray, tlast: list[int]) -> np.ndarray:
@@ -101,11 +103,12 @@ def check_outputs(step: EngineStep, q: QuantizedLayer, x: np.ndarray, beats: np.
 
 
 def run_step(layer, in_shape, images=2, relu=False, pool=None, seed=0, lanes=8, stream_bits=64,
-             params="extreme", fault=None, packed=False, macs_per_dsp=1, window_generators=1, row_pairs=False, **kw):
+             params="extreme", fault=None, packed=False, macs_per_dsp=1, window_generators=1, row_pairs=False,
+             row_quads=False, **kw):
     rng = np.random.default_rng(seed)
     step = EngineStep(layer, in_shape, relu=relu, pool=pool)
     env = envelope_for([layer], lanes, stream_bits, macs_per_dsp=macs_per_dsp, window_generators=window_generators,
-                       row_pairs=row_pairs)
+                       row_pairs=row_pairs, row_quads=row_quads)
     x = input_map(rng, (images,) + tuple(in_shape), layer.format.act_bits)
     q = extreme_params(layer, rng) if params == "extreme" else calibrated_params(layer, step, x, rng)
     run = run_engine(env, [pass_for(env, step, q, x, packed=packed)], fault=fault, **kw)
@@ -304,6 +307,64 @@ def test_row_pairs_need_two_macs_per_dsp_and_keep_old_hashes():
     assert rp.hash32 != two.hash32 and EngineEnvelope.from_dict(rp.to_dict()) == rp
     assert (two.dsps, rp.dsps, rp.macs_per_cycle) == (4, 8, 16)
     assert regmap.unpack("CAP_FEATURES", rp.capability_words()["CAP_FEATURES"])["ROW_PAIRS"] == 1
+
+
+# ---------------------------------------------------------------- row quads: two row-pair multipliers per lane
+ROW_QUADS = {
+    # a quad (r = 4, s = 8), a pair, then a quad as the last factor with t = 2 (its rows 2 apart); bias, ReLU
+    "quad_pair_quad": (dict(c=4, chain=[[8, 16, 4, 8, 1], [8, 8, 2, 2, 2], [8, 8, 4, 4, 2]], kernel=(2, 2),
+                            padding=(1, 0), bias=True), dict(hw=(4, 4), relu=True)),
+    # 18 weights of a pair before a quad: the pad to an index divisible by 4; the last factor unpaired
+    # (s = 1) three drain cycles after the quad; 2x2 max pooling
+    "pad_pool_last_single": (dict(c=1, chain=[[6, 9, 2, 3, 1], [4, 6, 4, 6, 1], [4, 4, 1, 1, 4]], kernel=(3, 3),
+                                  padding=(1, 1)), dict(hw=(6, 6), pool=(2, 2), relu=True)),
+    # four weights and one bias per beat (32-bit stream), four window generators; a quad, then a pair
+    "e4_gens4": (dict(c=3, chain=[[12, 12, 4, 4, 1], [6, 12, 2, 4, 1]], kernel=(2, 2), bias=True),
+                 dict(hw=(5, 4), stream_bits=32, window_generators=4, lanes=16)),
+    # MAC-bound: a first factor of one weight a row (s = 1), after the last factor, a quad, of the batch
+    # before: its rows end as the quad's leave, unless the batch waits its two cycles in IDLE
+    "single_first_quad_last": (dict(c=1, chain=[[32, 4, 8, 1, 4], [32, 32, 4, 4, 8]], kernel=(2, 2), bias=True),
+                               dict(hw=(5, 5))),
+    # 4-bit weights, 6-bit activations, one quad factor with bias (the next batch waits in IDLE)
+    "w4_a6": (dict(c=5, chain=[[8, 20, 4, 10, 1]], kernel=(2, 2), padding=(1, 1), act_bits=6, weight_bits=4,
+                   bias=True), dict(hw=(3, 3))),
+}
+
+
+def run_row_quads(name: str, fault=None, **kw):
+    spec, opts = ROW_QUADS[name]
+    c = dict(spec)
+    ch, opts = c.pop("c"), dict(opts)
+    hw = opts.pop("hw")
+    layer = conv(f"rq_{name}", ch, c.pop("chain"), **c)
+    return run_step(layer, (ch,) + hw, images=2, seed=sorted(ROW_QUADS).index(name), row_quads=True, fault=fault,
+                    **opts, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(ROW_QUADS))
+def test_row_quads_are_bit_exact_and_the_cycle_model(name):
+    """Four rows of a block per issue (``row_quads``: two row-pair multipliers per lane): extreme
+    operands, CYCLES equal to the model, which quarters the quad factors' issue cycles."""
+    env, step, q, run, _ = run_row_quads(name)
+    desc = env.describe(step)
+    assert env.row_quads and env.dsps == 2 * env.lanes and run.regs[0]["CYCLES"] == desc.pass_cycles(2)
+    pairs = envelope_for([step.layer], row_pairs=True, lanes=env.lanes, stream_bits=env.stream_bits).describe(step)
+    assert desc.issue.issue < pairs.issue.issue
+    assert run.regs[0]["BUSY_CYCLES"] == desc.mac_cycles(2)
+
+
+def test_row_quads_need_row_pairs_and_four_weights_a_beat():
+    layer = conv("rq", 4, [[16, 16, 4, 4, 1]], kernel=(2, 2))
+    with pytest.raises(ConfigError, match=r"^engine: row_quads gives a lane two row-pair multipliers: it needs "
+                                          r"row_pairs \(got False\)"):
+        EngineEnvelope.for_layers("t", [layer], multipliers=8, macs_per_dsp=2, row_quads=True)
+    rp, rq = envelope_for([layer], row_pairs=True), envelope_for([layer], row_quads=True)
+    assert "row_quads" not in rp.hardware_dict() and rq.hardware_dict()["row_quads"] is True
+    assert rq.hash32 != rp.hash32 and EngineEnvelope.from_dict(rq.to_dict()) == rq
+    assert (rq.dsps, rq.macs_per_cycle, rq.lane_rows) == (16, 32, 4)
+    assert regmap.unpack("CAP_FEATURES", rq.capability_words()["CAP_FEATURES"])["ROW_QUADS"] == 1
+    assert (rq.describe(EngineStep(layer, (4, 3, 3), relu=False)).issue.issue,
+            rp.describe(EngineStep(layer, (4, 3, 3), relu=False)).issue.issue) == (16, 32)
 
 
 # ---------------------------------------------------------------- window generators

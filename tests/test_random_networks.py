@@ -16,8 +16,8 @@ import pytest
 from random_networks import ENVELOPES, STALLS, Case, cases
 from sim_common import model_run, needs_rtl
 
-DEFAULT = {"rand64": range(0, 64), "rand32": range(1000, 1048), "rand16rp": range(2000, 2040)}
-SWEEP = {"rand64": range(5000, 5500), "rand32": range(9000, 9500), "rand16rp": range(12000, 12500)}
+DEFAULT = {"rand64": range(0, 64), "rand32": range(1000, 1048), "rand16rq": range(2000, 2040)}
+SWEEP = {"rand64": range(5000, 5500), "rand32": range(9000, 9500), "rand16rq": range(12000, 12500)}
 
 _CASES: dict[str, list[Case]] = {}
 
@@ -75,6 +75,17 @@ def test_random_cases_cover_the_extremes():
     assert sum(f.kind == "sparse" and f.concat for _, f in facs) >= 4
     assert any({f.kind for f in s.layer.chain} == {"sparse", "debut"} for s in steps)
     assert any(f.kind == "sparse" and f.s == 1 for _, f in facs)          # rows of one entry
+
+
+def test_row_quad_cases_issue_one_two_and_four_rows():
+    """rand16rq's chains have factors of each issue width: four rows (r divisible by 4, s >= 4), two
+    and one; some of them as a chain's first or last factor (a quad's IDLE wait, the pad before it)."""
+    from litefly.hw.cycles import factor_rows
+    chains = [s.layer.chain for c in default_cases("rand16rq") for s in c.steps]
+    rows = collections.Counter(factor_rows(f, 4) for ch in chains for f in ch)
+    assert rows[4] >= 8 and rows[2] >= 8 and rows[1] >= 8, rows
+    assert sum(factor_rows(ch[-1], 4) == 4 for ch in chains) >= 3
+    assert sum(len(ch) > 1 and factor_rows(ch[0], 4) < 4 and factor_rows(ch[1], 4) == 4 for ch in chains) >= 1
 
 
 @pytest.mark.parametrize("env_name", list(DEFAULT))

@@ -114,8 +114,8 @@ def show(config: Path, as_json: bool) -> None:
 def _merge_summary(declared: Any, merged: Any) -> str:
     from litefly.hw.cycles import chain_issue
     return (f"{len(declared)} -> {len(merged)} factors, {chain_params(declared):,} -> "
-            f"{chain_params(merged):,} MACs per column, {chain_issue(declared, True).issue:,} -> "
-            f"{chain_issue(merged, True).issue:,} issue cycles per column on a row-pair engine")
+            f"{chain_params(merged):,} MACs per column, {chain_issue(declared, 2).issue:,} -> "
+            f"{chain_issue(merged, 2).issue:,} issue cycles per column on a row-pair engine")
 
 
 @chain.command()

@@ -31,12 +31,13 @@ def stack_options(*opts: Decorator) -> Decorator:
     return wrap
 
 
-ENVELOPE_KEYS = ("multipliers", "macs_per_dsp", "stream_bits", "window_generators", "frame_kib", "row_pairs")
+ENVELOPE_KEYS = ("multipliers", "macs_per_dsp", "stream_bits", "window_generators", "frame_kib", "row_pairs",
+                 "row_quads")
 
 
 def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--multipliers``, ``--macs-per-dsp``, ``--stream-bits``, ``--window-generators``,
-    ``--frame-kib`` and ``--row-pairs/--no-row-pairs`` (each default: the network's); the command receives them as one ``engine`` dict
+    ``--frame-kib``, ``--row-pairs/--no-row-pairs`` and ``--row-quads/--no-row-quads`` (each default: the network's); the command receives them as one ``engine`` dict
     (keys :data:`ENVELOPE_KEYS`, ``None`` where not given), the keyword arguments of
     :meth:`~litefly.hw.spec.EngineEnvelope.for_network` and ``run_bench``."""
     @functools.wraps(f)
@@ -69,6 +70,11 @@ def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
                           "lane (two weights, one activation: one DSP per lane, half the issue cycles on factors "
                           "with r even and s >= 2) instead of one row for two lanes; default: the network's "
                           "engine setting."),
+        click.option("--row-quads/--no-row-quads", default=None,
+                     help="With row pairs: two DSPs per lane, each computing two rows, so a lane computes four rows "
+                          "of a DeBut block an issue (a quarter of the issue cycles on factors with r divisible by 4 "
+                          "and s >= 4; half on the other paired factors, whose second DSP idles); implies "
+                          "--row-pairs; default: the network's engine setting."),
     )(command)
 
 
