@@ -169,12 +169,12 @@ BOARDS: dict[str, Board] = {
         dsp=220, bram36=140, uram=0, lut=53_200, ff=106_400,
         cpu="2x Cortex-A9 650 MHz (armv7)", pynq="pynq>=3.0,<4",
         pynq_majors=(3,), images=("3.1",),       # PYNQ 4 removed Zynq-7000 support
-        # row pairs (a DSP per lane, two rows of a block each) with two window generators (one
-        # could not form windows as fast as the halved issue uses them): the most lanes whose memories
-        # stay within 80% of the block RAM for the VGG example (block RAM, not DSPs, binds on this part):
-        # 80 lanes, 108 BRAM36 (77.1%) by the memory plan and by Yosys; 88 lanes need 118
+        # row quads (two DSPs per lane, two rows of a block each) with two window generators: the
+        # most lanes whose memories stay within 80% of the block RAM for the VGG example (block RAM,
+        # not DSPs, binds on this part; a lane's second DSP adds no memory): 80 lanes, 108 BRAM36
+        # (77.1%) by the memory plan and by Yosys, 160 DSPs (72.7%); 88 lanes need 118 BRAM36
         engine_defaults=(("multipliers", 80), ("macs_per_dsp", 2), ("stream_bits", 64), ("window_generators", 2),
-                         ("row_pairs", True)),
+                         ("row_pairs", True), ("row_quads", True)),
         dma_note="assumption: ~0.8 GB/s sustained one-way AXI DMA over one 64-bit HP port, "
                  "as reported for this board (shared/reference/debut.md); not measured here"),
     "zcu104": Board(
@@ -187,10 +187,12 @@ BOARDS: dict[str, Board] = {
         gp_master="M_AXI_HPM0_FPD", pl_clock="pl_clk0", pl_resetn="pl_resetn0",
         ps_clock_pins=("maxihpm0_fpd_aclk", "saxihp0_fpd_aclk"),
         engine_base=0xA000_0000, dma_base=0xA001_0000,
-        # the most lanes whose memories stay within 80% of block RAM and of UltraRAM for the VGG example
-        # (row pairs: a DSP per lane, two rows of a block each)
-        engine_defaults=(("multipliers", 384), ("macs_per_dsp", 2), ("stream_bits", 128), ("window_generators", 4),
-                         ("frame_kib", 256), ("row_pairs", True)),
+        # row quads (two DSPs per lane, two rows of a block each): the VGG example's window generators
+        # and unloader pace its batches past about 256 lanes, so 256 lanes (162 BRAM36, 61 URAM by the
+        # memory plan) run it faster (cycle model) than 384 with quads or with pairs (238.5 + 74, the
+        # most within 80% of block RAM and UltraRAM)
+        engine_defaults=(("multipliers", 256), ("macs_per_dsp", 2), ("stream_bits", 128), ("window_generators", 4),
+                         ("frame_kib", 256), ("row_pairs", True), ("row_quads", True)),
         dma_note="assumption: 128-bit HP port at the engine clock, derated; ~2.4 GB/s "
                  "sustained one-way is an estimate, not measured here"),
 }

@@ -98,11 +98,14 @@ def test_the_default_envelopes_memories_fit_their_board(board):
 
 @pytest.mark.parametrize("board", sorted(BOARDS))
 def test_row_pairs_default_and_how_a_network_or_option_turns_them_off(board):
-    """Both boards default to row pairs (a DSP per lane, two rows each); ``row_pairs: false`` keeps two
-    lanes per DSP, ``macs_per_dsp: 1`` turns packing off altogether, ``row_pairs`` alone implies two
-    MACs per DSP."""
+    """Both boards default to row quads (two DSPs per lane, two rows each); ``row_pairs: false`` keeps
+    two lanes per DSP, ``macs_per_dsp: 1`` turns packing off altogether, ``row_pairs`` alone implies two
+    MACs per DSP, ``row_quads: false`` keeps one DSP per lane."""
     env = EngineEnvelope.for_network(VGG, board=board)
-    assert env.row_pairs and env.dsps == env.lanes and get_board(board).engine["row_pairs"] is True
+    assert env.row_pairs and env.row_quads and env.dsps == 2 * env.lanes
+    assert get_board(board).engine["row_pairs"] is True and get_board(board).engine["row_quads"] is True
+    pairs = EngineEnvelope.for_network(_net({"row_quads": False}), board=board)
+    assert (pairs.row_pairs, pairs.row_quads, pairs.dsps) == (True, False, pairs.lanes)
     lanes = EngineEnvelope.for_network(_net({"row_pairs": False}), board=board)
     assert (lanes.macs_per_dsp, lanes.row_pairs, lanes.dsps) == (2, False, lanes.lanes // 2)
     off = EngineEnvelope.for_network(_net(None), board=board, macs_per_dsp=1)
@@ -119,3 +122,22 @@ def test_row_pairs_setting_is_checked_in_one_line():
     with pytest.raises(ConfigError, match=r"^engine: row_pairs packs a row pair's two weights into one multiplier: "
                                           r"it needs macs_per_dsp=2 \(got 1\)"):
         EngineEnvelope.for_network(_net({"row_pairs": True, "macs_per_dsp": 1}))
+
+
+@pytest.mark.parametrize("board", [None, *sorted(BOARDS)])
+def test_row_quads_imply_row_pairs_and_need_them(board):
+    """``row_quads: true`` alone implies row pairs (and two MACs per DSP): two DSPs per lane;
+    ``row_pairs: false`` or ``macs_per_dsp: 1`` turns a board's quads off; asked for beside
+    ``row_pairs: false`` they are refused in one line."""
+    q = EngineEnvelope.for_network(_net({"row_quads": True}), board=board)
+    assert (q.macs_per_dsp, q.row_pairs, q.row_quads, q.dsps, q.lane_rows) == (2, True, True, 2 * q.lanes, 4)
+    assert EngineEnvelope.for_network(_net(None), board=board, row_quads=True).row_quads
+    assert not EngineEnvelope.for_network(_net({"row_pairs": False}), board=board).row_quads
+    assert not EngineEnvelope.for_network(_net(None), board=board, macs_per_dsp=1).row_quads
+    with pytest.raises(ConfigError) as exc:
+        EngineEnvelope.for_network(_net({"row_quads": True, "row_pairs": False}), board=board)
+    assert str(exc.value).startswith("engine: row_quads gives a lane two row-pair multipliers: it needs "
+                                     "row_pairs (got False)") and "\n" not in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        _net({"row_quads": 1})
+    assert str(exc.value) == "network engine: row_quads=1 must be true or false"

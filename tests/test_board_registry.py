@@ -29,7 +29,7 @@ def entry(tmp_path):
     plan = write_build(net, get_board("zcu104"), tmp_path / "build", generate=fake_generate)
     fake_vivado_outputs(plan.out_dir, plan.name)
     env = EngineEnvelope.for_network(net, board="zcu104")     # the board's default envelope
-    assert plan.envelope == env and env.lanes == 384
+    assert plan.envelope == env and env.lanes == 256
     return env, registry.add(plan.out_dir, root=tmp_path / "reg"), tmp_path / "reg"
 
 

@@ -85,7 +85,8 @@ def test_estimate_maps_multipliers_and_caches(tmp_path: Path) -> None:
     assert r.capacity["dsp"] == 220 and r.verdict == "fits" and r.lanes == 2
     assert r.share["dsp"] == pytest.approx(2 / 220)
     d = r.to_dict()
-    assert d["dsp_check"] == {"muls": 2, "dsps": 2, "lanes": 2, "macs_per_dsp_per_cycle": 2.0, "all_on_dsp": True,
+    # the fake netlist's 2 DSPs against the default envelope's MAC slots (row quads: 2 lanes x 4 rows)
+    assert d["dsp_check"] == {"muls": 2, "dsps": 2, "lanes": 2, "macs_per_dsp_per_cycle": 4.0, "all_on_dsp": True,
                               "unmapped": []}
     again = estimate(layer, board, generate=generator(GOOD), cache=tmp_path)
     assert again.cached and again.used == r.used

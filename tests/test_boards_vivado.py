@@ -282,14 +282,15 @@ def test_cli_build_without_vivado(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     main(["build", str(VGG_NET), "--board", "zcu104", "--input-size", "16", "16", "-o", str(tmp_path / "n")])
     out = " ".join(capsys.readouterr().out.split())
     env = EngineEnvelope.for_network(load_network(VGG_NET), (16, 16), board="zcu104")   # the board's default
-    assert env.lanes == 384 and env.window_generators == 4
+    assert env.lanes == 256 and env.window_generators == 4 and env.row_quads
     assert f"engine vgg_head 0x{env.hash32:08x}" in out and "3 layers: vgg_conv1, vgg_conv2, vgg_conv3" in out
     assert json.loads((tmp_path / "n" / "build_info.json").read_text())["config_hash"] == env.config_hash
     main(["build", str(VGG_NET), "--board", "zcu104", "--input-size", "16", "16", "-o", str(tmp_path / "w"),
           "--multipliers", "128", "--macs-per-dsp", "2", "--stream-bits", "128"])
     wide = EngineEnvelope.for_network(load_network(VGG_NET), (16, 16), multipliers=128, macs_per_dsp=2,
                                       stream_bits=128, board="zcu104")
-    assert (f"engine vgg_head 0x{wide.hash32:08x} (128 lanes, two rows per multiplier, 4 window generators, "
+    assert (f"engine vgg_head 0x{wide.hash32:08x} (128 lanes, four rows per lane on two multipliers, 4 window "
+            f"generators, "
             f"128-bit stream, 256 KiB frame buffer)") in " ".join(capsys.readouterr().out.split())
     assert json.loads((tmp_path / "w" / "build_info.json").read_text())["config_hash"] == wide.config_hash
     # --no-merge: the published chains as declared, the engine (and bitstream) of a file with merge: false
@@ -319,10 +320,11 @@ def test_cli_build_refuses_an_engine_whose_memories_do_not_fit(tmp_path: Path, c
         main(["build", str(VGG_NET), "--board", "pynq-z2", "-o", str(tmp_path / "big"), "--multipliers", "256"])
     err = " ".join(capsys.readouterr().err.split())
     assert exc.value.code == 2 and not (tmp_path / "big").exists()
-    assert err.startswith("error: engine vgg_head (256 lanes, two rows per multiplier, 2 window generators, 64-bit "
+    assert err.startswith("error: engine vgg_head (256 lanes, four rows per lane on two multipliers, 2 window "
+                          "generators, 64-bit "
                           "stream, 64 KiB frame buffer) does not fit (bram36) on pynq-z2 by its memory plan: 251 of "
                           "140 BRAM36")
-    assert "--skip-fit-check" in err
+    assert err.endswith("or --skip-fit-check")          # the whole advice, not cut
     main(["build", str(VGG_NET), "--board", "pynq-z2", "-o", str(tmp_path / "tight"), "--multipliers", "112"])
     assert "memories tight (bram36 > 80%)" in " ".join(capsys.readouterr().out.split())
     main(["build", str(VGG_NET), "--board", "pynq-z2", "-o", str(tmp_path / "big"), "--multipliers", "256",
