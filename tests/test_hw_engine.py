@@ -257,14 +257,18 @@ ROW_PAIRS = {
 }
 
 
-def run_row_pairs(name: str, fault=None, **kw):
-    spec, opts = ROW_PAIRS[name]
+def run_named(cases: dict, prefix: str, name: str, fault=None, **kw):
+    """Run the layer ``cases[name]`` (its spec and run options) on two images; ``kw``: the envelope's."""
+    spec, opts = cases[name]
     c = dict(spec)
     ch, opts = c.pop("c"), dict(opts)
     hw = opts.pop("hw")
-    layer = conv(f"rp_{name}", ch, c.pop("chain"), **c)
-    return run_step(layer, (ch,) + hw, images=2, seed=sorted(ROW_PAIRS).index(name), row_pairs=True, fault=fault,
-                    **opts, **kw)
+    layer = conv(f"{prefix}_{name}", ch, c.pop("chain"), **c)
+    return run_step(layer, (ch,) + hw, images=2, seed=sorted(cases).index(name), fault=fault, **opts, **kw)
+
+
+def run_row_pairs(name: str, fault=None, **kw):
+    return run_named(ROW_PAIRS, "rp", name, fault, row_pairs=True, **kw)
 
 
 @pytest.mark.parametrize("name", sorted(ROW_PAIRS))
@@ -332,13 +336,7 @@ ROW_QUADS = {
 
 
 def run_row_quads(name: str, fault=None, **kw):
-    spec, opts = ROW_QUADS[name]
-    c = dict(spec)
-    ch, opts = c.pop("c"), dict(opts)
-    hw = opts.pop("hw")
-    layer = conv(f"rq_{name}", ch, c.pop("chain"), **c)
-    return run_step(layer, (ch,) + hw, images=2, seed=sorted(ROW_QUADS).index(name), row_quads=True, fault=fault,
-                    **opts, **kw)
+    return run_named(ROW_QUADS, "rq", name, fault, row_quads=True, **kw)
 
 
 @pytest.mark.parametrize("name", sorted(ROW_QUADS))
