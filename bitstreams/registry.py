@@ -22,6 +22,7 @@ Board-safe: stdlib + litefly's numpy-only modules.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -203,6 +204,26 @@ def _describe(e: BitstreamEntry) -> str:
     return f"{e.key} (0x{e.hash32:08x})"
 
 
+def _changed(entry: BitstreamEntry, envelope: EngineEnvelope) -> str:
+    """What differs between the envelope ``entry`` was built for and ``envelope``: ``row_quads false
+    built, true now`` for at most three settings (a setting an older build.json lacks is at its
+    default), else that the settings changed."""
+    built = entry.build.get("envelope")
+    if not isinstance(built, dict):
+        return "network or engine settings changed"
+    fields = {f.name: built.get(f.name, f.default) for f in dataclasses.fields(EngineEnvelope) if f.name != "name"}
+    now = envelope.to_dict()
+
+    def word(v: Any) -> str:
+        return str(v).lower() if isinstance(v, bool) else short(v, 20)
+
+    diffs = [f"{k} {word(v)} built, {word(now[k])} now" for k, v in fields.items()
+             if v is not dataclasses.MISSING and v != now[k]]
+    if not diffs:
+        return "network or engine settings changed"
+    return "; ".join(diffs[:3]) + (f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else "")
+
+
 def lookup(envelope: EngineEnvelope, board: str, root: Path | None = None) -> BitstreamEntry:
     """The verified bitstream built for exactly this engine envelope (by its hash) on ``board``.
 
@@ -227,8 +248,8 @@ def lookup(envelope: EngineEnvelope, board: str, root: Path | None = None) -> Bi
         if same_name:
             have = ", ".join(f"0x{e.hash32:08x}" for e in same_name)
             raise BitstreamError(f"bitstream for engine {name!r} on {board} has engine hash {have}, the network's "
-                                 f"is 0x{envelope.hash32:08x} (network or engine settings changed: rebuild it); "
-                                 f"{how}")
+                                 f"is 0x{envelope.hash32:08x} ({_changed(same_name[0], envelope)}: rebuild it, or "
+                                 f"run with the built settings); {how}")
         have = ", ".join(_describe(e) for e in on_board) or "none"
         raise BitstreamError(f"no bitstream for {where} on {board} in {root} (registered for {board}: {have}); {how}")
     hits.sort(key=lambda e: (e.name != name, e.key))
