@@ -73,7 +73,7 @@ class ProxyReport:
     @property
     def summary(self) -> str:
         """One line: the figure, what it is, and at what lane count it ran."""
-        packing = (", two multipliers of two rows per lane" if self.row_quads else
+        packing = (", four rows per lane on two multipliers" if self.row_quads else
                    ", two rows per multiplier" if self.row_pairs else
                    ", two per multiplier" if self.macs_per_dsp == 2 else "")
         where = (f"{self.lanes} lanes{packing}, {self.device}, "

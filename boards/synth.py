@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from litefly.config import LayerConfig, NetworkConfig
 from litefly.errors import ToolError
-from litefly.hw.spec import EngineEnvelope
+from litefly.hw.spec import EngineEnvelope, lane_rows
 
 from .boards import Board
 from .memory_plan import plan_memories
@@ -92,7 +92,7 @@ class SynthReport:
     @property
     def macs_per_cycle(self) -> int | None:
         """The engine's MAC slots a cycle: a lane's, two with row pairs, four with row quads."""
-        rows = 4 if self.envelope.get("row_quads") else 2 if self.envelope.get("row_pairs") else 1
+        rows = lane_rows(bool(self.envelope.get("row_pairs")), bool(self.envelope.get("row_quads")))
         return None if self.lanes is None else self.lanes * rows
 
     @property

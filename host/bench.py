@@ -35,7 +35,7 @@ from litefly.chain import chain_params
 from litefly.config import LayerConfig, NetworkConfig
 from litefly.errors import ConfigError, LiteflyError
 from litefly.fixed import QuantizedLayer, chain_dense, load_quantized, random_float_weights
-from litefly.hw.spec import EngineEnvelope, LayerDescriptor, envelope_words
+from litefly.hw.spec import EngineEnvelope, LayerDescriptor, envelope_words, lane_rows
 from litefly.network import (EngineStep, global_pool_int, network_forward_int, network_input_shape, plan_network,
                              quantize_network)
 
@@ -761,6 +761,12 @@ def streamed_lines(report: Mapping[str, Any]) -> list[str]:
                f"; measured on the board: {st['board_wall[s]'] * 1e3:.2f} ms wall a batch")]
 
 
+def _rows_words(eng: Mapping[str, Any]) -> str:
+    """`` x N rows`` for a lane of a report's engine that computes more than one row an issue."""
+    n = lane_rows(bool(eng.get("row_pairs")), bool(eng.get("row_quads")))
+    return f" x {n} rows" if n > 1 else ""
+
+
 def bound_lines(report: Mapping[str, Any]) -> list[str]:
     """The run against its roofline bound (a model) and the lanes' use, as a line (none in reports
     written before they were kept)."""
@@ -770,7 +776,7 @@ def bound_lines(report: Mapping[str, Any]) -> list[str]:
         return []
     dsps, mpd = eng.get("dsps", eng["lanes"]), eng.get("macs_per_dsp", 1)
     return [f"bound ({report['board']}, model): compute {b['compute[s]'] * 1e3:.2f} ms ({tot['macs'] / 1e6:.1f} M "
-            f"DeBut MACs on {eng['lanes']} lanes{' x 4 rows' if eng.get('row_quads') else ' x 2 rows' if eng.get('row_pairs') else ''} = {dsps} DSPs x {mpd} at {report['fclk[mhz]']:g} MHz), DMA "
+            f"DeBut MACs on {eng['lanes']} lanes{_rows_words(eng)} = {dsps} DSPs x {mpd} at {report['fclk[mhz]']:g} MHz), DMA "
             f"{b['dma[s]'] * 1e3:.2f} ms: {b['binds']} binds; end to end {tot['end_to_end[s]'] * 1e3:.2f} ms = "
             f"{_fmt(b['end_to_end_vs_bound'], '.2f')}x the bound; lane utilisation {_pct(tot['lane_utilisation'])} "
             f"= {tot['macs_per_dsp_cycle']:.2f} MACs per DSP per cycle (of {mpd})"

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import regmap
 
-__all__ = ["ChainIssue", "chain_issue", "factor_rows", "pairs_rows", "DRAIN_CYCLES", "OUT_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
+__all__ = ["ChainIssue", "chain_issue", "factor_rows", "DRAIN_CYCLES", "OUT_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
            "lane_cycles", "pass_cycles", "words_pass_cycles"]
 
 DRAIN_CYCLES = 7           # issue-to-write latency: the bubble between dependent factors
@@ -49,11 +49,6 @@ def factor_rows(factor: Any, lane_rows: int = 1) -> int:
         if lane_rows >= n and factor.r % n == 0 and factor.s >= n:
             return n
     return 1
-
-
-def pairs_rows(factor: Any, lane_rows: int = 1) -> bool:
-    """Whether ``factor`` issues more than one row at a time (:func:`factor_rows`)."""
-    return factor_rows(factor, lane_rows) > 1
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ class MacArray(wiring.Component):
             for k in range(1, R):
                 wrk_1 = Signal(17, name=f"wr{k + 1}_1")
                 wrk_b = Signal(16, name=f"wr{k + 1}b", reset_less=True)
-                step = {1: p1.pstep, 2: p1.pstep << 1, 3: (p1.pstep << 1) + p1.pstep}[k]    # no multiplier
+                step = (p1.pstep, p1.pstep << 1, (p1.pstep << 1) + p1.pstep)[k - 1]    # no multiplier
                 m.d.comb += [wrk_1.eq(p1.wr + step), self.bias_more_addr[k - 1].eq(wrk_1[LBP:])]
                 m.d.sync += wrk_b.eq(wrk_1)
                 data_k = self.bias_more_data[k - 1]
@@ -127,20 +127,16 @@ class MacArray(wiring.Component):
             S = A + W
             x = Signal(L * A, reset_less=True)
             m.d.sync += x.eq(x_sel)
-            row_prods = [prods]
+            row_prods = [prods] + [[Signal(signed(A + W), name=f"prod{l}{'bcd'[k - 1]}", reset_less=True)
+                                    for l in range(L)] for k in range(1, R)]
+
+            def weight(k, used):                 # weight k of the word, 0 where the factor has none
+                return Mux(used, self.weight_data.word_select(p1.wsub | k, W).as_signed(), 0)
             for i in range(R // 2):
-                if i == 0:
-                    w_lo = w_sel.as_signed()
-                    w_hi = Mux(p1.pair, self.weight_data.word_select(p1.wsub | 1, W).as_signed(), 0)
-                else:
-                    w_lo = Mux(p1.quad, self.weight_data.word_select(p1.wsub | 2, W).as_signed(), 0)
-                    w_hi = Mux(p1.quad, self.weight_data.word_select(p1.wsub | 3, W).as_signed(), 0)
+                w_lo = w_sel.as_signed() if i == 0 else weight(2, p1.quad)
+                w_hi = weight(2 * i + 1, p1.quad if i else p1.pair)
                 wp = replicated(m, f"wpair{i}" if i else "wpair", signed(W + S + 1), (w_hi << S) + w_lo, L)
-                lo = prods if i == 0 else [Signal(signed(A + W), name=f"prod{l}c", reset_less=True) for l in range(L)]
-                hi = [Signal(signed(A + W), name=f"prod{l}{'bd'[i]}", reset_less=True) for l in range(L)]
-                if i:
-                    row_prods.append(lo)
-                row_prods.append(hi)
+                lo, hi = row_prods[2 * i], row_prods[2 * i + 1]
                 for l in range(L):
                     packed = Signal(signed(A + S + W + 1), name=f"rpair{l}" + ("" if i == 0 else f"_{i}"),
                                     reset_less=True)

@@ -11,7 +11,7 @@ Loop limits ``r, s, t, g`` and the products ``s*t``, ``r*t`` (``F<i>_STRIDES``, 
 come from the descriptor's factor registers, tabulated when the pass starts and registered when a factor starts. A
 batch-phase costs ``sum p_i*s_i`` issue cycles, ``DRAIN_CYCLES`` between dependent factors
 and one cycle in IDLE (``LayerDescriptor.batch_cycles``). On a row-pair engine a DeBut factor
-with ``r`` even and ``s >= 2`` (``cycles.pairs_rows``, derived here from ``F<i>_RS``) walks
+with ``r`` even and ``s >= 2`` (``cycles.factor_rows``, derived here from ``F<i>_RS``) walks
 ``r/2`` sub-row steps of ``2t`` rows, two weights an issue from an even index: ``p_i*s_i/2`` issue
 cycles and one more drain cycle after it (``cycles.ChainIssue``). On a row-quad engine a DeBut
 factor with ``r`` divisible by 4 and ``s >= 4`` walks ``r/4`` steps of ``4t`` rows, four weights an
@@ -110,7 +110,7 @@ class Sequencer(wiring.Component):
             # the third-to-last index of each loop and whether the loop has one or two indices,
             # registered here: the walk keeps "at the last index" and "at the second-to-last" flags
             # instead of comparing its counters with the limits in the issue cycle
-            # row pairs (cycles.pairs_rows): a DeBut factor with r even and s >= 2 walks r/2 row pairs,
+            # row pairs (cycles.factor_rows): a DeBut factor with r even and s >= 2 walks r/2 row pairs,
             # each 2t rows on from the one before
             # row quads (cycles.factor_rows): with r divisible by 4 and s >= 4, r/4 row quads, each 4t on
             row["pair"] = Signal(name=f"f{i}_pair")          # two or four rows an issue
