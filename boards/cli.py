@@ -33,13 +33,15 @@ def network_envelope(network: NetworkConfig, input_size: tuple[int, int] | None 
                      multipliers: int | None = None, macs_per_dsp: int | None = None,
                      stream_bits: int | None = None, window_generators: int | None = None,
                      frame_kib: int | None = None, board: str | None = None,
-                     row_pairs: bool | None = None, row_quads: bool | None = None) -> EngineEnvelope:
+                     row_pairs: bool | None = None, row_quads: bool | None = None,
+                     frame_word_beats: int | None = None) -> EngineEnvelope:
     """The envelope of ``network`` at ``input_size`` on ``board`` (its default envelope where the
     network and the options are silent; another multiplier budget, packing, stream width,
     window-generator count or frame buffer size is another engine and hash)."""
     return EngineEnvelope.for_network(network, input_size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
                                       stream_bits=stream_bits, window_generators=window_generators,
-                                      frame_kib=frame_kib, board=board, row_pairs=row_pairs, row_quads=row_quads)
+                                      frame_kib=frame_kib, board=board, row_pairs=row_pairs, row_quads=row_quads,
+                                      frame_word_beats=frame_word_beats)
 
 
 def _describe(env: EngineEnvelope, network: NetworkConfig) -> str:

@@ -267,9 +267,10 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
               progress: Callable[[str], None] | None = None, multipliers: int | None = None,
               macs_per_dsp: int | None = None, stream_bits: int | None = None,
               window_generators: int | None = None, frame_kib: int | None = None, row_pairs: bool | None = None,
-              row_quads: bool | None = None, **backend_opts: Any) -> dict[str, Any]:
+              row_quads: bool | None = None, frame_word_beats: int | None = None,
+              **backend_opts: Any) -> dict[str, Any]:
     """Run the bench and return the report dict (``docs/host.md``). ``multipliers``,
-    ``macs_per_dsp``, ``stream_bits``, ``window_generators``, ``frame_kib``, ``row_pairs`` and ``row_quads`` override the
+    ``macs_per_dsp``, ``stream_bits``, ``window_generators``, ``frame_kib``, ``row_pairs``, ``row_quads`` and ``frame_word_beats`` override the
     network's engine settings (another engine); the dense baseline runs on an engine of the same
     lanes, packing (row pairs and quads included), stream width, window generators and frame buffer size. The engine is
     ``board_name``'s (default: pynq-z2, or on ``pynq`` the board it runs on): its clock, and its
@@ -304,7 +305,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
     envelope = EngineEnvelope.for_network(network, size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
                                           stream_bits=stream_bits, window_generators=window_generators,
                                           frame_kib=frame_kib, board=board.name, row_pairs=row_pairs,
-                                          row_quads=row_quads)
+                                          row_quads=row_quads, frame_word_beats=frame_word_beats)
     opts = dict(backend_opts)
     if backend == "sim":
         repeats = 1
@@ -352,7 +353,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
                                       macs_per_dsp=envelope.macs_per_dsp, stream_bits=envelope.stream_bits,
                                       window_generators=envelope.window_generators,
                                       frame_kib=frame_kib, board=board.name, row_pairs=envelope.row_pairs,
-                                      row_quads=envelope.row_quads)
+                                      row_quads=envelope.row_quads, frame_word_beats=envelope.frame_word_beats)
     if dense:
         say(f"dense network on engine {denv.name!r} ({backend})")
         dparams = quantize_network(dsteps, dense_w, calib, {ds.name: fbiases[s.name] for s, ds in zip(steps, dsteps)})
@@ -519,7 +520,7 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
         "batch_size": batch, "input_size": list(size), "seed": seed,
         "engine": {"name": envelope.name, "hash": f"0x{envelope.hash32:08x}", "lanes": envelope.lanes,
                    "dsps": envelope.dsps, "envelope": asdict(envelope), "row_pairs": envelope.row_pairs,
-                   "row_quads": envelope.row_quads,
+                   "row_quads": envelope.row_quads, "frame_word_beats": envelope.frame_word_beats,
                    "stream_bits": envelope.stream_bits, "frame_beats": envelope.frame_beats,
                    "macs_per_dsp": envelope.macs_per_dsp, "window_generators": envelope.window_generators,
                    "layers_served": len(rows)},
@@ -625,7 +626,7 @@ def render_table(report: dict[str, Any]):
     eng = report["engine"]
     words = envelope_words(eng["lanes"], eng["stream_bits"], eng.get("macs_per_dsp", 1),
                            eng.get("window_generators", 1), eng.get("frame_beats"), eng.get("row_pairs", False),
-                           eng.get("row_quads", False))
+                           eng.get("row_quads", False), eng.get("frame_word_beats", 1))
     t = Table(title=f"litefly bench: {report['network']} on one engine ({eng['name']} "
                     f"{eng['hash']}, {words}), {report['backend']} backend, "
                     f"batch {report['batch_size']}, input {report['input_size'][0]}x{report['input_size'][1]}")

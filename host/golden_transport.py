@@ -288,7 +288,7 @@ class GoldenTransport:
         macs = pairs.issue
         positions = images * hp * wp
         cycles = words_pass_cycles(dict(words, IMAGES=images), env.lanes, e, macs, len(chain), p,
-                                   env.window_generators, pairs)
+                                   env.window_generators, pairs, env.frame_word_beats)
         issue = ceil_div(positions, env.lanes) * (pk * pk if lay["POOL"] else 1) * macs
         self._counters["CYCLES"] += cycles
         self._counters["BUSY_CYCLES"] += issue

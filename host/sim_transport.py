@@ -56,7 +56,7 @@ def model_pass_cycles(words: Mapping[str, int], envelope: EngineEnvelope) -> int
         macs = pairs.issue + words.get("INDEX_BEATS", 0) * envelope.entries_per_beat
         p = regmap.unpack("OUT_C", words.get("OUT_C", 0))["P"]
         return words_pass_cycles(words, envelope.lanes, envelope.elems_per_beat, macs, n, p,
-                                 envelope.window_generators, pairs)
+                                 envelope.window_generators, pairs, envelope.frame_word_beats)
     except (KeyError, ValueError, ZeroDivisionError):
         return 0
 

@@ -21,7 +21,7 @@ import numpy as np
 from . import regmap
 
 __all__ = ["ChainIssue", "chain_issue", "factor_rows", "DRAIN_CYCLES", "OUT_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
-           "lane_cycles", "pass_cycles", "words_pass_cycles"]
+           "lane_cycles", "window_read_beats", "pass_cycles", "words_pass_cycles"]
 
 DRAIN_CYCLES = 7           # issue-to-write latency: the bubble between dependent factors
 OUT_LAG = 1                # OUT is written a registered step after WORK (pooling's read-modify-write)
@@ -86,23 +86,30 @@ class PassGeometry:
     out_hw: tuple[int, int] = (1, 1)          # positions per image after pooling (HP, WP)
     pool: tuple[int, int] = (1, 1)            # (kernel, stride); (1, 1) without pooling
     packed: bool = False                      # the frame arrives packed, through the repacker
+    read_beats: int = 1                       # beats a window read takes (:func:`window_read_beats`)
 
     @classmethod
-    def from_words(cls, words: Mapping[str, int], elems_per_beat: int) -> "PassGeometry":
+    def from_words(cls, words: Mapping[str, int], elems_per_beat: int, frame_word_beats: int = 1) -> "PassGeometry":
         u = regmap.unpack
         lay = u("LAYER", words.get("LAYER", 0))
         hw, k = u("IN_HW", words.get("IN_HW", 0)), u("KERNEL", words.get("KERNEL", 0))
         s = u("STRIDE", words.get("STRIDE", 0))
         pad, dil = u("PAD", words.get("PAD", 0)), u("DILATION", words.get("DILATION", 0))
         out, pool = u("OUT_HW", words.get("OUT_HW", 0)), u("POOL", words.get("POOL", 0))
-        c = u("IN_C", words.get("IN_C", 0))["C"]
-        return cls(int(words.get("IMAGES", 0)), _ceil_div(c, elems_per_beat), hw["H"], hw["W"], (k["KH"], k["KW"]),
+        cw = _ceil_div(u("IN_C", words.get("IN_C", 0))["C"], elems_per_beat)
+        return cls(int(words.get("IMAGES", 0)), cw, hw["H"], hw["W"], (k["KH"], k["KW"]),
                    (s["SH"], s["SW"]), (pad["PH"], pad["PW"]), (dil["DH"], dil["DW"]), (out["HP"], out["WP"]),
-                   (pool["K"], pool["S"]) if lay["POOL"] else (1, 1), bool(lay["PACKED"]))
+                   (pool["K"], pool["S"]) if lay["POOL"] else (1, 1), bool(lay["PACKED"]),
+                   window_read_beats(cw, frame_word_beats))
+
+    @property
+    def pixel_reads(self) -> int:
+        """Window reads per input pixel (its beats, two a read on a wide frame buffer)."""
+        return self.cw // self.read_beats
 
     @property
     def window_reads(self) -> int:
-        return self.kernel[0] * self.kernel[1] * self.cw
+        return self.kernel[0] * self.kernel[1] * self.pixel_reads
 
     @property
     def positions(self) -> int:
@@ -127,6 +134,16 @@ def _positions(g: PassGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     img, rem = np.divmod(np.arange(g.positions, dtype=np.int64), g.out_hw[0] * g.out_hw[1])
     py, px = np.divmod(rem, g.out_hw[1])
     return img, py, px
+
+
+def window_read_beats(cw: int, frame_word_beats: int) -> int:
+    """Beats a window generator reads a cycle from a frame buffer of ``frame_word_beats`` beats a
+    word: the most (a power of two, at most a word) that divide a pixel's ``cw`` beats, so that
+    every pixel starts a read and a read never crosses a word."""
+    b = frame_word_beats
+    while cw % b:
+        b //= 2
+    return b
 
 
 def lane_cycles(window_reads: int, windows: int = 1) -> int:
@@ -171,7 +188,7 @@ def frame_ready(geom: PassGeometry, lanes: int, windows: int = 1) -> np.ndarray:
             for ky in range(kh):
                 iy = iy0 + ky * dh
                 addr = ((img * g.h + iy) * g.w + ix0 + kx * dw) * g.cw + g.cw - 1
-                r = (ky * kw + kx) * g.cw + g.cw - 1    # the read's index in its lane
+                r = (ky * kw + kx) * g.pixel_reads + g.pixel_reads - 1    # the read's index in its lane
                 after = (n_own - 1 - own) * lt + (wr - 1 - r)
                 t = np.maximum(t, np.where(okx & (iy >= 0) & (iy < g.h), addr + after + lag, never))
             out.append(np.maximum.reduceat(t, np.arange(0, n, lanes)))
@@ -281,11 +298,13 @@ def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: 
 
 
 def words_pass_cycles(words: Mapping[str, int], lanes: int, elems_per_beat: int, macs: int, factors: int,
-                      out_channels: int, windows: int = 1, pairs: ChainIssue | None = None) -> int:
+                      out_channels: int, windows: int = 1, pairs: ChainIssue | None = None,
+                      frame_word_beats: int = 1) -> int:
     """:func:`pass_cycles` of the pass the descriptor registers ``words`` describe (``windows``:
     the engine's window generators; ``macs``: the issue cycles per column; ``pairs``: a row-pair
-    engine's :func:`chain_issue`, for its extra drain and tail cycles)."""
-    g = PassGeometry.from_words(words, elems_per_beat)
+    engine's :func:`chain_issue`, for its extra drain and tail cycles; ``frame_word_beats``: the
+    beats of the engine's frame-buffer word)."""
+    g = PassGeometry.from_words(words, elems_per_beat, frame_word_beats)
     skip = words.get("SKIP_BEATS", 0) if regmap.unpack("LAYER", words.get("LAYER", 0))["RESIDUAL"] else 0
     return pass_cycles(lanes, macs, factors, g.window_reads, _ceil_div(out_channels, elems_per_beat),
                        g.positions, g.pool[0] ** 2, g.load_beats, frame_ready(g, lanes, windows), skip, windows,

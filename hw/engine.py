@@ -30,7 +30,7 @@ from .axil_slave import axil_signature
 from .counters import Counters
 from .loader import Loader
 from .mac_array import MacArray
-from .memories import RAM_STYLES, engine_memories, frame_memory, skewed_bank
+from .memories import RAM_STYLES, engine_memories, frame_memory, in_banks
 from .output_stage import OutputStage
 from .registers import Registers, counters_layout, ctrl_layout, descriptor_layout, status_layout
 from .sequencer import Sequencer
@@ -116,10 +116,16 @@ class Datapath(wiring.Component):
         w_mem, b_mem = mems["weight_mem"], mems["bias_mem"]
         wiring.connect(m, loader.weight_w, w_mem.write_port())
         wiring.connect(m, loader.bias_w, b_mem.write_port())
-        for g, w in enumerate(windows):    # a frame-buffer copy per window generator, the same writes into each
+        # a frame-buffer copy per window generator, the same writes into each; a word holds FB beats
+        # (EngineEnvelope.frame_word_beats), the loader's beat a written into word a // FB, part a mod FB
+        FB = env.frame_word_beats
+        LFB = FB.bit_length() - 1
+        fw = loader.frame_w
+        for g, w in enumerate(windows):
             f_mem = mems[frame_memory(g)]
-            wp = f_mem.write_port()
-            m.d.comb += [wp.addr.eq(loader.frame_w.addr), wp.data.eq(loader.frame_w.data), wp.en.eq(loader.frame_w.en)]
+            wp = f_mem.write_port(granularity=env.stream_bits if FB > 1 else None)
+            m.d.comb += [wp.addr.eq(fw.addr[LFB:]), wp.data.eq(Cat(*([fw.data] * FB))),
+                         wp.en.eq(fw.en << fw.addr[:LFB] if FB > 1 else fw.en)]
             wiring.connect(m, w.frame_r, f_mem.read_port())
         if env.index_beats:
             i_mem = mems["index_mem"]
@@ -132,23 +138,16 @@ class Datapath(wiring.Component):
         for k in range(1, env.lane_rows):       # a row pair's or quad's further rows' biases
             b_rpk = b_mem.read_port()
             m.d.comb += [b_rpk.addr.eq(mac.bias_more_addr[k - 1]), mac.bias_more_data[k - 1].eq(b_rpk.data)]
-        # IN: per window generator g (lanes g, g + G, ...), E banks skewed by lane (memories.skewed_bank),
-        # all read at one address (the element); the MAC array sees, per element mod E, every
-        # lane's value: lane l of generator g is in bank (l + element) mod E, slot l // E
-        reads = [[None] * E for _ in windows]
+        # IN: per window generator g (lanes g, g + G, ...), NB banks skewed by lane (memories.in_banks,
+        # memories.skewed_bank: lane l of generator g in bank (l + element) mod NB, slot l // NB), all
+        # read at one address (the element); the MAC array unskews them
+        NB = in_banks(env)
         for g, w in enumerate(windows):
-            for b in range(E):
+            for b in range(NB):
                 name = f"in_mem{b}_{g}"
                 wiring.connect(m, w.in_w[b], mems[name].write_port(granularity=specs[name].granularity))
                 rp = mems[name].read_port()
-                m.d.comb += rp.addr.eq(seq.in_addr)
-                reads[g][b] = rp.data
-        for k in range(E):
-            lane_vals = []
-            for i in range(L):
-                bank, slot = skewed_bank(i // G, k, E)
-                lane_vals.append(reads[i % G][bank][slot * A:(slot + 1) * A])
-            m.d.comb += mac.in_data[k].eq(Cat(*lane_vals))
+                m.d.comb += [rp.addr.eq(seq.in_addr), mac.in_data[g * NB + b].eq(rp.data)]
         if env.max_factors > 1:
             work = mems["work_mem"]
             wiring.connect(m, outst.work_w, work.write_port())

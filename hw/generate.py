@@ -99,6 +99,7 @@ def manifest_for(envelope: EngineEnvelope, module: str, ports: list[dict[str, An
         "macs_per_dsp": envelope.macs_per_dsp,
         "row_pairs": envelope.row_pairs,
         "row_quads": envelope.row_quads,
+        "frame_word_beats": envelope.frame_word_beats,
         "dsps": envelope.dsps,
         "window_generators": envelope.window_generators,
         "amaranth_version": amaranth.__version__,

@@ -43,6 +43,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .fanout import REPLICA_LANES, replicated
+from .memories import in_banks, in_slots
 from .sequencer import ctl_layout
 from .spec import EngineEnvelope
 
@@ -61,7 +62,8 @@ class MacArray(wiring.Component):
         super().__init__({
             **pairs,
             "ctl": In(ctl_layout(envelope)),                 # issue-cycle control
-            "in_data": In(data.ArrayLayout(L * A, e)),       # IN banks' read data (T+1)
+            # IN banks' read data (T+1): generator g's bank b at g * NB + b (memories.in_banks)
+            "in_data": In(data.ArrayLayout(in_slots(envelope) * A, envelope.window_generators * in_banks(envelope))),
             "work_data": In(L * A),
             "weight_data": In(envelope.stream_bits),
             "bias_data": In(envelope.stream_bits),
@@ -79,19 +81,31 @@ class MacArray(wiring.Component):
         # T+1: memory data valid
         p1 = Signal(layout)
         m.d.sync += p1.eq(self.ctl)
-        # IN's bank select, lane by lane (an E:1 multiplexer of A bits each): the same logic as
-        # selecting a whole bank, but a netlist that grows with lanes x E, not (lanes x E)^2,
-        # which Amaranth's Verilog conversion took minutes over at 256 lanes
-        # (lane l of bank b sliced straight from the port: bits (b*L + l)*A of the ArrayLayout)
+        # IN's banks unskewed (memories.skewed_bank): a generator's lanes s*NB + i (slot s of every
+        # bank) read bank (i + element) mod NB, so each group of NB lanes is the NB banks' slot s
+        # rotated by the element mod NB: a barrel rotator, log2(NB) stages of 2:1 multiplexers (two
+        # stages a LUT6) instead of an NB:1 multiplexer per lane
         # (the bank and IN/WORK selects, registered beside p1, one copy per REPLICA_LANES lanes)
-        E, flat = env.elems_per_beat, self.in_data.as_value()
+        G, NB, S = env.window_generators, in_banks(env), in_slots(env)
+        LB, LG = NB.bit_length() - 1, L // G
         bank1 = replicated(m, "bank1", p1.bank.shape(), self.ctl.bank, L)
         from_in1 = replicated(m, "from_in1", 1, self.ctl.from_in, L)
         # wires, not expressions: each lane's slice of an expression is emitted as the whole
         # expression (quadratic Verilog: 70 MB at 384 lanes)
+        lane_x: list = [None] * L
+        for g in range(G):
+            for s in range(S):
+                vals = [self.in_data[g * NB + b][s * A:(s + 1) * A] for b in range(NB)]
+                for k in range(LB):
+                    stage = Signal(NB * A, name=f"rot{g}_{s}_{k}")
+                    m.d.comb += stage.eq(Cat(*(Mux(bank1[min(((s * NB + i) * G + g) // REPLICA_LANES, len(bank1) - 1)][k],
+                                                   vals[(i + (1 << k)) % NB], vals[i]) for i in range(NB))))
+                    vals = [stage[i * A:(i + 1) * A] for i in range(NB)]
+                for i in range(NB):
+                    if s * NB + i < LG:
+                        lane_x[(s * NB + i) * G + g] = vals[i]
         x_in = Signal(L * A)
-        m.d.comb += x_in.eq(Cat(*(Cat(*(flat[(b * L + l) * A:(b * L + l + 1) * A] for b in range(E)))
-                                  .word_select(bank1[l // REPLICA_LANES], A) for l in range(L))))
+        m.d.comb += x_in.eq(Cat(*lane_x))
         x_sel = Signal(L * A)
         m.d.comb += x_sel.eq(Cat(*(Mux(from_in1[l // REPLICA_LANES], x_in[l * A:(l + 1) * A],
                                        self.work_data[l * A:(l + 1) * A]) for l in range(L))))

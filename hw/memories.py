@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from .spec import EngineEnvelope, ceil_div
 
-__all__ = ["EngineMemory", "engine_memories", "frame_memory", "skewed_bank", "in_slots", "out_slots", "RAM_STYLES"]
+__all__ = ["EngineMemory", "engine_memories", "frame_memory", "skewed_bank", "in_banks", "in_slots", "out_slots",
+           "RAM_STYLES"]
 
 # Values of the ``ram_style`` attribute the generator writes (Vivado's and Yosys's names).
 RAM_STYLES = ("block", "ultra", "distributed")
@@ -40,9 +41,15 @@ def frame_memory(generator: int) -> str:
     return "frame_mem" if generator == 0 else f"frame_mem{generator}"
 
 
+def in_banks(env: EngineEnvelope) -> int:
+    """IN banks per window generator: the elements it writes a cycle, ``E`` times the beats of a
+    frame-buffer word (``EngineEnvelope.frame_word_beats``)."""
+    return env.elems_per_beat * env.frame_word_beats
+
+
 def in_slots(env: EngineEnvelope) -> int:
-    """Lanes a word of one IN bank holds: a window generator's lanes over the E banks."""
-    return ceil_div(env.lanes // env.window_generators, env.elems_per_beat)
+    """Lanes a word of one IN bank holds: a window generator's lanes over its :func:`in_banks`."""
+    return ceil_div(env.lanes // env.window_generators, in_banks(env))
 
 
 def out_slots(env: EngineEnvelope) -> int:
@@ -50,16 +57,16 @@ def out_slots(env: EngineEnvelope) -> int:
     return ceil_div(env.lanes, env.elems_per_beat)
 
 
-def skewed_bank(lane: int, element: int, elems_per_beat: int) -> tuple[int, int]:
+def skewed_bank(lane: int, element: int, banks: int) -> tuple[int, int]:
     """Where IN keeps ``element`` of a window generator's ``lane``, and OUT channel ``element`` of
     ``lane``: (bank, slot in the word); the word's address is the element (plus the half's offset,
-    ``max_q`` or ``max_p``).
+    ``max_q`` or ``max_p``). ``banks`` is ``E`` (OUT, and IN but with a wide frame buffer) or ``2E``.
 
-    Bank ``(lane + element) mod E`` is a skew: the ``E`` elements of one lane that a beat brings
-    (IN) or takes (OUT) are in ``E`` different banks, one word each, and one element of all the
-    lanes, what the MAC array reads from IN or the output stage writes to OUT in a cycle, is one
-    word of each bank at one address."""
-    return (lane + element) % elems_per_beat, lane // elems_per_beat
+    Bank ``(lane + element) mod banks`` is a skew: the ``banks`` consecutive elements of one lane
+    that a read brings (IN) or a beat takes (OUT) are in different banks, one word each, and one
+    element of all the lanes, what the MAC array reads from IN or the output stage writes to OUT
+    in a cycle, is one word of each bank at one address."""
+    return (lane + element) % banks, lane // banks
 
 
 def engine_memories(env: EngineEnvelope) -> list[EngineMemory]:
@@ -68,16 +75,18 @@ def engine_memories(env: EngineEnvelope) -> list[EngineMemory]:
     mems = [EngineMemory("weight_mem", SB, env.weight_beats, role="factor weights"),
             EngineMemory("bias_mem", SB, env.bias_beats, read_ports=env.lane_rows,
                          role="biases (a row pair's or quad's rows read one each)")]
-    mems += [EngineMemory(frame_memory(g), SB, env.frame_beats, role="frame buffer (a copy per window generator)")
+    fw = env.frame_word_beats             # beats a frame-buffer word, one written at a time
+    mems += [EngineMemory(frame_memory(g), SB * fw, env.frame_beats // fw, granularity=SB if fw > 1 else None,
+                          role="frame buffer (a copy per window generator)")
              for g in range(G)]
     if env.index_beats:
         mems.append(EngineMemory("index_mem", SB, env.index_beats, role="sparse factors' column indices"))
-    # IN: per window generator, E banks skewed by lane (see `skewed_bank`): each word holds one
-    # element of `in_slots` lanes, so a bank is E times narrower and deeper than an
-    # element-mod-E bank of all the generator's lanes (block RAM's 512-deep shapes are filled)
+    # IN: per window generator, `in_banks` banks skewed by lane (see `skewed_bank`): each word holds
+    # one element of `in_slots` lanes, so a bank is narrower and deeper than an element-mod-E bank
+    # of all the generator's lanes (block RAM's 512-deep shapes are filled)
     mems += [EngineMemory(f"in_mem{b}_{g}", in_slots(env) * A, 2 * env.max_q, granularity=A,
                           role="IN (im2col columns)")
-             for b in range(E) for g in range(G)]
+             for b in range(in_banks(env)) for g in range(G)]
     if env.max_factors > 1:
         mems.append(EngineMemory("work_mem", L * A, 2 * env.max_work, role="factor intermediates"))
     # OUT: E banks skewed by lane, like IN (`skewed_bank`); read by the output stage (pooling) and

@@ -107,7 +107,9 @@ REGISTERS: tuple[Register, ...] = (
         Field("MACS_PER_DSP", 1, 2, "lanes sharing one multiplier (1 or 2)"),
         Field("WINDOWS", 3, 3, "window generators (1, 2 or 4)"),
         Field("ROW_PAIRS", 6, 1, "a multiplier's two MACs are two rows of one lane (else two lanes)"),
-        Field("ROW_QUADS", 7, 1, "with ROW_PAIRS: two multipliers per lane, four rows of a block an issue"))),
+        Field("ROW_QUADS", 7, 1, "with ROW_PAIRS: two multipliers per lane, four rows of a block an issue"),
+        Field("FRAME_WORD_BEATS", 8, 3, "beats a frame-buffer word holds (1, 2 or 4): a window read takes up "
+                                        "to that many beats of a pixel"))),
     Register("CAP_INDEX_BEATS", 0x2C, "R", "index memory depth in beats (sparse factors' column indices); "
                                            "0: the engine runs DeBut factors only"),
     # -- layer descriptor ------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .memories import in_banks
 from .registers import descriptor_layout
 from .spec import DRAIN_CYCLES, INDEX_ENTRY_BITS, ROW_END_BIT, EngineEnvelope
 from .window import in_meta_layout
@@ -47,7 +48,7 @@ def ctl_layout(envelope: EngineEnvelope) -> data.StructLayout:
         "fi_last": 1,          # last factor: bias, ReLU, pooling, OUT
         "work_half": 1,        # WORK half this factor writes
         "out_half": 1,
-        "bank": unsigned(max(1, ceil_log2(e))),
+        "bank": unsigned(max(1, ceil_log2(in_banks(envelope)))),     # IN's bank of the element (mod its banks)
         "wsub": unsigned(max(1, ceil_log2(envelope.weights_per_beat))),
         "bsub": unsigned(max(1, ceil_log2(envelope.biases_per_beat))),
         "wr": 16,              # row written
@@ -316,7 +317,7 @@ class Sequencer(wiring.Component):
         m.d.comb += [
             ctl.valid.eq(issue), ctl.first.eq(first), ctl.last.eq(row_end), ctl.from_in.eq(from_in),
             ctl.fi_last.eq(fi_last), ctl.work_half.eq(fi[0]), ctl.out_half.eq(sq_out),
-            ctl.bank.eq(rd[:LE]), ctl.wsub.eq(wsub), ctl.bsub.eq(wr[:LBP] if LBP else 0), ctl.wr.eq(wr),
+            ctl.bank.eq(rd[:ceil_log2(in_banks(env))]), ctl.wsub.eq(wsub), ctl.bsub.eq(wr[:LBP] if LBP else 0), ctl.wr.eq(wr),
             ctl.shift.eq(cur_shift), ctl.first_phase.eq(meta.first_phase),
             ctl.batch_end.eq(issue & fac_end & fi_last & meta.last_phase),
             ctl.lanes.eq(meta.lanes), ctl.last_batch.eq(meta.last_batch),

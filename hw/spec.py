@@ -25,13 +25,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from litefly.chain import AnyFactor, Factor, SparseFactor
-from litefly.config import STREAM_WIDTHS, WINDOW_GENERATORS, LayerConfig, NetworkConfig
+from litefly.config import FRAME_WORD_BEATS, STREAM_WIDTHS, WINDOW_GENERATORS, LayerConfig, NetworkConfig
 from litefly.errors import ConfigError
 from litefly.network import EngineStep, network_input_shape, plan_network
 
 from . import regmap
 from .cycles import (DRAIN_CYCLES, LOAD_LAG, WINDOW_SETUP, ChainIssue, PassGeometry, batch_cycles, chain_issue,
-                     factor_rows, frame_ready, pass_cycles, ring_batches)
+                     factor_rows, frame_ready, pass_cycles, ring_batches, window_read_beats)
 
 __all__ = ["EngineEnvelope", "LayerDescriptor", "envelope_words", "lane_rows", "weight_order", "weight_slots",
            "layer_weights_flat", "layer_weights_unflat", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS",
@@ -51,7 +51,8 @@ DMA_MAX_BYTES = (1 << DMA_LENGTH_BITS) - 1      # one transfer: a pass's input o
 
 
 def envelope_words(lanes: int, stream_bits: int, macs_per_dsp: int = 1, window_generators: int = 1,
-                   frame_beats: int | None = None, row_pairs: bool = False, row_quads: bool = False) -> str:
+                   frame_beats: int | None = None, row_pairs: bool = False, row_quads: bool = False,
+                   frame_word_beats: int = 1) -> str:
     """An engine envelope's options in words, as the CLI and the reports print them
     (``128 lanes, two lanes per multiplier, 4 window generators, 128-bit stream, 64 KiB frame buffer``)."""
     words = [f"{lanes} lanes"]
@@ -66,6 +67,8 @@ def envelope_words(lanes: int, stream_bits: int, macs_per_dsp: int = 1, window_g
     words.append(f"{stream_bits}-bit stream")
     if frame_beats:
         words.append(f"{frame_beats * stream_bits // 8 // 1024:g} KiB frame buffer")
+    if frame_word_beats > 1:
+        words.append(f"{frame_word_beats} beats a frame word")
     return ", ".join(words)
 
 
@@ -95,6 +98,7 @@ class EngineEnvelope:
     window_generators: int = 1  # window generators forming a batch's windows in parallel (1, 2 or 4)
     row_pairs: bool = False    # with macs_per_dsp=2: a multiplier's two MACs are two rows of one lane
     row_quads: bool = False    # with row_pairs: two multipliers per lane, four rows of a block an issue
+    frame_word_beats: int = 1  # beats a frame-buffer word holds (1, 2, 4): a window read takes up to that many
 
     def __post_init__(self) -> None:
         if self.stream_bits not in STREAM_WIDTHS:
@@ -125,6 +129,12 @@ class EngineEnvelope:
         if self.row_quads and (not self.row_pairs or self.weights_per_beat < 4):
             raise ConfigError(f"engine: row_quads gives a lane two row-pair multipliers: it needs row_pairs "
                               f"(got {self.row_pairs}) and four weights per beat (got {self.weights_per_beat})")
+        if self.frame_word_beats not in FRAME_WORD_BEATS:
+            raise ConfigError(f"engine: frame_word_beats={self.frame_word_beats!r} must be one of "
+                              f"{', '.join(map(str, FRAME_WORD_BEATS))}")
+        if self.frame_beats % self.frame_word_beats:
+            raise ConfigError(f"engine: frame_beats={self.frame_beats} must be a multiple of frame_word_beats="
+                              f"{self.frame_word_beats} (beats a frame-buffer word)")
         if self.macs_per_dsp == 2 and self.weight_bits > 8:
             raise ConfigError(f"engine: macs_per_dsp=2 packs two products of 8-bit operands into one "
                               f"multiplier; weight_bits={self.weight_bits} is wider")
@@ -138,7 +148,7 @@ class EngineEnvelope:
                    stream_bits: int | None = None, frame_beats: int | None = None,
                    macs_per_dsp: int = 1, residual: bool = False,
                    window_generators: int = 1, row_pairs: bool = False,
-                   row_quads: bool = False) -> "EngineEnvelope":
+                   row_quads: bool = False, frame_word_beats: int = 1) -> "EngineEnvelope":
         """The smallest envelope serving ``layers`` (lanes from ``multipliers``, default the first layer's)."""
         if not layers:
             raise ConfigError(f"engine {name!r}: no layers to serve")
@@ -162,16 +172,19 @@ class EngineEnvelope:
             max_q=max(l.chain_in for l in layers), max_p=max(l.chain_out for l in layers),
             max_work=max([f.p for l in layers for f in l.chain[:-1]] or [1]),
             weight_beats=max(ceil_div(weight_slots(l.chain, lane_rows(row_pairs, row_quads)), wpb) for l in layers),
-            frame_beats=frame_beats or DEFAULT_FRAME_KIB * 1024 // e, acc_bits=acc, macs_per_dsp=macs_per_dsp,
+            frame_beats=ceil_div(frame_beats or DEFAULT_FRAME_KIB * 1024 // e, frame_word_beats) * frame_word_beats,
+            acc_bits=acc, macs_per_dsp=macs_per_dsp,
             index_beats=max(_index_beats(l.chain, sb) for l in layers), residual=bool(residual),
-            window_generators=window_generators, row_pairs=bool(row_pairs), row_quads=bool(row_quads))
+            window_generators=window_generators, row_pairs=bool(row_pairs), row_quads=bool(row_quads),
+            frame_word_beats=frame_word_beats)
 
     @classmethod
     def for_network(cls, network: NetworkConfig, input_size: tuple[int, int] | None = None,
                     multipliers: int | None = None, stream_bits: int | None = None,
                     frame_kib: int | None = None, macs_per_dsp: int | None = None,
                     window_generators: int | None = None, board: str | None = None,
-                    row_pairs: bool | None = None, row_quads: bool | None = None) -> "EngineEnvelope":
+                    row_pairs: bool | None = None, row_quads: bool | None = None,
+                    frame_word_beats: int | None = None) -> "EngineEnvelope":
         """The envelope of ``network`` on ``board`` (a board name, or ``None``: no board).
 
         Key by key: the argument, else the network's ``engine:`` settings for that board
@@ -220,7 +233,7 @@ class EngineEnvelope:
         residual = any(getattr(item, "op", None) == "add" for item in network.steps)
         return cls.for_layers(network.name, layers, multipliers, sb, frame, macs_per_dsp or eng.macs_per_dsp or 1,
                               residual, window_generators or eng.window_generators or 1, row_pairs,
-                              bool(row_quads))
+                              bool(row_quads), frame_word_beats or eng.frame_word_beats or 1)
 
     # -- widths and derived sizes -------------------------------------------------------------
     @property
@@ -298,7 +311,8 @@ class EngineEnvelope:
                                                          "MACS_PER_DSP": self.macs_per_dsp,
                                                          "WINDOWS": self.window_generators,
                                                          "ROW_PAIRS": int(self.row_pairs),
-                                                         "ROW_QUADS": int(self.row_quads)}),
+                                                         "ROW_QUADS": int(self.row_quads),
+                                                         "FRAME_WORD_BEATS": self.frame_word_beats}),
         }
 
     # -- identity ---------------------------------------------------------------------------------
@@ -315,6 +329,8 @@ class EngineEnvelope:
             d.pop("residual")
         if d["window_generators"] == 1:
             d.pop("window_generators")
+        if d["frame_word_beats"] == 1:
+            d.pop("frame_word_beats")
         for flag in ("row_pairs", "row_quads"):
             if not d[flag]:
                 d.pop(flag)
@@ -334,7 +350,7 @@ class EngineEnvelope:
     def words(self) -> str:
         """The envelope's options in words (:func:`envelope_words`)."""
         return envelope_words(self.lanes, self.stream_bits, self.macs_per_dsp, self.window_generators,
-                              self.frame_beats, self.row_pairs, self.row_quads)
+                              self.frame_beats, self.row_pairs, self.row_quads, self.frame_word_beats)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -344,7 +360,7 @@ class EngineEnvelope:
         names = [f for f in cls.__dataclass_fields__]
         missing = [n for n in names if n not in data and n not in ("macs_per_dsp", "index_beats", "residual",
                                                                            "window_generators", "row_pairs",
-                                                                           "row_quads")]
+                                                                           "row_quads", "frame_word_beats")]
         if missing:
             raise ConfigError(f"engine envelope: missing {', '.join(missing)}")
         return cls(**{n: data[n] for n in names if n in data})
@@ -680,7 +696,7 @@ class LayerDescriptor:
         return {"lanes": self.envelope.lanes, "windows": self.envelope.window_generators,
                 "macs": self.issue.issue, "factors": len(self.layer.chain),
                 "pair_drains": self.issue.pair_drains, "pair_tail": self.issue.pair_tail,
-                "window_reads": kh * kw * self.in_cw, "out_cw": self.out_cw,
+                "window_reads": self.geometry(images).window_reads, "out_cw": self.out_cw,
                 "positions": images * self.out_positions_per_image, "phases": self.phases,
                 "load_beats": self.geometry(images).load_beats, "skip_beats": self.skip_beats(images)}
 
@@ -693,7 +709,8 @@ class LayerDescriptor:
     def geometry(self, images: int) -> PassGeometry:
         st = self.step
         return PassGeometry(images, self.in_cw, st.in_shape[1], st.in_shape[2], st.kernel, st.stride, st.padding,
-                            st.dilation, st.out_shape[1:], st.pool or (1, 1), self.packed_input)
+                            st.dilation, st.out_shape[1:], st.pool or (1, 1), self.packed_input,
+                            window_read_beats(self.in_cw, self.envelope.frame_word_beats))
 
     def pass_cycles(self, images: int) -> int:
         """Cycle model of one pass (the engine's CYCLES for it, to within a few cycles per batch)."""

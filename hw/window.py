@@ -25,7 +25,7 @@ from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .memories import in_slots
+from .memories import in_banks, in_slots
 from .registers import descriptor_layout
 from .spec import EngineEnvelope
 
@@ -52,7 +52,7 @@ class WindowGenerator(wiring.Component):
         self._env = envelope
         self._fault = fault
         self._group, self._groups = group, groups
-        e = envelope.elems_per_beat
+        fb = envelope.frame_word_beats
         la = in_slots(envelope) * envelope.act_bits
         super().__init__({
             "desc": In(descriptor_layout(envelope.max_factors)),
@@ -61,10 +61,10 @@ class WindowGenerator(wiring.Component):
             "frame_count": In(32),            # frame beats written so far (valid while loading)
             "busy": Out(1),
             "load_wait": Out(1),              # holding a read whose beat has not arrived
-            "frame_r": In(ReadPort.Signature(addr_width=ceil_log2(envelope.frame_beats),
-                                             shape=envelope.stream_bits)),
+            "frame_r": In(ReadPort.Signature(addr_width=ceil_log2(envelope.frame_beats // fb),
+                                             shape=envelope.stream_bits * fb)),
             "in_w": In(WritePort.Signature(addr_width=ceil_log2(2 * envelope.max_q), shape=la,
-                                           granularity=envelope.act_bits)).array(e),
+                                           granularity=envelope.act_bits)).array(in_banks(envelope)),
             "in_full": In(2),
             "in_set": Out(2),
             "meta": Out(data.ArrayLayout(in_meta_layout(envelope.lanes), 2)),
@@ -84,6 +84,10 @@ class WindowGenerator(wiring.Component):
         G, g = self._groups, self._group
         L, A, E = env.lanes // G, env.act_bits, env.elems_per_beat      # L: this generator's lanes
         LE = E.bit_length() - 1
+        # a frame-buffer word holds FB beats; a pass reads RB = 2^rbl of them a cycle (the most that
+        # divide CW: cycles.window_read_beats), writing up to NB = E * FB elements into NB IN banks
+        FB, NB = env.frame_word_beats, in_banks(env)
+        LFB, LB = FB.bit_length() - 1, NB.bit_length() - 1
         Q, S = env.max_q, in_slots(env)      # IN's half offset, lanes a bank word holds
         d = self.desc
         m = Module()
@@ -99,6 +103,11 @@ class WindowGenerator(wiring.Component):
 
         # ---- layer constants (set-up after go) ----
         cw, hwcw, npos = (u32(n) for n in ("cw", "hwcw", "npos"))
+        rcw = u32("rcw")                       # reads per pixel: CW / RB
+        rbl = Signal(range(LFB + 1), name="rbl", reset_less=True)       # log2 RB
+        rb = Signal(FB + 1, name="rb", reset_less=True)                 # RB
+        rbm1 = Signal(max(1, LFB), name="rbm1", reset_less=True)        # RB - 1: a read's last beat is addr | RB - 1
+        erb = Signal(range(NB + 1), name="erb", reset_less=True)        # E * RB: elements a read brings
         pk = Signal(8)
         # the last values the walk compares with, registered at set-up (no subtractor on those paths)
         wp_m1, hp_m1 = (Signal(16, name=n, reset_less=True) for n in ("wp_m1", "hp_m1"))  # output positions
@@ -179,7 +188,7 @@ class WindowGenerator(wiring.Component):
         adv = Signal()                      # the next-lane registers advance one position
 
         pool = d.LAYER.POOL
-        m.d.comb += self.frame_r.addr.eq(addr)
+        m.d.comb += self.frame_r.addr.eq(addr[LFB:])
 
         # emission stage -> s1 (frame data valid) -> IN write
         emit = Signal()
@@ -188,8 +197,9 @@ class WindowGenerator(wiring.Component):
         s1 = {n: Signal(name=f"s1_{n}") for n in ("valid", "inb", "half", "done")}
         s1_lane = Signal.like(lane)
         s1_base = Signal(ceil_log2(2 * Q), name="s1_base")     # the beat's first element's IN address
-        s1_rot = Signal(LE, name="s1_rot")                       # (lane + element offset) mod E
-        s1_n = Signal(range(E + 1))
+        s1_rot = Signal(max(1, LB), name="s1_rot")               # (lane + element offset) mod NB
+        s1_sub = Signal(max(1, LFB), name="s1_sub")              # the read's first beat within its word
+        s1_n = Signal(range(NB + 1))
         s1_meta = Signal(in_meta_layout(env.lanes))
 
         def x_ok(v):
@@ -208,14 +218,17 @@ class WindowGenerator(wiring.Component):
         arrived = Signal(name="arrived")
 
         def has_beat(a, ok):
+            # the read's last beat: a is a multiple of RB (pixels start at multiples of CW)
+            a = a | rbm1 if FB > 1 else a
             # a < count as the sign of their FAW-bit difference: |a - count| <= frame_beats <= 2^(FAW-1)
             # (a is at least the release, which the loader keeps within frame_beats of its count, and
             # below the count plus frame_beats: LayerDescriptor.ring_fits), so it holds when the
             # addresses run past the frame buffer's depth and wrap around it
             return ~ok | ~self.frame_loading | (a[:FAW] - self.frame_count[:FAW])[FAW - 1]
         m.d.sync += [s1["valid"].eq(emit), s1["inb"].eq(inb), s1["half"].eq(wh), s1_lane.eq(lane),
-                     s1_base.eq(eoff + Mux(wh, Q, 0)), s1_rot.eq(lane[:LE] + eoff[:LE]),
-                     s1_n.eq(Mux(rem > E, E, rem)), s1["done"].eq(phase_end)]
+                     s1_base.eq(eoff + Mux(wh, Q, 0)), s1_rot.eq(lane[:LB] + eoff[:LB]),
+                     s1_sub.eq(addr[:LFB] if FB > 1 else 0),
+                     s1_n.eq(Mux(rem > erb, erb, rem)), s1["done"].eq(phase_end)]
         # the flags' combinations the emission cycle tests beside `arrived`, registered: le, the
         # lane's last read (k, kx, ky all last); be, also the batch's last lane (lane == L-1 or no
         # position left). Each is updated from its value after a read of the walk or after a lane
@@ -231,15 +244,18 @@ class WindowGenerator(wiring.Component):
         lane_l_ls = Signal()
         be_ls = one1 & (lane_l_ls | left_1)
 
-        # IN write: bank b takes beat element j = (b - lane - offset) mod E, at address offset + j
-        # (memories.skewed_bank), in the lane's slot of the word
-        beat = self.frame_r.data
-        slot = s1_lane[LE:] if S > 1 else Const(0, 1)
-        for b in range(E):
-            j = Signal(LE, name=f"j{b}")
-            m.d.comb += j.eq(Const(b, LE) - s1_rot)
+        # IN write: bank b takes the read's element j = (b - lane - offset) mod NB, at address
+        # offset + j (memories.skewed_bank), in the lane's slot of the word; the read's elements are
+        # the word's from its first beat (s1_sub) on
+        word = self.frame_r.data
+        slot = s1_lane[LB:] if S > 1 else Const(0, 1)
+        for b in range(NB):
+            j = Signal(max(1, LB), name=f"j{b}")
+            m.d.comb += j.eq(Const(b, max(1, LB)) - s1_rot)
+            ws = Signal(max(1, LB), name=f"ws{b}")          # the word's element
+            m.d.comb += ws.eq(j + (s1_sub << LE) if FB > 1 else j)
             elem = Signal(A, name=f"elem{b}")
-            m.d.comb += elem.eq(Mux(s1["inb"], beat.word_select(j, 8)[:A], 0))
+            m.d.comb += elem.eq(Mux(s1["inb"], word.word_select(ws, 8)[:A], 0))
             port = self.in_w[b]
             m.d.comb += [
                 port.addr.eq(s1_base + j),
@@ -258,8 +274,13 @@ class WindowGenerator(wiring.Component):
             with m.If(self.go):
                 m.d.sync += [st["IDLE"].eq(0), st["SETUP1"].eq(1), self.release.eq(0), self.release_all.eq(0)]
         with m.If(st["SETUP1"]):
+            # RB: the most beats (up to FB) that divide CW
+            rbl_v = 0
+            for l in range(1, LFB + 1):
+                rbl_v = Mux(d.CW[:l] == 0, l, rbl_v)
             m.d.sync += [
                 cw.eq(d.CW), pk.eq(Mux(pool, d.POOL.K, 1)),
+                rcw.eq(d.CW >> rbl_v), rbl.eq(rbl_v),
             ]
             m.d.sync += [st["SETUP1"].eq(0), st["SETUP2"].eq(1)]
         with m.If(st["SETUP2"]):
@@ -267,13 +288,15 @@ class WindowGenerator(wiring.Component):
                 xstep.eq(d.XSTEP), ystep.eq(d.YSTEP), dw_cw.eq(d.DW_CW), sw_cw.eq(d.SW_CW),
                 pw_cw.eq(d.PW_CW), npos.eq(d.NPOS),
                 pk_m1.eq(pk - 1), wp_m1.eq(d.OUT_HW.WP - 1), hp_m1.eq(d.OUT_HW.HP - 1),
-                cw_m3.eq(cw - 3), cw_m3_16.eq((cw - 3)[16:32] == 0),
+                cw_m3.eq(rcw - 3), cw_m3_16.eq((rcw - 3)[16:32] == 0),
+                rb.eq(Const(1, FB + 1) << rbl), rbm1.eq((Const(1, FB + 1) << rbl) - 1),
+                erb.eq(Const(E, NB.bit_length()) << rbl),
                 kw_m3.eq(d.KERNEL.KW - 3), kh_m3.eq(d.KERNEL.KH - 3),
-                cw_2.eq(cw == 2), kw_2.eq(d.KERNEL.KW == 2), kh_2.eq(d.KERNEL.KH == 2),
+                cw_2.eq(rcw == 2), kw_2.eq(d.KERNEL.KW == 2), kh_2.eq(d.KERNEL.KH == 2),
                 wp_m2.eq(d.OUT_HW.WP - 2), hp_m2.eq(d.OUT_HW.HP - 2),
-                cw_1.eq(cw == 1), kw_1.eq(d.KERNEL.KW == 1), kh_1.eq(d.KERNEL.KH == 1),
+                cw_1.eq(rcw == 1), kw_1.eq(d.KERNEL.KW == 1), kh_1.eq(d.KERNEL.KH == 1),
                 wp_1.eq(d.OUT_HW.WP == 1), hp_1.eq(d.OUT_HW.HP == 1),
-                one1.eq((cw == 1) & (d.KERNEL.KW == 1) & (d.KERNEL.KH == 1)),
+                one1.eq((rcw == 1) & (d.KERNEL.KW == 1) & (d.KERNEL.KH == 1)),
             ]
             m.d.sync += [st["SETUP2"].eq(0), st["SETUP3"].eq(1)]
         with m.If(st["SETUP3"]):
@@ -281,7 +304,7 @@ class WindowGenerator(wiring.Component):
             m.d.sync += [
                 hwcw.eq(d.HW_CW), xstep_cw.eq(d.XSTEP_CW), ystep_wcw.eq(d.YSTEP_WCW),
                 dh_wcw.eq(d.DH_WCW), sh_wcw.eq(d.SH_WCW), ph_wcw.eq(d.PH_WCW),
-                c_kx.eq(dw_cw - cw + 1),
+                c_kx.eq(dw_cw - cw + rb),
                 bs_x.eq(0), bs_y.eq(0), bs_img.eq(0), bs_left.eq((npos + (G - 1 - g)) >> (G.bit_length() - 1)),
                 bs_px.eq(0), bs_pcx.eq(0), bs_py.eq(0), bs_pry.eq(0),
                 dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
@@ -372,9 +395,9 @@ class WindowGenerator(wiring.Component):
                 m.d.comb += emit.eq(1)
                 # element offset and kernel walk
                 with m.If(~k_l):
-                    m.d.sync += [k.eq(k + 1), eoff.eq(eoff + E), rem.eq(rem - E),
+                    m.d.sync += [k.eq(k + 1), eoff.eq(eoff + erb), rem.eq(rem - erb),
                                  k_l.eq(k_p), k_p.eq((k == cw_m3) & cw_m3_16),
-                                 addr.eq(addr + 1)]
+                                 addr.eq(addr + rb)]
                 with m.Else():
                     m.d.sync += [k.eq(0), kbase.eq(kbase + d.IN_C.C), eoff.eq(kbase + d.IN_C.C), rem.eq(d.IN_C.C),
                                  k_l.eq(cw_1), k_p.eq(cw_2)]
@@ -440,7 +463,7 @@ class WindowGenerator(wiring.Component):
         m.d.sync += arrived.eq(Mux(
             lane_start, has_beat(nx_ad, nx_xok & nx_yok),
             Mux(emit,
-                Mux(~k_l, has_beat(addr + 1, inb),
+                Mux(~k_l, has_beat(addr + rb, inb),
                     Mux(~kx_l, has_beat(addr + c_kx, x_ok(nix) & iy_ok), has_beat(rowad + dh_wcw, ix0_ok & y_ok(niy)))),
                 has_beat(addr, inb))))
         return m

@@ -27,6 +27,7 @@ __all__ = ["NumericFormat", "EngineParams", "LayerConfig", "HostOp", "NetworkCon
 STREAM_WIDTHS = (32, 64, 128)
 MAX_FRAME_KIB = 1 << 16         # a network engine's frame buffer, at most (engine.frame_kib, --frame-kib)
 WINDOW_GENERATORS = (1, 2, 4)   # a power of two dividing every lane count (lanes are multiples of 4)
+FRAME_WORD_BEATS = (1, 2, 4)    # beats a frame-buffer word holds (a window read takes up to as many)
 HOST_OPS = ("relu", "maxpool2d", "avgpool2d", "flatten", "globalavgpool", "globalmaxpool", "add", "input")
 
 
@@ -346,7 +347,7 @@ class HostOp:
 
 
 ENGINE_KEYS = ("multipliers", "stream_bits", "frame_kib", "macs_per_dsp", "window_generators", "row_pairs",
-               "row_quads")
+               "row_quads", "frame_word_beats")
 
 
 def _check_engine_settings(where: str, d: Mapping[str, Any]) -> None:
@@ -361,6 +362,8 @@ def _check_engine_settings(where: str, d: Mapping[str, Any]) -> None:
         raise ConfigError(f"{where}: stream_bits={short(d['stream_bits'], 40)} must be one of 32, 64, 128")
     if d.get("frame_kib") is not None:
         check_int(where, "frame_kib", d["frame_kib"], 1, MAX_FRAME_KIB)
+    if d.get("frame_word_beats") is not None and d["frame_word_beats"] not in FRAME_WORD_BEATS:
+        raise ConfigError(f"{where}: frame_word_beats={short(d['frame_word_beats'], 40)} must be 1, 2 or 4")
     for flag in ("row_pairs", "row_quads"):
         if d.get(flag) is not None and not isinstance(d[flag], bool):
             raise ConfigError(f"{where}: {flag}={short(d[flag], 40)} must be true or false")
@@ -370,7 +373,8 @@ def _check_engine_settings(where: str, d: Mapping[str, Any]) -> None:
 class NetworkEngine:
     """A network's ``engine:`` settings (all optional): the envelope's lanes, stream width,
     frame buffer size, MACs per DSP multiply (two lanes, or with ``row_pairs`` two rows of one lane;
-    ``row_quads``: two such DSPs per lane) and window generators, and under ``boards:`` the
+    ``row_quads``: two such DSPs per lane), window generators and ``frame_word_beats`` (beats a
+    frame-buffer word holds: a window read takes up to that many of a pixel), and under ``boards:`` the
     settings on a named board. Unset values come from the board's default envelope, then from the
     layers (:meth:`for_board`, ``hw.spec.EngineEnvelope.for_network``)."""
 
@@ -381,6 +385,7 @@ class NetworkEngine:
     window_generators: int | None = None  # 2, 4: window generators forming a batch's windows in parallel
     row_pairs: bool | None = None         # with macs_per_dsp 2: a DSP's two MACs are two rows of one lane
     row_quads: bool | None = None         # with row pairs: two DSPs per lane, four rows of a block an issue
+    frame_word_beats: int | None = None   # 2, 4: beats a frame-buffer word holds and a window read takes
     boards: tuple[tuple[str, "NetworkEngine"], ...] = ()   # (board name, its settings), from ``boards:``
 
     def __post_init__(self) -> None:

@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a DSP's two MACs are two rows of one lane (default: the board's)")
     ap.add_argument("--row-quads", action=argparse.BooleanOptionalAction, default=None,
                     help="two row-pair DSPs per lane, four rows an issue (default: the board's)")
+    ap.add_argument("--frame-word-beats", type=int, choices=(1, 2, 4), default=None,
+                    help="beats a frame-buffer word holds, read by a window generator at once (default: the board's)")
     a = ap.parse_args(argv)
     try:
         network = load_network(a.network)
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                                   for wg in a.window_generators for fk in a.frame_kib):
             r = run_bench(network, "golden", a.board, a.clock_mhz, a.batch, size, dense=False,
                           repeats=a.repeats, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb,
-                          window_generators=wg, frame_kib=fk, row_pairs=a.row_pairs, row_quads=a.row_quads)
+                          window_generators=wg, frame_kib=fk, row_pairs=a.row_pairs, row_quads=a.row_quads,
+                          frame_word_beats=a.frame_word_beats)
             t, b = r["total"], r["total"]["bounds"]
             env = EngineEnvelope(**r["engine"]["envelope"])          # the one run_bench derived
             compute, dma = b["compute[s]"], b["dma[s]"]

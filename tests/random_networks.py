@@ -35,17 +35,19 @@ __all__ = ["ENVELOPES", "random_chain", "random_network", "random_case", "Case",
 # generators, rand64 has one of each, rand16rq has two multipliers per lane of two rows each
 # (row_quads: factors with r divisible by 4 and s >= 4 issue four rows, other factors with r even
 # two, the rest one) with two window generators: the MAC arrays and the window paths are covered.
+# rand64's frame-buffer words hold four beats and rand16rq's two (a window read takes 1, 2 or 4
+# beats of a pixel: cycles.window_read_beats), rand32's one.
 ENVELOPES = {
     "rand64": EngineEnvelope(name="rand64", lanes=8, stream_bits=64, act_bits=8, weight_bits=8, max_factors=3,
                              max_q=64, max_p=32, max_work=64, weight_beats=256, frame_beats=512, acc_bits=21,
-                             index_beats=160),
+                             index_beats=160, frame_word_beats=4),
     "rand32": EngineEnvelope(name="rand32", lanes=16, stream_bits=32, act_bits=8, weight_bits=8, max_factors=3,
                              max_q=48, max_p=24, max_work=48, weight_beats=512, frame_beats=1024, acc_bits=21,
                              macs_per_dsp=2, index_beats=320, window_generators=4),
     "rand16rq": EngineEnvelope(name="rand16rq", lanes=16, stream_bits=64, act_bits=8, weight_bits=8, max_factors=3,
                                max_q=64, max_p=32, max_work=64, weight_beats=256, frame_beats=512, acc_bits=21,
                                macs_per_dsp=2, index_beats=160, window_generators=2, row_pairs=True,
-                               row_quads=True),
+                               row_quads=True, frame_word_beats=2),
 }
 
 STALLS = ("none", "rand30", "slow_sink", "bursty_source", "both_slow", "rand60_sink")

@@ -140,6 +140,25 @@ def test_bench_row_quads_option(tmp_path):
     assert "row_quads gives a lane two row-pair multipliers: it needs row_pairs (got False)" in r.stderr
 
 
+def test_bench_frame_word_beats_option(tmp_path):
+    """--frame-word-beats 4: the example's 64- and 128-channel layers read four beats a window read,
+    so the window-paced layers take fewer cycles on one window generator; another engine (hash);
+    a value other than 1, 2, 4 is refused by the option in one line."""
+    reports = {}
+    for fb in ("1", "4"):
+        rep = tmp_path / f"fb{fb}.json"
+        r = run_cli(str(VGG), "--backend", "golden", "--board", "pynq-z2", "--input-size", "16", "16", "--repeats",
+                    "1", "--window-generators", "1", "--frame-word-beats", fb, "--no-dense", "--report", str(rep))
+        assert r.returncode == 0, r.stderr
+        reports[fb] = json.loads(rep.read_text())
+    one, four = reports["1"], reports["4"]
+    assert four["engine"]["envelope"]["frame_word_beats"] == 4 and one["engine"]["hash"] != four["engine"]["hash"]
+    assert four["layers"][1]["cycles"] < one["layers"][1]["cycles"]
+    assert four["total"]["cycles"] < one["total"]["cycles"]
+    r = run_cli(str(VGG), "--backend", "golden", "--input-size", "8", "8", "--frame-word-beats", "3")
+    assert r.returncode == 2 and "'3' is not one of '1', '2', '4'" in r.stderr
+
+
 def test_bench_single_layer_and_exported_params(tmp_path):
     """A layer file is a one-layer network; --params takes an export (chained scales)."""
     from litefly.export import save_int8

@@ -23,7 +23,8 @@ from litefly.hw import regmap
 from litefly.hw.engine import FAULTS
 from litefly.errors import ConfigError
 from litefly.hw.generate import generate, module_name
-from litefly.hw.memories import in_slots, out_slots
+from litefly.hw.cycles import window_read_beats
+from litefly.hw.memories import in_banks, in_slots, out_slots
 from litefly.hw.spec import EngineEnvelope, ceil_div
 from litefly.network import EngineStep, im2col, step_forward_int
 
@@ -80,12 +81,12 @@ def input_map(rng, shape, act_bits=8) -> np.ndarray:
 
 
 def envelope_for(layers, lanes=8, stream_bits=64, frame_beats=1024, macs_per_dsp=1, residual=False,
-                 window_generators=1, row_pairs=False, row_quads=False) -> EngineEnvelope:
+                 window_generators=1, row_pairs=False, row_quads=False, frame_word_beats=1) -> EngineEnvelope:
     row_pairs = row_pairs or row_quads
     return EngineEnvelope.for_layers("t", list(layers), multipliers=lanes, stream_bits=stream_bits,
                                      frame_beats=frame_beats, macs_per_dsp=2 if row_pairs else macs_per_dsp,
                                      residual=residual, window_generators=window_generators, row_pairs=row_pairs,
-                                     row_quads=row_quads)
+                                     row_quads=row_quads, frame_word_beats=frame_word_beats)
 
 
 def check_outputs(step: EngineStep, q: QuantizedLayer, x: np.ndarray, beats: np.ndarray, tlast: list[int]) -> np.ndarray:
@@ -104,11 +105,11 @@ def check_outputs(step: EngineStep, q: QuantizedLayer, x: np.ndarray, beats: np.
 
 def run_step(layer, in_shape, images=2, relu=False, pool=None, seed=0, lanes=8, stream_bits=64,
              params="extreme", fault=None, packed=False, macs_per_dsp=1, window_generators=1, row_pairs=False,
-             row_quads=False, **kw):
+             row_quads=False, frame_word_beats=1, **kw):
     rng = np.random.default_rng(seed)
     step = EngineStep(layer, in_shape, relu=relu, pool=pool)
     env = envelope_for([layer], lanes, stream_bits, macs_per_dsp=macs_per_dsp, window_generators=window_generators,
-                       row_pairs=row_pairs, row_quads=row_quads)
+                       row_pairs=row_pairs, row_quads=row_quads, frame_word_beats=frame_word_beats)
     x = input_map(rng, (images,) + tuple(in_shape), layer.format.act_bits)
     q = extreme_params(layer, rng) if params == "extreme" else calibrated_params(layer, step, x, rng)
     run = run_engine(env, [pass_for(env, step, q, x, packed=packed)], fault=fault, **kw)
@@ -365,6 +366,65 @@ def test_row_quads_need_row_pairs_and_four_weights_a_beat():
             rp.describe(EngineStep(layer, (4, 3, 3), relu=False)).issue.issue) == (16, 32)
 
 
+# ---------------------------------------------------------------- frame words of several beats
+FRAME_WORDS = {
+    # 27 channels: 4 beats a pixel, the last partial; four-beat reads; 3x3 same padding
+    "c27_reads4": (dict(c=27, chain=[[9, 243, 1, 27, 1], [8, 9, 8, 9, 1]], kernel=(3, 3), padding=(1, 1),
+                        bias=True), dict(hw=(4, 5), frame_word_beats=4)),
+    # 44 channels: 6 beats a pixel, so two-beat reads from four-beat words (a read starts mid-word);
+    # stride and dilation 2
+    "c44_reads2_of4": (dict(c=44, chain=[[8, 176, 2, 44, 1]], kernel=(2, 2), stride=(2, 2), dilation=(2, 2),
+                            padding=(1, 1)), dict(hw=(7, 6), frame_word_beats=4, relu=True)),
+    # 3 channels: one-beat reads from two-beat words, two window generators, 40 lanes (3 a bank word
+    # of 16 banks, the last partial)
+    "c3_reads1_gens2": (dict(c=3, chain=[[8, 12, 2, 3, 4]], kernel=(2, 2), bias=True),
+                        dict(hw=(6, 9), frame_word_beats=2, window_generators=2, lanes=40)),
+    # a 32-bit stream (E = 4), 16 channels: four-beat reads into 16 banks; pooling, two generators
+    "e4_c16_pool": (dict(c=16, chain=[[8, 64, 2, 16, 1], [8, 8, 2, 2, 2]], kernel=(2, 2), padding=(1, 1)),
+                    dict(hw=(6, 6), pool=(2, 2), stream_bits=32, window_generators=2, lanes=16,
+                         frame_word_beats=4)),
+    # a 128-bit stream (E = 16), 24 channels: two beats a pixel, the second partial, one two-beat read
+    "e16_c24": (dict(c=24, chain=[[12, 216, 2, 36, 1]], kernel=(3, 3), padding=(1, 1), bias=True),
+                dict(hw=(4, 4), stream_bits=128, lanes=16, frame_word_beats=2)),
+    # row quads on a four-beat frame word, 32 channels
+    "quads_c32": (dict(c=32, chain=[[16, 128, 4, 32, 1], [16, 16, 4, 4, 2]], kernel=(2, 2), bias=True),
+                  dict(hw=(5, 5), row_quads=True, frame_word_beats=4)),
+}
+
+
+def run_frame_words(name: str, fault=None, **kw):
+    return run_named(FRAME_WORDS, "fw", name, fault, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(FRAME_WORDS))
+def test_frame_words_of_several_beats_are_bit_exact_and_the_cycle_model(name):
+    """A frame-buffer word of 2 or 4 beats (``frame_word_beats``): a window read takes the most beats
+    of a pixel that divide its beats (up to a word), into E x that many IN banks. Extreme operands,
+    CYCLES equal to the model, and fewer of them than one-beat reads where a read takes more."""
+    env, step, q, run, _ = run_frame_words(name)
+    desc = env.describe(step)
+    assert run.regs[0]["CYCLES"] == desc.pass_cycles(2)
+    assert in_banks(env) == env.frame_word_beats * env.elems_per_beat
+    one = EngineEnvelope(**{**env.to_dict(), "frame_word_beats": 1}).describe(step)
+    rb = desc.geometry(2).read_beats
+    assert rb == window_read_beats(desc.in_cw, env.frame_word_beats)
+    assert desc.batch_cycles()["window"] < one.batch_cycles()["window"] if rb > 1 else desc.pass_cycles(2) == one.pass_cycles(2)
+
+
+def test_frame_word_beats_are_checked_and_kept_out_of_old_hashes():
+    layer = conv("fw", 16, [[8, 64, 2, 16, 1]], kernel=(2, 2))
+    with pytest.raises(ConfigError, match=r"^engine: frame_word_beats=3 must be one of 1, 2, 4$"):
+        envelope_for([layer], frame_word_beats=3)
+    with pytest.raises(ConfigError, match=r"^engine: frame_beats=1026 must be a multiple of frame_word_beats=4 "):
+        EngineEnvelope(**{**envelope_for([layer]).to_dict(), "frame_beats": 1026, "frame_word_beats": 4})
+    one, four = envelope_for([layer]), envelope_for([layer], frame_word_beats=4)
+    assert "frame_word_beats" not in one.hardware_dict() and four.hardware_dict()["frame_word_beats"] == 4
+    assert four.hash32 != one.hash32 and EngineEnvelope.from_dict(four.to_dict()) == four
+    assert regmap.unpack("CAP_FEATURES", four.capability_words()["CAP_FEATURES"])["FRAME_WORD_BEATS"] == 4
+    assert [window_read_beats(cw, 4) for cw in (1, 2, 3, 4, 6, 8, 12)] == [1, 2, 1, 4, 2, 4, 4]
+    assert "4 beats a frame word" in four.words
+
+
 # ---------------------------------------------------------------- window generators
 @pytest.mark.parametrize("name, gens", [("k2x3_s1x2_p1x1_c3", 2), ("k3x2_s2_d2x3_c5", 4), ("k3x3_p1_c10", 4),
                                         ("k2x3_s2x1_p0x2_d2x1_c1", 2)])
@@ -588,18 +648,22 @@ RING = {
     "image_larger_than_frame": (8, [[8, 72, 2, 18, 4], [8, 8, 2, 2, 4]], dict(hw=(16, 16), images=2)),
     "stream32_stride2": (8, [[8, 72, 2, 18, 4]], dict(stream_bits=32, stride=(2, 2), hw=(12, 12), frame=512,
                                                       images=3)),
+    # two-beat frame words, two-beat reads (16 channels); four-beat words, four-beat reads (32 channels)
+    "words2_c16": (16, [[8, 144, 2, 36, 1], [8, 8, 2, 2, 4]], dict(frame=128, frame_word_beats=2)),
+    "words4_c32": (32, [[8, 288, 2, 72, 1], [8, 8, 2, 2, 4]], dict(frame=256, frame_word_beats=4, lanes=16,
+                                                                   hw=(6, 6))),
 }
 
 
 def run_ring(ch, chain, frame=64, images=4, hw=(8, 8), stride=(1, 1), pool=None, seed=0, lanes=8,
-             stream_bits=64, window_generators=1, packed=False, **kw):
+             stream_bits=64, window_generators=1, packed=False, frame_word_beats=1, **kw):
     """A 3x3 conv pass of ``images`` images through a frame buffer of ``frame`` beats (one or two
     images): the loader overwrites beats the windows have read."""
     rng = np.random.default_rng(seed)
     layer = conv("ring", ch, chain, kernel=(3, 3), padding=(1, 1), stride=stride, bias=True)
     step = EngineStep(layer, (ch,) + hw, relu=True, pool=pool)
     env = EngineEnvelope.for_layers("t", [layer], multipliers=lanes, stream_bits=stream_bits, frame_beats=frame,
-                                    window_generators=window_generators)
+                                    window_generators=window_generators, frame_word_beats=frame_word_beats)
     desc = env.describe(step, packed_input=packed)
     assert env.ring and desc.images_per_pass < images and desc.ring_fits(images)
     assert desc.pass_images(images) == images

@@ -88,6 +88,17 @@ def test_row_quad_cases_issue_one_two_and_four_rows():
     assert sum(len(ch) > 1 and factor_rows(ch[0], 4) < 4 and factor_rows(ch[1], 4) == 4 for ch in chains) >= 1
 
 
+def test_frame_word_cases_read_one_two_and_four_beats():
+    """rand64's frame words hold four beats: its layers read pixels one, two and four beats at a time
+    (a pixel of 1..4 beats), and rand16rq's (two-beat words) one and two."""
+    from litefly.hw.cycles import window_read_beats
+    for name, want in (("rand64", {1: 10, 2: 10, 4: 4}), ("rand16rq", {1: 10, 2: 10})):
+        env = ENVELOPES[name]
+        reads = collections.Counter(window_read_beats(-(-s.in_shape[0] // env.elems_per_beat), env.frame_word_beats)
+                                    for c in default_cases(name) for s in c.steps)
+        assert all(reads[b] >= n for b, n in want.items()), (name, reads)
+
+
 @pytest.mark.parametrize("env_name", list(DEFAULT))
 def test_model_transport_equals_golden_network(env_name):
     """The engine model (windows gathered from the NHWC-E frame) == network_forward_int (im2col)."""

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import click
 
-from litefly.config import MAX_FRAME_KIB, WINDOW_GENERATORS
+from litefly.config import FRAME_WORD_BEATS, MAX_FRAME_KIB, WINDOW_GENERATORS
 from litefly.hw.spec import DEFAULT_FRAME_KIB
 
 __all__ = ["Decorator", "ENVELOPE_KEYS", "envelope_options", "merge_option", "stack_options"]
@@ -32,12 +32,12 @@ def stack_options(*opts: Decorator) -> Decorator:
 
 
 ENVELOPE_KEYS = ("multipliers", "macs_per_dsp", "stream_bits", "window_generators", "frame_kib", "row_pairs",
-                 "row_quads")
+                 "row_quads", "frame_word_beats")
 
 
 def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--multipliers``, ``--macs-per-dsp``, ``--stream-bits``, ``--window-generators``,
-    ``--frame-kib``, ``--row-pairs/--no-row-pairs`` and ``--row-quads/--no-row-quads`` (each default: the network's); the command receives them as one ``engine`` dict
+    ``--frame-kib``, ``--row-pairs/--no-row-pairs``, ``--row-quads/--no-row-quads`` and ``--frame-word-beats`` (each default: the network's); the command receives them as one ``engine`` dict
     (keys :data:`ENVELOPE_KEYS`, ``None`` where not given), the keyword arguments of
     :meth:`~litefly.hw.spec.EngineEnvelope.for_network` and ``run_bench``."""
     @functools.wraps(f)
@@ -75,6 +75,12 @@ def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
                           "of a DeBut block an issue (a quarter of the issue cycles on factors with r divisible by 4 "
                           "and s >= 4; half on the other paired factors, whose second DSP idles); implies "
                           "--row-pairs; default: the network's engine setting."),
+        click.option("--frame-word-beats", type=click.Choice([str(b) for b in FRAME_WORD_BEATS]), default=None,
+                     callback=lambda _c, _p, v: None if v is None else int(v),
+                     help="Beats a frame-buffer word holds (the same block RAM, wider and shallower): each window "
+                          "generator reads that many beats of a pixel a cycle (fewer where a pixel's beats are not a "
+                          "multiple of it) into as many times E IN banks; default: the network's engine setting, "
+                          "else 1."),
     )(command)
 
 
