@@ -169,12 +169,13 @@ BOARDS: dict[str, Board] = {
         dsp=220, bram36=140, uram=0, lut=53_200, ff=106_400,
         cpu="2x Cortex-A9 650 MHz (armv7)", pynq="pynq>=3.0,<4",
         pynq_majors=(3,), images=("3.1",),       # PYNQ 4 removed Zynq-7000 support
-        # row quads (two DSPs per lane, two rows of a block each) with two window generators: the
+        # row quads (two DSPs per lane, two rows of a block each) and four-beat frame words on one
+        # window generator (the window bandwidth of four generators from one frame-buffer copy): the
         # most lanes whose memories stay within 80% of the block RAM for the VGG example (block RAM,
-        # not DSPs, binds on this part; a lane's second DSP adds no memory): 80 lanes, 108 BRAM36
-        # (77.1%) by the memory plan and by Yosys, 160 DSPs (72.7%); 88 lanes need 118 BRAM36
-        engine_defaults=(("multipliers", 80), ("macs_per_dsp", 2), ("stream_bits", 64), ("window_generators", 2),
-                         ("row_pairs", True), ("row_quads", True)),
+        # not DSPs, binds on this part): 96 lanes, 111.5 BRAM36 (79.6%) by the memory plan and by
+        # Yosys, 192 DSPs (87.3%), 38,910 LUTs (73.1%); 104 lanes need 113.5 BRAM36
+        engine_defaults=(("multipliers", 96), ("macs_per_dsp", 2), ("stream_bits", 64), ("window_generators", 1),
+                         ("row_pairs", True), ("row_quads", True), ("frame_word_beats", 4)),
         dma_note="assumption: ~0.8 GB/s sustained one-way AXI DMA over one 64-bit HP port, "
                  "as reported for this board (shared/reference/debut.md); not measured here"),
     "zcu104": Board(

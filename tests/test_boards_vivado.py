@@ -320,10 +320,9 @@ def test_cli_build_refuses_an_engine_whose_memories_do_not_fit(tmp_path: Path, c
         main(["build", str(VGG_NET), "--board", "pynq-z2", "-o", str(tmp_path / "big"), "--multipliers", "256"])
     err = " ".join(capsys.readouterr().err.split())
     assert exc.value.code == 2 and not (tmp_path / "big").exists()
-    assert err.startswith("error: engine vgg_head (256 lanes, four rows per lane on two multipliers, 2 window "
-                          "generators, 64-bit "
-                          "stream, 64 KiB frame buffer) does not fit (bram36) on pynq-z2 by its memory plan: 251 of "
-                          "140 BRAM36")
+    assert err.startswith("error: engine vgg_head (256 lanes, four rows per lane on two multipliers, 64-bit "
+                          "stream, 64 KiB frame buffer, 4 beats a frame word) does not fit (bram36) on pynq-z2 by "
+                          "its memory plan: 235 of 140 BRAM36")
     assert err.endswith("or --skip-fit-check")          # the whole advice, not cut
     main(["build", str(VGG_NET), "--board", "pynq-z2", "-o", str(tmp_path / "tight"), "--multipliers", "112"])
     assert "memories tight (bram36 > 80%)" in " ".join(capsys.readouterr().out.split())

@@ -146,7 +146,7 @@ def test_bitstream_dir_finds_the_engine_bit(monkeypatch, tmp_path, net_params):
     bitfile(tmp_path)
     with NetworkRunner(NETWORK, params, "pynq", input_size=SIZE, bitstream_dir=tmp_path, board="pynq-z2") as r:
         np.testing.assert_array_equal(r.run(x), ref)
-        assert r.envelope == Z2_ENVELOPE and r.envelope.lanes == 80 and r.envelope.row_pairs
+        assert r.envelope == Z2_ENVELOPE and r.envelope.lanes == 96 and r.envelope.frame_word_beats == 4
     assert fake.overlays == [str(tmp_path / f"{Z2_ENVELOPE.name}.bit")]
 
 

@@ -78,14 +78,18 @@ def test_shape_estimate_matches_yosys(envelope: tuple, measured: float) -> None:
                for m in mems if m.depth > LUTRAM_DEPTH) == measured
 
 
-@pytest.mark.parametrize("lanes, measured", [(72, 98.0), (96, 119.5)])
-def test_pynq_z2_default_engines_estimate_equals_yosys(lanes: int, measured: float) -> None:
-    """`litefly synth examples/vgg_net.yaml --board pynq-z2 [--multipliers 96]` (merged chains, row
-    pairs, two generators, 64 KiB; sessions 14 and 15): the plan equals what Yosys mapped. At 72
-    lanes the IN banks are 40 bits (5 lanes a word), which the plan counted as 2.5 BRAM36 each (106
-    in all) until it split byte-write memories by width."""
+@pytest.mark.parametrize("lanes, gens, words, quads, measured", [(72, 2, 1, False, 98.0), (96, 2, 1, False, 119.5),
+                                                                (96, 1, 4, True, 111.5)])
+def test_pynq_z2_default_engines_estimate_equals_yosys(lanes: int, gens: int, words: int, quads: bool,
+                                                       measured: float) -> None:
+    """`litefly synth examples/vgg_net.yaml --board pynq-z2 --multipliers N ...` (merged chains, 64 KiB;
+    row pairs on two generators, sessions 14 and 15; row quads on one generator with four-beat frame
+    words, session 17, the default): the plan equals what Yosys mapped. At 72 lanes the IN banks are
+    40 bits (5 lanes a word), which the plan counted as 2.5 BRAM36 each (106 in all) until it split
+    byte-write memories by width."""
     env = EngineEnvelope.for_network(load_network(ROOT / "examples" / "vgg_net.yaml"), (32, 32),
-                                     board="pynq-z2", multipliers=lanes)
+                                     board="pynq-z2", multipliers=lanes, window_generators=gens,
+                                     frame_word_beats=words, row_quads=quads)
     assert plan_memories(env, get_board("pynq-z2")).bram36 == measured
 
 
