@@ -20,11 +20,13 @@ import numpy as np
 
 from . import regmap
 
-__all__ = ["ChainIssue", "chain_issue", "factor_rows", "DRAIN_CYCLES", "OUT_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
+__all__ = ["ChainIssue", "chain_issue", "factor_rows", "DRAIN_CYCLES", "OUT_LAG", "ISSUE_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
            "lane_cycles", "window_read_beats", "pass_cycles", "words_pass_cycles"]
 
 DRAIN_CYCLES = 7           # issue-to-write latency: the bubble between dependent factors
 OUT_LAG = 1                # OUT is written a registered step after WORK (pooling's read-modify-write)
+ISSUE_LAG = 1              # the issue register: an issue's reads start a cycle after the sequencer's
+                           # (engine.py; between dependent factors it delays the write and the read alike)
 WINDOW_SETUP = 3           # window-generator set-up cycles per batch and phase
 LOAD_LAG = 2               # cycles from a beat's arrival to the window write that uses it (the
                            # window's `arrived` is registered: it sees the loader's count a cycle late)
@@ -289,7 +291,7 @@ def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: 
         if ph == phases - 1:
             # its last OUT row written (``mac`` holds a 4-row last factor's 2 IDLE cycles, pair_tail - 1,
             # which come after that row's issue)
-            done = e + mac + DRAIN_CYCLES + OUT_LAG + min(pair_tail, 1)
+            done = e + mac + DRAIN_CYCLES + ISSUE_LAG + OUT_LAG + min(pair_tail, 1)
             us = done if bt == 0 else max(done, u_start[-1] + unload)
             u_start.append(us)
             u_end.append(us + (unload if bt < batches - 1 else last * out_cw))

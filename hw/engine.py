@@ -30,6 +30,7 @@ from .axil_slave import axil_signature
 from .counters import Counters
 from .loader import Loader
 from .mac_array import MacArray
+from .fanout import replicated
 from .memories import RAM_STYLES, engine_memories, frame_memory, in_banks
 from .output_stage import OutputStage
 from .registers import Registers, counters_layout, ctrl_layout, descriptor_layout, status_layout
@@ -41,6 +42,7 @@ from .window import WindowGenerator
 __all__ = ["NetworkEngine", "Datapath", "FAULTS"]
 
 FAULTS = ("weight_addr", "rounding", "window_pad", "pool", "sparse_split")
+IN_ADDR_BANKS = 4           # IN banks per copy of the registered IN read address
 
 
 def check_ram_styles(envelope: EngineEnvelope, ram_styles: Mapping[str, str] | None) -> dict[str, str]:
@@ -132,8 +134,19 @@ class Datapath(wiring.Component):
             wiring.connect(m, loader.index_w, i_mem.write_port())
             i_rp = i_mem.read_port()
             m.d.comb += [i_rp.addr.eq(seq.index_addr), seq.index_data.eq(i_rp.data)]
+        # the issue register (cycles.ISSUE_LAG): the sequencer's read addresses and control, registered
+        # once more before the memories and the MAC array, so that no memory's address is the
+        # sequencer's adder plus a route to every IN bank; IN's address one copy per IN_ADDR_BANKS banks
+        NB = in_banks(env)
+        ctl_r = Signal.like(seq.ctl, name="issue_ctl")
+        weight_addr, bias_addr, work_addr = (Signal.like(a, name=f"issue_{n}", reset_less=True) for a, n in (
+            (seq.weight_addr, "weight_addr"), (seq.bias_addr, "bias_addr"), (seq.work_addr, "work_addr")))
+        in_addr = replicated(m, "issue_in_addr", seq.in_addr.shape(), seq.in_addr,
+                             copies=-(-G * NB // IN_ADDR_BANKS))
+        m.d.sync += [ctl_r.eq(seq.ctl), weight_addr.eq(seq.weight_addr), bias_addr.eq(seq.bias_addr),
+                     work_addr.eq(seq.work_addr)]
         w_rp, b_rp = w_mem.read_port(), b_mem.read_port()
-        m.d.comb += [w_rp.addr.eq(seq.weight_addr), b_rp.addr.eq(seq.bias_addr),
+        m.d.comb += [w_rp.addr.eq(weight_addr), b_rp.addr.eq(bias_addr),
                      mac.weight_data.eq(w_rp.data), mac.bias_data.eq(b_rp.data)]
         for k in range(1, env.lane_rows):       # a row pair's or quad's further rows' biases
             b_rpk = b_mem.read_port()
@@ -141,18 +154,17 @@ class Datapath(wiring.Component):
         # IN: per window generator g (lanes g, g + G, ...), NB banks skewed by lane (memories.in_banks,
         # memories.skewed_bank: lane l of generator g in bank (l + element) mod NB, slot l // NB), all
         # read at one address (the element); the MAC array unskews them
-        NB = in_banks(env)
         for g, w in enumerate(windows):
             for b in range(NB):
                 name = f"in_mem{b}_{g}"
                 wiring.connect(m, w.in_w[b], mems[name].write_port(granularity=specs[name].granularity))
                 rp = mems[name].read_port()
-                m.d.comb += [rp.addr.eq(seq.in_addr), mac.in_data[g * NB + b].eq(rp.data)]
+                m.d.comb += [rp.addr.eq(in_addr[(g * NB + b) // IN_ADDR_BANKS]), mac.in_data[g * NB + b].eq(rp.data)]
         if env.max_factors > 1:
             work = mems["work_mem"]
             wiring.connect(m, outst.work_w, work.write_port())
             rp = work.read_port()
-            m.d.comb += [rp.addr.eq(seq.work_addr), mac.work_data.eq(rp.data)]
+            m.d.comb += [rp.addr.eq(work_addr), mac.work_data.eq(rp.data)]
         for b in range(E):
             mem = mems[f"out_mem{b}"]
             wiring.connect(m, outst.out_w[b], mem.write_port())
@@ -160,7 +172,7 @@ class Datapath(wiring.Component):
             wiring.connect(m, unl.out_r[b], mem.read_port())
 
         # pipeline
-        m.d.comb += [mac.ctl.eq(seq.ctl), mac.bias_en.eq(d.LAYER.BIAS),
+        m.d.comb += [mac.ctl.eq(ctl_r), mac.bias_en.eq(d.LAYER.BIAS),
                      outst.ctl.eq(mac.ctl_out), outst.res.eq(mac.res),
                      outst.relu_en.eq(d.LAYER.RELU & ~(d.LAYER.RESIDUAL if env.residual else 0)),
                      outst.pool_en.eq(d.LAYER.POOL)]

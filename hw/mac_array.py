@@ -28,7 +28,8 @@ and the quad's rows leave one a cycle from copies taken in the first row's cycle
 The control bits that steer every lane (IN's bank select, IN or WORK, an accumulator's enable
 and first term, the bias a row starts from) are registered once per ``REPLICA_LANES`` lanes (``fanout.replicated``).
 
-Pipeline (issue in cycle T): T+1 memory data, operand/weight/bias selected and registered;
+Pipeline (issue in cycle T, counted from the issue register's output, ``engine.py``: the
+sequencer's issue a cycle before): T+1 memory data, operand/weight/bias selected and registered;
 T+2 products registered; T+3 accumulate (a row starts from the bias on the last factor, else
 0); the result is valid at T+4 (``res``/``ctl_out``), the output stage rounds, shifts and
 saturates it in three registered steps and writes it at T+7, so a dependent factor may issue
