@@ -198,7 +198,7 @@ class WindowGenerator(wiring.Component):
         s1_lane = Signal.like(lane)
         s1_base = Signal(ceil_log2(2 * Q), name="s1_base")     # the beat's first element's IN address
         s1_rot = Signal(max(1, LB), name="s1_rot")               # (lane + element offset) mod NB
-        s1_sub = Signal(max(1, LFB), name="s1_sub")              # the read's first beat within its word
+        s1_rw = Signal(max(1, LB), name="s1_rw")                 # (lane + offset - first beat x E) mod NB
         s1_n = Signal(range(NB + 1))
         s1_meta = Signal(in_meta_layout(env.lanes))
 
@@ -227,7 +227,7 @@ class WindowGenerator(wiring.Component):
             return ~ok | ~self.frame_loading | (a[:FAW] - self.frame_count[:FAW])[FAW - 1]
         m.d.sync += [s1["valid"].eq(emit), s1["inb"].eq(inb), s1["half"].eq(wh), s1_lane.eq(lane),
                      s1_base.eq(eoff + Mux(wh, Q, 0)), s1_rot.eq(lane[:LB] + eoff[:LB]),
-                     s1_sub.eq(addr[:LFB] if FB > 1 else 0),
+                     s1_rw.eq(lane[:LB] + eoff[:LB] - (addr[:LFB] << LE) if FB > 1 else lane[:LB] + eoff[:LB]),
                      s1_n.eq(Mux(rem > erb, erb, rem)), s1["done"].eq(phase_end)]
         # the flags' combinations the emission cycle tests beside `arrived`, registered: le, the
         # lane's last read (k, kx, ky all last); be, also the batch's last lane (lane == L-1 or no
@@ -245,17 +245,21 @@ class WindowGenerator(wiring.Component):
         be_ls = one1 & (lane_l_ls | left_1)
 
         # IN write: bank b takes the read's element j = (b - lane - offset) mod NB, at address
-        # offset + j (memories.skewed_bank), in the lane's slot of the word; the read's elements are
-        # the word's from its first beat (s1_sub) on
-        word = self.frame_r.data
+        # offset + j (memories.skewed_bank), in the lane's slot of the word. The read's elements are
+        # the word's from its first beat on, so bank b's is the word's element (b - s1_rw) mod NB:
+        # the word rotated by s1_rw, a barrel rotator (log2(NB) stages of 2:1 multiplexers, two
+        # stages a LUT6) from a registered amount
+        vals = [self.frame_r.data.word_select(i, 8)[:A] for i in range(NB)]
+        for bit in range(LB):
+            stage = Signal(NB * A, name=f"rot{bit}")
+            m.d.comb += stage.eq(Cat(*(Mux(s1_rw[bit], vals[(i - (1 << bit)) % NB], vals[i]) for i in range(NB))))
+            vals = [stage[i * A:(i + 1) * A] for i in range(NB)]
         slot = s1_lane[LB:] if S > 1 else Const(0, 1)
         for b in range(NB):
             j = Signal(max(1, LB), name=f"j{b}")
             m.d.comb += j.eq(Const(b, max(1, LB)) - s1_rot)
-            ws = Signal(max(1, LB), name=f"ws{b}")          # the word's element
-            m.d.comb += ws.eq(j + (s1_sub << LE) if FB > 1 else j)
             elem = Signal(A, name=f"elem{b}")
-            m.d.comb += elem.eq(Mux(s1["inb"], word.word_select(ws, 8)[:A], 0))
+            m.d.comb += elem.eq(Mux(s1["inb"], vals[b], 0))
             port = self.in_w[b]
             m.d.comb += [
                 port.addr.eq(s1_base + j),
