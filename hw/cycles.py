@@ -106,7 +106,7 @@ class PassGeometry:
 
     @property
     def pixel_reads(self) -> int:
-        """Window reads per input pixel (its beats, two a read on a wide frame buffer)."""
+        """Window reads per input pixel: its beats, ``read_beats`` a read."""
         return self.cw // self.read_beats
 
     @property

@@ -90,7 +90,7 @@ class Datapath(wiring.Component):
 
     def elaborate(self, platform):
         env, fault = self._env, self._fault
-        L, A, E = env.lanes, env.act_bits, env.elems_per_beat
+        E = env.elems_per_beat
         m = Module()
         d = self.desc
 

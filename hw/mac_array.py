@@ -43,6 +43,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .barrel import barrel_rotate
 from .fanout import REPLICA_LANES, replicated
 from .memories import in_banks, in_slots
 from .sequencer import ctl_layout
@@ -55,7 +56,6 @@ class MacArray(wiring.Component):
     def __init__(self, envelope: EngineEnvelope) -> None:
         self._env = envelope
         L, A = envelope.lanes, envelope.act_bits
-        e = envelope.elems_per_beat
         R = envelope.lane_rows
         # a row pair's or quad's further rows' biases (rows wr + k*pstep, k = 1..R-1), read at T+1
         pairs = {"bias_more_addr": Out(data.ArrayLayout(max(1, ceil_log2(envelope.bias_beats)), R - 1)),
@@ -84,11 +84,11 @@ class MacArray(wiring.Component):
         m.d.sync += p1.eq(self.ctl)
         # IN's banks unskewed (memories.skewed_bank): a generator's lanes s*NB + i (slot s of every
         # bank) read bank (i + element) mod NB, so each group of NB lanes is the NB banks' slot s
-        # rotated by the element mod NB: a barrel rotator, log2(NB) stages of 2:1 multiplexers (two
-        # stages a LUT6) instead of an NB:1 multiplexer per lane
+        # rotated down by the element mod NB (a barrel rotator, each output steered by its lanes'
+        # copy of the bank select)
         # (the bank and IN/WORK selects, registered beside p1, one copy per REPLICA_LANES lanes)
         G, NB, S = env.window_generators, in_banks(env), in_slots(env)
-        LB, LG = NB.bit_length() - 1, L // G
+        LG = L // G
         bank1 = replicated(m, "bank1", p1.bank.shape(), self.ctl.bank, L)
         from_in1 = replicated(m, "from_in1", 1, self.ctl.from_in, L)
         # wires, not expressions: each lane's slice of an expression is emitted as the whole
@@ -96,12 +96,9 @@ class MacArray(wiring.Component):
         lane_x: list = [None] * L
         for g in range(G):
             for s in range(S):
-                vals = [self.in_data[g * NB + b][s * A:(s + 1) * A] for b in range(NB)]
-                for k in range(LB):
-                    stage = Signal(NB * A, name=f"rot{g}_{s}_{k}")
-                    m.d.comb += stage.eq(Cat(*(Mux(bank1[min(((s * NB + i) * G + g) // REPLICA_LANES, len(bank1) - 1)][k],
-                                                   vals[(i + (1 << k)) % NB], vals[i]) for i in range(NB))))
-                    vals = [stage[i * A:(i + 1) * A] for i in range(NB)]
+                vals = barrel_rotate(
+                    m, f"rot{g}_{s}_", [self.in_data[g * NB + b][s * A:(s + 1) * A] for b in range(NB)],
+                    lambda i, g=g, s=s: bank1[min(((s * NB + i) * G + g) // REPLICA_LANES, len(bank1) - 1)])
                 for i in range(NB):
                     if s * NB + i < LG:
                         lane_x[(s * NB + i) * G + g] = vals[i]

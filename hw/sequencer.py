@@ -39,7 +39,6 @@ assert DRAIN_CYCLES >= 2, "the sequencer loads a factor's limits during the drai
 
 def ctl_layout(envelope: EngineEnvelope) -> data.StructLayout:
     """Control travelling down the MAC pipeline with each issue."""
-    e = envelope.elems_per_beat
     return data.StructLayout({
         "valid": 1,
         "first": 1,            # first term of a row
@@ -88,8 +87,6 @@ class Sequencer(wiring.Component):
     def elaborate(self, platform):
         env = self._env
         NF = env.max_factors
-        E = env.elems_per_beat
-        LE = E.bit_length() - 1
         EW = env.weights_per_beat
         LEW = EW.bit_length() - 1
         BP = env.biases_per_beat

@@ -692,13 +692,13 @@ class LayerDescriptor:
     # -- cycle model ---------------------------------------------------------------------------------
     def model_inputs(self, images: int) -> dict[str, int]:
         """The quantities :func:`pass_cycles` needs, for a pass of ``images`` images."""
-        kh, kw = self.step.kernel
+        geom, issue = self.geometry(images), self.issue
         return {"lanes": self.envelope.lanes, "windows": self.envelope.window_generators,
-                "macs": self.issue.issue, "factors": len(self.layer.chain),
-                "pair_drains": self.issue.pair_drains, "pair_tail": self.issue.pair_tail,
-                "window_reads": self.geometry(images).window_reads, "out_cw": self.out_cw,
+                "macs": issue.issue, "factors": len(self.layer.chain),
+                "pair_drains": issue.pair_drains, "pair_tail": issue.pair_tail,
+                "window_reads": geom.window_reads, "out_cw": self.out_cw,
                 "positions": images * self.out_positions_per_image, "phases": self.phases,
-                "load_beats": self.geometry(images).load_beats, "skip_beats": self.skip_beats(images)}
+                "load_beats": geom.load_beats, "skip_beats": self.skip_beats(images)}
 
     def batch_cycles(self) -> dict[str, int]:
         """Per batch (and phase): MAC issue, window and unload cycles."""

@@ -25,6 +25,7 @@ from amaranth.lib.memory import ReadPort, WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .barrel import barrel_rotate
 from .memories import in_banks, in_slots
 from .registers import descriptor_layout
 from .spec import EngineEnvelope
@@ -225,9 +226,10 @@ class WindowGenerator(wiring.Component):
             # below the count plus frame_beats: LayerDescriptor.ring_fits), so it holds when the
             # addresses run past the frame buffer's depth and wrap around it
             return ~ok | ~self.frame_loading | (a[:FAW] - self.frame_count[:FAW])[FAW - 1]
+        rot = lane[:LB] + eoff[:LB]
         m.d.sync += [s1["valid"].eq(emit), s1["inb"].eq(inb), s1["half"].eq(wh), s1_lane.eq(lane),
-                     s1_base.eq(eoff + Mux(wh, Q, 0)), s1_rot.eq(lane[:LB] + eoff[:LB]),
-                     s1_rw.eq(lane[:LB] + eoff[:LB] - (addr[:LFB] << LE) if FB > 1 else lane[:LB] + eoff[:LB]),
+                     s1_base.eq(eoff + Mux(wh, Q, 0)), s1_rot.eq(rot),
+                     s1_rw.eq(rot - (addr[:LFB] << LE) if FB > 1 else rot),
                      s1_n.eq(Mux(rem > erb, erb, rem)), s1["done"].eq(phase_end)]
         # the flags' combinations the emission cycle tests beside `arrived`, registered: le, the
         # lane's last read (k, kx, ky all last); be, also the batch's last lane (lane == L-1 or no
@@ -247,13 +249,9 @@ class WindowGenerator(wiring.Component):
         # IN write: bank b takes the read's element j = (b - lane - offset) mod NB, at address
         # offset + j (memories.skewed_bank), in the lane's slot of the word. The read's elements are
         # the word's from its first beat on, so bank b's is the word's element (b - s1_rw) mod NB:
-        # the word rotated by s1_rw, a barrel rotator (log2(NB) stages of 2:1 multiplexers, two
-        # stages a LUT6) from a registered amount
-        vals = [self.frame_r.data.word_select(i, 8)[:A] for i in range(NB)]
-        for bit in range(LB):
-            stage = Signal(NB * A, name=f"rot{bit}")
-            m.d.comb += stage.eq(Cat(*(Mux(s1_rw[bit], vals[(i - (1 << bit)) % NB], vals[i]) for i in range(NB))))
-            vals = [stage[i * A:(i + 1) * A] for i in range(NB)]
+        # the word rotated up by s1_rw (a barrel rotator, from a registered amount)
+        vals = barrel_rotate(m, "rot", [self.frame_r.data.word_select(i, 8)[:A] for i in range(NB)], s1_rw,
+                             down=False)
         slot = s1_lane[LB:] if S > 1 else Const(0, 1)
         for b in range(NB):
             j = Signal(max(1, LB), name=f"j{b}")

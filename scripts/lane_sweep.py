@@ -38,7 +38,7 @@ from pathlib import Path
 
 from litefly.boards.boards import get_board
 from litefly.boards.memory_plan import plan_memories
-from litefly.config import WINDOW_GENERATORS, load_network
+from litefly.config import FRAME_WORD_BEATS, WINDOW_GENERATORS, load_network
 from litefly.errors import LiteflyError
 from litefly.host.bench import run_bench
 from litefly.hw.spec import EngineEnvelope, LayerDescriptor
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="a DSP's two MACs are two rows of one lane (default: the board's)")
     ap.add_argument("--row-quads", action=argparse.BooleanOptionalAction, default=None,
                     help="two row-pair DSPs per lane, four rows an issue (default: the board's)")
-    ap.add_argument("--frame-word-beats", type=int, choices=(1, 2, 4), default=None,
+    ap.add_argument("--frame-word-beats", type=int, choices=FRAME_WORD_BEATS, default=None,
                     help="beats a frame-buffer word holds, read by a window generator at once (default: the board's)")
     a = ap.parse_args(argv)
     try:

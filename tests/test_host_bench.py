@@ -10,7 +10,7 @@ import pytest
 
 from litefly.config import load_network
 from litefly.host.bench import HOST_STAGES, roofline, run_bench
-from litefly.hw.spec import EngineEnvelope
+from litefly.hw.spec import EngineEnvelope, lane_rows
 from litefly.network import plan_network
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,8 +18,8 @@ VGG = ROOT / "examples" / "vgg_net.yaml"
 
 
 def _rows(eng: dict) -> int:
-    """Rows a lane computes an issue: four with row quads, two with row pairs, else one."""
-    return 4 if eng["row_quads"] else 2 if eng["row_pairs"] else 1
+    """Rows a lane of the report's engine computes an issue (``spec.lane_rows``)."""
+    return lane_rows(eng["row_pairs"], eng["row_quads"])
 
 
 def run_cli(*args, timeout=600):
