@@ -20,7 +20,7 @@ import numpy as np
 
 from . import regmap
 
-__all__ = ["ChainIssue", "chain_issue", "factor_rows", "DRAIN_CYCLES", "OUT_LAG", "ISSUE_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
+__all__ = ["ChainIssue", "chain_issue", "factor_issue", "factor_rows", "DRAIN_CYCLES", "OUT_LAG", "ISSUE_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
            "lane_cycles", "window_read_beats", "pass_cycles", "words_pass_cycles"]
 
 DRAIN_CYCLES = 7           # issue-to-write latency: the bubble between dependent factors
@@ -39,18 +39,31 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def factor_rows(factor: Any, lane_rows: int = 1) -> int:
-    """Rows of ``factor``'s blocks an engine whose lanes compute ``lane_rows`` rows an issue
-    (``EngineEnvelope.lane_rows``: 1, 2 with row pairs, 4 with row quads) issues at a time: a
-    DeBut factor with ``r`` divisible by that many rows (they read the same column) and ``s`` at
-    least that many (the rows leave the MAC array one a cycle, so a row may end at most every
-    that many cycles), four, else two, else one. The sequencer derives the same from ``F<i>_RS``."""
+def factor_issue(factor: Any, lane_rows: int = 1, reads_in: bool = False) -> tuple[int, bool]:
+    """How an engine whose lanes compute ``lane_rows`` rows an issue (``EngineEnvelope.lane_rows``:
+    1, 2 with row pairs, 4 with row quads) issues ``factor``'s rows: (rows an issue, interleaved).
+
+    A DeBut factor with ``r`` divisible by ``n`` rows (they read the same column) and ``s`` at least
+    ``n`` (the rows leave the MAC array one a cycle, so a row may end at most every ``n`` cycles)
+    issues ``n = 4``, else 2, else 1 rows of one block. On a row-quad engine a factor that reads WORK
+    (``reads_in`` false: not factor 0) with ``r`` even, ``t`` even and ``s >= 4`` issues an
+    *interleaved quad* instead of a pair: a row pair of block ``u`` on the lane's first multiplier and
+    the same rows of block ``u + 1`` on its second, each from its own column (``c`` and ``c + 1``, one
+    WORK word: ``memories.work_elements``). The sequencer derives the same from ``F<i>_RS``, ``F<i>_TG``."""
     if factor.kind != "debut":
-        return 1
-    for n in (4, 2):
-        if lane_rows >= n and factor.r % n == 0 and factor.s >= n:
-            return n
-    return 1
+        return 1, False
+    if lane_rows >= 4 and factor.r % 4 == 0 and factor.s >= 4:
+        return 4, False
+    if lane_rows >= 4 and not reads_in and factor.r % 2 == 0 and factor.t % 2 == 0 and factor.s >= 4:
+        return 4, True
+    if lane_rows >= 2 and factor.r % 2 == 0 and factor.s >= 2:
+        return 2, False
+    return 1, False
+
+
+def factor_rows(factor: Any, lane_rows: int = 1, reads_in: bool = False) -> int:
+    """Rows of ``factor``'s blocks issued at a time (:func:`factor_issue`)."""
+    return factor_issue(factor, lane_rows, reads_in)[0]
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,7 @@ class ChainIssue:
 
 def chain_issue(chain: Sequence[Any], lane_rows: int = 1) -> ChainIssue:
     """The :class:`ChainIssue` of ``chain`` on an engine whose lanes compute ``lane_rows`` rows."""
-    rows = [factor_rows(f, lane_rows) for f in chain]
+    rows = [factor_rows(f, lane_rows, i == 0) for i, f in enumerate(chain)]
     last = rows[-1] if rows else 1
     return ChainIssue(sum(f.params // n for f, n in zip(chain, rows)),
                       sum(n - 1 for n in rows[:-1]) + max(0, last - 2), last - 1)

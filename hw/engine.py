@@ -31,7 +31,7 @@ from .counters import Counters
 from .loader import Loader
 from .mac_array import MacArray
 from .fanout import replicated
-from .memories import RAM_STYLES, engine_memories, frame_memory, in_banks
+from .memories import RAM_STYLES, engine_memories, frame_memory, in_banks, work_elements, work_memory
 from .output_stage import OutputStage
 from .registers import Registers, counters_layout, ctrl_layout, descriptor_layout, status_layout
 from .sequencer import Sequencer
@@ -161,10 +161,16 @@ class Datapath(wiring.Component):
                 rp = mems[name].read_port()
                 m.d.comb += [rp.addr.eq(in_addr[(g * NB + b) // IN_ADDR_BANKS]), mac.in_data[g * NB + b].eq(rp.data)]
         if env.max_factors > 1:
-            work = mems["work_mem"]
-            wiring.connect(m, outst.work_w, work.write_port())
-            rp = work.read_port()
-            m.d.comb += [rp.addr.eq(work_addr), mac.work_data.eq(rp.data)]
+            # WORK: a memory per element of its words (memories.work_elements), one address; the output
+            # stage writes a row into one of them
+            WE, LA = work_elements(env), env.lanes * env.act_bits
+            ww, work_rd = outst.work_w, []
+            for e in range(WE):
+                wp, rp = mems[work_memory(e)].write_port(), mems[work_memory(e)].read_port()
+                m.d.comb += [wp.addr.eq(ww.addr), wp.data.eq(ww.data[e * LA:(e + 1) * LA]), wp.en.eq(ww.en[e]),
+                             rp.addr.eq(work_addr)]
+                work_rd.append(rp.data)
+            m.d.comb += mac.work_data.eq(Cat(*work_rd))
         for b in range(E):
             mem = mems[f"out_mem{b}"]
             wiring.connect(m, outst.out_w[b], mem.write_port())

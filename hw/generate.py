@@ -87,7 +87,7 @@ def manifest_for(envelope: EngineEnvelope, module: str, ports: list[dict[str, An
             "drain_cycles": DRAIN_CYCLES,
             "load_lag": LOAD_LAG, "repack_lag": REPACK_LAG, "pass_tail": PASS_TAIL, "out_lag": OUT_LAG,
             "notes": ("per batch and phase: max(sum p_i*s_i (over each factor's rows an issue: 2 on row-paired, "
-                      "4 on row-quad factors) + DRAIN_CYCLES*(N-1) (+ rows - 1 after each multi-row factor) + 1 "
+                      "4 on row-quad and interleaved-quad factors: cycles.factor_issue) + DRAIN_CYCLES*(N-1) (+ rows - 1 after each multi-row factor) + 1 "
                       "(+2 after a row-quad last factor) issue cycles, "
                       "lanes*KH*KW*CW window cycles, ceil(lanes/G)*max(KH*KW*CW, G) with G > 1 window "
                       "generators); the window generators fill one IN half while the "

@@ -24,6 +24,11 @@ copy of the second accumulators with its row number and the batch's end. With ``
 (``docs/engine.md``, "Row quads") a second multiplier per lane computes rows 2 and 3 from
 ``w3 * 2^S + w2`` (zero unless the factor is a quad); four accumulators, biases through four ports,
 and the quad's rows leave one a cycle from copies taken in the first row's cycle and shifted on.
+On an *interleaved quad* (``cycles.factor_issue``) the second multiplier takes its own activation,
+the second element of the lane's WORK word (column ``c + 1``), for rows ``wr + 1`` and
+``wr + 1 + pstep`` of the neighbouring block: its bias rows and output rows are ``1`` on, not
+``2 pstep``. WORK words hold two elements of every lane on a row-quad engine; a single read takes
+the one ``work_odd`` names.
 
 The control bits that steer every lane (IN's bank select, IN or WORK, an accumulator's enable
 and first term, the bias a row starts from) are registered once per ``REPLICA_LANES`` lanes (``fanout.replicated``).
@@ -45,7 +50,7 @@ from amaranth.utils import ceil_log2
 
 from .barrel import barrel_rotate
 from .fanout import REPLICA_LANES, replicated
-from .memories import in_banks, in_slots
+from .memories import in_banks, in_slots, work_elements
 from .sequencer import ctl_layout
 from .spec import EngineEnvelope
 
@@ -65,7 +70,7 @@ class MacArray(wiring.Component):
             "ctl": In(ctl_layout(envelope)),                 # issue-cycle control
             # IN banks' read data (T+1): generator g's bank b at g * NB + b (memories.in_banks)
             "in_data": In(data.ArrayLayout(in_slots(envelope) * A, envelope.window_generators * in_banks(envelope))),
-            "work_data": In(L * A),
+            "work_data": In(work_elements(envelope) * L * A),     # WORK's word: work_elements of every lane
             "weight_data": In(envelope.stream_bits),
             "bias_data": In(envelope.stream_bits),
             "bias_en": In(1),
@@ -104,9 +109,23 @@ class MacArray(wiring.Component):
                         lane_x[(s * NB + i) * G + g] = vals[i]
         x_in = Signal(L * A)
         m.d.comb += x_in.eq(Cat(*lane_x))
-        x_sel = Signal(L * A)
-        m.d.comb += x_sel.eq(Cat(*(Mux(from_in1[l // REPLICA_LANES], x_in[l * A:(l + 1) * A],
-                                       self.work_data[l * A:(l + 1) * A]) for l in range(L))))
+
+        def operand(name, hi_sel):
+            """Each lane's operand: its IN element or WORK's, the word's second element where ``hi_sel``."""
+            sel = Signal(L * A, name=name)
+            if hi_sel is None:
+                work = [self.work_data[l * A:(l + 1) * A] for l in range(L)]
+            else:
+                work = [Mux(hi_sel[l // REPLICA_LANES], self.work_data[(L + l) * A:(L + l + 1) * A],
+                            self.work_data[l * A:(l + 1) * A]) for l in range(L)]
+            m.d.comb += sel.eq(Cat(*(Mux(from_in1[l // REPLICA_LANES], x_in[l * A:(l + 1) * A], work[l])
+                                     for l in range(L))))
+            return sel
+        # row quads: WORK's words hold two elements of every lane (memories.work_elements); a lane's
+        # second multiplier reads the second on an interleaved quad (column c + 1)
+        x_sel = operand("x_sel", replicated(m, "work_odd1", 1, self.ctl.work_odd, L) if env.row_quads else None)
+        x_sel1 = operand("x_sel1", replicated(m, "work_hi1", 1, self.ctl.work_odd | self.ctl.iquad, L)) \
+            if env.row_quads else x_sel
         w_sel = self.weight_data.word_select(p1.wsub, W)
         b_sel = self.bias_data.word_select(p1.bsub, 32)[:BB]
         # T+2: operands registered
@@ -127,7 +146,9 @@ class MacArray(wiring.Component):
             for k in range(1, R):
                 wrk_1 = Signal(17, name=f"wr{k + 1}_1")
                 wrk_b = Signal(16, name=f"wr{k + 1}b", reset_less=True)
-                step = (p1.pstep, p1.pstep << 1, (p1.pstep << 1) + p1.pstep)[k - 1]    # no multiplier
+                # rows wr + pstep, wr + q, wr + q + pstep: q = 2 pstep, or 1 on an interleaved quad
+                q = Mux(p1.iquad, 1, p1.pstep << 1) if env.row_quads else None
+                step = (p1.pstep, q, q + p1.pstep if env.row_quads else None)[k - 1]    # no multiplier
                 m.d.comb += [wrk_1.eq(p1.wr + step), self.bias_more_addr[k - 1].eq(wrk_1[LBP:])]
                 m.d.sync += wrk_b.eq(wrk_1)
                 data_k = self.bias_more_data[k - 1]
@@ -139,6 +160,10 @@ class MacArray(wiring.Component):
             S = A + W
             x = Signal(L * A, reset_less=True)
             m.d.sync += x.eq(x_sel)
+            xs = [x]
+            if env.row_quads:                    # the second multiplier's own operand
+                xs.append(Signal(L * A, name="x1", reset_less=True))
+                m.d.sync += xs[1].eq(x_sel1)
             row_prods = [prods] + [[Signal(signed(A + W), name=f"prod{l}{'bcd'[k - 1]}", reset_less=True)
                                     for l in range(L)] for k in range(1, R)]
 
@@ -152,7 +177,7 @@ class MacArray(wiring.Component):
                 for l in range(L):
                     packed = Signal(signed(A + S + W + 1), name=f"rpair{l}" + ("" if i == 0 else f"_{i}"),
                                     reset_less=True)
-                    m.d.sync += packed.eq(wp[l // REPLICA_LANES] * x[l * A:(l + 1) * A].as_signed())
+                    m.d.sync += packed.eq(wp[l // REPLICA_LANES] * xs[i][l * A:(l + 1) * A].as_signed())
                     m.d.comb += [lo[l].eq(packed[:S].as_signed()), hi[l].eq((packed >> S) + packed[S - 1])]
         elif env.macs_per_dsp == 1:
             x = Signal(L * A, reset_less=True)
@@ -202,12 +227,17 @@ class MacArray(wiring.Component):
         # cycle, `cap`, then shifted on: the next rows may start in the accumulators meanwhile);
         # each further row is the one pstep on, and the last carries the batch's end
         more, end2 = Signal(2, name="rows_left"), Signal(name="pair_batch_end", reset_less=True)
+        # the rows' numbers: wr + pstep, then (a quad's third) wr + q, then wr + q + pstep, q = 2 pstep
+        # or, on an interleaved quad, 1
+        step_out = self.ctl_out.pstep
+        if env.row_quads:
+            step_out = Mux(self.ctl_out.iquad & (more == 2), 1 - self.ctl_out.pstep, self.ctl_out.pstep)
         with m.If(p2.valid & p2.last & p2.pair):
             m.d.sync += [more.eq(Mux(p2.quad, 3, 1) if env.row_quads else 1), end2.eq(p2.batch_end),
                          self.ctl_out.batch_end.eq(0)]
         with m.Elif(more != 0):
             m.d.sync += [more.eq(more - 1), self.ctl_out.eq(self.ctl_out),
-                         self.ctl_out.wr.eq(self.ctl_out.wr + self.ctl_out.pstep),
+                         self.ctl_out.wr.eq(self.ctl_out.wr + step_out),
                          self.ctl_out.batch_end.eq(end2 & (more == 1))]
         cap = replicated(m, "cap", 1, p2.valid & p2.last & p2.pair, L)
         second = replicated(m, "second", 1, more != 0, L)

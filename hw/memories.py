@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .spec import EngineEnvelope, ceil_div
 
 __all__ = ["EngineMemory", "engine_memories", "frame_memory", "skewed_bank", "in_banks", "in_slots", "out_slots",
-           "RAM_STYLES"]
+           "work_elements", "work_half_words", "work_memory", "RAM_STYLES"]
 
 # Values of the ``ram_style`` attribute the generator writes (Vivado's and Yosys's names).
 RAM_STYLES = ("block", "ultra", "distributed")
@@ -50,6 +50,25 @@ def in_banks(env: EngineEnvelope) -> int:
 def in_slots(env: EngineEnvelope) -> int:
     """Lanes a word of one IN bank holds: a window generator's lanes over its :func:`in_banks`."""
     return ceil_div(env.lanes // env.window_generators, in_banks(env))
+
+
+def work_elements(env: EngineEnvelope) -> int:
+    """Elements of every lane a WORK word holds: 2 on a row-quad engine (an interleaved quad reads
+    columns ``c`` and ``c + 1``, ``c`` even, in one read: ``cycles.factor_issue``), else 1. Element
+    ``e`` of the words is memory :func:`work_memory` (``e``), all read at one address; a factor's
+    output rows are written one a cycle, row ``k`` into element ``k mod work_elements``."""
+    return 2 if env.row_quads else 1
+
+
+def work_memory(element: int) -> str:
+    """The name of the memory holding ``element`` of every WORK word (:func:`work_elements`)."""
+    return "work_mem" if element == 0 else f"work_mem{element}"
+
+
+def work_half_words(env: EngineEnvelope) -> int:
+    """WORK words one half holds (a factor reads one half and writes the other): ``max_work``
+    elements, :func:`work_elements` a word."""
+    return ceil_div(env.max_work, work_elements(env))
 
 
 def out_slots(env: EngineEnvelope) -> int:
@@ -88,7 +107,9 @@ def engine_memories(env: EngineEnvelope) -> list[EngineMemory]:
                           role="IN (im2col columns)")
              for b in range(in_banks(env)) for g in range(G)]
     if env.max_factors > 1:
-        mems.append(EngineMemory("work_mem", L * A, 2 * env.max_work, role="factor intermediates"))
+        # one memory per element of a WORK word (memories.work_elements), read at one address
+        mems += [EngineMemory(work_memory(e), L * A, 2 * work_half_words(env), role="factor intermediates")
+                 for e in range(work_elements(env))]
     # OUT: E banks skewed by lane, like IN (`skewed_bank`); read by the output stage (pooling) and
     # by the unloader
     mems += [EngineMemory(f"out_mem{b}", out_slots(env) * A, 2 * env.max_p, read_ports=2, role="OUT")

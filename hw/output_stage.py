@@ -26,7 +26,7 @@ from amaranth.utils import ceil_log2
 
 from .cycles import WINDOW_SETUP
 from .fanout import REPLICA_LANES, replicated
-from .memories import out_slots
+from .memories import out_slots, work_elements, work_half_words
 from .sequencer import ctl_layout
 from .spec import EngineEnvelope
 
@@ -52,7 +52,10 @@ class OutputStage(wiring.Component):
             "res": In(data.ArrayLayout(signed(envelope.acc_bits), L)),
             "relu_en": In(1),
             "pool_en": In(1),
-            "work_w": In(WritePort.Signature(addr_width=max(1, ceil_log2(2 * envelope.max_work)), shape=L * A)),
+            # WORK: work_elements(envelope) elements of every lane a word, a row written into one of them
+            "work_w": In(WritePort.Signature(addr_width=max(1, ceil_log2(2 * work_half_words(envelope))),
+                                             shape=work_elements(envelope) * L * A,
+                                             **({"granularity": L * A} if work_elements(envelope) > 1 else {}))),
             "out_w": In(WritePort.Signature(addr_width=oa, shape=ow)).array(e),
             "out_r": In(ReadPort.Signature(addr_width=oa, shape=ow)).array(e),
             "out_set": Out(2),
@@ -63,7 +66,9 @@ class OutputStage(wiring.Component):
         env = self._env
         L, A, E, ACC = env.lanes, env.act_bits, env.elems_per_beat, env.acc_bits
         LE = E.bit_length() - 1
-        P, WD, S = env.max_p, env.max_work, out_slots(env)
+        P, S = env.max_p, out_slots(env)
+        WH, WE = work_half_words(env), work_elements(env)
+        LWE = WE.bit_length() - 1
         m = Module()
         # three registered steps so that no step is more than a few LUT levels deep:
         # p3 (result arrives) -> round: + 2^(shift-1) -> p4: >> shift -> p5: saturate, ReLU -> p6
@@ -112,9 +117,10 @@ class OutputStage(wiring.Component):
         m.d.comb += out_addr5.eq(p5.wr + Mux(p5.out_half, P, 0))
         out_addr6 = Signal.like(out_addr5, name="out_addr6", reset_less=True)
         out_addr7 = Signal.like(out_addr5, name="out_addr7", reset_less=True)
-        work_addr6 = Signal(range(2 * WD), name="work_addr6", reset_less=True)
+        work_addr6 = Signal(range(2 * WH), name="work_addr6", reset_less=True)
+        work_part6 = Signal(max(1, LWE), name="work_part6", reset_less=True)       # the row's element of the word
         m.d.sync += [out_addr6.eq(out_addr5), out_addr7.eq(out_addr6),
-                     work_addr6.eq(p5.wr + Mux(p5.work_half, WD, 0))]
+                     work_addr6.eq(p5.wr[LWE:] + Mux(p5.work_half, WH, 0)), work_part6.eq(p5.wr[:LWE] if LWE else 0)]
         # pooling's "keep the maximum" at p7 (a later phase), registered from p6 one copy per bank:
         # it steers every element of the row
         keep_max = replicated(m, "keep_max7", 1, self.pool_en & ~p6.first_phase if self._fault != "pool" else 0,
@@ -132,8 +138,10 @@ class OutputStage(wiring.Component):
                 new.append(Mux(keep_max[b] & (o > q7), o, q7))
             m.d.comb += [self.out_r[b].addr.eq(out_addr5), self.out_w[b].addr.eq(out_addr7),
                          self.out_w[b].data.eq(Cat(*new)), self.out_w[b].en.eq(write7)]
-        m.d.comb += [self.work_w.addr.eq(work_addr6), self.work_w.data.eq(Cat(*(qb[l % E][l // E] for l in range(L)))),
-                     self.work_w.en.eq(p6.valid & ~p6.fi_last)]
+        row = Cat(*(qb[l % E][l // E] for l in range(L)))
+        w_en = p6.valid & ~p6.fi_last
+        m.d.comb += [self.work_w.addr.eq(work_addr6), self.work_w.data.eq(Cat(*([row] * WE))),
+                     self.work_w.en.eq(w_en << work_part6 if WE > 1 else w_en)]
         with m.If(p7.valid & p7.batch_end):
             m.d.comb += self.out_set.eq(Mux(p7.out_half, 2, 1))
             m.d.sync += [self.meta[p7.out_half].lanes.eq(p7.lanes), self.meta[p7.out_half].last_batch.eq(p7.last_batch)]

@@ -109,7 +109,9 @@ REGISTERS: tuple[Register, ...] = (
         Field("ROW_PAIRS", 6, 1, "a multiplier's two MACs are two rows of one lane (else two lanes)"),
         Field("ROW_QUADS", 7, 1, "with ROW_PAIRS: two multipliers per lane, four rows of a block an issue"),
         Field("FRAME_WORD_BEATS", 8, 3, "beats a frame-buffer word holds (1, 2 or 4): a window read takes up "
-                                        "to that many beats of a pixel"))),
+                                        "to that many beats of a pixel"),
+        Field("INTERLEAVED_QUADS", 11, 1, "with ROW_QUADS: a later factor with r and t even and s >= 4 issues "
+                                          "rows of two neighbouring blocks from two WORK columns"))),
     Register("CAP_INDEX_BEATS", 0x2C, "R", "index memory depth in beats (sparse factors' column indices); "
                                            "0: the engine runs DeBut factors only"),
     # -- layer descriptor ------------------------------------------------------------------------

@@ -17,6 +17,11 @@ cycles and one more drain cycle after it (``cycles.ChainIssue``). On a row-quad 
 factor with ``r`` divisible by 4 and ``s >= 4`` walks ``r/4`` steps of ``4t`` rows, four weights an
 issue from an index divisible by 4: ``p_i*s_i/4`` issue cycles, three more drain cycles after it,
 and as the last factor two more cycles in IDLE (its four rows leave the MAC array one a cycle).
+A later factor (not factor 0, which reads IN) with ``r`` even, ``t`` even and ``s >= 4`` that is
+not a quad walks as an *interleaved quad*: ``r/2`` row pairs of ``t/2`` block pairs (``u`` steps
+by 2), the pair of block ``u`` from column ``c`` and the same pair of block ``u + 1`` from ``c + 1``,
+which is the same WORK word (``memories.work_elements``; ``work_odd`` says which element a single
+read takes). It costs what a quad does.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .memories import in_banks
+from .memories import in_banks, work_elements, work_half_words
 from .registers import descriptor_layout
 from .spec import DRAIN_CYCLES, INDEX_ENTRY_BITS, ROW_END_BIT, EngineEnvelope
 from .window import in_meta_layout
@@ -58,7 +63,9 @@ def ctl_layout(envelope: EngineEnvelope) -> data.StructLayout:
         "last_batch": 1,
         **({"pair": 1,         # a row pair: rows wr and wr + pstep (a quad: also wr + 2 pstep, wr + 3 pstep)
             "pstep": 16} if envelope.row_pairs else {}),
-        **({"quad": 1} if envelope.row_quads else {}),
+        **({"quad": 1,         # four rows an issue (a quad or an interleaved quad)
+            "iquad": 1,        # an interleaved quad: rows wr, wr + pstep from column c, wr + 1, wr + 1 + pstep from c + 1
+            "work_odd": 1} if envelope.row_quads else {}),     # WORK's element is the word's second (memories.work_elements)
     })
 
 
@@ -75,7 +82,7 @@ class Sequencer(wiring.Component):
             "out_full": In(2),
             "ctl": Out(ctl_layout(envelope)),  # issue-cycle control (valid = a MAC issue)
             "in_addr": Out(ceil_log2(2 * envelope.max_q)),     # the element (+ max_q for half 1)
-            "work_addr": Out(max(1, ceil_log2(2 * envelope.max_work))),
+            "work_addr": Out(max(1, ceil_log2(2 * work_half_words(envelope)))),
             "weight_addr": Out(max(1, ceil_log2(envelope.weight_beats))),
             "bias_addr": Out(max(1, ceil_log2(envelope.bias_beats))),
             "index_addr": Out(ceil_log2(max(2, envelope.index_beats))),
@@ -91,11 +98,14 @@ class Sequencer(wiring.Component):
         LEW = EW.bit_length() - 1
         BP = env.biases_per_beat
         LBP = BP.bit_length() - 1
-        Q, WD = env.max_q, env.max_work
+        Q = env.max_q
+        WH, LWE = work_half_words(env), work_elements(env).bit_length() - 1    # WORK: a half's words, elements a word
         d = self.desc
         m = Module()
 
-        # per-factor table, registered when the pass starts
+        # per-factor table, registered when the pass starts (an interleaved quad's u-loop limits a cycle later)
+        start_d = Signal(name="start_d")
+        m.d.sync += start_d.eq(self.start)
         tab = []
         for i in range(NF):
             f = d.F[i]
@@ -112,23 +122,39 @@ class Sequencer(wiring.Component):
             # each 2t rows on from the one before
             # row quads (cycles.factor_rows): with r divisible by 4 and s >= 4, r/4 row quads, each 4t on
             row["pair"] = Signal(name=f"f{i}_pair")          # two or four rows an issue
-            row["quad"] = Signal(name=f"f{i}_quad")          # four
+            row["quad"] = Signal(name=f"f{i}_quad")          # four (a quad or an interleaved quad)
+            row["iquad"] = Signal(name=f"f{i}_iquad")        # an interleaved quad
             row["at"] = Signal(16, name=f"f{i}_at", reset_less=True)
-            pair = quad = 0
+            row["ustep"] = Signal(2, name=f"f{i}_ustep", reset_less=True)
+            pair = quad = iquad = 0
             if env.row_pairs:
                 pair = (f.RS.R[0] == 0) & (f.RS.R != 0) & (f.RS.S >= 2)
                 if env.index_beats:
                     pair = pair & (f.SPARSE.ROWS == 0)
             if env.row_quads:
                 quad = pair & (f.RS.R[1] == 0) & (f.RS.S >= 4)
+                # interleaved quads (cycles.factor_issue): a factor that reads WORK (not factor 0), r
+                # even, t even and s >= 4, walks r/2 row pairs of t/2 block pairs (u steps by 2)
+                if i > 0:
+                    iquad = pair & ~quad & (f.TG.T[0] == 0) & (f.TG.T != 0) & (f.RS.S >= 4)
             with m.If(self.start):
-                m.d.sync += [row["pair"].eq(pair), row["quad"].eq(quad),
-                             row["at"].eq(Mux(quad, f.TG.T << 2, Mux(pair, f.TG.T << 1, f.TG.T)))]
+                m.d.sync += [row["pair"].eq(pair), row["quad"].eq(quad | iquad), row["iquad"].eq(iquad),
+                             row["at"].eq(Mux(quad, f.TG.T << 2, Mux(pair, f.TG.T << 1, f.TG.T))),
+                             row["ustep"].eq(Mux(iquad, 2, 1))]
             r_walk = Mux(quad, f.RS.R >> 2, Mux(pair, f.RS.R >> 1, f.RS.R))
             for k, v in (("r", r_walk), ("s", f.RS.S), ("t", f.TG.T), ("g", f.TG.G)):
                 row[k + "3"] = Signal(16, name=f"f{i}_{k}3", reset_less=True)
                 row[k + "z"] = Signal(name=f"f{i}_{k}z")
                 row[k + "w"] = Signal(name=f"f{i}_{k}w")
+                if k == "t" and i > 0 and env.row_quads:
+                    # an interleaved quad's u loop runs t/2 times, stepping by 2 (its third-to-last
+                    # value 2 (t/2 - 3) = t - 6): set a cycle after the start from the registered flag
+                    # (a later factor's limits are first used after factor 0's issue)
+                    iq = row["iquad"]
+                    with m.If(start_d):
+                        m.d.sync += [row["t3"].eq(Mux(iq, v - 6, v - 3)), row["tz"].eq(Mux(iq, v == 2, v == 1)),
+                                     row["tw"].eq(Mux(iq, v == 4, v == 2))]
+                    continue
                 with m.If(self.start):
                     m.d.sync += [row[k + "3"].eq(v - 3), row[k + "z"].eq(v == 1), row[k + "w"].eq(v == 2)]
             tab.append(row)
@@ -157,7 +183,8 @@ class Sequencer(wiring.Component):
         cur = {k: Signal(16, name=f"cur_{k}", reset_less=True)
                for k in ("t", "at", "st", "rt", "split", "r3", "s3", "t3", "g3", "rows2")}
         cur.update({k: Signal(name=f"cur_{k}") for k in ("rz", "sz", "tz", "gz", "rw", "sw", "tw", "gw", "sparse",
-                                                           "rowsz", "splitz", "pair", "quad")})
+                                                           "rowsz", "splitz", "pair", "quad", "iquad")})
+        cur["ustep"] = Signal(2, name="cur_ustep", reset_less=True)
         cur_shift = Signal(8)
         load_limits = Signal()
         drain_first = Signal()           # the drain's first cycle (registered)
@@ -263,7 +290,7 @@ class Sequencer(wiring.Component):
                     m.d.sync += [b.eq(0), rd_bt.eq(0), b_l.eq(cur["sz"]), b_p.eq(cur["sw"]), b_f.eq(1),
                                  a.eq(a + 1), wr_at.eq(wr_at + cur["at"]), a_l.eq(a_p), a_p.eq(a == cur["r3"])]
                     with m.If(a_l):
-                        m.d.sync += [a.eq(0), wr_at.eq(0), a_l.eq(cur["rz"]), a_p.eq(cur["rw"]), u.eq(u + 1),
+                        m.d.sync += [a.eq(0), wr_at.eq(0), a_l.eq(cur["rz"]), a_p.eq(cur["rw"]), u.eq(u + cur["ustep"]),
                                      u_l.eq(u_p), u_p.eq(u == cur["t3"])]
                         with m.If(u_l):
                             m.d.sync += [u.eq(0), u_l.eq(cur["tz"]), u_p.eq(cur["tw"]), j.eq(j + 1), j_l.eq(j_p),
@@ -319,9 +346,10 @@ class Sequencer(wiring.Component):
             ctl.batch_end.eq(issue & fac_end & fi_last & meta.last_phase),
             ctl.lanes.eq(meta.lanes), ctl.last_batch.eq(meta.last_batch),
             *([ctl.pair.eq(cur["pair"]), ctl.pstep.eq(cur["t"])] if env.row_pairs else []),
-            *([ctl.quad.eq(cur["quad"])] if env.row_quads else []),
+            *([ctl.quad.eq(cur["quad"]), ctl.iquad.eq(cur["iquad"]), ctl.work_odd.eq(rd_work[0])]
+              if env.row_quads else []),
             self.in_addr.eq(rd + Mux(sq_in, Q, 0)),
-            self.work_addr.eq(rd_work + Mux((fi - 1)[0], WD, 0)),
+            self.work_addr.eq(rd_work[LWE:] + Mux((fi - 1)[0], WH, 0)),
             self.weight_addr.eq(widx[LEW:]),
             self.bias_addr.eq(wr[LBP:]),
         ]

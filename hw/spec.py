@@ -31,7 +31,7 @@ from litefly.network import EngineStep, network_input_shape, plan_network
 
 from . import regmap
 from .cycles import (DRAIN_CYCLES, LOAD_LAG, WINDOW_SETUP, ChainIssue, PassGeometry, batch_cycles, chain_issue,
-                     factor_rows, frame_ready, pass_cycles, ring_batches, window_read_beats)
+                     factor_issue, frame_ready, pass_cycles, ring_batches, window_read_beats)
 
 __all__ = ["EngineEnvelope", "LayerDescriptor", "envelope_words", "lane_rows", "weight_order", "weight_slots",
            "layer_weights_flat", "layer_weights_unflat", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS",
@@ -312,7 +312,8 @@ class EngineEnvelope:
                                                          "WINDOWS": self.window_generators,
                                                          "ROW_PAIRS": int(self.row_pairs),
                                                          "ROW_QUADS": int(self.row_quads),
-                                                         "FRAME_WORD_BEATS": self.frame_word_beats}),
+                                                         "FRAME_WORD_BEATS": self.frame_word_beats,
+                                                         "INTERLEAVED_QUADS": int(self.row_quads)}),
         }
 
     # -- identity ---------------------------------------------------------------------------------
@@ -334,6 +335,10 @@ class EngineEnvelope:
         for flag in ("row_pairs", "row_quads"):
             if not d[flag]:
                 d.pop(flag)
+        if self.row_quads:
+            # a row-quad engine issues interleaved quads (cycles.factor_issue) and orders its weights
+            # for them: one built before is another engine
+            d["interleaved_quads"] = True
         d["interface_version"] = list(regmap.VERSION)
         return d
 
@@ -469,17 +474,19 @@ def lane_rows(row_pairs: bool, row_quads: bool = False) -> int:
     return 4 if row_quads else 2 if row_pairs else 1
 
 
-def weight_order(chain: Sequence[AnyFactor], lane_rows: int = 1) -> list[tuple[int, int]]:
-    """Per factor: where its weights start in the weight memory (in weights) and how many rows an
-    issue it computes (:func:`~litefly.hw.cycles.factor_rows`). Factors follow each other in chain
-    order, each in its compact ``(g, t, r, s)`` order; a factor of ``n > 1`` rows an issue is in
-    ``(g, t, r/n, s, n)`` order (an issue's ``n`` weights for one column side by side, one read of
-    one word) and starts at an index divisible by ``n`` (zero weights pad the factor before it)."""
+def weight_order(chain: Sequence[AnyFactor], lane_rows: int = 1) -> list[tuple[int, int, bool]]:
+    """Per factor: where its weights start in the weight memory (in weights), how many rows an
+    issue it computes and whether they are an interleaved quad (:func:`~litefly.hw.cycles.factor_issue`).
+    Factors follow each other in chain order, each in its compact ``(g, t, r, s)`` order; a factor of
+    ``n > 1`` rows an issue is in ``(g, t, r/n, s, n)`` order (an issue's ``n`` weights for one
+    column side by side, one read of one word), an interleaved quad in ``(g, t/2, r/2, s, 2, 2)``
+    order (block ``u``'s row pair, then block ``u + 1``'s), and starts at an index divisible by
+    ``n`` (zero weights pad the factor before it)."""
     out, at = [], 0
-    for f in chain:
-        n = factor_rows(f, lane_rows)
+    for i, f in enumerate(chain):
+        n, inter = factor_issue(f, lane_rows, i == 0)
         at += -at % n
-        out.append((at, n))
+        out.append((at, n, inter))
         at += f.params
     return out
 
@@ -493,9 +500,12 @@ def weight_slots(chain: Sequence[AnyFactor], lane_rows: int = 1) -> int:
 def layer_weights_flat(chain: Sequence[AnyFactor], weights: Sequence[np.ndarray], lane_rows: int = 1) -> np.ndarray:
     """A layer's weights (each factor's compact array) in weight-memory order (:func:`weight_order`)."""
     flat = np.zeros(weight_slots(chain, lane_rows), dtype=np.int64)
-    for f, w, (at, n) in zip(chain, weights, weight_order(chain, lane_rows)):
+    for f, w, (at, n, inter) in zip(chain, weights, weight_order(chain, lane_rows)):
         w = np.asarray(w, dtype=np.int64)
-        if n > 1:
+        if inter:
+            g, t, r, s = f.compact_shape
+            w = w.reshape(g, t // 2, 2, r // 2, 2, s).transpose(0, 1, 3, 5, 2, 4)
+        elif n > 1:
             g, t, r, s = f.compact_shape
             w = w.reshape(g, t, r // n, n, s).transpose(0, 1, 2, 4, 3)
         flat[at:at + f.params] = w.ravel()
@@ -505,9 +515,12 @@ def layer_weights_flat(chain: Sequence[AnyFactor], weights: Sequence[np.ndarray]
 def layer_weights_unflat(chain: Sequence[AnyFactor], flat: np.ndarray, lane_rows: int = 1) -> list[np.ndarray]:
     """Inverse of :func:`layer_weights_flat`: each factor's flat compact ``(g, t, r, s)`` weights."""
     out = []
-    for f, (at, n) in zip(chain, weight_order(chain, lane_rows)):
+    for f, (at, n, inter) in zip(chain, weight_order(chain, lane_rows)):
         w = np.asarray(flat[at:at + f.params], dtype=np.int64)
-        if n > 1:
+        if inter:
+            g, t, r, s = f.compact_shape
+            w = w.reshape(g, t // 2, r // 2, s, 2, 2).transpose(0, 1, 4, 2, 5, 3)
+        elif n > 1:
             g, t, r, s = f.compact_shape
             w = w.reshape(g, t, r // n, s, n).transpose(0, 1, 2, 4, 3)
         out.append(w.ravel())

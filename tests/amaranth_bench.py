@@ -61,14 +61,17 @@ def pack_values(values, bits: int, stream_bits: int) -> np.ndarray:
 def weight_stream(env: EngineEnvelope, q: QuantizedLayer) -> list[int]:
     """The weight memory's contents, walked as the sequencer reads them: on a row-quad engine a
     factor with r divisible by 4 and s >= 4 gives rows a..a+3 of each column side by side from an
-    index divisible by 4; else on a row-pair engine a factor with r even and s >= 2 gives rows a,
-    a+1 of each column side by side, from an even index."""
+    index divisible by 4, and a later factor with r even, t even and s >= 4 (an interleaved quad)
+    rows a, a+1 of block u then of block u+1; else on a row-pair engine a factor with r even and
+    s >= 2 gives rows a, a+1 of each column side by side, from an even index."""
     out: list[int] = []
-    for f, w in zip(q.layer.chain, q.weights):
+    for i, (f, w) in enumerate(zip(q.layer.chain, q.weights)):
         w = np.asarray(w, dtype=np.int64)
-        n = 1
+        n, inter = 1, False
         if f.kind == "debut" and env.row_quads and f.r % 4 == 0 and f.s >= 4:
             n = 4
+        elif f.kind == "debut" and env.row_quads and i > 0 and f.r % 2 == 0 and f.t % 2 == 0 and f.s >= 4:
+            n, inter = 4, True
         elif f.kind == "debut" and env.row_pairs and f.r % 2 == 0 and f.s >= 2:
             n = 2
         if n > 1:
@@ -76,10 +79,13 @@ def weight_stream(env: EngineEnvelope, q: QuantizedLayer) -> list[int]:
             g, t, r, s = f.compact_shape
             w = w.reshape(g, t, r, s)
             for j in range(g):
-                for u in range(t):
-                    for a in range(0, r, n):
+                for u in range(0, t, 2 if inter else 1):
+                    for a in range(0, r, 2 if inter else n):
                         for b in range(s):
-                            out += [int(w[j, u, a + k, b]) for k in range(n)]
+                            if inter:
+                                out += [int(w[j, u + du, a + k, b]) for du in (0, 1) for k in (0, 1)]
+                            else:
+                                out += [int(w[j, u, a + k, b]) for k in range(n)]
         else:
             out += [int(v) for v in w.ravel()]
     return out

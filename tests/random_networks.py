@@ -33,8 +33,8 @@ __all__ = ["ENVELOPES", "random_chain", "random_network", "random_case", "Case",
 # Small envelopes: one Verilator build each serves every case below. rand32 shares each
 # multiplier between two lanes (macs_per_dsp=2) and forms its windows with four window
 # generators, rand64 has one of each, rand16rq has two multipliers per lane of two rows each
-# (row_quads: factors with r divisible by 4 and s >= 4 issue four rows, other factors with r even
-# two, the rest one) with two window generators: the MAC arrays and the window paths are covered.
+# (row_quads: factors with r divisible by 4 and s >= 4 issue four rows, later ones with r and t even
+# and s >= 4 four as interleaved quads, other factors with r even two, the rest one) with two window generators: the MAC arrays and the window paths are covered.
 # rand64's frame-buffer words hold four beats and rand16rq's two (a window read takes 1, 2 or 4
 # beats of a pixel: cycles.window_read_beats), rand32's one.
 ENVELOPES = {
@@ -62,7 +62,8 @@ def random_chain(rng: random.Random, q: int, max_factors: int, max_p: int, max_w
     """A random shape-valid chain with input width ``q`` (None if this draw does not fit); each
     factor is a random sparse pattern with probability ``sparse`` (a third of those after the
     first read ``[input ; previous output]``), at most 160 entries each; with probability ``quads``
-    a DeBut factor takes a row quad's shape (``r = 4``, ``s >= 4``) where one fits."""
+    a DeBut factor takes a row quad's shape (``r = 4``, ``s >= 4``) where one fits, or after the
+    first factor with ``t`` even, four times in five, an interleaved quad's (``r = 2``)."""
     n = rng.randint(1, max_factors)
     chain: list = []
     t = 1
@@ -90,7 +91,9 @@ def random_chain(rng: random.Random, q: int, max_factors: int, max_p: int, max_w
         rs = [r for r in range(1, 5) if g * r * t <= (max_p if last else max_work)]
         if not rs:
             return None
-        r = 4 if quad and 4 in rs else rng.choice(rs)
+        # most quads after the first factor with t even interleaved (r = 2: cycles.factor_issue)
+        inter = quad and i > 0 and t % 2 == 0 and 2 in rs and rng.random() < 0.8
+        r = 2 if inter else 4 if quad and 4 in rs else rng.choice(rs)
         p = g * r * t
         chain.append([p, q, r, s, t])
         q, t = p, r * t

@@ -330,6 +330,20 @@ ROW_QUADS = {
     # before: its rows end as the quad's leave, unless the batch waits its two cycles in IDLE
     "single_first_quad_last": (dict(c=1, chain=[[32, 4, 8, 1, 4], [32, 32, 4, 4, 8]], kernel=(2, 2), bias=True),
                                dict(hw=(5, 5))),
+    # interleaved quads (r = 2, t even, s >= 4, reading WORK): rows wr, wr + t from column c and wr + 1,
+    # wr + 1 + t from c + 1 (one WORK word); between two quads, with t = 2
+    "quad_iquad_quad": (dict(c=4, chain=[[16, 16, 4, 4, 1], [8, 16, 2, 4, 2], [8, 8, 4, 4, 2]], kernel=(2, 2),
+                             bias=True), dict(hw=(4, 4), relu=True)),
+    # an interleaved quad last (t = 4: its rows wr, wr + 4, wr + 1, wr + 5 leave in that order, each from
+    # its bias) after a pair that reads IN (factor 0 never interleaves); 2x2 max pooling
+    "pair_iquad_last": (dict(c=4, chain=[[16, 16, 2, 2, 1], [8, 16, 2, 4, 4]], kernel=(2, 2), padding=(1, 1),
+                             bias=True), dict(hw=(5, 5), pool=(2, 2), relu=True)),
+    # an interleaved quad with t = 8 (its u loop: 0, 2, 4, 6) last, after a quad with r = 8
+    "quad_iquad_t8": (dict(c=4, chain=[[32, 16, 8, 4, 1], [16, 32, 2, 4, 8]], kernel=(2, 2), bias=True),
+                      dict(hw=(4, 4))),
+    # two interleaved quads in a row (t = 4, then t = 2) on two window generators, 32-bit stream
+    "iquad_iquad_g2": (dict(c=3, chain=[[16, 12, 4, 3, 1], [8, 16, 2, 4, 4], [4, 8, 2, 4, 2]], kernel=(2, 2),
+                            bias=True), dict(hw=(4, 5), stream_bits=32, window_generators=2, lanes=16)),
     # 4-bit weights, 6-bit activations, one quad factor with bias (the next batch waits in IDLE)
     "w4_a6": (dict(c=5, chain=[[8, 20, 4, 10, 1]], kernel=(2, 2), padding=(1, 1), act_bits=6, weight_bits=4,
                    bias=True), dict(hw=(3, 3))),

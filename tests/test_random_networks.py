@@ -78,14 +78,16 @@ def test_random_cases_cover_the_extremes():
 
 
 def test_row_quad_cases_issue_one_two_and_four_rows():
-    """rand16rq's chains have factors of each issue width: four rows (r divisible by 4, s >= 4), two
-    and one; some of them as a chain's first or last factor (a quad's IDLE wait, the pad before it)."""
-    from litefly.hw.cycles import factor_rows
+    """rand16rq's chains have factors of each issue width: four rows (r divisible by 4, s >= 4, or
+    interleaved: r and t even after the first factor), two and one; some of them as a chain's first
+    or last factor (a quad's IDLE wait, the pad before it)."""
+    from litefly.hw.cycles import factor_issue
     chains = [s.layer.chain for c in default_cases("rand16rq") for s in c.steps]
-    rows = collections.Counter(factor_rows(f, 4) for ch in chains for f in ch)
-    assert rows[4] >= 8 and rows[2] >= 8 and rows[1] >= 8, rows
-    assert sum(factor_rows(ch[-1], 4) == 4 for ch in chains) >= 3
-    assert sum(len(ch) > 1 and factor_rows(ch[0], 4) < 4 and factor_rows(ch[1], 4) == 4 for ch in chains) >= 1
+    kinds = [[factor_issue(f, 4, i == 0) for i, f in enumerate(ch)] for ch in chains]
+    issues = collections.Counter(k for ks in kinds for k in ks)
+    assert issues[4, False] >= 8 and issues[4, True] >= 4 and issues[2, False] >= 8 and issues[1, False] >= 8, issues
+    assert sum(ks[-1][0] == 4 for ks in kinds) >= 3 and sum(ks[-1] == (4, True) for ks in kinds) >= 2
+    assert sum(len(ks) > 1 and ks[0][0] < 4 and ks[1][0] == 4 for ks in kinds) >= 1
 
 
 def test_frame_word_cases_read_one_two_and_four_beats():
