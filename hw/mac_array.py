@@ -34,11 +34,14 @@ The control bits that steer every lane (IN's bank select, IN or WORK, an accumul
 and first term, the bias a row starts from) are registered once per ``REPLICA_LANES`` lanes (``fanout.replicated``).
 
 Pipeline (issue in cycle T, counted from the issue register's output, ``engine.py``: the
-sequencer's issue a cycle before): T+1 memory data, operand/weight/bias selected and registered;
-T+2 products registered; T+3 accumulate (a row starts from the bias on the last factor, else
-0); the result is valid at T+4 (``res``/``ctl_out``), the output stage rounds, shifts and
-saturates it in three registered steps and writes it at T+7, so a dependent factor may issue
-at T+8: ``DRAIN_CYCLES = 7`` bubbles.
+sequencer's issue a cycle before): T the weight word (its memory is addressed a cycle ahead, from
+the sequencer's register) and the weight operand formed, registered one copy per
+``REPLICA_LANES`` lanes; T+1 memory data, operand/bias selected and registered, the weight
+operand copied into every DSP (A); T+2 products (M); T+3 products again (P: every DSP fully
+pipelined); T+4 accumulate (a row starts from the bias on the last factor, else 0); the result
+is valid at T+5 (``res``/``ctl_out``), the output stage rounds, shifts and saturates it in three
+registered steps and writes it at T+8, so a dependent factor may issue at T+9:
+``DRAIN_CYCLES = 8`` bubbles.
 """
 
 from __future__ import annotations
@@ -126,19 +129,27 @@ class MacArray(wiring.Component):
         x_sel = operand("x_sel", replicated(m, "work_odd1", 1, self.ctl.work_odd, L) if env.row_quads else None)
         x_sel1 = operand("x_sel1", replicated(m, "work_hi1", 1, self.ctl.work_odd | self.ctl.iquad, L)) \
             if env.row_quads else x_sel
-        w_sel = self.weight_data.word_select(p1.wsub, W)
+        # the weight word is read a cycle ahead (engine.py): valid at T, with the issue's control
+        w_sel = self.weight_data.word_select(self.ctl.wsub, W)
         b_sel = self.bias_data.word_select(p1.bsub, 32)[:BB]
-        # T+2: operands registered
-        p1b = Signal(layout)
+        # T+2: operands registered; T+3: products (M); T+4: products again (P): every DSP's A, B, M
+        # and P registers (the weight operand a copy per REPLICA_LANES lanes at T+1, then a copy per
+        # DSP, its A register, at T+2)
+        p1b, p1c, p2 = Signal(layout), Signal(layout), Signal(layout)
         # operands, products and sums are data (reset-less); the ctl words carry the valid bits
-        w = Signal(signed(W), reset_less=True)
-        bias1 = Signal(signed(BB), reset_less=True)
-        m.d.sync += [p1b.eq(p1), w.eq(w_sel), bias1.eq(b_sel)]
-        # T+3: products registered (one multiplier per lane, or per pair of lanes)
-        p2 = Signal(layout)
+        bias1, bias1c = Signal(signed(BB), reset_less=True), Signal(signed(BB), reset_less=True)
+        m.d.sync += [p1b.eq(p1), p1c.eq(p1b), p2.eq(p1c), bias1.eq(b_sel), bias1c.eq(bias1)]
         prods = [Signal(signed(A + W), name=f"prod{l}", reset_less=True) for l in range(L)]
-        m.d.sync += p2.eq(p1b)
-        # row pairs and quads: the further rows' biases (rows wr + k*pstep, read at T+1, used at T+3)
+
+        def dsp_product(name, a_shared, l, b, width):
+            """The product register (P) of ``a_shared[l // REPLICA_LANES] * b``: a per-DSP copy of the
+            shared operand (A register), the product (M), then P; ``b`` is registered at T+2 (B)."""
+            a = Signal.like(a_shared[0], name=f"{name}_a", reset_less=True)
+            mreg = Signal(signed(width), name=f"{name}_m", reset_less=True)
+            preg = Signal(signed(width), name=name, reset_less=True)
+            m.d.sync += [a.eq(a_shared[l // REPLICA_LANES]), mreg.eq(a * b), preg.eq(mreg)]
+            return preg
+        # row pairs and quads: the further rows' biases (rows wr + k*pstep, read at T+1, used at T+4)
         R = env.lane_rows
         if env.row_pairs:
             LBP = env.biases_per_beat.bit_length() - 1
@@ -152,7 +163,9 @@ class MacArray(wiring.Component):
                 m.d.comb += [wrk_1.eq(p1.wr + step), self.bias_more_addr[k - 1].eq(wrk_1[LBP:])]
                 m.d.sync += wrk_b.eq(wrk_1)
                 data_k = self.bias_more_data[k - 1]
-                b_more.append((data_k.word_select(wrk_b[:LBP], 32) if LBP else data_k[:32])[:BB])
+                b_k = Signal(signed(BB), name=f"bias{k + 1}c", reset_less=True)
+                m.d.sync += b_k.eq((data_k.word_select(wrk_b[:LBP], 32) if LBP else data_k[:32])[:BB])
+                b_more.append(b_k)
             # one multiplier per lane and row pair: rows 2i, 2i+1 from the weight operand
             # w_{2i+1} * 2^S + w_{2i} (w_{2i+1} = 0 on an unpaired factor, both 0 for the second pair
             # on a factor that is not a quad), the same for every lane, formed once and registered
@@ -167,52 +180,54 @@ class MacArray(wiring.Component):
             row_prods = [prods] + [[Signal(signed(A + W), name=f"prod{l}{'bcd'[k - 1]}", reset_less=True)
                                     for l in range(L)] for k in range(1, R)]
 
+            c = self.ctl
+
             def weight(k, used):                 # weight k of the issue's word, 0 where the factor has none
-                return Mux(used, self.weight_data.word_select(p1.wsub | k, W).as_signed(), 0)
+                return Mux(used, self.weight_data.word_select(c.wsub | k, W).as_signed(), 0)
             for i in range(R // 2):
-                w_lo = w_sel.as_signed() if i == 0 else weight(2, p1.quad)
-                w_hi = weight(2 * i + 1, p1.quad if i else p1.pair)
+                w_lo = w_sel.as_signed() if i == 0 else weight(2, c.quad)
+                w_hi = weight(2 * i + 1, c.quad if i else c.pair)
                 wp = replicated(m, f"wpair{i}" if i else "wpair", signed(W + S + 1), (w_hi << S) + w_lo, L)
                 lo, hi = row_prods[2 * i], row_prods[2 * i + 1]
                 for l in range(L):
-                    packed = Signal(signed(A + S + W + 1), name=f"rpair{l}" + ("" if i == 0 else f"_{i}"),
-                                    reset_less=True)
-                    m.d.sync += packed.eq(wp[l // REPLICA_LANES] * xs[i][l * A:(l + 1) * A].as_signed())
+                    packed = dsp_product(f"rpair{l}" + ("" if i == 0 else f"_{i}"), wp, l,
+                                         xs[i][l * A:(l + 1) * A].as_signed(), A + S + W + 1)
                     m.d.comb += [lo[l].eq(packed[:S].as_signed()), hi[l].eq((packed >> S) + packed[S - 1])]
         elif env.macs_per_dsp == 1:
             x = Signal(L * A, reset_less=True)
             m.d.sync += x.eq(x_sel)
-            lane = [x[l * A:(l + 1) * A].as_signed() for l in range(L)]
+            w1 = replicated(m, "w1", signed(W), w_sel, L)
             for l in range(L):
-                m.d.sync += prods[l].eq(lane[l] * w)
+                m.d.comb += prods[l].eq(dsp_product(f"mul{l}", w1, l, x[l * A:(l + 1) * A].as_signed(), A + W))
         else:
             # the pair's operand is formed before its register: the DSP48E1's pre-adder and AD
             # register, so the multiplier's inputs come straight from DSP registers
             S = A + W
             sel = [x_sel[l * A:(l + 1) * A].as_signed() for l in range(L)]
+            w1 = replicated(m, "w1", signed(W), w_sel, L)
             for k in range(L // 2):
                 op = Signal(signed(A + S + 1), name=f"op{k}", reset_less=True)
-                packed = Signal(signed(A + S + W), name=f"pair{k}", reset_less=True)
-                m.d.sync += [op.eq((sel[2 * k + 1] << S) + sel[2 * k]), packed.eq(op * w)]
+                m.d.sync += op.eq((sel[2 * k + 1] << S) + sel[2 * k])
+                packed = dsp_product(f"pair{k}", w1, 2 * k, op, A + S + W)
                 m.d.comb += [prods[2 * k].eq(packed[:S].as_signed()),
                              prods[2 * k + 1].eq((packed >> S) + packed[S - 1])]
         # T+4: accumulate; a row's result leaves on its last term
         accs = [Signal(signed(ACC), name=f"acc{l}", reset_less=True) for l in range(L)]
         # p2's valid and first bits, one copy per REPLICA_LANES lanes (each steers every accumulator)
-        valid2 = replicated(m, "valid2", 1, p1b.valid, L, reset_less=False)
-        first2 = replicated(m, "first2", 1, p1b.first, L)
+        valid2 = replicated(m, "valid2", 1, p1c.valid, L, reset_less=False)
+        first2 = replicated(m, "first2", 1, p1c.first, L)
         m.d.sync += self.ctl_out.eq(p2)
         m.d.sync += self.ctl_out.valid.eq(p2.valid & p2.last)
         # the bias starts the last factor's rows (one adder per lane: the sum is the same), registered
         # beside p2, one copy per REPLICA_LANES lanes
-        start = replicated(m, "start2", signed(BB), Mux(p1b.fi_last & self.bias_en, bias1, 0), L)
+        start = replicated(m, "start2", signed(BB), Mux(p1c.fi_last & self.bias_en, bias1c, 0), L)
         rows = [(accs, prods, start)]
         if env.row_pairs:
             for k in range(1, R):
                 acc_k = [Signal(signed(ACC), name=f"acc{l}{'bcd'[k - 1]}", reset_less=True) for l in range(L)]
                 rows.append((acc_k, row_prods[k],
                              replicated(m, f"start2{'bcd'[k - 1]}", signed(BB),
-                                        Mux(p1b.fi_last & self.bias_en, b_more[k - 1], 0), L)))
+                                        Mux(p1c.fi_last & self.bias_en, b_more[k - 1], 0), L)))
         for acc, prod, st in rows:
             for l in range(L):
                 total = Signal(signed(ACC), name=f"{acc[l].name}_sum")
