@@ -354,10 +354,9 @@ def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
                      "small memories count as FFs/LUTs or BRAM, a pessimistic estimate")
     if env.row_pairs and raw.get("dsp_registers", {}).get("dsps"):
         notes.append(f"row {'quads' if env.row_quads else 'pairs'}: every DSP's A port takes the packed weight operand "
-                     "w1*2^S + w0 (w3*2^S + w2 on a quad's second DSP) from a fabric "
-                     "register shared by 8 lanes (hw/fanout.py), so no AREG/ADREG is absorbed by design (per-DSP "
-                     "copies would be identical registers, which synthesis merges); B and M are, where Yosys packs "
-                     "registers (xc7)")
+                     "w1*2^S + w0 (w3*2^S + w2 on a quad's second DSP) from its own copy (A) of a fabric register "
+                     "shared by 8 lanes (hw/fanout.py, hw/mac_array.py), B the lane's activation; the product is "
+                     "registered twice (M, P)")
     if board.family not in DSP_REGISTER_PACKING_FAMILIES and raw.get("dsp_registers", {}).get("dsps"):
         notes.append(f"{board.family}: Yosys's xilinx_dsp packs no pipeline registers into DSP48E2s (it packs "
                      "them for xc7 only), so the DSP register counts are 0 whatever the RTL; Vivado absorbs them")

@@ -23,7 +23,7 @@ from . import regmap
 __all__ = ["ChainIssue", "chain_issue", "factor_issue", "factor_rows", "DRAIN_CYCLES", "OUT_LAG", "ISSUE_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
            "lane_cycles", "window_read_beats", "pass_cycles", "words_pass_cycles"]
 
-DRAIN_CYCLES = 8           # issue-to-write latency: the bubble between dependent factors
+DRAIN_CYCLES = 9           # issue-to-write latency: the bubble between dependent factors
 OUT_LAG = 1                # OUT is written a registered step after WORK (pooling's read-modify-write)
 ISSUE_LAG = 1              # the issue register: an issue's reads start a cycle after the sequencer's
                            # (engine.py; between dependent factors it delays the write and the read alike)

@@ -34,14 +34,14 @@ The control bits that steer every lane (IN's bank select, IN or WORK, an accumul
 and first term, the bias a row starts from) are registered once per ``REPLICA_LANES`` lanes (``fanout.replicated``).
 
 Pipeline (issue in cycle T, counted from the issue register's output, ``engine.py``: the
-sequencer's issue a cycle before): T the weight word (its memory is addressed a cycle ahead, from
-the sequencer's register) and the weight operand formed, registered one copy per
-``REPLICA_LANES`` lanes; T+1 memory data, operand/bias selected and registered, the weight
-operand copied into every DSP (A); T+2 products (M); T+3 products again (P: every DSP fully
-pipelined); T+4 accumulate (a row starts from the bias on the last factor, else 0); the result
-is valid at T+5 (``res``/``ctl_out``), the output stage rounds, shifts and saturates it in three
-registered steps and writes it at T+8, so a dependent factor may issue at T+9:
-``DRAIN_CYCLES = 8`` bubbles.
+sequencer's issue a cycle before): T+1 memory data, registered (T+2: IN's and WORK's, the
+memories' output registers), the weight operand formed and registered one copy per
+``REPLICA_LANES`` lanes; T+2 IN unskewed, the operand selected and registered (B), the weight
+operand copied into every DSP (A); T+3 products (M); T+4 products again (P: every DSP fully
+pipelined); T+5 accumulate (a row starts from the bias on the last factor, else 0); the result
+is valid at T+6 (``res``/``ctl_out``), the output stage rounds, shifts and saturates it in three
+registered steps and writes it at T+9, so a dependent factor may issue at T+10:
+``DRAIN_CYCLES = 9`` bubbles.
 """
 
 from __future__ import annotations
@@ -87,25 +87,28 @@ class MacArray(wiring.Component):
         BB = A + W
         layout = ctl_layout(env)
         m = Module()
-        # T+1: memory data valid
-        p1 = Signal(layout)
-        m.d.sync += p1.eq(self.ctl)
+        # T+1: memory data valid; IN's and WORK's registered (T+2: the memories' output registers)
+        p1, p1a = Signal(layout), Signal(layout)
+        m.d.sync += [p1.eq(self.ctl), p1a.eq(p1)]
+        in_q = Signal.like(self.in_data, name="in_q", reset_less=True)
+        work_q = Signal.like(self.work_data, name="work_q", reset_less=True)
+        m.d.sync += [in_q.eq(self.in_data), work_q.eq(self.work_data)]
         # IN's banks unskewed (memories.skewed_bank): a generator's lanes s*NB + i (slot s of every
         # bank) read bank (i + element) mod NB, so each group of NB lanes is the NB banks' slot s
         # rotated down by the element mod NB (a barrel rotator, each output steered by its lanes'
         # copy of the bank select)
-        # (the bank and IN/WORK selects, registered beside p1, one copy per REPLICA_LANES lanes)
+        # (the bank and IN/WORK selects, registered beside p1a, one copy per REPLICA_LANES lanes)
         G, NB, S = env.window_generators, in_banks(env), in_slots(env)
         LG = L // G
-        bank1 = replicated(m, "bank1", p1.bank.shape(), self.ctl.bank, L)
-        from_in1 = replicated(m, "from_in1", 1, self.ctl.from_in, L)
+        bank1 = replicated(m, "bank1", p1.bank.shape(), p1.bank, L)
+        from_in1 = replicated(m, "from_in1", 1, p1.from_in, L)
         # wires, not expressions: each lane's slice of an expression is emitted as the whole
         # expression (quadratic Verilog: 70 MB at 384 lanes)
         lane_x: list = [None] * L
         for g in range(G):
             for s in range(S):
                 vals = barrel_rotate(
-                    m, f"rot{g}_{s}_", [self.in_data[g * NB + b][s * A:(s + 1) * A] for b in range(NB)],
+                    m, f"rot{g}_{s}_", [in_q[g * NB + b][s * A:(s + 1) * A] for b in range(NB)],
                     lambda i, g=g, s=s: bank1[min(((s * NB + i) * G + g) // REPLICA_LANES, len(bank1) - 1)])
                 for i in range(NB):
                     if s * NB + i < LG:
@@ -117,39 +120,46 @@ class MacArray(wiring.Component):
             """Each lane's operand: its IN element or WORK's, the word's second element where ``hi_sel``."""
             sel = Signal(L * A, name=name)
             if hi_sel is None:
-                work = [self.work_data[l * A:(l + 1) * A] for l in range(L)]
+                work = [work_q[l * A:(l + 1) * A] for l in range(L)]
             else:
-                work = [Mux(hi_sel[l // REPLICA_LANES], self.work_data[(L + l) * A:(L + l + 1) * A],
-                            self.work_data[l * A:(l + 1) * A]) for l in range(L)]
+                work = [Mux(hi_sel[l // REPLICA_LANES], work_q[(L + l) * A:(L + l + 1) * A],
+                            work_q[l * A:(l + 1) * A]) for l in range(L)]
             m.d.comb += sel.eq(Cat(*(Mux(from_in1[l // REPLICA_LANES], x_in[l * A:(l + 1) * A], work[l])
                                      for l in range(L))))
             return sel
         # row quads: WORK's words hold two elements of every lane (memories.work_elements); a lane's
         # second multiplier reads the second on an interleaved quad (column c + 1)
-        x_sel = operand("x_sel", replicated(m, "work_odd1", 1, self.ctl.work_odd, L) if env.row_quads else None)
-        x_sel1 = operand("x_sel1", replicated(m, "work_hi1", 1, self.ctl.work_odd | self.ctl.iquad, L)) \
+        x_sel = operand("x_sel", replicated(m, "work_odd1", 1, p1.work_odd, L) if env.row_quads else None)
+        x_sel1 = operand("x_sel1", replicated(m, "work_hi1", 1, p1.work_odd | p1.iquad, L)) \
             if env.row_quads else x_sel
-        # the weight word is read a cycle ahead (engine.py): valid at T, with the issue's control
-        w_sel = self.weight_data.word_select(self.ctl.wsub, W)
+        w_sel = self.weight_data.word_select(p1.wsub, W)
         b_sel = self.bias_data.word_select(p1.bsub, 32)[:BB]
-        # T+2: operands registered; T+3: products (M); T+4: products again (P): every DSP's A, B, M
-        # and P registers (the weight operand a copy per REPLICA_LANES lanes at T+1, then a copy per
-        # DSP, its A register, at T+2)
+        # T+3: operands registered; T+4: products (M); T+5: products again (P): every DSP's A, B, M
+        # and P registers (the weight operand a copy per REPLICA_LANES lanes at T+2, then a copy per
+        # DSP, its A register, at T+3)
         p1b, p1c, p2 = Signal(layout), Signal(layout), Signal(layout)
+        m.d.sync += [p1b.eq(p1a), p1c.eq(p1b), p2.eq(p1c)]
         # operands, products and sums are data (reset-less); the ctl words carry the valid bits
-        bias1, bias1c = Signal(signed(BB), reset_less=True), Signal(signed(BB), reset_less=True)
-        m.d.sync += [p1b.eq(p1), p1c.eq(p1b), p2.eq(p1c), bias1.eq(b_sel), bias1c.eq(bias1)]
+
+        def delayed(name, value, n):
+            """``value`` registered ``n`` times."""
+            for k in range(n):
+                r = Signal.like(value, name=f"{name}_d{k + 1}", reset_less=True)
+                m.d.sync += r.eq(value)
+                value = r
+            return value
+        bias1c = delayed("bias1", b_sel.as_signed(), 3)          # read at T+1, used at T+4
         prods = [Signal(signed(A + W), name=f"prod{l}", reset_less=True) for l in range(L)]
 
         def dsp_product(name, a_shared, l, b, width):
             """The product register (P) of ``a_shared[l // REPLICA_LANES] * b``: a per-DSP copy of the
-            shared operand (A register), the product (M), then P; ``b`` is registered at T+2 (B)."""
-            a = Signal.like(a_shared[0], name=f"{name}_a", reset_less=True)
+            shared operand (A register), the product (M), then P; ``b`` is registered at T+3 (B)."""
+            a = Signal(a_shared[0].shape(), name=f"{name}_a", reset_less=True)     # no `keep`: absorbed (AREG)
             mreg = Signal(signed(width), name=f"{name}_m", reset_less=True)
             preg = Signal(signed(width), name=name, reset_less=True)
             m.d.sync += [a.eq(a_shared[l // REPLICA_LANES]), mreg.eq(a * b), preg.eq(mreg)]
             return preg
-        # row pairs and quads: the further rows' biases (rows wr + k*pstep, read at T+1, used at T+4)
+        # row pairs and quads: the further rows' biases (rows wr + k*pstep, read at T+2, used at T+4)
         R = env.lane_rows
         if env.row_pairs:
             LBP = env.biases_per_beat.bit_length() - 1
@@ -163,9 +173,8 @@ class MacArray(wiring.Component):
                 m.d.comb += [wrk_1.eq(p1.wr + step), self.bias_more_addr[k - 1].eq(wrk_1[LBP:])]
                 m.d.sync += wrk_b.eq(wrk_1)
                 data_k = self.bias_more_data[k - 1]
-                b_k = Signal(signed(BB), name=f"bias{k + 1}c", reset_less=True)
-                m.d.sync += b_k.eq((data_k.word_select(wrk_b[:LBP], 32) if LBP else data_k[:32])[:BB])
-                b_more.append(b_k)
+                b_more.append(delayed(f"bias{k + 1}", (data_k.word_select(wrk_b[:LBP], 32) if LBP
+                                                       else data_k[:32])[:BB].as_signed(), 2))
             # one multiplier per lane and row pair: rows 2i, 2i+1 from the weight operand
             # w_{2i+1} * 2^S + w_{2i} (w_{2i+1} = 0 on an unpaired factor, both 0 for the second pair
             # on a factor that is not a quad), the same for every lane, formed once and registered
@@ -180,7 +189,7 @@ class MacArray(wiring.Component):
             row_prods = [prods] + [[Signal(signed(A + W), name=f"prod{l}{'bcd'[k - 1]}", reset_less=True)
                                     for l in range(L)] for k in range(1, R)]
 
-            c = self.ctl
+            c = p1
 
             def weight(k, used):                 # weight k of the issue's word, 0 where the factor has none
                 return Mux(used, self.weight_data.word_select(c.wsub | k, W).as_signed(), 0)

@@ -31,6 +31,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .cycles import WINDOW_SETUP
 from .memories import in_banks, work_elements, work_half_words
 from .registers import descriptor_layout
 from .spec import DRAIN_CYCLES, INDEX_ENTRY_BITS, ROW_END_BIT, EngineEnvelope
@@ -40,6 +41,9 @@ __all__ = ["Sequencer", "ctl_layout"]
 
 # the next factor's limits load in the first drain cycle and are used from the first issue after it
 assert DRAIN_CYCLES >= 2, "the sequencer loads a factor's limits during the drain"
+# a factor's walk limits are registered a cycle after the start; the first issue waits for a formed
+# IN half, at least the window generator's set-up after the start
+assert WINDOW_SETUP >= 2, "the sequencer's limits are in place before the first issue"
 
 
 def ctl_layout(envelope: EngineEnvelope) -> data.StructLayout:
@@ -103,7 +107,8 @@ class Sequencer(wiring.Component):
         d = self.desc
         m = Module()
 
-        # per-factor table, registered when the pass starts (an interleaved quad's u-loop limits a cycle later)
+        # per-factor table, registered when the pass starts (what follows from a factor's row pairs and
+        # quads a cycle later)
         start_d = Signal(name="start_d")
         m.d.sync += start_d.eq(self.start)
         tab = []
@@ -123,6 +128,7 @@ class Sequencer(wiring.Component):
             # row quads (cycles.factor_rows): with r divisible by 4 and s >= 4, r/4 row quads, each 4t on
             row["pair"] = Signal(name=f"f{i}_pair")          # two or four rows an issue
             row["quad"] = Signal(name=f"f{i}_quad")          # four (a quad or an interleaved quad)
+            row["quad4"] = Signal(name=f"f{i}_quad4")        # a quad (four rows of one block)
             row["iquad"] = Signal(name=f"f{i}_iquad")        # an interleaved quad
             row["at"] = Signal(16, name=f"f{i}_at", reset_less=True)
             row["ustep"] = Signal(2, name=f"f{i}_ustep", reset_less=True)
@@ -138,25 +144,32 @@ class Sequencer(wiring.Component):
                 if i > 0:
                     iquad = pair & ~quad & (f.TG.T[0] == 0) & (f.TG.T != 0) & (f.RS.S >= 4)
             with m.If(self.start):
-                m.d.sync += [row["pair"].eq(pair), row["quad"].eq(quad | iquad), row["iquad"].eq(iquad),
-                             row["at"].eq(Mux(quad, f.TG.T << 2, Mux(pair, f.TG.T << 1, f.TG.T))),
-                             row["ustep"].eq(Mux(iquad, 2, 1))]
-            r_walk = Mux(quad, f.RS.R >> 2, Mux(pair, f.RS.R >> 1, f.RS.R))
+                m.d.sync += [row["pair"].eq(pair), row["quad"].eq(quad | iquad), row["quad4"].eq(quad),
+                             row["iquad"].eq(iquad)]
+            # what follows from the flags is registered a cycle after the start, from the registered
+            # flags (no start-time path from the descriptor through them): the sequencer's first issue
+            # waits for a formed IN half, at least WINDOW_SETUP cycles after the start
+            pf, qf, iq = row["pair"], row["quad4"], row["iquad"]
+            with m.If(start_d):
+                m.d.sync += [row["at"].eq(Mux(qf, f.TG.T << 2, Mux(pf, f.TG.T << 1, f.TG.T))),
+                             row["ustep"].eq(Mux(iq, 2, 1))]
+            r_walk = Mux(qf, f.RS.R >> 2, Mux(pf, f.RS.R >> 1, f.RS.R))
             for k, v in (("r", r_walk), ("s", f.RS.S), ("t", f.TG.T), ("g", f.TG.G)):
                 row[k + "3"] = Signal(16, name=f"f{i}_{k}3", reset_less=True)
                 row[k + "z"] = Signal(name=f"f{i}_{k}z")
                 row[k + "w"] = Signal(name=f"f{i}_{k}w")
-                if k == "t" and i > 0 and env.row_quads:
+                if k == "r":
+                    with m.If(start_d):
+                        m.d.sync += [row["r3"].eq(v - 3), row["rz"].eq(v == 1), row["rw"].eq(v == 2)]
+                elif k == "t" and i > 0 and env.row_quads:
                     # an interleaved quad's u loop runs t/2 times, stepping by 2 (its third-to-last
-                    # value 2 (t/2 - 3) = t - 6): set a cycle after the start from the registered flag
-                    # (a later factor's limits are first used after factor 0's issue)
-                    iq = row["iquad"]
+                    # value 2 (t/2 - 3) = t - 6)
                     with m.If(start_d):
                         m.d.sync += [row["t3"].eq(Mux(iq, v - 6, v - 3)), row["tz"].eq(Mux(iq, v == 2, v == 1)),
                                      row["tw"].eq(Mux(iq, v == 4, v == 2))]
-                    continue
-                with m.If(self.start):
-                    m.d.sync += [row[k + "3"].eq(v - 3), row[k + "z"].eq(v == 1), row[k + "w"].eq(v == 2)]
+                else:
+                    with m.If(self.start):
+                        m.d.sync += [row[k + "3"].eq(v - 3), row[k + "z"].eq(v == 1), row[k + "w"].eq(v == 2)]
             tab.append(row)
         SP = env.index_beats > 0
         for i in range(NF):
