@@ -88,7 +88,7 @@ class MacArray(wiring.Component):
         layout = ctl_layout(env)
         m = Module()
         # T+1: memory data valid; IN's and WORK's registered (T+2: the memories' output registers)
-        p1, p1a = Signal(layout), Signal(layout)
+        p1, p1a = Signal(layout, name="p1"), Signal(layout, name="p1a")
         m.d.sync += [p1.eq(self.ctl), p1a.eq(p1)]
         in_q = Signal.like(self.in_data, name="in_q", reset_less=True)
         work_q = Signal.like(self.work_data, name="work_q", reset_less=True)
@@ -134,10 +134,10 @@ class MacArray(wiring.Component):
             if env.row_quads else x_sel
         w_sel = self.weight_data.word_select(p1.wsub, W)
         b_sel = self.bias_data.word_select(p1.bsub, 32)[:BB]
-        # T+3: operands registered; T+4: products (M); T+5: products again (P): every DSP's A, B, M
-        # and P registers (the weight operand a copy per REPLICA_LANES lanes at T+2, then a copy per
-        # DSP, its A register, at T+3)
-        p1b, p1c, p2 = Signal(layout), Signal(layout), Signal(layout)
+        # valid at T+3: operands (B); T+4: products (M); T+5: products again (P): every DSP's A, B, M
+        # and P registers (the weight operand valid at T+2 in a copy per REPLICA_LANES lanes, at T+3
+        # in a copy per DSP, its A register)
+        p1b, p1c, p2 = (Signal(layout, name=n) for n in ("p1b", "p1c", "p2"))
         m.d.sync += [p1b.eq(p1a), p1c.eq(p1b), p2.eq(p1c)]
         # operands, products and sums are data (reset-less); the ctl words carry the valid bits
 
@@ -189,13 +189,11 @@ class MacArray(wiring.Component):
             row_prods = [prods] + [[Signal(signed(A + W), name=f"prod{l}{'bcd'[k - 1]}", reset_less=True)
                                     for l in range(L)] for k in range(1, R)]
 
-            c = p1
-
             def weight(k, used):                 # weight k of the issue's word, 0 where the factor has none
-                return Mux(used, self.weight_data.word_select(c.wsub | k, W).as_signed(), 0)
+                return Mux(used, self.weight_data.word_select(p1.wsub | k, W).as_signed(), 0)
             for i in range(R // 2):
-                w_lo = w_sel.as_signed() if i == 0 else weight(2, c.quad)
-                w_hi = weight(2 * i + 1, c.quad if i else c.pair)
+                w_lo = w_sel.as_signed() if i == 0 else weight(2, p1.quad)
+                w_hi = weight(2 * i + 1, p1.quad if i else p1.pair)
                 wp = replicated(m, f"wpair{i}" if i else "wpair", signed(W + S + 1), (w_hi << S) + w_lo, L)
                 lo, hi = row_prods[2 * i], row_prods[2 * i + 1]
                 for l in range(L):
@@ -220,7 +218,7 @@ class MacArray(wiring.Component):
                 packed = dsp_product(f"pair{k}", w1, 2 * k, op, A + S + W)
                 m.d.comb += [prods[2 * k].eq(packed[:S].as_signed()),
                              prods[2 * k + 1].eq((packed >> S) + packed[S - 1])]
-        # T+4: accumulate; a row's result leaves on its last term
+        # T+5 (p2): accumulate; a row's result leaves on its last term
         accs = [Signal(signed(ACC), name=f"acc{l}", reset_less=True) for l in range(L)]
         # p2's valid and first bits, one copy per REPLICA_LANES lanes (each steers every accumulator)
         valid2 = replicated(m, "valid2", 1, p1c.valid, L, reset_less=False)
