@@ -20,7 +20,7 @@ import numpy as np
 
 from . import regmap
 
-__all__ = ["ChainIssue", "chain_issue", "factor_issue", "factor_rows", "DRAIN_CYCLES", "OUT_LAG", "ISSUE_LAG", "WINDOW_SETUP", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
+__all__ = ["ChainIssue", "chain_issue", "factor_issue", "factor_rows", "DRAIN_CYCLES", "OUT_LAG", "ISSUE_LAG", "WINDOW_SETUP", "IN_WRITE_LAG", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
            "lane_cycles", "window_read_beats", "pass_cycles", "words_pass_cycles"]
 
 DRAIN_CYCLES = 9           # issue-to-write latency: the bubble between dependent factors
@@ -28,7 +28,8 @@ OUT_LAG = 1                # OUT is written a registered step after WORK (poolin
 ISSUE_LAG = 1              # the issue register: an issue's reads start a cycle after the sequencer's
                            # (engine.py; between dependent factors it delays the write and the read alike)
 WINDOW_SETUP = 3           # window-generator set-up cycles per batch and phase
-LOAD_LAG = 2               # cycles from a beat's arrival to the window write that uses it (the
+IN_WRITE_LAG = 1           # the window generator's frame word registered before its IN write
+LOAD_LAG = 2 + IN_WRITE_LAG  # cycles from a beat's arrival to the window write that uses it (the
                            # window's `arrived` is registered: it sees the loader's count a cycle late)
 REPACK_LAG = 1             # the repacker's register stage (packed input)
 PASS_TAIL = 6              # start-up and end-of-pass cycles (the pass's set-up, output pipeline, DONE)
@@ -282,7 +283,7 @@ def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: 
     n = batches * phases
     # per batch-phase: cycles after the previous one's issue start (the first: from the start;
     # the last batch's phases form only its valid lanes)
-    first = WINDOW_SETUP + windows - 1 + _ceil_div(min(lanes, positions), windows) * lt
+    first = WINDOW_SETUP + IN_WRITE_LAG + windows - 1 + _ceil_div(min(lanes, positions), windows) * lt
     step, step_last = max(mac, w_full), max(mac, w_last)
     ready = [] if ready is None else np.asarray(ready, dtype=np.int64).tolist()
     unload = b["unload"]

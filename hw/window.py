@@ -246,27 +246,35 @@ class WindowGenerator(wiring.Component):
         lane_l_ls = Signal()
         be_ls = one1 & (lane_l_ls | left_1)
 
+        # s2: the frame word registered as it leaves the memory (its output register), with the
+        # read's s1 fields (cycles.LOAD_LAG counts the stage)
+        frame_q = Signal.like(self.frame_r.data, name="frame_q", reset_less=True)
+        s2 = {n: Signal(name=f"s2_{n}") for n in s1}
+        s2_lane, s2_base = Signal.like(s1_lane, name="s2_lane"), Signal.like(s1_base, name="s2_base")
+        s2_rot, s2_rw, s2_n = (Signal.like(v, name=f"s2_{n}") for v, n in ((s1_rot, "rot"), (s1_rw, "rw"), (s1_n, "n")))
+        s2_meta = Signal.like(s1_meta, name="s2_meta")
+        m.d.sync += [frame_q.eq(self.frame_r.data), *(s2[n].eq(s1[n]) for n in s1), s2_lane.eq(s1_lane),
+                     s2_base.eq(s1_base), s2_rot.eq(s1_rot), s2_rw.eq(s1_rw), s2_n.eq(s1_n), s2_meta.eq(s1_meta)]
         # IN write: bank b takes the read's element j = (b - lane - offset) mod NB, at address
         # offset + j (memories.skewed_bank), in the lane's slot of the word. The read's elements are
-        # the word's from its first beat on, so bank b's is the word's element (b - s1_rw) mod NB:
-        # the word rotated up by s1_rw (a barrel rotator, from a registered amount)
-        vals = barrel_rotate(m, "rot", [self.frame_r.data.word_select(i, 8)[:A] for i in range(NB)], s1_rw,
-                             down=False)
-        slot = s1_lane[LB:] if S > 1 else Const(0, 1)
+        # the word's from its first beat on, so bank b's is the word's element (b - s2_rw) mod NB:
+        # the word rotated up by s2_rw (a barrel rotator, from a registered amount)
+        vals = barrel_rotate(m, "rot", [frame_q.word_select(i, 8)[:A] for i in range(NB)], s2_rw, down=False)
+        slot = s2_lane[LB:] if S > 1 else Const(0, 1)
         for b in range(NB):
             j = Signal(max(1, LB), name=f"j{b}")
-            m.d.comb += j.eq(Const(b, max(1, LB)) - s1_rot)
+            m.d.comb += j.eq(Const(b, max(1, LB)) - s2_rot)
             elem = Signal(A, name=f"elem{b}")
-            m.d.comb += elem.eq(Mux(s1["inb"], vals[b], 0))
+            m.d.comb += elem.eq(Mux(s2["inb"], vals[b], 0))
             port = self.in_w[b]
             m.d.comb += [
-                port.addr.eq(s1_base + j),
+                port.addr.eq(s2_base + j),
                 port.data.eq(Cat(*([elem] * S))),
-                port.en.eq(Mux(s1["valid"] & (j < s1_n), Const(1, S) << slot, 0)),
+                port.en.eq(Mux(s2["valid"] & (j < s2_n), Const(1, S) << slot, 0)),
             ]
-        with m.If(s1["done"]):
-            m.d.comb += self.in_set.eq(Mux(s1["half"], 2, 1))
-            m.d.sync += self.meta[s1["half"]].eq(s1_meta)
+        with m.If(s2["done"]):
+            m.d.comb += self.in_set.eq(Mux(s2["half"], 2, 1))
+            m.d.sync += self.meta[s2["half"]].eq(s2_meta)
 
         # the walk's states, one-hot registers (the hot paths test one flip-flop, not a decoded state)
         states = ("IDLE", "SETUP1", "SETUP2", "SETUP3", "PHASE_A", "PHASE_B", "WAIT", "RUN")
