@@ -148,8 +148,7 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, eng
     if fmax_proxy:      # check the tools and the proxy's envelope before the long Yosys run
         fmax.proxy_device(), fmax.nextpnr_command()
         proxy_env = network_envelope(network, input_size, proxy_lanes or min(fmax.DEFAULT_LANES, env.lanes),
-                                     env.macs_per_dsp, env.stream_bits, env.window_generators, engine["frame_kib"],
-                                     board.name, env.row_pairs, env.row_quads, env.frame_word_beats)
+                                     frame_kib=engine["frame_kib"], board=board.name, **env.packing())
     with status(f"yosys synth_xilinx -family {board.family} on engine {env.name}"):  # lines when piped
         report = estimate(env, board, use_cache=not no_cache, memory_plan=memory_plan)
     report.layers = [lay.name for lay in network.layers]

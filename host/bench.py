@@ -349,11 +349,8 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
     dense_w = {ds.name: [chain_dense(s.layer.chain, fweights[s.name]).reshape(ds.layer.chain[0].compact_shape)]
                for s, ds in zip(steps, dsteps)}
     dstats = dtotal = None
-    denv = EngineEnvelope.for_network(dnet, size, multipliers=envelope.multipliers,
-                                      macs_per_dsp=envelope.macs_per_dsp, stream_bits=envelope.stream_bits,
-                                      window_generators=envelope.window_generators,
-                                      frame_kib=frame_kib, board=board.name, row_pairs=envelope.row_pairs,
-                                      row_quads=envelope.row_quads, frame_word_beats=envelope.frame_word_beats)
+    denv = EngineEnvelope.for_network(dnet, size, multipliers=envelope.multipliers, frame_kib=frame_kib,
+                                      board=board.name, **envelope.packing())
     if dense:
         say(f"dense network on engine {denv.name!r} ({backend})")
         dparams = quantize_network(dsteps, dense_w, calib, {ds.name: fbiases[s.name] for s, ds in zip(steps, dsteps)})

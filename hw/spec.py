@@ -268,6 +268,14 @@ class EngineEnvelope:
     def multipliers(self) -> int:
         return self.lanes
 
+    def packing(self) -> dict[str, Any]:
+        """The settings :meth:`for_network` takes from this engine for another engine of the same
+        kind (another network, or another lane count): packing, stream width, window generators and
+        frame words; the lanes, the frame buffer and the board are the caller's."""
+        return {"macs_per_dsp": self.macs_per_dsp, "stream_bits": self.stream_bits,
+                "window_generators": self.window_generators, "row_pairs": self.row_pairs,
+                "row_quads": self.row_quads, "frame_word_beats": self.frame_word_beats}
+
     @property
     def lane_rows(self) -> int:
         """Rows of a block a lane computes an issue: 4 with row quads, 2 with row pairs, else 1."""
