@@ -196,12 +196,12 @@ class WindowGenerator(wiring.Component):
         lane_start = Signal()
         phase_end = Signal()
         s1 = {n: Signal(name=f"s1_{n}") for n in ("valid", "inb", "half", "done")}
-        s1_lane = Signal.like(lane)
-        s1_base = Signal(ceil_log2(2 * Q), name="s1_base")     # the beat's first element's IN address
-        s1_rot = Signal(max(1, LB), name="s1_rot")               # (lane + element offset) mod NB
-        s1_rw = Signal(max(1, LB), name="s1_rw")                 # (lane + offset - first beat x E) mod NB
-        s1_n = Signal(range(NB + 1))
-        s1_meta = Signal(in_meta_layout(env.lanes))
+        s1["lane"] = Signal.like(lane, name="s1_lane")
+        s1["base"] = Signal(ceil_log2(2 * Q), name="s1_base")     # the beat's first element's IN address
+        s1["rot"] = Signal(max(1, LB), name="s1_rot")               # (lane + element offset) mod NB
+        s1["rw"] = Signal(max(1, LB), name="s1_rw")                 # (lane + offset - first beat x E) mod NB
+        s1["n"] = Signal(range(NB + 1), name="s1_n")                # the read's elements
+        s1["meta"] = s1_meta = Signal(in_meta_layout(env.lanes), name="s1_meta")
 
         def x_ok(v):
             return (v >= 0) & ((v <= d.IN_HW.W) if self._fault == "window_pad" else (v < d.IN_HW.W))
@@ -227,10 +227,10 @@ class WindowGenerator(wiring.Component):
             # addresses run past the frame buffer's depth and wrap around it
             return ~ok | ~self.frame_loading | (a[:FAW] - self.frame_count[:FAW])[FAW - 1]
         rot = lane[:LB] + eoff[:LB]
-        m.d.sync += [s1["valid"].eq(emit), s1["inb"].eq(inb), s1["half"].eq(wh), s1_lane.eq(lane),
-                     s1_base.eq(eoff + Mux(wh, Q, 0)), s1_rot.eq(rot),
-                     s1_rw.eq(rot - (addr[:LFB] << LE) if FB > 1 else rot),
-                     s1_n.eq(Mux(rem > erb, erb, rem)), s1["done"].eq(phase_end)]
+        m.d.sync += [s1["valid"].eq(emit), s1["inb"].eq(inb), s1["half"].eq(wh), s1["lane"].eq(lane),
+                     s1["base"].eq(eoff + Mux(wh, Q, 0)), s1["rot"].eq(rot),
+                     s1["rw"].eq(rot - (addr[:LFB] << LE) if FB > 1 else rot),
+                     s1["n"].eq(Mux(rem > erb, erb, rem)), s1["done"].eq(phase_end)]
         # the flags' combinations the emission cycle tests beside `arrived`, registered: le, the
         # lane's last read (k, kx, ky all last); be, also the batch's last lane (lane == L-1 or no
         # position left). Each is updated from its value after a read of the walk or after a lane
@@ -249,32 +249,28 @@ class WindowGenerator(wiring.Component):
         # s2: the frame word registered as it leaves the memory (its output register), with the
         # read's s1 fields (cycles.LOAD_LAG counts the stage)
         frame_q = Signal.like(self.frame_r.data, name="frame_q", reset_less=True)
-        s2 = {n: Signal(name=f"s2_{n}") for n in s1}
-        s2_lane, s2_base = Signal.like(s1_lane, name="s2_lane"), Signal.like(s1_base, name="s2_base")
-        s2_rot, s2_rw, s2_n = (Signal.like(v, name=f"s2_{n}") for v, n in ((s1_rot, "rot"), (s1_rw, "rw"), (s1_n, "n")))
-        s2_meta = Signal.like(s1_meta, name="s2_meta")
-        m.d.sync += [frame_q.eq(self.frame_r.data), *(s2[n].eq(s1[n]) for n in s1), s2_lane.eq(s1_lane),
-                     s2_base.eq(s1_base), s2_rot.eq(s1_rot), s2_rw.eq(s1_rw), s2_n.eq(s1_n), s2_meta.eq(s1_meta)]
+        s2 = {n: Signal.like(v, name=f"s2_{n}") for n, v in s1.items()}
+        m.d.sync += [frame_q.eq(self.frame_r.data), *(s2[n].eq(v) for n, v in s1.items())]
         # IN write: bank b takes the read's element j = (b - lane - offset) mod NB, at address
         # offset + j (memories.skewed_bank), in the lane's slot of the word. The read's elements are
         # the word's from its first beat on, so bank b's is the word's element (b - s2_rw) mod NB:
         # the word rotated up by s2_rw (a barrel rotator, from a registered amount)
-        vals = barrel_rotate(m, "rot", [frame_q.word_select(i, 8)[:A] for i in range(NB)], s2_rw, down=False)
-        slot = s2_lane[LB:] if S > 1 else Const(0, 1)
+        vals = barrel_rotate(m, "rot", [frame_q.word_select(i, 8)[:A] for i in range(NB)], s2["rw"], down=False)
+        slot = s2["lane"][LB:] if S > 1 else Const(0, 1)
         for b in range(NB):
             j = Signal(max(1, LB), name=f"j{b}")
-            m.d.comb += j.eq(Const(b, max(1, LB)) - s2_rot)
+            m.d.comb += j.eq(Const(b, max(1, LB)) - s2["rot"])
             elem = Signal(A, name=f"elem{b}")
             m.d.comb += elem.eq(Mux(s2["inb"], vals[b], 0))
             port = self.in_w[b]
             m.d.comb += [
-                port.addr.eq(s2_base + j),
+                port.addr.eq(s2["base"] + j),
                 port.data.eq(Cat(*([elem] * S))),
-                port.en.eq(Mux(s2["valid"] & (j < s2_n), Const(1, S) << slot, 0)),
+                port.en.eq(Mux(s2["valid"] & (j < s2["n"]), Const(1, S) << slot, 0)),
             ]
         with m.If(s2["done"]):
             m.d.comb += self.in_set.eq(Mux(s2["half"], 2, 1))
-            m.d.sync += self.meta[s2["half"]].eq(s2_meta)
+            m.d.sync += self.meta[s2["half"]].eq(s2["meta"])
 
         # the walk's states, one-hot registers (the hot paths test one flip-flop, not a decoded state)
         states = ("IDLE", "SETUP1", "SETUP2", "SETUP3", "PHASE_A", "PHASE_B", "WAIT", "RUN")
