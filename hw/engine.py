@@ -161,14 +161,13 @@ class Datapath(wiring.Component):
                 rp = mems[name].read_port()
                 m.d.comb += [rp.addr.eq(in_addr[(g * NB + b) // IN_ADDR_BANKS]), mac.in_data[g * NB + b].eq(rp.data)]
         if env.max_factors > 1:
-            # WORK: a memory per element of its words (memories.work_elements), one address; the output
-            # stage writes a row into one of them
-            WE, LA = work_elements(env), env.lanes * env.act_bits
-            ww, work_rd = outst.work_w, []
-            for e in range(WE):
-                wp, rp = mems[work_memory(e)].write_port(), mems[work_memory(e)].read_port()
-                m.d.comb += [wp.addr.eq(ww.addr), wp.data.eq(ww.data[e * LA:(e + 1) * LA]), wp.en.eq(ww.en[e]),
-                             rp.addr.eq(work_addr)]
+            # WORK: a memory per element of its words (memories.work_elements), read at one address; the
+            # output stage writes a row into one of them
+            work_rd = []
+            for e in range(work_elements(env)):
+                wiring.connect(m, outst.work_w[e], mems[work_memory(e)].write_port())
+                rp = mems[work_memory(e)].read_port()
+                m.d.comb += rp.addr.eq(work_addr)
                 work_rd.append(rp.data)
             m.d.comb += mac.work_data.eq(Cat(*work_rd))
         for b in range(E):

@@ -52,10 +52,9 @@ class OutputStage(wiring.Component):
             "res": In(data.ArrayLayout(signed(envelope.acc_bits), L)),
             "relu_en": In(1),
             "pool_en": In(1),
-            # WORK: work_elements(envelope) elements of every lane a word, a row written into one of them
+            # WORK: a memory per element of its words (memories.work_elements), a row written into one
             "work_w": In(WritePort.Signature(addr_width=max(1, ceil_log2(2 * work_half_words(envelope))),
-                                             shape=work_elements(envelope) * L * A,
-                                             **({"granularity": L * A} if work_elements(envelope) > 1 else {}))),
+                                             shape=L * A)).array(work_elements(envelope)),
             "out_w": In(WritePort.Signature(addr_width=oa, shape=ow)).array(e),
             "out_r": In(ReadPort.Signature(addr_width=oa, shape=ow)).array(e),
             "out_set": Out(2),
@@ -139,9 +138,9 @@ class OutputStage(wiring.Component):
             m.d.comb += [self.out_r[b].addr.eq(out_addr5), self.out_w[b].addr.eq(out_addr7),
                          self.out_w[b].data.eq(Cat(*new)), self.out_w[b].en.eq(write7)]
         row = Cat(*(qb[l % E][l // E] for l in range(L)))
-        w_en = p6.valid & ~p6.fi_last
-        m.d.comb += [self.work_w.addr.eq(work_addr6), self.work_w.data.eq(Cat(*([row] * WE))),
-                     self.work_w.en.eq(w_en << work_part6 if WE > 1 else w_en)]
+        for e, port in enumerate(self.work_w):
+            m.d.comb += [port.addr.eq(work_addr6), port.data.eq(row),
+                         port.en.eq(p6.valid & ~p6.fi_last & (work_part6 == e if WE > 1 else 1))]
         with m.If(p7.valid & p7.batch_end):
             m.d.comb += self.out_set.eq(Mux(p7.out_half, 2, 1))
             m.d.sync += [self.meta[p7.out_half].lanes.eq(p7.lanes), self.meta[p7.out_half].last_batch.eq(p7.last_batch)]
