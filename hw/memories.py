@@ -79,7 +79,7 @@ def out_slots(env: EngineEnvelope) -> int:
 def skewed_bank(lane: int, element: int, banks: int) -> tuple[int, int]:
     """Where IN keeps ``element`` of a window generator's ``lane``, and OUT channel ``element`` of
     ``lane``: (bank, slot in the word); the word's address is the element (plus the half's offset,
-    ``max_q`` or ``max_p``). ``banks`` is ``E`` (OUT, and IN but with a wide frame buffer) or ``2E``.
+    ``max_q`` or ``max_p``). ``banks`` is ``E`` (OUT) or :func:`in_banks` (IN: ``E`` times the beats of a frame word).
 
     Bank ``(lane + element) mod banks`` is a skew: the ``banks`` consecutive elements of one lane
     that a read brings (IN) or a beat takes (OUT) are in different banks, one word each, and one
