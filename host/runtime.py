@@ -71,7 +71,8 @@ class NetworkProgram:
         """Bytes of the largest activation tensor at ``batch`` images."""
         e = self.envelope.elems_per_beat
         shapes = [self.in_shape] + [s.out_shape for s in self.steps]
-        return max(tensor_bytes((batch,) + tuple(sh), e) for sh in shapes)
+        return max([tensor_bytes((batch,) + tuple(sh), e) for sh in shapes]
+                   + [batch * self.descriptors[0].in_bytes_per_image])
 
 
 def prepare_program(envelope: EngineEnvelope, steps: Sequence[EngineStep],
@@ -234,7 +235,8 @@ def _check_input(program: NetworkProgram, x_int: np.ndarray) -> None:
 def _write_input(driver: EngineDriver, program: NetworkProgram, buf: np.ndarray, x_int: np.ndarray) -> None:
     """Pack the integer input into the first activation buffer (stage ``copy_in``)."""
     t0 = time.perf_counter()
-    pack_tensor(x_int, program.envelope.elems_per_beat, out=buf, packed=program.descriptors[0].packed_input)
+    first = program.descriptors[0]
+    pack_tensor(x_int, program.envelope.elems_per_beat, out=buf, packed=first.packed_input, fold=first.step.fold)
     buf.flush()
     driver.timings["copy_in"] += time.perf_counter() - t0
 

@@ -394,7 +394,22 @@ class EngineEnvelope:
     def describe_network(self, steps: Sequence[EngineStep]) -> list["LayerDescriptor"]:
         """Every step's descriptor, the first one's input packed where that saves bytes (the one
         tensor the host makes; every later input is the engine's own NHWC-E output)."""
-        return [self.describe(st, packed_input=k == 0 and self.can_pack_input(st)) for k, st in enumerate(steps)]
+        return [self._host_input(st) if k == 0 else self.describe(st) for k, st in enumerate(steps)]
+
+    def _host_input(self, step: EngineStep) -> "LayerDescriptor":
+        """The descriptor of a step whose input the host makes: packed where that saves bytes, and
+        with its kernel rows folded into the channels (:meth:`EngineStep.row_folded`) where the
+        cycle model gives one image fewer cycles so (a few input channels: the window generator
+        reads a pixel a cycle, a folded row a cycle) and the folded step fits."""
+        plain = self.describe(step, packed_input=self.can_pack_input(step))
+        folded = step.row_folded()
+        if folded is None:
+            return plain
+        try:
+            desc = self.describe(folded, packed_input=self.can_pack_input(folded))
+        except ConfigError:
+            return plain
+        return desc if desc.pass_cycles(1) < plain.pass_cycles(1) else plain
 
     def can_pack_input(self, step: EngineStep) -> bool:
         """Whether sending ``step``'s input packed saves bytes and is allowed: channels not a

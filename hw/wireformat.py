@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from litefly.errors import ShapeError
+from litefly.network import RowFold
 
 from .spec import BIAS_CONTAINER_BITS, INDEX_ENTRY_BITS, index_entries, layer_weights_flat, layer_weights_unflat
 
@@ -60,32 +61,48 @@ def unpack_elements(beats: np.ndarray, bits: int, per_beat: int, count: int) -> 
 
 
 def pack_tensor(x: np.ndarray, elems_per_beat: int, out: np.ndarray | None = None,
-                packed: bool = False) -> np.ndarray:
+                packed: bool = False, fold: RowFold | None = None) -> np.ndarray:
     """An NCHW integer tensor as NHWC-E bytes (``docs/engine.md``): uint8, one beat per ``E`` bytes.
     With ``packed``, plain NHWC bytes (``C`` a pixel, no padding channels: the engine's
-    ``LAYER.PACKED`` input, repacked on chip).
+    ``LAYER.PACKED`` input, repacked on chip). With ``fold``, the tensor with its kernel rows
+    folded into the channels (:func:`~litefly.network.fold_rows`), written without an
+    intermediate copy.
 
     ``out`` (a uint8 buffer of at least the tensor's size) is filled in place if given.
     """
     x = np.asarray(x)
     if x.ndim != 4:
         raise ShapeError(f"tensor has shape {x.shape}, expected (N, C, H, W)")
-    n, c, h, w = x.shape
+    if fold is not None and x.shape[3] != fold.width:
+        raise ShapeError(f"tensor has shape {x.shape}, expected (N, C, H, {fold.width}) to fold its kernel rows")
+    n, c0, h, w0 = x.shape
+    kw = 1 if fold is None else fold.kw
+    c = c0 * kw
+    w = w0 if fold is None else (w0 + 2 * fold.pad - fold.dilation * (kw - 1) - 1) // fold.stride + 1
     cp = c if packed else -(-c // elems_per_beat) * elems_per_beat
     size = n * h * w * cp
     dst = np.empty(size, dtype=np.uint8) if out is None else out
     if dst.size < size:
         raise ShapeError(f"buffer of {dst.size} bytes is smaller than the {size}-byte tensor")
     view = dst[:size].view(np.int8).reshape(n, h, w, cp)
-    if cp != c:             # the padding: one contiguous fill, the channels written over it
+    if cp != c or fold is not None:     # padding: one contiguous fill, the channels written over it
         dst[:size] = 0
-    # A channel at a time while there are few: a transposed copy's inner loop would run over
-    # the channels (1..16 elements); one channel is one long strided copy.
-    if c <= 16:
-        for ch in range(c):
-            view[..., ch] = x[:, ch]
-    else:
-        view[..., :c] = x.transpose(0, 2, 3, 1)
+    for kx in range(kw):
+        if fold is None:
+            lo, hi, src, step = 0, w, 0, 1
+        else:
+            (lo, hi, src), step = fold.columns(kx, w), fold.stride
+        part = x[..., src: src + (hi - lo - 1) * step + 1: step] if hi > lo else None
+        dv = view[:, :, lo:hi, kx * c0: (kx + 1) * c0]
+        if part is None:
+            continue
+        # A channel at a time while there are few: a transposed copy's inner loop would run over
+        # the channels (1..16 elements); one channel is one long strided copy.
+        if c0 <= 16:
+            for ch in range(c0):
+                dv[..., ch] = part[:, ch]
+        else:
+            dv[...] = part.transpose(0, 2, 3, 1)
     return dst[:size]
 
 

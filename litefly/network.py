@@ -20,7 +20,7 @@ the map. For ``H = W = 1`` (global pooling, or a linear network) both orders agr
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from .config import HostOp, LayerConfig, NetworkConfig
 from .errors import ConfigError, ShapeError
 from .fixed import QuantizedLayer, add_skip, int_range, quantize_layer, skip_alignment
 
-__all__ = ["EngineStep", "output_size", "im2col", "col2im", "plan_network", "step_forward_int",
+__all__ = ["EngineStep", "RowFold", "fold_rows", "output_size", "im2col", "col2im", "plan_network", "step_forward_int",
            "network_forward_int", "maxpool_int", "global_pool_int", "GLOBAL_POOLS", "check_scales",
            "quantize_network", "network_input_shape"]
 
@@ -102,6 +102,42 @@ def global_pool_int(x: np.ndarray, op: str) -> np.ndarray:
     raise ConfigError(f"{op!r} is not a global pool; expected one of {', '.join(GLOBAL_POOLS)}")
 
 
+class RowFold(NamedTuple):
+    """A kernel row folded into the channels by the host (``docs/engine.md``, "Folded kernel rows"):
+    the engine reads ``(KW*C, H, Wo)``, whose pixel ``(y, xo)`` holds the source pixels
+    ``(y, xo*stride - pad + kx*dilation)`` for ``kx = 0..KW-1`` (zeros outside the map), channel
+    ``kx*C + c``; it walks a ``KH x 1`` kernel. The column order ``(ky, kx, c)`` is the
+    reference's, so the layer and its weights are unchanged."""
+
+    kw: int
+    stride: int
+    pad: int
+    dilation: int
+    width: int              # the source map's width W
+
+    def columns(self, kx: int, wo: int) -> tuple[int, int, int]:
+        """For kernel column ``kx``: the output columns ``lo..hi-1`` whose source pixel lies in the
+        map, and the first of those source pixels (the rest follow at ``stride``)."""
+        off = kx * self.dilation - self.pad
+        lo = max(0, -(off // self.stride)) if off < 0 else 0
+        hi = min(wo, (self.width - 1 - off) // self.stride + 1) if self.width - 1 >= off else 0
+        return lo, max(lo, hi), lo * self.stride + off
+
+
+def fold_rows(x: np.ndarray, fold: RowFold) -> np.ndarray:
+    """An NCHW ``(N, C, H, W)`` array with its kernel rows folded into the channels: ``(N, KW*C, H, Wo)``."""
+    x = np.asarray(x)
+    if x.ndim != 4 or x.shape[3] != fold.width:
+        raise ShapeError(f"fold_rows: input has shape {x.shape}, expected (N, C, H, {fold.width})")
+    n, c, h, w = x.shape
+    wo = (w + 2 * fold.pad - fold.dilation * (fold.kw - 1) - 1) // fold.stride + 1
+    out = np.zeros((n, fold.kw, c, h, wo), dtype=x.dtype)
+    for kx in range(fold.kw):
+        lo, hi, src = fold.columns(kx, wo)
+        out[:, kx, :, :, lo:hi] = x[..., src: src + (hi - lo - 1) * fold.stride + 1: fold.stride]
+    return out.reshape(n, fold.kw * c, h, wo)
+
+
 @dataclass(frozen=True)
 class EngineStep:
     """One layer as the engine runs it: the layer, its input shape and the fused output stage."""
@@ -113,6 +149,7 @@ class EngineStep:
     pre: str | None = None                  # a host op (GLOBAL_POOLS) that makes in_shape from the previous output
     skip: str | None = None                 # residual add of this earlier step's output, before the ReLU
     src: str | None = None                  # the earlier step whose output this one reads (None: the previous)
+    fold: RowFold | None = None             # the host folds the kernel rows into the channels (in_shape is folded)
 
     @property
     def name(self) -> str:
@@ -126,20 +163,45 @@ class EngineStep:
     def kernel(self) -> Pair:
         """The window the engine walks: the layer's kernel, or the whole map for a linear layer."""
         if self.layer.kind == "conv2d":
-            return self.layer.kernel
+            return self.layer.kernel if self.fold is None else (self.layer.kernel[0], 1)
         return self.in_shape[1], self.in_shape[2]
 
     @property
     def stride(self) -> Pair:
-        return self.layer.stride if self.layer.kind == "conv2d" else (1, 1)
+        if self.layer.kind != "conv2d":
+            return 1, 1
+        return self.layer.stride if self.fold is None else (self.layer.stride[0], 1)
 
     @property
     def padding(self) -> Pair:
-        return self.layer.padding if self.layer.kind == "conv2d" else (0, 0)
+        if self.layer.kind != "conv2d":
+            return 0, 0
+        return self.layer.padding if self.fold is None else (self.layer.padding[0], 0)
 
     @property
     def dilation(self) -> Pair:
-        return self.layer.dilation if self.layer.kind == "conv2d" else (1, 1)
+        if self.layer.kind != "conv2d":
+            return 1, 1
+        return self.layer.dilation if self.fold is None else (self.layer.dilation[0], 1)
+
+    @property
+    def source_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the tensor the step's input is made from (``in_shape`` unless folded)."""
+        if self.fold is None:
+            return self.in_shape
+        c, h, _ = self.in_shape
+        return c // self.fold.kw, h, self.fold.width
+
+    def row_folded(self) -> "EngineStep | None":
+        """The step with its kernel rows folded into the channels by the host (:class:`RowFold`),
+        or None where there is nothing to fold (not a convolution, a one-column kernel, folded)."""
+        lay = self.layer
+        if lay.kind != "conv2d" or lay.kernel[1] == 1 or self.fold is not None:
+            return None
+        c, h, w = self.in_shape
+        _, _, wo = self.conv_shape
+        fold = RowFold(lay.kernel[1], lay.stride[1], lay.padding[1], lay.dilation[1], w)
+        return replace(self, in_shape=(fold.kw * c, h, wo), fold=fold)
 
     @property
     def conv_shape(self) -> tuple[int, int, int]:

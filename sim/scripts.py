@@ -70,7 +70,7 @@ class _Ctx:
         return self.bufs[name]
 
     def in_bytes(self, k: int, x: np.ndarray) -> np.ndarray:
-        data = pack_tensor(x, self.e, packed=self.desc(k).packed_input)
+        data = pack_tensor(x, self.e, packed=self.desc(k).packed_input, fold=self.desc(k).step.fold)
         b = self.buf(f"in{k}", data.size)
         b[:data.size] = data
         return b

@@ -110,7 +110,8 @@ def test_board_check_reports_a_wrong_layer(monkeypatch):
 
     def wrong(self, words, frame, skip=b""):
         out = bytearray(real(self, words, frame, skip))
-        if regmap.unpack("IN_C", words["IN_C"])["C"] == 3:      # vgg_conv1 (3 input channels) only
+        # vgg_conv1 only: 3 input channels, 9 with its kernel rows folded by the host
+        if regmap.unpack("IN_C", words["IN_C"])["C"] in (3, 9):
             out[0] ^= 1
         return bytes(out)
     monkeypatch.setattr(golden_transport.GoldenTransport, "_run_pass", wrong)

@@ -11,8 +11,9 @@ from litefly.config import LayerConfig, NetworkConfig, HostOp, load_layer
 from litefly.errors import ShapeError
 from litefly.export import FlattenHWC
 from litefly.fixed import chain_dense, random_float_weights
-from litefly.network import (col2im, im2col, maxpool_int, network_forward_int, output_size, plan_network,
-                             quantize_network, step_forward_int)
+from litefly.hw.wireformat import pack_tensor
+from litefly.network import (EngineStep, RowFold, col2im, fold_rows, im2col, maxpool_int, network_forward_int,
+                             output_size, plan_network, quantize_network, step_forward_int)
 from litefly.nn import DeButConv2d
 
 
@@ -45,6 +46,46 @@ def test_im2col_non_square_geometry_matches_unfold(kernel, stride, pad, dil, hw)
     # unfold: (n, c*kh*kw, L) channel outer -> reference order kernel position outer, channel inner
     ref = unf.reshape(2, c, kernel[0] * kernel[1], -1).permute(0, 3, 2, 1).reshape(-1, kernel[0] * kernel[1] * c)
     np.testing.assert_array_equal(cols, ref.numpy())
+
+
+FOLDS = [((3, 3), (1, 1), (1, 1), (1, 1), (5, 7), 3), ((3, 3), (2, 2), (1, 1), (1, 1), (6, 9), 3),
+         ((3, 3), (1, 1), (2, 2), (2, 2), (5, 11), 1), ((2, 2), (2, 2), (0, 0), (1, 1), (4, 6), 20),
+         ((3, 5), (1, 3), (0, 2), (1, 1), (5, 8), 2), ((3, 3), (1, 1), (0, 3), (1, 1), (4, 5), 17),
+         ((2, 3), (3, 2), (2, 1), (2, 1), (10, 7), 5)]
+
+
+@pytest.mark.parametrize("kernel,stride,pad,dil,hw,c", FOLDS)
+def test_folded_kernel_rows_give_the_same_columns(kernel, stride, pad, dil, hw, c):
+    """A step with its kernel rows folded into the channels (the host's RowFold) walks a KH x 1
+    kernel over (KW*C, H, Wo) and gathers the same columns in the same order, padding included;
+    the packer writes the folded map (NHWC-E or packed) without making it first."""
+    lay = LayerConfig.from_dict({"name": "f", "kind": "conv2d", "in_channels": c, "out_channels": 4,
+                                 "kernel": list(kernel), "stride": list(stride), "padding": list(pad),
+                                 "dilation": list(dil), "chain": [[4, kernel[0] * kernel[1] * c, 4, kernel[0] * kernel[1] * c, 1]]})
+    step = EngineStep(lay, (c,) + hw, relu=False)
+    folded = step.row_folded()
+    assert folded.fold == RowFold(kernel[1], stride[1], pad[1], dil[1], hw[1]) and folded.row_folded() is None
+    assert folded.source_shape == step.in_shape and folded.conv_shape == step.conv_shape
+    assert folded.kernel == (kernel[0], 1) and folded.in_shape == (kernel[1] * c, hw[0], step.conv_shape[2])
+    x = np.random.default_rng(5).integers(-128, 128, (2, c) + hw).astype(np.int8)
+    xf = fold_rows(x, folded.fold)
+    assert xf.shape[1:] == folded.in_shape
+    np.testing.assert_array_equal(im2col(xf, folded.kernel, folded.stride, folded.padding, folded.dilation),
+                                  im2col(x, step.kernel, step.stride, step.padding, step.dilation))
+    for e, packed in ((8, False), (8, True), (16, False)):
+        np.testing.assert_array_equal(pack_tensor(x, e, packed=packed, fold=folded.fold),
+                                      pack_tensor(xf, e, packed=packed))
+
+
+def test_nothing_to_fold_and_a_wrong_width_is_one_line():
+    lay = LayerConfig.from_dict({"name": "p", "kind": "conv2d", "in_channels": 8, "out_channels": 4, "kernel": [3, 1],
+                                 "chain": [[4, 24, 4, 24, 1]]})
+    assert EngineStep(lay, (8, 5, 5), relu=False).row_folded() is None
+    fold = RowFold(3, 1, 1, 1, 6)
+    with pytest.raises(ShapeError, match=r"^fold_rows: input has shape \(1, 2, 4, 5\), expected \(N, C, H, 6\)$"):
+        fold_rows(np.zeros((1, 2, 4, 5), np.int8), fold)
+    with pytest.raises(ShapeError, match=r"expected \(N, C, H, 6\) to fold its kernel rows$"):
+        pack_tensor(np.zeros((1, 2, 4, 5), np.int8), 8, fold=fold)
 
 
 def test_col2im_roundtrip_with_conv():

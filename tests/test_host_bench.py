@@ -217,7 +217,8 @@ def test_bench_envelope_options_make_another_engine():
 
 def test_bench_window_generators_make_another_engine_and_lift_the_window_bound():
     """--window-generators: another engine (its dense baseline alike), fewer cycles where the window
-    generator paced the batches (vgg_conv2 at 256 lanes), refused in one line if not 1, 2 or 4."""
+    generator paced the batches (vgg_conv3 at 256 lanes; vgg_conv1's kernel rows are folded by the
+    host, so its windows no longer pace it), refused in one line if not 1, 2 or 4."""
     net = load_network(VGG)
     one = run_bench(net, "golden", batch=1, input_size=(16, 16), repeats=1, multipliers=256, dense=False,
                     window_generators=1)
@@ -226,7 +227,8 @@ def test_bench_window_generators_make_another_engine_and_lift_the_window_bound()
     env = EngineEnvelope.for_network(net, (16, 16), multipliers=256, window_generators=4, board="pynq-z2")
     assert four["engine"]["hash"] == f"0x{env.hash32:08x}" != one["engine"]["hash"]
     assert (four["engine"]["window_generators"], one["engine"]["window_generators"]) == (4, 1)
-    assert four["total"]["cycles"] < 0.9 * one["total"]["cycles"]
+    assert four["layers"][2]["cycles"] < 0.9 * one["layers"][2]["cycles"]
+    assert four["total"]["cycles"] < one["total"]["cycles"]
     r = run_cli(str(VGG), "--backend", "golden", "--window-generators", "3")
     assert r.returncode == 2 and "'3' is not one of '1', '2', '4'" in r.stderr
 

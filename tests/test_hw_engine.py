@@ -189,6 +189,26 @@ def test_packed_input_is_repacked_on_chip(name):
     assert run.regs[0]["CYCLES"] == desc.pass_cycles(2)
 
 
+def test_the_host_folds_a_first_layers_kernel_rows_where_the_model_says_it_is_faster():
+    """vgg_conv1 (3 channels, a beat a pixel: nine window reads a lane) runs with its kernel rows
+    folded into 9 channels (three reads a lane), packed, in fewer modelled cycles; a later layer's
+    input is the engine's own output and is never folded; vgg_conv2 (64 channels) as a first
+    layer would read as many beats folded and load three times as many, so it is not folded."""
+    from litefly.config import load_network
+    from litefly.network import RowFold, plan_network
+    net = load_network(Path(__file__).parents[1] / "examples" / "vgg_net.yaml")
+    env = EngineEnvelope.for_network(net, (32, 32), board="pynq-z2")
+    steps = plan_network(net, (3, 32, 32))
+    descs = env.describe_network(steps)
+    first, plain = descs[0], env.describe(steps[0], packed_input=True)
+    assert first.step.fold == RowFold(3, 1, 1, 1, 32) and first.packed_input and first.step.in_shape == (9, 32, 32)
+    assert (first.geometry(1).window_reads, plain.geometry(1).window_reads) == (3, 9)
+    assert first.pass_cycles(1) < plain.pass_cycles(1)
+    assert first.in_bytes_per_image == 9 * 32 * 32
+    assert all(d.step.fold is None for d in descs[1:])
+    assert env.describe_network(steps[1:])[0].step.fold is None
+
+
 def test_packed_input_needs_whole_beats_per_image():
     layer = conv("odd", 3, [[4, 12, 1, 3, 1]], kernel=(2, 2))
     env = envelope_for([layer], 8, 64)
