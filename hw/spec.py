@@ -72,6 +72,11 @@ def envelope_words(lanes: int, stream_bits: int, macs_per_dsp: int = 1, window_g
     return ", ".join(words)
 
 
+#: The least share of a first layer's modelled cycles that folding its kernel rows on the host
+#: must save (:meth:`EngineEnvelope.describe_network`).
+FOLD_GAIN = 0.1
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -399,8 +404,10 @@ class EngineEnvelope:
     def _host_input(self, step: EngineStep) -> "LayerDescriptor":
         """The descriptor of a step whose input the host makes: packed where that saves bytes, and
         with its kernel rows folded into the channels (:meth:`EngineStep.row_folded`) where the
-        cycle model gives one image fewer cycles so (a few input channels: the window generator
-        reads a pixel a cycle, a folded row a cycle) and the folded step fits."""
+        folded step fits and the cycle model gives it at least :data:`FOLD_GAIN` fewer cycles an
+        image (a few input channels: the window generator reads a pixel a cycle, a folded row a
+        cycle), over a pass of as many images as the frame buffer holds of both. The host writes
+        ``KW`` times the input's bytes when it folds, so a smaller gain is not taken."""
         plain = self.describe(step, packed_input=self.can_pack_input(step))
         folded = step.row_folded()
         if folded is None:
@@ -409,7 +416,8 @@ class EngineEnvelope:
             desc = self.describe(folded, packed_input=self.can_pack_input(folded))
         except ConfigError:
             return plain
-        return desc if desc.pass_cycles(1) < plain.pass_cycles(1) else plain
+        n = min(plain.images_per_pass, desc.images_per_pass)
+        return desc if desc.pass_cycles(n) <= (1 - FOLD_GAIN) * plain.pass_cycles(n) else plain
 
     def can_pack_input(self, step: EngineStep) -> bool:
         """Whether sending ``step``'s input packed saves bytes and is allowed: channels not a

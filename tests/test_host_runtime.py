@@ -12,6 +12,7 @@ from litefly.config import load_network
 from litefly.host import runtime
 from litefly.host.driver import STAGES
 from litefly.host.runtime import NetworkRunner
+from litefly.hw.spec import EngineEnvelope
 from litefly.network import RowFold, network_forward_int, plan_network
 
 from network_params import calibrated_network_params
@@ -42,19 +43,32 @@ def test_one_engine_runs_the_network_buffer_to_buffer(monkeypatch):
     assert calls == {"pack_tensor": 2, "unpack_tensor": 1}
     # the stats: one engine, every layer, traffic of the feature maps (windows formed on chip)
     assert len(runner.stats) == 3 and runner.total["engine_hash"] == f"0x{runner.envelope.hash32:08x}"
-    for k, (st, step) in enumerate(zip(runner.stats, steps)):
+    for st, step in zip(runner.stats, steps):
         assert st["cycles"] == st["model_cycles"] > st["mac_cycles"] > 0
         assert st["transfers"] == 1 + 2 * st["passes"]                  # parameters + (in, out) per pass
         c, h, w = step.in_shape
-        if k:
-            assert st["bytes_in"] == 3 * h * w * c                       # the map itself, whatever C
-    # the RGB input with its kernel rows folded by the host (fewer window reads), packed: 9 bytes a pixel
+        assert st["bytes_in"] == 3 * h * w * c                           # the map itself, whatever C
+    # the RGB input packed, 3 bytes a pixel (an 8x8 map: folding its kernel rows would save too little)
     first = runner.program((3, 8, 8)).descriptors[0]
-    assert first.step.fold == RowFold(kw=3, stride=1, pad=1, dilation=1, width=8) and first.packed_input
-    assert runner.stats[0]["bytes_in"] == 3 * 9 * 8 * 8
+    assert first.step.fold is None and first.packed_input
+    assert runner.stats[0]["bytes_in"] == 3 * 3 * 8 * 8
     assert runner.stats[1]["bytes_in"] == 3 * 64 * 8 * 8                # 3x3 stride-1 conv: 1.0x its map
     assert runner.total["bytes_in"] == runner.stats[0]["bytes_in"]
     assert set(runner.total["host_stage[s]"]) == set(STAGES)
+
+
+def test_the_runtime_folds_the_inputs_kernel_rows_where_that_is_faster():
+    """At 32x32 on the PYNQ-Z2 default the host folds vgg_conv1's kernel rows into 9 channels while
+    packing the input (9 bytes a pixel), with the same output as the int8 golden network."""
+    net = load_network(VGG)
+    x = np.random.default_rng(3).standard_normal((2, 3, 32, 32))
+    params, ref = calibrated_network_params(net, x, np.random.default_rng(4))
+    env = EngineEnvelope.for_network(net, (32, 32), board="pynq-z2")
+    with NetworkRunner(net, params, "golden", input_size=(32, 32), envelope=env) as runner:
+        first = runner.program((3, 32, 32)).descriptors[0]
+        assert first.step.fold == RowFold(kw=3, stride=1, pad=1, dilation=1, width=32) and first.packed_input
+        np.testing.assert_array_equal(runner.run(x), ref)
+        assert runner.stats[0]["bytes_in"] == 2 * 9 * 32 * 32
 
 
 def test_linear_network_output_is_two_dimensional():
