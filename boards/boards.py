@@ -189,11 +189,12 @@ BOARDS: dict[str, Board] = {
         ps_clock_pins=("maxihpm0_fpd_aclk", "saxihp0_fpd_aclk"),
         engine_base=0xA000_0000, dma_base=0xA001_0000,
         # row quads (two DSPs per lane, two rows of a block each): the VGG example's window generators
-        # and unloader pace its batches past about 256 lanes, so 256 lanes (162 BRAM36, 61 URAM by the
-        # memory plan) run it faster (cycle model) than 384 with quads or with pairs (238.5 + 74, the
-        # most within 80% of block RAM and UltraRAM)
+        # and unloader pace its batches past about 256 lanes, so 256 lanes run it faster (cycle model)
+        # than 384 with quads or with pairs; two-beat frame words halve the window reads of its 4-beat
+        # pixels, so the MACs pace vgg_conv2 and the unloader vgg_conv3 (115,901 cycles against 134,428
+        # at batch 8; 217 BRAM36 and 66 URAM by the memory plan, within 80% of each)
         engine_defaults=(("multipliers", 256), ("macs_per_dsp", 2), ("stream_bits", 128), ("window_generators", 4),
-                         ("frame_kib", 256), ("row_pairs", True), ("row_quads", True)),
+                         ("frame_kib", 256), ("row_pairs", True), ("row_quads", True), ("frame_word_beats", 2)),
         dma_note="assumption: 128-bit HP port at the engine clock, derated; ~2.4 GB/s "
                  "sustained one-way is an estimate, not measured here"),
 }

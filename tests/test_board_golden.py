@@ -172,7 +172,7 @@ def test_board_info_cli_without_pc_tools(tmp_path):
         assert f"{env.words} (0x{env.hash32:08x})" in out
     assert ("multipliers 96, macs_per_dsp 2, stream_bits 64, window_generators 1, row_pairs true, row_quads true, "
             "frame_word_beats 4") in out
-    assert "112 BRAM36: fits" in out and "183 BRAM36, 56 URAM: fits" in out
+    assert "112 BRAM36: fits" in out and "217 BRAM36, 66 URAM: fits" in out
     r = run_cli_as_on_a_board(["board", "info", "--board", "zcu104"], tmp_path)
     assert r.returncode == 0 and "xczu7ev-ffvc1156-2-e" in r.stdout and "pynq-z2" not in r.stdout
     # --no-merge: the chains as declared, another engine (the one a --no-merge build makes)

@@ -291,7 +291,7 @@ def test_cli_build_without_vivado(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
                                       stream_bits=128, board="zcu104")
     assert (f"engine vgg_head 0x{wide.hash32:08x} (128 lanes, four rows per lane on two multipliers, 4 window "
             f"generators, "
-            f"128-bit stream, 256 KiB frame buffer)") in " ".join(capsys.readouterr().out.split())
+            f"128-bit stream, 256 KiB frame buffer, 2 beats a frame word)") in " ".join(capsys.readouterr().out.split())
     assert json.loads((tmp_path / "w" / "build_info.json").read_text())["config_hash"] == wide.config_hash
     # --no-merge: the published chains as declared, the engine (and bitstream) of a file with merge: false
     main(["build", str(VGG_NET), "--board", "zcu104", "--input-size", "16", "16", "-o", str(tmp_path / "p"),

@@ -428,6 +428,12 @@ FRAME_WORDS = {
     # row quads on a four-beat frame word, 32 channels
     "quads_c32": (dict(c=32, chain=[[16, 128, 4, 32, 1], [16, 16, 4, 4, 2]], kernel=(2, 2), bias=True),
                   dict(hw=(5, 5), row_quads=True, frame_word_beats=4)),
+    # the ZCU104 default's kind: a 128-bit stream, four generators, two-beat words (64 channels: four
+    # beats a pixel, two-beat reads), row quads, max pooling
+    "zcu_kind_c64": (dict(c=64, chain=[[16, 256, 4, 64, 1], [16, 16, 4, 4, 4]], kernel=(2, 2), padding=(1, 1),
+                          bias=True),
+                     dict(hw=(5, 5), pool=(2, 2), stream_bits=128, window_generators=4, lanes=32, row_quads=True,
+                          frame_word_beats=2)),
 }
 
 

@@ -198,12 +198,13 @@ def test_cli_gen_with_board_writes_the_plan(tmp_path: Path) -> None:
     cfg = tmp_path / "small.yaml"
     cfg.write_text("name: small\nkind: conv2d\nin_channels: 3\nout_channels: 8\nkernel: 2\n"
                    "chain: [[8, 12, 4, 6, 1]]\nengine: {multipliers: 8, stream_bits: 32}\n")
-    # the layer's lanes and stream width over the board's defaults (384 lanes, 128 bits, 4 generators)
+    # the layer's lanes and stream width over the board's defaults (256 lanes, 128 bits, 4 generators,
+    # two-beat frame words: a 64-bit frame word of the 32-bit stream)
     res = CliRunner().invoke(gen, [str(cfg), "-o", str(tmp_path / "z"), "--input-size", "4", "4", "--board", "zcu104",
                                    "--multipliers", "8", "--stream-bits", "32", "--window-generators", "1"])
     assert res.exit_code == 0, res.output
     assert "memory plan for zcu104: frame_mem ultra" in res.output
-    assert re.search(r'\(\* ram_style = "ultra" \*\)\s*reg \[31:0\] frame_mem\b', (tmp_path / "z" / "small.v").read_text())
+    assert re.search(r'\(\* ram_style = "ultra" \*\)\s*reg \[63:0\] frame_mem\b', (tmp_path / "z" / "small.v").read_text())
     res = CliRunner().invoke(gen, [str(cfg), "-o", str(tmp_path / "p"), "--input-size", "4", "4"])
     assert res.exit_code == 0 and "memory plan" not in res.output
     assert "ram_style" not in (tmp_path / "p" / "small.v").read_text()
