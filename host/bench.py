@@ -423,6 +423,18 @@ def host_op_rows(stats: list[dict], dstats: list[dict] | None = None) -> list[di
     return rows
 
 
+def _host_fold(step: EngineStep, desc: LayerDescriptor) -> dict[str, Any] | None:
+    """A layer whose kernel rows the host folds into its channels (``docs/engine.md``, "Folded
+    kernel rows"): the map and kernel the engine reads, and its window reads a lane folded and not."""
+    fold = desc.step.fold
+    if fold is None:
+        return None
+    env = desc.envelope
+    plain = env.describe(step, packed_input=env.can_pack_input(step))
+    return {"kw": fold.kw, "engine_in_shape": list(desc.step.in_shape), "engine_kernel": list(desc.step.kernel),
+            "window_reads": desc.geometry(1).window_reads, "unfolded_window_reads": plain.geometry(1).window_reads}
+
+
 def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDescriptor, st: dict,
                host: dict[str, float], dst: dict | None, dhost: dict[str, float] | None, t_torch: float | None,
                f_hz: float, board: Any, batch: int, src_engine: str) -> dict[str, Any]:
@@ -457,6 +469,7 @@ def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDesc
         "positions": batch * ho * wo, "macs_per_position": lay.macs_per_column,
         "dense_macs_per_position": lay.chain_in * p, "mac_reduction": lay.mac_reduction,
         "factors": len(lay.chain),
+        "host_fold": _host_fold(step, desc),
         # merge: true (litefly.merge): the chain as declared, before its factors were merged
         "declared_factors": len(lay.declared_chain), "declared_macs_per_position": chain_params(lay.declared_chain),
         "cycles": cycles, "model_cycles": int(st.get("model_cycles", 0)), "mac_cycles": int(st["mac_cycles"]),
@@ -725,7 +738,7 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
             f"modelled) = {_fmt(tot['host_vs_engine'], '.3f')}x; end to end "
             f"{tot['end_to_end[s]'] * 1e3:.2f} ms = {_fmt(tot['end_to_end_vs_engine'], '.3f')}x the engine; "
             f"{tot['transfers']} DMA transfers per run, {tot['host_transfers']} between host and board; one engine "
-            f"{report['engine']['hash']} serves {report['engine']['layers_served']} layers"] + merge_lines(report) + bound_lines(report) + streamed_lines(report)
+            f"{report['engine']['hash']} serves {report['engine']['layers_served']} layers"] + merge_lines(report) + fold_lines(report) + bound_lines(report) + streamed_lines(report)
 
 
 def merge_lines(report: Mapping[str, Any]) -> list[str]:
@@ -738,6 +751,20 @@ def merge_lines(report: Mapping[str, Any]) -> list[str]:
             f"{sum(r['declared_factors'] for r in rows)} -> {sum(r['factors'] for r in rows)} factors, "
             f"{tot['declared_macs'] / 1e6:.1f} -> {tot['macs'] / 1e6:.1f} M DeBut MACs per run (the MAC reduction "
             f"{tot['dense_macs'] / tot['declared_macs']:.2f} -> {tot['mac_reduction']:.2f})"]
+
+
+def fold_lines(report: Mapping[str, Any]) -> list[str]:
+    """The layers whose kernel rows the host folds into their channels (none in reports written before)."""
+    out = []
+    for r in report["layers"]:
+        f = r.get("host_fold")
+        if f:
+            c, h, w = r["in_shape"]
+            ec, eh, ew = f["engine_in_shape"]
+            out.append(f"kernel rows folded by the host (docs/engine.md, \"Folded kernel rows\"): {r['name']}'s "
+                       f"{c}x{h}x{w} input sent as {ec}x{eh}x{ew} for a {f['engine_kernel'][0]}x{f['engine_kernel'][1]} "
+                       f"kernel, {f['window_reads']} window reads a lane instead of {f['unfolded_window_reads']}")
+    return out
 
 
 def streamed_lines(report: Mapping[str, Any]) -> list[str]:

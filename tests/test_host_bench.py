@@ -247,6 +247,13 @@ def test_bench_frame_kib_and_the_ring():
     assert base["engine"]["frame_beats"] == 64 * 1024 // 8
     assert all(r["passes"] == 1 and r["images_per_pass"] == 4 for r in base["layers"] + big["layers"])
     assert big["total"]["cycles"] == base["total"]["cycles"]
+    # the host folds vgg_conv1's kernel rows (docs/engine.md): the report and the summary say so
+    assert base["layers"][0]["host_fold"] == {"kw": 3, "engine_in_shape": [9, 32, 32], "engine_kernel": [3, 1],
+                                              "window_reads": 3, "unfolded_window_reads": 9}
+    assert all(r["host_fold"] is None for r in base["layers"][1:])
+    from litefly.host.bench import summary_lines
+    assert ("kernel rows folded by the host (docs/engine.md, \"Folded kernel rows\"): vgg_conv1's 3x32x32 input "
+            "sent as 9x32x32 for a 3x1 kernel, 3 window reads a lane instead of 9") in summary_lines(base)
     conv2 = odd["layers"][1]                    # 96 KiB holds one 32x32x64 map: four passes
     assert (conv2["passes"], conv2["images_per_pass"]) == (4, 1)
     assert odd["total"]["cycles"] > base["total"]["cycles"]
