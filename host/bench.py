@@ -116,7 +116,7 @@ def dense_network(network: NetworkConfig) -> NetworkConfig:
     steps = tuple(s.dense_baseline() if isinstance(s, LayerConfig) else
                   replace(s, source=names.get(s.source, s.source)) if s.source else s for s in network.steps)
     return NetworkConfig(name=f"{network.name}_dense", steps=steps, input_size=network.input_size,
-                         engine=network.engine)
+                         engine=network.engine, fold_input=network.fold_input)
 
 
 def best_time(fn: Callable[[], Any], min_total: float = 0.05, max_reps: int = 30) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -40,12 +41,17 @@ from litefly.errors import LiteflyError
               help="Write the JSON report here.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the roofline/speedup PNG here.")
+@click.option("--fold-input/--no-fold-input", default=None,
+              help="Let the host fold the first layer's kernel rows into its channels where the cycle model "
+                   "says that pays (docs/engine.md, \"Folded kernel rows\"), or always send the input as it "
+                   "is; default: the network's fold_input (true unless the file says false).")
 @merge_option
 @envelope_options
 def bench(config: Path, backend: str, board: str | None, clock_mhz: float | None, batch: int,
           input_size: tuple[int, int] | None, seed: int, params_dir: Path | None, bitstream_dir: Path | None,
           repeats: int, no_dense: bool,
-          report_path: Path | None, plot_path: Path | None, merge: bool | None, engine: dict[str, int | None]) -> None:
+          report_path: Path | None, plot_path: Path | None, fold_input: bool | None, merge: bool | None,
+          engine: dict[str, int | None]) -> None:
     """Run NETWORK_OR_LAYER (a network or layer YAML) on one network engine, with its dense baseline and
     torch on this CPU, and report host and engine time, traffic and speedups (engine alone and end to end,
     for one batch and per batch of a stream, where the host's work overlaps the engine's)."""
@@ -57,6 +63,8 @@ def bench(config: Path, backend: str, board: str | None, clock_mhz: float | None
     if clock_mhz is not None and clock_mhz <= 0:
         raise LiteflyError(f"--clock-mhz {clock_mhz} must be positive")
     network = load_network(config, merge=merge)
+    if fold_input is not None:
+        network = dataclasses.replace(network, fold_input=fold_input)
     if input_size is None and network.layers[0].kind == "conv2d":
         input_size = network.input_size or (16, 16)
     console = make_console(min_width=150)

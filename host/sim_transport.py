@@ -196,13 +196,15 @@ class SimTransport:
 # -- programs passed between the host process and the simulator ---------------------------------------
 def steps_to_json(steps: Sequence[EngineStep]) -> list[dict[str, Any]]:
     return [{"layer": s.layer.to_dict(), "in_shape": list(s.in_shape), "relu": bool(s.relu),
-             "pool": None if s.pool is None else list(s.pool), "pre": s.pre, "skip": s.skip, "src": s.src}
+             "pool": None if s.pool is None else list(s.pool), "pre": s.pre, "skip": s.skip, "src": s.src,
+             "foldable": bool(s.foldable)}
             for s in steps]
 
 
 def steps_from_json(data: Sequence[Mapping[str, Any]]) -> tuple[EngineStep, ...]:
     return tuple(EngineStep(LayerConfig.from_dict(d["layer"]), tuple(d["in_shape"]), bool(d["relu"]),
-                            None if d["pool"] is None else tuple(d["pool"]), d.get("pre"), d.get("skip"), d.get("src"))
+                            None if d["pool"] is None else tuple(d["pool"]), d.get("pre"), d.get("skip"), d.get("src"),
+                            foldable=bool(d.get("foldable", True)))
                  for d in data)
 
 

@@ -438,6 +438,9 @@ class NetworkConfig:
     steps: tuple[LayerConfig | HostOp, ...]
     input_size: tuple[int, int] | None = None
     engine: NetworkEngine = field(default_factory=NetworkEngine)
+    # the host may fold the first layer's kernel rows into its channels where the cycle model says
+    # that pays (docs/engine.md, "Folded kernel rows"); false: always send the input as it is
+    fold_input: bool = True
 
     @property
     def layers(self) -> tuple[LayerConfig, ...]:
@@ -450,6 +453,8 @@ class NetworkConfig:
             d["input_size"] = list(self.input_size)
         if self.engine.to_dict():
             d["engine"] = self.engine.to_dict()
+        if not self.fold_input:
+            d["fold_input"] = False
         d["layers"] = [step.to_dict() for step in self.steps]
         return d
 
@@ -458,8 +463,9 @@ class NetworkConfig:
                   ) -> "NetworkConfig":
         """A network from its file's mapping; ``merge`` (True/False) overrides the file's and every
         layer's ``merge`` setting (None: as the files say)."""
-        check_keys("network", data, ("name", "layers", "input_size", "engine", "merge"))
+        check_keys("network", data, ("name", "layers", "input_size", "engine", "merge", "fold_input"))
         net_merge = _bool("network", "merge", data.get("merge", False))
+        fold_input = _bool("network", "fold_input", data.get("fold_input", True))
         items = data.get("layers")
         if not isinstance(items, list) or not items:
             raise ConfigError(f"network: layers={short(items)} must be a non-empty list")
@@ -487,7 +493,7 @@ class NetworkConfig:
         if size is not None:
             size = _pair("network", "input_size", size, 1, limits.MAX_IMAGE, "MAX_IMAGE")
         return cls(name=str(data.get("name", "network")), steps=tuple(steps), input_size=size,
-                   engine=NetworkEngine.from_dict(data.get("engine")))
+                   engine=NetworkEngine.from_dict(data.get("engine")), fold_input=fold_input)
 
     @classmethod
     def single(cls, layer: LayerConfig) -> "NetworkConfig":

@@ -150,6 +150,7 @@ class EngineStep:
     skip: str | None = None                 # residual add of this earlier step's output, before the ReLU
     src: str | None = None                  # the earlier step whose output this one reads (None: the previous)
     fold: RowFold | None = None             # the host folds the kernel rows into the channels (in_shape is folded)
+    foldable: bool = True                   # the host may fold them (the network's fold_input)
 
     @property
     def name(self) -> str:
@@ -194,9 +195,10 @@ class EngineStep:
 
     def row_folded(self) -> "EngineStep | None":
         """The step with its kernel rows folded into the channels by the host (:class:`RowFold`),
-        or None where there is nothing to fold (not a convolution, a one-column kernel, folded)."""
+        or None where there is nothing to fold (not a convolution, a one-column kernel, folded) or
+        the network says not to (``fold_input: false``)."""
         lay = self.layer
-        if lay.kind != "conv2d" or lay.kernel[1] == 1 or self.fold is not None:
+        if lay.kind != "conv2d" or lay.kernel[1] == 1 or self.fold is not None or not self.foldable:
             return None
         c, h, w = self.in_shape
         _, _, wo = self.conv_shape
@@ -264,7 +266,8 @@ def plan_network(network: NetworkConfig, in_shape: tuple[int, int, int]) -> tupl
                 if h * w > 1 and not flat:
                     raise ConfigError(f"network {name!r}: linear layer {lay.name!r} reads a {c}x{h}x{w} map; "
                                       f"put a flatten op before it")
-            step = EngineStep(lay, (c, h, w), relu=lay.format.relu, pre=host, src=branch)
+            step = EngineStep(lay, (c, h, w), relu=lay.format.relu, pre=host, src=branch,
+                              foldable=network.fold_input)
             host = branch = None
             _, ho, wo = step.conv_shape
             if ho < 1 or wo < 1:

@@ -76,6 +76,13 @@ def test_network_rules(tmp_path):
         NetworkConfig.from_dict({"layers": [CONV1, {"op": "softmax"}]})
     with pytest.raises(ConfigError, match="layer name 'c1' is used twice"):
         NetworkConfig.from_dict({"layers": [CONV1, CONV1]})
+    # fold_input (docs/engine.md, "Folded kernel rows"): true unless the file says false, kept by to_dict
+    assert NetworkConfig.from_dict({"layers": [CONV1]}).fold_input is True
+    off = NetworkConfig.from_dict({"layers": [CONV1], "fold_input": False})
+    assert off.fold_input is False and NetworkConfig.from_dict(off.to_dict()) == off
+    assert "fold_input" not in NetworkConfig.from_dict({"layers": [CONV1]}).to_dict()
+    with pytest.raises(ConfigError, match=r"^network: fold_input='no' is not true or false$"):
+        NetworkConfig.from_dict({"layers": [CONV1], "fold_input": "no"})
 
 
 def run_cli(*args):

@@ -290,3 +290,18 @@ def test_bench_sim_cli(tmp_path):
     report = json.loads(rep.read_text())
     check_report(report, "sim", 3, 1)
     assert report["sources"]["engine"] == "simulated at 100 MHz"
+
+
+def test_bench_no_fold_input_sends_the_input_as_it_is(tmp_path):
+    """--no-fold-input: the host sends vgg_conv1's RGB input unfolded (3 bytes a pixel, nine window
+    reads a lane), in more cycles than the default, which folds it."""
+    reports = []
+    for flag in ("--fold-input", "--no-fold-input"):
+        out = tmp_path / f"{flag}.json"
+        r = run_cli(str(VGG), "--backend", "golden", "--no-dense", "--repeats", "1", flag, "--report", str(out))
+        assert r.returncode == 0, r.stderr[-2000:]
+        reports.append(json.loads(out.read_text()))
+    folded, plain = (rep["layers"][0] for rep in reports)
+    assert folded["host_fold"]["window_reads"] == 3 and plain["host_fold"] is None
+    assert (folded["bytes_in"], plain["bytes_in"]) == (9 * 32 * 32, 3 * 32 * 32)
+    assert plain["cycles"] > folded["cycles"]

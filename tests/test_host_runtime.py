@@ -2,6 +2,7 @@
 layers, the host quantises once, packs once and unpacks once, and its time per inference is a
 small fraction of the engine's."""
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -69,6 +70,15 @@ def test_the_runtime_folds_the_inputs_kernel_rows_where_that_is_faster():
         assert first.step.fold == RowFold(kw=3, stride=1, pad=1, dilation=1, width=32) and first.packed_input
         np.testing.assert_array_equal(runner.run(x), ref)
         assert runner.stats[0]["bytes_in"] == 2 * 9 * 32 * 32
+    # fold_input: false (the network file, or bench --no-fold-input): the input as it is, 3 bytes a pixel
+    plain = dataclasses.replace(net, fold_input=False)
+    with NetworkRunner(plain, params, "golden", input_size=(32, 32), envelope=env) as runner:
+        first = runner.program((3, 32, 32)).descriptors[0]
+        assert first.step.fold is None and first.packed_input
+        np.testing.assert_array_equal(runner.run(x), ref)
+        assert runner.stats[0]["bytes_in"] == 2 * 3 * 32 * 32
+        assert runner.stats[0]["cycles"] > first.envelope.describe_network(plan_network(net, (3, 32, 32)))[0] \
+            .pass_cycles(2)
 
 
 def test_linear_network_output_is_two_dimensional():

@@ -4,6 +4,7 @@ engine (tests/host_sim_mech.py); job files round-trip; the runner's one-line err
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -53,6 +54,10 @@ def test_jobs_round_trip(tmp_path):
     a, b = load_jobs(tmp_path / "j.npz")
     assert [s.name for s in a["steps"]] == [s.name for s in c.steps] and a["stall"] == c.stall
     assert [s.in_shape for s in a["steps"]] == [s.in_shape for s in c.steps]
+    assert a["steps"] == c.steps                      # every field, fold_input's `foldable` included
+    from litefly.host.sim_transport import steps_from_json, steps_to_json
+    off = tuple(dataclasses.replace(s, foldable=False) for s in c.steps)
+    assert steps_from_json(steps_to_json(off)) == off
     for s in c.steps:
         for w0, w1 in zip(c.params[s.name].weights, a["params"][s.name].weights):
             np.testing.assert_array_equal(w0, w1)
