@@ -78,7 +78,7 @@ def pack_tensor(x: np.ndarray, elems_per_beat: int, out: np.ndarray | None = Non
     n, c0, h, w0 = x.shape
     kw = 1 if fold is None else fold.kw
     c = c0 * kw
-    w = w0 if fold is None else (w0 + 2 * fold.pad - fold.dilation * (kw - 1) - 1) // fold.stride + 1
+    w = w0 if fold is None else fold.out_width
     cp = c if packed else -(-c // elems_per_beat) * elems_per_beat
     size = n * h * w * cp
     dst = np.empty(size, dtype=np.uint8) if out is None else out
@@ -88,14 +88,11 @@ def pack_tensor(x: np.ndarray, elems_per_beat: int, out: np.ndarray | None = Non
     if cp != c or fold is not None:     # padding: one contiguous fill, the channels written over it
         dst[:size] = 0
     for kx in range(kw):
-        if fold is None:
-            lo, hi, src, step = 0, w, 0, 1
-        else:
-            (lo, hi, src), step = fold.columns(kx, w), fold.stride
-        part = x[..., src: src + (hi - lo - 1) * step + 1: step] if hi > lo else None
-        dv = view[:, :, lo:hi, kx * c0: (kx + 1) * c0]
-        if part is None:
+        (lo, hi, src), step = ((0, w, 0), 1) if fold is None else (fold.columns(kx), fold.stride)
+        if hi <= lo:            # this kernel column reads only padding
             continue
+        part = x[..., src: src + (hi - lo - 1) * step + 1: step]
+        dv = view[:, :, lo:hi, kx * c0: (kx + 1) * c0]
         # A channel at a time while there are few: a transposed copy's inner loop would run over
         # the channels (1..16 elements); one channel is one long strided copy.
         if c0 <= 16:

@@ -115,12 +115,17 @@ class RowFold(NamedTuple):
     dilation: int
     width: int              # the source map's width W
 
-    def columns(self, kx: int, wo: int) -> tuple[int, int, int]:
+    @property
+    def out_width(self) -> int:
+        """``Wo``: the folded map's width, the convolution's output width."""
+        return output_size(1, self.width, (1, self.kw), (1, self.stride), (0, self.pad), (1, self.dilation))[1]
+
+    def columns(self, kx: int) -> tuple[int, int, int]:
         """For kernel column ``kx``: the output columns ``lo..hi-1`` whose source pixel lies in the
         map, and the first of those source pixels (the rest follow at ``stride``)."""
         off = kx * self.dilation - self.pad
-        lo = max(0, -(off // self.stride)) if off < 0 else 0
-        hi = min(wo, (self.width - 1 - off) // self.stride + 1) if self.width - 1 >= off else 0
+        lo = -(off // self.stride) if off < 0 else 0
+        hi = min(self.out_width, (self.width - 1 - off) // self.stride + 1) if self.width - 1 >= off else 0
         return lo, max(lo, hi), lo * self.stride + off
 
 
@@ -129,11 +134,11 @@ def fold_rows(x: np.ndarray, fold: RowFold) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 4 or x.shape[3] != fold.width:
         raise ShapeError(f"fold_rows: input has shape {x.shape}, expected (N, C, H, {fold.width})")
-    n, c, h, w = x.shape
-    wo = (w + 2 * fold.pad - fold.dilation * (fold.kw - 1) - 1) // fold.stride + 1
+    n, c, h, _ = x.shape
+    wo = fold.out_width
     out = np.zeros((n, fold.kw, c, h, wo), dtype=x.dtype)
     for kx in range(fold.kw):
-        lo, hi, src = fold.columns(kx, wo)
+        lo, hi, src = fold.columns(kx)
         out[:, kx, :, :, lo:hi] = x[..., src: src + (hi - lo - 1) * fold.stride + 1: fold.stride]
     return out.reshape(n, fold.kw * c, h, wo)
 
@@ -201,9 +206,8 @@ class EngineStep:
         if lay.kind != "conv2d" or lay.kernel[1] == 1 or self.fold is not None or not self.foldable:
             return None
         c, h, w = self.in_shape
-        _, _, wo = self.conv_shape
         fold = RowFold(lay.kernel[1], lay.stride[1], lay.padding[1], lay.dilation[1], w)
-        return replace(self, in_shape=(fold.kw * c, h, wo), fold=fold)
+        return replace(self, in_shape=(fold.kw * c, h, fold.out_width), fold=fold)
 
     @property
     def conv_shape(self) -> tuple[int, int, int]:
