@@ -9,9 +9,11 @@ Per layer and in total the report gives, each figure with its source:
 * host time per stage, **measured** (the run with the least host time of ``repeats`` after a
   warm-up):
   ``quantize``, ``copy_in``, ``dispatch``, ``copy_out``, ``unpack``; the DMA/engine wait is
-  reported apart (``engine_wait[s]``: on ``golden`` it is the numpy model's own run time);
+  reported apart (``engine_wait[s]``: on ``golden`` it is the numpy model's own run time,
+  which replays the warm-up run's passes);
 * engine time: the engine's CYCLES at the clock (``golden``: the cycle model, ``sim``:
-  simulated, ``pynq``: the board's counters) and MAC utilisation ``mac_cycles / cycles``;
+  simulated, ``pynq``: the board's counters), off the board no faster than the board's DMA
+  moves the layer's bytes (``dma_paced``), and MAC utilisation ``mac_cycles / cycles``;
 * DMA bytes each way, the input bytes against the feature map (windows are formed on chip,
   so a 3x3 stride-1 conv reads its map about once) and against host-made im2col columns,
   transfers per run, and the roofline bounds (compute; DMA at the board's rate);
@@ -194,12 +196,12 @@ def _params(network: NetworkConfig, steps: Sequence[EngineStep], x: np.ndarray, 
 # -- runs ---------------------------------------------------------------------------------------
 def _timed_runs(runner: Any, x: np.ndarray, repeats: int, warm_up: bool = True
                 ) -> tuple[np.ndarray, list[dict], dict[str, Any]]:
-    """A warm-up (pynq: a run; golden: the first run's set-up, :func:`_prepare`), then ``repeats``
-    timed runs; the stats of the run with the least host time (the host's stages are short: a run
+    """A warm-up (pynq: a run; golden: a run, whose engine-model passes the timed runs replay;
+    sim: the first run's set-up, :func:`_prepare`), then ``repeats`` timed runs; the stats of the run with the least host time (the host's stages are short: a run
     that was preempted in one shows the machine, not the code)."""
-    if warm_up and runner.backend == "pynq":
-        runner.run(x)
-    elif warm_up:                   # golden/sim: set up without running the engine model again
+    if warm_up and runner.backend in ("pynq", "golden"):
+        runner.run(x)               # golden: the model's passes, which the timed runs replay
+    elif warm_up:                   # sim: set up without running the simulator again
         _prepare(runner, x)
     best = None
     for _ in range(max(1, repeats)):
@@ -329,7 +331,10 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
                                f"golden network")
     finally:
         runner.close()
-    host_src = f"measured on this CPU, the run with the least host time of {total.get('repeats', 1)} (after the first run's set-up)"
+    host_src = f"measured on this CPU, the run with the least host time of {total.get('repeats', 1)} after a first run"
+    if backend == "golden":
+        host_src += (" whose engine-model passes the timed runs replay (the model's numpy work, which a board does on "
+                     "no CPU, does not run between the host's stages)")
     if backend == "sim":     # the sim transport's calls wait on the simulator: time the same host code on golden
         say("host stages: the same program on the golden transport")
         with NetworkRunner(network, params, "golden", input_size=size, envelope=envelope, clock_mhz=f_mhz) as hr:
@@ -397,7 +402,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
         t_torch = torch_step_time(step, dense_m, x_in) if import_ok else None
         rows.append(_layer_row(k, step, desc, ddescs[k], stats[k], host_layers[k],
                                dstats[k] if dstats else None, dhost_layers[k] if dhost_layers else None,
-                               t_torch, f_hz, board, batch, src_engine))
+                               t_torch, f_hz, board, batch, src_engine, backend != "pynq"))
     io = io_host_stages(total["host_stage[s]"], stats)
     dio = io_host_stages(dtotal["host_stage[s]"], dstats) if dstats else None
     report = _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, board, f_mhz, batch, size, seed,
@@ -435,9 +440,20 @@ def _host_fold(step: EngineStep, desc: LayerDescriptor) -> dict[str, Any] | None
             "window_reads": desc.geometry(1).window_reads, "unfolded_window_reads": plain.geometry(1).window_reads}
 
 
+def engine_seconds(cycles: int, param_cycles: int, bytes_in: int, bytes_out: int, clock_hz: float,
+                   dma_bytes_per_s: float | None) -> float:
+    """A layer's engine time from its cycles (model or simulation) and its parameter stream: a
+    stream beat a cycle, but no faster than the board's DMA moves the busier direction's bytes
+    (``dma_bytes_per_s``; ``None`` for cycles measured on a board, where the DMA already paced them)."""
+    passes = cycles / clock_hz
+    if dma_bytes_per_s:
+        passes = max(passes, max(bytes_in, bytes_out) / dma_bytes_per_s)
+    return passes + param_cycles / clock_hz
+
+
 def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDescriptor, st: dict,
                host: dict[str, float], dst: dict | None, dhost: dict[str, float] | None, t_torch: float | None,
-               f_hz: float, board: Any, batch: int, src_engine: str) -> dict[str, Any]:
+               f_hz: float, board: Any, batch: int, src_engine: str, paced: bool) -> dict[str, Any]:
     lay = step.layer
     c, h, w = step.in_shape
     p, ho, wo = step.conv_shape
@@ -447,7 +463,8 @@ def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDesc
     # cycle into the weight/bias/index memories: a model, no counter times it)
     pcycles = int(st["param_cycles"])
     dpcycles = int(dst["param_cycles"]) if dst is not None else ddesc.param_beats
-    runtime = (cycles + pcycles) / f_hz
+    dma_rate = board.dma_bytes_per_s if paced else None
+    runtime = engine_seconds(cycles, pcycles, st["bytes_in"], st["bytes_out"], f_hz, dma_rate)
     host_s = sum(host.values())
     if dst is not None:
         dcycles, dsrc = int(dst["cycles"]), src_engine
@@ -456,7 +473,8 @@ def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDesc
         ipp = ddesc.pass_images(batch)
         dcycles = sum(ddesc.pass_cycles(min(ipp, batch - i)) for i in range(0, batch, ipp))
         dsrc, dhost_s = "model (cycle model; dense engine not run)", None
-    druntime = (dcycles + dpcycles) / f_hz
+    dbytes = (dst["bytes_in"], dst["bytes_out"]) if dst is not None else (st["bytes_in"], st["bytes_out"])
+    druntime = engine_seconds(dcycles, dpcycles, *dbytes, f_hz, dma_rate)
     fmap = batch * c * h * w
     im2col_bytes = batch * ho * wo * kh * kw * c
     dense_macs = batch * ho * wo * p * lay.chain_in
@@ -480,6 +498,8 @@ def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDesc
                                              cycles),
         "dense_cycles": dcycles, "dense_cycles_source": dsrc,
         "runtime[s]": runtime, "dense_runtime[s]": druntime,
+        # the DMA, not the engine's cycles, set the layer's time (a model: the stream slower than a beat a cycle)
+        "dma_paced": bool(paced and dma_time > cycles / f_hz),
         "throughput[images/s]": batch / runtime if runtime else None,
         "host_stage[s]": host, "host[s]": host_s, "engine_wait[s]": st["timings"].get("wait", 0.0),
         "end_to_end[s]": e2e, "dense_host[s]": dhost_s,
@@ -509,8 +529,8 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
     cycles = sum(r["cycles"] for r in rows)
     dcycles = sum(r["dense_cycles"] for r in rows)
     pcycles = sum(r["param_cycles"] for r in rows)
-    runtime = (cycles + pcycles) / f_hz
-    druntime = (dcycles + sum(r["dense_param_cycles"] for r in rows)) / f_hz
+    runtime = sum(r["runtime[s]"] for r in rows)
+    druntime = sum(r["dense_runtime[s]"] for r in rows)
     stages = {s: total["host_stage[s]"].get(s, 0.0) for s in HOST_STAGES}
     if "host_op" in total["host_stage[s]"]:     # a network with global pools on the host
         stages["host_op"] = total["host_stage[s]"]["host_op"]
@@ -653,8 +673,8 @@ def render_table(report: dict[str, Any]):
             t.add_row(f"host: {o['op']} ({shape})", "", "", "", "", fmt_us(o["host[s]"]), fmt_us(o["host[s]"]),
                       *[""] * 12, style="italic")
         t.add_row(r["name"], f"{r['cycles']:,}", _pct(r["mac_utilisation"]), _pct(r.get("lane_utilisation")),
-                  fmt_us(r["runtime[s]"]), fmt_us(r["host[s]"]), fmt_us(r["end_to_end[s]"]),
-                  f"{r['bytes_in'] / 1024:.1f}/{r['bytes_out'] / 1024:.1f}",
+                  fmt_us(r["runtime[s]"]) + ("*" if r.get("dma_paced") else ""), fmt_us(r["host[s]"]),
+                  fmt_us(r["end_to_end[s]"]), f"{r['bytes_in'] / 1024:.1f}/{r['bytes_out'] / 1024:.1f}",
                   f"{r['input_bytes_vs_feature_map']:.2f}", str(r["transfers"]), r["roofline"]["bound"],
                   f"{r['dense_cycles']:,}", _fmt(r["speedup_vs_dense_engine"], ".2f"),
                   _fmt(r["speedup_vs_dense_end_to_end"], ".2f"), f"{r['mac_reduction']:.2f}",
@@ -677,7 +697,8 @@ def render_table(report: dict[str, Any]):
     st = tot["host_stage[s]"]
     t.caption = (f"MAC util: issue cycles / cycles; lane util: DeBut MACs / (MAC slots x cycles), a slot a lane "
                  f"(two with row pairs, four with row quads), below it by the idle lanes of partial batches; engine: {report['sources']['engine']}, "
-                 f"its time the passes' cycles plus {tot.get('param_cycles', 0):,} cycles of parameter streams (model); "
+                 f"its time the passes' cycles (* no faster than the board's DMA moves their bytes, a model) plus "
+                 f"{tot.get('param_cycles', 0):,} cycles of parameter streams (model); "
                  f"host: {report['sources']['host']} ("
                  + fmt_stages(st)
                  + f"; host/engine {_fmt(tot['host_vs_engine'], '.3f')}, engine wait {tot['engine_wait[s]'] * 1e3:.1f} ms "
@@ -738,7 +759,20 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
             f"modelled) = {_fmt(tot['host_vs_engine'], '.3f')}x; end to end "
             f"{tot['end_to_end[s]'] * 1e3:.2f} ms = {_fmt(tot['end_to_end_vs_engine'], '.3f')}x the engine; "
             f"{tot['transfers']} DMA transfers per run, {tot['host_transfers']} between host and board; one engine "
-            f"{report['engine']['hash']} serves {report['engine']['layers_served']} layers"] + merge_lines(report) + fold_lines(report) + bound_lines(report) + streamed_lines(report)
+            f"{report['engine']['hash']} serves {report['engine']['layers_served']} layers"] + dma_paced_lines(report) + merge_lines(report) + fold_lines(report) + bound_lines(report) + streamed_lines(report)
+
+
+def dma_paced_lines(report: Mapping[str, Any]) -> list[str]:
+    """The layers whose time the board's DMA sets, not the engine's cycles (none on a board, or in
+    reports written before the bench paced them)."""
+    paced = [r for r in report["layers"] if r.get("dma_paced")]
+    if not paced:
+        return []
+    eng, f_mhz = report["engine"], report["fclk[mhz]"]
+    stream = eng["stream_bits"] / 8 * f_mhz * 1e6
+    names = ", ".join(f"{r['name']} ({r['cycles'] / f_mhz:,.0f} -> {r['dma_time[s]'] * 1e6:,.0f} us)" for r in paced)
+    return [f"paced by the DMA ({report['sources']['bounds']}, slower than the {eng['stream_bits']}-bit stream's "
+            f"{stream / 1e9:.2f} GB/s at {f_mhz:g} MHz): {names}"]
 
 
 def merge_lines(report: Mapping[str, Any]) -> list[str]:

@@ -365,7 +365,7 @@ def open_transport(backend: str, envelope: EngineEnvelope, **opts: Any) -> Any:
     if backend == "golden":
         from .golden_transport import GoldenTransport
         return GoldenTransport(envelope, **{k: v for k, v in opts.items()
-                                            if k in ("fault", "config_hash", "lanes", "version")})
+                                            if k in ("fault", "config_hash", "lanes", "version", "replay")})
     if backend == "pynq":
         from .pynq_transport import PynqTransport
         return PynqTransport.for_network(envelope, **opts)

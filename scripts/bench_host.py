@@ -6,21 +6,20 @@ batch size and prints, for the run with the least host time of ``--repeats`` aft
 the host's stages (quantize, copy_in, dispatch, copy_out, unpack; the DMA/engine wait apart),
 the engine time at ``--clock-mhz`` (cycle model) and their ratio. Usage:
 
-    python scripts/bench_host.py examples/vgg_net.yaml --input-size 32 32 --batch 1 8 32 [--replay]
+    python scripts/bench_host.py examples/vgg_net.yaml --input-size 32 32 --batch 1 8 32 [--compute]
 
-The engine model computes on this CPU between the host's stages (about 0.2 s of numpy a batch
-for the VGG example), which leaves the host's data and the driver's objects out of the caches
-each time. ``--replay`` also prints the same runs with each pass's output (and its counters)
-replayed from a first run: the same bytes, without the model computing again, so the host's
-stages run without that eviction, as on a board, whose engine computes in the fabric. The
-replayed figure is the host code's own cost on this CPU; ``litefly bench`` reports the first.
+The golden transport replays a pass it has run (the same registers, parameters and bytes: its
+output and counters, without the model computing again), so after the warm-up the host's
+stages run with nothing else on the CPU between them, as on a board, whose engine computes in
+the fabric: the host code's own cost on this CPU, the figure ``litefly bench`` reports.
+``--compute`` also prints the same runs with the model computing every pass between the
+host's stages (about 0.2 s of numpy a batch for the VGG example), which evicts the host's
+data and the driver's objects from the caches each time.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-from typing import Iterator
 
 import numpy as np
 
@@ -28,7 +27,6 @@ from litefly.config import load_network
 from litefly.fixed import random_float_weights
 from litefly.host.bench import HOST_STAGES
 from litefly.host.driver import host_seconds
-from litefly.host.golden_transport import GoldenTransport
 from litefly.host.runtime import NetworkRunner
 from litefly.hw.spec import EngineEnvelope
 from litefly.network import network_input_shape, plan_network, quantize_network
@@ -42,8 +40,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--clock-mhz", type=float, default=100.0)
     ap.add_argument("--board", default=None, help="size the engine as on this board (its default envelope)")
-    ap.add_argument("--replay", action="store_true",
-                    help="also time the runs with each pass's output replayed (no model work between the stages)")
+    ap.add_argument("--compute", action="store_true",
+                    help="also time the runs with the model computing every pass between the host's stages")
     a = ap.parse_args()
     net = load_network(a.config)
     in_shape = network_input_shape(net, tuple(a.input_size))
@@ -54,19 +52,19 @@ def main() -> None:
                               {s.name: rng.standard_normal(s.layer.chain_out) * 0.3 if s.layer.format.bias else None
                                for s in steps})
     envelope = EngineEnvelope.for_network(net, tuple(a.input_size), board=a.board)
-    runner = NetworkRunner(net, params, "golden", input_size=tuple(a.input_size), envelope=envelope,
-                           clock_mhz=a.clock_mhz)
+    runners = {"replayed": NetworkRunner(net, params, "golden", input_size=tuple(a.input_size), envelope=envelope,
+                                         clock_mhz=a.clock_mhz)}
+    if a.compute:
+        runners["model"] = NetworkRunner(net, params, "golden", input_size=tuple(a.input_size), envelope=envelope,
+                                         clock_mhz=a.clock_mhz, replay=False)
     print(f"engine {envelope.name} 0x{envelope.hash32:08x} ({envelope.words})")
     print(f"{'batch':>5s} {'engine':>8s} " + " ".join(f"{s + ' us':>12s}" for s in HOST_STAGES)
           + f" {'host us':>9s} {'engine us':>10s} {'host/engine':>11s} {'transfers':>9s}")
     for batch in a.batch:
         x = rng.standard_normal((batch,) + in_shape)
-        runner.run(x)
-        print_best(runner, x, batch, a.repeats, "model")
-        if a.replay:
-            with replayed_passes():
-                runner.run(x)               # recorded
-                print_best(runner, x, batch, a.repeats, "replayed")
+        for kind, runner in runners.items():
+            runner.run(x)                   # the warm-up: its passes are the ones replayed
+            print_best(runner, x, batch, a.repeats, kind)
 
 
 def print_best(runner: NetworkRunner, x: np.ndarray, batch: int, repeats: int, kind: str) -> None:
@@ -81,30 +79,6 @@ def print_best(runner: NetworkRunner, x: np.ndarray, batch: int, repeats: int, k
     engine = runner.total["engine_s"]
     print(f"{batch:5d} {kind:>8s} " + " ".join(f"{st[s] * 1e6:12.1f}" for s in HOST_STAGES)
           + f" {host * 1e6:9.1f} {engine * 1e6:10.1f} {host / engine:11.3f} {runner.total['transfers']:9d}")
-
-
-@contextlib.contextmanager
-def replayed_passes() -> Iterator[None]:
-    """The golden transport's passes recorded (output bytes and counter increments) by descriptor
-    and input, and replayed when they come again."""
-    run_pass, seen = GoldenTransport._run_pass, {}
-
-    def replay(self: GoldenTransport, words: dict, frame: bytes, skip: bytes = b"") -> bytes:
-        key = (tuple(sorted(words.items())), self._pass_images, frame, skip)
-        if key not in seen:
-            before = dict(self._counters)
-            out = run_pass(self, words, frame, skip)
-            seen[key] = (out, {n: self._counters[n] - before[n] for n in before})
-            return out
-        out, added = seen[key]
-        for n, v in added.items():
-            self._counters[n] += v
-        return out
-    GoldenTransport._run_pass = replay
-    try:
-        yield
-    finally:
-        GoldenTransport._run_pass = run_pass
 
 
 if __name__ == "__main__":

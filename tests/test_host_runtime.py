@@ -97,9 +97,9 @@ def test_host_time_per_inference_is_a_fraction_of_the_engine_time():
     """The VGG example at batch 8, 32x32, engine at 100 MHz: the host's own stages (quantize, copy_in,
     dispatch, copy_out, unpack; not the DMA/engine wait) of the least loaded of up to 8 runs after a
     warm-up. Issue 11's target is 0.10x, measured by ``litefly bench`` (0.07x to 0.09x on this
-    project's 2-core machine); the golden model's compute between the host's calls leaves its
-    caches cold and a loaded CI machine is slower, so this guard holds the code to 0.2x (before
-    the network engine: 8 to 19x)."""
+    project's 2-core machine; 0.12x in session 20, where the model replays the warm-up's passes
+    instead of computing them between the host's calls); a loaded CI machine is slower, so this
+    guard holds the code to 0.2x (before the network engine: 8 to 19x)."""
     net = load_network(VGG)
     x = np.random.default_rng(5).standard_normal((8, 3, 32, 32))
     params, _ = calibrated_network_params(net, x[:2], np.random.default_rng(6))
@@ -118,3 +118,39 @@ def test_host_time_per_inference_is_a_fraction_of_the_engine_time():
         pytest.skip(f"machine overloaded (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): host "
                     f"{best * 1e3:.2f} ms vs engine {engine * 1e3:.2f} ms is the load's, not the code's")
     assert best <= 0.2 * engine, f"host {best * 1e3:.2f} ms vs engine {engine * 1e3:.2f} ms"
+
+
+def test_the_engine_model_replays_a_pass_it_has_run():
+    """The golden transport keeps its passes' outputs and counters and replays a pass whose
+    registers, parameters and bytes are one it has run (the bench's timed runs), with the same
+    output and counters; another input is computed; a START after a soft reset without a
+    parameter load is refused, not replayed."""
+    from litefly.errors import LiteflyError
+    net = load_network(VGG)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 8, 8))
+    params, ref = calibrated_network_params(net, x, np.random.default_rng(8))
+    runner = NetworkRunner(net, params, "golden", input_size=(8, 8))
+    y0 = runner.run(x).copy()
+    stats0 = [(st["cycles"], st["counters"]) for st in runner.stats]
+    tr = runner._open().transport
+    assert tr.replayed == 0
+    runner.run(x)           # the first layer's first pass sees the last layer's factor registers (unused) now
+    before = tr.replayed
+    y1 = runner.run(x)
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(y1, ref)
+    assert [(st["cycles"], st["counters"]) for st in runner.stats] == stats0
+    passes = sum(st["passes"] for st in runner.stats)
+    assert tr.replayed - before == passes
+    x2 = x.copy()
+    x2[1, 0, 3, 3] += 1.0
+    y2 = runner.run(x2)
+    assert tr.replayed < before + 2 * passes and not np.array_equal(y2, y0)
+    steps = plan_network(net, (3, 8, 8))
+    ref2 = network_forward_int(steps, params, params["vgg_conv1"].quantize_input(x2)) * params["vgg_conv3"].out_scale
+    np.testing.assert_array_equal(y2, ref2)
+    from litefly.hw import regmap
+    tr.write_reg(regmap.REG["CTRL"], regmap.CTRL_SOFT_RESET)
+    with pytest.raises(LiteflyError, match="without a completed parameter load"):
+        tr._pass(tr._words(), b"", b"")
