@@ -20,8 +20,8 @@ import numpy as np
 
 from . import regmap
 
-__all__ = ["ChainIssue", "chain_issue", "factor_issue", "factor_rows", "DRAIN_CYCLES", "OUT_LAG", "ISSUE_LAG", "WINDOW_SETUP", "IN_WRITE_LAG", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches",
-           "lane_cycles", "window_read_beats", "pass_cycles", "words_pass_cycles"]
+__all__ = ["ChainIssue", "chain_issue", "factor_issue", "factor_rows", "DRAIN_CYCLES", "OUT_LAG", "ISSUE_LAG", "WINDOW_SETUP", "IN_WRITE_LAG", "LOAD_LAG", "REPACK_LAG", "PASS_TAIL", "SKIP_LAG", "RELEASE_LAG", "PassGeometry", "batch_cycles", "frame_ready", "ring_batches", "ring_arrival",
+           "lane_cycles", "window_read_beats", "pass_cycles", "pass_schedule", "words_pass_cycles"]
 
 DRAIN_CYCLES = 9           # issue-to-write latency: the bubble between dependent factors
 OUT_LAG = 1                # OUT is written a registered step after WORK (pooling's read-modify-write)
@@ -34,6 +34,7 @@ LOAD_LAG = 2 + IN_WRITE_LAG  # cycles from a beat's arrival to the window write 
 REPACK_LAG = 1             # the repacker's register stage (packed input)
 PASS_TAIL = 6              # start-up and end-of-pass cycles (the pass's set-up, output pipeline, DONE)
 SKIP_LAG = 4               # residual: from the skip's last beat on s_axis to DONE (FIFO, add, flags)
+RELEASE_LAG = 4            # a ring's release: from the issue before the batch's first phase to the loader (a bound)
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -168,9 +169,10 @@ def lane_cycles(window_reads: int, windows: int = 1) -> int:
     return max(window_reads, windows) if windows > 1 else window_reads
 
 
-def frame_ready(geom: PassGeometry, lanes: int, windows: int = 1) -> np.ndarray:
+def frame_ready(geom: PassGeometry, lanes: int, windows: int = 1, arrival: np.ndarray | None = None) -> np.ndarray:
     """Per batch-phase, in the engine's order: the earliest cycle (from the start of the pass)
-    its windows can be complete given one frame beat arriving per cycle.
+    its windows can be complete given one frame beat arriving per cycle (or beat ``a`` taken by
+    the loader at cycle ``arrival[a]``: :func:`ring_arrival`).
 
     Within a kernel row a lane's in-frame reads are one run of addresses that grow at least as
     fast as the reads are issued, so the row's last in-frame read is the one that can hold the
@@ -206,7 +208,9 @@ def frame_ready(geom: PassGeometry, lanes: int, windows: int = 1) -> np.ndarray:
                 addr = ((img * g.h + iy) * g.w + ix0 + kx * dw) * g.cw + g.cw - 1
                 r = (ky * kw + kx) * g.pixel_reads + g.pixel_reads - 1    # the read's index in its lane
                 after = (n_own - 1 - own) * lt + (wr - 1 - r)
-                t = np.maximum(t, np.where(okx & (iy >= 0) & (iy < g.h), addr + after + lag, never))
+                ok = okx & (iy >= 0) & (iy < g.h)
+                taken = addr if arrival is None else arrival[np.where(ok, addr, 0)]
+                t = np.maximum(t, np.where(ok, taken + after + lag, never))
             out.append(np.maximum.reduceat(t, np.arange(0, n, lanes)))
     return np.stack(out, axis=1).reshape(-1)          # batch-major, phase-minor
 
@@ -239,6 +243,24 @@ def ring_batches(geom: PassGeometry, lanes: int) -> tuple[np.ndarray, np.ndarray
     return release, np.maximum(np.maximum.reduceat(top, starts), release - 1)
 
 
+def ring_arrival(release: np.ndarray, phases: int, issue: Sequence[int], frame_beats: int,
+                 beats: int) -> np.ndarray:
+    """Per frame beat of a ring pass, the cycle the loader takes it: one a cycle, but beat ``a``
+    only once the window generators have released a batch ``j`` with ``release[j] + frame_beats
+    > a`` (:func:`ring_batches`). Batch ``j``'s release is counted from its first phase's issue
+    less one plus :data:`RELEASE_LAG` (the generator publishes it when it starts forming that
+    phase, before that issue): a bound, so a ring the model finds never holding a read back holds
+    none in the RTL either."""
+    a = np.arange(beats, dtype=np.int64)
+    # the first batch whose release lets beat a in (releases only grow)
+    j = np.searchsorted(release + frame_beats, a, side="right")
+    if j.size and j.max() >= release.size:
+        return np.full(beats, np.iinfo(np.int64).max // 4, dtype=np.int64)      # never let in: no ring
+    pub = np.array([0] + [issue[b * phases - 1] + RELEASE_LAG for b in range(1, release.size)], dtype=np.int64)
+    allow = np.where(j == 0, 0, pub[j])
+    return a + np.maximum.accumulate(np.maximum(allow - a, 0))
+
+
 def batch_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int,
                  windows: int = 1, pair_drains: int = 0) -> dict[str, int]:
     """Per full batch of ``lanes`` positions and per phase: MAC issue cycles (with the bubbles
@@ -254,7 +276,16 @@ def batch_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw:
 def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int, positions: int,
                 phases: int, load_beats: int = 0, ready: np.ndarray | None = None, skip_beats: int = 0,
                 windows: int = 1, pair_drains: int = 0, pair_tail: int = 0) -> int:
-    """The one cycle model of a pass (the RTL's CYCLES to within a few cycles per batch).
+    """The one cycle model of a pass (the RTL's CYCLES to within a few cycles per batch):
+    :func:`pass_schedule`'s end."""
+    return pass_schedule(lanes, macs, factors, window_reads, out_cw, positions, phases, load_beats, ready,
+                         skip_beats, windows, pair_drains, pair_tail)[1]
+
+
+def pass_schedule(lanes: int, macs: int, factors: int, window_reads: int, out_cw: int, positions: int,
+                  phases: int, load_beats: int = 0, ready: np.ndarray | None = None, skip_beats: int = 0,
+                  windows: int = 1, pair_drains: int = 0, pair_tail: int = 0) -> tuple[list[int], int]:
+    """The cycle model of a pass: each batch-phase's issue start and the pass's cycles.
 
     Form the first batch-phase's windows; every further batch-phase's windows overlap the
     previous one's MAC issue (double-buffered IN), the slower setting the pace; the last issue
@@ -310,7 +341,7 @@ def pass_cycles(lanes: int, macs: int, factors: int, window_reads: int, out_cw: 
             u_start.append(us)
             u_end.append(us + (unload if bt < batches - 1 else last * out_cw))
     total = u_end[-1] + PASS_TAIL
-    return max(total, load_beats + 4, load_beats + skip_beats + SKIP_LAG if skip_beats else 0)
+    return issue, max(total, load_beats + 4, load_beats + skip_beats + SKIP_LAG if skip_beats else 0)
 
 
 def words_pass_cycles(words: Mapping[str, int], lanes: int, elems_per_beat: int, macs: int, factors: int,

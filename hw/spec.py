@@ -31,7 +31,8 @@ from litefly.network import EngineStep, network_input_shape, plan_network
 
 from . import regmap
 from .cycles import (DRAIN_CYCLES, LOAD_LAG, WINDOW_SETUP, ChainIssue, PassGeometry, batch_cycles, chain_issue,
-                     factor_issue, frame_ready, pass_cycles, ring_batches, window_read_beats)
+                     factor_issue, frame_ready, pass_cycles, pass_schedule, ring_arrival, ring_batches,
+                     window_read_beats)
 
 __all__ = ["EngineEnvelope", "LayerDescriptor", "envelope_words", "lane_rows", "weight_order", "weight_slots",
            "layer_weights_flat", "layer_weights_unflat", "DRAIN_CYCLES", "BIAS_CONTAINER_BITS",
@@ -636,12 +637,13 @@ class LayerDescriptor:
 
         * the first two batches read below ``F``, and batch ``b`` below ``R_(b-1) + F``: its beats
           may be taken from the start of the batch before it (no wait for a release, no deadlock);
-        * from ``b = 2``, the beats above batch ``b - 2``'s (``top_b - top_(b-2)``) arrive, one a
-          cycle, while the batch before forms its windows (``phases x`` the window cycles of a
-          batch): the ring never holds a read back, so the cycle model's one beat a cycle from the
-          start of the pass stays exact (a window that waits, waits as long as without the ring);
-        * the last beat may be taken from the last batch's start, and arrives while it forms and
-          issues. Residual passes keep their whole frame (their skip follows it on the stream).
+        * the loader, one beat a cycle, held at each batch's release until the batch before it
+          has started its last phase's issue (:func:`~litefly.hw.cycles.ring_arrival`, a bound on
+          when the generators publish it), still brings every batch-phase's beats by the issue
+          the cycle model gives it without the ring, and the last beat before the pass's end:
+          the ring never holds a read back, so the model stays exact (a window that waits, waits
+          as long as without the ring). Residual passes keep their whole frame (their skip
+          follows it on the stream).
         """
         env = self.envelope
         if not env.ring or self.step.skip is not None:
@@ -649,14 +651,13 @@ class LayerDescriptor:
         geom = self.geometry(images)
         release, top = ring_batches(geom, env.lanes)
         f = env.frame_beats
-        b = self.batch_cycles()
         if top[:2].max() >= f or np.any(top[1:] >= release[:-1] + f):
             return False
-        if np.any(top[2:] - top[:-2] + LOAD_LAG + 4 > self.phases * b["window"]):
-            return False
-        last = geom.images * geom.h * geom.w * geom.cw - 1
-        return bool(last < release[-1] + f and
-                    last - top[-2 if top.size > 1 else -1] + LOAD_LAG + 4 <= self.phases * b["mac"])
+        issue, total = pass_schedule(**self.model_inputs(images),
+                                     ready=frame_ready(geom, env.lanes, env.window_generators))
+        arrival = ring_arrival(release, self.phases, issue, f, geom.images * geom.h * geom.w * geom.cw)
+        held = frame_ready(geom, env.lanes, env.window_generators, arrival=arrival)
+        return bool(np.all(held <= np.asarray(issue)) and arrival[-1] + LOAD_LAG + 4 <= total)
 
     @property
     def weight_beats(self) -> int:

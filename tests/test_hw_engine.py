@@ -704,15 +704,23 @@ RING = {
     "words2_c16": (16, [[8, 144, 2, 36, 1], [8, 8, 2, 2, 4]], dict(frame=128, frame_word_beats=2)),
     "words4_c32": (32, [[8, 288, 2, 72, 1], [8, 8, 2, 2, 4]], dict(frame=256, frame_word_beats=4, lanes=16,
                                                                    hw=(6, 6))),
+    # session 20 (LayerDescriptor.ring_fits from the loader's held arrivals, ring_arrival): a batch of
+    # two whole pooled images brings 512 beats while its windows take 4 x 75 cycles, so the loader
+    # runs ahead and the ring holds it back, but never a read; a 1x1 conv, whose windows keep pace
+    # with the load
+    "whole_images": (32, [[8, 288, 2, 72, 1], [8, 8, 2, 2, 4]], dict(frame=1024, frame_word_beats=4, lanes=32,
+                                                                     window_generators=4, pool=(2, 2), images=8)),
+    "one_by_one": (8, [[8, 8, 1, 1, 8]], dict(kernel=(1, 1), padding=(0, 0))),
 }
 
 
 def run_ring(ch, chain, frame=64, images=4, hw=(8, 8), stride=(1, 1), pool=None, seed=0, lanes=8,
-             stream_bits=64, window_generators=1, packed=False, frame_word_beats=1, **kw):
-    """A 3x3 conv pass of ``images`` images through a frame buffer of ``frame`` beats (one or two
-    images): the loader overwrites beats the windows have read."""
+             stream_bits=64, window_generators=1, packed=False, frame_word_beats=1, kernel=(3, 3), padding=(1, 1),
+             **kw):
+    """A conv pass (3x3 unless ``kernel``) of ``images`` images through a frame buffer of ``frame``
+    beats (one or two images): the loader overwrites beats the windows have read."""
     rng = np.random.default_rng(seed)
-    layer = conv("ring", ch, chain, kernel=(3, 3), padding=(1, 1), stride=stride, bias=True)
+    layer = conv("ring", ch, chain, kernel=kernel, padding=padding, stride=stride, bias=True)
     step = EngineStep(layer, (ch,) + hw, relu=True, pool=pool)
     env = EngineEnvelope.for_layers("t", [layer], multipliers=lanes, stream_bits=stream_bits, frame_beats=frame,
                                     window_generators=window_generators, frame_word_beats=frame_word_beats)
@@ -741,13 +749,13 @@ def test_ring_frame_buffer_under_stalls(stall):
 
 
 def test_ring_is_refused_where_it_would_hold_reads_back():
-    # a 1x1 conv reads each beat once, as fast as it arrives: the ring would pace it, so a pass keeps
-    # to the frame; so does a pooled layer whose two batches span more than the frame; a frame depth
-    # that is no power of two is no ring
+    # a layer whose first two batches span more than the frame keeps to the frame (their reads would
+    # wait for a release: a deadlock): a pooled 3x3 conv on 8 lanes, a 1x1 conv on 64 (a batch is the
+    # whole 64-beat frame); a frame depth that is no power of two is no ring
     one = conv("one", 8, [[8, 8, 1, 1, 8]], kernel=(1, 1))
     pooled = conv("pool", 8, [[8, 72, 2, 18, 4]], kernel=(3, 3), padding=(1, 1))
-    for layer, pool, frame in ((one, None, 64), (pooled, (2, 2), 64)):
-        env = EngineEnvelope.for_layers("t", [layer], multipliers=8, stream_bits=64, frame_beats=frame)
+    for layer, pool, lanes in ((pooled, (2, 2), 8), (one, None, 64)):
+        env = EngineEnvelope.for_layers("t", [layer], multipliers=lanes, stream_bits=64, frame_beats=64)
         desc = env.describe(EngineStep(layer, (8, 8, 8), relu=False, pool=pool))
         assert env.ring and not desc.ring_fits(4) and desc.pass_images(4) == desc.images_per_pass == 1
         with pytest.raises(ConfigError, match=r"4 images per pass, the frame buffer holds 1..1 \(and cannot stream"):
