@@ -480,6 +480,7 @@ def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDesc
     dense_macs = batch * ho * wo * p * lay.chain_in
     e2e = runtime + host_s
     dma_time = max(st["bytes_in"], st["bytes_out"]) / board.dma_bytes_per_s
+    busy = round((runtime - pcycles / f_hz) * f_hz)
     return {
         "name": step.name, "kind": lay.kind, "in_shape": list(step.in_shape), "out_shape": list(step.out_shape),
         "kernel": list(step.kernel), "stride": list(step.stride), "relu": step.relu,
@@ -493,9 +494,11 @@ def _layer_row(k: int, step: EngineStep, desc: LayerDescriptor, ddesc: LayerDesc
         "cycles": cycles, "model_cycles": int(st.get("model_cycles", 0)), "mac_cycles": int(st["mac_cycles"]),
         "param_cycles": pcycles, "dense_param_cycles": dpcycles,
         "cycles_source": src_engine, "counters": st.get("counters", {}),
-        "mac_utilisation": st["mac_cycles"] / cycles if cycles else None,
+        # the cycles the layer's passes took: its DMA time's where the DMA paces it
+        "paced_cycles": busy,
+        "mac_utilisation": st["mac_cycles"] / busy if busy else None,
         "lane_utilisation": lane_utilisation(batch * ho * wo * lay.macs_per_column, desc.envelope.macs_per_cycle,
-                                             cycles),
+                                             busy),
         "dense_cycles": dcycles, "dense_cycles_source": dsrc,
         "runtime[s]": runtime, "dense_runtime[s]": druntime,
         # the DMA, not the engine's cycles, set the layer's time (a model: the stream slower than a beat a cycle)
@@ -544,7 +547,8 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
     dma_out = sum(r["bytes_out"] for r in rows)
     dense_macs = sum(r["positions"] * r["dense_macs_per_position"] for r in rows)
     macs = sum(r["positions"] * r["macs_per_position"] for r in rows)
-    lane_u = lane_utilisation(macs, envelope.macs_per_cycle, cycles)
+    busy = sum(r["paced_cycles"] for r in rows)
+    lane_u = lane_utilisation(macs, envelope.macs_per_cycle, busy)
     return {
         "network": network.name, "backend": backend, "board": board.name, "fclk[mhz]": f_mhz,
         "batch_size": batch, "input_size": list(size), "seed": seed,
@@ -571,7 +575,8 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
         "total": {
             "cycles": cycles, "dense_cycles": dcycles, "mac_cycles": sum(r["mac_cycles"] for r in rows),
             "param_cycles": pcycles,
-            "mac_utilisation": sum(r["mac_cycles"] for r in rows) / cycles if cycles else None,
+            "paced_cycles": busy,
+            "mac_utilisation": sum(r["mac_cycles"] for r in rows) / busy if busy else None,
             "lane_utilisation": lane_u,
             "macs_per_dsp_cycle": lane_u * envelope.macs_per_dsp if lane_u is not None else None,
             "bounds": network_bounds(macs, envelope.macs_per_cycle, f_hz, sum(r["dma_time[s]"] for r in rows), e2e,

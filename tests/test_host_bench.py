@@ -45,12 +45,15 @@ def check_report(report, backend, n_layers, batch):
         if not paced:
             assert row["speedup_vs_dense_engine"] == pytest.approx((row["dense_cycles"] + row["dense_param_cycles"])
                                                                    / (row["cycles"] + row["param_cycles"]))
+        # utilisation over the cycles the passes took: the DMA time's where it paces them
+        assert row["paced_cycles"] == (round(row["dma_time[s]"] * f) if paced else row["cycles"])
+        assert row["mac_utilisation"] == pytest.approx(row["mac_cycles"] / row["paced_cycles"])
         assert 0 < row["mac_utilisation"] <= 1
         # the lanes' MAC slots (two a lane with row pairs, four with row quads) that did a DeBut MAC: at
         # most the issue share (idle lanes of partial batches, unpaired factors' idle second rows)
         slots = report["engine"]["lanes"] * _rows(report["engine"])
         assert row["lane_utilisation"] == pytest.approx(row["positions"] * row["macs_per_position"]
-                                                        / (slots * row["cycles"]))
+                                                        / (slots * row["paced_cycles"]))
         assert 0 < row["lane_utilisation"] <= row["mac_utilisation"] + 1e-12
         assert row["roofline"]["bound"] in ("compute", "DMA")
         assert set(row["host_stage[s]"]) == set(HOST_STAGES)
@@ -85,6 +88,8 @@ def check_report(report, backend, n_layers, batch):
     assert b["layers[s]"] == pytest.approx(sum(max(r["positions"] * r["macs_per_position"] / (slots * f),
                                                    r["dma_time[s]"]) for r in report["layers"]))
     assert b["layers[s]"] >= max(b["compute[s]"], b["dma[s]"]) * (1 - 1e-12)
+    assert tot["paced_cycles"] == sum(r["paced_cycles"] for r in report["layers"])
+    assert tot["lane_utilisation"] == pytest.approx(tot["macs"] / (slots * tot["paced_cycles"]))
     assert tot["macs_per_dsp_cycle"] == pytest.approx(tot["lane_utilisation"] * eng["macs_per_dsp"])
     assert eng["dsps"] == (eng["lanes"] * _rows(eng) // 2 if eng["row_pairs"] else eng["lanes"] // eng["macs_per_dsp"])
     assert EngineEnvelope(**eng["envelope"]).hash32 == int(eng["hash"], 16)     # the engine that ran
