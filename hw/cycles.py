@@ -247,10 +247,11 @@ def ring_arrival(release: np.ndarray, phases: int, issue: Sequence[int], frame_b
                  beats: int) -> np.ndarray:
     """Per frame beat of a ring pass, the cycle the loader takes it: one a cycle, but beat ``a``
     only once the window generators have released a batch ``j`` with ``release[j] + frame_beats
-    > a`` (:func:`ring_batches`). Batch ``j``'s release is counted from its first phase's issue
-    less one plus :data:`RELEASE_LAG` (the generator publishes it when it starts forming that
-    phase, before that issue): a bound, so a ring the model finds never holding a read back holds
-    none in the RTL either."""
+    > a`` (:func:`ring_batches`). Batch ``j``'s release is counted from the issue of the
+    batch-phase before its first, plus :data:`RELEASE_LAG`: the generators publish it as they
+    start forming that first phase, which is after they formed the one before and so before that
+    one's issue, and the loader sees it two cycles later. A bound, so a ring the model finds
+    never holding a read back holds none in the RTL either."""
     a = np.arange(beats, dtype=np.int64)
     # the first batch whose release lets beat a in (releases only grow)
     j = np.searchsorted(release + frame_beats, a, side="right")
