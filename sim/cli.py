@@ -10,6 +10,7 @@ import click
 import numpy as np
 from rich.table import Table
 
+from litefly.boards.boards import BOARDS
 from litefly.cli.envelope_options import merge_option
 
 from .tb import STALL_PATTERNS
@@ -30,10 +31,14 @@ FAULTS = ("weight_addr", "rounding", "window_pad", "pool")
 @click.option("--images", default=2, show_default=True, type=click.IntRange(1, 4096), help="Images in the batch.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the parameters, the inputs and the stalls.")
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write the results as JSON.")
+@click.option("--board", "board", type=click.Choice(sorted(BOARDS)), default=None,
+              help="Simulate the engine as it is on this board (its default envelope where the network is "
+                   "silent: the engine 'litefly build --board' makes); default: the network's own engine.")
 @click.option("--fault", type=click.Choice(FAULTS), default=None, hidden=True)
 @merge_option
 def sim(config: Path, simulator: str, stall_prob: float, stall: str | None, input_size: tuple[int, int] | None,
-        images: int, seed: int, report: Path | None, fault: str | None, merge: bool | None) -> None:
+        images: int, seed: int, report: Path | None, board: str | None, fault: str | None,
+        merge: bool | None) -> None:
     """Simulate the network engine of CONFIG (a network or a layer file) on random inputs and
     compare every output with the int8 golden network."""
     from litefly.cli.output import console as output_console
@@ -49,7 +54,7 @@ def sim(config: Path, simulator: str, stall_prob: float, stall: str | None, inpu
     net = load_network(config, merge=merge)
     in_shape = network_input_shape(net, input_size)
     steps = plan_network(net, in_shape)
-    envelope = EngineEnvelope.for_network(net, in_shape[1:] if net.layers[0].kind == "conv2d" else None)
+    envelope = EngineEnvelope.for_network(net, in_shape[1:] if net.layers[0].kind == "conv2d" else None, board=board)
     rng = np.random.default_rng(seed)
     xf = rng.standard_normal((images,) + tuple(in_shape))
     weights = {s.name: random_float_weights(s.layer, rng) for s in steps}
@@ -65,7 +70,7 @@ def sim(config: Path, simulator: str, stall_prob: float, stall: str | None, inpu
         y = runner.run_int(x)
     y = np.asarray(y).reshape(want.shape)
     bad = np.argwhere(y != want)
-    res = {"network": net.name, "engine": envelope.name, "engine_hash": f"0x{envelope.hash32:08x}",
+    res = {"network": net.name, "engine": envelope.name, "engine_hash": f"0x{envelope.hash32:08x}", "board": board,
            "simulator": simulator, "images": images, "stall_prob": stall_prob, "stall": stall, "seed": seed,
            "bit_exact": bool(bad.size == 0), "wrong_elements": int(bad.shape[0]), "layers": runner.stats,
            "total": {k: v for k, v in runner.total.items() if k != "host_stage[s]"}}

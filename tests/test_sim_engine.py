@@ -218,3 +218,29 @@ def test_cli_bad_network_is_one_line(tmp_path):
     p.write_text("name: bad\nlayers: []\n")
     r = _cli("sim", str(p))
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@needs_rtl
+@pytest.mark.parametrize("board", ["pynq-z2", pytest.param("zcu104", marks=pytest.mark.slow)])
+def test_board_default_engine_runs_the_vgg_example_at_batch_8(tmp_path, board):
+    """``litefly sim --board``: the board's default engine (the one ``litefly build --board`` makes),
+    Verilated, on the VGG example at batch 8, 32x32: bit-exact, every layer one pass through the
+    frame buffer as a ring, and CYCLES the cycle model's to the cycle (the figures the bench's
+    golden backend reports). PYNQ-Z2 about 25 s; the ZCU104's 256-lane engine about 2 min
+    (``-m slow``)."""
+    import json
+    from litefly.config import load_network
+    rep = tmp_path / "r.json"
+    vgg = Path(__file__).resolve().parent.parent / "examples" / "vgg_net.yaml"
+    r = _cli("sim", str(vgg), "--board", board, "--images", "8", "--report", str(rep))
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads(rep.read_text())
+    env = EngineEnvelope.for_network(load_network(vgg), (32, 32), board=board)
+    assert data["bit_exact"] and data["board"] == board and data["engine_hash"] == f"0x{env.hash32:08x}"
+    assert [s["passes"] for s in data["layers"]] == [1, 1, 1]
+    assert all(s["cycles"] == s["model_cycles"] for s in data["layers"]), [(s["cycles"], s["model_cycles"])
+                                                                          for s in data["layers"]]
+    # the bench's figures: each layer's planned pass of all 8 images (266,585 and 110,761 cycles in session 20)
+    from litefly.network import plan_network
+    descs = env.describe_network(plan_network(load_network(vgg), (3, 32, 32)))
+    assert [s["cycles"] for s in data["layers"]] == [d.pass_cycles(8) for d in descs]
