@@ -197,8 +197,9 @@ def _params(network: NetworkConfig, steps: Sequence[EngineStep], x: np.ndarray, 
 def _timed_runs(runner: Any, x: np.ndarray, repeats: int, warm_up: bool = True
                 ) -> tuple[np.ndarray, list[dict], dict[str, Any]]:
     """A warm-up (pynq: a run; golden: a run, whose engine-model passes the timed runs replay;
-    sim: the first run's set-up, :func:`_prepare`), then ``repeats`` timed runs; the stats of the run with the least host time (the host's stages are short: a run
-    that was preempted in one shows the machine, not the code)."""
+    sim: the first run's set-up, :func:`_prepare`), then ``repeats`` timed runs; the stats of the
+    run with the least host time (the host's stages are short: a run that was preempted in one
+    shows the machine, not the code)."""
     if warm_up and runner.backend in ("pynq", "golden"):
         runner.run(x)               # golden: the model's passes, which the timed runs replay
     elif warm_up:                   # sim: set up without running the simulator again
