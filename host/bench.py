@@ -270,18 +270,20 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
               progress: Callable[[str], None] | None = None, multipliers: int | None = None,
               macs_per_dsp: int | None = None, stream_bits: int | None = None,
               window_generators: int | None = None, frame_kib: int | None = None, row_pairs: bool | None = None,
-              row_quads: bool | None = None, frame_word_beats: int | None = None,
+              row_quads: bool | None = None, frame_word_beats: int | None = None, out_dtype: str = "float64",
               **backend_opts: Any) -> dict[str, Any]:
     """Run the bench and return the report dict (``docs/host.md``). ``multipliers``,
     ``macs_per_dsp``, ``stream_bits``, ``window_generators``, ``frame_kib``, ``row_pairs``, ``row_quads`` and ``frame_word_beats`` override the
     network's engine settings (another engine); the dense baseline runs on an engine of the same
     lanes, packing (row pairs and quads included), stream width, window generators and frame buffer size. The engine is
     ``board_name``'s (default: pynq-z2, or on ``pynq`` the board it runs on): its clock, and its
-    default envelope where the network and these arguments are silent."""
+    default envelope where the network and these arguments are silent. ``out_dtype`` is what the
+    runtime dequantises the output into (``NetworkRunner(out_dtype=...)``), checked equal to the
+    int8 golden network's output dequantised the same way."""
     from litefly.boards.boards import get_board
 
     from .board_check import resolve_board
-    from .runtime import NetworkRunner
+    from .runtime import NetworkRunner, out_dtype_of
     if backend == "pynq":
         from .pynq_transport import import_pynq
         import_pynq()                           # first: on a PC, say that pynq is missing
@@ -309,7 +311,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
                                           stream_bits=stream_bits, window_generators=window_generators,
                                           frame_kib=frame_kib, board=board.name, row_pairs=row_pairs,
                                           row_quads=row_quads, frame_word_beats=frame_word_beats)
-    opts = dict(backend_opts)
+    opts = dict(backend_opts, out_dtype=out_dtype_of(out_dtype))
     if backend == "sim":
         repeats = 1
     if backend == "pynq":
@@ -327,7 +329,9 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
         acts = [x4]        # the float activations torch sees: the int8 network's, dequantised
         y_gold = network_forward_int(steps, params, x_int,
                                      on_step=lambda s, y: acts.append(y * params[s.name].out_scale))
-        if not np.array_equal(np.asarray(y_eng).reshape(y_gold.shape), acts[-1]):
+        # the int8 golden network's output dequantised in the runner's dtype (float64: acts[-1] itself)
+        want = np.multiply(y_gold, opts["out_dtype"].type(params[steps[-1].name].out_scale), dtype=opts["out_dtype"])
+        if not np.array_equal(np.asarray(y_eng).reshape(y_gold.shape), want):
             raise LiteflyError(f"network {network.name!r}: the {backend} engine's output differs from the int8 "
                                f"golden network")
     finally:
@@ -338,7 +342,8 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
                      "no CPU, does not run between the host's stages)")
     if backend == "sim":     # the sim transport's calls wait on the simulator: time the same host code on golden
         say("host stages: the same program on the golden transport")
-        with NetworkRunner(network, params, "golden", input_size=size, envelope=envelope, clock_mhz=f_mhz) as hr:
+        with NetworkRunner(network, params, "golden", input_size=size, envelope=envelope, clock_mhz=f_mhz,
+                           out_dtype=opts["out_dtype"]) as hr:
             y_h, hstats, htotal = _timed_runs(hr, x, max(repeats, 3))
             say("a stream of 3 batches on the golden transport (host work overlapped with the engine)")
             streamed = _streamed_runs(hr, x, 3, y_h)
@@ -367,7 +372,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
             # the same best-of-N host measurement as the network's (the simulator runs once: its host
             # stages are measured again on the golden transport below)
             _, dstats, dtotal = _timed_runs(drunner, x, 1 if backend == "sim" else max(repeats, 3),
-                                            warm_up=backend == "pynq")
+                                            warm_up=backend in ("pynq", "golden"))
         except LiteflyError:
             if backend != "pynq":
                 raise
@@ -375,9 +380,9 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
         finally:
             drunner.close()
         if backend == "sim" and dstats:     # host stages of the dense network: its host code on the golden transport
-            with NetworkRunner(dnet, dparams, "golden", input_size=size, envelope=denv, clock_mhz=f_mhz) as hr:
-                _prepare(hr, x)
-                _, hstats, htotal = _timed_runs(hr, x, max(repeats, 3), warm_up=False)
+            with NetworkRunner(dnet, dparams, "golden", input_size=size, envelope=denv, clock_mhz=f_mhz,
+                               out_dtype=opts["out_dtype"]) as hr:
+                _, hstats, htotal = _timed_runs(hr, x, max(repeats, 3))
             for st, hst in zip(dstats, hstats):
                 st["timings"] = dict(hst["timings"], wait=st["timings"].get("wait", 0.0))
                 if "host_op" in hst:
@@ -406,8 +411,11 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
                                t_torch, f_hz, board, batch, src_engine, backend != "pynq"))
     io = io_host_stages(total["host_stage[s]"], stats)
     dio = io_host_stages(dtotal["host_stage[s]"], dstats) if dstats else None
+    if opts["out_dtype"] != np.float64:
+        host_src += f"; the output dequantised to {opts['out_dtype'].name}"
     report = _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, board, f_mhz, batch, size, seed,
                      src_engine, host_src, torch_threads, time.perf_counter() - t_start)
+    report["out_dtype"] = opts["out_dtype"].name
     report["total"]["streamed"] = streamed_figures(streamed, report)
     report["host_ops"] = host_op_rows(stats, dstats)
     report["total"]["host_transfers"] = 2 + 2 * len(report["host_ops"])    # each host op reads and writes a map

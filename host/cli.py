@@ -45,13 +45,16 @@ from litefly.errors import LiteflyError
               help="Let the host fold the first layer's kernel rows into its channels where the cycle model "
                    "says that pays (docs/engine.md, \"Folded kernel rows\"), or always send the input as it "
                    "is; default: the network's fold_input (true unless the file says false).")
+@click.option("--out-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="What the runtime dequantises the output into: float64, exactly the int8 golden network's "
+                   "output, or float32 (half the memory the host writes, what torch models take).")
 @merge_option
 @envelope_options
 def bench(config: Path, backend: str, board: str | None, clock_mhz: float | None, batch: int,
           input_size: tuple[int, int] | None, seed: int, params_dir: Path | None, bitstream_dir: Path | None,
           repeats: int, no_dense: bool,
-          report_path: Path | None, plot_path: Path | None, fold_input: bool | None, merge: bool | None,
-          engine: dict[str, int | None]) -> None:
+          report_path: Path | None, plot_path: Path | None, fold_input: bool | None, out_dtype: str,
+          merge: bool | None, engine: dict[str, int | None]) -> None:
     """Run NETWORK_OR_LAYER (a network or layer YAML) on one network engine, with its dense baseline and
     torch on this CPU, and report host and engine time, traffic and speedups (engine alone and end to end,
     for one batch and per batch of a stream, where the host's work overlaps the engine's)."""
@@ -76,7 +79,7 @@ def bench(config: Path, backend: str, board: str | None, clock_mhz: float | None
 
     report = run_bench(network, backend=backend, board_name=board, clock_mhz=clock_mhz, batch=batch,
                        input_size=input_size, seed=seed, params_dir=params_dir, dense=not no_dense,
-                       repeats=repeats, progress=step, **engine,
+                       repeats=repeats, progress=step, out_dtype=out_dtype, **engine,
                        **({"bitstream_dir": bitstream_dir} if bitstream_dir is not None else {}))
     console.print(render_table(report))
     for line in summary_lines(report):

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from litefly.config import NetworkConfig
-from litefly.errors import LiteflyError, ShapeError
+from litefly.errors import ConfigError, LiteflyError, ShapeError
 from litefly.fixed import QuantizedLayer, int_range, quantize_tensor
 from litefly.hw.spec import EngineEnvelope, LayerDescriptor
 from litefly.hw.wireformat import pack_layer_params, pack_tensor, tensor_bytes, unpack_tensor
@@ -35,8 +35,8 @@ from litefly.network import EngineStep, check_scales, global_pool_int, network_i
 
 from .driver import STAGES, EngineDriver
 
-__all__ = ["BACKENDS", "NetworkProgram", "prepare_program", "execute", "NetworkRunner", "OutputMemory",
-           "open_transport"]
+__all__ = ["BACKENDS", "NetworkProgram", "prepare_program", "execute", "NetworkRunner", "OutputMemory", "OUT_DTYPES",
+           "out_dtype_of", "open_transport"]
 
 BACKENDS = ("golden", "sim", "pynq")
 ALIGN = 64
@@ -176,8 +176,23 @@ def _layer_plans(program: NetworkProgram, batch: int) -> list[dict[str, Any]]:
     return plans[batch]
 
 
+#: The dtypes the runtime dequantises the output into (``NetworkRunner(out_dtype=...)``).
+OUT_DTYPES = ("float64", "float32")
+
+
+def out_dtype_of(value: Any) -> np.dtype:
+    """``value`` as one of :data:`OUT_DTYPES`, or a one-line :class:`ConfigError`."""
+    try:
+        dtype = np.dtype(value)
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.name not in OUT_DTYPES:
+        raise ConfigError(f"out_dtype {value!r} is not one of {', '.join(OUT_DTYPES)}")
+    return dtype
+
+
 class OutputMemory:
-    """Memory for the dequantised output of ``shape`` (float64), reused from run to run.
+    """Memory for the dequantised output of ``shape`` (``dtype``: float64 or float32), reused from run to run.
 
     Two blocks, allocated (and their pages mapped) once, like the DMA buffers; a block is
     handed out again only once nothing refers any more to the array it last backed: the
@@ -187,29 +202,30 @@ class OutputMemory:
     (one page fault per 4 KiB). When both blocks are still referenced, a run gets a new array.
     """
 
-    def __init__(self, shape: tuple[int, ...], blocks: int = 2) -> None:
+    def __init__(self, shape: tuple[int, ...], blocks: int = 2, dtype: Any = np.float64) -> None:
         self.shape = tuple(int(v) for v in shape)
-        nbytes = int(np.prod(self.shape)) * np.dtype(np.float64).itemsize
+        self.dtype = np.dtype(dtype)
+        nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
         self._blocks = [bytearray(nbytes) for _ in range(blocks)]      # zero-filled: pages mapped now
         self._held: list[weakref.ref | None] = [None] * blocks
 
     def array(self) -> np.ndarray:
-        """A float64 array of ``shape`` that nothing else refers to."""
+        """An array of ``shape`` and ``dtype`` that nothing else refers to."""
         for i, held in enumerate(self._held):
             if held is None or held() is None:
                 # frombuffer's array is the one every view of it keeps alive (its base is not an array)
-                root = np.frombuffer(self._blocks[i], np.float64)
+                root = np.frombuffer(self._blocks[i], self.dtype)
                 self._held[i] = weakref.ref(root)
                 return root.reshape(self.shape)
-        return np.empty(self.shape, np.float64)
+        return np.empty(self.shape, self.dtype)
 
 
-def _output_memory(program: NetworkProgram, batch: int) -> OutputMemory:
+def _output_memory(program: NetworkProgram, batch: int, dtype: Any = np.float64) -> OutputMemory:
     """The :class:`OutputMemory` of the dequantised ``(N, H, W, C)`` output at ``batch`` images."""
     c, h, w = program.out_shape
     mem = program.buffers.get("out")
-    if mem is None or mem.shape != (batch, h, w, c):
-        mem = program.buffers["out"] = OutputMemory((batch, h, w, c))
+    if mem is None or mem.shape != (batch, h, w, c) or mem.dtype != np.dtype(dtype):
+        mem = program.buffers["out"] = OutputMemory((batch, h, w, c), dtype=dtype)
     return mem
 
 
@@ -284,21 +300,22 @@ def _output_view(driver: EngineDriver, program: NetworkProgram, buf: Any, batch:
     return raw
 
 
-def _output_array(driver: EngineDriver, program: NetworkProgram, batch: int) -> np.ndarray:
-    """The float64 output's memory (:class:`OutputMemory`; stage ``unpack``)."""
+def _output_array(driver: EngineDriver, program: NetworkProgram, batch: int, dtype: Any = np.float64) -> np.ndarray:
+    """The dequantised output's memory (:class:`OutputMemory`; stage ``unpack``)."""
     t0 = time.perf_counter()
-    out = _output_memory(program, batch).array()
+    out = _output_memory(program, batch, dtype).array()
     driver.timings["unpack"] += time.perf_counter() - t0
     return out
 
 
 def _dequantise(driver: EngineDriver, program: NetworkProgram, raw: np.ndarray, out: np.ndarray, out_scale: float,
                 images: slice) -> None:
-    """``images`` of the int8 output, times ``out_scale``, into ``out`` (channels-last; stage ``unpack``)."""
+    """``images`` of the int8 output, times ``out_scale`` in ``out``'s dtype, into ``out`` (channels-last;
+    stage ``unpack``)."""
     t0 = time.perf_counter()
     c, h, w = program.out_shape
     batch = out.shape[0]
-    np.multiply(raw.view(np.int8).reshape(batch, h, w, -1)[images, ..., :c], float(out_scale), out=out[images])
+    np.multiply(raw.view(np.int8).reshape(batch, h, w, -1)[images, ..., :c], out.dtype.type(out_scale), out=out[images])
     driver.timings["unpack"] += time.perf_counter() - t0
 
 
@@ -324,11 +341,12 @@ def _untimed_to_dispatch(timings: dict[str, float], before: Mapping[str, float],
 
 
 def execute(driver: EngineDriver, program: NetworkProgram, x_int: np.ndarray,
-            out_scale: float | None = None) -> tuple[np.ndarray, list[dict]]:
+            out_scale: float | None = None, out_dtype: Any = np.float64) -> tuple[np.ndarray, list[dict]]:
     """Integer NCHW input -> integer NCHW output of the last layer, and one stats dict per layer.
 
-    With ``out_scale`` the output is dequantised straight from the int8 bytes into float64
-    (``y_int * out_scale``, exactly the int8 golden network's dequantised output), written
+    With ``out_scale`` the output is dequantised straight from the int8 bytes into ``out_dtype``
+    (float64: ``y_int * out_scale``, exactly the int8 golden network's dequantised output;
+    float32: ``float32(y_int) * float32(out_scale)``, rounded to float32), written
     channels-last as the engine sends it and returned as an NCHW-shaped view with
     channels-last strides (torch's ``channels_last``; ``torch.from_numpy`` takes it as is), in
     memory reused across runs (:class:`OutputMemory`). Without it: int64 NCHW (a new array).
@@ -352,7 +370,7 @@ def execute(driver: EngineDriver, program: NetworkProgram, x_int: np.ndarray,
         y = unpack_tensor(raw, (batch, c, h, w), program.envelope.elems_per_beat)
         timings["unpack"] += time.perf_counter() - t0
     else:           # int8 -> float64 in one pass over contiguous memory: channels-last in, channels-last out
-        out = _output_array(driver, program, batch)
+        out = _output_array(driver, program, batch, out_dtype)
         _dequantise(driver, program, raw, out, out_scale, slice(None))
         y = out.transpose(0, 3, 1, 2)
     stats = _layer_stats(driver, plans, layers)
@@ -380,7 +398,9 @@ class NetworkRunner:
     ``envelope`` defaults to :meth:`EngineEnvelope.for_network` at ``input_size``; on ``pynq``, on the
     board it runs on (``board=``, else :func:`~litefly.host.board_env.detect_board`), as ``litefly build
     --board`` sizes it.
-    Options: ``timeout``, ``clock_mhz``, and the backend's own (``fault=``, ``simulator=``, ...).
+    Options: ``timeout``, ``clock_mhz``, ``out_dtype`` (what :meth:`run` returns: ``"float64"``, the
+    default, exactly the int8 golden network's dequantised output, or ``"float32"``, half the
+    memory to write and what torch models take), and the backend's own (``fault=``, ``simulator=``, ...).
     """
 
     def __init__(self, network: NetworkConfig, params: Mapping[str, QuantizedLayer], backend: str = "golden",
@@ -401,6 +421,7 @@ class NetworkRunner:
             envelope = EngineEnvelope.for_network(network, self.input_size, board=board)
         self.envelope = envelope
         self.timeout = float(opts.pop("timeout", 2.0))
+        self.out_dtype = out_dtype_of(opts.pop("out_dtype", "float64"))
         self.clock_mhz = float(opts.pop("clock_mhz", 100.0))
         self.opts = opts
         self.stats: list[dict[str, Any]] = []
@@ -461,7 +482,7 @@ class NetworkRunner:
                 _buffers(self._open(), program, batch)
             _layer_plans(program, batch)
         if self.backend != "sim":
-            _output_memory(segments[-1][1], batch)
+            _output_memory(segments[-1][1], batch, self.out_dtype)
         self._quantize_work((batch,) + shape)
 
     def _quantize_work(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -499,7 +520,7 @@ class NetworkRunner:
         if self.backend != "sim":
             return y                    # dequantised by execute while unpacking
         t1 = time.perf_counter()
-        out = y * scale
+        out = np.multiply(y, self.out_dtype.type(scale), dtype=self.out_dtype)
         self.total["host_stage[s]"]["unpack"] += time.perf_counter() - t1
         return out
 
@@ -623,13 +644,13 @@ class NetworkRunner:
 
         def read() -> None:
             state["raw"] = _output_view(driver, program, buf, batch)
-            state["out"] = _output_array(driver, program, batch)
+            state["out"] = _output_array(driver, program, batch, self.out_dtype)
 
         def done() -> None:         # the output once every image is in it (a reshape may copy)
             state["y"] = self._shaped(state.pop("out").transpose(0, 3, 1, 2), program)
             del state["raw"]
 
-        group = max(1, (64 << 10) // (h * w * c * 8))
+        group = max(1, (64 << 10) // (h * w * c * self.out_dtype.itemsize))
         parts = [lambda s=slice(i, i + group): _dequantise(driver, program, state["raw"], state["out"], scale, s)
                  for i in range(0, batch, group)]
         state["slices"] = [read, *parts, done]
@@ -690,7 +711,7 @@ class NetworkRunner:
         if reset:
             driver.reset_stats()
         before = dict(driver.timings)
-        y, stats = execute(driver, program, x_int, out_scale=out_scale)
+        y, stats = execute(driver, program, x_int, out_scale=out_scale, out_dtype=self.out_dtype)
         return y, stats, {k: v - before.get(k, 0.0) for k, v in driver.timings.items()}
 
     def _run_segments(self, segments: list[tuple[str | None, NetworkProgram]], x_int: np.ndarray,

@@ -336,3 +336,16 @@ def test_bench_no_fold_input_sends_the_input_as_it_is(tmp_path):
     assert folded["host_fold"]["window_reads"] == 3 and plain["host_fold"] is None
     assert (folded["bytes_in"], plain["bytes_in"]) == (9 * 32 * 32, 3 * 32 * 32)
     assert plain["cycles"] > folded["cycles"]
+
+
+def test_bench_out_dtype_float32(tmp_path):
+    """--out-dtype float32: the runtime's output in float32, checked against the golden network's
+    output dequantised the same way; the report and the host source say so."""
+    rep = tmp_path / "b.json"
+    r = run_cli(str(VGG), "--backend", "golden", "--input-size", "8", "8", "--batch", "2", "--repeats", "1",
+                "--no-dense", "--out-dtype", "float32", "--report", str(rep))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(rep.read_text())
+    assert report["out_dtype"] == "float32" and report["sources"]["host"].endswith("dequantised to float32")
+    r = run_cli(str(VGG), "--backend", "golden", "--out-dtype", "int8")
+    assert r.returncode == 2 and "int8" in r.stderr and "Traceback" not in r.stderr

@@ -154,3 +154,28 @@ def test_the_engine_model_replays_a_pass_it_has_run():
     tr.write_reg(regmap.REG["CTRL"], regmap.CTRL_SOFT_RESET)
     with pytest.raises(LiteflyError, match="without a completed parameter load"):
         tr._pass(tr._words(), b"", b"")
+
+
+def test_the_output_in_float32():
+    """``out_dtype="float32"``: the output dequantised straight into float32
+    (``float32(y_int) * float32(scale)``, channels-last like float64's), in a run and in a stream;
+    another dtype is a one-line error."""
+    from litefly.errors import ConfigError
+    net = load_network(VGG)
+    x = np.random.default_rng(11).standard_normal((3, 3, 8, 8))
+    params, ref = calibrated_network_params(net, x, np.random.default_rng(12))
+    steps = plan_network(net, (3, 8, 8))
+    y_int = network_forward_int(steps, params, params["vgg_conv1"].quantize_input(x))
+    runner = NetworkRunner(net, params, "golden", input_size=(8, 8), out_dtype="float32")
+    y = runner.run(x)
+    assert y.dtype == np.float32 and y.shape == ref.shape
+    np.testing.assert_array_equal(y, y_int.astype(np.float32) * np.float32(params["vgg_conv3"].out_scale))
+    assert y.transpose(0, 2, 3, 1).flags.c_contiguous                    # channels-last, as float64's
+    assert np.abs(y - ref).max() <= np.abs(ref).max() * 2 ** -23          # float32 rounding of float64's
+    for out in runner.run_stream([x, x, x]):
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, y)
+    np.testing.assert_array_equal(NetworkRunner(net, params, "golden", input_size=(8, 8)).run(x), ref)
+    for bad in ("int8", "float16", "nonsense"):
+        with pytest.raises(ConfigError, match=r"^out_dtype '\w+' is not one of float64, float32$"):
+            NetworkRunner(net, params, "golden", input_size=(8, 8), out_dtype=bad)
