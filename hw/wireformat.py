@@ -88,10 +88,9 @@ def pack_tensor(x: np.ndarray, elems_per_beat: int, out: np.ndarray | None = Non
     if cp != c or fold is not None:     # padding: one contiguous fill, the channels written over it
         dst[:size] = 0
     for kx in range(kw):
-        (lo, hi, src), step = ((0, w, 0), 1) if fold is None else (fold.columns(kx), fold.stride)
+        lo, hi, part = (0, w, x) if fold is None else fold.source(x, kx)
         if hi <= lo:            # this kernel column reads only padding
             continue
-        part = x[..., src: src + (hi - lo - 1) * step + 1: step]
         dv = view[:, :, lo:hi, kx * c0: (kx + 1) * c0]
         # A channel at a time while there are few: a transposed copy's inner loop would run over
         # the channels (1..16 elements); one channel is one long strided copy.

@@ -128,6 +128,12 @@ class RowFold(NamedTuple):
         hi = min(self.out_width, (self.width - 1 - off) // self.stride + 1) if self.width - 1 >= off else 0
         return lo, max(lo, hi), lo * self.stride + off
 
+    def source(self, x: np.ndarray, kx: int) -> tuple[int, int, np.ndarray]:
+        """For kernel column ``kx`` of the NCHW array ``x``: the output columns ``lo..hi-1`` of
+        :meth:`columns` and their source pixels, a strided view ``(N, C, H, hi - lo)``."""
+        lo, hi, src = self.columns(kx)
+        return lo, hi, x[..., src: src + (hi - lo - 1) * self.stride + 1: self.stride]
+
 
 def fold_rows(x: np.ndarray, fold: RowFold) -> np.ndarray:
     """An NCHW ``(N, C, H, W)`` array with its kernel rows folded into the channels: ``(N, KW*C, H, Wo)``."""
@@ -138,8 +144,8 @@ def fold_rows(x: np.ndarray, fold: RowFold) -> np.ndarray:
     wo = fold.out_width
     out = np.zeros((n, fold.kw, c, h, wo), dtype=x.dtype)
     for kx in range(fold.kw):
-        lo, hi, src = fold.columns(kx)
-        out[:, kx, :, :, lo:hi] = x[..., src: src + (hi - lo - 1) * fold.stride + 1: fold.stride]
+        lo, hi, part = fold.source(x, kx)
+        out[:, kx, :, :, lo:hi] = part
     return out.reshape(n, fold.kw * c, h, wo)
 
 
