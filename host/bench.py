@@ -444,7 +444,7 @@ def _host_fold(step: EngineStep, desc: LayerDescriptor) -> dict[str, Any] | None
     if fold is None:
         return None
     env = desc.envelope
-    plain = env.describe(step, packed_input=env.can_pack_input(step))
+    plain = env.describe_host_input(step)
     return {"kw": fold.kw, "engine_in_shape": list(desc.step.in_shape), "engine_kernel": list(desc.step.kernel),
             "window_reads": desc.geometry(1).window_reads, "unfolded_window_reads": plain.geometry(1).window_reads}
 

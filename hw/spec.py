@@ -402,6 +402,11 @@ class EngineEnvelope:
         tensor the host makes; every later input is the engine's own NHWC-E output)."""
         return [self._host_input(st) if k == 0 else self.describe(st) for k, st in enumerate(steps)]
 
+    def describe_host_input(self, step: EngineStep) -> "LayerDescriptor":
+        """The descriptor of ``step`` with its input made by the host as it is (not folded):
+        packed where that saves bytes (:meth:`can_pack_input`)."""
+        return self.describe(step, packed_input=self.can_pack_input(step))
+
     def _host_input(self, step: EngineStep) -> "LayerDescriptor":
         """The descriptor of a step whose input the host makes: packed where that saves bytes, and
         with its kernel rows folded into the channels (:meth:`EngineStep.row_folded`) where the
@@ -409,12 +414,12 @@ class EngineEnvelope:
         image (a few input channels: the window generator reads a pixel a cycle, a folded row a
         cycle), over a pass of as many images as the frame buffer holds of both. The host writes
         ``KW`` times the input's bytes when it folds, so a smaller gain is not taken."""
-        plain = self.describe(step, packed_input=self.can_pack_input(step))
+        plain = self.describe_host_input(step)
         folded = step.row_folded()
         if folded is None:
             return plain
         try:
-            desc = self.describe(folded, packed_input=self.can_pack_input(folded))
+            desc = self.describe_host_input(folded)
         except ConfigError:
             return plain
         n = min(plain.images_per_pass, desc.images_per_pass)
