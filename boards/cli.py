@@ -161,7 +161,7 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, eng
     if report.all_muls_on_dsp:
         dsps = int(report.used["dsp"])
         console.print(f"multipliers: all {len(report.muls)} $mul cells mapped to DSP slices "
-                      f"({dsps} DSPs, {report.lanes} lanes{', four rows each' if env.row_quads else ', two rows each' if env.row_pairs else ''}: "
+                      f"({dsps} DSPs, {report.lanes} lanes{f', {env.lane_rows} rows each' if env.row_pairs else ''}: "
                       f"{report.macs_per_cycle / max(1, dsps):.2f} MACs per DSP per cycle)")
     else:
         console.print(f"[red]multipliers not on DSPs[/]: {len(report.muls)} $mul cells, "

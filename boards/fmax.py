@@ -69,11 +69,13 @@ class ProxyReport:
     cached: bool = False
     row_pairs: bool = False              # a multiplier per lane, two rows each
     row_quads: bool = False              # two such multipliers per lane
+    row_octets: bool = False             # four such multipliers per lane
 
     @property
     def summary(self) -> str:
         """One line: the figure, what it is, and at what lane count it ran."""
-        packing = (", four rows per lane on two multipliers" if self.row_quads else
+        packing = (", eight rows per lane on four multipliers" if self.row_octets else
+                   ", four rows per lane on two multipliers" if self.row_quads else
                    ", two rows per multiplier" if self.row_pairs else
                    ", two per multiplier" if self.macs_per_dsp == 2 else "")
         where = (f"{self.lanes} lanes{packing}, {self.device}, "
@@ -240,7 +242,8 @@ def run_proxy(envelope: EngineEnvelope, generate: Callable[..., Any] | None = No
     tools = (version.stdout + version.stderr).strip().splitlines()
     out = ProxyReport(
         name=envelope.name, config_hash=envelope.config_hash, lanes=envelope.lanes,
-        macs_per_dsp=envelope.macs_per_dsp, row_pairs=envelope.row_pairs, row_quads=envelope.row_quads, device=dev_label, target_mhz=target_mhz,
+        macs_per_dsp=envelope.macs_per_dsp, row_pairs=envelope.row_pairs, row_quads=envelope.row_quads,
+        row_octets=envelope.row_octets, device=dev_label, target_mhz=target_mhz,
         routed=bool(finished and parsed["routed"] and fmax is not None), fmax_mhz=fmax if finished else None,
         placed_fmax_mhz=parsed["placed_fmax_mhz"], cells=cells, critical_path=crit,
         seconds={"yosys": round(t1 - t0, 1), "nextpnr": round(t2 - t1, 1)}, timeout_s=timeout_s,

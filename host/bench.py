@@ -271,11 +271,11 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
               macs_per_dsp: int | None = None, stream_bits: int | None = None,
               window_generators: int | None = None, frame_kib: int | None = None, row_pairs: bool | None = None,
               row_quads: bool | None = None, frame_word_beats: int | None = None, out_dtype: str = "float64",
-              **backend_opts: Any) -> dict[str, Any]:
+              row_octets: bool | None = None, **backend_opts: Any) -> dict[str, Any]:
     """Run the bench and return the report dict (``docs/host.md``). ``multipliers``,
-    ``macs_per_dsp``, ``stream_bits``, ``window_generators``, ``frame_kib``, ``row_pairs``, ``row_quads`` and ``frame_word_beats`` override the
+    ``macs_per_dsp``, ``stream_bits``, ``window_generators``, ``frame_kib``, ``row_pairs``, ``row_quads``, ``row_octets`` and ``frame_word_beats`` override the
     network's engine settings (another engine); the dense baseline runs on an engine of the same
-    lanes, packing (row pairs and quads included), stream width, window generators and frame buffer size. The engine is
+    lanes, packing (row pairs, quads and octets included), stream width, window generators and frame buffer size. The engine is
     ``board_name``'s (default: pynq-z2, or on ``pynq`` the board it runs on): its clock, and its
     default envelope where the network and these arguments are silent. ``out_dtype`` is what the
     runtime dequantises the output into (``NetworkRunner(out_dtype=...)``), checked equal to the
@@ -310,7 +310,8 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
     envelope = EngineEnvelope.for_network(network, size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
                                           stream_bits=stream_bits, window_generators=window_generators,
                                           frame_kib=frame_kib, board=board.name, row_pairs=row_pairs,
-                                          row_quads=row_quads, frame_word_beats=frame_word_beats)
+                                          row_quads=row_quads, frame_word_beats=frame_word_beats,
+                                          row_octets=row_octets)
     opts = dict(backend_opts, out_dtype=out_dtype_of(out_dtype))
     if backend == "sim":
         repeats = 1
@@ -563,7 +564,8 @@ def _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, boar
         "batch_size": batch, "input_size": list(size), "seed": seed,
         "engine": {"name": envelope.name, "hash": f"0x{envelope.hash32:08x}", "lanes": envelope.lanes,
                    "dsps": envelope.dsps, "envelope": asdict(envelope), "row_pairs": envelope.row_pairs,
-                   "row_quads": envelope.row_quads, "frame_word_beats": envelope.frame_word_beats,
+                   "row_quads": envelope.row_quads, "row_octets": envelope.row_octets,
+                   "frame_word_beats": envelope.frame_word_beats,
                    "stream_bits": envelope.stream_bits, "frame_beats": envelope.frame_beats,
                    "macs_per_dsp": envelope.macs_per_dsp, "window_generators": envelope.window_generators,
                    "layers_served": len(rows)},
@@ -670,7 +672,7 @@ def render_table(report: dict[str, Any]):
     eng = report["engine"]
     words = envelope_words(eng["lanes"], eng["stream_bits"], eng.get("macs_per_dsp", 1),
                            eng.get("window_generators", 1), eng.get("frame_beats"), eng.get("row_pairs", False),
-                           eng.get("row_quads", False), eng.get("frame_word_beats", 1))
+                           eng.get("row_quads", False), eng.get("frame_word_beats", 1), eng.get("row_octets", False))
     t = Table(title=f"litefly bench: {report['network']} on one engine ({eng['name']} "
                     f"{eng['hash']}, {words}), {report['backend']} backend, "
                     f"batch {report['batch_size']}, input {report['input_size'][0]}x{report['input_size'][1]}")
@@ -838,7 +840,7 @@ def streamed_lines(report: Mapping[str, Any]) -> list[str]:
 
 def _rows_words(eng: Mapping[str, Any]) -> str:
     """`` x N rows`` for a lane of a report's engine that computes more than one row an issue."""
-    n = lane_rows(bool(eng.get("row_pairs")), bool(eng.get("row_quads")))
+    n = lane_rows(bool(eng.get("row_pairs")), bool(eng.get("row_quads")), bool(eng.get("row_octets")))
     return f" x {n} rows" if n > 1 else ""
 
 

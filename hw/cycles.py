@@ -43,17 +43,20 @@ def _ceil_div(a: int, b: int) -> int:
 
 def factor_issue(factor: Any, lane_rows: int = 1, reads_in: bool = False) -> tuple[int, bool]:
     """How an engine whose lanes compute ``lane_rows`` rows an issue (``EngineEnvelope.lane_rows``:
-    1, 2 with row pairs, 4 with row quads) issues ``factor``'s rows: (rows an issue, interleaved).
+    1, 2 with row pairs, 4 with row quads, 8 with row octets) issues ``factor``'s rows: (rows an
+    issue, interleaved).
 
     A DeBut factor with ``r`` divisible by ``n`` rows (they read the same column) and ``s`` at least
     ``n`` (the rows leave the MAC array one a cycle, so a row may end at most every ``n`` cycles)
-    issues ``n = 4``, else 2, else 1 rows of one block. On a row-quad engine a factor that reads WORK
+    issues ``n = 8``, else 4, else 2, else 1 rows of one block. On a row-quad engine a factor that reads WORK
     (``reads_in`` false: not factor 0) with ``r`` even, ``t`` even and ``s >= 4`` issues an
     *interleaved quad* instead of a pair: a row pair of block ``u`` on the lane's first multiplier and
     the same rows of block ``u + 1`` on its second, each from its own column (``c`` and ``c + 1``, one
     WORK word: ``memories.work_elements``). The sequencer derives the same from ``F<i>_RS``, ``F<i>_TG``."""
     if factor.kind != "debut":
         return 1, False
+    if lane_rows >= 8 and factor.r % 8 == 0 and factor.s >= 8:
+        return 8, False
     if lane_rows >= 4 and factor.r % 4 == 0 and factor.s >= 4:
         return 4, False
     if lane_rows >= 4 and not reads_in and factor.r % 2 == 0 and factor.t % 2 == 0 and factor.s >= 4:
@@ -75,8 +78,8 @@ class ChainIssue:
 
     issue: int                 # issue cycles: ``p*s`` over each factor's rows an issue
     pair_drains: int = 0       # extra cycles per batch-phase: a factor of n rows an issue followed by
-                               # another drains n - 1 cycles longer; a last factor of 4 rows holds the
-                               # next batch-phase 2 cycles in IDLE (its rows leave over 4 cycles)
+                               # another drains n - 1 cycles longer; a last factor of n >= 4 rows holds
+                               # the next batch-phase n - 2 cycles in IDLE (its rows leave over n cycles)
     pair_tail: int = 0         # the last factor's rows an issue less one: its last row is written that much later
 
 

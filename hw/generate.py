@@ -87,8 +87,9 @@ def manifest_for(envelope: EngineEnvelope, module: str, ports: list[dict[str, An
             "drain_cycles": DRAIN_CYCLES,
             "load_lag": LOAD_LAG, "repack_lag": REPACK_LAG, "pass_tail": PASS_TAIL, "out_lag": OUT_LAG,
             "notes": ("per batch and phase: max(sum p_i*s_i (over each factor's rows an issue: 2 on row-paired, "
-                      "4 on row-quad and interleaved-quad factors: cycles.factor_issue) + DRAIN_CYCLES*(N-1) (+ rows - 1 after each multi-row factor) + 1 "
-                      "(+2 after a row-quad last factor) issue cycles, "
+                      "4 on row-quad and interleaved-quad factors, 8 on row-octet factors: cycles.factor_issue) + "
+                      "DRAIN_CYCLES*(N-1) (+ rows - 1 after each multi-row factor) + 1 "
+                      "(+ rows - 2 after a last factor of 4 or 8 rows) issue cycles, "
                       "lanes*KH*KW*CW window cycles, ceil(lanes/G)*max(KH*KW*CW, G) with G > 1 window "
                       "generators); the window generators fill one IN half while the "
                       "MAC array reads the other, the unloader drains one OUT half while the array "
@@ -99,6 +100,7 @@ def manifest_for(envelope: EngineEnvelope, module: str, ports: list[dict[str, An
         "macs_per_dsp": envelope.macs_per_dsp,
         "row_pairs": envelope.row_pairs,
         "row_quads": envelope.row_quads,
+        "row_octets": envelope.row_octets,
         "frame_word_beats": envelope.frame_word_beats,
         "dsps": envelope.dsps,
         "window_generators": envelope.window_generators,

@@ -59,6 +59,8 @@ from .spec import EngineEnvelope
 
 __all__ = ["MacArray"]
 
+ROW_NAMES = "bcdefgh"          # a lane's further rows' registers: acc0b, acc0c, ... (rows 1..7)
+
 
 class MacArray(wiring.Component):
     def __init__(self, envelope: EngineEnvelope) -> None:
@@ -167,9 +169,13 @@ class MacArray(wiring.Component):
             for k in range(1, R):
                 wrk_1 = Signal(17, name=f"wr{k + 1}_1")
                 wrk_b = Signal(16, name=f"wr{k + 1}b", reset_less=True)
-                # rows wr + pstep, wr + q, wr + q + pstep: q = 2 pstep, or 1 on an interleaved quad
+                # rows wr + pstep, wr + q, wr + q + pstep: q = 2 pstep, or 1 on an interleaved quad; an
+                # octet's further rows wr + k pstep, k = 4..7
                 q = Mux(p1.iquad, 1, p1.pstep << 1) if env.row_quads else None
-                step = (p1.pstep, q, q + p1.pstep if env.row_quads else None)[k - 1]    # no multiplier
+                if k < 4:
+                    step = (p1.pstep, q, q + p1.pstep if env.row_quads else None)[k - 1]    # no multiplier
+                else:
+                    step = (p1.pstep << 2) + (0, p1.pstep, p1.pstep << 1, (p1.pstep << 1) + p1.pstep)[k - 4]
                 m.d.comb += [wrk_1.eq(p1.wr + step), self.bias_more_addr[k - 1].eq(wrk_1[LBP:])]
                 m.d.sync += wrk_b.eq(wrk_1)
                 data_k = self.bias_more_data[k - 1]
@@ -186,19 +192,22 @@ class MacArray(wiring.Component):
             if env.row_quads:                    # the second multiplier's own operand
                 xs.append(Signal(L * A, name="x1", reset_less=True))
                 m.d.sync += xs[1].eq(x_sel1)
-            row_prods = [prods] + [[Signal(signed(A + W), name=f"prod{l}{'bcd'[k - 1]}", reset_less=True)
+            row_prods = [prods] + [[Signal(signed(A + W), name=f"prod{l}{ROW_NAMES[k - 1]}", reset_less=True)
                                     for l in range(L)] for k in range(1, R)]
 
             def weight(k, used):                 # weight k of the issue's word, 0 where the factor has none
                 return Mux(used, self.weight_data.word_select(p1.wsub | k, W).as_signed(), 0)
+            # multiplier i computes rows 2i and 2i + 1: a pair's on the first, a quad's further two on the
+            # second, an octet's further four on the third and fourth (each from the lane's x)
+            used = [p1.pair] + ([p1.quad] if R >= 4 else []) + ([p1.octet] * 2 if R >= 8 else [])
             for i in range(R // 2):
-                w_lo = w_sel.as_signed() if i == 0 else weight(2, p1.quad)
-                w_hi = weight(2 * i + 1, p1.quad if i else p1.pair)
+                w_lo = w_sel.as_signed() if i == 0 else weight(2 * i, used[i])
+                w_hi = weight(2 * i + 1, used[i])
                 wp = replicated(m, f"wpair{i}" if i else "wpair", signed(W + S + 1), (w_hi << S) + w_lo, L)
                 lo, hi = row_prods[2 * i], row_prods[2 * i + 1]
                 for l in range(L):
                     packed = dsp_product(f"rpair{l}" + ("" if i == 0 else f"_{i}"), wp, l,
-                                         xs[i][l * A:(l + 1) * A].as_signed(), A + S + W + 1)
+                                         xs[i if i < 2 else 0][l * A:(l + 1) * A].as_signed(), A + S + W + 1)
                     m.d.comb += [lo[l].eq(packed[:S].as_signed()), hi[l].eq((packed >> S) + packed[S - 1])]
         elif env.macs_per_dsp == 1:
             x = Signal(L * A, reset_less=True)
@@ -231,9 +240,9 @@ class MacArray(wiring.Component):
         rows = [(accs, prods, start)]
         if env.row_pairs:
             for k in range(1, R):
-                acc_k = [Signal(signed(ACC), name=f"acc{l}{'bcd'[k - 1]}", reset_less=True) for l in range(L)]
+                acc_k = [Signal(signed(ACC), name=f"acc{l}{ROW_NAMES[k - 1]}", reset_less=True) for l in range(L)]
                 rows.append((acc_k, row_prods[k],
-                             replicated(m, f"start2{'bcd'[k - 1]}", signed(BB),
+                             replicated(m, f"start2{ROW_NAMES[k - 1]}", signed(BB),
                                         Mux(p1c.fi_last & self.bias_en, b_more[k - 1], 0), L)))
         for acc, prod, st in rows:
             for l in range(L):
@@ -248,14 +257,15 @@ class MacArray(wiring.Component):
         # the cycles after from copies of the further rows' accumulators (taken in the first row's
         # cycle, `cap`, then shifted on: the next rows may start in the accumulators meanwhile);
         # each further row is the one pstep on, and the last carries the batch's end
-        more, end2 = Signal(2, name="rows_left"), Signal(name="pair_batch_end", reset_less=True)
+        more, end2 = Signal(3 if R >= 8 else 2, name="rows_left"), Signal(name="pair_batch_end", reset_less=True)
         # the rows' numbers: wr + pstep, then (a quad's third) wr + q, then wr + q + pstep, q = 2 pstep
         # or, on an interleaved quad, 1
         step_out = self.ctl_out.pstep
         if env.row_quads:
             step_out = Mux(self.ctl_out.iquad & (more == 2), 1 - self.ctl_out.pstep, self.ctl_out.pstep)
         with m.If(p2.valid & p2.last & p2.pair):
-            m.d.sync += [more.eq(Mux(p2.quad, 3, 1) if env.row_quads else 1), end2.eq(p2.batch_end),
+            rows_more = Mux(p2.quad, 3, 1) if env.row_quads else 1
+            m.d.sync += [more.eq(Mux(p2.octet, 7, rows_more) if R >= 8 else rows_more), end2.eq(p2.batch_end),
                          self.ctl_out.batch_end.eq(0)]
         with m.Elif(more != 0):
             m.d.sync += [more.eq(more - 1), self.ctl_out.eq(self.ctl_out),
@@ -264,7 +274,7 @@ class MacArray(wiring.Component):
         cap = replicated(m, "cap", 1, p2.valid & p2.last & p2.pair, L)
         second = replicated(m, "second", 1, more != 0, L)
         for l in range(L):
-            holds = [Signal(signed(ACC), name=f"hold{l}" + ("" if k == 1 else "bcd"[k - 1]), reset_less=True)
+            holds = [Signal(signed(ACC), name=f"hold{l}" + ("" if k == 1 else ROW_NAMES[k - 1]), reset_less=True)
                      for k in range(1, R)]
             for k, h in enumerate(holds):
                 src = rows[k + 1][0][l]

@@ -93,7 +93,7 @@ def engine_memories(env: EngineEnvelope) -> list[EngineMemory]:
     L, A, E, SB, G = env.lanes, env.act_bits, env.elems_per_beat, env.stream_bits, env.window_generators
     mems = [EngineMemory("weight_mem", SB, env.weight_beats, role="factor weights"),
             EngineMemory("bias_mem", SB, env.bias_beats, read_ports=env.lane_rows,
-                         role="biases (a row pair's or quad's rows read one each)")]
+                         role="biases (a row pair's, quad's or octet's rows read one each)")]
     fw = env.frame_word_beats             # beats a frame-buffer word, one written at a time
     mems += [EngineMemory(frame_memory(g), SB * fw, env.frame_beats // fw, granularity=SB if fw > 1 else None,
                           role="frame buffer (a copy per window generator)")

@@ -111,7 +111,8 @@ REGISTERS: tuple[Register, ...] = (
         Field("FRAME_WORD_BEATS", 8, 3, "beats a frame-buffer word holds (1, 2 or 4): a window read takes up "
                                         "to that many beats of a pixel"),
         Field("INTERLEAVED_QUADS", 11, 1, "with ROW_QUADS: a later factor with r and t even and s >= 4 issues "
-                                          "rows of two neighbouring blocks from two WORK columns"))),
+                                          "rows of two neighbouring blocks from two WORK columns"),
+        Field("ROW_OCTETS", 12, 1, "with ROW_QUADS: four multipliers per lane, eight rows of a block an issue"))),
     Register("CAP_INDEX_BEATS", 0x2C, "R", "index memory depth in beats (sparse factors' column indices); "
                                            "0: the engine runs DeBut factors only"),
     # -- layer descriptor ------------------------------------------------------------------------

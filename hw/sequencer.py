@@ -17,6 +17,9 @@ cycles and one more drain cycle after it (``cycles.ChainIssue``). On a row-quad 
 factor with ``r`` divisible by 4 and ``s >= 4`` walks ``r/4`` steps of ``4t`` rows, four weights an
 issue from an index divisible by 4: ``p_i*s_i/4`` issue cycles, three more drain cycles after it,
 and as the last factor two more cycles in IDLE (its four rows leave the MAC array one a cycle).
+On a row-octet engine a DeBut factor with ``r`` divisible by 8 and ``s >= 8`` walks ``r/8`` steps of
+``8t`` rows, eight weights an issue from an index divisible by 8: ``p_i*s_i/8`` issue cycles, seven
+more drain cycles after it, and as the last factor six more cycles in IDLE.
 A later factor (not factor 0, which reads IN) with ``r`` even, ``t`` even and ``s >= 4`` that is
 not a quad walks as an *interleaved quad*: ``r/2`` row pairs of ``t/2`` block pairs (``u`` steps
 by 2), the pair of block ``u`` from column ``c`` and the same pair of block ``u + 1`` from ``c + 1``,
@@ -70,6 +73,7 @@ def ctl_layout(envelope: EngineEnvelope) -> data.StructLayout:
         **({"quad": 1,         # four rows an issue (a quad or an interleaved quad)
             "iquad": 1,        # an interleaved quad: rows wr, wr + pstep from column c, wr + 1, wr + 1 + pstep from c + 1
             "work_odd": 1} if envelope.row_quads else {}),     # WORK's element is the word's second (memories.work_elements)
+        **({"octet": 1} if envelope.row_octets else {}),        # eight rows an issue: wr + k pstep, k = 0..7
     })
 
 
@@ -130,9 +134,10 @@ class Sequencer(wiring.Component):
             row["quad"] = Signal(name=f"f{i}_quad")          # four (a quad or an interleaved quad)
             row["quad4"] = Signal(name=f"f{i}_quad4")        # a quad (four rows of one block)
             row["iquad"] = Signal(name=f"f{i}_iquad")        # an interleaved quad
+            row["oct"] = Signal(name=f"f{i}_oct")            # an octet (eight rows of one block)
             row["at"] = Signal(16, name=f"f{i}_at", reset_less=True)
             row["ustep"] = Signal(2, name=f"f{i}_ustep", reset_less=True)
-            pair = quad = iquad = 0
+            pair = quad = iquad = octet = 0
             if env.row_pairs:
                 pair = (f.RS.R[0] == 0) & (f.RS.R != 0) & (f.RS.S >= 2)
                 if env.index_beats:
@@ -143,17 +148,24 @@ class Sequencer(wiring.Component):
                 # even, t even and s >= 4, walks r/2 row pairs of t/2 block pairs (u steps by 2)
                 if i > 0:
                     iquad = pair & ~quad & (f.TG.T[0] == 0) & (f.TG.T != 0) & (f.RS.S >= 4)
+            if env.row_octets:
+                # row octets (cycles.factor_rows): with r divisible by 8 and s >= 8, r/8 row octets, each 8t on
+                octet = quad & (f.RS.R[2] == 0) & (f.RS.S >= 8)
             with m.If(self.start):
                 m.d.sync += [row["pair"].eq(pair), row["quad"].eq(quad | iquad), row["quad4"].eq(quad),
                              row["iquad"].eq(iquad)]
+                if env.row_octets:
+                    m.d.sync += row["oct"].eq(octet)
             # what follows from the flags is registered a cycle after the start, from the registered
             # flags (no start-time path from the descriptor through them): the sequencer's first issue
             # waits for a formed IN half, at least WINDOW_SETUP cycles after the start
-            pf, qf, iq = row["pair"], row["quad4"], row["iquad"]
-            with m.If(start_d):
-                m.d.sync += [row["at"].eq(Mux(qf, f.TG.T << 2, Mux(pf, f.TG.T << 1, f.TG.T))),
-                             row["ustep"].eq(Mux(iq, 2, 1))]
+            pf, qf, iq, of = row["pair"], row["quad4"], row["iquad"], row["oct"]
+            at = Mux(qf, f.TG.T << 2, Mux(pf, f.TG.T << 1, f.TG.T))
             r_walk = Mux(qf, f.RS.R >> 2, Mux(pf, f.RS.R >> 1, f.RS.R))
+            if env.row_octets:
+                at, r_walk = Mux(of, f.TG.T << 3, at), Mux(of, f.RS.R >> 3, r_walk)
+            with m.If(start_d):
+                m.d.sync += [row["at"].eq(at), row["ustep"].eq(Mux(iq, 2, 1))]
             for k, v in (("r", r_walk), ("s", f.RS.S), ("t", f.TG.T), ("g", f.TG.G)):
                 row[k + "3"] = Signal(16, name=f"f{i}_{k}3", reset_less=True)
                 row[k + "z"] = Signal(name=f"f{i}_{k}z")
@@ -197,6 +209,8 @@ class Sequencer(wiring.Component):
                for k in ("t", "at", "st", "rt", "split", "r3", "s3", "t3", "g3", "rows2")}
         cur.update({k: Signal(name=f"cur_{k}") for k in ("rz", "sz", "tz", "gz", "rw", "sw", "tw", "gw", "sparse",
                                                            "rowsz", "splitz", "pair", "quad", "iquad")})
+        if env.row_octets:
+            cur["oct"] = Signal(name="cur_oct")
         cur["ustep"] = Signal(2, name="cur_ustep", reset_less=True)
         cur_shift = Signal(8)
         load_limits = Signal()
@@ -233,10 +247,11 @@ class Sequencer(wiring.Component):
         sq_in = Signal()
         sq_out = Signal()
         meta = Signal(in_meta_layout(env.lanes))
-        drain = Signal(range(DRAIN_CYCLES + 3 + 1))
-        # after a row-quad last factor the next batch-phase waits 2 cycles in IDLE (`iw`, `iw_nz` its
-        # flag): the quad's 4 rows leave the MAC array one a cycle, after its last issue
-        iw, iw_nz = Signal(2, name="idle_wait"), Signal(name="idle_wait_nz")
+        OCT = env.row_octets
+        drain = Signal(range(DRAIN_CYCLES + (7 if OCT else 3) + 1))
+        # after a row-quad (octet) last factor the next batch-phase waits 2 (6) cycles in IDLE (`iw`,
+        # `iw_nz` its flag): the quad's 4 (octet's 8) rows leave the MAC array one a cycle, after its last issue
+        iw, iw_nz = Signal(3 if OCT else 2, name="idle_wait"), Signal(name="idle_wait_nz")
         issue = Signal()
         rd = Signal(17)
         wr = Signal(17)
@@ -290,8 +305,9 @@ class Sequencer(wiring.Component):
                 m.d.sync += [st["IDLE"].eq(0), st["RUN"].eq(1)]
         with m.If(st["RUN"]):
             m.d.comb += issue.eq(1)
-            # a row pair reads two weights, a quad four
-            m.d.sync += widx.eq(widx + Mux(cur["quad"], 4, Mux(cur["pair"], 2, 1)))
+            # a row pair reads two weights, a quad four, an octet eight
+            step = Mux(cur["quad"], 4, Mux(cur["pair"], 2, 1))
+            m.d.sync += widx.eq(widx + (Mux(cur["oct"], 8, step) if OCT else step))
             if SP:
                 with m.If(sparse):
                     m.d.sync += sfirst.eq(row_end)
@@ -319,12 +335,15 @@ class Sequencer(wiring.Component):
                 with m.If(fi_last):
                     with m.If(meta.last_phase):
                         m.d.sync += sq_out.eq(~sq_out)
-                    m.d.sync += [st["RUN"].eq(0), st["IDLE"].eq(1), iw.eq(Mux(cur["quad"], 2, 0)),
+                    wait = Mux(cur["quad"], 2, 0)
+                    m.d.sync += [st["RUN"].eq(0), st["IDLE"].eq(1), iw.eq(Mux(cur["oct"], 6, wait) if OCT else wait),
                                  iw_nz.eq(cur["quad"])]
                 with m.Else():
                     # a row pair's second row is written a cycle after its first: one more bubble (a
-                    # quad's fourth three cycles after: three more)
-                    m.d.sync += [fi.eq(fi + 1), drain.eq(DRAIN_CYCLES - 1 + Mux(cur["quad"], 3, cur["pair"])), fi0.eq(0),
+                    # quad's fourth three cycles after: three more; an octet's eighth: seven)
+                    more = Mux(cur["quad"], 3, cur["pair"])
+                    m.d.sync += [fi.eq(fi + 1), drain.eq(DRAIN_CYCLES - 1 + (Mux(cur["oct"], 7, more) if OCT else more)),
+                                 fi0.eq(0),
                                  fsel.eq(fsel << 1), drain_first.eq(1)]
                     m.d.sync += [st["RUN"].eq(0), st["DRAIN"].eq(1)]
         with m.If(st["DRAIN"]):
@@ -334,9 +353,9 @@ class Sequencer(wiring.Component):
             with m.If(drain_first):
                 m.d.comb += load_limits.eq(1)
                 m.d.sync += [fi_last.eq(fi == nm1), fi_inl.eq(fi == in_last)]
-            with m.Elif((cur["pair"] & widx[0]) | (cur["quad"] & widx[1])):
-                # a paired factor's weights start at an even index, a quad's at one divisible by 4
-                # (spec.weight_order): a pair or quad is one read
+            with m.Elif((cur["pair"] & widx[0]) | (cur["quad"] & widx[1]) | ((cur["oct"] & widx[2]) if OCT else 0)):
+                # a paired factor's weights start at an even index, a quad's at one divisible by 4, an
+                # octet's by 8 (spec.weight_order): a pair, quad or octet is one read
                 m.d.sync += widx.eq(widx + 1)
             m.d.sync += drain.eq(drain - 1)
             with m.If(drain == 0):
@@ -361,6 +380,7 @@ class Sequencer(wiring.Component):
             *([ctl.pair.eq(cur["pair"]), ctl.pstep.eq(cur["t"])] if env.row_pairs else []),
             *([ctl.quad.eq(cur["quad"]), ctl.iquad.eq(cur["iquad"]), ctl.work_odd.eq(rd_work[0])]
               if env.row_quads else []),
+            *([ctl.octet.eq(cur["oct"])] if env.row_octets else []),
             self.in_addr.eq(rd + Mux(sq_in, Q, 0)),
             self.work_addr.eq(rd_work[LWE:] + Mux((fi - 1)[0], WH, 0)),
             self.weight_addr.eq(widx[LEW:]),

@@ -53,11 +53,13 @@ DMA_MAX_BYTES = (1 << DMA_LENGTH_BITS) - 1      # one transfer: a pass's input o
 
 def envelope_words(lanes: int, stream_bits: int, macs_per_dsp: int = 1, window_generators: int = 1,
                    frame_beats: int | None = None, row_pairs: bool = False, row_quads: bool = False,
-                   frame_word_beats: int = 1) -> str:
+                   frame_word_beats: int = 1, row_octets: bool = False) -> str:
     """An engine envelope's options in words, as the CLI and the reports print them
     (``128 lanes, two lanes per multiplier, 4 window generators, 128-bit stream, 64 KiB frame buffer``)."""
     words = [f"{lanes} lanes"]
-    if row_quads:
+    if row_octets:
+        words.append("eight rows per lane on four multipliers")
+    elif row_quads:
         words.append("four rows per lane on two multipliers")
     elif row_pairs:
         words.append("two rows per multiplier")
@@ -105,6 +107,7 @@ class EngineEnvelope:
     row_pairs: bool = False    # with macs_per_dsp=2: a multiplier's two MACs are two rows of one lane
     row_quads: bool = False    # with row_pairs: two multipliers per lane, four rows of a block an issue
     frame_word_beats: int = 1  # beats a frame-buffer word holds (1, 2, 4): a window read takes up to that many
+    row_octets: bool = False   # with row_quads: four multipliers per lane, eight rows of a block an issue
 
     def __post_init__(self) -> None:
         if self.stream_bits not in STREAM_WIDTHS:
@@ -135,6 +138,9 @@ class EngineEnvelope:
         if self.row_quads and (not self.row_pairs or self.weights_per_beat < 4):
             raise ConfigError(f"engine: row_quads gives a lane two row-pair multipliers: it needs row_pairs "
                               f"(got {self.row_pairs}) and four weights per beat (got {self.weights_per_beat})")
+        if self.row_octets and (not self.row_quads or self.weights_per_beat < 8):
+            raise ConfigError(f"engine: row_octets gives a lane four row-pair multipliers: it needs row_quads "
+                              f"(got {self.row_quads}) and eight weights per beat (got {self.weights_per_beat})")
         if self.frame_word_beats not in FRAME_WORD_BEATS:
             raise ConfigError(f"engine: frame_word_beats={self.frame_word_beats!r} must be one of "
                               f"{', '.join(map(str, FRAME_WORD_BEATS))}")
@@ -154,7 +160,8 @@ class EngineEnvelope:
                    stream_bits: int | None = None, frame_beats: int | None = None,
                    macs_per_dsp: int = 1, residual: bool = False,
                    window_generators: int = 1, row_pairs: bool = False,
-                   row_quads: bool = False, frame_word_beats: int = 1) -> "EngineEnvelope":
+                   row_quads: bool = False, frame_word_beats: int = 1,
+                   row_octets: bool = False) -> "EngineEnvelope":
         """The smallest envelope serving ``layers`` (lanes from ``multipliers``, default the first layer's)."""
         if not layers:
             raise ConfigError(f"engine {name!r}: no layers to serve")
@@ -177,12 +184,13 @@ class EngineEnvelope:
             weight_bits=first.format.weight_bits, max_factors=max(len(l.chain) for l in layers),
             max_q=max(l.chain_in for l in layers), max_p=max(l.chain_out for l in layers),
             max_work=max([f.p for l in layers for f in l.chain[:-1]] or [1]),
-            weight_beats=max(ceil_div(weight_slots(l.chain, lane_rows(row_pairs, row_quads)), wpb) for l in layers),
+            weight_beats=max(ceil_div(weight_slots(l.chain, lane_rows(row_pairs, row_quads, row_octets)), wpb)
+                             for l in layers),
             frame_beats=ceil_div(frame_beats or DEFAULT_FRAME_KIB * 1024 // e, frame_word_beats) * frame_word_beats,
             acc_bits=acc, macs_per_dsp=macs_per_dsp,
             index_beats=max(_index_beats(l.chain, sb) for l in layers), residual=bool(residual),
             window_generators=window_generators, row_pairs=bool(row_pairs), row_quads=bool(row_quads),
-            frame_word_beats=frame_word_beats)
+            frame_word_beats=frame_word_beats, row_octets=bool(row_octets))
 
     @classmethod
     def for_network(cls, network: NetworkConfig, input_size: tuple[int, int] | None = None,
@@ -190,15 +198,16 @@ class EngineEnvelope:
                     frame_kib: int | None = None, macs_per_dsp: int | None = None,
                     window_generators: int | None = None, board: str | None = None,
                     row_pairs: bool | None = None, row_quads: bool | None = None,
-                    frame_word_beats: int | None = None) -> "EngineEnvelope":
+                    frame_word_beats: int | None = None, row_octets: bool | None = None) -> "EngineEnvelope":
         """The envelope of ``network`` on ``board`` (a board name, or ``None``: no board).
 
         Key by key: the argument, else the network's ``engine:`` settings for that board
         (:meth:`~litefly.config.NetworkEngine.for_board`: its ``boards:`` entry, its own value,
         the board's default envelope), else the layers'. The board's default packing (two MACs per
-        DSP, row pairs, row quads) applies to weights of 8 bits or fewer; ``row_pairs`` set by the
-        network or the argument implies two MACs per DSP, ``row_quads`` implies row pairs, and
-        ``macs_per_dsp=1`` turns the board's row pairs and quads off. The frame buffer holds the largest layer input of one image at the network's input
+        DSP, row pairs, row quads, row octets) applies to weights of 8 bits or fewer (row octets: where
+        a beat holds eight weights); ``row_pairs`` set by the network or the argument implies two MACs
+        per DSP, ``row_quads`` implies row pairs, ``row_octets`` row quads, and ``macs_per_dsp=1`` turns
+        the board's row pairs, quads and octets off. The frame buffer holds the largest layer input of one image at the network's input
         size (at least ``DEFAULT_FRAME_KIB`` KiB) unless ``frame_kib`` says otherwise.
         """
         if multipliers is not None and multipliers < 1:
@@ -211,6 +220,11 @@ class EngineEnvelope:
             macs_per_dsp = 1
             row_pairs = False if row_pairs is None else row_pairs
             row_quads = False if row_quads is None else row_quads
+            row_octets = False if row_octets is None else row_octets
+        if row_octets is None:
+            row_octets = own.row_octets
+        if row_octets and row_quads is None:
+            row_quads = True                  # a row octet is two row quads
         if row_quads is None:
             row_quads = own.row_quads
         if row_pairs is None:
@@ -225,6 +239,9 @@ class EngineEnvelope:
             row_quads = bool(eng.row_quads) and row_pairs
         multipliers = multipliers or eng.multipliers
         stream_bits = stream_bits or eng.stream_bits
+        if row_octets is None:                # the board's default, where quads are on and a beat holds 8 weights
+            row_octets = (bool(eng.row_octets) and bool(row_quads)
+                          and (stream_bits or layers[0].engine.stream_bits) // layers[0].format.weight_bits >= 8)
         frame_kib = frame_kib or eng.frame_kib
         sb = stream_bits or layers[0].engine.stream_bits
         e = sb // 8
@@ -239,7 +256,7 @@ class EngineEnvelope:
         residual = any(getattr(item, "op", None) == "add" for item in network.steps)
         return cls.for_layers(network.name, layers, multipliers, sb, frame, macs_per_dsp or eng.macs_per_dsp or 1,
                               residual, window_generators or eng.window_generators or 1, row_pairs,
-                              bool(row_quads), frame_word_beats or eng.frame_word_beats or 1)
+                              bool(row_quads), frame_word_beats or eng.frame_word_beats or 1, bool(row_octets))
 
     # -- widths and derived sizes -------------------------------------------------------------
     @property
@@ -280,12 +297,14 @@ class EngineEnvelope:
         frame words; the lanes, the frame buffer and the board are the caller's."""
         return {"macs_per_dsp": self.macs_per_dsp, "stream_bits": self.stream_bits,
                 "window_generators": self.window_generators, "row_pairs": self.row_pairs,
-                "row_quads": self.row_quads, "frame_word_beats": self.frame_word_beats}
+                "row_quads": self.row_quads, "frame_word_beats": self.frame_word_beats,
+                "row_octets": self.row_octets}
 
     @property
     def lane_rows(self) -> int:
-        """Rows of a block a lane computes an issue: 4 with row quads, 2 with row pairs, else 1."""
-        return lane_rows(self.row_pairs, self.row_quads)
+        """Rows of a block a lane computes an issue: 8 with row octets, 4 with row quads, 2 with row
+        pairs, else 1."""
+        return lane_rows(self.row_pairs, self.row_quads, self.row_octets)
 
     @property
     def dsps(self) -> int:
@@ -327,7 +346,8 @@ class EngineEnvelope:
                                                          "ROW_PAIRS": int(self.row_pairs),
                                                          "ROW_QUADS": int(self.row_quads),
                                                          "FRAME_WORD_BEATS": self.frame_word_beats,
-                                                         "INTERLEAVED_QUADS": int(self.row_quads)}),
+                                                         "INTERLEAVED_QUADS": int(self.row_quads),
+                                                         "ROW_OCTETS": int(self.row_octets)}),
         }
 
     # -- identity ---------------------------------------------------------------------------------
@@ -346,7 +366,7 @@ class EngineEnvelope:
             d.pop("window_generators")
         if d["frame_word_beats"] == 1:
             d.pop("frame_word_beats")
-        for flag in ("row_pairs", "row_quads"):
+        for flag in ("row_pairs", "row_quads", "row_octets"):
             if not d[flag]:
                 d.pop(flag)
         if self.row_quads:
@@ -369,7 +389,7 @@ class EngineEnvelope:
     def words(self) -> str:
         """The envelope's options in words (:func:`envelope_words`)."""
         return envelope_words(self.lanes, self.stream_bits, self.macs_per_dsp, self.window_generators,
-                              self.frame_beats, self.row_pairs, self.row_quads, self.frame_word_beats)
+                              self.frame_beats, self.row_pairs, self.row_quads, self.frame_word_beats, self.row_octets)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -379,7 +399,8 @@ class EngineEnvelope:
         names = [f for f in cls.__dataclass_fields__]
         missing = [n for n in names if n not in data and n not in ("macs_per_dsp", "index_beats", "residual",
                                                                            "window_generators", "row_pairs",
-                                                                           "row_quads", "frame_word_beats")]
+                                                                           "row_quads", "frame_word_beats",
+                                                                           "row_octets")]
         if missing:
             raise ConfigError(f"engine envelope: missing {', '.join(missing)}")
         return cls(**{n: data[n] for n in names if n in data})
@@ -506,9 +527,9 @@ def index_entries(chain: Sequence[AnyFactor]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def lane_rows(row_pairs: bool, row_quads: bool = False) -> int:
+def lane_rows(row_pairs: bool, row_quads: bool = False, row_octets: bool = False) -> int:
     """Rows a lane computes an issue on an engine with these options (``EngineEnvelope.lane_rows``)."""
-    return 4 if row_quads else 2 if row_pairs else 1
+    return 8 if row_octets else 4 if row_quads else 2 if row_pairs else 1
 
 
 def weight_order(chain: Sequence[AnyFactor], lane_rows: int = 1) -> list[tuple[int, int, bool]]:

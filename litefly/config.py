@@ -347,7 +347,7 @@ class HostOp:
 
 
 ENGINE_KEYS = ("multipliers", "stream_bits", "frame_kib", "macs_per_dsp", "window_generators", "row_pairs",
-               "row_quads", "frame_word_beats")
+               "row_quads", "frame_word_beats", "row_octets")
 
 
 def _check_engine_settings(where: str, d: Mapping[str, Any]) -> None:
@@ -364,7 +364,7 @@ def _check_engine_settings(where: str, d: Mapping[str, Any]) -> None:
         check_int(where, "frame_kib", d["frame_kib"], 1, MAX_FRAME_KIB)
     if d.get("frame_word_beats") is not None and d["frame_word_beats"] not in FRAME_WORD_BEATS:
         raise ConfigError(f"{where}: frame_word_beats={short(d['frame_word_beats'], 40)} must be 1, 2 or 4")
-    for flag in ("row_pairs", "row_quads"):
+    for flag in ("row_pairs", "row_quads", "row_octets"):
         if d.get(flag) is not None and not isinstance(d[flag], bool):
             raise ConfigError(f"{where}: {flag}={short(d[flag], 40)} must be true or false")
 
@@ -373,7 +373,7 @@ def _check_engine_settings(where: str, d: Mapping[str, Any]) -> None:
 class NetworkEngine:
     """A network's ``engine:`` settings (all optional): the envelope's lanes, stream width,
     frame buffer size, MACs per DSP multiply (two lanes, or with ``row_pairs`` two rows of one lane;
-    ``row_quads``: two such DSPs per lane), window generators and ``frame_word_beats`` (beats a
+    ``row_quads``: two such DSPs per lane; ``row_octets``: four), window generators and ``frame_word_beats`` (beats a
     frame-buffer word holds: a window read takes up to that many of a pixel), and under ``boards:`` the
     settings on a named board. Unset values come from the board's default envelope, then from the
     layers (:meth:`for_board`, ``hw.spec.EngineEnvelope.for_network``)."""
@@ -386,6 +386,7 @@ class NetworkEngine:
     row_pairs: bool | None = None         # with macs_per_dsp 2: a DSP's two MACs are two rows of one lane
     row_quads: bool | None = None         # with row pairs: two DSPs per lane, four rows of a block an issue
     frame_word_beats: int | None = None   # 2, 4: beats a frame-buffer word holds and a window read takes
+    row_octets: bool | None = None        # with row quads: four DSPs per lane, eight rows of a block an issue
     boards: tuple[tuple[str, "NetworkEngine"], ...] = ()   # (board name, its settings), from ``boards:``
 
     def __post_init__(self) -> None:

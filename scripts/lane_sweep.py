@@ -6,7 +6,7 @@ this runs :func:`litefly.host.bench.run_bench` on the golden backend (engine cyc
 cycle model, ``hw/cycles.py``, which the RTL's CYCLES equals; host time measured on this CPU)
 and prints, per envelope:
 
-* DSPs (lanes with row pairs, twice that with row quads, else lanes / MACs per DSP), engine cycles, MAC utilisation, engine and end-to-end time at the
+* DSPs (lanes with row pairs, twice that with row quads, four times with row octets, else lanes / MACs per DSP), engine cycles, MAC utilisation, engine and end-to-end time at the
   board's clock, and the speedup over torch ``F.conv2d`` on this CPU with torch's GMAC/s, as
   measured beside the envelope and against the fastest torch of the sweep (one figure for every
   row: on a loaded machine torch moves from row to row);
@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a DSP's two MACs are two rows of one lane (default: the board's)")
     ap.add_argument("--row-quads", action=argparse.BooleanOptionalAction, default=None,
                     help="two row-pair DSPs per lane, four rows an issue (default: the board's)")
+    ap.add_argument("--row-octets", action=argparse.BooleanOptionalAction, default=None,
+                    help="four row-pair DSPs per lane, eight rows an issue (default: the board's)")
     ap.add_argument("--frame-word-beats", type=int, choices=FRAME_WORD_BEATS, default=None,
                     help="beats a frame-buffer word holds, read by a window generator at once (default: the board's)")
     a = ap.parse_args(argv)
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             r = run_bench(network, "golden", a.board, a.clock_mhz, a.batch, size, dense=False,
                           repeats=a.repeats, multipliers=lanes, macs_per_dsp=mpd, stream_bits=sb,
                           window_generators=wg, frame_kib=fk, row_pairs=a.row_pairs, row_quads=a.row_quads,
-                          frame_word_beats=a.frame_word_beats)
+                          frame_word_beats=a.frame_word_beats, row_octets=a.row_octets)
             t, b = r["total"], r["total"]["bounds"]
             env = EngineEnvelope(**r["engine"]["envelope"])          # the one run_bench derived
             compute, dma = b["compute[s]"], b["dma[s]"]

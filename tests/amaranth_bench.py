@@ -59,7 +59,9 @@ def pack_values(values, bits: int, stream_bits: int) -> np.ndarray:
 
 
 def weight_stream(env: EngineEnvelope, q: QuantizedLayer) -> list[int]:
-    """The weight memory's contents, walked as the sequencer reads them: on a row-quad engine a
+    """The weight memory's contents, walked as the sequencer reads them: on a row-octet engine a
+    factor with r divisible by 8 and s >= 8 gives rows a..a+7 of each column side by side from an
+    index divisible by 8; else on a row-quad engine a
     factor with r divisible by 4 and s >= 4 gives rows a..a+3 of each column side by side from an
     index divisible by 4, and a later factor with r even, t even and s >= 4 (an interleaved quad)
     rows a, a+1 of block u then of block u+1; else on a row-pair engine a factor with r even and
@@ -68,7 +70,9 @@ def weight_stream(env: EngineEnvelope, q: QuantizedLayer) -> list[int]:
     for i, (f, w) in enumerate(zip(q.layer.chain, q.weights)):
         w = np.asarray(w, dtype=np.int64)
         n, inter = 1, False
-        if f.kind == "debut" and env.row_quads and f.r % 4 == 0 and f.s >= 4:
+        if f.kind == "debut" and env.row_octets and f.r % 8 == 0 and f.s >= 8:
+            n = 8
+        elif f.kind == "debut" and env.row_quads and f.r % 4 == 0 and f.s >= 4:
             n = 4
         elif f.kind == "debut" and env.row_quads and i > 0 and f.r % 2 == 0 and f.t % 2 == 0 and f.s >= 4:
             n, inter = 4, True

@@ -36,7 +36,8 @@ __all__ = ["ENVELOPES", "random_chain", "random_network", "random_case", "Case",
 # (row_quads: factors with r divisible by 4 and s >= 4 issue four rows, later ones with r and t even
 # and s >= 4 four as interleaved quads, other factors with r even two, the rest one) with two window generators: the MAC arrays and the window paths are covered.
 # rand64's frame-buffer words hold four beats and rand16rq's two (a window read takes 1, 2 or 4
-# beats of a pixel: cycles.window_read_beats), rand32's one.
+# beats of a pixel: cycles.window_read_beats), rand32's one. rand16ro has four multipliers per lane
+# (row_octets: factors with r divisible by 8 and s >= 8 issue eight rows, the others as on rand16rq).
 ENVELOPES = {
     "rand64": EngineEnvelope(name="rand64", lanes=8, stream_bits=64, act_bits=8, weight_bits=8, max_factors=3,
                              max_q=64, max_p=32, max_work=64, weight_beats=256, frame_beats=512, acc_bits=21,
@@ -48,6 +49,10 @@ ENVELOPES = {
                                max_q=64, max_p=32, max_work=64, weight_beats=256, frame_beats=512, acc_bits=21,
                                macs_per_dsp=2, index_beats=160, window_generators=2, row_pairs=True,
                                row_quads=True, frame_word_beats=2),
+    "rand16ro": EngineEnvelope(name="rand16ro", lanes=16, stream_bits=64, act_bits=8, weight_bits=8, max_factors=3,
+                               max_q=72, max_p=64, max_work=64, weight_beats=256, frame_beats=512, acc_bits=21,
+                               macs_per_dsp=2, window_generators=1, row_pairs=True, row_quads=True,
+                               row_octets=True, frame_word_beats=4),
 }
 
 STALLS = ("none", "rand30", "slow_sink", "bursty_source", "both_slow", "rand60_sink")
@@ -58,12 +63,14 @@ def _divisors(n: int, cap: int) -> list[int]:
 
 
 def random_chain(rng: random.Random, q: int, max_factors: int, max_p: int, max_work: int,
-                 max_s: int = 8, sparse: float = 0.2, quads: float = 0.0) -> tuple[AnyFactor, ...] | None:
+                 max_s: int = 8, sparse: float = 0.2, quads: float = 0.0,
+                 octets: float = 0.0) -> tuple[AnyFactor, ...] | None:
     """A random shape-valid chain with input width ``q`` (None if this draw does not fit); each
     factor is a random sparse pattern with probability ``sparse`` (a third of those after the
     first read ``[input ; previous output]``), at most 160 entries each; with probability ``quads``
     a DeBut factor takes a row quad's shape (``r = 4``, ``s >= 4``) where one fits, or after the
-    first factor with ``t`` even, four times in five, an interleaved quad's (``r = 2``)."""
+    first factor with ``t`` even, four times in five, an interleaved quad's (``r = 2``); with probability
+    ``octets`` a row octet's (``r = 8``, ``s >= 8``) where one fits."""
     n = rng.randint(1, max_factors)
     chain: list = []
     t = 1
@@ -84,11 +91,16 @@ def random_chain(rng: random.Random, q: int, max_factors: int, max_p: int, max_w
         if rng.random() < 0.25:                      # break the mixing rule now and then
             t = rng.choice(_divisors(q, 8))
         s = rng.choice(_divisors(q // t, max_s))
-        quad = quads and rng.random() < quads and [d for d in _divisors(q // t, max_s) if d >= 4]
+        octet = octets and rng.random() < octets and [d for d in _divisors(q // t, 16) if d >= 8]
+        quad = not octet and quads and rng.random() < quads and [d for d in _divisors(q // t, max_s) if d >= 4]
+        if octet:                                    # a row octet's shape: s >= 8, r = 8
+            s = rng.choice(octet)
         if quad:                                     # a row quad's shape: s >= 4, r = 4
             s = rng.choice(quad)
         g = q // (s * t)
         rs = [r for r in range(1, 5) if g * r * t <= (max_p if last else max_work)]
+        if octet and g * 8 * t <= (max_p if last else max_work):
+            rs = [8]
         if not rs:
             return None
         # most quads after the first factor with t even interleaved (r = 2: cycles.factor_issue)
@@ -120,7 +132,8 @@ def _fitting_chain(rng: random.Random, q: int, env: EngineEnvelope) -> tuple[Any
     """A random chain of input width ``q`` within ``env`` (None if ``q`` or this draw does not fit)."""
     if q > env.max_q:
         return None
-    return random_chain(rng, q, env.max_factors, env.max_p, env.max_work, quads=0.3 if env.row_quads else 0.0)
+    return random_chain(rng, q, env.max_factors, env.max_p, env.max_work, quads=0.3 if env.row_quads else 0.0,
+                        octets=0.5 if env.row_octets else 0.0)
 
 
 def random_network(seed: int, env: EngineEnvelope) -> tuple[NetworkConfig, tuple[int, int, int], tuple]:

@@ -81,12 +81,14 @@ def input_map(rng, shape, act_bits=8) -> np.ndarray:
 
 
 def envelope_for(layers, lanes=8, stream_bits=64, frame_beats=1024, macs_per_dsp=1, residual=False,
-                 window_generators=1, row_pairs=False, row_quads=False, frame_word_beats=1) -> EngineEnvelope:
+                 window_generators=1, row_pairs=False, row_quads=False, frame_word_beats=1,
+                 row_octets=False) -> EngineEnvelope:
+    row_quads = row_quads or row_octets
     row_pairs = row_pairs or row_quads
     return EngineEnvelope.for_layers("t", list(layers), multipliers=lanes, stream_bits=stream_bits,
                                      frame_beats=frame_beats, macs_per_dsp=2 if row_pairs else macs_per_dsp,
                                      residual=residual, window_generators=window_generators, row_pairs=row_pairs,
-                                     row_quads=row_quads, frame_word_beats=frame_word_beats)
+                                     row_quads=row_quads, frame_word_beats=frame_word_beats, row_octets=row_octets)
 
 
 def check_outputs(step: EngineStep, q: QuantizedLayer, x: np.ndarray, beats: np.ndarray, tlast: list[int]) -> np.ndarray:
@@ -105,11 +107,12 @@ def check_outputs(step: EngineStep, q: QuantizedLayer, x: np.ndarray, beats: np.
 
 def run_step(layer, in_shape, images=2, relu=False, pool=None, seed=0, lanes=8, stream_bits=64,
              params="extreme", fault=None, packed=False, macs_per_dsp=1, window_generators=1, row_pairs=False,
-             row_quads=False, frame_word_beats=1, **kw):
+             row_quads=False, frame_word_beats=1, row_octets=False, **kw):
     rng = np.random.default_rng(seed)
     step = EngineStep(layer, in_shape, relu=relu, pool=pool)
     env = envelope_for([layer], lanes, stream_bits, macs_per_dsp=macs_per_dsp, window_generators=window_generators,
-                       row_pairs=row_pairs, row_quads=row_quads, frame_word_beats=frame_word_beats)
+                       row_pairs=row_pairs, row_quads=row_quads, frame_word_beats=frame_word_beats,
+                       row_octets=row_octets)
     x = input_map(rng, (images,) + tuple(in_shape), layer.format.act_bits)
     q = extreme_params(layer, rng) if params == "extreme" else calibrated_params(layer, step, x, rng)
     run = run_engine(env, [pass_for(env, step, q, x, packed=packed)], fault=fault, **kw)
@@ -403,6 +406,58 @@ def test_row_quads_need_row_pairs_and_four_weights_a_beat():
     assert regmap.unpack("CAP_FEATURES", rq.capability_words()["CAP_FEATURES"])["ROW_QUADS"] == 1
     assert (rq.describe(EngineStep(layer, (4, 3, 3), relu=False)).issue.issue,
             rp.describe(EngineStep(layer, (4, 3, 3), relu=False)).issue.issue) == (16, 32)
+
+
+# ---------------------------------------------------------------- row octets: four row-pair multipliers per lane
+ROW_OCTETS = {
+    # an octet (r = 8, s = 8) reading IN, a quad, then an octet as the last factor with t = 2 (its rows 2
+    # apart, leaving one a cycle over eight); bias, ReLU
+    "octet_quad_octet": (dict(c=4, chain=[[16, 16, 8, 8, 1], [16, 16, 4, 4, 1], [16, 16, 8, 8, 2]], kernel=(2, 2),
+                              padding=(1, 0), bias=True), dict(hw=(4, 4), relu=True)),
+    # MAC-bound: a first factor of one weight a row (s = 1) after the last factor, an octet, of the batch
+    # before: its rows end as the octet's leave, unless the batch waits its six cycles in IDLE
+    "single_first_octet_last": (dict(c=1, chain=[[64, 4, 16, 1, 4], [64, 64, 8, 8, 8]], kernel=(2, 2), bias=True),
+                                dict(hw=(5, 5))),
+    # 36 weights of a pair before an octet: the pad to an index divisible by 8; 2x2 max pooling
+    "pad_pair_octet_pool": (dict(c=2, chain=[[12, 18, 2, 3, 3], [8, 12, 8, 12, 1]], kernel=(3, 3), padding=(1, 1),
+                                 bias=True), dict(hw=(6, 6), pool=(2, 2), relu=True)),
+    # the ZCU104's kind of engine: 128-bit stream, four window generators, two-beat frame words; an
+    # octet of 9 columns a row (vgg_conv2's first factor's shape), then an interleaved quad; pooling
+    "zcu_like": (dict(c=16, chain=[[128, 144, 8, 9, 1], [64, 128, 2, 4, 8]], kernel=(3, 3), padding=(1, 1),
+                      bias=True), dict(hw=(4, 4), pool=(2, 2), relu=True, stream_bits=128, window_generators=4,
+                                       lanes=32, frame_word_beats=2)),
+}
+
+
+def run_row_octets(name: str, fault=None, **kw):
+    return run_named(ROW_OCTETS, "ro", name, fault, row_octets=True, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(ROW_OCTETS))
+def test_row_octets_are_bit_exact_and_the_cycle_model(name):
+    """Eight rows of a block per issue (``row_octets``: four row-pair multipliers per lane): extreme
+    operands, CYCLES equal to the model, which eighths the octet factors' issue cycles."""
+    env, step, q, run, _ = run_row_octets(name)
+    desc = env.describe(step)
+    assert env.row_octets and env.dsps == 4 * env.lanes and run.regs[0]["CYCLES"] == desc.pass_cycles(2)
+    quads = envelope_for([step.layer], row_quads=True, lanes=env.lanes, stream_bits=env.stream_bits).describe(step)
+    assert desc.issue.issue < quads.issue.issue
+    assert run.regs[0]["BUSY_CYCLES"] == desc.mac_cycles(2)
+
+
+def test_row_octets_need_row_quads_and_eight_weights_a_beat():
+    layer = conv("ro", 4, [[16, 16, 8, 8, 1]], kernel=(2, 2))
+    with pytest.raises(ConfigError, match=r"^engine: row_octets gives a lane four row-pair multipliers: it needs "
+                                          r"row_quads \(got True\) and eight weights per beat \(got 4\)"):
+        EngineEnvelope.for_layers("t", [layer], multipliers=8, stream_bits=32, macs_per_dsp=2, row_pairs=True,
+                                  row_quads=True, row_octets=True)
+    rq, ro = envelope_for([layer], row_quads=True), envelope_for([layer], row_octets=True)
+    assert "row_octets" not in rq.hardware_dict() and ro.hardware_dict()["row_octets"] is True
+    assert ro.hash32 != rq.hash32 and EngineEnvelope.from_dict(ro.to_dict()) == ro
+    assert (ro.dsps, ro.macs_per_cycle, ro.lane_rows) == (32, 64, 8)
+    assert regmap.unpack("CAP_FEATURES", ro.capability_words()["CAP_FEATURES"])["ROW_OCTETS"] == 1
+    assert (ro.describe(EngineStep(layer, (4, 3, 3), relu=False)).issue.issue,
+            rq.describe(EngineStep(layer, (4, 3, 3), relu=False)).issue.issue) == (16, 32)
 
 
 # ---------------------------------------------------------------- frame words of several beats

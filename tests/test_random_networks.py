@@ -16,8 +16,10 @@ import pytest
 from random_networks import ENVELOPES, STALLS, Case, cases
 from sim_common import model_run, needs_rtl
 
-DEFAULT = {"rand64": range(0, 64), "rand32": range(1000, 1048), "rand16rq": range(2000, 2040)}
-SWEEP = {"rand64": range(5000, 5500), "rand32": range(9000, 9500), "rand16rq": range(12000, 12500)}
+DEFAULT = {"rand64": range(0, 64), "rand32": range(1000, 1048), "rand16rq": range(2000, 2040),
+           "rand16ro": range(3000, 3024)}
+SWEEP = {"rand64": range(5000, 5500), "rand32": range(9000, 9500), "rand16rq": range(12000, 12500),
+         "rand16ro": range(15000, 15300)}
 
 _CASES: dict[str, list[Case]] = {}
 
@@ -88,6 +90,19 @@ def test_row_quad_cases_issue_one_two_and_four_rows():
     assert issues[4, False] >= 8 and issues[4, True] >= 4 and issues[2, False] >= 8 and issues[1, False] >= 8, issues
     assert sum(ks[-1][0] == 4 for ks in kinds) >= 3 and sum(ks[-1] == (4, True) for ks in kinds) >= 2
     assert sum(len(ks) > 1 and ks[0][0] < 4 and ks[1][0] == 4 for ks in kinds) >= 1
+
+
+def test_row_octet_cases_issue_eight_rows_first_between_and_last():
+    """rand16ro's chains have octets (r divisible by 8, s >= 8) as a chain's first factor (reading IN),
+    after a narrower factor (the pad to an index divisible by 8), before another factor (seven more
+    drain cycles) and as the last (six cycles in IDLE), beside quads, pairs and single rows."""
+    from litefly.hw.cycles import factor_issue
+    chains = [s.layer.chain for c in default_cases("rand16ro") for s in c.steps]
+    kinds = [[factor_issue(f, 8, i == 0)[0] for i, f in enumerate(ch)] for ch in chains]
+    issues = collections.Counter(k for ks in kinds for k in ks)
+    assert issues[8] >= 10 and issues[4] >= 5 and issues[2] >= 5 and issues[1] >= 10, issues
+    assert sum(ks[0] == 8 for ks in kinds) >= 5 and sum(ks[-1] == 8 for ks in kinds) >= 5
+    assert sum(8 in ks[:-1] for ks in kinds) >= 5 and sum(8 in ks[1:] and ks[0] < 8 for ks in kinds) >= 2
 
 
 def test_some_cases_fold_their_first_layers_kernel_rows():

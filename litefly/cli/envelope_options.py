@@ -32,12 +32,12 @@ def stack_options(*opts: Decorator) -> Decorator:
 
 
 ENVELOPE_KEYS = ("multipliers", "macs_per_dsp", "stream_bits", "window_generators", "frame_kib", "row_pairs",
-                 "row_quads", "frame_word_beats")
+                 "row_quads", "frame_word_beats", "row_octets")
 
 
 def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--multipliers``, ``--macs-per-dsp``, ``--stream-bits``, ``--window-generators``,
-    ``--frame-kib``, ``--row-pairs/--no-row-pairs``, ``--row-quads/--no-row-quads`` and ``--frame-word-beats`` (each default: the network's); the command receives them as one ``engine`` dict
+    ``--frame-kib``, ``--row-pairs/--no-row-pairs``, ``--row-quads/--no-row-quads``, ``--row-octets/--no-row-octets`` and ``--frame-word-beats`` (each default: the network's); the command receives them as one ``engine`` dict
     (keys :data:`ENVELOPE_KEYS`, ``None`` where not given), the keyword arguments of
     :meth:`~litefly.hw.spec.EngineEnvelope.for_network` and ``run_bench``."""
     @functools.wraps(f)
@@ -75,6 +75,11 @@ def envelope_options(f: Callable[..., Any]) -> Callable[..., Any]:
                           "of a DeBut block an issue (a quarter of the issue cycles on factors with r divisible by 4 "
                           "and s >= 4; half on the other paired factors, whose second DSP idles); implies "
                           "--row-pairs; default: the network's engine setting."),
+        click.option("--row-octets/--no-row-octets", default=None,
+                     help="With row quads: four DSPs per lane, so a lane computes eight rows of a DeBut block an "
+                          "issue (an eighth of the issue cycles on factors with r divisible by 8 and s >= 8; quads "
+                          "and pairs as before on the others, two DSPs idle); needs eight weights a stream beat; "
+                          "implies --row-quads; default: the network's engine setting."),
         click.option("--frame-word-beats", type=click.Choice([str(b) for b in FRAME_WORD_BEATS]), default=None,
                      callback=lambda _c, _p, v: None if v is None else int(v),
                      help="Beats a frame-buffer word holds (the same block RAM, wider and shallower): each window "
