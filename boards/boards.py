@@ -192,9 +192,13 @@ BOARDS: dict[str, Board] = {
         # and unloader pace its batches past about 256 lanes, so 256 lanes run it faster (cycle model)
         # than 384 with quads or with pairs; two-beat frame words halve the window reads of its 4-beat
         # pixels, so the MACs pace vgg_conv2 and the unloader vgg_conv3 (115,901 cycles against 134,428
-        # at batch 8; 217 BRAM36 and 66 URAM by the memory plan, within 80% of each)
+        # at batch 8; 217 BRAM36 and 66 URAM by the memory plan, within 80% of each). Row octets (four
+        # DSPs per lane: 1,024) add no memory (the bias memory's further read ports are LUT-RAM) and
+        # issue vgg_conv2's and vgg_conv3's first factors (r = 8, s = 9) in an eighth of their cycles,
+        # so the window generators and the DMA pace vgg_conv2 instead of its MACs
         engine_defaults=(("multipliers", 256), ("macs_per_dsp", 2), ("stream_bits", 128), ("window_generators", 4),
-                         ("frame_kib", 256), ("row_pairs", True), ("row_quads", True), ("frame_word_beats", 2)),
+                         ("frame_kib", 256), ("row_pairs", True), ("row_quads", True), ("frame_word_beats", 2),
+                         ("row_octets", True)),
         dma_note="assumption: 128-bit HP port at the engine clock, derated; ~2.4 GB/s "
                  "sustained one-way is an estimate, not measured here"),
 }

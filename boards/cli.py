@@ -34,14 +34,14 @@ def network_envelope(network: NetworkConfig, input_size: tuple[int, int] | None 
                      stream_bits: int | None = None, window_generators: int | None = None,
                      frame_kib: int | None = None, board: str | None = None,
                      row_pairs: bool | None = None, row_quads: bool | None = None,
-                     frame_word_beats: int | None = None) -> EngineEnvelope:
+                     frame_word_beats: int | None = None, row_octets: bool | None = None) -> EngineEnvelope:
     """The envelope of ``network`` at ``input_size`` on ``board`` (its default envelope where the
     network and the options are silent; another multiplier budget, packing, stream width,
     window-generator count or frame buffer size is another engine and hash)."""
     return EngineEnvelope.for_network(network, input_size, multipliers=multipliers, macs_per_dsp=macs_per_dsp,
                                       stream_bits=stream_bits, window_generators=window_generators,
                                       frame_kib=frame_kib, board=board, row_pairs=row_pairs, row_quads=row_quads,
-                                      frame_word_beats=frame_word_beats)
+                                      frame_word_beats=frame_word_beats, row_octets=row_octets)
 
 
 def _describe(env: EngineEnvelope, network: NetworkConfig) -> str:

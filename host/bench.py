@@ -76,7 +76,7 @@ def roofline(desc: LayerDescriptor, images: int, clock_hz: float, dma_bytes_per_
 
 def lane_utilisation(macs: int, slots: int, cycles: int) -> float | None:
     """The share of the lanes' MAC slots that did a DeBut MAC: ``macs / (slots x cycles)``, ``slots``
-    the engine's MACs a cycle (``EngineEnvelope.macs_per_cycle``: a lane's, two with row pairs, four with row quads).
+    the engine's MACs a cycle (``EngineEnvelope.macs_per_cycle``: a lane's, two with row pairs, four with row quads, eight with row octets).
     Below the issue share (``mac_cycles / cycles``) by the idle lanes of partial batches (and with
     row pairs by the unpaired factors' idle second row)."""
     return macs / (slots * cycles) if cycles else None
@@ -712,7 +712,7 @@ def render_table(report: dict[str, Any]):
               style="bold")
     st = tot["host_stage[s]"]
     t.caption = (f"MAC util: issue cycles / cycles; lane util: DeBut MACs / (MAC slots x cycles), a slot a lane "
-                 f"(two with row pairs, four with row quads), below it by the idle lanes of partial batches; engine: {report['sources']['engine']}, "
+                 f"(two with row pairs, four with row quads, eight with row octets), below it by the idle lanes of partial batches; engine: {report['sources']['engine']}, "
                  f"its time the passes' cycles (* no faster than the board's DMA moves their bytes, a model) plus "
                  f"{tot.get('param_cycles', 0):,} cycles of parameter streams (model); "
                  f"host: {report['sources']['host']} ("

@@ -223,10 +223,10 @@ class EngineEnvelope:
             row_octets = False if row_octets is None else row_octets
         if row_octets is None:
             row_octets = own.row_octets
-        if row_octets and row_quads is None:
-            row_quads = True                  # a row octet is two row quads
         if row_quads is None:
             row_quads = own.row_quads
+        if row_octets and row_quads is None:
+            row_quads = True                  # a row octet is two row quads
         if row_pairs is None:
             row_pairs = own.row_pairs
         if row_quads and row_pairs is None:

@@ -13,7 +13,7 @@ and prints, per envelope:
 * the bench's bounds (``litefly.host.bench.network_bounds``): compute (the network's DeBut MACs
   over MAC slots x clock) and DMA (per layer the larger of the bytes it streams in and out over the
   board's one-way DMA rate, summed), and end to end over the larger one; the lane utilisation
-  (DeBut MACs over MAC slots x cycles, two slots a lane with row pairs, four with row quads, below the issue share by
+  (DeBut MACs over MAC slots x cycles, two slots a lane with row pairs, four with row quads, eight with row octets, below the issue share by
   partial batches' idle lanes and unpaired factors' idle second rows);
 * per layer, what paces a steady-state batch in the cycle model: the MAC issue (``mac``), the
   window generators that form the next batch's im2col columns (``window``: each reads one

@@ -98,11 +98,12 @@ def test_the_default_envelopes_memories_fit_their_board(board):
 
 @pytest.mark.parametrize("board", sorted(BOARDS))
 def test_row_pairs_default_and_how_a_network_or_option_turns_them_off(board):
-    """Both boards default to row quads (two DSPs per lane, two rows each); ``row_pairs: false`` keeps
-    two lanes per DSP, ``macs_per_dsp: 1`` turns packing off altogether, ``row_pairs`` alone implies two
-    MACs per DSP, ``row_quads: false`` keeps one DSP per lane."""
+    """Both boards default to row quads (two DSPs per lane, two rows each; the ZCU104 to row octets,
+    four); ``row_pairs: false`` keeps two lanes per DSP, ``macs_per_dsp: 1`` turns packing off
+    altogether, ``row_pairs`` alone implies two MACs per DSP, ``row_quads: false`` keeps one DSP per lane."""
     env = EngineEnvelope.for_network(VGG, board=board)
-    assert env.row_pairs and env.row_quads and env.dsps == 2 * env.lanes
+    assert env.row_pairs and env.row_quads and env.dsps == env.lane_rows // 2 * env.lanes
+    assert env.row_octets == (board == "zcu104") and env.lane_rows == (8 if board == "zcu104" else 4)
     assert get_board(board).engine["row_pairs"] is True and get_board(board).engine["row_quads"] is True
     pairs = EngineEnvelope.for_network(_net({"row_quads": False}), board=board)
     assert (pairs.row_pairs, pairs.row_quads, pairs.dsps) == (True, False, pairs.lanes)
@@ -125,12 +126,37 @@ def test_row_pairs_setting_is_checked_in_one_line():
 
 
 @pytest.mark.parametrize("board", [None, *sorted(BOARDS)])
+def test_row_octets_imply_row_quads_and_need_eight_weights_a_beat(board):
+    """``row_octets: true`` alone implies row quads and pairs: four DSPs per lane; the ZCU104's default
+    octets are off where quads are (``row_quads: false``, ``macs_per_dsp: 1``), where the network says
+    so, and quietly where a beat holds fewer than eight weights (a 32-bit stream); asked for on such
+    a stream, or beside ``row_quads: false``, they are refused in one line."""
+    o = EngineEnvelope.for_network(_net({"row_octets": True}), board=board)
+    assert (o.macs_per_dsp, o.row_pairs, o.row_quads, o.row_octets, o.dsps, o.lane_rows) == \
+        (2, True, True, True, 4 * o.lanes, 8)
+    assert EngineEnvelope.for_network(_net(None), board=board, row_octets=True).row_octets
+    for off in ({"row_quads": False}, {"row_octets": False}, {"row_pairs": False}, {"macs_per_dsp": 1},
+                {"stream_bits": 32}):
+        assert not EngineEnvelope.for_network(_net(off), board=board).row_octets, off
+    for bad, why in (({"row_octets": True, "row_quads": False}, "row_quads (got False)"),
+                     ({"row_octets": True, "stream_bits": 32}, "eight weights per beat (got 4)")):
+        with pytest.raises(ConfigError) as exc:
+            EngineEnvelope.for_network(_net(bad), board=board)
+        assert str(exc.value).startswith("engine: row_octets gives a lane four row-pair multipliers: it needs ")
+        assert why in str(exc.value) and "\n" not in str(exc.value)
+    with pytest.raises(ConfigError) as exc:
+        _net({"row_octets": "yes"})
+    assert str(exc.value) == "network engine: row_octets='yes' must be true or false"
+
+
+@pytest.mark.parametrize("board", [None, *sorted(BOARDS)])
 def test_row_quads_imply_row_pairs_and_need_them(board):
     """``row_quads: true`` alone implies row pairs (and two MACs per DSP): two DSPs per lane;
     ``row_pairs: false`` or ``macs_per_dsp: 1`` turns a board's quads off; asked for beside
     ``row_pairs: false`` they are refused in one line."""
     q = EngineEnvelope.for_network(_net({"row_quads": True}), board=board)
-    assert (q.macs_per_dsp, q.row_pairs, q.row_quads, q.dsps, q.lane_rows) == (2, True, True, 2 * q.lanes, 4)
+    rows = 8 if board == "zcu104" else 4        # the ZCU104 adds its default octets
+    assert (q.macs_per_dsp, q.row_pairs, q.row_quads, q.dsps, q.lane_rows) == (2, True, True, rows // 2 * q.lanes, rows)
     assert EngineEnvelope.for_network(_net(None), board=board, row_quads=True).row_quads
     assert not EngineEnvelope.for_network(_net({"row_pairs": False}), board=board).row_quads
     assert not EngineEnvelope.for_network(_net(None), board=board, macs_per_dsp=1).row_quads

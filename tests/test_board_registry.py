@@ -76,14 +76,16 @@ def test_other_engine_or_board_is_refused(entry):
     assert msg.startswith(f"bitstream for engine 'vgg_head' on zcu104 has engine hash 0x{env.hash32:08x}, the "
                           f"network's is 0x{changed.hash32:08x} (lanes 256 built, 128 now; ")
     assert "rebuild it, or run with the built settings); build it with `litefly build" in msg and "\n" not in msg
-    # the setting that differs is named (here: the board's default has row quads, the run asks for pairs)
-    pairs = EngineEnvelope.from_dict(dict(env.to_dict(), row_quads=False))
+    # the settings that differ are named (here: the board's default has row quads and octets, the run
+    # asks for pairs)
+    pairs = EngineEnvelope.from_dict(dict(env.to_dict(), row_quads=False, row_octets=False))
     with pytest.raises(BitstreamError) as exc:
         registry.lookup(pairs, "zcu104", root=root)
-    assert "(row_quads true built, false now: rebuild it, or run with the built settings)" in str(exc.value)
+    assert ("(row_quads true built, false now; row_octets true built, false now: rebuild it, or run with the "
+            "built settings)") in str(exc.value)
     # a build.json written before a setting existed: the setting is at its default there
     build = json.loads((e.path / "build.json").read_text())
-    del build["envelope"]["row_quads"], build["envelope"]["row_pairs"]
+    del build["envelope"]["row_quads"], build["envelope"]["row_pairs"], build["envelope"]["row_octets"]
     (e.path / "build.json").write_text(json.dumps(build))
     with pytest.raises(BitstreamError) as exc:
         registry.lookup(pairs, "zcu104", root=root)

@@ -282,14 +282,14 @@ def test_cli_build_without_vivado(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     main(["build", str(VGG_NET), "--board", "zcu104", "--input-size", "16", "16", "-o", str(tmp_path / "n")])
     out = " ".join(capsys.readouterr().out.split())
     env = EngineEnvelope.for_network(load_network(VGG_NET), (16, 16), board="zcu104")   # the board's default
-    assert env.lanes == 256 and env.window_generators == 4 and env.row_quads
+    assert env.lanes == 256 and env.window_generators == 4 and env.row_quads and env.row_octets
     assert f"engine vgg_head 0x{env.hash32:08x}" in out and "3 layers: vgg_conv1, vgg_conv2, vgg_conv3" in out
     assert json.loads((tmp_path / "n" / "build_info.json").read_text())["config_hash"] == env.config_hash
     main(["build", str(VGG_NET), "--board", "zcu104", "--input-size", "16", "16", "-o", str(tmp_path / "w"),
           "--multipliers", "128", "--macs-per-dsp", "2", "--stream-bits", "128"])
     wide = EngineEnvelope.for_network(load_network(VGG_NET), (16, 16), multipliers=128, macs_per_dsp=2,
                                       stream_bits=128, board="zcu104")
-    assert (f"engine vgg_head 0x{wide.hash32:08x} (128 lanes, four rows per lane on two multipliers, 4 window "
+    assert (f"engine vgg_head 0x{wide.hash32:08x} (128 lanes, eight rows per lane on four multipliers, 4 window "
             f"generators, "
             f"128-bit stream, 256 KiB frame buffer, 2 beats a frame word)") in " ".join(capsys.readouterr().out.split())
     assert json.loads((tmp_path / "w" / "build_info.json").read_text())["config_hash"] == wide.config_hash

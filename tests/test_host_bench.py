@@ -19,7 +19,7 @@ VGG = ROOT / "examples" / "vgg_net.yaml"
 
 def _rows(eng: dict) -> int:
     """Rows a lane of the report's engine computes an issue (``spec.lane_rows``)."""
-    return lane_rows(eng["row_pairs"], eng["row_quads"])
+    return lane_rows(eng["row_pairs"], eng["row_quads"], eng["row_octets"])
 
 
 def run_cli(*args, timeout=600):
@@ -49,7 +49,7 @@ def check_report(report, backend, n_layers, batch):
         assert row["paced_cycles"] == (round(row["dma_time[s]"] * f) if paced else row["cycles"])
         assert row["mac_utilisation"] == pytest.approx(row["mac_cycles"] / row["paced_cycles"])
         assert 0 < row["mac_utilisation"] <= 1
-        # the lanes' MAC slots (two a lane with row pairs, four with row quads) that did a DeBut MAC: at
+        # the lanes' MAC slots (two a lane with row pairs, four with row quads, eight with octets) that did a DeBut MAC: at
         # most the issue share (idle lanes of partial batches, unpaired factors' idle second rows)
         slots = report["engine"]["lanes"] * _rows(report["engine"])
         assert row["lane_utilisation"] == pytest.approx(row["positions"] * row["macs_per_position"]
