@@ -226,7 +226,7 @@ def test_board_default_engine_runs_the_vgg_example_at_batch_8(tmp_path, board):
     """``litefly sim --board``: the board's default engine (the one ``litefly build --board`` makes),
     Verilated, on the VGG example at batch 8, 32x32: bit-exact, every layer one pass through the
     frame buffer as a ring, and CYCLES the cycle model's to the cycle (the figures the bench's
-    golden backend reports). PYNQ-Z2 about 25 s; the ZCU104's 256-lane engine about 2 min
+    golden backend reports). PYNQ-Z2 about 25 s; the ZCU104's 256-lane, 1,024-DSP engine about 4 min
     (``-m slow``)."""
     import json
     from litefly.config import load_network
@@ -240,7 +240,7 @@ def test_board_default_engine_runs_the_vgg_example_at_batch_8(tmp_path, board):
     assert [s["passes"] for s in data["layers"]] == [1, 1, 1]
     assert all(s["cycles"] == s["model_cycles"] for s in data["layers"]), [(s["cycles"], s["model_cycles"])
                                                                           for s in data["layers"]]
-    # the bench's figures: each layer's planned pass of all 8 images (266,585 and 110,761 cycles in session 20)
+    # the bench's figures: each layer's planned pass of all 8 images (266,585 and, with row octets, 94,545 cycles)
     from litefly.network import plan_network
     descs = env.describe_network(plan_network(load_network(vgg), (3, 32, 32)))
     assert [s["cycles"] for s in data["layers"]] == [d.pass_cycles(8) for d in descs]
