@@ -153,6 +153,29 @@ def test_bench_row_quads_option(tmp_path):
     assert "row_quads gives a lane two row-pair multipliers: it needs row_pairs (got False)" in r.stderr
 
 
+def test_bench_row_octets_option(tmp_path):
+    """--row-octets on the PYNQ-Z2's envelope: four row-pair DSPs per lane, fewer engine cycles on the
+    example (vgg_conv2's and vgg_conv3's first factors issue eight rows); --no-row-octets on the
+    ZCU104 turns its default off; --row-octets on a 32-bit stream is one line."""
+    reports = {}
+    for board, flag in (("pynq-z2", "--row-octets"), ("pynq-z2", "--no-row-octets"), ("zcu104", "--no-row-octets")):
+        rep = tmp_path / f"{board}{flag}.json"
+        r = run_cli(str(VGG), "--backend", "golden", "--board", board, "--input-size", "8", "8", "--repeats",
+                    "1", flag, "--report", str(rep))
+        assert r.returncode == 0, r.stderr
+        reports[board, flag] = json.loads(rep.read_text())
+        check_report(reports[board, flag], "golden", 3, 1)
+    o, q = reports["pynq-z2", "--row-octets"], reports["pynq-z2", "--no-row-octets"]
+    assert o["engine"]["row_octets"] and not q["engine"]["row_octets"] and o["engine"]["dsps"] == 4 * o["engine"]["lanes"]
+    assert o["total"]["cycles"] < q["total"]["cycles"]
+    z = reports["zcu104", "--no-row-octets"]["engine"]
+    assert not z["row_octets"] and z["row_quads"] and z["dsps"] == 2 * z["lanes"]
+    r = run_cli(str(VGG), "--backend", "golden", "--input-size", "8", "8", "--row-octets", "--stream-bits", "32")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "row_octets gives a lane four row-pair multipliers: it needs row_quads (got True) and eight weights " \
+           "per beat (got 4)" in r.stderr
+
+
 def test_bench_frame_word_beats_option(tmp_path):
     """--frame-word-beats 4: the example's 64- and 128-channel layers read four beats a window read,
     so the window-paced layers take fewer cycles on one window generator; another engine (hash);
