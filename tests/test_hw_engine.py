@@ -378,22 +378,6 @@ ROW_QUADS = {
 }
 
 
-def run_row_quads(name: str, fault=None, **kw):
-    return run_named(ROW_QUADS, "rq", name, fault, row_quads=True, **kw)
-
-
-@pytest.mark.parametrize("name", sorted(ROW_QUADS))
-def test_row_quads_are_bit_exact_and_the_cycle_model(name):
-    """Four rows of a block per issue (``row_quads``: two row-pair multipliers per lane): extreme
-    operands, CYCLES equal to the model, which quarters the quad factors' issue cycles."""
-    env, step, q, run, _ = run_row_quads(name)
-    desc = env.describe(step)
-    assert env.row_quads and env.dsps == 2 * env.lanes and run.regs[0]["CYCLES"] == desc.pass_cycles(2)
-    pairs = envelope_for([step.layer], row_pairs=True, lanes=env.lanes, stream_bits=env.stream_bits).describe(step)
-    assert desc.issue.issue < pairs.issue.issue
-    assert run.regs[0]["BUSY_CYCLES"] == desc.mac_cycles(2)
-
-
 def test_row_quads_need_row_pairs_and_four_weights_a_beat():
     layer = conv("rq", 4, [[16, 16, 4, 4, 1]], kernel=(2, 2))
     with pytest.raises(ConfigError, match=r"^engine: row_quads gives a lane two row-pair multipliers: it needs "
@@ -429,20 +413,23 @@ ROW_OCTETS = {
 }
 
 
-def run_row_octets(name: str, fault=None, **kw):
-    return run_named(ROW_OCTETS, "ro", name, fault, row_octets=True, **kw)
+# quads and octets: (cases, name prefix, the engine's flag, rows an issue, the next narrower engine's flag)
+MULTI_ROW = {"quads": (ROW_QUADS, "rq", "row_quads", 4, "row_pairs"),
+             "octets": (ROW_OCTETS, "ro", "row_octets", 8, "row_quads")}
 
 
-@pytest.mark.parametrize("name", sorted(ROW_OCTETS))
-def test_row_octets_are_bit_exact_and_the_cycle_model(name):
-    """Eight rows of a block per issue (``row_octets``: four row-pair multipliers per lane): extreme
-    operands, CYCLES equal to the model, which eighths the octet factors' issue cycles."""
-    env, step, q, run, _ = run_row_octets(name)
+@pytest.mark.parametrize("kind,name", [(k, n) for k, v in MULTI_ROW.items() for n in sorted(v[0])])
+def test_row_quads_and_octets_are_bit_exact_and_the_cycle_model(kind, name):
+    """Four rows of a block per issue (``row_quads``: two row-pair multipliers per lane) or eight
+    (``row_octets``: four): extreme operands, CYCLES and BUSY_CYCLES equal to the model, which issues
+    those factors in a quarter (an eighth) of their MACs' cycles, fewer than the narrower engine."""
+    cases, prefix, flag, rows, narrower = MULTI_ROW[kind]
+    env, step, q, run, _ = run_named(cases, prefix, name, None, **{flag: True})
     desc = env.describe(step)
-    assert env.row_octets and env.dsps == 4 * env.lanes and run.regs[0]["CYCLES"] == desc.pass_cycles(2)
-    quads = envelope_for([step.layer], row_quads=True, lanes=env.lanes, stream_bits=env.stream_bits).describe(step)
-    assert desc.issue.issue < quads.issue.issue
-    assert run.regs[0]["BUSY_CYCLES"] == desc.mac_cycles(2)
+    assert getattr(env, flag) and env.lane_rows == rows and env.dsps == rows // 2 * env.lanes
+    assert run.regs[0]["CYCLES"] == desc.pass_cycles(2) and run.regs[0]["BUSY_CYCLES"] == desc.mac_cycles(2)
+    less = envelope_for([step.layer], **{narrower: True}, lanes=env.lanes, stream_bits=env.stream_bits).describe(step)
+    assert desc.issue.issue < less.issue.issue
 
 
 def test_row_octets_need_row_quads_and_eight_weights_a_beat():
