@@ -28,7 +28,10 @@ On an *interleaved quad* (``cycles.factor_issue``) the second multiplier takes i
 the second element of the lane's WORK word (column ``c + 1``), for rows ``wr + 1`` and
 ``wr + 1 + pstep`` of the neighbouring block: its bias rows and output rows are ``1`` on, not
 ``2 pstep``. WORK words hold two elements of every lane on a row-quad engine; a single read takes
-the one ``work_odd`` names.
+the one ``work_odd`` names. With ``row_octets`` (``docs/engine.md``, "Row octets") a third and a
+fourth multiplier per lane compute rows 4..7 (``wr + k pstep``) of an octet from the lane's ``x``
+and weights 4..7 of the issue's word; eight accumulators, biases through eight ports, and the
+octet's rows leave one a cycle like a quad's.
 
 The control bits that steer every lane (IN's bank select, IN or WORK, an accumulator's enable
 and first term, the bias a row starts from) are registered once per ``REPLICA_LANES`` lanes (``fanout.replicated``).
