@@ -147,8 +147,12 @@ def synth(config: Path, board_name: str, input_size: tuple[int, int] | None, eng
     proxy_env = None
     if fmax_proxy:      # check the tools and the proxy's envelope before the long Yosys run
         fmax.proxy_device(), fmax.nextpnr_command()
+        # the proxy's frame buffer: the option's, else the network's own (not the board's default: the
+        # ZCU104's 256 KiB a window generator does not fit the ECP5's block RAM, and depth is not timing)
+        own_frame = network.engine.for_board(board.name, board_default=False).frame_kib
         proxy_env = network_envelope(network, input_size, proxy_lanes or min(fmax.DEFAULT_LANES, env.lanes),
-                                     frame_kib=engine["frame_kib"], board=board.name, **env.packing())
+                                     frame_kib=engine["frame_kib"] or own_frame, **env.packing())
+        fmax.check_proxy_memories(proxy_env)
     with status(f"yosys synth_xilinx -family {board.family} on engine {env.name}"):  # lines when piped
         report = estimate(env, board, use_cache=not no_cache, memory_plan=memory_plan)
     report.layers = [lay.name for lay in network.layers]

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from litefly.errors import ToolError
+from litefly.hw.memories import engine_memories, in_banks
 from litefly.hw.spec import EngineEnvelope
 
 from .synth import cache_root, stat_cells, tool_command, yosys_command
@@ -44,6 +45,7 @@ DEFAULT_TARGET_MHZ = 125.0      # issue 12's proxy target
 SEED = 1
 SCRIPT_VERSION = 1
 PROXY_CAVEAT = "a proxy: ECP5 is a slower 40 nm fabric, not the Zynq"
+PROXY_DP16KD = 208                # the LFE5U-85F's block RAM: 208 DP16KD of 18 Kbit (Lattice DS1044)
 
 
 @dataclass
@@ -184,6 +186,35 @@ def _run(tool: str, cmd: list[str], cwd: Path, log: Path, deadline: float,
     return True
 
 
+# DP16KD shapes (depth, width) on the ECP5 (Lattice TN1264); a memory takes the fewest blocks of one
+# shape, one copy per read port. Memories of at most LUTRAM_BITS bits go to LUT-RAM (synth_ecp5 maps
+# them there: the engine's bias memory, the unloader's FIFO).
+DP16KD_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
+LUTRAM_BITS = 4096
+
+
+def proxy_blocks(envelope: EngineEnvelope) -> int:
+    """The DP16KD blocks ``envelope``'s memories take on the proxy ECP5, from their shapes: a lower
+    bound (the VGG example's 16-lane PYNQ-Z2 proxy: 73 here, 100 placed by nextpnr)."""
+    total = 0
+    for m in engine_memories(envelope):
+        if m.bits > LUTRAM_BITS:
+            total += m.read_ports * min(-(-m.depth // d) * -(-m.width // w) for d, w in DP16KD_SHAPES)
+    return total
+
+
+def check_proxy_memories(envelope: EngineEnvelope) -> None:
+    """Refuse, in one line and before any tool runs, an engine whose memories take more DP16KD
+    blocks than the proxy ECP5 has (nextpnr would fail placing them after a long Yosys run)."""
+    need = proxy_blocks(envelope)
+    if need > PROXY_DP16KD:
+        frame = envelope.frame_beats * envelope.stream_bits // 8 // 1024
+        raise ToolError(f"fmax proxy: the {envelope.lanes}-lane engine's memories need at least {need} DP16KD blocks "
+                        f"(a {frame} KiB frame buffer and {envelope.window_generators} x {in_banks(envelope)} IN "
+                        f"banks, one copy and set per window generator); the ECP5 85F has {PROXY_DP16KD}: pass a "
+                        f"smaller --frame-kib or fewer --window-generators")
+
+
 def run_proxy(envelope: EngineEnvelope, generate: Callable[..., Any] | None = None,
               timeout_s: float = DEFAULT_TIMEOUT_S, target_mhz: float = DEFAULT_TARGET_MHZ,
               cache: Path | None = None, use_cache: bool = True,
@@ -191,6 +222,7 @@ def run_proxy(envelope: EngineEnvelope, generate: Callable[..., Any] | None = No
     """Generate ``envelope``'s engine and place and route it on the proxy ECP5 within ``timeout_s``."""
     if timeout_s <= 0:
         raise ToolError(f"proxy timeout {timeout_s:g} s must be positive")
+    check_proxy_memories(envelope)
     say = on_stage or (lambda s: None)
     dev_opts, dev_label = proxy_device()
     ys, pnr = yosys_command(), nextpnr_command()

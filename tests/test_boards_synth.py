@@ -377,6 +377,31 @@ def test_cli_synth_fmax_proxy_places_and_routes(tmp_path: Path, monkeypatch: pyt
     assert code == 0 and "(cached;" in " ".join(stdout.split())
 
 
+def test_proxy_refuses_an_engine_whose_memories_exceed_the_ecp5_before_any_tool(tmp_path, monkeypatch, capsys):
+    """The ZCU104 default's packing at 16 lanes (four window generators, each with its frame-buffer copy
+    and 32 IN banks) needs more DP16KD than the ECP5 85F has: refused in one line before Yosys runs
+    (nextpnr used to fail placing it after 16 minutes). The proxy takes the network's own frame buffer,
+    not the board's 256 KiB; the PYNQ-Z2's packing fits."""
+    from cli_inprocess import run_cli
+    from litefly.boards.cli import network_envelope
+    from litefly.boards.fmax import PROXY_DP16KD, check_proxy_memories, proxy_blocks, run_proxy
+    net = load_network(VGG_NET)
+    zcu = network_envelope(net, (32, 32), 16, **network_envelope(net, (32, 32), board="zcu104").packing())
+    assert zcu.frame_beats * zcu.stream_bits // 8 // 1024 == 64 and proxy_blocks(zcu) > PROXY_DP16KD
+    with pytest.raises(ToolError, match=r"^fmax proxy: the 16-lane engine's memories need at least \d+ DP16KD "
+                                        r"blocks \(a 64 KiB frame buffer and 4 x 32 IN banks, .*the ECP5 85F has "
+                                        r"208: pass a smaller --frame-kib or fewer --window-generators$"):
+        run_proxy(zcu, generate=lambda *a: pytest.fail("generated"), cache=tmp_path)
+    pynq = network_envelope(net, (32, 32), 16, **network_envelope(net, (32, 32), board="pynq-z2").packing())
+    check_proxy_memories(pynq)
+    monkeypatch.setattr("litefly.boards.synth.estimate", lambda *a, **k: pytest.fail("Yosys ran"))
+    code, out, err = run_cli(capsys, "synth", str(VGG_NET), "--board", "zcu104", "--fmax-proxy")
+    if code == 2 and "nextpnr-ecp5 is missing" in err:
+        pytest.skip("nextpnr-ecp5 is not installed")
+    assert code == 2 and err.startswith("error: fmax proxy: the 16-lane engine's memories need at least")
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_proxy_tool_stopped_or_failing_is_one_line(tmp_path: Path) -> None:
     import time
     from litefly.boards.fmax import _run
