@@ -355,9 +355,10 @@ def estimate(target: EngineEnvelope | NetworkConfig | LayerConfig, board: Board,
         notes.append(f"{board.family}: rerun with -nolutram (Yosys's LUT-RAM techmap failed on a memory): "
                      "small memories count as FFs/LUTs or BRAM, a pessimistic estimate")
     if env.row_pairs and raw.get("dsp_registers", {}).get("dsps"):
+        octets = ", w5, w4 and w7, w6 on an octet's third and fourth" if env.row_octets else ""
         notes.append(f"row {'octets' if env.row_octets else 'quads' if env.row_quads else 'pairs'}: every DSP's A port "
-                     "takes the packed weight operand w1*2^S + w0 (w3*2^S + w2 on a quad's second DSP, w5, w4 and "
-                     "w7, w6 on an octet's third and fourth) from its own copy (A) of a fabric register "
+                     f"takes the packed weight operand w1*2^S + w0 (w3*2^S + w2 on a quad's second DSP{octets}) from "
+                     "its own copy (A) of a fabric register "
                      "shared by 8 lanes (hw/fanout.py, hw/mac_array.py), B the lane's activation; the product is "
                      "registered twice (M, P)")
     if board.family not in DSP_REGISTER_PACKING_FAMILIES and raw.get("dsp_registers", {}).get("dsps"):
