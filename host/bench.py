@@ -283,7 +283,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
     from litefly.boards.boards import get_board
 
     from .board_check import resolve_board
-    from .runtime import NetworkRunner, out_dtype_of
+    from .runtime import NetworkRunner, dequantised, out_dtype_of
     if backend == "pynq":
         from .pynq_transport import import_pynq
         import_pynq()                           # first: on a PC, say that pynq is missing
@@ -331,7 +331,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
         y_gold = network_forward_int(steps, params, x_int,
                                      on_step=lambda s, y: acts.append(y * params[s.name].out_scale))
         # the int8 golden network's output dequantised in the runner's dtype (float64: acts[-1] itself)
-        want = np.multiply(y_gold, opts["out_dtype"].type(params[steps[-1].name].out_scale), dtype=opts["out_dtype"])
+        want = dequantised(y_gold, params[steps[-1].name].out_scale, opts["out_dtype"])
         if not np.array_equal(np.asarray(y_eng).reshape(y_gold.shape), want):
             raise LiteflyError(f"network {network.name!r}: the {backend} engine's output differs from the int8 "
                                f"golden network")

@@ -36,7 +36,7 @@ from litefly.network import EngineStep, check_scales, global_pool_int, network_i
 from .driver import STAGES, EngineDriver
 
 __all__ = ["BACKENDS", "NetworkProgram", "prepare_program", "execute", "NetworkRunner", "OutputMemory", "OUT_DTYPES",
-           "out_dtype_of", "open_transport"]
+           "out_dtype_of", "dequantised", "open_transport"]
 
 BACKENDS = ("golden", "sim", "pynq")
 ALIGN = 64
@@ -189,6 +189,12 @@ def out_dtype_of(value: Any) -> np.dtype:
     if dtype is None or dtype.name not in OUT_DTYPES:
         raise ConfigError(f"out_dtype {value!r} is not one of {', '.join(OUT_DTYPES)}")
     return dtype
+
+
+def dequantised(y_int: np.ndarray, scale: float, dtype: np.dtype) -> np.ndarray:
+    """``y_int * scale`` in ``dtype`` (float64: the int8 golden network's dequantised output; float32:
+    ``float32(y_int) * float32(scale)``): what :func:`execute` writes into the output's memory."""
+    return np.multiply(y_int, dtype.type(scale), dtype=dtype)
 
 
 class OutputMemory:
@@ -371,7 +377,7 @@ def execute(driver: EngineDriver, program: NetworkProgram, x_int: np.ndarray,
         c, h, w = program.out_shape
         y = unpack_tensor(raw, (batch, c, h, w), program.envelope.elems_per_beat)
         timings["unpack"] += time.perf_counter() - t0
-    else:           # int8 -> float64 in one pass over contiguous memory: channels-last in, channels-last out
+    else:           # int8 -> out_dtype over contiguous memory: channels-last in, channels-last out
         out = _output_array(driver, program, batch, out_dtype)
         _dequantise(driver, program, raw, out, out_scale, slice(None))
         y = out.transpose(0, 3, 1, 2)
@@ -522,7 +528,7 @@ class NetworkRunner:
         if self.backend != "sim":
             return y                    # dequantised by execute while unpacking
         t1 = time.perf_counter()
-        out = np.multiply(y, self.out_dtype.type(scale), dtype=self.out_dtype)
+        out = dequantised(y, scale, self.out_dtype)
         self.total["host_stage[s]"]["unpack"] += time.perf_counter() - t1
         return out
 

@@ -239,11 +239,10 @@ class EngineEnvelope:
             row_quads = bool(eng.row_quads) and row_pairs
         multipliers = multipliers or eng.multipliers
         stream_bits = stream_bits or eng.stream_bits
-        if row_octets is None:                # the board's default, where quads are on and a beat holds 8 weights
-            row_octets = (bool(eng.row_octets) and bool(row_quads)
-                          and (stream_bits or layers[0].engine.stream_bits) // layers[0].format.weight_bits >= 8)
         frame_kib = frame_kib or eng.frame_kib
         sb = stream_bits or layers[0].engine.stream_bits
+        if row_octets is None:                # the board's default, where quads are on and a beat holds 8 weights
+            row_octets = bool(eng.row_octets) and bool(row_quads) and sb // layers[0].format.weight_bits >= 8
         e = sb // 8
         if frame_kib:
             frame = frame_kib * 1024 // e
