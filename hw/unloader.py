@@ -4,8 +4,11 @@ For each valid lane of the batch, ``ceil(P/E)`` beats: beat ``k`` holds channels
 ``k*E .. k*E+E-1`` of the lane, sign-extended to bytes, zeros past ``P``. OUT's banks are skewed
 (``memories.skewed_bank``): channel ``k*E + j`` of lane ``l`` is in bank ``(l + j) mod E`` at address
 ``k*E + j``, slot ``l // E``, so each bank reads its own address and the beat's bytes are the
-banks' words, rotated by ``l mod E``. TLAST on the last beat of the pass. A small FIFO absorbs
-the memory's read latency so a beat leaves every cycle the consumer takes one.
+banks' words, rotated by ``l mod E``. TLAST on the last beat of the pass. The banks' words are
+registered as they leave the memory (a block RAM's output register) before the rotation, and
+which bytes hold channels below ``P`` is registered from the read's channel: no path runs from
+a block RAM's output through logic into the FIFO. A small FIFO absorbs the two cycles of read
+latency so a beat leaves every cycle the consumer takes one.
 
 With ``LAYER.RESIDUAL`` each beat waits for its skip beat (same position and channels, from
 the loader) and leaves as ``clamp(y + ((skip * M + 2^(K-1)) >> K))``, then ReLU if ``RELU``
@@ -72,10 +75,12 @@ class Unloader(wiring.Component):
         meta = self.meta[half]
         fifo_layout = data.StructLayout({"data": SB, "last": 1, "lane_end": 1, "valid_bytes": E})
         m.submodules.fifo = fifo = SyncFIFO(width=fifo_layout.size, depth=4)
-        inflight = Signal()
+        # reads in flight: one in the memory (`inflight`), one in its output register (`inflight2`);
+        # a read issues while the FIFO has room for it and both (a beat a cycle in steady state)
+        inflight, inflight2 = Signal(), Signal()
         issue = Signal()
-        m.d.comb += issue.eq(self.out_full.bit_select(half, 1) & (fifo.level + inflight < 3))
-        m.d.sync += inflight.eq(issue)
+        m.d.comb += issue.eq(self.out_full.bit_select(half, 1) & (fifo.level + inflight + inflight2 < 4))
+        m.d.sync += [inflight.eq(issue), inflight2.eq(inflight)]
         # bank b holds the lane's channel k*E + (b - lane) mod E
         base = Signal(range(2 * P), name="out_base")
         m.d.comb += base.eq((k << LE) + Mux(half, P, 0))
@@ -91,27 +96,30 @@ class Unloader(wiring.Component):
                     m.d.sync += [lane.eq(0), lane1.eq(1), half.eq(~half)]
                     m.d.comb += self.out_clr.eq(Mux(half, 2, 1))
 
-        # the cycle after the read: one lane's E channels to bytes
-        r_lane = Signal.like(lane)
-        r_chan = Signal(16)
-        r_last = Signal()
-        r_lane_end = Signal()
-        m.d.sync += [r_lane.eq(lane), r_chan.eq(k << LE), r_lane_end.eq(lane_end),
-                     r_last.eq(batch_end & meta.last_batch)]
+        # the read's lane and flags, and which of its bytes hold a channel below P (from k, in the
+        # read's cycle), follow it: a cycle in the memory (r_*), a cycle in its output register (q_*)
+        r_lane, q_lane = Signal.like(lane), Signal.like(lane)
+        r_vb, q_vb = Signal(E), Signal(E)
+        r_last, q_last, r_lane_end, q_lane_end = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [r_lane.eq(lane), r_lane_end.eq(lane_end), r_last.eq(batch_end & meta.last_batch),
+                     r_vb.eq(Cat(*[(k << LE) + b < self.desc.OUT_C.P for b in range(E)])),
+                     q_lane.eq(r_lane), q_lane_end.eq(r_lane_end), q_last.eq(r_last), q_vb.eq(r_vb)]
+        # the banks' words, registered as they leave the memory (its output register)
+        out_q = [Signal.like(self.out_r[b].data, name=f"out_q{b}") for b in range(E)]
+        m.d.sync += [out_q[b].eq(self.out_r[b].data) for b in range(E)]
         # each bank's word: the lane's slot; byte j of the beat: bank (j + lane) mod E
         words = Signal(E * A, name="lane_words")
-        m.d.comb += words.eq(Cat(*((self.out_r[b].data.word_select(r_lane[LE:], A) if S > 1
-                                    else self.out_r[b].data[:A]) for b in range(E))))
+        m.d.comb += words.eq(Cat(*((out_q[b].word_select(q_lane[LE:], A) if S > 1
+                                    else out_q[b][:A]) for b in range(E))))
         nbytes = []
         for b in range(E):
             byte = Signal(signed(8), name=f"byte{b}")
-            v = words.word_select((Const(b, LE + 1) + r_lane[:LE])[:LE], A).as_signed()
-            m.d.comb += byte.eq(Mux(r_chan + b < self.desc.OUT_C.P, v, 0))
+            v = words.word_select((Const(b, LE + 1) + q_lane[:LE])[:LE], A).as_signed()
+            m.d.comb += byte.eq(Mux(q_vb[b], v, 0))
             nbytes.append(byte)
         w = Signal(fifo_layout)
-        m.d.comb += [w.data.eq(Cat(*nbytes)), w.last.eq(r_last), w.lane_end.eq(r_lane_end),
-                     w.valid_bytes.eq(Cat(*[r_chan + b < self.desc.OUT_C.P for b in range(E)])),
-                     fifo.w_data.eq(w), fifo.w_en.eq(inflight)]
+        m.d.comb += [w.data.eq(Cat(*nbytes)), w.last.eq(q_last), w.lane_end.eq(q_lane_end),
+                     w.valid_bytes.eq(q_vb), fifo.w_data.eq(w), fifo.w_en.eq(inflight2)]
         r = fifo_layout(fifo.r_data)
 
         if not env.residual:
