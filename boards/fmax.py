@@ -34,7 +34,7 @@ from litefly.errors import ToolError
 from litefly.hw.memories import engine_memories, in_banks
 from litefly.hw.spec import EngineEnvelope
 
-from .synth import cache_root, stat_cells, tool_command, yosys_command
+from .synth import KEEP_REGISTERS, cache_root, stat_cells, tool_command, yosys_command
 
 __all__ = ["ProxyReport", "run_proxy", "nextpnr_command", "proxy_device", "parse_nextpnr_log",
            "DEFAULT_LANES", "DEFAULT_TIMEOUT_S", "DEFAULT_TARGET_MHZ", "PROXY_CAVEAT"]
@@ -43,7 +43,7 @@ DEFAULT_LANES = 16
 DEFAULT_TIMEOUT_S = 2700.0    # 16 lanes of the VGG example: placed in ~31 min on a loaded 2-core PC
 DEFAULT_TARGET_MHZ = 125.0      # issue 12's proxy target
 SEED = 1
-SCRIPT_VERSION = 1
+SCRIPT_VERSION = 2
 PROXY_CAVEAT = "a proxy: ECP5 is a slower 40 nm fabric, not the Zynq"
 PROXY_DP16KD = 208                # the LFE5U-85F's block RAM: 208 DP16KD of 18 Kbit (Lattice DS1044)
 
@@ -242,6 +242,7 @@ def run_proxy(envelope: EngineEnvelope, generate: Callable[..., Any] | None = No
     deadline = t0 + timeout_s
     (work / "ecp5.ys").write_text("\n".join([
         f"read_verilog {Path(os.path.relpath(verilog.resolve(), work.resolve())).as_posix()}",
+        f"hierarchy -check -top {eng.module}", *KEEP_REGISTERS,       # replicated registers stay apart
         f"synth_ecp5 -top {eng.module} -json ecp5.json",
         "tee -q -o ecp5_stat.json stat -json", ""]))
     say("yosys synth_ecp5")

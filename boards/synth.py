@@ -40,6 +40,12 @@ __all__ = ["SynthReport", "CEILINGS", "estimate", "synth_verilog", "count_resour
            "cache_root", "yosys_command", "dsp_registers", "variable_muls", "largest_fanout", "stat_cells"]
 
 SCRIPT_VERSION = 8
+
+# Registers the RTL keeps apart (hw/fanout.py's replicas, `keep` on the signal): proc leaves the
+# attribute on the wire, so opt_merge would fold the copies into one; put it on their flip-flops
+# too, as Vivado honours KEEP on a register. Both Yosys flows (synth_xilinx here, the ECP5 fmax
+# proxy) run these first.
+KEEP_REGISTERS = ("proc", "flatten", "select -set kept w:* a:keep %i %ci1 c:* %i", "setattr -set keep 1 @kept")
 # FINN's recommended utilisation ceilings for a design that still places and routes.
 CEILINGS = {"lut": 0.70, "ff": 0.50, "bram36": 0.80, "uram": 0.80, "dsp": 0.80}
 RESOURCES = ("lut", "ff", "dsp", "bram36", "uram")
@@ -200,11 +206,7 @@ def _synth(verilog: Path, top: str, family: str, work: Path, on_pass: Callable[[
     script.write_text("\n".join([
         f"read_verilog {Path(os.path.relpath(verilog.resolve(), work.resolve())).as_posix()}",  # yowasp: relative paths only
         f"hierarchy -check -top {top}",
-        "proc", "flatten",
-        # registers the RTL keeps apart (hw/fanout.py's replicas, `keep` on the reg): proc leaves the
-        # attribute on the wire, so opt_merge would fold the copies into one; put it on their
-        # flip-flops too, as Vivado honours KEEP on a register
-        "select -set kept w:* a:keep %i %ci1 c:* %i", "setattr -set keep 1 @kept",
+        *KEEP_REGISTERS,
         "opt_expr", "opt_clean",   # products by a power of two become shifts: they never need a DSP
         f"tee -q -o pre_stat_{family}.json stat -json",
         f"tee -q -o muls_{family}.txt dump t:$mul",             # operands too: a product by a constant is logic

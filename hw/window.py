@@ -26,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .barrel import barrel_rotate
+from .fanout import replicated
 from .memories import in_banks, in_slots
 from .registers import descriptor_layout
 from .spec import EngineEnvelope
@@ -216,7 +217,10 @@ class WindowGenerator(wiring.Component):
         # the load one cycle late (cycles.LOAD_LAG). Inside the input, the address and the count
         # are both below 2^FAW: each compare is FAW bits.
         FAW = ceil_log2(env.frame_beats) + 1
-        arrived = Signal(name="arrived")
+        arrived, arrived_next = Signal(name="arrived"), Signal(name="arrived_next")
+        m.d.sync += arrived.eq(arrived_next)
+        # two copies, for the lane start's two register groups (below)
+        arr_copies = replicated(m, "arrived", 1, arrived_next, reset_less=False, copies=2)
 
         def has_beat(a, ok):
             # the read's last beat: a is a multiple of RB (pixels start at multiples of CW)
@@ -386,7 +390,6 @@ class WindowGenerator(wiring.Component):
                 with m.If(left_z if multi else 0):
                     end_batch_phase("WAIT", 0, dxy, g_last if multi else 1)
                 with m.Else():
-                    m.d.comb += lane_start.eq(1)
                     m.d.sync += [st["WAIT"].eq(0), st["RUN"].eq(1)]
             if multi:
                 # the first batch-phase's start has moved `group` positions on: that is this
@@ -421,13 +424,23 @@ class WindowGenerator(wiring.Component):
                     m.d.sync += [lane.eq(lane + 1), lane_l.eq(lane == L - 2)]
                     with m.If(be):
                         end_batch_phase("RUN", lane + 1, dxy, g_last if multi else left_z)    # be: the phase's last is dxy
-                    with m.Else():
-                        m.d.comb += lane_start.eq(1)
         # after the states: the lane start's loads win over the kernel walk's updates
         # lane start: working registers from nx_*; nx_* then move to the following position
         m.d.comb += lane_l_ls.eq(Mux(st["RUN"], lane == L - 2, lane_l))
+        # a lane starts in WAIT once IN's half is free (a generator with no position left ends the
+        # batch-phase instead), and in RUN after a lane's last read (le) that is not the batch's (be)
+        wait_ls = st["WAIT"] & ~self.in_full.bit_select(wh, 1) & ~pend_nz & (~left_z if multi else 1)
+
+        def starts(arr):
+            return wait_ls | (st["RUN"] & arr & le & ~be & ~pend_nz)
+        # `arrived` steers hundreds of registers through the lane start (the working registers it
+        # loads, the next-lane registers it advances): each group reads its own copy of it
+        # (hw/fanout.py), so no one net reaches them all (the fmax proxy's critical path was that net)
+        arr_ls, arr_adv = arr_copies[0], arr_copies[1]
+        m.d.comb += lane_start.eq(starts(arrived))
         with m.If(lane_start):
             m.d.sync += [le.eq(one1), be.eq(be_ls)]
+        with m.If(starts(arr_ls)):
             m.d.sync += [nix.eq(nx_nix), nix0.eq(nx_nix), niy.eq(nx_niy), addr.eq(nx_ad), rowad.eq(nx_ad),
                          ix_ok.eq(nx_xok), ix0_ok.eq(nx_xok), iy_ok.eq(nx_yok),
                          ky.eq(0), kx.eq(0), k.eq(0), eoff.eq(0), kbase.eq(0),
@@ -436,13 +449,13 @@ class WindowGenerator(wiring.Component):
                          k_l.eq(cw_1), kx_l.eq(kw_1), ky_l.eq(kh_1), k_p.eq(cw_2), kx_p.eq(kw_2), ky_p.eq(kh_2)]
         if multi:
             # in the first batch-phase's G - 1 cycles, generator g walks its first g positions
-            m.d.comb += adv.eq(lane_start | (pend_nz & (~init | (pend >= G - g))))
+            m.d.comb += adv.eq(starts(arr_adv) | (pend_nz & (~init | (pend >= G - g))))
             with m.If(lane_start):
                 m.d.sync += [pend.eq(G - 1), pend_nz.eq(1)]
             with m.Elif(pend_nz):
                 m.d.sync += [pend.eq(pend - 1), pend_nz.eq(pend != 1)]
         else:
-            m.d.comb += adv.eq(lane_start)
+            m.d.comb += adv.eq(starts(arr_adv))
         with m.If(adv):
             with m.If(nx_x_l):
                 m.d.sync += [nx_x.eq(0), nx_ix.eq(ix_first), nx_nix.eq(ix_first_dw), nx_xok.eq(ix_first_ok),
@@ -466,7 +479,7 @@ class WindowGenerator(wiring.Component):
 
         # `arrived` one cycle ahead: the read after this cycle's (the walk's next address, a lane
         # start's first, or the same one when nothing is emitted)
-        m.d.sync += arrived.eq(Mux(
+        m.d.comb += arrived_next.eq(Mux(
             lane_start, has_beat(nx_ad, nx_xok & nx_yok),
             Mux(emit,
                 Mux(~k_l, has_beat(addr + rb, inb),

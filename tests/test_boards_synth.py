@@ -415,3 +415,27 @@ def test_proxy_tool_stopped_or_failing_is_one_line(tmp_path: Path) -> None:
     assert _run("nextpnr-ecp5", [sys.executable, "-c", "print('ok')"], tmp_path, tmp_path / "c.log", later)
     assert not _run("nextpnr-ecp5", [sys.executable, "-c", "import time; time.sleep(30)"], tmp_path,
                     tmp_path / "d.log", time.monotonic() + 0.5)
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_replicated_registers_stay_apart_in_both_yosys_flows(tmp_path: Path, kept: bool) -> None:
+    """hw/fanout.py's copies of a register reach the netlist as separate flip-flops through
+    KEEP_REGISTERS, which synth_xilinx and the ECP5 proxy both run first; without it Yosys's
+    opt_merge folds them into one (what the proxy did before session 22)."""
+    import subprocess
+
+    from amaranth import Module, Signal
+    from amaranth.back import verilog
+
+    from litefly.boards.synth import KEEP_REGISTERS, stat_cells, yosys_command
+    from litefly.hw.fanout import replicated
+
+    m = Module()
+    a, b, y0, y1 = Signal(), Signal(), Signal(), Signal()
+    c0, c1 = replicated(m, "x", 1, a ^ b, copies=2)
+    m.d.comb += [y0.eq(c0), y1.eq(c1)]
+    (tmp_path / "t.v").write_text(verilog.convert(m, name="t", ports=[a, b, y0, y1]))
+    script = ["read_verilog t.v", "hierarchy -check -top t", *(KEEP_REGISTERS if kept else ["proc", "flatten"]),
+              "synth_ecp5 -top t", "tee -q -o stat.json stat -json"]
+    subprocess.run(yosys_command() + ["-q", "-p", "; ".join(script)], cwd=tmp_path, check=True)
+    assert stat_cells(tmp_path / "stat.json").get("TRELLIS_FF", 0) == (2 if kept else 1)
