@@ -105,6 +105,14 @@ class Loader(wiring.Component):
             gap = Signal(signed(33))
             m.d.comb += gap.eq(cnt - self.release)
             m.d.sync += room.eq(self.release_all | Mux(take, gap < env.frame_beats - 1, gap < env.frame_beats))
+        # in FRAME, as a register (set entering it, cleared leaving it): the frame's handshakes and
+        # the repacker's ring enables test one flip-flop, not the decoded state (the fmax proxy's
+        # critical path ran from the state register to the ring)
+        in_frame = Signal()
+        with m.If(in_frame):
+            m.d.comb += [rp.sink.valid.eq(packed & self.sink.valid),
+                         self.sink.ready.eq(Mux(packed, rp.sink.ready, room)), rp.source.ready.eq(packed & room),
+                         take.eq(f_valid & room), self.frame_w.en.eq(take)]
         with m.FSM(name="loader"):
             with m.State("IDLE"):
                 with m.If(self.load_params):
@@ -140,18 +148,15 @@ class Loader(wiring.Component):
                 # two set-up cycles (as the window generator's), the frame size a pass constant
                 m.next = "SETUP2"
             with m.State("SETUP2"):
-                m.d.sync += [last3.eq(f_last3), cnt_l.eq(f_one), cnt_p.eq(f_two)]
+                m.d.sync += [last3.eq(f_last3), cnt_l.eq(f_one), cnt_p.eq(f_two), in_frame.eq(1)]
                 m.next = "FRAME"
             with m.State("FRAME"):
-                m.d.comb += [rp.sink.valid.eq(packed & self.sink.valid),
-                             self.sink.ready.eq(Mux(packed, rp.sink.ready, room)), rp.source.ready.eq(packed & room),
-                             take.eq(f_valid & room), self.frame_w.en.eq(take)]
                 with m.If(take):
                     m.d.sync += [cnt.eq(cnt + 1), cnt_l.eq(cnt_p), cnt_p.eq(cnt == last3)]
                     with m.If(cnt_l):
                         m.d.comb += self.frame_done.eq(1)
                         m.d.sync += [self.frame_busy.eq(0), cnt.eq(0), last3.eq(s_last3), cnt_l.eq(s_one),
-                                     cnt_p.eq(s_two)]
+                                     cnt_p.eq(s_two), in_frame.eq(0)]
                         m.next = "IDLE"
                         if env.residual:
                             with m.If(residual):

@@ -44,9 +44,10 @@ __all__ = ["Sequencer", "ctl_layout"]
 
 # the next factor's limits load in the first drain cycle and are used from the first issue after it
 assert DRAIN_CYCLES >= 2, "the sequencer loads a factor's limits during the drain"
-# a factor's walk limits are registered a cycle after the start; the first issue waits for a formed
-# IN half, at least the window generator's set-up after the start
-assert WINDOW_SETUP >= 2, "the sequencer's limits are in place before the first issue"
+# a factor's walk limits are registered two cycles after the start (the descriptor's compares, then
+# the row flags, then what follows from them); the first issue waits for a formed IN half, at least
+# the window generator's set-up after the start
+assert WINDOW_SETUP >= 3, "the sequencer's limits are in place before the first issue"
 
 
 def ctl_layout(envelope: EngineEnvelope) -> data.StructLayout:
@@ -111,10 +112,12 @@ class Sequencer(wiring.Component):
         d = self.desc
         m = Module()
 
-        # per-factor table, registered when the pass starts (what follows from a factor's row pairs and
-        # quads a cycle later)
-        start_d = Signal(name="start_d")
-        m.d.sync += start_d.eq(self.start)
+        # per-factor table, registered when the pass starts: the descriptor fields' compares at the
+        # start, the row flags (pairs, quads, octets) from them a cycle later, what follows from the
+        # flags a cycle after that (no path from the descriptor through a wide compare and the flags'
+        # logic in one cycle)
+        start_d, start_dd = Signal(name="start_d"), Signal(name="start_dd")
+        m.d.sync += [start_d.eq(self.start), start_dd.eq(start_d)]
         tab = []
         for i in range(NF):
             f = d.F[i]
@@ -137,46 +140,53 @@ class Sequencer(wiring.Component):
             row["oct"] = Signal(name=f"f{i}_oct")            # an octet (eight rows of one block)
             row["at"] = Signal(16, name=f"f{i}_at", reset_less=True)
             row["ustep"] = Signal(2, name=f"f{i}_ustep", reset_less=True)
+            # the descriptor's compares the flags take, registered at the start
+            cmp = {k: Signal(name=f"f{i}_{k}") for k in ("r_even", "r_nz", "r4", "r8", "s2", "s4", "s8",
+                                                        "t_even", "t_nz", "dense")}
+            with m.If(self.start):
+                m.d.sync += [cmp["r_even"].eq(f.RS.R[0] == 0), cmp["r_nz"].eq(f.RS.R != 0),
+                             cmp["r4"].eq(f.RS.R[:2] == 0), cmp["r8"].eq(f.RS.R[:3] == 0),
+                             cmp["s2"].eq(f.RS.S >= 2), cmp["s4"].eq(f.RS.S >= 4), cmp["s8"].eq(f.RS.S >= 8),
+                             cmp["t_even"].eq(f.TG.T[0] == 0), cmp["t_nz"].eq(f.TG.T != 0),
+                             cmp["dense"].eq(f.SPARSE.ROWS == 0 if env.index_beats else 1)]
             pair = quad = iquad = octet = 0
             if env.row_pairs:
-                pair = (f.RS.R[0] == 0) & (f.RS.R != 0) & (f.RS.S >= 2)
-                if env.index_beats:
-                    pair = pair & (f.SPARSE.ROWS == 0)
+                pair = cmp["r_even"] & cmp["r_nz"] & cmp["s2"] & cmp["dense"]
             if env.row_quads:
-                quad = pair & (f.RS.R[1] == 0) & (f.RS.S >= 4)
+                quad = pair & cmp["r4"] & cmp["s4"]
                 # interleaved quads (cycles.factor_issue): a factor that reads WORK (not factor 0), r
                 # even, t even and s >= 4, walks r/2 row pairs of t/2 block pairs (u steps by 2)
                 if i > 0:
-                    iquad = pair & ~quad & (f.TG.T[0] == 0) & (f.TG.T != 0) & (f.RS.S >= 4)
+                    iquad = pair & ~quad & cmp["t_even"] & cmp["t_nz"] & cmp["s4"]
             if env.row_octets:
                 # row octets (cycles.factor_rows): with r divisible by 8 and s >= 8, r/8 row octets, each 8t on
-                octet = quad & (f.RS.R[2] == 0) & (f.RS.S >= 8)
-            with m.If(self.start):
+                octet = quad & cmp["r8"] & cmp["s8"]
+            with m.If(start_d):
                 m.d.sync += [row["pair"].eq(pair), row["quad"].eq(quad | iquad), row["quad4"].eq(quad),
                              row["iquad"].eq(iquad)]
                 if env.row_octets:
                     m.d.sync += row["oct"].eq(octet)
-            # what follows from the flags is registered a cycle after the start, from the registered
-            # flags (no start-time path from the descriptor through them): the sequencer's first issue
-            # waits for a formed IN half, at least WINDOW_SETUP cycles after the start
+            # what follows from the flags is registered a cycle after them, from the registered flags
+            # (no start-time path from the descriptor through them): the sequencer's first issue waits
+            # for a formed IN half, at least WINDOW_SETUP cycles after the start
             pf, qf, iq, of = row["pair"], row["quad4"], row["iquad"], row["oct"]
             at = Mux(qf, f.TG.T << 2, Mux(pf, f.TG.T << 1, f.TG.T))
             r_walk = Mux(qf, f.RS.R >> 2, Mux(pf, f.RS.R >> 1, f.RS.R))
             if env.row_octets:
                 at, r_walk = Mux(of, f.TG.T << 3, at), Mux(of, f.RS.R >> 3, r_walk)
-            with m.If(start_d):
+            with m.If(start_dd):
                 m.d.sync += [row["at"].eq(at), row["ustep"].eq(Mux(iq, 2, 1))]
             for k, v in (("r", r_walk), ("s", f.RS.S), ("t", f.TG.T), ("g", f.TG.G)):
                 row[k + "3"] = Signal(16, name=f"f{i}_{k}3", reset_less=True)
                 row[k + "z"] = Signal(name=f"f{i}_{k}z")
                 row[k + "w"] = Signal(name=f"f{i}_{k}w")
                 if k == "r":
-                    with m.If(start_d):
+                    with m.If(start_dd):
                         m.d.sync += [row["r3"].eq(v - 3), row["rz"].eq(v == 1), row["rw"].eq(v == 2)]
                 elif k == "t" and i > 0 and env.row_quads:
                     # an interleaved quad's u loop runs t/2 times, stepping by 2 (its third-to-last
                     # value 2 (t/2 - 3) = t - 6)
-                    with m.If(start_d):
+                    with m.If(start_dd):
                         m.d.sync += [row["t3"].eq(Mux(iq, v - 6, v - 3)), row["tz"].eq(Mux(iq, v == 2, v == 1)),
                                      row["tw"].eq(Mux(iq, v == 4, v == 2))]
                 else:
