@@ -57,7 +57,9 @@ def roofline(desc: LayerDescriptor, images: int, clock_hz: float, dma_bytes_per_
     """Compute and DMA bounds of one layer on its engine, in conv positions per second (a model).
 
     Compute: ``lanes`` positions per batch of ``max(MAC issue, window)`` cycles. DMA: the
-    busier direction's bytes per conv position at the board's one-way DMA rate.
+    busier direction's bytes per conv position at the board's one-way DMA rate. ``paced_by``: which
+    of the MACs, the window generators, the unloader and the DMA takes the most cycles a batch
+    (``cycles_per_batch``; more than one where they are within 1%).
     """
     env, step = desc.envelope, desc.step
     _, ho, wo = step.conv_shape
@@ -67,8 +69,14 @@ def roofline(desc: LayerDescriptor, images: int, clock_hz: float, dma_bytes_per_
     out_b = images * desc.out_beats_per_image * desc.bytes_per_beat / positions
     compute = env.lanes * clock_hz / max(b["mac"], b["window"])
     dma = dma_bytes_per_s / max(in_b, out_b)
+    # what paces a full batch of `lanes` positions: its phases' MAC issue and window forming, its
+    # unload (a beat a cycle) and its bytes at the DMA's rate, in cycles; the slowest (within 1%) paces
+    per_batch = {"MACs": b["mac"] * desc.phases, "window": b["window"] * desc.phases, "unloader": b["unload"],
+                 "DMA": round(env.lanes * max(in_b, out_b) * clock_hz / dma_bytes_per_s)}
+    top = max(per_batch.values())
     return {"compute_bound_positions_per_s": compute, "dma_bound_positions_per_s": dma,
             "bound": "compute" if compute <= dma else "DMA", "attainable_positions_per_s": min(compute, dma),
+            "cycles_per_batch": per_batch, "paced_by": [k for k, v in per_batch.items() if v >= 0.99 * top],
             "peak_macs_per_s": env.macs_per_cycle * clock_hz,
             "macs_per_dma_byte": step.layer.macs_per_column / max(in_b, out_b),
             "bytes_in_per_position": in_b, "bytes_out_per_position": out_b}
@@ -677,7 +685,7 @@ def render_table(report: dict[str, Any]):
                     f"{eng['hash']}, {words}), {report['backend']} backend, "
                     f"batch {report['batch_size']}, input {report['input_size'][0]}x{report['input_size'][1]}")
     cols = ("layer", "cycles", "MAC util", "lane util", "engine [us]", "host [us]", "e2e [us]", "in/out [KiB]", "in x fmap",
-            "xfers", "bound", "dense cycles", "x dense engine", "x dense e2e", "MAC red.", "torch [us]",
+            "xfers", "paced by", "dense cycles", "x dense engine", "x dense e2e", "MAC red.", "torch [us]",
             "torch GMAC/s", "x torch engine", "x torch e2e")
     for col in cols:
         t.add_column(col, justify="left" if col == "layer" else "right")
@@ -691,7 +699,7 @@ def render_table(report: dict[str, Any]):
         t.add_row(r["name"], f"{r['cycles']:,}", _pct(r["mac_utilisation"]), _pct(r.get("lane_utilisation")),
                   fmt_us(r["runtime[s]"]) + ("*" if r.get("dma_paced") else ""), fmt_us(r["host[s]"]),
                   fmt_us(r["end_to_end[s]"]), f"{r['bytes_in'] / 1024:.1f}/{r['bytes_out'] / 1024:.1f}",
-                  f"{r['input_bytes_vs_feature_map']:.2f}", str(r["transfers"]), r["roofline"]["bound"],
+                  f"{r['input_bytes_vs_feature_map']:.2f}", str(r["transfers"]), _paced_by(r["roofline"]),
                   f"{r['dense_cycles']:,}", _fmt(r["speedup_vs_dense_engine"], ".2f"),
                   _fmt(r["speedup_vs_dense_end_to_end"], ".2f"), f"{r['mac_reduction']:.2f}",
                   fmt_us(r["cpu_torch[s]"]), _fmt(r["cpu_torch_gmacs"], ".2f"),
@@ -777,7 +785,7 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
             f"modelled) = {_fmt(tot['host_vs_engine'], '.3f')}x; end to end "
             f"{tot['end_to_end[s]'] * 1e3:.2f} ms = {_fmt(tot['end_to_end_vs_engine'], '.3f')}x the engine; "
             f"{tot['transfers']} DMA transfers per run, {tot['host_transfers']} between host and board; one engine "
-            f"{report['engine']['hash']} serves {report['engine']['layers_served']} layers"] + dma_paced_lines(report) + merge_lines(report) + fold_lines(report) + bound_lines(report) + streamed_lines(report)
+            f"{report['engine']['hash']} serves {report['engine']['layers_served']} layers"] + dma_paced_lines(report) + merge_lines(report) + fold_lines(report) + bound_lines(report) + pacing_lines(report) + streamed_lines(report)
 
 
 def dma_paced_lines(report: Mapping[str, Any]) -> list[str]:
@@ -842,6 +850,38 @@ def _rows_words(eng: Mapping[str, Any]) -> str:
     """`` x N rows`` for a lane of a report's engine that computes more than one row an issue."""
     n = lane_rows(bool(eng.get("row_pairs")), bool(eng.get("row_quads")), bool(eng.get("row_octets")))
     return f" x {n} rows" if n > 1 else ""
+
+
+# each unit's name in the report, and what relieves a layer it paces (the envelope's knobs; the
+# DMA's rate is the board's)
+_UNITS = {"MACs": ("MACs", "more lanes or rows a lane (--multipliers, --row-pairs/--row-quads/--row-octets)"),
+          "window": ("window generator", "more window generators or frame-word beats (--window-generators, "
+                                         "--frame-word-beats)"),
+          "unloader": ("unloader", "a wider stream (--stream-bits)"),
+          "DMA": ("DMA", "nothing in the engine: the board's DMA rate")}
+
+
+def _paced_by(rf: Mapping[str, Any]) -> str:
+    """A layer's pacing unit(s) for the table (``compute``/``DMA`` in reports written before it was kept)."""
+    return "+".join(rf["paced_by"]) if "paced_by" in rf else rf["bound"]
+
+
+def pacing_lines(report: Mapping[str, Any]) -> list[str]:
+    """What paces each layer's batches, by the cycle model, and what would relieve it (none in
+    reports written before it was kept)."""
+    rows = [r for r in report["layers"] if "paced_by" in r["roofline"]]
+    if not rows:
+        return []
+    parts = []
+    for r in rows:
+        cyc, paced = r["roofline"]["cycles_per_batch"], r["roofline"]["paced_by"]
+        rest = ", ".join(f"{_UNITS[k][0]} {v:,}" for k, v in sorted(cyc.items(), key=lambda kv: -kv[1])
+                         if k not in paced)
+        relief = _UNITS["DMA" if "DMA" in paced else paced[0]][1]
+        parts.append(f"{r['name']} the {' and the '.join(_UNITS[k][0] for k in paced)}, {cyc[paced[0]]:,}"
+                     f"{' each' if len(paced) > 1 else ''} ({rest}): {relief}")
+    return [f"paced by (cycle model, cycles a batch of {report['engine']['lanes']} positions, all its phases): "
+            + "; ".join(parts)]
 
 
 def bound_lines(report: Mapping[str, Any]) -> list[str]:

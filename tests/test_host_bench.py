@@ -56,6 +56,8 @@ def check_report(report, backend, n_layers, batch):
                                                         / (slots * row["paced_cycles"]))
         assert 0 < row["lane_utilisation"] <= row["mac_utilisation"] + 1e-12
         assert row["roofline"]["bound"] in ("compute", "DMA")
+        cyc = row["roofline"]["cycles_per_batch"]
+        assert row["roofline"]["paced_by"] and max(cyc.values()) == cyc[row["roofline"]["paced_by"][0]]
         assert set(row["host_stage[s]"]) == set(HOST_STAGES)
         assert row["end_to_end[s]"] == pytest.approx(row["runtime[s]"] + row["host[s]"])
         assert row["speedup_vs_dense_end_to_end"] > 0
@@ -325,6 +327,35 @@ def test_roofline_names_the_limiting_bound():
     assert fast["bound"] == "compute"
     b = desc.batch_cycles()
     assert fast["compute_bound_positions_per_s"] == pytest.approx(64 * 100e6 / max(b["mac"], b["window"]))
+
+
+def test_pacing_names_the_unit_that_takes_each_layers_batches():
+    """The PYNQ-Z2 default engine on the VGG example (cycle model): vgg_conv1's 64-channel output
+    leaves a beat a cycle on the 64-bit stream, as fast as the board's DMA takes it (768 cycles a
+    batch of 96 positions each); vgg_conv2's four pooling phases are paced by its window generator;
+    vgg_conv3's by its MACs. The report line names each and what would relieve it."""
+    from litefly.host.bench import pacing_lines
+    net = load_network(VGG, merge=True)
+    env = EngineEnvelope.for_network(net, (32, 32), board="pynq-z2")
+    descs = env.describe_network(plan_network(net, (3, 32, 32)))
+    rfs = [roofline(d, 8, 100e6, 0.8e9) for d in descs]
+    assert [rf["paced_by"] for rf in rfs] == [["unloader", "DMA"], ["window"], ["MACs"]]
+    for d, rf in zip(descs, rfs):
+        b = d.batch_cycles()
+        assert rf["cycles_per_batch"]["MACs"] == b["mac"] * d.phases
+        assert rf["cycles_per_batch"]["window"] == b["window"] * d.phases
+        assert rf["cycles_per_batch"]["unloader"] == b["unload"]
+    assert rfs[0]["cycles_per_batch"]["DMA"] == 768 == rfs[0]["cycles_per_batch"]["unloader"]
+    # a faster DMA leaves vgg_conv1 to the unloader alone
+    assert roofline(descs[0], 8, 100e6, 2e9)["paced_by"] == ["unloader"]
+    rep = {"engine": {"lanes": env.lanes}, "layers": [{"name": d.step.name, "roofline": rf} for d, rf in zip(descs, rfs)]}
+    (line,) = pacing_lines(rep)
+    assert line.startswith("paced by (cycle model, cycles a batch of 96 positions")
+    assert "vgg_conv1 the unloader and the DMA, 768 each (window generator 291, MACs 211): nothing in the engine" in line
+    assert "vgg_conv2 the window generator, 6,924 (MACs 6,556" in line and "--window-generators" in line
+    assert "vgg_conv3 the MACs, 1,947 (window generator 1,731" in line and "--multipliers" in line
+    # reports written before the pacing was kept: no line
+    assert pacing_lines({"engine": {"lanes": 4}, "layers": [{"name": "x", "roofline": {"bound": "DMA"}}]}) == []
 
 
 def _sim_ready() -> bool:
