@@ -858,7 +858,7 @@ _UNITS = {"MACs": ("MACs", "more lanes or rows a lane (--multipliers, --row-pair
           "window": ("window generator", "more window generators or frame-word beats (--window-generators, "
                                          "--frame-word-beats)"),
           "unloader": ("unloader", "a wider stream (--stream-bits)"),
-          "DMA": ("DMA", "nothing in the engine: the board's DMA rate")}
+          "DMA": ("DMA", "the board's DMA rate (no engine knob)")}
 
 
 def _paced_by(rf: Mapping[str, Any]) -> str:

@@ -351,7 +351,7 @@ def test_pacing_names_the_unit_that_takes_each_layers_batches():
     rep = {"engine": {"lanes": env.lanes}, "layers": [{"name": d.step.name, "roofline": rf} for d, rf in zip(descs, rfs)]}
     (line,) = pacing_lines(rep)
     assert line.startswith("paced by (cycle model, cycles a batch of 96 positions")
-    assert "vgg_conv1 the unloader and the DMA, 768 each (window generator 291, MACs 211): nothing in the engine" in line
+    assert "vgg_conv1 the unloader and the DMA, 768 each (window generator 291, MACs 211): the board's DMA rate" in line
     assert "vgg_conv2 the window generator, 6,924 (MACs 6,556" in line and "--window-generators" in line
     assert "vgg_conv3 the MACs, 1,947 (window generator 1,731" in line and "--multipliers" in line
     # reports written before the pacing was kept: no line
