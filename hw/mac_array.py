@@ -23,7 +23,9 @@ memory's second port); the pair's rows complete together and leave one a cycle, 
 copy of the second accumulators with its row number and the batch's end. With ``row_quads``
 (``docs/engine.md``, "Row quads") a second multiplier per lane computes rows 2 and 3 from
 ``w3 * 2^S + w2`` (zero unless the factor is a quad); four accumulators, biases through four ports,
-and the quad's rows leave one a cycle from copies taken in the first row's cycle and shifted on.
+and the quad's rows leave one a cycle: the first from its accumulator, the others from copies
+taken in the first row's cycle (a register enable), each lane's result one multiplexer over its
+rows steered by a replicated row index.
 On an *interleaved quad* (``cycles.factor_issue``) the second multiplier takes its own activation,
 the second element of the lane's WORK word (column ``c + 1``), for rows ``wr + 1`` and
 ``wr + 1 + pstep`` of the neighbouring block: its bias rows and output rows are ``1`` on, not
@@ -49,7 +51,7 @@ registered steps and writes it at T+9, so a dependent factor may issue at T+10:
 
 from __future__ import annotations
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -258,7 +260,7 @@ class MacArray(wiring.Component):
             return m
         # a pair's or quad's rows leave one a cycle: the first from its accumulators, the others in
         # the cycles after from copies of the further rows' accumulators (taken in the first row's
-        # cycle, `cap`, then shifted on: the next rows may start in the accumulators meanwhile);
+        # cycle, `cap`: the next rows may start in the accumulators meanwhile);
         # each further row is the one pstep on, and the last carries the batch's end
         more, end2 = Signal(3 if R >= 8 else 2, name="rows_left"), Signal(name="pair_batch_end", reset_less=True)
         # the rows' numbers: wr + pstep, then (a quad's third) wr + q, then wr + q + pstep, q = 2 pstep
@@ -274,15 +276,20 @@ class MacArray(wiring.Component):
             m.d.sync += [more.eq(more - 1), self.ctl_out.eq(self.ctl_out),
                          self.ctl_out.wr.eq(self.ctl_out.wr + step_out),
                          self.ctl_out.batch_end.eq(end2 & (more == 1))]
+        # the further rows' accumulators are captured in the first row's cycle (`cap`: a register
+        # enable, no multiplexer) and each lane's result is one multiplexer over its rows, steered
+        # by the row leaving (`row_k`: 0 the first row, from the accumulators, then 1, 2, ... from
+        # the captured copies), one copy of the index per REPLICA_LANES lanes
         cap = replicated(m, "cap", 1, p2.valid & p2.last & p2.pair, L)
-        second = replicated(m, "second", 1, more != 0, L)
+        row_k = Signal(range(R), name="row_k")
+        row_k_next = Signal(range(R), name="row_k_next")
+        m.d.comb += row_k_next.eq(Mux(more != 0, row_k + 1, 0))
+        m.d.sync += row_k.eq(row_k_next)
+        sel = replicated(m, "row_sel", range(R), row_k_next, L)
         for l in range(L):
             holds = [Signal(signed(ACC), name=f"hold{l}" + ("" if k == 1 else ROW_NAMES[k - 1]), reset_less=True)
                      for k in range(1, R)]
-            for k, h in enumerate(holds):
-                src = rows[k + 1][0][l]
-                if k + 1 < len(holds):
-                    src = Mux(cap[l // REPLICA_LANES], src, holds[k + 1])
-                m.d.sync += h.eq(src)
-            m.d.comb += self.res[l].eq(Mux(second[l // REPLICA_LANES], holds[0], accs[l]))
+            with m.If(cap[l // REPLICA_LANES]):
+                m.d.sync += [h.eq(rows[k + 1][0][l]) for k, h in enumerate(holds)]
+            m.d.comb += self.res[l].eq(Array([accs[l], *holds])[sel[l // REPLICA_LANES]])
         return m
