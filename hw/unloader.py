@@ -4,11 +4,12 @@ For each valid lane of the batch, ``ceil(P/E)`` beats: beat ``k`` holds channels
 ``k*E .. k*E+E-1`` of the lane, sign-extended to bytes, zeros past ``P``. OUT's banks are skewed
 (``memories.skewed_bank``): channel ``k*E + j`` of lane ``l`` is in bank ``(l + j) mod E`` at address
 ``k*E + j``, slot ``l // E``, so each bank reads its own address and the beat's bytes are the
-banks' words, rotated by ``l mod E``. TLAST on the last beat of the pass. The banks' words are
-registered as they leave the memory (a block RAM's output register) before the rotation, and
-which bytes hold channels below ``P`` is registered from the read's channel: no path runs from
-a block RAM's output through logic into the FIFO. A small FIFO absorbs the two cycles of read
-latency so a beat leaves every cycle the consumer takes one.
+banks' words, rotated by ``l mod E``. TLAST on the last beat of the pass. Each bank's byte of
+the lane (its slot of the word read) is registered as it leaves the memory, before the rotation,
+and which bytes hold channels below ``P`` is registered from the read's channel: no path runs
+from a block RAM's output through more than the slot select, nor into the FIFO through more than
+the rotation. A small FIFO absorbs the two cycles of read latency so a beat leaves every cycle
+the consumer takes one.
 
 With ``LAYER.RESIDUAL`` each beat waits for its skip beat (same position and channels, from
 the loader) and leaves as ``clamp(y + ((skip * M + 2^(K-1)) >> K))``, then ReLU if ``RELU``
@@ -104,13 +105,15 @@ class Unloader(wiring.Component):
         m.d.sync += [r_lane.eq(lane), r_lane_end.eq(lane_end), r_last.eq(batch_end & meta.last_batch),
                      r_vb.eq(Cat(*[(k << LE) + b < self.desc.OUT_C.P for b in range(E)])),
                      q_lane.eq(r_lane), q_lane_end.eq(r_lane_end), q_last.eq(r_last), q_vb.eq(r_vb)]
-        # the banks' words, registered as they leave the memory (its output register)
-        out_q = [Signal.like(self.out_r[b].data, name=f"out_q{b}") for b in range(E)]
-        m.d.sync += [out_q[b].eq(self.out_r[b].data) for b in range(E)]
-        # each bank's word: the lane's slot; byte j of the beat: bank (j + lane) mod E
+        # each bank's byte of the lane (its slot of the word the memory reads), registered: the slot
+        # select between the memory and the register, the byte rotation after it, so neither path
+        # holds both (a 256-way choice a bit with 16 banks of 16 slots)
+        out_q = [Signal(A, name=f"out_q{b}") for b in range(E)]
+        m.d.sync += [out_q[b].eq(self.out_r[b].data.word_select(r_lane[LE:], A) if S > 1
+                                 else self.out_r[b].data[:A]) for b in range(E)]
+        # byte j of the beat: bank (j + lane) mod E
         words = Signal(E * A, name="lane_words")
-        m.d.comb += words.eq(Cat(*((out_q[b].word_select(q_lane[LE:], A) if S > 1
-                                    else out_q[b][:A]) for b in range(E))))
+        m.d.comb += words.eq(Cat(*out_q))
         nbytes = []
         for b in range(E):
             byte = Signal(signed(8), name=f"byte{b}")
