@@ -173,7 +173,7 @@ BOARDS: dict[str, Board] = {
         # window generator (the window bandwidth of four generators from one frame-buffer copy): the
         # most lanes whose memories stay within 80% of the block RAM for the VGG example (block RAM,
         # not DSPs, binds on this part): 96 lanes, 112 BRAM36 (80.0%) by the memory plan and by
-        # Yosys, 192 DSPs (87.3%), 36,732 LUTs (69.0%, session 23); 104 lanes need 113.5 BRAM36
+        # Yosys, 192 DSPs (87.3%), 36,710 LUTs (69.0%, session 23); 104 lanes need 113.5 BRAM36
         engine_defaults=(("multipliers", 96), ("macs_per_dsp", 2), ("stream_bits", 64), ("window_generators", 1),
                          ("row_pairs", True), ("row_quads", True), ("frame_word_beats", 4)),
         dma_note="assumption: ~0.8 GB/s sustained one-way AXI DMA over one 64-bit HP port, "
