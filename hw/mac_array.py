@@ -278,14 +278,12 @@ class MacArray(wiring.Component):
                          self.ctl_out.batch_end.eq(end2 & (more == 1))]
         # the further rows' accumulators are captured in the first row's cycle (`cap`: a register
         # enable, no multiplexer) and each lane's result is one multiplexer over its rows, steered
-        # by the row leaving (`row_k`: 0 the first row, from the accumulators, then 1, 2, ... from
-        # the captured copies), one copy of the index per REPLICA_LANES lanes
+        # by the row leaving (0 the first row, from the accumulators, then 1, 2, ... from the
+        # captured copies), one copy of the index per REPLICA_LANES lanes (the first copy its state)
         cap = replicated(m, "cap", 1, p2.valid & p2.last & p2.pair, L)
-        row_k = Signal(range(R), name="row_k")
         row_k_next = Signal(range(R), name="row_k_next")
-        m.d.comb += row_k_next.eq(Mux(more != 0, row_k + 1, 0))
-        m.d.sync += row_k.eq(row_k_next)
         sel = replicated(m, "row_sel", range(R), row_k_next, L)
+        m.d.comb += row_k_next.eq(Mux(more != 0, sel[0] + 1, 0))
         for l in range(L):
             holds = [Signal(signed(ACC), name=f"hold{l}" + ("" if k == 1 else ROW_NAMES[k - 1]), reset_less=True)
                      for k in range(1, R)]
