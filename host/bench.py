@@ -70,9 +70,10 @@ def roofline(desc: LayerDescriptor, images: int, clock_hz: float, dma_bytes_per_
     compute = env.lanes * clock_hz / max(b["mac"], b["window"])
     dma = dma_bytes_per_s / max(in_b, out_b)
     # what paces a full batch of `lanes` positions: its phases' MAC issue and window forming, its
-    # unload (a beat a cycle) and its bytes at the DMA's rate, in cycles; the slowest (within 1%) paces
+    # unload (a beat a cycle) and its phases' conv positions at the DMA's rate, in cycles; the
+    # slowest (within 1%) paces
     per_batch = {"MACs": b["mac"] * desc.phases, "window": b["window"] * desc.phases, "unloader": b["unload"],
-                 "DMA": round(env.lanes * max(in_b, out_b) * clock_hz / dma_bytes_per_s)}
+                 "DMA": round(env.lanes * desc.phases * clock_hz / dma)}
     top = max(per_batch.values())
     return {"compute_bound_positions_per_s": compute, "dma_bound_positions_per_s": dma,
             "bound": "compute" if compute <= dma else "DMA", "attainable_positions_per_s": min(compute, dma),

@@ -346,6 +346,8 @@ def test_pacing_names_the_unit_that_takes_each_layers_batches():
         assert rf["cycles_per_batch"]["window"] == b["window"] * d.phases
         assert rf["cycles_per_batch"]["unloader"] == b["unload"]
     assert rfs[0]["cycles_per_batch"]["DMA"] == 768 == rfs[0]["cycles_per_batch"]["unloader"]
+    # vgg_conv2's batch is four pooling phases of 96 conv positions, 64 input bytes each: 3,072 cycles at 8 B a cycle
+    assert rfs[1]["cycles_per_batch"]["DMA"] == 96 * 4 * 64 // 8
     # a faster DMA leaves vgg_conv1 to the unloader alone
     assert roofline(descs[0], 8, 100e6, 2e9)["paced_by"] == ["unloader"]
     rep = {"engine": {"lanes": env.lanes}, "layers": [{"name": d.step.name, "roofline": rf} for d, rf in zip(descs, rfs)]}
