@@ -139,15 +139,19 @@ class Datapath(wiring.Component):
         # sequencer's adder plus a route to every IN bank; IN's address one copy per IN_ADDR_BANKS banks
         NB = in_banks(env)
         ctl_r = Signal.like(seq.ctl, name="issue_ctl")
-        weight_addr, bias_addr, work_addr = (Signal.like(a, name=f"issue_{n}", reset_less=True) for a, n in (
-            (seq.weight_addr, "weight_addr"), (seq.bias_addr, "bias_addr"), (seq.work_addr, "work_addr")))
+        bias_addr, work_addr = (Signal.like(a, name=f"issue_{n}", reset_less=True) for a, n in (
+            (seq.bias_addr, "bias_addr"), (seq.work_addr, "work_addr")))
         in_addr = replicated(m, "issue_in_addr", seq.in_addr.shape(), seq.in_addr,
                              copies=-(-G * NB // IN_ADDR_BANKS))
-        m.d.sync += [ctl_r.eq(seq.ctl), weight_addr.eq(seq.weight_addr), bias_addr.eq(seq.bias_addr),
-                     work_addr.eq(seq.work_addr)]
+        m.d.sync += [ctl_r.eq(seq.ctl), bias_addr.eq(seq.bias_addr), work_addr.eq(seq.work_addr)]
+        # the weight memory is read a cycle earlier, at the sequencer's index itself (a register,
+        # no logic: Sequencer.weight_addr), and its word registered: the block RAM's output
+        # register, so the weight select and packing start from a register, not from a read
         w_rp, b_rp = w_mem.read_port(), b_mem.read_port()
-        m.d.comb += [w_rp.addr.eq(weight_addr), b_rp.addr.eq(bias_addr),
-                     mac.weight_data.eq(w_rp.data), mac.bias_data.eq(b_rp.data)]
+        weight_q = Signal.like(w_rp.data, name="weight_q", reset_less=True)
+        m.d.sync += weight_q.eq(w_rp.data)
+        m.d.comb += [w_rp.addr.eq(seq.weight_addr), b_rp.addr.eq(bias_addr),
+                     mac.weight_data.eq(weight_q), mac.bias_data.eq(b_rp.data)]
         for k in range(1, env.lane_rows):       # a row pair's or quad's further rows' biases
             b_rpk = b_mem.read_port()
             m.d.comb += [b_rpk.addr.eq(mac.bias_more_addr[k - 1]), mac.bias_more_data[k - 1].eq(b_rpk.data)]
