@@ -134,9 +134,10 @@ class Datapath(wiring.Component):
             wiring.connect(m, loader.index_w, i_mem.write_port())
             i_rp = i_mem.read_port()
             m.d.comb += [i_rp.addr.eq(seq.index_addr), seq.index_data.eq(i_rp.data)]
-        # the issue register (cycles.ISSUE_LAG): the sequencer's read addresses and control, registered
-        # once more before the memories and the MAC array, so that no memory's address is the
-        # sequencer's adder plus a route to every IN bank; IN's address one copy per IN_ADDR_BANKS banks
+        # the issue register (cycles.ISSUE_LAG): the sequencer's read addresses (all but the weight
+        # memory's, below) and control, registered once more before the memories and the MAC array,
+        # so that no memory's address is the sequencer's adder plus a route to every IN bank; IN's
+        # address one copy per IN_ADDR_BANKS banks
         NB = in_banks(env)
         ctl_r = Signal.like(seq.ctl, name="issue_ctl")
         bias_addr, work_addr = (Signal.like(a, name=f"issue_{n}", reset_less=True) for a, n in (
