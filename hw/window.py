@@ -140,6 +140,7 @@ class WindowGenerator(wiring.Component):
         ix_first, iy_first = s32("ix_first"), s32("iy_first")
         ix_first_dw, iy_first_dh = s32("ix_first_dw"), s32("iy_first_dh")         # ... + DW, + DH
         ix_first_ok, iy_first_ok = Signal(name="ix_first_ok"), Signal(name="iy_first_ok")
+        ix_first_dw_ok, iy_first_dh_ok = Signal(name="ix_first_dw_ok"), Signal(name="iy_first_dh_ok")
         px, py = u32("px"), u32("py")
         # frame addresses (row * W * CW + column * CW + beat) are kept whole, by adding: the first
         # one of the phase's walk (ra_first + ca_first), the batch start's image, image + row and
@@ -158,6 +159,7 @@ class WindowGenerator(wiring.Component):
         # ... + DW, + DH and their bounds tests, kept beside them: a lane start loads registers
         nx_nix, nx_niy = s32("nx_nix"), s32("nx_niy")
         nx_xok, nx_yok = Signal(name="nx_xok"), Signal(name="nx_yok")
+        nx_nxok, nx_nyok = Signal(name="nx_nxok"), Signal(name="nx_nyok")
         # the next lane's first address, the first address of its output row and of its image
         nx_ad, nx_rowad, nx_imgad = s34("nx_ad"), s34("nx_rowad"), s34("nx_imgad")
         # ---- the lane being walked ----
@@ -170,6 +172,10 @@ class WindowGenerator(wiring.Component):
         # whether the walk's input column (w_ix), its kernel row's first (w_ix0) and its input row
         # (w_iy) are inside the input, registered
         ix_ok, ix0_ok, iy_ok = Signal(name="ix_ok"), Signal(name="ix0_ok"), Signal(name="iy_ok")
+        # ... and whether nix, nix0 and niy are: the bounds tests of the walk's next steps, kept
+        # beside them, so that `arrived_next` tests flip-flops (its compares were the fmax proxy's
+        # critical path)
+        nix_ok, nix0_ok, niy_ok = Signal(name="nix_ok"), Signal(name="nix0_ok"), Signal(name="niy_ok")
         ky, kx, k = Signal(16), Signal(16), Signal(16)
         eoff, kbase, rem = u32("eoff"), u32("kbase"), s32("rem")
         lane = Signal(range(L + 1))
@@ -345,7 +351,10 @@ class WindowGenerator(wiring.Component):
                 nx_ix.eq(px + ix_first), nx_iy.eq(py + iy_first),
                 nx_nix.eq(px + ix_first_dw), nx_niy.eq(py + iy_first_dh),
                 nx_xok.eq(x_ok((px + ix_first)[:32].as_signed())), nx_yok.eq(y_ok((py + iy_first)[:32].as_signed())),
+                nx_nxok.eq(x_ok((px + ix_first_dw)[:32].as_signed())),
+                nx_nyok.eq(y_ok((py + iy_first_dh)[:32].as_signed())),
                 ix_first_ok.eq(x_ok(ix_first)), iy_first_ok.eq(y_ok(iy_first)),
+                ix_first_dw_ok.eq(x_ok(ix_first_dw)), iy_first_dh_ok.eq(y_ok(iy_first_dh)),
                 nx_ad.eq(ad_p + first_ad), nx_rowad.eq(row_p + first_ad), nx_imgad.eq(img_p + first_ad),
                 nx_x.eq(bs_x), nx_y.eq(bs_y), nx_img.eq(bs_img), nx_left.eq(bs_left), lane.eq(0),
                 nx_px.eq(bs_px), nx_pcx.eq(bs_pcx), nx_py.eq(bs_py), nx_pry.eq(bs_pry),
@@ -411,11 +420,13 @@ class WindowGenerator(wiring.Component):
                     m.d.sync += [k.eq(0), kbase.eq(kbase + d.IN_C.C), eoff.eq(kbase + d.IN_C.C), rem.eq(d.IN_C.C),
                                  k_l.eq(cw_1), k_p.eq(cw_2)]
                     with m.If(~kx_l):
-                        m.d.sync += [kx.eq(kx + 1), nix.eq(nix + d.DILATION.DW), ix_ok.eq(x_ok(nix)),
+                        nnix = (nix + d.DILATION.DW)[:32].as_signed()
+                        m.d.sync += [kx.eq(kx + 1), nix.eq(nnix), ix_ok.eq(nix_ok), nix_ok.eq(x_ok(nnix)),
                                      addr.eq(addr + c_kx), kx_l.eq(kx_p), kx_p.eq(kx == kw_m3)]
                     with m.Else():
-                        m.d.sync += [kx.eq(0), nix.eq(nix0), ix_ok.eq(ix0_ok), ky.eq(ky + 1),
-                                     niy.eq(niy + d.DILATION.DH), iy_ok.eq(y_ok(niy)),
+                        nniy = (niy + d.DILATION.DH)[:32].as_signed()
+                        m.d.sync += [kx.eq(0), nix.eq(nix0), ix_ok.eq(ix0_ok), nix_ok.eq(nix0_ok), ky.eq(ky + 1),
+                                     niy.eq(nniy), iy_ok.eq(niy_ok), niy_ok.eq(y_ok(nniy)),
                                      addr.eq(rowad + dh_wcw), rowad.eq(rowad + dh_wcw),
                                      kx_l.eq(kw_1), kx_p.eq(kw_2), ky_l.eq(ky_p), ky_p.eq(ky == kh_m3)]
                 with m.If(~le):
@@ -443,6 +454,7 @@ class WindowGenerator(wiring.Component):
         with m.If(starts(arr_ls)):
             m.d.sync += [nix.eq(nx_nix), nix0.eq(nx_nix), niy.eq(nx_niy), addr.eq(nx_ad), rowad.eq(nx_ad),
                          ix_ok.eq(nx_xok), ix0_ok.eq(nx_xok), iy_ok.eq(nx_yok),
+                         nix_ok.eq(nx_nxok), nix0_ok.eq(nx_nxok), niy_ok.eq(nx_nyok),
                          ky.eq(0), kx.eq(0), k.eq(0), eoff.eq(0), kbase.eq(0),
                          rem.eq(d.IN_C.C), nx_left.eq(nx_left - 1), left_z.eq(left_1),
                          left_1.eq(nx_left == 2),
@@ -459,21 +471,24 @@ class WindowGenerator(wiring.Component):
         with m.If(adv):
             with m.If(nx_x_l):
                 m.d.sync += [nx_x.eq(0), nx_ix.eq(ix_first), nx_nix.eq(ix_first_dw), nx_xok.eq(ix_first_ok),
+                             nx_nxok.eq(ix_first_dw_ok),
                              nx_px.eq(0), nx_pcx.eq(0),
                              nx_x_l.eq(wp_1)]
                 with m.If(nx_y_l):
                     m.d.sync += [nx_y.eq(0), nx_py.eq(0), nx_pry.eq(0), nx_iy.eq(iy_first), nx_niy.eq(iy_first_dh),
-                                 nx_yok.eq(iy_first_ok), nx_img.eq(nx_img + hwcw),
+                                 nx_yok.eq(iy_first_ok), nx_nyok.eq(iy_first_dh_ok), nx_img.eq(nx_img + hwcw),
                                  nx_ad.eq(nx_imgad + hwcw), nx_rowad.eq(nx_imgad + hwcw), nx_imgad.eq(nx_imgad + hwcw),
                                  nx_y_l.eq(hp_1)]
                 with m.Else():
-                    nyi = (nx_iy + ystep)[:32].as_signed()
-                    m.d.sync += [nx_y.eq(nx_y + 1), nx_iy.eq(nyi), nx_niy.eq(nx_niy + ystep), nx_yok.eq(y_ok(nyi)),
+                    nyi, nnyi = (nx_iy + ystep)[:32].as_signed(), (nx_niy + ystep)[:32].as_signed()
+                    m.d.sync += [nx_y.eq(nx_y + 1), nx_iy.eq(nyi), nx_niy.eq(nnyi), nx_yok.eq(y_ok(nyi)),
+                                 nx_nyok.eq(y_ok(nnyi)),
                                  nx_ad.eq(nx_rowad + ystep_wcw), nx_rowad.eq(nx_rowad + ystep_wcw),
                                  nx_py.eq(nx_py + ystep), nx_pry.eq(nx_pry + ystep_wcw), nx_y_l.eq(nx_y == hp_m2)]
             with m.Else():
-                nxi = (nx_ix + xstep)[:32].as_signed()
-                m.d.sync += [nx_x.eq(nx_x + 1), nx_ix.eq(nxi), nx_nix.eq(nx_nix + xstep), nx_xok.eq(x_ok(nxi)),
+                nxi, nnxi = (nx_ix + xstep)[:32].as_signed(), (nx_nix + xstep)[:32].as_signed()
+                m.d.sync += [nx_x.eq(nx_x + 1), nx_ix.eq(nxi), nx_nix.eq(nnxi), nx_xok.eq(x_ok(nxi)),
+                             nx_nxok.eq(x_ok(nnxi)),
                              nx_ad.eq(nx_ad + xstep_cw),
                              nx_px.eq(nx_px + xstep), nx_pcx.eq(nx_pcx + xstep_cw), nx_x_l.eq(nx_x == wp_m2)]
 
@@ -483,6 +498,6 @@ class WindowGenerator(wiring.Component):
             lane_start, has_beat(nx_ad, nx_xok & nx_yok),
             Mux(emit,
                 Mux(~k_l, has_beat(addr + rb, inb),
-                    Mux(~kx_l, has_beat(addr + c_kx, x_ok(nix) & iy_ok), has_beat(rowad + dh_wcw, ix0_ok & y_ok(niy)))),
+                    Mux(~kx_l, has_beat(addr + c_kx, nix_ok & iy_ok), has_beat(rowad + dh_wcw, ix0_ok & niy_ok))),
                 has_beat(addr, inb))))
         return m
