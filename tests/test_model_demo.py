@@ -84,9 +84,10 @@ def test_cli_defaults_are_the_config_defaults():
     from litefly.cli.demo_cmd import digits
     defaults = {p.name: p.default for p in digits.params}
     cfg = DigitsConfig()
-    assert cfg.kd_epochs == 200 and cfg.compression == 0.95
+    assert cfg.kd_epochs == 200 and cfg.compression == 0.93 and cfg.alpha == 0.9
     for name in ("compression", "epochs", "kd_epochs", "seed", "threads", "bench_batch"):
         assert defaults[name] == getattr(cfg, name), name
+    assert defaults["kd_alpha"] == cfg.alpha
     assert tuple(defaults["channels"]) == cfg.channels
 
 

@@ -65,10 +65,12 @@ def _int8_options(qat_epochs: int) -> Decorator:
 @demo.command("digits")
 @_out_backend_options("digits", "the int8 export, bench.json and summary.json", backend="sim")
 @_seed_options("400 training and 60 test images, few epochs")
-@click.option("--compression", default=0.95, show_default=True, type=float, help="Per-layer target.")
+@click.option("--compression", default=0.93, show_default=True, type=float, help="Per-layer target.")
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1), help="Dense training epochs.")
 @click.option("--kd-epochs", default=200, show_default=True, type=click.IntRange(min=0),
               help="Knowledge-distillation fine-tuning epochs (cosine learning-rate schedule).")
+@click.option("--kd-alpha", default=0.9, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Distillation: weight of the teacher's soft targets (the rest: cross-entropy on the labels).")
 @click.option("--channels", default=(32, 64), show_default=True, type=(click.IntRange(1), click.IntRange(1)))
 @click.option("--no-bench", is_flag=True, help="Skip litefly bench.")
 @click.option("--bench-batch", default=16, show_default=True, type=click.IntRange(min=1),
@@ -87,7 +89,8 @@ def _int8_options(qat_epochs: int) -> Decorator:
               help="With --prune: gradual pruning in this many prune + fine-tune rounds, each removing "
                    "1 - (1 - S)^(1/rounds) of the weights left.")
 @_int8_options(qat_epochs=0)
-def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epochs: int, channels: tuple[int, int],
+def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epochs: int, kd_alpha: float,
+           channels: tuple[int, int],
            seed: int, quick: bool, no_bench: bool, bench_batch: int, no_dense_bench: bool, threads: int,
            seeds: int, prune_method: str | None, sparsity: str | None, prune_scope: str, prune_epochs: int,
            prune_rounds: int, calibration: str, qat_epochs: int, qat_lr: float) -> None:
@@ -110,8 +113,8 @@ def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epoc
     if prune_scope not in SCOPES:
         raise ConfigError(f"--prune-scope {prune_scope[:40]!r} must be one of {', '.join(SCOPES)}")
     console = make_console(min_width=150)
-    cfg = DigitsConfig(channels=channels, compression=compression, epochs=epochs, kd_epochs=kd_epochs, seed=seed,
-                       backend=backend, bench=not no_bench, bench_dense=not no_dense_bench, bench_batch=bench_batch,
+    cfg = DigitsConfig(channels=channels, compression=compression, epochs=epochs, kd_epochs=kd_epochs, alpha=kd_alpha,
+                       seed=seed, backend=backend, bench=not no_bench, bench_dense=not no_dense_bench, bench_batch=bench_batch,
                        threads=threads, prune=prune_method, prune_sparsity=prune_sparsity, prune_epochs=prune_epochs,
                        prune_rounds=prune_rounds, prune_scope=prune_scope, calibration=calibration,
                        qat_epochs=qat_epochs, qat_lr=qat_lr)
