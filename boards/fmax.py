@@ -43,7 +43,13 @@ DEFAULT_LANES = 16
 DEFAULT_TIMEOUT_S = 2700.0    # 16 lanes of the VGG example: placed in ~31 min on a loaded 2-core PC
 DEFAULT_TARGET_MHZ = 125.0      # issue 12's proxy target
 SEED = 1
-SCRIPT_VERSION = 2
+# Each DSP's copy of the shared weight operand (`mac_array.dsp_product`'s `*_a`) is its A register
+# on the Zynq, one per DSP. An ECP5 multiplier cannot hold the packed operand (wider than 18 bits),
+# so Yosys leaves the copies in fabric and opt_merge folds them into one register that drives every
+# multiplier of the array; keep them apart, as the Zynq's DSPs do.
+KEEP_DSP_A = ("select -set dsp_a w:*.mac.rpair*_a w:*.mac.mul*_a %u %ci1 t:$dff %i",
+              "setattr -set keep 1 @dsp_a", "tee -q -o dsp_a.txt select -count @dsp_a")
+SCRIPT_VERSION = 3
 PROXY_CAVEAT = "a proxy: ECP5 is a slower 40 nm fabric, not the Zynq"
 PROXY_DP16KD = 208                # the LFE5U-85F's block RAM: 208 DP16KD of 18 Kbit (Lattice DS1044)
 
@@ -243,6 +249,7 @@ def run_proxy(envelope: EngineEnvelope, generate: Callable[..., Any] | None = No
     (work / "ecp5.ys").write_text("\n".join([
         f"read_verilog {Path(os.path.relpath(verilog.resolve(), work.resolve())).as_posix()}",
         f"hierarchy -check -top {eng.module}", *KEEP_REGISTERS,       # replicated registers stay apart
+        *KEEP_DSP_A,
         f"synth_ecp5 -top {eng.module} -json ecp5.json",
         "tee -q -o ecp5_stat.json stat -json", ""]))
     say("yosys synth_ecp5")

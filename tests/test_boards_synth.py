@@ -439,3 +439,35 @@ def test_replicated_registers_stay_apart_in_both_yosys_flows(tmp_path: Path, kep
               "synth_ecp5 -top t", "tee -q -o stat.json stat -json"]
     subprocess.run(yosys_command() + ["-q", "-p", "; ".join(script)], cwd=tmp_path, check=True)
     assert stat_cells(tmp_path / "stat.json").get("TRELLIS_FF", 0) == (2 if kept else 1)
+
+
+def test_the_proxy_keeps_each_dsps_copy_of_the_weight_operand(tmp_path: Path) -> None:
+    """fmax.KEEP_DSP_A: the MAC array's per-DSP copies of the shared weight operand (`*_a`, the
+    Zynq DSP's A register) stay separate flip-flops in the ECP5 proxy; without it opt_merge folds
+    them into one register driving every multiplier."""
+    import subprocess
+
+    from amaranth import Module, Signal, signed
+    from amaranth.back import verilog
+
+    from litefly.boards.fmax import KEEP_DSP_A
+    from litefly.boards.synth import KEEP_REGISTERS, stat_cells, yosys_command
+
+    m, datapath, mac = Module(), Module(), Module()
+    m.submodules.datapath = datapath
+    datapath.submodules.mac = mac
+    w = Signal(signed(20))
+    xs = [Signal(signed(8), name=f"x{i}") for i in range(2)]
+    ys = [Signal(signed(28), name=f"y{i}") for i in range(2)]
+    for i in range(2):
+        a = Signal(signed(20), name=f"rpair{i}_a")
+        mac.d.sync += [a.eq(w), ys[i].eq(a * xs[i])]
+    (tmp_path / "t.v").write_text(verilog.convert(m, name="t", ports=[w, *xs, *ys]))
+    ffs = []
+    for extra in ((), KEEP_DSP_A):
+        script = ["read_verilog t.v", "hierarchy -check -top t", *KEEP_REGISTERS, *extra, "synth_ecp5 -top t",
+                  "tee -q -o stat.json stat -json"]
+        subprocess.run(yosys_command() + ["-q", "-p", "; ".join(script)], cwd=tmp_path, check=True)
+        ffs.append(stat_cells(tmp_path / "stat.json").get("TRELLIS_FF", 0))
+    assert ffs[1] - ffs[0] == 20, ffs          # the second copy's 20 bits
+    assert (tmp_path / "dsp_a.txt").read_text().split()[0] == "2"
