@@ -114,7 +114,8 @@ def digits(out_dir: Path, backend: str, compression: float, epochs: int, kd_epoc
         raise ConfigError(f"--prune-scope {prune_scope[:40]!r} must be one of {', '.join(SCOPES)}")
     console = make_console(min_width=150)
     cfg = DigitsConfig(channels=channels, compression=compression, epochs=epochs, kd_epochs=kd_epochs, alpha=kd_alpha,
-                       seed=seed, backend=backend, bench=not no_bench, bench_dense=not no_dense_bench, bench_batch=bench_batch,
+                       seed=seed, backend=backend, bench=not no_bench, bench_dense=not no_dense_bench,
+                       bench_batch=bench_batch,
                        threads=threads, prune=prune_method, prune_sparsity=prune_sparsity, prune_epochs=prune_epochs,
                        prune_rounds=prune_rounds, prune_scope=prune_scope, calibration=calibration,
                        qat_epochs=qat_epochs, qat_lr=qat_lr)
