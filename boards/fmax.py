@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from litefly.errors import ToolError
+from litefly.hw.mac_array import DSP_A_ATTR
 from litefly.hw.memories import engine_memories, in_banks
 from litefly.hw.spec import EngineEnvelope
 
@@ -43,11 +44,11 @@ DEFAULT_LANES = 16
 DEFAULT_TIMEOUT_S = 2700.0    # 16 lanes of the VGG example: placed in ~31 min on a loaded 2-core PC
 DEFAULT_TARGET_MHZ = 125.0      # issue 12's proxy target
 SEED = 1
-# Each DSP's copy of the shared weight operand (`mac_array.dsp_product`'s `*_a`) is its A register
+# Each DSP's copy of the shared weight operand (marked `mac_array.DSP_A_ATTR`) is its A register
 # on the Zynq, one per DSP. An ECP5 multiplier cannot hold the packed operand (wider than 18 bits),
 # so Yosys leaves the copies in fabric and opt_merge folds them into one register that drives every
 # multiplier of the array; keep them apart, as the Zynq's DSPs do.
-KEEP_DSP_A = ("select -set dsp_a w:*.mac.rpair*_a w:*.mac.mul*_a %u %ci1 t:$dff %i",
+KEEP_DSP_A = (f"select -set dsp_a w:* a:{DSP_A_ATTR} %i %ci1 t:$dff %i",
               "setattr -set keep 1 @dsp_a", "tee -q -o dsp_a.txt select -count @dsp_a")
 SCRIPT_VERSION = 3
 PROXY_CAVEAT = "a proxy: ECP5 is a slower 40 nm fabric, not the Zynq"

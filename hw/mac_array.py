@@ -62,6 +62,10 @@ from .memories import in_banks, in_slots, work_elements
 from .sequencer import ctl_layout
 from .spec import EngineEnvelope
 
+# The attribute marking each DSP's copy of the shared weight operand (its A register on the Zynq):
+# the ECP5 fmax proxy keeps these apart (boards/fmax.py, KEEP_DSP_A)
+DSP_A_ATTR = "litefly_dsp_a"
+
 __all__ = ["MacArray"]
 
 ROW_NAMES = "bcdefgh"          # a lane's further rows' registers: acc0b, acc0c, ... (rows 1..7)
@@ -161,7 +165,8 @@ class MacArray(wiring.Component):
         def dsp_product(name, a_shared, l, b, width):
             """The product register (P) of ``a_shared[l // REPLICA_LANES] * b``: a per-DSP copy of the
             shared operand (A register), the product (M), then P; ``b`` is registered at T+3 (B)."""
-            a = Signal(a_shared[0].shape(), name=f"{name}_a", reset_less=True)     # no `keep`: absorbed (AREG)
+            a = Signal(a_shared[0].shape(), name=f"{name}_a", reset_less=True,     # no `keep`: absorbed (AREG)
+                       attrs={DSP_A_ATTR: 1})
             mreg = Signal(signed(width), name=f"{name}_m", reset_less=True)
             preg = Signal(signed(width), name=name, reset_less=True)
             m.d.sync += [a.eq(a_shared[l // REPLICA_LANES]), mreg.eq(a * b), preg.eq(mreg)]

@@ -442,8 +442,8 @@ def test_replicated_registers_stay_apart_in_both_yosys_flows(tmp_path: Path, kep
 
 
 def test_the_proxy_keeps_each_dsps_copy_of_the_weight_operand(tmp_path: Path) -> None:
-    """fmax.KEEP_DSP_A: the MAC array's per-DSP copies of the shared weight operand (`*_a`, the
-    Zynq DSP's A register) stay separate flip-flops in the ECP5 proxy; without it opt_merge folds
+    """fmax.KEEP_DSP_A: the copies of a shared weight operand marked as DSP A registers
+    (mac_array.DSP_A_ATTR) stay separate flip-flops in the ECP5 proxy; without it opt_merge folds
     them into one register driving every multiplier."""
     import subprocess
 
@@ -452,16 +452,15 @@ def test_the_proxy_keeps_each_dsps_copy_of_the_weight_operand(tmp_path: Path) ->
 
     from litefly.boards.fmax import KEEP_DSP_A
     from litefly.boards.synth import KEEP_REGISTERS, stat_cells, yosys_command
+    from litefly.hw.mac_array import DSP_A_ATTR
 
-    m, datapath, mac = Module(), Module(), Module()
-    m.submodules.datapath = datapath
-    datapath.submodules.mac = mac
+    m = Module()
     w = Signal(signed(20))
     xs = [Signal(signed(8), name=f"x{i}") for i in range(2)]
     ys = [Signal(signed(28), name=f"y{i}") for i in range(2)]
     for i in range(2):
-        a = Signal(signed(20), name=f"rpair{i}_a")
-        mac.d.sync += [a.eq(w), ys[i].eq(a * xs[i])]
+        a = Signal(signed(20), name=f"w{i}", attrs={DSP_A_ATTR: 1})
+        m.d.sync += [a.eq(w), ys[i].eq(a * xs[i])]
     (tmp_path / "t.v").write_text(verilog.convert(m, name="t", ports=[w, *xs, *ys]))
     ffs = []
     for extra in ((), KEEP_DSP_A):
@@ -471,3 +470,16 @@ def test_the_proxy_keeps_each_dsps_copy_of_the_weight_operand(tmp_path: Path) ->
         ffs.append(stat_cells(tmp_path / "stat.json").get("TRELLIS_FF", 0))
     assert ffs[1] - ffs[0] == 20, ffs          # the second copy's 20 bits
     assert (tmp_path / "dsp_a.txt").read_text().split()[0] == "2"
+
+
+@pytest.mark.parametrize("packing", [{"macs_per_dsp": 2}, {"macs_per_dsp": 2, "row_pairs": True}])
+def test_the_mac_array_marks_one_a_register_per_dsp(packing: dict) -> None:
+    """Every multiplier of the MAC array (lane pairs and row pairs alike) takes its weight operand
+    from its own register marked DSP_A_ATTR, the registers KEEP_DSP_A keeps in the proxy."""
+    from amaranth.back import rtlil
+
+    from litefly.hw.mac_array import DSP_A_ATTR, MacArray
+
+    env = EngineEnvelope.for_network(load_network(FC3), multipliers=8, **packing)
+    text = rtlil.convert(MacArray(env))
+    assert text.count(f"attribute \\{DSP_A_ATTR} ") == env.dsps, env.dsps
