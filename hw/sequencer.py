@@ -127,9 +127,11 @@ class Sequencer(wiring.Component):
             with m.If(self.start):
                 m.d.sync += [row["t"].eq(f.TG.T), row["st"].eq(f.STRIDES.ST), row["rt"].eq(f.STRIDES.RT),
                              row["shift"].eq(f.SHIFT.SHIFT)]
-            # the third-to-last index of each loop and whether the loop has one or two indices,
-            # registered here: the walk keeps "at the last index" and "at the second-to-last" flags
-            # instead of comparing its counters with the limits in the issue cycle
+            # each loop's index counter starts at 2 - n (mod 2^16; n the loop's length): it reaches
+            # 0xFFFF at the third-to-last index, so the carry out of its increment says the next
+            # index is the second-to-last (a carry chain, no compare); and whether the loop has one
+            # or two indices, registered here: the walk keeps "at the last index" and "at the
+            # second-to-last" flags instead of comparing its counters with the limits in the issue cycle
             # row pairs (cycles.factor_rows): a DeBut factor with r even and s >= 2 walks r/2 row pairs,
             # each 2t rows on from the one before
             # row quads (cycles.factor_rows): with r divisible by 4 and s >= 4, r/4 row quads, each 4t on
@@ -182,16 +184,16 @@ class Sequencer(wiring.Component):
                 row[k + "w"] = Signal(name=f"f{i}_{k}w")
                 if k == "r":
                     with m.If(start_dd):
-                        m.d.sync += [row["r3"].eq(v - 3), row["rz"].eq(v == 1), row["rw"].eq(v == 2)]
+                        m.d.sync += [row["r3"].eq(2 - v), row["rz"].eq(v == 1), row["rw"].eq(v == 2)]
                 elif k == "t" and i > 0 and env.row_quads:
-                    # an interleaved quad's u loop runs t/2 times, stepping by 2 (its third-to-last
-                    # value 2 (t/2 - 3) = t - 6)
+                    # an interleaved quad's u loop runs t/2 times, stepping by 2 (its index counter
+                    # counts the steps: it starts at 2 - t/2)
                     with m.If(start_dd):
-                        m.d.sync += [row["t3"].eq(Mux(iq, v - 6, v - 3)), row["tz"].eq(Mux(iq, v == 2, v == 1)),
+                        m.d.sync += [row["t3"].eq(Mux(iq, 2 - (v >> 1), 2 - v)), row["tz"].eq(Mux(iq, v == 2, v == 1)),
                                      row["tw"].eq(Mux(iq, v == 4, v == 2))]
                 else:
                     with m.If(self.start):
-                        m.d.sync += [row[k + "3"].eq(v - 3), row[k + "z"].eq(v == 1), row[k + "w"].eq(v == 2)]
+                        m.d.sync += [row[k + "3"].eq(2 - v), row[k + "z"].eq(v == 1), row[k + "w"].eq(v == 2)]
             tab.append(row)
         SP = env.index_beats > 0
         for i in range(NF):
@@ -226,10 +228,13 @@ class Sequencer(wiring.Component):
         load_limits = Signal()
         drain_first = Signal()           # the drain's first cycle (registered)
         fi = Signal(8)
-        j, u, a, b = (Signal(16, name=n) for n in "juab")
+        u = Signal(16)                   # the block u loop's value (a step of ustep): read addresses
+        # the loops' index counters, biased (start at the table's "3" entry, 2 - n): the carry out of
+        # an increment is the loop's second-to-last flag
+        jc, uc, ac, bc = (Signal(16, name=f"{n}_idx", reset_less=True) for n in "juab")
         # registered flags: the loop counters at their last index, b at its first, fi at the
         # last factor / the last factor reading IN / factor 0 (set when a factor's limits load,
-        # then advanced with the counters: each compares with the second-to-last index)
+        # then advanced with the counters: the second-to-last flags from the index counters' carries)
         b_l, a_l, u_l, j_l, b_f = (Signal(name=n) for n in ("b_last", "a_last", "u_last", "j_last", "b_first"))
         b_p, a_p, u_p, j_p = (Signal(name=n) for n in ("b_pen", "a_pen", "u_pen", "j_pen"))   # second-to-last
         fi_last, fi_inl, fi0 = Signal(), Signal(), Signal()
@@ -247,6 +252,8 @@ class Sequencer(wiring.Component):
 
         with m.If(load_limits):
             m.d.sync += [cur[k].eq(pick(k)) for k in cur]
+            # the loops start with the factor (idle: factor 0; the drain: the next factor), all at 0
+            m.d.sync += [bc.eq(pick("s3")), ac.eq(pick("r3")), uc.eq(pick("t3")), jc.eq(pick("g3"))]
             m.d.sync += cur_shift.eq(pick("shift"))
             m.d.sync += [b_l.eq(pick("sz")), a_l.eq(pick("rz")), u_l.eq(pick("tz")),
                          j_l.eq(pick("gz")), b_f.eq(1), srow_l.eq(pick("rowsz")),
@@ -307,7 +314,7 @@ class Sequencer(wiring.Component):
             with m.If(iw_nz):
                 m.d.sync += [iw.eq(iw - 1), iw_nz.eq(iw != 1)]
             with m.If(ready & ~iw_nz):
-                m.d.sync += [fi.eq(0), j.eq(0), u.eq(0), a.eq(0), b.eq(0), rd_bt.eq(0), rd_j.eq(0),
+                m.d.sync += [fi.eq(0), u.eq(0), rd_bt.eq(0), rd_j.eq(0),
                              wr_at.eq(0), wr_j.eq(0), widx.eq(0), meta.eq(self.in_meta[sq_in]),
                              fi_last.eq(nm1z), fi_inl.eq(in_lastz), fi0.eq(1), fsel.eq(1)]
                 if SP:
@@ -324,19 +331,22 @@ class Sequencer(wiring.Component):
                     with m.If(row_end):
                         m.d.sync += [srow.eq(srow + 1), srow_l.eq(srow == cur["rows2"])]
             with m.If(~sparse):
-                m.d.sync += [b.eq(b + 1), rd_bt.eq(rd_bt + cur["t"]), b_l.eq(b_p), b_p.eq(b == cur["s3"]), b_f.eq(0)]
+                # each index's increment, 17 bits: bit 16 (the carry) is the loop's next second-to-last flag
+                bn, an, un, jn = bc + 1, ac + 1, uc + 1, jc + 1
+                m.d.sync += [bc.eq(bn[:16]), rd_bt.eq(rd_bt + cur["t"]), b_l.eq(b_p), b_p.eq(bn[16]), b_f.eq(0)]
                 with m.If(b_l):
-                    m.d.sync += [b.eq(0), rd_bt.eq(0), b_l.eq(cur["sz"]), b_p.eq(cur["sw"]), b_f.eq(1),
-                                 a.eq(a + 1), wr_at.eq(wr_at + cur["at"]), a_l.eq(a_p), a_p.eq(a == cur["r3"])]
+                    m.d.sync += [bc.eq(cur["s3"]), rd_bt.eq(0), b_l.eq(cur["sz"]), b_p.eq(cur["sw"]), b_f.eq(1),
+                                 ac.eq(an[:16]), wr_at.eq(wr_at + cur["at"]), a_l.eq(a_p), a_p.eq(an[16])]
                     with m.If(a_l):
-                        m.d.sync += [a.eq(0), wr_at.eq(0), a_l.eq(cur["rz"]), a_p.eq(cur["rw"]), u.eq(u + cur["ustep"]),
-                                     u_l.eq(u_p), u_p.eq(u == cur["t3"])]
+                        m.d.sync += [ac.eq(cur["r3"]), wr_at.eq(0), a_l.eq(cur["rz"]), a_p.eq(cur["rw"]),
+                                     u.eq(u + cur["ustep"]), uc.eq(un[:16]), u_l.eq(u_p), u_p.eq(un[16])]
                         with m.If(u_l):
-                            m.d.sync += [u.eq(0), u_l.eq(cur["tz"]), u_p.eq(cur["tw"]), j.eq(j + 1), j_l.eq(j_p),
-                                         j_p.eq(j == cur["g3"]),
+                            m.d.sync += [u.eq(0), uc.eq(cur["t3"]), u_l.eq(cur["tz"]), u_p.eq(cur["tw"]),
+                                         jc.eq(jn[:16]), j_l.eq(j_p), j_p.eq(jn[16]),
                                          rd_j.eq(rd_j + cur["st"]), wr_j.eq(wr_j + cur["rt"])]
             with m.If(fac_end):
-                m.d.sync += [j.eq(0), rd_j.eq(0), wr_j.eq(0)]
+                # (the index counters restart when the next factor's limits load)
+                m.d.sync += [rd_j.eq(0), wr_j.eq(0)]
                 if SP:
                     m.d.sync += [srow.eq(0), sfirst.eq(1)]
                 with m.If(fi_inl):

@@ -112,10 +112,10 @@ class WindowGenerator(wiring.Component):
         erb = Signal(range(NB + 1), name="erb", reset_less=True)        # E * RB: elements a read brings
         pk = Signal(8)
         # the last values the walk compares with, registered at set-up (no subtractor on those paths)
-        wp_m1, hp_m1 = (Signal(16, name=n, reset_less=True) for n in ("wp_m1", "hp_m1"))  # output positions
         pk_m1 = Signal(8, reset_less=True)
-        # the second-to-last values, and whether a loop has one value: the walk keeps registered
-        # "at the last value" flags instead of comparing its counters in the emission cycle
+        # the second-to-last values (the output position's: the bias of its counters, nx_x below),
+        # and whether a loop has one value: the walk keeps registered "at the last value" flags
+        # instead of comparing its counters in the emission cycle
         wp_m2, hp_m2 = (Signal(16, name=n, reset_less=True) for n in ("wp_m2", "hp_m2"))
         cw_1, kw_1, kh_1, wp_1, hp_1 = (Signal(name=n) for n in ("cw_1", "kw_1", "kh_1", "wp_1", "hp_1"))
         # the kernel walk goes one step further: "at the second-to-last value" flags, compared
@@ -129,12 +129,15 @@ class WindowGenerator(wiring.Component):
         lane_l, left_z = Signal(name="lane_last"), Signal(name="left_zero")     # lane == L-1, nx_left == 0
         left_1 = Signal(name="left_one")                                        # nx_left == 1
         nx_x_l, nx_y_l = Signal(name="nx_x_last"), Signal(name="nx_y_last")     # nx_x == WP-1, nx_y == HP-1
-        dx_l, d_first = Signal(name="dx_last"), Signal(name="d_first")
+        # the phase after this one: the next kernel-position row (dy_next: dx last, dy not) or
+        # column (dx_next: dx not last), registered when the phase starts; neither: `dxy`, the last
+        dy_next, dx_next, d_first = Signal(name="dy_next"), Signal(name="dx_next"), Signal(name="d_first")
         xstep, ystep, xstep_cw, ystep_wcw = (u32(n) for n in ("xstep", "ystep", "xstep_cw", "ystep_wcw"))
         dw_cw, dh_wcw, sw_cw, sh_wcw, pw_cw, ph_wcw = (u32(n) for n in (
             "dw_cw", "dh_wcw", "sw_cw", "sh_wcw", "pw_cw", "ph_wcw"))
         # ---- batch start (emitted coordinates) and phase ----
-        bs_x, bs_y, bs_img, bs_left = Signal(16, name="bs_x"), Signal(16, name="bs_y"), u32("bs_img"), u32("bs_left")
+        bs_x, bs_y = Signal(16, name="bs_xb", reset_less=True), Signal(16, name="bs_yb", reset_less=True)  # biased
+        bs_img, bs_left = u32("bs_img"), u32("bs_left")
         dy, dx = Signal(8), Signal(8)
         pdy, pdx, pdy_wcw, pdx_cw = u32("pdy"), u32("pdx"), u32("pdy_wcw"), u32("pdx_cw")
         ix_first, iy_first = s32("ix_first"), s32("iy_first")
@@ -154,7 +157,11 @@ class WindowGenerator(wiring.Component):
         bs_px, bs_pcx, bs_py, bs_pry = u32("bs_px"), u32("bs_pcx"), u32("bs_py"), u32("bs_pry")
         nx_px, nx_pcx, nx_py, nx_pry = u32("nx_px"), u32("nx_pcx"), u32("nx_py"), u32("nx_pry")
         # ---- next lane to start ----
-        nx_x, nx_y, nx_img, nx_left = Signal(16, name="nx_x"), Signal(16, name="nx_y"), u32("nx_img"), u32("nx_left")
+        # the next lane's output column and row, each kept biased, as x + ~(WP - 2) (mod 2^16) and
+        # y + ~(HP - 2): the column before the last is 0xFFFF, so an advance's own carry out says
+        # the new column is the last (nx_x_last), a carry chain and no compare of the counter
+        nx_x, nx_y = Signal(16, name="nx_xb", reset_less=True), Signal(16, name="nx_yb", reset_less=True)
+        nx_img, nx_left = u32("nx_img"), u32("nx_left")
         nx_ix, nx_iy = s32("nx_ix"), s32("nx_iy")
         # ... + DW, + DH and their bounds tests, kept beside them: a lane start loads registers
         nx_nix, nx_niy = s32("nx_nix"), s32("nx_niy")
@@ -303,7 +310,7 @@ class WindowGenerator(wiring.Component):
             m.d.sync += [
                 xstep.eq(d.XSTEP), ystep.eq(d.YSTEP), dw_cw.eq(d.DW_CW), sw_cw.eq(d.SW_CW),
                 pw_cw.eq(d.PW_CW), npos.eq(d.NPOS),
-                pk_m1.eq(pk - 1), wp_m1.eq(d.OUT_HW.WP - 1), hp_m1.eq(d.OUT_HW.HP - 1),
+                pk_m1.eq(pk - 1),
                 cw_m3.eq(rcw - 3), cw_m3_16.eq((rcw - 3)[16:32] == 0),
                 rb.eq(Const(1, FB + 1) << rbl), rbm1.eq((Const(1, FB + 1) << rbl) - 1),
                 erb.eq(Const(E, NB.bit_length()) << rbl),
@@ -321,7 +328,7 @@ class WindowGenerator(wiring.Component):
                 hwcw.eq(d.HW_CW), xstep_cw.eq(d.XSTEP_CW), ystep_wcw.eq(d.YSTEP_WCW),
                 dh_wcw.eq(d.DH_WCW), sh_wcw.eq(d.SH_WCW), ph_wcw.eq(d.PH_WCW),
                 c_kx.eq(dw_cw - cw + rb),
-                bs_x.eq(0), bs_y.eq(0), bs_img.eq(0), bs_left.eq((npos + (G - 1 - g)) >> (G.bit_length() - 1)),
+                bs_x.eq(~wp_m2), bs_y.eq(~hp_m2), bs_img.eq(0), bs_left.eq((npos + (G - 1 - g)) >> (G.bit_length() - 1)),
                 bs_px.eq(0), bs_pcx.eq(0), bs_py.eq(0), bs_pry.eq(0),
                 dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
             ]
@@ -335,7 +342,8 @@ class WindowGenerator(wiring.Component):
                 ix_first_dw.eq(pdx - d.PAD.PW + d.DILATION.DW), iy_first_dh.eq(pdy - d.PAD.PH + d.DILATION.DH),
                 first_ad.eq((pdy_wcw - ph_wcw) + (pdx_cw - pw_cw)),
                 img_p.eq(bs_img), row_p.eq(bs_img + bs_pry), ad_p.eq(bs_img + bs_pry + bs_pcx),
-                dx_l.eq(dx == pk_m1), d_first.eq((dy == 0) & (dx == 0)),
+                dy_next.eq((dx == pk_m1) & (dy != pk_m1)), dx_next.eq(dx != pk_m1),
+                d_first.eq((dy == 0) & (dx == 0)),
                 dxy.eq((dx == pk_m1) & (dy == pk_m1)),
             ]
             # with several generators, the next batch-phase waits here until every generator has
@@ -359,7 +367,7 @@ class WindowGenerator(wiring.Component):
                 nx_x.eq(bs_x), nx_y.eq(bs_y), nx_img.eq(bs_img), nx_left.eq(bs_left), lane.eq(0),
                 nx_px.eq(bs_px), nx_pcx.eq(bs_pcx), nx_py.eq(bs_py), nx_pry.eq(bs_pry),
                 lane_l.eq(L == 1), left_z.eq(bs_left == 0), left_1.eq(bs_left == 1),
-                nx_x_l.eq(bs_x == wp_m1), nx_y_l.eq(bs_y == hp_m1),
+                nx_x_l.eq(bs_x == 0), nx_y_l.eq(bs_y == 0),         # biased: x == WP - 1 is 0
             ]
             if multi:
                 m.d.sync += [pend.eq(Mux(init, G - 1, 0)), pend_nz.eq(init)]
@@ -385,11 +393,12 @@ class WindowGenerator(wiring.Component):
                     m.d.sync += st["PHASE_A"].eq(1)
             with m.Else():
                 m.d.sync += st["PHASE_A"].eq(1)
-                with m.If(dx_l):
-                    m.d.sync += [dx.eq(0), pdx.eq(0), pdx_cw.eq(0), dy.eq(dy + 1),
-                                 pdy.eq(pdy + d.STRIDE.SH), pdy_wcw.eq(pdy_wcw + sh_wcw)]
-                with m.Else():
-                    m.d.sync += [dx.eq(dx + 1), pdx.eq(pdx + d.STRIDE.SW), pdx_cw.eq(pdx_cw + sw_cw)]
+            # each under one registered flag (not nested under `last_phase`): fewer terms in the enables
+            with m.If(dy_next):
+                m.d.sync += [dx.eq(0), pdx.eq(0), pdx_cw.eq(0), dy.eq(dy + 1),
+                             pdy.eq(pdy + d.STRIDE.SH), pdy_wcw.eq(pdy_wcw + sh_wcw)]
+            with m.If(dx_next):
+                m.d.sync += [dx.eq(dx + 1), pdx.eq(pdx + d.STRIDE.SW), pdx_cw.eq(pdx_cw + sw_cw)]
 
         m.d.comb += self.half.eq(wh)
         with m.If(st["WAIT"]):
@@ -433,8 +442,9 @@ class WindowGenerator(wiring.Component):
                     m.d.sync += [le.eq(le_walk), be.eq(be_walk)]
                 with m.Else():
                     m.d.sync += [lane.eq(lane + 1), lane_l.eq(lane == L - 2)]
-                    with m.If(be):
-                        end_batch_phase("RUN", lane + 1, dxy, g_last if multi else left_z)    # be: the phase's last is dxy
+                # be implies le (be_walk and be_ls include le's terms): tested alone, one term fewer
+                with m.If(be):
+                    end_batch_phase("RUN", lane + 1, dxy, g_last if multi else left_z)    # be: the phase's last is dxy
         # after the states: the lane start's loads win over the kernel walk's updates
         # lane start: working registers from nx_*; nx_* then move to the following position
         m.d.comb += lane_l_ls.eq(Mux(st["RUN"], lane == L - 2, lane_l))
@@ -470,27 +480,29 @@ class WindowGenerator(wiring.Component):
             m.d.comb += adv.eq(starts(arr_adv))
         with m.If(adv):
             with m.If(nx_x_l):
-                m.d.sync += [nx_x.eq(0), nx_ix.eq(ix_first), nx_nix.eq(ix_first_dw), nx_xok.eq(ix_first_ok),
+                m.d.sync += [nx_x.eq(~wp_m2), nx_ix.eq(ix_first), nx_nix.eq(ix_first_dw), nx_xok.eq(ix_first_ok),
                              nx_nxok.eq(ix_first_dw_ok),
                              nx_px.eq(0), nx_pcx.eq(0),
                              nx_x_l.eq(wp_1)]
                 with m.If(nx_y_l):
-                    m.d.sync += [nx_y.eq(0), nx_py.eq(0), nx_pry.eq(0), nx_iy.eq(iy_first), nx_niy.eq(iy_first_dh),
+                    m.d.sync += [nx_y.eq(~hp_m2), nx_py.eq(0), nx_pry.eq(0), nx_iy.eq(iy_first), nx_niy.eq(iy_first_dh),
                                  nx_yok.eq(iy_first_ok), nx_nyok.eq(iy_first_dh_ok), nx_img.eq(nx_img + hwcw),
                                  nx_ad.eq(nx_imgad + hwcw), nx_rowad.eq(nx_imgad + hwcw), nx_imgad.eq(nx_imgad + hwcw),
                                  nx_y_l.eq(hp_1)]
                 with m.Else():
                     nyi, nnyi = (nx_iy + ystep)[:32].as_signed(), (nx_niy + ystep)[:32].as_signed()
-                    m.d.sync += [nx_y.eq(nx_y + 1), nx_iy.eq(nyi), nx_niy.eq(nnyi), nx_yok.eq(y_ok(nyi)),
+                    ny = nx_y + 1               # 17 bits: the carry out is "now at the last row"
+                    m.d.sync += [nx_y.eq(ny[:16]), nx_iy.eq(nyi), nx_niy.eq(nnyi), nx_yok.eq(y_ok(nyi)),
                                  nx_nyok.eq(y_ok(nnyi)),
                                  nx_ad.eq(nx_rowad + ystep_wcw), nx_rowad.eq(nx_rowad + ystep_wcw),
-                                 nx_py.eq(nx_py + ystep), nx_pry.eq(nx_pry + ystep_wcw), nx_y_l.eq(nx_y == hp_m2)]
+                                 nx_py.eq(nx_py + ystep), nx_pry.eq(nx_pry + ystep_wcw), nx_y_l.eq(ny[16])]
             with m.Else():
                 nxi, nnxi = (nx_ix + xstep)[:32].as_signed(), (nx_nix + xstep)[:32].as_signed()
-                m.d.sync += [nx_x.eq(nx_x + 1), nx_ix.eq(nxi), nx_nix.eq(nnxi), nx_xok.eq(x_ok(nxi)),
+                nxx = nx_x + 1                  # 17 bits: the carry out is "now at the last column"
+                m.d.sync += [nx_x.eq(nxx[:16]), nx_ix.eq(nxi), nx_nix.eq(nnxi), nx_xok.eq(x_ok(nxi)),
                              nx_nxok.eq(x_ok(nnxi)),
                              nx_ad.eq(nx_ad + xstep_cw),
-                             nx_px.eq(nx_px + xstep), nx_pcx.eq(nx_pcx + xstep_cw), nx_x_l.eq(nx_x == wp_m2)]
+                             nx_px.eq(nx_px + xstep), nx_pcx.eq(nx_pcx + xstep_cw), nx_x_l.eq(nxx[16])]
 
         # `arrived` one cycle ahead: the read after this cycle's (the walk's next address, a lane
         # start's first, or the same one when nothing is emitted)
