@@ -1,7 +1,7 @@
 """The output stage: round half up by the factor's shift, saturate, ReLU and max pooling,
 then write the row to WORK (intermediate factor) or OUT (last factor), in three registered
-steps (add the rounding bit; shift; saturate and ReLU), the write to WORK at p6 and, one
-registered step later, the write to OUT at p7.
+steps (add the rounding bit; shift, and test whether the result fits; saturate and ReLU), the
+write to WORK at p6 and, one registered step later, the write to OUT at p7.
 
 OUT is ``E`` banks skewed by lane (``memories.skewed_bank``: channel ``c`` of lane ``l`` in bank
 ``(l + c) mod E`` at address ``c``, slot ``l // E``): a row (one channel of every lane) is one word
@@ -70,7 +70,7 @@ class OutputStage(wiring.Component):
         LWE = WE.bit_length() - 1
         m = Module()
         # three registered steps so that no step is more than a few LUT levels deep:
-        # p3 (result arrives) -> round: + 2^(shift-1) -> p4: >> shift -> p5: saturate, ReLU -> p6
+        # p3 (result arrives) -> round: + 2^(shift-1) -> p4: >> shift, fits? -> p5: saturate, ReLU -> p6
         p3 = self.ctl
         p4, p5, p6 = Signal(ctl_layout(env)), Signal(ctl_layout(env)), Signal(ctl_layout(env))
         m.d.sync += [p4.eq(p3), p5.eq(p4), p6.eq(p5)]
@@ -79,21 +79,36 @@ class OutputStage(wiring.Component):
         if self._fault == "rounding":
             m.d.comb += rnd.eq(0)
         else:
-            m.d.comb += rnd.eq((C(1, ACC + 1) << p3.shift) >> 1)
+            # 2^(shift-1), decoded bit by bit (a variable shift of a constant is mapped as a chain
+            # of small LUTs, one a shift bit: five levels before the adder)
+            m.d.comb += rnd.eq(Cat(*(p3.shift == i + 1 for i in range(ACC + 1))))
         lo, hi = -(1 << (A - 1)), (1 << (A - 1)) - 1
-        # the shift clamped to ACC + 1 (past it the result is all sign bits either way), registered
-        # beside the rounded value: the shifter's amount has a few bits, not the field's eight
-        # (data beside the ctl words' valid bits: reset-less; one copy per REPLICA_LANES lanes)
-        sh4 = replicated(m, "sh4", range(ACC + 2), Mux(p3.shift > ACC + 1, ACC + 1, p3.shift), L)
+        # the shift (clamped to ACC by the sequencer: a few bits, not the register field's eight),
+        # registered beside the rounded value (data beside the ctl words' valid bits: reset-less;
+        # one copy per REPLICA_LANES lanes)
+        sh4 = replicated(m, "sh4", range(ACC + 1), p3.shift, L)
+        # saturation is decided beside the shift, from the rounded value: ``rounded >> shift`` fits A
+        # bits exactly when the rounded value's bits shift + A - 1 .. ACC - 1 all equal its sign
+        # (bit ACC). The bits to test are a mask of the shift, registered at p4 beside sh4, so the
+        # test is an AND-OR over registers (no compare, no carry chain after the shifter; p5's step
+        # is then one LUT per bit before the bank rotation)
+        # (each bit the sign of shift - (i - A + 2): a carry chain; written as compares with
+        # constants, the mapper chained the thermometer's bits into six LUT levels)
+        fits_mask = Cat(*((p3.shift - (i - A + 2))[-1] if i >= A - 1 else C(0, 1) for i in range(ACC)))
+        mask4 = replicated(m, "satmask4", ACC, fits_mask, L)
         relu = replicated(m, "relu5", 1, self.relu_en & p4.fi_last, L)      # at p5, beside the shifted value
         qc = []                                                 # saturated values at p5, by lane
         for l in range(L):
             rounded = Signal(signed(ACC + 1), name=f"rounded{l}", reset_less=True)
             shifted = Signal(signed(ACC + 1), name=f"shifted{l}", reset_less=True)
-            m.d.sync += [rounded.eq(self.res[l] + rnd), shifted.eq(rounded >> sh4[l // REPLICA_LANES])]
-            sat = Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted))
+            over = Signal(name=f"sat{l}", reset_less=True)       # shifted is outside lo..hi
+            sign = rounded[ACC]
+            m.d.sync += [rounded.eq(self.res[l] + rnd), shifted.eq(rounded >> sh4[l // REPLICA_LANES]),
+                         over.eq(((rounded[:ACC] ^ sign.replicate(ACC)) & mask4[l // REPLICA_LANES]).any())]
+            neg = shifted[ACC]
+            sat = Mux(over, Mux(neg, lo, hi), shifted[:A].as_signed())
             q = Signal(signed(A), name=f"qc{l}")
-            m.d.comb += q.eq(Mux(relu[l // REPLICA_LANES] & (shifted < 0), 0, sat))
+            m.d.comb += q.eq(Mux(relu[l // REPLICA_LANES] & neg, 0, sat))
             qc.append(q)
         qc += [C(0, signed(A))] * (S * E - L)
         # p6: the row in OUT's bank order, registered: bank b, slot s holds lane s*E + (b - r) mod E,
