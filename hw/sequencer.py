@@ -64,7 +64,9 @@ def ctl_layout(envelope: EngineEnvelope) -> data.StructLayout:
         "wsub": unsigned(max(1, ceil_log2(envelope.weights_per_beat))),
         "bsub": unsigned(max(1, ceil_log2(envelope.biases_per_beat))),
         "wr": 16,              # row written
-        "shift": 8,
+        # the factor's shift, clamped to ACC_BITS (past it the requantised value is 0 either way):
+        # a few bits, which the output stage decodes
+        "shift": range(envelope.acc_bits + 1),
         "first_phase": 1,      # pooling: this phase writes, later ones take the maximum
         "batch_end": 1,        # last issue of the batch's last phase
         "lanes": unsigned(ceil_log2(envelope.lanes + 1)),
@@ -103,6 +105,7 @@ class Sequencer(wiring.Component):
     def elaborate(self, platform):
         env = self._env
         NF = env.max_factors
+        ACC = env.acc_bits
         EW = env.weights_per_beat
         LEW = EW.bit_length() - 1
         BP = env.biases_per_beat
@@ -123,10 +126,10 @@ class Sequencer(wiring.Component):
             f = d.F[i]
             # data registers loaded at every start: reset-less (only the walk's control is reset)
             row = {k: Signal(16, name=f"f{i}_{k}", reset_less=True) for k in ("t", "st", "rt")}
-            row["shift"] = Signal(8, name=f"f{i}_shift", reset_less=True)
+            row["shift"] = Signal(range(ACC + 1), name=f"f{i}_shift", reset_less=True)
             with m.If(self.start):
                 m.d.sync += [row["t"].eq(f.TG.T), row["st"].eq(f.STRIDES.ST), row["rt"].eq(f.STRIDES.RT),
-                             row["shift"].eq(f.SHIFT.SHIFT)]
+                             row["shift"].eq(Mux(f.SHIFT.SHIFT > ACC, ACC, f.SHIFT.SHIFT))]
             # each loop's index counter starts at 2 - n (mod 2^16; n the loop's length): it reaches
             # 0xFFFF at the third-to-last index, so the carry out of its increment says the next
             # index is the second-to-last (a carry chain, no compare); and whether the loop has one
@@ -194,6 +197,7 @@ class Sequencer(wiring.Component):
                 else:
                     with m.If(self.start):
                         m.d.sync += [row[k + "3"].eq(2 - v), row[k + "z"].eq(v == 1), row[k + "w"].eq(v == 2)]
+            row["ez"] = row["rz"] & row["sz"] & row["tz"] & row["gz"]      # one issue: the first is the last
             tab.append(row)
         SP = env.index_beats > 0
         for i in range(NF):
@@ -224,7 +228,7 @@ class Sequencer(wiring.Component):
         if env.row_octets:
             cur["oct"] = Signal(name="cur_oct")
         cur["ustep"] = Signal(2, name="cur_ustep", reset_less=True)
-        cur_shift = Signal(8)
+        cur_shift = Signal(range(ACC + 1))
         load_limits = Signal()
         drain_first = Signal()           # the drain's first cycle (registered)
         fi = Signal(8)
@@ -238,6 +242,10 @@ class Sequencer(wiring.Component):
         b_l, a_l, u_l, j_l, b_f = (Signal(name=n) for n in ("b_last", "a_last", "u_last", "j_last", "b_first"))
         b_p, a_p, u_p, j_p = (Signal(name=n) for n in ("b_pen", "a_pen", "u_pen", "j_pen"))   # second-to-last
         fi_last, fi_inl, fi0 = Signal(), Signal(), Signal()
+        # every loop at its last index (the factor's last issue), registered beside the flags from
+        # their next values: the end of a factor steers the state, the read/write queues and the
+        # batch's end, and testing one flip-flop keeps the AND of the four flags off those paths
+        fac_end_r = Signal(name="fac_end_r")
         srow_l = Signal()
         # the factor whose limits load: one-hot (factor 0 when idle, else ``fsel``, fi one-hot)
         fsel = Signal(NF, init=1)
@@ -256,7 +264,7 @@ class Sequencer(wiring.Component):
             m.d.sync += [bc.eq(pick("s3")), ac.eq(pick("r3")), uc.eq(pick("t3")), jc.eq(pick("g3"))]
             m.d.sync += cur_shift.eq(pick("shift"))
             m.d.sync += [b_l.eq(pick("sz")), a_l.eq(pick("rz")), u_l.eq(pick("tz")),
-                         j_l.eq(pick("gz")), b_f.eq(1), srow_l.eq(pick("rowsz")),
+                         j_l.eq(pick("gz")), b_f.eq(1), srow_l.eq(pick("rowsz")), fac_end_r.eq(pick("ez")),
                          b_p.eq(pick("sw")), a_p.eq(pick("rw")), u_p.eq(pick("tw")), j_p.eq(pick("gw"))]
 
         rd_bt, rd_j, wr_at, wr_j = (Signal(17, name=n) for n in ("rd_bt", "rd_j", "wr_at", "wr_j"))
@@ -279,7 +287,7 @@ class Sequencer(wiring.Component):
         m.d.comb += [
             rd.eq(rd_j + rd_bt + u), wr.eq(wr_j + wr_at + u), rd_work.eq(rd), from_in.eq(fi0),
             row_end.eq(b_l), first.eq(b_f),
-            fac_end.eq(b_l & a_l & u_l & j_l),
+            fac_end.eq(fac_end_r),
         ]
         if SP:
             # sparse entries: the index memory's read data is this cycle's entry (addressed one cycle ahead)
@@ -333,6 +341,12 @@ class Sequencer(wiring.Component):
             with m.If(~sparse):
                 # each index's increment, 17 bits: bit 16 (the carry) is the loop's next second-to-last flag
                 bn, an, un, jn = bc + 1, ac + 1, uc + 1, jc + 1
+                # the last flags' next values, as the assignments below make them
+                nb_l = Mux(b_l, cur["sz"], b_p)
+                na_l = Mux(b_l, Mux(a_l, cur["rz"], a_p), a_l)
+                nu_l = Mux(b_l & a_l, Mux(u_l, cur["tz"], u_p), u_l)
+                nj_l = Mux(b_l & a_l & u_l, j_p, j_l)
+                m.d.sync += fac_end_r.eq(nb_l & na_l & nu_l & nj_l)
                 m.d.sync += [bc.eq(bn[:16]), rd_bt.eq(rd_bt + cur["t"]), b_l.eq(b_p), b_p.eq(bn[16]), b_f.eq(0)]
                 with m.If(b_l):
                     m.d.sync += [bc.eq(cur["s3"]), rd_bt.eq(0), b_l.eq(cur["sz"]), b_p.eq(cur["sw"]), b_f.eq(1),
