@@ -118,10 +118,13 @@ class WindowGenerator(wiring.Component):
         # instead of comparing its counters in the emission cycle
         wp_m2, hp_m2 = (Signal(16, name=n, reset_less=True) for n in ("wp_m2", "hp_m2"))
         cw_1, kw_1, kh_1, wp_1, hp_1 = (Signal(name=n) for n in ("cw_1", "kw_1", "kh_1", "wp_1", "hp_1"))
-        # the kernel walk goes one step further: "at the second-to-last value" flags, compared
-        # with the third-to-last value, so the last flags load from a flip-flop
-        # (k is 16 bits: CW - 3 is kept as 16 bits and whether its high half is zero)
-        cw_m3, kw_m3, kh_m3 = (Signal(16, name=n, reset_less=True) for n in ("cw_m3", "kw_m3", "kh_m3"))
+        # the kernel walk goes one step further: "at the second-to-last value" flags, so the last
+        # flags load from a flip-flop. Its counters k, kx, ky count biased to start at 2 - n (mod
+        # 2^16, n the loop's length: ~(n - 3), registered at set-up as k0, kx0, ky0), so the
+        # third-to-last value is 0xFFFF and the carry out of a step's own increment is the next
+        # "second-to-last" flag, a carry chain instead of a compare (sequencer.py does the same)
+        # (k is 16 bits: whether CW - 3 fits 16 bits is kept beside it; past that k is never pen)
+        k0, kx0, ky0 = (Signal(16, name=n, reset_less=True) for n in ("k_idx0", "kx_idx0", "ky_idx0"))
         cw_m3_16 = Signal(name="cw_m3_16")
         cw_2, kw_2, kh_2 = Signal(name="cw_2"), Signal(name="kw_2"), Signal(name="kh_2")
         k_p, kx_p, ky_p = Signal(name="k_pen"), Signal(name="kx_pen"), Signal(name="ky_pen")
@@ -183,7 +186,7 @@ class WindowGenerator(wiring.Component):
         # beside them, so that `arrived_next` tests flip-flops (its compares were the fmax proxy's
         # critical path)
         nix_ok, nix0_ok, niy_ok = Signal(name="nix_ok"), Signal(name="nix0_ok"), Signal(name="niy_ok")
-        ky, kx, k = Signal(16), Signal(16), Signal(16)
+        ky, kx, k = Signal(16, name="ky_idx"), Signal(16, name="kx_idx"), Signal(16, name="k_idx")
         eoff, kbase, rem = u32("eoff"), u32("kbase"), s32("rem")
         lane = Signal(range(L + 1))
         wh = Signal()                       # IN half being filled
@@ -311,10 +314,10 @@ class WindowGenerator(wiring.Component):
                 xstep.eq(d.XSTEP), ystep.eq(d.YSTEP), dw_cw.eq(d.DW_CW), sw_cw.eq(d.SW_CW),
                 pw_cw.eq(d.PW_CW), npos.eq(d.NPOS),
                 pk_m1.eq(pk - 1),
-                cw_m3.eq(rcw - 3), cw_m3_16.eq((rcw - 3)[16:32] == 0),
+                k0.eq(~(rcw - 3)[:16]), cw_m3_16.eq((rcw - 3)[16:32] == 0),
                 rb.eq(Const(1, FB + 1) << rbl), rbm1.eq((Const(1, FB + 1) << rbl) - 1),
                 erb.eq(Const(E, NB.bit_length()) << rbl),
-                kw_m3.eq(d.KERNEL.KW - 3), kh_m3.eq(d.KERNEL.KH - 3),
+                kx0.eq(~(d.KERNEL.KW - 3)[:16]), ky0.eq(~(d.KERNEL.KH - 3)[:16]),
                 cw_2.eq(rcw == 2), kw_2.eq(d.KERNEL.KW == 2), kh_2.eq(d.KERNEL.KH == 2),
                 wp_m2.eq(d.OUT_HW.WP - 2), hp_m2.eq(d.OUT_HW.HP - 2),
                 cw_1.eq(rcw == 1), kw_1.eq(d.KERNEL.KW == 1), kh_1.eq(d.KERNEL.KH == 1),
@@ -421,23 +424,24 @@ class WindowGenerator(wiring.Component):
             with m.If(arrived & ~(le & pend_nz) if multi else arrived):
                 m.d.comb += emit.eq(1)
                 # element offset and kernel walk
+                nk, nkx, nky = k + 1, kx + 1, ky + 1        # 17 bits: the carry out is "now second-to-last"
                 with m.If(~k_l):
-                    m.d.sync += [k.eq(k + 1), eoff.eq(eoff + erb), rem.eq(rem - erb),
-                                 k_l.eq(k_p), k_p.eq((k == cw_m3) & cw_m3_16),
+                    m.d.sync += [k.eq(nk[:16]), eoff.eq(eoff + erb), rem.eq(rem - erb),
+                                 k_l.eq(k_p), k_p.eq(nk[16] & cw_m3_16),
                                  addr.eq(addr + rb)]
                 with m.Else():
-                    m.d.sync += [k.eq(0), kbase.eq(kbase + d.IN_C.C), eoff.eq(kbase + d.IN_C.C), rem.eq(d.IN_C.C),
+                    m.d.sync += [k.eq(k0), kbase.eq(kbase + d.IN_C.C), eoff.eq(kbase + d.IN_C.C), rem.eq(d.IN_C.C),
                                  k_l.eq(cw_1), k_p.eq(cw_2)]
                     with m.If(~kx_l):
                         nnix = (nix + d.DILATION.DW)[:32].as_signed()
-                        m.d.sync += [kx.eq(kx + 1), nix.eq(nnix), ix_ok.eq(nix_ok), nix_ok.eq(x_ok(nnix)),
-                                     addr.eq(addr + c_kx), kx_l.eq(kx_p), kx_p.eq(kx == kw_m3)]
+                        m.d.sync += [kx.eq(nkx[:16]), nix.eq(nnix), ix_ok.eq(nix_ok), nix_ok.eq(x_ok(nnix)),
+                                     addr.eq(addr + c_kx), kx_l.eq(kx_p), kx_p.eq(nkx[16])]
                     with m.Else():
                         nniy = (niy + d.DILATION.DH)[:32].as_signed()
-                        m.d.sync += [kx.eq(0), nix.eq(nix0), ix_ok.eq(ix0_ok), nix_ok.eq(nix0_ok), ky.eq(ky + 1),
+                        m.d.sync += [kx.eq(kx0), nix.eq(nix0), ix_ok.eq(ix0_ok), nix_ok.eq(nix0_ok), ky.eq(nky[:16]),
                                      niy.eq(nniy), iy_ok.eq(niy_ok), niy_ok.eq(y_ok(nniy)),
                                      addr.eq(rowad + dh_wcw), rowad.eq(rowad + dh_wcw),
-                                     kx_l.eq(kw_1), kx_p.eq(kw_2), ky_l.eq(ky_p), ky_p.eq(ky == kh_m3)]
+                                     kx_l.eq(kw_1), kx_p.eq(kw_2), ky_l.eq(ky_p), ky_p.eq(nky[16])]
                 with m.If(~le):
                     m.d.sync += [le.eq(le_walk), be.eq(be_walk)]
                 with m.Else():
@@ -465,7 +469,7 @@ class WindowGenerator(wiring.Component):
             m.d.sync += [nix.eq(nx_nix), nix0.eq(nx_nix), niy.eq(nx_niy), addr.eq(nx_ad), rowad.eq(nx_ad),
                          ix_ok.eq(nx_xok), ix0_ok.eq(nx_xok), iy_ok.eq(nx_yok),
                          nix_ok.eq(nx_nxok), nix0_ok.eq(nx_nxok), niy_ok.eq(nx_nyok),
-                         ky.eq(0), kx.eq(0), k.eq(0), eoff.eq(0), kbase.eq(0),
+                         ky.eq(ky0), kx.eq(kx0), k.eq(k0), eoff.eq(0), kbase.eq(0),
                          rem.eq(d.IN_C.C), nx_left.eq(nx_left - 1), left_z.eq(left_1),
                          left_1.eq(nx_left == 2),
                          k_l.eq(cw_1), kx_l.eq(kw_1), ky_l.eq(kh_1), k_p.eq(cw_2), kx_p.eq(kw_2), ky_p.eq(kh_2)]
