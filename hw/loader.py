@@ -109,6 +109,12 @@ class Loader(wiring.Component):
         # the repacker's ring enables test one flip-flop, not the decoded state (the fmax proxy's
         # critical path ran from the state register to the ring)
         in_frame = Signal()
+        # the repacker's clear, registered: it empties the repacker in SETUP1, the cycle after the
+        # start (nothing enters or leaves it before FRAME), so the state decode does not reach the
+        # repacker's registers (it was the loader's deepest path)
+        rp_clear = Signal()
+        m.d.sync += rp_clear.eq(0)
+        m.d.comb += rp.clear.eq(rp_clear)
         with m.If(in_frame):
             m.d.comb += [rp.sink.valid.eq(packed & self.sink.valid),
                          self.sink.ready.eq(Mux(packed, rp.sink.ready, room)), rp.source.ready.eq(packed & room),
@@ -123,7 +129,7 @@ class Loader(wiring.Component):
                     m.d.sync += [cnt.eq(0), packed.eq(desc.LAYER.PACKED)]
                     if env.residual:
                         m.d.sync += residual.eq(desc.LAYER.RESIDUAL & (desc.SKIP_BEATS != 0))
-                    m.d.comb += rp.clear.eq(1)
+                    m.d.sync += rp_clear.eq(1)
                     m.d.sync += self.frame_busy.eq(1)      # SETUP1, SETUP2 and FRAME, as a register
                     m.next = "SETUP1"
             with m.State("PARAMS_CHECK"):
