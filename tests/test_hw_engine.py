@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from amaranth_bench import Pass, pack_nhwce, pad_channels, pass_for, run_engine, unpack_nhwce
 from litefly.chain import SparseFactor, factor_from_config
 from litefly.config import LayerConfig
-from litefly.fixed import QuantizedLayer, int_range, quantize_layer, random_float_weights
+from litefly.fixed import QuantizedLayer, int_range, quantize_layer, random_float_weights, requantize
 from litefly.hw import regmap
 from litefly.hw.engine import FAULTS
 from litefly.errors import ConfigError
@@ -634,6 +634,14 @@ def test_max_pooling(pool):
     run_step(layer, (5, 5, 6), images=1, relu=pool == (2, 2), pool=pool, seed=7)
 
 
+def test_diagonal_factors():
+    """Factors of 1x1 blocks (r = s = t = 1, g groups: a diagonal), first, inner and last: every
+    issue ends a group, and the factor's end comes with its last group's (the sequencer's
+    registered end-of-factor flag looks one step ahead through the j loop)."""
+    layer = linear("diag", [[16, 16, 1, 1, 1], [8, 16, 4, 8, 2], [8, 8, 1, 1, 1]], bias=True)
+    run_step(layer, (16, 1, 1), images=9, seed=21)
+
+
 def test_saturation_at_both_ends_and_extreme_bias():
     layer = linear("sat", [[8, 16, 8, 16, 1]], bias=True)
     rng = np.random.default_rng(8)
@@ -645,6 +653,78 @@ def test_saturation_at_both_ends_and_extreme_bias():
     run = run_engine(env, [pass_for(env, step, q, x)])
     y = check_outputs(step, q, x, run.out[0], run.tlast[0])
     assert (y == -128).any() and (y == 127).any() and ((y > -128) & (y < 127)).any()
+
+
+@pytest.mark.parametrize("n", [2, 4, 8, 16, 32])
+def test_barrel_rotates_by_every_amount(n):
+    """The rotator (4:1 stages, a 2:1 last one when log2(n) is odd) both ways, every amount."""
+    from amaranth import Module, Signal
+    from amaranth.sim import Simulator
+    from litefly.hw.barrel import barrel_rotate
+    for down in (True, False):
+        m = Module()
+        vals = [Signal(8, name=f"v{i}") for i in range(n)]
+        amount = Signal(n.bit_length() - 1)
+        outs = [Signal(8, name=f"o{i}") for i in range(n)]
+        m.d.comb += [o.eq(v) for o, v in zip(outs, barrel_rotate(m, "r", vals, amount, down=down))]
+
+        async def bench(ctx, down=down):
+            for i, v in enumerate(vals):
+                ctx.set(v, i + 1)
+            for a in range(n):
+                ctx.set(amount, a)
+                assert [ctx.get(o) for o in outs] == [(i + (a if down else -a)) % n + 1 for i in range(n)], (down, a)
+        sim = Simulator(m)
+        sim.add_testbench(bench)
+        sim.run()
+
+
+def test_output_stage_requantises_every_shift():
+    """The output stage alone (Amaranth's simulator): every shift 0..ACC_BITS - 1 (what
+    ``QuantizedLayer`` accepts) and ACC_BITS (where the sequencer clamps larger ones) on accumulators at
+    and around the saturation bounds and the rounding ties, positive and negative, ReLU on and
+    off, against ``requantize`` (the WORK row it writes; the saturation test is a mask of the shift)."""
+    from amaranth.sim import Simulator
+    from litefly.hw.output_stage import OutputStage
+    layer = linear("req", [[8, 16, 8, 16, 1]])
+    env = envelope_for([layer])
+    L, ACC, A = env.lanes, env.acc_bits, env.act_bits
+    dut = OutputStage(env)
+    lo_acc, hi_acc = -(1 << (ACC - 1)), (1 << (ACC - 1)) - 1
+    cases = []
+    for shift in range(ACC + 1):
+        edges = {lo_acc, hi_acc, 0, -1, 1}
+        for base in (127, 128, -128, -129, 64, -65):
+            for d in (-1, 0, 1):
+                v = (base << shift) + d - ((1 << shift) >> 1)
+                edges.add(v)
+        vals = sorted(v for v in edges if lo_acc <= v <= hi_acc)
+        for k in range(0, len(vals), L):
+            row = (vals[k:k + L] + [0] * L)[:L]
+            cases += [(shift, relu, row) for relu in (0, 1)]
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.pool_en, 0)
+        for shift, relu, row in cases + [(0, 0, [0] * L)] * 3:
+            ctx.set(dut.ctl, {"valid": 1, "fi_last": 0, "shift": shift})
+            ctx.set(dut.relu_en, relu)
+            for l, v in enumerate(row):
+                ctx.set(dut.res[l], v)
+            await ctx.tick()
+            if ctx.get(dut.work_w[0].en):
+                word = ctx.get(dut.work_w[0].data)
+                got.append([((word >> (A * l)) & 0xFF) - (((word >> (A * l)) & 0x80) << 1) for l in range(L)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert len(got) >= len(cases)
+    for (shift, relu, row), out in zip(cases, got[:len(cases)]):
+        # (relu applies to the last factor only: WORK rows are never ReLU'd)
+        want = requantize(np.array(row), shift, A)
+        assert list(want) == out, f"shift {shift}: {row} -> {out}, expected {list(want)}"
 
 
 def test_largest_shift_rounds_the_largest_accumulator():
