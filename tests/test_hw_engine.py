@@ -682,8 +682,9 @@ def test_barrel_rotates_by_every_amount(n):
 def test_output_stage_requantises_every_shift():
     """The output stage alone (Amaranth's simulator): every shift 0..ACC_BITS - 1 (what
     ``QuantizedLayer`` accepts) and ACC_BITS (where the sequencer clamps larger ones) on accumulators at
-    and around the saturation bounds and the rounding ties, positive and negative, ReLU on and
-    off, against ``requantize`` (the WORK row it writes; the saturation test is a mask of the shift)."""
+    and around the saturation bounds and the rounding ties, positive and negative, against
+    ``requantize``: the WORK row it writes (an intermediate factor's, which ReLU leaves alone
+    whether or not RELU is set; the saturation test is a mask of the shift)."""
     from amaranth.sim import Simulator
     from litefly.hw.output_stage import OutputStage
     layer = linear("req", [[8, 16, 8, 16, 1]])
@@ -722,7 +723,6 @@ def test_output_stage_requantises_every_shift():
     sim.run()
     assert len(got) >= len(cases)
     for (shift, relu, row), out in zip(cases, got[:len(cases)]):
-        # (relu applies to the last factor only: WORK rows are never ReLU'd)
         want = requantize(np.array(row), shift, A)
         assert list(want) == out, f"shift {shift}: {row} -> {out}, expected {list(want)}"
 
