@@ -26,6 +26,7 @@ from litefly.hw.generate import generate, module_name
 from litefly.hw.cycles import window_read_beats
 from litefly.hw.memories import in_banks, in_slots, out_slots
 from litefly.hw.spec import EngineEnvelope, ceil_div
+from litefly.hw.wireformat import unpack_elements
 from litefly.network import EngineStep, im2col, step_forward_int
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -714,8 +715,8 @@ def test_output_stage_requantises_every_shift():
                 ctx.set(dut.res[l], v)
             await ctx.tick()
             if ctx.get(dut.work_w[0].en):
-                word = ctx.get(dut.work_w[0].data)
-                got.append([((word >> (A * l)) & 0xFF) - (((word >> (A * l)) & 0x80) << 1) for l in range(L)])
+                word = ctx.get(dut.work_w[0].data).to_bytes(L * A // 8, "little")
+                got.append(list(unpack_elements(np.frombuffer(word, np.uint8)[None], A, L, L)))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
