@@ -75,13 +75,13 @@ class OutputStage(wiring.Component):
         p4, p5, p6 = Signal(ctl_layout(env)), Signal(ctl_layout(env)), Signal(ctl_layout(env))
         m.d.sync += [p4.eq(p3), p5.eq(p4), p6.eq(p5)]
 
-        rnd = Signal(ACC + 1)
+        rnd = Signal(ACC)
         if self._fault == "rounding":
             m.d.comb += rnd.eq(0)
         else:
             # 2^(shift-1), decoded bit by bit (a variable shift of a constant is mapped as a chain
-            # of small LUTs, one a shift bit: five levels before the adder)
-            m.d.comb += rnd.eq(Cat(*(p3.shift == i + 1 for i in range(ACC + 1))))
+            # of small LUTs, one a shift bit: five levels before the adder); the shift is at most ACC
+            m.d.comb += rnd.eq(Cat(*(p3.shift == i + 1 for i in range(ACC))))
         lo, hi = -(1 << (A - 1)), (1 << (A - 1)) - 1
         # the shift (clamped to ACC by the sequencer: a few bits, not the register field's eight),
         # registered beside the rounded value (data beside the ctl words' valid bits: reset-less;

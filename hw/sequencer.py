@@ -34,6 +34,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .biased import biased_start, biased_step
 from .cycles import WINDOW_SETUP
 from .memories import in_banks, work_elements, work_half_words
 from .registers import descriptor_layout
@@ -130,7 +131,7 @@ class Sequencer(wiring.Component):
             with m.If(self.start):
                 m.d.sync += [row["t"].eq(f.TG.T), row["st"].eq(f.STRIDES.ST), row["rt"].eq(f.STRIDES.RT),
                              row["shift"].eq(Mux(f.SHIFT.SHIFT > ACC, ACC, f.SHIFT.SHIFT))]
-            # each loop's index counter starts at 2 - n (mod 2^16; n the loop's length): it reaches
+            # each loop's index counter starts at 2 - n (mod 2^16; n the loop's length; hw/biased.py): it reaches
             # 0xFFFF at the third-to-last index, so the carry out of its increment says the next
             # index is the second-to-last (a carry chain, no compare); and whether the loop has one
             # or two indices, registered here: the walk keeps "at the last index" and "at the
@@ -187,16 +188,16 @@ class Sequencer(wiring.Component):
                 row[k + "w"] = Signal(name=f"f{i}_{k}w")
                 if k == "r":
                     with m.If(start_dd):
-                        m.d.sync += [row["r3"].eq(2 - v), row["rz"].eq(v == 1), row["rw"].eq(v == 2)]
+                        m.d.sync += [row["r3"].eq(biased_start(v, 2)), row["rz"].eq(v == 1), row["rw"].eq(v == 2)]
                 elif k == "t" and i > 0 and env.row_quads:
                     # an interleaved quad's u loop runs t/2 times, stepping by 2 (its index counter
                     # counts the steps: it starts at 2 - t/2)
                     with m.If(start_dd):
-                        m.d.sync += [row["t3"].eq(Mux(iq, 2 - (v >> 1), 2 - v)), row["tz"].eq(Mux(iq, v == 2, v == 1)),
+                        m.d.sync += [row["t3"].eq(biased_start(Mux(iq, v >> 1, v), 2)), row["tz"].eq(Mux(iq, v == 2, v == 1)),
                                      row["tw"].eq(Mux(iq, v == 4, v == 2))]
                 else:
                     with m.If(self.start):
-                        m.d.sync += [row[k + "3"].eq(2 - v), row[k + "z"].eq(v == 1), row[k + "w"].eq(v == 2)]
+                        m.d.sync += [row[k + "3"].eq(biased_start(v, 2)), row[k + "z"].eq(v == 1), row[k + "w"].eq(v == 2)]
             row["ez"] = row["rz"] & row["sz"] & row["tz"] & row["gz"]      # one issue: the first is the last
             tab.append(row)
         SP = env.index_beats > 0
@@ -340,23 +341,25 @@ class Sequencer(wiring.Component):
                         m.d.sync += [srow.eq(srow + 1), srow_l.eq(srow == cur["rows2"])]
             with m.If(~sparse):
                 # each index's increment, 17 bits: bit 16 (the carry) is the loop's next second-to-last flag
-                bn, an, un, jn = bc + 1, ac + 1, uc + 1, jc + 1
-                # the last flags' next values, as the assignments below make them
+                (bn, bn_p), (an, an_p), (un, un_p), (jn, jn_p) = (biased_step(c) for c in (bc, ac, uc, jc))
+                # the last flags' next values (a loop's last index: it was second-to-last; its
+                # restart: whether it has one index), one definition for the flags and their AND
                 nb_l = Mux(b_l, cur["sz"], b_p)
                 na_l = Mux(b_l, Mux(a_l, cur["rz"], a_p), a_l)
                 nu_l = Mux(b_l & a_l, Mux(u_l, cur["tz"], u_p), u_l)
                 nj_l = Mux(b_l & a_l & u_l, j_p, j_l)
-                m.d.sync += fac_end_r.eq(nb_l & na_l & nu_l & nj_l)
-                m.d.sync += [bc.eq(bn[:16]), rd_bt.eq(rd_bt + cur["t"]), b_l.eq(b_p), b_p.eq(bn[16]), b_f.eq(0)]
+                m.d.sync += [b_l.eq(nb_l), a_l.eq(na_l), u_l.eq(nu_l), j_l.eq(nj_l),
+                             fac_end_r.eq(nb_l & na_l & nu_l & nj_l)]
+                m.d.sync += [bc.eq(bn), rd_bt.eq(rd_bt + cur["t"]), b_p.eq(bn_p), b_f.eq(0)]
                 with m.If(b_l):
-                    m.d.sync += [bc.eq(cur["s3"]), rd_bt.eq(0), b_l.eq(cur["sz"]), b_p.eq(cur["sw"]), b_f.eq(1),
-                                 ac.eq(an[:16]), wr_at.eq(wr_at + cur["at"]), a_l.eq(a_p), a_p.eq(an[16])]
+                    m.d.sync += [bc.eq(cur["s3"]), rd_bt.eq(0), b_p.eq(cur["sw"]), b_f.eq(1),
+                                 ac.eq(an), wr_at.eq(wr_at + cur["at"]), a_p.eq(an_p)]
                     with m.If(a_l):
-                        m.d.sync += [ac.eq(cur["r3"]), wr_at.eq(0), a_l.eq(cur["rz"]), a_p.eq(cur["rw"]),
-                                     u.eq(u + cur["ustep"]), uc.eq(un[:16]), u_l.eq(u_p), u_p.eq(un[16])]
+                        m.d.sync += [ac.eq(cur["r3"]), wr_at.eq(0), a_p.eq(cur["rw"]),
+                                     u.eq(u + cur["ustep"]), uc.eq(un), u_p.eq(un_p)]
                         with m.If(u_l):
-                            m.d.sync += [u.eq(0), uc.eq(cur["t3"]), u_l.eq(cur["tz"]), u_p.eq(cur["tw"]),
-                                         jc.eq(jn[:16]), j_l.eq(j_p), j_p.eq(jn[16]),
+                            m.d.sync += [u.eq(0), uc.eq(cur["t3"]), u_p.eq(cur["tw"]),
+                                         jc.eq(jn), j_p.eq(jn_p),
                                          rd_j.eq(rd_j + cur["st"]), wr_j.eq(wr_j + cur["rt"])]
             with m.If(fac_end):
                 # (the index counters restart when the next factor's limits load)

@@ -26,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .barrel import barrel_rotate
+from .biased import biased_start, biased_step
 from .fanout import replicated
 from .memories import in_banks, in_slots
 from .registers import descriptor_layout
@@ -113,16 +114,16 @@ class WindowGenerator(wiring.Component):
         pk = Signal(8)
         # the last values the walk compares with, registered at set-up (no subtractor on those paths)
         pk_m1 = Signal(8, reset_less=True)
-        # the second-to-last values (the output position's: the bias of its counters, nx_x below),
-        # and whether a loop has one value: the walk keeps registered "at the last value" flags
-        # instead of comparing its counters in the emission cycle
-        wp_m2, hp_m2 = (Signal(16, name=n, reset_less=True) for n in ("wp_m2", "hp_m2"))
+        # the output position's counters' starts (biased, nx_x below), and whether a loop has one
+        # value: the walk keeps registered "at the last value" flags instead of comparing its
+        # counters in the emission cycle
+        wp_0, hp_0 = (Signal(16, name=n, reset_less=True) for n in ("wp_start", "hp_start"))
         cw_1, kw_1, kh_1, wp_1, hp_1 = (Signal(name=n) for n in ("cw_1", "kw_1", "kh_1", "wp_1", "hp_1"))
         # the kernel walk goes one step further: "at the second-to-last value" flags, so the last
         # flags load from a flip-flop. Its counters k, kx, ky count biased to start at 2 - n (mod
-        # 2^16, n the loop's length: ~(n - 3), registered at set-up as k0, kx0, ky0), so the
-        # third-to-last value is 0xFFFF and the carry out of a step's own increment is the next
-        # "second-to-last" flag, a carry chain instead of a compare (sequencer.py does the same)
+        # 2^16, n the loop's length; hw/biased.py), registered at set-up as k0, kx0, ky0: the
+        # carry out of a step's own increment is the next "second-to-last" flag, a carry chain
+        # instead of a compare (the sequencer's loops do the same)
         # (k is 16 bits: whether CW - 3 fits 16 bits is kept beside it; past that k is never pen)
         k0, kx0, ky0 = (Signal(16, name=n, reset_less=True) for n in ("k_idx0", "kx_idx0", "ky_idx0"))
         cw_m3_16 = Signal(name="cw_m3_16")
@@ -160,9 +161,9 @@ class WindowGenerator(wiring.Component):
         bs_px, bs_pcx, bs_py, bs_pry = u32("bs_px"), u32("bs_pcx"), u32("bs_py"), u32("bs_pry")
         nx_px, nx_pcx, nx_py, nx_pry = u32("nx_px"), u32("nx_pcx"), u32("nx_py"), u32("nx_pry")
         # ---- next lane to start ----
-        # the next lane's output column and row, each kept biased, as x + ~(WP - 2) (mod 2^16) and
-        # y + ~(HP - 2): the column before the last is 0xFFFF, so an advance's own carry out says
-        # the new column is the last (nx_x_last), a carry chain and no compare of the counter
+        # the next lane's output column and row, each kept biased, as x + 1 - WP (mod 2^16) and
+        # y + 1 - HP (hw/biased.py): an advance's own carry out says the new column is the last
+        # (nx_x_last), a carry chain and no compare of the counter
         nx_x, nx_y = Signal(16, name="nx_xb", reset_less=True), Signal(16, name="nx_yb", reset_less=True)
         nx_img, nx_left = u32("nx_img"), u32("nx_left")
         nx_ix, nx_iy = s32("nx_ix"), s32("nx_iy")
@@ -314,12 +315,12 @@ class WindowGenerator(wiring.Component):
                 xstep.eq(d.XSTEP), ystep.eq(d.YSTEP), dw_cw.eq(d.DW_CW), sw_cw.eq(d.SW_CW),
                 pw_cw.eq(d.PW_CW), npos.eq(d.NPOS),
                 pk_m1.eq(pk - 1),
-                k0.eq(~(rcw - 3)[:16]), cw_m3_16.eq((rcw - 3)[16:32] == 0),
+                k0.eq(biased_start(rcw, 2)), cw_m3_16.eq((rcw - 3)[16:32] == 0),
                 rb.eq(Const(1, FB + 1) << rbl), rbm1.eq((Const(1, FB + 1) << rbl) - 1),
                 erb.eq(Const(E, NB.bit_length()) << rbl),
-                kx0.eq(~(d.KERNEL.KW - 3)[:16]), ky0.eq(~(d.KERNEL.KH - 3)[:16]),
+                kx0.eq(biased_start(d.KERNEL.KW, 2)), ky0.eq(biased_start(d.KERNEL.KH, 2)),
                 cw_2.eq(rcw == 2), kw_2.eq(d.KERNEL.KW == 2), kh_2.eq(d.KERNEL.KH == 2),
-                wp_m2.eq(d.OUT_HW.WP - 2), hp_m2.eq(d.OUT_HW.HP - 2),
+                wp_0.eq(biased_start(d.OUT_HW.WP, 1)), hp_0.eq(biased_start(d.OUT_HW.HP, 1)),
                 cw_1.eq(rcw == 1), kw_1.eq(d.KERNEL.KW == 1), kh_1.eq(d.KERNEL.KH == 1),
                 wp_1.eq(d.OUT_HW.WP == 1), hp_1.eq(d.OUT_HW.HP == 1),
                 one1.eq((rcw == 1) & (d.KERNEL.KW == 1) & (d.KERNEL.KH == 1)),
@@ -331,7 +332,7 @@ class WindowGenerator(wiring.Component):
                 hwcw.eq(d.HW_CW), xstep_cw.eq(d.XSTEP_CW), ystep_wcw.eq(d.YSTEP_WCW),
                 dh_wcw.eq(d.DH_WCW), sh_wcw.eq(d.SH_WCW), ph_wcw.eq(d.PH_WCW),
                 c_kx.eq(dw_cw - cw + rb),
-                bs_x.eq(~wp_m2), bs_y.eq(~hp_m2), bs_img.eq(0), bs_left.eq((npos + (G - 1 - g)) >> (G.bit_length() - 1)),
+                bs_x.eq(wp_0), bs_y.eq(hp_0), bs_img.eq(0), bs_left.eq((npos + (G - 1 - g)) >> (G.bit_length() - 1)),
                 bs_px.eq(0), bs_pcx.eq(0), bs_py.eq(0), bs_pry.eq(0),
                 dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
             ]
@@ -424,24 +425,24 @@ class WindowGenerator(wiring.Component):
             with m.If(arrived & ~(le & pend_nz) if multi else arrived):
                 m.d.comb += emit.eq(1)
                 # element offset and kernel walk
-                nk, nkx, nky = k + 1, kx + 1, ky + 1        # 17 bits: the carry out is "now second-to-last"
+                (nk, nk_p), (nkx, nkx_p), (nky, nky_p) = (biased_step(c) for c in (k, kx, ky))    # carry: "now second-to-last"
                 with m.If(~k_l):
-                    m.d.sync += [k.eq(nk[:16]), eoff.eq(eoff + erb), rem.eq(rem - erb),
-                                 k_l.eq(k_p), k_p.eq(nk[16] & cw_m3_16),
+                    m.d.sync += [k.eq(nk), eoff.eq(eoff + erb), rem.eq(rem - erb),
+                                 k_l.eq(k_p), k_p.eq(nk_p & cw_m3_16),
                                  addr.eq(addr + rb)]
                 with m.Else():
                     m.d.sync += [k.eq(k0), kbase.eq(kbase + d.IN_C.C), eoff.eq(kbase + d.IN_C.C), rem.eq(d.IN_C.C),
                                  k_l.eq(cw_1), k_p.eq(cw_2)]
                     with m.If(~kx_l):
                         nnix = (nix + d.DILATION.DW)[:32].as_signed()
-                        m.d.sync += [kx.eq(nkx[:16]), nix.eq(nnix), ix_ok.eq(nix_ok), nix_ok.eq(x_ok(nnix)),
-                                     addr.eq(addr + c_kx), kx_l.eq(kx_p), kx_p.eq(nkx[16])]
+                        m.d.sync += [kx.eq(nkx), nix.eq(nnix), ix_ok.eq(nix_ok), nix_ok.eq(x_ok(nnix)),
+                                     addr.eq(addr + c_kx), kx_l.eq(kx_p), kx_p.eq(nkx_p)]
                     with m.Else():
                         nniy = (niy + d.DILATION.DH)[:32].as_signed()
-                        m.d.sync += [kx.eq(kx0), nix.eq(nix0), ix_ok.eq(ix0_ok), nix_ok.eq(nix0_ok), ky.eq(nky[:16]),
+                        m.d.sync += [kx.eq(kx0), nix.eq(nix0), ix_ok.eq(ix0_ok), nix_ok.eq(nix0_ok), ky.eq(nky),
                                      niy.eq(nniy), iy_ok.eq(niy_ok), niy_ok.eq(y_ok(nniy)),
                                      addr.eq(rowad + dh_wcw), rowad.eq(rowad + dh_wcw),
-                                     kx_l.eq(kw_1), kx_p.eq(kw_2), ky_l.eq(ky_p), ky_p.eq(nky[16])]
+                                     kx_l.eq(kw_1), kx_p.eq(kw_2), ky_l.eq(ky_p), ky_p.eq(nky_p)]
                 with m.If(~le):
                     m.d.sync += [le.eq(le_walk), be.eq(be_walk)]
                 with m.Else():
@@ -484,29 +485,29 @@ class WindowGenerator(wiring.Component):
             m.d.comb += adv.eq(starts(arr_adv))
         with m.If(adv):
             with m.If(nx_x_l):
-                m.d.sync += [nx_x.eq(~wp_m2), nx_ix.eq(ix_first), nx_nix.eq(ix_first_dw), nx_xok.eq(ix_first_ok),
+                m.d.sync += [nx_x.eq(wp_0), nx_ix.eq(ix_first), nx_nix.eq(ix_first_dw), nx_xok.eq(ix_first_ok),
                              nx_nxok.eq(ix_first_dw_ok),
                              nx_px.eq(0), nx_pcx.eq(0),
                              nx_x_l.eq(wp_1)]
                 with m.If(nx_y_l):
-                    m.d.sync += [nx_y.eq(~hp_m2), nx_py.eq(0), nx_pry.eq(0), nx_iy.eq(iy_first), nx_niy.eq(iy_first_dh),
+                    m.d.sync += [nx_y.eq(hp_0), nx_py.eq(0), nx_pry.eq(0), nx_iy.eq(iy_first), nx_niy.eq(iy_first_dh),
                                  nx_yok.eq(iy_first_ok), nx_nyok.eq(iy_first_dh_ok), nx_img.eq(nx_img + hwcw),
                                  nx_ad.eq(nx_imgad + hwcw), nx_rowad.eq(nx_imgad + hwcw), nx_imgad.eq(nx_imgad + hwcw),
                                  nx_y_l.eq(hp_1)]
                 with m.Else():
                     nyi, nnyi = (nx_iy + ystep)[:32].as_signed(), (nx_niy + ystep)[:32].as_signed()
-                    ny = nx_y + 1               # 17 bits: the carry out is "now at the last row"
-                    m.d.sync += [nx_y.eq(ny[:16]), nx_iy.eq(nyi), nx_niy.eq(nnyi), nx_yok.eq(y_ok(nyi)),
+                    ny, ny_l = biased_step(nx_y)     # the carry out: "now at the last row"
+                    m.d.sync += [nx_y.eq(ny), nx_iy.eq(nyi), nx_niy.eq(nnyi), nx_yok.eq(y_ok(nyi)),
                                  nx_nyok.eq(y_ok(nnyi)),
                                  nx_ad.eq(nx_rowad + ystep_wcw), nx_rowad.eq(nx_rowad + ystep_wcw),
-                                 nx_py.eq(nx_py + ystep), nx_pry.eq(nx_pry + ystep_wcw), nx_y_l.eq(ny[16])]
+                                 nx_py.eq(nx_py + ystep), nx_pry.eq(nx_pry + ystep_wcw), nx_y_l.eq(ny_l)]
             with m.Else():
                 nxi, nnxi = (nx_ix + xstep)[:32].as_signed(), (nx_nix + xstep)[:32].as_signed()
-                nxx = nx_x + 1                  # 17 bits: the carry out is "now at the last column"
-                m.d.sync += [nx_x.eq(nxx[:16]), nx_ix.eq(nxi), nx_nix.eq(nnxi), nx_xok.eq(x_ok(nxi)),
+                nxx, nxx_l = biased_step(nx_x)   # the carry out: "now at the last column"
+                m.d.sync += [nx_x.eq(nxx), nx_ix.eq(nxi), nx_nix.eq(nnxi), nx_xok.eq(x_ok(nxi)),
                              nx_nxok.eq(x_ok(nnxi)),
                              nx_ad.eq(nx_ad + xstep_cw),
-                             nx_px.eq(nx_px + xstep), nx_pcx.eq(nx_pcx + xstep_cw), nx_x_l.eq(nxx[16])]
+                             nx_px.eq(nx_px + xstep), nx_pcx.eq(nx_pcx + xstep_cw), nx_x_l.eq(nxx_l)]
 
         # `arrived` one cycle ahead: the read after this cycle's (the walk's next address, a lane
         # start's first, or the same one when nothing is emitted)
