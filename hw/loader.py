@@ -13,6 +13,7 @@ from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from .biased import biased_start, biased_step
 from .registers import descriptor_layout
 from .repack import Repack
 from .spec import EngineEnvelope
@@ -57,17 +58,19 @@ class Loader(wiring.Component):
         # or a pass takes effect, and these are read a cycle after that
         p_none, p_one, f_one, s_one = Signal(), Signal(), Signal(), Signal()
         p_two, f_two, s_two = Signal(), Signal(), Signal()
-        p_last3, f_last3, s_last3 = (Signal(32, reset_less=True) for _ in range(3))
+        p_b0, f_b0, s_b0 = (Signal(32, reset_less=True) for _ in range(3))
         total = Signal(32, reset_less=True)
         m.d.sync += total.eq(desc.WEIGHT_BEATS + desc.INDEX_BEATS + desc.BIAS_BEATS)
         m.d.sync += [p_none.eq((desc.WEIGHT_BEATS | desc.INDEX_BEATS | desc.BIAS_BEATS) == 0), p_one.eq(total == 1),
-                     p_two.eq(total == 2), p_last3.eq(total - 3),
-                     f_one.eq(desc.FRAME_BEATS == 1), f_two.eq(desc.FRAME_BEATS == 2), f_last3.eq(desc.FRAME_BEATS - 3),
-                     s_one.eq(desc.SKIP_BEATS == 1), s_two.eq(desc.SKIP_BEATS == 2), s_last3.eq(desc.SKIP_BEATS - 3)]
-        last3 = Signal(32)               # the third-to-last beat's count
+                     p_two.eq(total == 2), p_b0.eq(biased_start(total, 2, 32)),
+                     f_one.eq(desc.FRAME_BEATS == 1), f_two.eq(desc.FRAME_BEATS == 2), f_b0.eq(biased_start(desc.FRAME_BEATS, 2, 32)),
+                     s_one.eq(desc.SKIP_BEATS == 1), s_two.eq(desc.SKIP_BEATS == 2), s_b0.eq(biased_start(desc.SKIP_BEATS, 2, 32))]
         # cnt is the last beat's count, the second-to-last: registered flags (the first loads from
-        # the second, the second compares with the third-to-last count)
+        # the second; the second is the carry out of the beats' biased count `bcnt`, counted beside
+        # cnt from 2 - beats: hw/biased.py), so no 32-bit compare of the count is on their path
         cnt_l, cnt_p = Signal(), Signal()
+        bcnt = Signal(32, name="beats_biased")
+        bnext, bcarry = biased_step(bcnt)
         wbeats = Signal(32)
         ibeats = Signal(32)            # weight + index beats: the biases follow
         accept = Signal()
@@ -134,7 +137,7 @@ class Loader(wiring.Component):
                     m.next = "SETUP1"
             with m.State("PARAMS_CHECK"):
                 m.d.comb += self.params_busy.eq(1)
-                m.d.sync += [last3.eq(p_last3), cnt_l.eq(p_one), cnt_p.eq(p_two)]
+                m.d.sync += [bcnt.eq(p_b0), cnt_l.eq(p_one), cnt_p.eq(p_two)]
                 with m.If(p_none):
                     m.d.comb += self.params_done.eq(1)
                     m.next = "IDLE"
@@ -146,7 +149,7 @@ class Loader(wiring.Component):
                              self.index_w.en.eq(accept & (cnt >= wbeats) & (cnt < ibeats)),
                              self.bias_w.en.eq(accept & (cnt >= ibeats))]
                 with m.If(accept):
-                    m.d.sync += [cnt.eq(cnt + 1), cnt_l.eq(cnt_p), cnt_p.eq(cnt == last3)]
+                    m.d.sync += [cnt.eq(cnt + 1), cnt_l.eq(cnt_p), cnt_p.eq(bcarry), bcnt.eq(bnext)]
                     with m.If(cnt_l):
                         m.d.comb += self.params_done.eq(1)
                         m.next = "IDLE"
@@ -154,14 +157,14 @@ class Loader(wiring.Component):
                 # two set-up cycles (as the window generator's), the frame size a pass constant
                 m.next = "SETUP2"
             with m.State("SETUP2"):
-                m.d.sync += [last3.eq(f_last3), cnt_l.eq(f_one), cnt_p.eq(f_two), in_frame.eq(1)]
+                m.d.sync += [bcnt.eq(f_b0), cnt_l.eq(f_one), cnt_p.eq(f_two), in_frame.eq(1)]
                 m.next = "FRAME"
             with m.State("FRAME"):
                 with m.If(take):
-                    m.d.sync += [cnt.eq(cnt + 1), cnt_l.eq(cnt_p), cnt_p.eq(cnt == last3)]
+                    m.d.sync += [cnt.eq(cnt + 1), cnt_l.eq(cnt_p), cnt_p.eq(bcarry), bcnt.eq(bnext)]
                     with m.If(cnt_l):
                         m.d.comb += self.frame_done.eq(1)
-                        m.d.sync += [self.frame_busy.eq(0), cnt.eq(0), last3.eq(s_last3), cnt_l.eq(s_one),
+                        m.d.sync += [self.frame_busy.eq(0), cnt.eq(0), bcnt.eq(s_b0), cnt_l.eq(s_one),
                                      cnt_p.eq(s_two), in_frame.eq(0)]
                         m.next = "IDLE"
                         if env.residual:
@@ -172,7 +175,7 @@ class Loader(wiring.Component):
                     # the skip tensor follows the frame on s_axis; the unloader takes one beat per output beat
                     m.d.comb += [self.sink.ready.eq(skip_fifo.w_rdy), skip_fifo.w_en.eq(self.sink.valid)]
                     with m.If(self.sink.valid & skip_fifo.w_rdy):
-                        m.d.sync += [cnt.eq(cnt + 1), cnt_l.eq(cnt_p), cnt_p.eq(cnt == last3)]
+                        m.d.sync += [cnt.eq(cnt + 1), cnt_l.eq(cnt_p), cnt_p.eq(bcarry), bcnt.eq(bnext)]
                         with m.If(cnt_l):
                             m.next = "IDLE"
         return m

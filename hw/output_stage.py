@@ -38,7 +38,9 @@ assert WINDOW_SETUP + 1 > 2
 
 
 def out_meta_layout(lanes: int) -> data.StructLayout:
-    return data.StructLayout({"lanes": ceil_log2(lanes + 1), "last_batch": 1})
+    """An OUT half's batch: its lanes, whether it holds one lane (the unloader's first lane is then
+    its last, a flag beside the count), whether it is the pass's last batch."""
+    return data.StructLayout({"lanes": ceil_log2(lanes + 1), "one": 1, "last_batch": 1})
 
 
 class OutputStage(wiring.Component):
@@ -158,5 +160,6 @@ class OutputStage(wiring.Component):
                          port.en.eq(p6.valid & ~p6.fi_last & (work_part6 == e if WE > 1 else 1))]
         with m.If(p7.valid & p7.batch_end):
             m.d.comb += self.out_set.eq(Mux(p7.out_half, 2, 1))
-            m.d.sync += [self.meta[p7.out_half].lanes.eq(p7.lanes), self.meta[p7.out_half].last_batch.eq(p7.last_batch)]
+            m.d.sync += [self.meta[p7.out_half].lanes.eq(p7.lanes), self.meta[p7.out_half].one.eq(p7.lanes == 1),
+                         self.meta[p7.out_half].last_batch.eq(p7.last_batch)]
         return m

@@ -71,7 +71,11 @@ class Unloader(wiring.Component):
 
         half = Signal()
         lane = Signal(range(L + 1))
-        lane1 = Signal(range(L + 2), init=1)      # lane + 1
+        lane2 = Signal(range(L + 3), init=2)      # lane + 2
+        # whether the lane is the half's last, from registers: the half's first lane (`first`) is its
+        # last when the half holds one (meta.one); a later lane, as registered at the lane before's
+        # end (`last_next`: lane + 2 == lanes then; the half's meta is in place while it is read)
+        first, last_next = Signal(init=1, name="lane_first"), Signal(name="last_next")
         k = Signal(16)
         meta = self.meta[half]
         fifo_layout = data.StructLayout({"data": SB, "last": 1, "lane_end": 1, "valid_bytes": E})
@@ -88,13 +92,14 @@ class Unloader(wiring.Component):
         for b in range(E):
             m.d.comb += self.out_r[b].addr.eq(base + (Const(b, LE + 1) - lane[:LE])[:LE])
         lane_end = k_l
-        batch_end = lane_end & (lane1 == meta.lanes)
+        batch_end = lane_end & Mux(first, meta.one, last_next)
         with m.If(issue):
             m.d.sync += [k.eq(k + 1), k_l.eq(k == ocw_m2)]
             with m.If(lane_end):
-                m.d.sync += [k.eq(0), k_l.eq(ocw_1), lane.eq(lane + 1), lane1.eq(lane1 + 1)]
+                m.d.sync += [k.eq(0), k_l.eq(ocw_1), lane.eq(lane + 1), lane2.eq(lane2 + 1),
+                             first.eq(0), last_next.eq(lane2 == meta.lanes)]
                 with m.If(batch_end):
-                    m.d.sync += [lane.eq(0), lane1.eq(1), half.eq(~half)]
+                    m.d.sync += [lane.eq(0), lane2.eq(2), half.eq(~half), first.eq(1)]
                     m.d.comb += self.out_clr.eq(Mux(half, 2, 1))
 
         # the read's lane and flags, and which of its bytes hold a channel below P (from k, in the
