@@ -279,20 +279,21 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
               progress: Callable[[str], None] | None = None, multipliers: int | None = None,
               macs_per_dsp: int | None = None, stream_bits: int | None = None,
               window_generators: int | None = None, frame_kib: int | None = None, row_pairs: bool | None = None,
-              row_quads: bool | None = None, frame_word_beats: int | None = None, out_dtype: str = "float64",
+              row_quads: bool | None = None, frame_word_beats: int | None = None, out_dtype: str = "auto",
               row_octets: bool | None = None, **backend_opts: Any) -> dict[str, Any]:
     """Run the bench and return the report dict (``docs/host.md``). ``multipliers``,
     ``macs_per_dsp``, ``stream_bits``, ``window_generators``, ``frame_kib``, ``row_pairs``, ``row_quads``, ``row_octets`` and ``frame_word_beats`` override the
     network's engine settings (another engine); the dense baseline runs on an engine of the same
     lanes, packing (row pairs, quads and octets included), stream width, window generators and frame buffer size. The engine is
     ``board_name``'s (default: pynq-z2, or on ``pynq`` the board it runs on): its clock, and its
-    default envelope where the network and these arguments are silent. ``out_dtype`` is what the
-    runtime dequantises the output into (``NetworkRunner(out_dtype=...)``), checked equal to the
+    default envelope where the network and these arguments are silent. The input is float32, as
+    torch's (the baseline's) is. ``out_dtype`` is what the runtime dequantises the output into
+    (``NetworkRunner(out_dtype=...)``; ``"auto"``: the input's, float32), checked equal to the
     int8 golden network's output dequantised the same way."""
     from litefly.boards.boards import get_board
 
     from .board_check import resolve_board
-    from .runtime import NetworkRunner, dequantised, out_dtype_of
+    from .runtime import NetworkRunner, dequantised, out_dtype_of, resolve_out_dtype
     if backend == "pynq":
         from .pynq_transport import import_pynq
         import_pynq()                           # first: on a PC, say that pynq is missing
@@ -308,7 +309,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
     size = (in_shape[1], in_shape[2])
     steps = plan_network(network, in_shape)
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch,) + in_shape)
+    x = rng.standard_normal((batch,) + in_shape).astype(np.float32)     # float32, as torch's input
     if network.layers[0].kind == "linear":
         x = x.reshape(batch, -1)
     x4 = x.reshape((batch,) + in_shape)
@@ -321,7 +322,7 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
                                           frame_kib=frame_kib, board=board.name, row_pairs=row_pairs,
                                           row_quads=row_quads, frame_word_beats=frame_word_beats,
                                           row_octets=row_octets)
-    opts = dict(backend_opts, out_dtype=out_dtype_of(out_dtype))
+    opts = dict(backend_opts, out_dtype=resolve_out_dtype(out_dtype_of(out_dtype), x))
     if backend == "sim":
         repeats = 1
     if backend == "pynq":
@@ -421,8 +422,8 @@ def run_bench(network: NetworkConfig, backend: str = "golden", board_name: str |
                                t_torch, f_hz, board, batch, src_engine, backend != "pynq"))
     io = io_host_stages(total["host_stage[s]"], stats)
     dio = io_host_stages(dtotal["host_stage[s]"], dstats) if dstats else None
-    if opts["out_dtype"] != np.float64:
-        host_src += f"; the output dequantised to {opts['out_dtype'].name}"
+    host_src += (f"; float32 input, the output dequantised to {opts['out_dtype'].name}"
+                 + (" (the input's dtype)" if out_dtype == "auto" else ""))
     report = _report(network, envelope, denv, rows, total, dtotal, io, dio, backend, board, f_mhz, batch, size, seed,
                      src_engine, host_src, torch_threads, time.perf_counter() - t_start)
     report["out_dtype"] = opts["out_dtype"].name

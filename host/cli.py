@@ -45,9 +45,10 @@ from litefly.errors import LiteflyError
               help="Let the host fold the first layer's kernel rows into its channels where the cycle model "
                    "says that pays (docs/engine.md, \"Folded kernel rows\"), or always send the input as it "
                    "is; default: the network's fold_input (true unless the file says false).")
-@click.option("--out-dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
-              help="What the runtime dequantises the output into: float64, exactly the int8 golden network's "
-                   "output, or float32 (half the memory the host writes, what torch models take).")
+@click.option("--out-dtype", type=click.Choice(["auto", "float64", "float32"]), default="auto", show_default=True,
+              help="What the runtime dequantises the output into: auto, the input's dtype (the bench's input is "
+                   "float32, as torch's); float64, exactly the int8 golden network's output; or float32 (half the "
+                   "memory the host writes, what torch models take).")
 @merge_option
 @envelope_options
 def bench(config: Path, backend: str, board: str | None, clock_mhz: float | None, batch: int,

@@ -36,7 +36,7 @@ from litefly.network import EngineStep, check_scales, global_pool_int, network_i
 from .driver import STAGES, EngineDriver
 
 __all__ = ["BACKENDS", "NetworkProgram", "prepare_program", "execute", "NetworkRunner", "OutputMemory", "OUT_DTYPES",
-           "out_dtype_of", "dequantised", "open_transport"]
+           "out_dtype_of", "resolve_out_dtype", "dequantised", "open_transport"]
 
 BACKENDS = ("golden", "sim", "pynq")
 ALIGN = 64
@@ -176,12 +176,16 @@ def _layer_plans(program: NetworkProgram, batch: int) -> list[dict[str, Any]]:
     return plans[batch]
 
 
-#: The dtypes the runtime dequantises the output into (``NetworkRunner(out_dtype=...)``).
-OUT_DTYPES = ("float64", "float32")
+#: The dtypes the runtime dequantises the output into (``NetworkRunner(out_dtype=...)``); ``"auto"``
+#: (the default): the input's, as numpy's and torch's float operations keep it (float32 in, float32
+#: out), float64 for any other input.
+OUT_DTYPES = ("auto", "float64", "float32")
 
 
-def out_dtype_of(value: Any) -> np.dtype:
-    """``value`` as one of :data:`OUT_DTYPES`, or a one-line :class:`ConfigError`."""
+def out_dtype_of(value: Any) -> np.dtype | None:
+    """``value`` as one of :data:`OUT_DTYPES` (None for ``"auto"``), or a one-line :class:`ConfigError`."""
+    if isinstance(value, str) and value == "auto":
+        return None
     try:
         dtype = np.dtype(value)
     except TypeError:
@@ -189,6 +193,14 @@ def out_dtype_of(value: Any) -> np.dtype:
     if dtype is None or dtype.name not in OUT_DTYPES:
         raise ConfigError(f"out_dtype {value!r} is not one of {', '.join(OUT_DTYPES)}")
     return dtype
+
+
+def resolve_out_dtype(out_dtype: np.dtype | None, x: np.ndarray) -> np.dtype:
+    """The dtype a run on input ``x`` returns: ``out_dtype``, or with None (``"auto"``) float32 for a
+    float32 input and float64 for any other."""
+    if out_dtype is not None:
+        return out_dtype
+    return np.dtype(np.float32) if np.asarray(x).dtype == np.float32 else np.dtype(np.float64)
 
 
 def dequantised(y_int: np.ndarray, scale: float, dtype: np.dtype) -> np.ndarray:
@@ -406,9 +418,11 @@ class NetworkRunner:
     ``envelope`` defaults to :meth:`EngineEnvelope.for_network` at ``input_size``; on ``pynq``, on the
     board it runs on (``board=``, else :func:`~litefly.host.board_env.detect_board`), as ``litefly build
     --board`` sizes it.
-    Options: ``timeout``, ``clock_mhz``, ``out_dtype`` (what :meth:`run` returns: ``"float64"``, the
-    default, exactly the int8 golden network's dequantised output, or ``"float32"``, half the
-    memory to write and what torch models take), and the backend's own (``fault=``, ``simulator=``, ...).
+    Options: ``timeout``, ``clock_mhz``, ``out_dtype`` (what :meth:`run` returns: ``"auto"``, the
+    default, the input's float dtype as numpy and torch keep it (float32 for a float32 input, else
+    float64); ``"float64"``, exactly the int8 golden network's dequantised output; ``"float32"``,
+    ``float32(y_int) * float32(scale)``, half the memory to write and what torch models take), and
+    the backend's own (``fault=``, ``simulator=``, ...).
     """
 
     def __init__(self, network: NetworkConfig, params: Mapping[str, QuantizedLayer], backend: str = "golden",
@@ -429,7 +443,7 @@ class NetworkRunner:
             envelope = EngineEnvelope.for_network(network, self.input_size, board=board)
         self.envelope = envelope
         self.timeout = float(opts.pop("timeout", 2.0))
-        self.out_dtype = out_dtype_of(opts.pop("out_dtype", "float64"))
+        self.out_dtype = out_dtype_of(opts.pop("out_dtype", "auto"))
         self.clock_mhz = float(opts.pop("clock_mhz", 100.0))
         self.opts = opts
         self.stats: list[dict[str, Any]] = []
@@ -490,7 +504,7 @@ class NetworkRunner:
                 _buffers(self._open(), program, batch)
             _layer_plans(program, batch)
         if self.backend != "sim":
-            _output_memory(segments[-1][1], batch, self.out_dtype)
+            _output_memory(segments[-1][1], batch, resolve_out_dtype(self.out_dtype, x))
         self._quantize_work((batch,) + shape)
 
     def _quantize_work(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -523,12 +537,13 @@ class NetworkRunner:
         x_int = self._quantize(x, shape)
         t_quant = time.perf_counter() - t0
         scale = self.params[self.network.layers[-1].name].out_scale
-        y = self._run(x_int, shape, out_scale=scale)
+        dtype = resolve_out_dtype(self.out_dtype, x)
+        y = self._run(x_int, shape, out_scale=scale, out_dtype=dtype)
         self.total["host_stage[s]"]["quantize"] += t_quant
         if self.backend != "sim":
             return y                    # dequantised by execute while unpacking
         t1 = time.perf_counter()
-        out = dequantised(y, scale, self.out_dtype)
+        out = dequantised(y, scale, dtype)
         self.total["host_stage[s]"]["unpack"] += time.perf_counter() - t1
         return out
 
@@ -609,7 +624,8 @@ class NetworkRunner:
                 queue.clear()
             for work in pending:            # what the passes did not cover
                 work()
-            done, prev = prev, self._output_slices(driver, program, acts[src], batch, scale)
+            done, prev = prev, self._output_slices(driver, program, acts[src], batch, scale,
+                                                   resolve_out_dtype(self.out_dtype, x))
             if not follows:
                 self._drain(prev)
             stats = _layer_stats(driver, plans, layers)
@@ -644,7 +660,7 @@ class NetworkRunner:
         return [quantise, pack]
 
     def _output_slices(self, driver: EngineDriver, program: NetworkProgram, buf: Any, batch: int,
-                       scale: float) -> dict[str, Any]:
+                       scale: float, dtype: np.dtype) -> dict[str, Any]:
         """The output in ``buf``, dequantised into :class:`OutputMemory` as slices of host work
         (about 64 KiB of output each); ``["y"]`` holds the output once they have run."""
         c, h, w = program.out_shape
@@ -652,13 +668,13 @@ class NetworkRunner:
 
         def read() -> None:
             state["raw"] = _output_view(driver, program, buf, batch)
-            state["out"] = _output_array(driver, program, batch, self.out_dtype)
+            state["out"] = _output_array(driver, program, batch, dtype)
 
         def done() -> None:         # the output once every image is in it (a reshape may copy)
             state["y"] = self._shaped(state.pop("out").transpose(0, 3, 1, 2), program)
             del state["raw"]
 
-        group = max(1, (64 << 10) // (h * w * c * self.out_dtype.itemsize))
+        group = max(1, (64 << 10) // (h * w * c * dtype.itemsize))
         parts = [lambda s=slice(i, i + group): _dequantise(driver, program, state["raw"], state["out"], scale, s)
                  for i in range(0, batch, group)]
         state["slices"] = [read, *parts, done]
@@ -677,14 +693,15 @@ class NetworkRunner:
         shape = self._in_shape(x_int)
         return self._run(x_int.reshape((x_int.shape[0],) + shape), shape)
 
-    def _run(self, x_int: np.ndarray, shape: tuple[int, int, int], out_scale: float | None = None) -> np.ndarray:
+    def _run(self, x_int: np.ndarray, shape: tuple[int, int, int], out_scale: float | None = None,
+             out_dtype: np.dtype = np.dtype(np.float64)) -> np.ndarray:
         segments = self.segments(shape)
         program = segments[-1][1]
         t0 = time.perf_counter()
         if len(segments) == 1:
-            y, stats, timings = self._run_segment(program, x_int, out_scale, reset=True)
+            y, stats, timings = self._run_segment(program, x_int, out_scale, reset=True, out_dtype=out_dtype)
         else:
-            y, stats, timings = self._run_segments(segments, x_int, out_scale)
+            y, stats, timings = self._run_segments(segments, x_int, out_scale, out_dtype)
         self.stats = stats
         self.total = self._totals(stats, timings, int(x_int.shape[0]), time.perf_counter() - t0)
         return self._shaped(y, program)
@@ -709,8 +726,8 @@ class NetworkRunner:
             return y.reshape(y.shape[0], -1)
         return y
 
-    def _run_segment(self, program: NetworkProgram, x_int: np.ndarray, out_scale: float | None, reset: bool
-                     ) -> tuple[np.ndarray, list[dict], dict[str, float]]:
+    def _run_segment(self, program: NetworkProgram, x_int: np.ndarray, out_scale: float | None, reset: bool,
+                     out_dtype: np.dtype = np.dtype(np.float64)) -> tuple[np.ndarray, list[dict], dict[str, float]]:
         """One engine program; its stats and the host stages it took."""
         if self.backend == "sim":
             from .sim_transport import run_network_sim
@@ -719,11 +736,12 @@ class NetworkRunner:
         if reset:
             driver.reset_stats()
         before = dict(driver.timings)
-        y, stats = execute(driver, program, x_int, out_scale=out_scale, out_dtype=self.out_dtype)
+        y, stats = execute(driver, program, x_int, out_scale=out_scale, out_dtype=out_dtype)
         return y, stats, {k: v - before.get(k, 0.0) for k, v in driver.timings.items()}
 
     def _run_segments(self, segments: list[tuple[str | None, NetworkProgram]], x_int: np.ndarray,
-                      out_scale: float | None) -> tuple[np.ndarray, list[dict], dict[str, float]]:
+                      out_scale: float | None, out_dtype: np.dtype = np.dtype(np.float64)
+                      ) -> tuple[np.ndarray, list[dict], dict[str, float]]:
         """Engine programs with host ops between them. Each host op's measured time is the stage
         ``host_op``: reading the previous program's output (copy_out, unpack), the pool itself and
         writing the next program's input (copy_in), so every second is in one stage only; the
@@ -740,7 +758,8 @@ class NetworkRunner:
                 t1 = time.perf_counter()
                 y = global_pool_int(y, op)          # integers at the same scale: exact
                 t_op += time.perf_counter() - t1
-            y, seg_stats, seg_t = self._run_segment(program, y, out_scale if last else None, reset=False)
+            y, seg_stats, seg_t = self._run_segment(program, y, out_scale if last else None, reset=False,
+                                                    out_dtype=out_dtype)
             if op is not None:
                 t_op += seg_t.pop("copy_in", 0.0)
                 seg_stats[0]["host_op"] = {"op": op, "host[s]": t_op, "in_shape": in_shape,

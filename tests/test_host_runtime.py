@@ -159,7 +159,7 @@ def test_the_engine_model_replays_a_pass_it_has_run():
 def test_the_output_in_float32():
     """``out_dtype="float32"``: the output dequantised straight into float32
     (``float32(y_int) * float32(scale)``, channels-last like float64's), in a run and in a stream;
-    another dtype is a one-line error."""
+    ``"auto"`` (the default) follows the input's dtype; another dtype is a one-line error."""
     from litefly.errors import ConfigError
     net = load_network(VGG)
     x = np.random.default_rng(11).standard_normal((3, 3, 8, 8))
@@ -175,7 +175,21 @@ def test_the_output_in_float32():
     for out in runner.run_stream([x, x, x]):
         assert out.dtype == np.float32
         np.testing.assert_array_equal(out, y)
-    np.testing.assert_array_equal(NetworkRunner(net, params, "golden", input_size=(8, 8)).run(x), ref)
+    # the default, "auto": the input's dtype (float64 in: exactly the golden network's output; float32 in:
+    # float32 out, from the float32 input's integers), in a run and in a stream
+    auto = NetworkRunner(net, params, "golden", input_size=(8, 8))
+    y64 = auto.run(x)
+    assert y64.dtype == np.float64
+    np.testing.assert_array_equal(y64, ref)
+    x32 = x.astype(np.float32)
+    y32_int = network_forward_int(steps, params, params["vgg_conv1"].quantize_input(x32))
+    want32 = y32_int.astype(np.float32) * np.float32(params["vgg_conv3"].out_scale)
+    y32 = auto.run(x32)
+    assert y32.dtype == np.float32
+    np.testing.assert_array_equal(y32, want32)
+    for out, want in zip(auto.run_stream([x32, x, x32]), (want32, ref, want32)):
+        assert out.dtype == want.dtype
+        np.testing.assert_array_equal(out, want)
     for bad in ("int8", "float16", "nonsense"):
-        with pytest.raises(ConfigError, match=r"^out_dtype '\w+' is not one of float64, float32$"):
+        with pytest.raises(ConfigError, match=r"^out_dtype '\w+' is not one of auto, float64, float32$"):
             NetworkRunner(net, params, "golden", input_size=(8, 8), out_dtype=bad)
