@@ -242,13 +242,13 @@ def quantize_tensor(x: np.ndarray, scale: float, bits: int, dtype: Any = np.int6
     Computed in one float64 array, in place: a new one, or ``work`` (float64, ``x``'s shape),
     which a caller quantising many inputs of one shape keeps instead of allocating each time."""
     lo, hi = int_range(bits)
-    x = np.asarray(x)
+    x = np.asarray(x, dtype=np.float64)
     y = np.empty(x.shape) if work is None else work
-    np.divide(x, scale, out=y, dtype=np.float64)     # in float64 whatever the input's type (no copy of it first)
+    np.divide(x, scale, out=y)
     y += 0.5
     np.floor(y, out=y)
-    q = np.empty(y.shape, dtype)
-    np.clip(y, lo, hi, out=q, casting="unsafe")     # integral values in range: the cast is exact
+    np.clip(y, lo, hi, out=y)
+    q = y.astype(dtype)
     return q[()] if q.ndim == 0 else q
 
 
