@@ -32,8 +32,8 @@ IN_WRITE_LAG = 1           # the window generator's frame word registered before
 LOAD_LAG = 2 + IN_WRITE_LAG  # cycles from a beat's arrival to the window write that uses it (the
                            # window's `arrived` is registered: it sees the loader's count a cycle late)
 REPACK_LAG = 1             # the repacker's register stage (packed input)
-PASS_TAIL = 7              # start-up and end-of-pass cycles (the pass's set-up, output pipeline, DONE)
-SKIP_LAG = 4               # residual: from the skip's last beat on s_axis to DONE (FIFO, add, flags)
+PASS_TAIL = 8              # start-up and end-of-pass cycles (the pass's set-up, output pipeline, the last beat registered, DONE)
+SKIP_LAG = 5               # residual: from the skip's last beat on s_axis to DONE (FIFO, add, the last beat registered, flags)
 RELEASE_LAG = 4            # a ring's release: from the issue before the batch's first phase to the loader (a bound)
 
 

@@ -204,13 +204,16 @@ class Datapath(wiring.Component):
         # all generators start each batch-phase together: the first's batch start is the batch's lowest
         m.d.comb += [loader.release.eq(windows[0].release), loader.release_all.eq(windows[0].release_all)]
         # a pass ends when its output is out and its whole frame is in (a frame may end in rows
-        # no window reads, so the unloader can finish first)
-        unloaded = Signal()
+        # no window reads, so the unloader can finish first). The unloader's last beat is registered
+        # (`pass_done_r`, a cycle of cycles.PASS_TAIL): the m_axis handshake and the FIFO's level
+        # are not on the path to BUSY, DONE and `unloaded`
+        unloaded, pass_done_r = Signal(), Signal()
+        m.d.sync += pass_done_r.eq(unl.pass_done)
         with m.If(start):
             m.d.sync += [busy.eq(1), done.eq(0), unloaded.eq(0)]
-        with m.Elif((unl.pass_done | unloaded) & ~loader.frame_busy):
+        with m.Elif((pass_done_r | unloaded) & ~loader.frame_busy):
             m.d.sync += [busy.eq(0), done.eq(1), unloaded.eq(0)]
-        with m.Elif(unl.pass_done):
+        with m.Elif(pass_done_r):
             m.d.sync += unloaded.eq(1)
         with m.If(load):
             m.d.sync += params_valid.eq(0)

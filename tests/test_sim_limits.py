@@ -88,7 +88,7 @@ def test_cycle_model_by_hand():
     """The one cycle model on numbers worked by hand (docs/engine.md; the RTL tests hold CYCLES to it):
     first window (8 lanes x 3 reads + 3 set-up + 1, IN_WRITE_LAG) + the next batch-phases at max(mac 10+9+1=20,
     window 27), the partial last one at max(20, 4x3+3) + last issue 20 + drain 9 + the issue
-    register 1 (ISSUE_LAG) + OUT's write step 1 (OUT_LAG) + unload of the last 4 lanes + 7 (PASS_TAIL). The frame loads meanwhile: it
+    register 1 (ISSUE_LAG) + OUT's write step 1 (OUT_LAG) + unload of the last 4 lanes + 8 (PASS_TAIL). The frame loads meanwhile: it
     only counts where a window waits for it."""
     from litefly.hw.cycles import IN_WRITE_LAG, ISSUE_LAG, OUT_LAG
     from litefly.hw.spec import batch_cycles, pass_cycles
@@ -96,23 +96,23 @@ def test_cycle_model_by_hand():
     assert batch_cycles(lanes=8, macs=10, factors=2, window_reads=3, out_cw=1) == {"mac": 20, "window": 27,
                                                                                    "unload": 8}
     assert pass_cycles(lanes=8, macs=10, factors=2, window_reads=3, out_cw=1, positions=20, phases=1,
-                       load_beats=50) == 28 + (27 + 20) + 20 + 9 + 1 + 1 + 4 * 1 + 7
+                       load_beats=50) == 28 + (27 + 20) + 20 + 9 + 1 + 1 + 4 * 1 + 8
     # the first batch's windows wait for their beats until cycle 100; the later ones do not wait
     assert pass_cycles(lanes=8, macs=10, factors=2, window_reads=3, out_cw=1, positions=20, phases=1,
-                       load_beats=50, ready=[100, 0, 0]) == 100 + (27 + 20) + 20 + 9 + 1 + 1 + 4 * 1 + 7
+                       load_beats=50, ready=[100, 0, 0]) == 100 + (27 + 20) + 20 + 9 + 1 + 1 + 4 * 1 + 8
     # ... and a pass never ends before its frame is in
     assert pass_cycles(lanes=8, macs=10, factors=2, window_reads=3, out_cw=1, positions=20, phases=1,
                        load_beats=500) == 504
     # pooling: 3 more phases of max(mac 31, window 11) after the first window (11 + 1)
     assert pass_cycles(lanes=8, macs=30, factors=1, window_reads=1, out_cw=1, positions=8, phases=4,
-                       load_beats=0) == 12 + 3 * 31 + 31 + 9 + 1 + 1 + 8 + 7
+                       load_beats=0) == 12 + 3 * 31 + 31 + 9 + 1 + 1 + 8 + 8
     # one partial batch: its windows are formed for its 4 valid lanes only (4x3 + 3), not 8
     assert pass_cycles(lanes=8, macs=10, factors=2, window_reads=3, out_cw=1, positions=4, phases=1,
-                       load_beats=0) == (4 * 3 + 3 + 1) + 20 + 9 + 1 + 1 + 4 * 1 + 7
+                       load_beats=0) == (4 * 3 + 3 + 1) + 20 + 9 + 1 + 1 + 4 * 1 + 8
     # unload-bound: the first batch's 72 unload beats (from 12 + 3 + 9 + 1 + 1) outlast the second batch's
     # window and issue
     assert pass_cycles(lanes=8, macs=2, factors=1, window_reads=1, out_cw=9, positions=16, phases=1,
-                       load_beats=0) == 12 + 3 + 9 + 1 + 1 + 72 + 8 * 9 + 7
+                       load_beats=0) == 12 + 3 + 9 + 1 + 1 + 72 + 8 * 9 + 8
 
 
 def _ready_read_by_read(g, lanes, windows=1):
