@@ -224,9 +224,11 @@ class Datapath(wiring.Component):
         # generator waits on its own part (it may not refill a half the sequencer has not read)
         formed = [Signal(2, name=f"in_formed{g}") for g in range(G)]
         halves = Cat(*(w.half for w in windows))
-        for f, w in zip(formed, windows):
-            m.d.sync += f.eq((f | w.in_set) & ~seq.in_clr)
-            m.d.comb += [w.in_full.eq(f), w.sync.eq((halves == 0) | (halves == (1 << G) - 1))]
+        for g, (f, w) in enumerate(zip(formed, windows)):
+            f_next = Signal(2, name=f"in_formed{g}_next")
+            m.d.comb += f_next.eq((f | w.in_set) & ~seq.in_clr)
+            m.d.sync += f.eq(f_next)
+            m.d.comb += [w.in_full_next.eq(f_next), w.sync.eq((halves == 0) | (halves == (1 << G) - 1))]
         for h in range(2):
             m.d.comb += [seq.in_meta[h].eq(window.meta[h]),
                          seq.in_meta[h].lanes.eq(sum(w.meta[h].lanes for w in windows))]

@@ -68,7 +68,9 @@ class WindowGenerator(wiring.Component):
                                              shape=envelope.stream_bits * fb)),
             "in_w": In(WritePort.Signature(addr_width=ceil_log2(2 * envelope.max_q), shape=la,
                                            granularity=envelope.act_bits)).array(in_banks(envelope)),
-            "in_full": In(2),
+            # IN's halves full, as the engine's register of them will be next cycle (its input): the
+            # lane start in WAIT tests a registered copy of the half's bit (`free`)
+            "in_full_next": In(2),
             "in_set": Out(2),
             "meta": Out(data.ArrayLayout(in_meta_layout(envelope.lanes), 2)),
             # with several generators: the half being filled (it flips at each batch-phase's end),
@@ -405,8 +407,13 @@ class WindowGenerator(wiring.Component):
                 m.d.sync += [dx.eq(dx + 1), pdx.eq(pdx + d.STRIDE.SW), pdx_cw.eq(pdx_cw + sw_cw)]
 
         m.d.comb += self.half.eq(wh)
+        # whether IN's half `wh` is free, registered from the engine's next value of the halves' flags:
+        # exact in WAIT, since `wh` flips only at a batch-phase's end, which leaves RUN or WAIT for
+        # PHASE_A or IDLE (a WAIT cycle follows PHASE_B or a WAIT cycle that kept `wh`)
+        free = Signal(init=1, name="half_free")
+        m.d.sync += free.eq(~self.in_full_next.bit_select(wh, 1))
         with m.If(st["WAIT"]):
-            with m.If(~self.in_full.bit_select(wh, 1) & ~pend_nz):
+            with m.If(free & ~pend_nz):
                 # with several generators, one with no position in this batch (left_z before its
                 # first lane) marks its part of the half formed, with no lane
                 with m.If(left_z if multi else 0):
@@ -455,7 +462,7 @@ class WindowGenerator(wiring.Component):
         m.d.comb += lane_l_ls.eq(Mux(st["RUN"], lane == L - 2, lane_l))
         # a lane starts in WAIT once IN's half is free (a generator with no position left ends the
         # batch-phase instead), and in RUN after a lane's last read (le) that is not the batch's (be)
-        wait_ls = st["WAIT"] & ~self.in_full.bit_select(wh, 1) & ~pend_nz & (~left_z if multi else 1)
+        wait_ls = st["WAIT"] & free & ~pend_nz & (~left_z if multi else 1)
 
         def starts(arr):
             return wait_ls | (st["RUN"] & arr & le & ~be & ~pend_nz)
