@@ -149,12 +149,18 @@ class Sequencer(wiring.Component):
             # the descriptor's compares the flags take, registered at the start
             cmp = {k: Signal(name=f"f{i}_{k}") for k in ("r_even", "r_nz", "r4", "r8", "s2", "s4", "s8",
                                                         "t_even", "t_nz", "dense")}
+            # ... and R and T against the powers of two the walk's one- and two-index flags need
+            # (r/2, r/4, r/8 of a pair, quad, octet: R is then a multiple of 2, 4, 8; t/2 of an
+            # interleaved quad), so that those flags are a mux of flip-flops at start_dd
+            req = {n: Signal(name=f"f{i}_r_is{n}") for n in (1, 2, 4, 8, 16)}
+            teq = {n: Signal(name=f"f{i}_t_is{n}") for n in (1, 2, 4)}
             with m.If(self.start):
                 m.d.sync += [cmp["r_even"].eq(f.RS.R[0] == 0), cmp["r_nz"].eq(f.RS.R != 0),
                              cmp["r4"].eq(f.RS.R[:2] == 0), cmp["r8"].eq(f.RS.R[:3] == 0),
                              cmp["s2"].eq(f.RS.S >= 2), cmp["s4"].eq(f.RS.S >= 4), cmp["s8"].eq(f.RS.S >= 8),
                              cmp["t_even"].eq(f.TG.T[0] == 0), cmp["t_nz"].eq(f.TG.T != 0),
                              cmp["dense"].eq(f.SPARSE.ROWS == 0 if env.index_beats else 1)]
+                m.d.sync += [req[n].eq(f.RS.R == n) for n in req] + [teq[n].eq(f.TG.T == n) for n in teq]
             pair = quad = iquad = octet = 0
             if env.row_pairs:
                 pair = cmp["r_even"] & cmp["r_nz"] & cmp["s2"] & cmp["dense"]
@@ -187,14 +193,18 @@ class Sequencer(wiring.Component):
                 row[k + "z"] = Signal(name=f"f{i}_{k}z")
                 row[k + "w"] = Signal(name=f"f{i}_{k}w")
                 if k == "r":
+                    # r_walk is R / 2^m (m = 0, 1, 2, 3: single rows, pairs, quads, octets; R a multiple of 2^m)
+                    rz, rw = Mux(qf, req[4], Mux(pf, req[2], req[1])), Mux(qf, req[8], Mux(pf, req[4], req[2]))
+                    if env.row_octets:
+                        rz, rw = Mux(of, req[8], rz), Mux(of, req[16], rw)
                     with m.If(start_dd):
-                        m.d.sync += [row["r3"].eq(biased_start(v, 2)), row["rz"].eq(v == 1), row["rw"].eq(v == 2)]
+                        m.d.sync += [row["r3"].eq(biased_start(v, 2)), row["rz"].eq(rz), row["rw"].eq(rw)]
                 elif k == "t" and i > 0 and env.row_quads:
                     # an interleaved quad's u loop runs t/2 times, stepping by 2 (its index counter
                     # counts the steps: it starts at 2 - t/2)
                     with m.If(start_dd):
-                        m.d.sync += [row["t3"].eq(biased_start(Mux(iq, v >> 1, v), 2)), row["tz"].eq(Mux(iq, v == 2, v == 1)),
-                                     row["tw"].eq(Mux(iq, v == 4, v == 2))]
+                        m.d.sync += [row["t3"].eq(biased_start(Mux(iq, v >> 1, v), 2)), row["tz"].eq(Mux(iq, teq[2], teq[1])),
+                                     row["tw"].eq(Mux(iq, teq[4], teq[2]))]
                 else:
                     with m.If(self.start):
                         m.d.sync += [row[k + "3"].eq(biased_start(v, 2)), row[k + "z"].eq(v == 1), row[k + "w"].eq(v == 2)]

@@ -133,6 +133,7 @@ class WindowGenerator(wiring.Component):
         k_p, kx_p, ky_p = Signal(name="k_pen"), Signal(name="kx_pen"), Signal(name="ky_pen")
         k_l, kx_l, ky_l = Signal(name="k_last"), Signal(name="kx_last"), Signal(name="ky_last")
         lane_l, left_z = Signal(name="lane_last"), Signal(name="left_zero")     # lane == L-1, nx_left == 0
+        lane_p = Signal(name="lane_pen")                                        # lane == L-2
         left_1 = Signal(name="left_one")                                        # nx_left == 1
         nx_x_l, nx_y_l = Signal(name="nx_x_last"), Signal(name="nx_y_last")     # nx_x == WP-1, nx_y == HP-1
         # the phase after this one: the next kernel-position row (dy_next: dx last, dy not) or
@@ -372,7 +373,7 @@ class WindowGenerator(wiring.Component):
                 nx_ad.eq(ad_p + first_ad), nx_rowad.eq(row_p + first_ad), nx_imgad.eq(img_p + first_ad),
                 nx_x.eq(bs_x), nx_y.eq(bs_y), nx_img.eq(bs_img), nx_left.eq(bs_left), lane.eq(0),
                 nx_px.eq(bs_px), nx_pcx.eq(bs_pcx), nx_py.eq(bs_py), nx_pry.eq(bs_pry),
-                lane_l.eq(L == 1), left_z.eq(bs_left == 0), left_1.eq(bs_left == 1),
+                lane_l.eq(L == 1), lane_p.eq(L == 2), left_z.eq(bs_left == 0), left_1.eq(bs_left == 1),
                 nx_x_l.eq(bs_x == 0), nx_y_l.eq(bs_y == 0),         # biased: x == WP - 1 is 0
             ]
             if multi:
@@ -453,13 +454,13 @@ class WindowGenerator(wiring.Component):
                 with m.If(~le):
                     m.d.sync += [le.eq(le_walk), be.eq(be_walk)]
                 with m.Else():
-                    m.d.sync += [lane.eq(lane + 1), lane_l.eq(lane == L - 2)]
+                    m.d.sync += [lane.eq(lane + 1), lane_l.eq(lane_p), lane_p.eq(lane == L - 3)]
                 # be implies le (be_walk and be_ls include le's terms): tested alone, one term fewer
                 with m.If(be):
                     end_batch_phase("RUN", lane + 1, dxy, g_last if multi else left_z)    # be: the phase's last is dxy
         # after the states: the lane start's loads win over the kernel walk's updates
         # lane start: working registers from nx_*; nx_* then move to the following position
-        m.d.comb += lane_l_ls.eq(Mux(st["RUN"], lane == L - 2, lane_l))
+        m.d.comb += lane_l_ls.eq(Mux(st["RUN"], lane_p, lane_l))
         # a lane starts in WAIT once IN's half is free (a generator with no position left ends the
         # batch-phase instead), and in RUN after a lane's last read (le) that is not the batch's (be)
         wait_ls = st["WAIT"] & free & ~pend_nz & (~left_z if multi else 1)
