@@ -33,9 +33,10 @@ ID_MAGIC = 0x4C464C59          # "LFLY"
 # (LAYER.PACKED) and the frame loaded under the windows (a 2.x engine would misread packed input);
 # 3.1 adds sparse factors (F<i>_SPARSE, INDEX_BEATS, CAP_INDEX_BEATS) and residual adds
 # (LAYER.RESIDUAL, SKIP, SKIP_BEATS); 3.2 runs the frame buffer as a ring (a 3.1 engine would let
-# a pass larger than its frame buffer overwrite beats its windows have not read). The envelope
+# a pass larger than its frame buffer overwrite beats its windows have not read); 3.3 adds the
+# pass constant LANE_BEATS (a 3.2 host leaves it 0, and a window never ends its lane). The envelope
 # hash covers the version: a bitstream of another version is another engine.
-VERSION = (3, 2)
+VERSION = (3, 3)
 FACTOR_BASE = 0x100
 FACTOR_STRIDE = 0x20           # F<i>_RS, F<i>_TG, F<i>_SHIFT, F<i>_SPARSE, F<i>_STRIDES
 
@@ -163,6 +164,7 @@ REGISTERS: tuple[Register, ...] = (
         ("DH_WCW", "DH * W * CW"), ("SH_WCW", "SH * W * CW"), ("PH_WCW", "PH * W * CW"),
         ("FRAME_BEATS", "frame beats of the pass, IMAGES * H * W * CW"),
     ))),
+    Register("LANE_BEATS", 0xA8, "RW", "frame beats of one window (a lane's reads x RB), KH * KW * CW"),
     # -- performance counters --------------------------------------------------------------------
     Register("CYCLES", 0x80, "R", "cycles with BUSY set"),
     Register("BUSY_CYCLES", 0x84, "R", "cycles the MAC array issued a multiply-accumulate"),
@@ -189,7 +191,7 @@ COUNTERS = ("CYCLES", "BUSY_CYCLES", "STARVED_CYCLES", "STALLED_CYCLES", "COLUMN
 DESCRIPTOR = ("LAYER", "IN_C", "IN_HW", "OUT_C", "CONV_HW", "OUT_HW", "KERNEL", "STRIDE", "PAD", "DILATION",
               "POOL", "IMAGES", "WEIGHT_BEATS", "BIAS_BEATS", "INDEX_BEATS", "SKIP", "SKIP_BEATS")
 PASS_CONSTANTS = ("CW", "HPWP", "XSTEP", "YSTEP", "W_CW", "DW_CW", "SW_CW", "PW_CW", "NPOS", "HW_CW", "XSTEP_CW",
-                  "YSTEP_WCW", "DH_WCW", "SH_WCW", "PH_WCW", "FRAME_BEATS")
+                  "YSTEP_WCW", "DH_WCW", "SH_WCW", "PH_WCW", "FRAME_BEATS", "LANE_BEATS")
 DESCRIPTOR = DESCRIPTOR + PASS_CONSTANTS
 
 REG = {r.name: r.offset for r in REGISTERS}

@@ -497,7 +497,7 @@ def pass_constants(words: Mapping[str, int], elems_per_beat: int) -> dict[str, i
     """The pass constants (``regmap.PASS_CONSTANTS``) of the descriptor ``words``: the products the
     window generator and the loader use, computed here so the engine needs no multiplier for them."""
     u = {name: regmap.unpack(name, words.get(name, 0)) for name in
-         ("LAYER", "IN_C", "IN_HW", "OUT_HW", "STRIDE", "PAD", "DILATION", "POOL")}
+         ("LAYER", "IN_C", "IN_HW", "OUT_HW", "KERNEL", "STRIDE", "PAD", "DILATION", "POOL")}
     cw = ceil_div(u["IN_C"]["C"], elems_per_beat)
     h, w = u["IN_HW"]["H"], u["IN_HW"]["W"]
     ps = u["POOL"]["S"] if u["LAYER"]["POOL"] else 1
@@ -510,7 +510,7 @@ def pass_constants(words: Mapping[str, int], elems_per_beat: int) -> dict[str, i
         "DW_CW": u["DILATION"]["DW"] * cw, "SW_CW": u["STRIDE"]["SW"] * cw, "PW_CW": u["PAD"]["PW"] * cw,
         "NPOS": hpwp * images, "HW_CW": h * wcw, "XSTEP_CW": xstep * cw, "YSTEP_WCW": ystep * wcw,
         "DH_WCW": u["DILATION"]["DH"] * wcw, "SH_WCW": u["STRIDE"]["SH"] * wcw, "PH_WCW": u["PAD"]["PH"] * wcw,
-        "FRAME_BEATS": images * h * wcw,
+        "FRAME_BEATS": images * h * wcw, "LANE_BEATS": u["KERNEL"]["KH"] * u["KERNEL"]["KW"] * cw,
     }
 
 

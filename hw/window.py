@@ -120,18 +120,24 @@ class WindowGenerator(wiring.Component):
         # value: the walk keeps registered "at the last value" flags instead of comparing its
         # counters in the emission cycle
         wp_0, hp_0 = (Signal(16, name=n, reset_less=True) for n in ("wp_start", "hp_start"))
-        cw_1, kw_1, kh_1, wp_1, hp_1 = (Signal(name=n) for n in ("cw_1", "kw_1", "kh_1", "wp_1", "hp_1"))
+        cw_1, kw_1, wp_1, hp_1 = (Signal(name=n) for n in ("cw_1", "kw_1", "wp_1", "hp_1"))
         # the kernel walk goes one step further: "at the second-to-last value" flags, so the last
-        # flags load from a flip-flop. Its counters k, kx, ky count biased to start at 2 - n (mod
-        # 2^16, n the loop's length; hw/biased.py), registered at set-up as k0, kx0, ky0: the
+        # flags load from a flip-flop. Its counters k, kx count biased to start at 2 - n (mod
+        # 2^16, n the loop's length; hw/biased.py), registered at set-up as k0, kx0: the
         # carry out of a step's own increment is the next "second-to-last" flag, a carry chain
         # instead of a compare (the sequencer's loops do the same)
         # (k is 16 bits: whether CW - 3 fits 16 bits is kept beside it; past that k is never pen)
-        k0, kx0, ky0 = (Signal(16, name=n, reset_less=True) for n in ("k_idx0", "kx_idx0", "ky_idx0"))
+        k0, kx0 = (Signal(16, name=n, reset_less=True) for n in ("k_idx0", "kx_idx0"))
         cw_m3_16 = Signal(name="cw_m3_16")
-        cw_2, kw_2, kh_2 = Signal(name="cw_2"), Signal(name="kw_2"), Signal(name="kh_2")
-        k_p, kx_p, ky_p = Signal(name="k_pen"), Signal(name="kx_pen"), Signal(name="ky_pen")
-        k_l, kx_l, ky_l = Signal(name="k_last"), Signal(name="kx_last"), Signal(name="ky_last")
+        cw_2, kw_2 = Signal(name="cw_2"), Signal(name="kw_2")
+        k_p, kx_p = Signal(name="k_pen"), Signal(name="kx_pen")
+        k_l, kx_l = Signal(name="k_last"), Signal(name="kx_last")
+        # the lane's reads (LANE_BEATS / RB: CW / RB beats for each of the KH * KW kernel positions)
+        # counted as one biased 32-bit index (rd, from rd0 at a lane start), whose carry is the
+        # lane's "second-to-last read" flag (rd_p, rd_2 at a lane start): the lane's last-read flag
+        # loads from it, one flip-flop, not from the kernel walk's six flags
+        rd, rd0 = Signal(32, name="rd_idx", reset_less=True), Signal(32, name="rd_idx0", reset_less=True)
+        rd_p, rd_2 = Signal(name="rd_pen"), Signal(name="rd_2")
         lane_l, left_z = Signal(name="lane_last"), Signal(name="left_zero")     # lane == L-1, nx_left == 0
         lane_p = Signal(name="lane_pen")                                        # lane == L-2
         left_1 = Signal(name="left_one")                                        # nx_left == 1
@@ -190,7 +196,7 @@ class WindowGenerator(wiring.Component):
         # beside them, so that `arrived_next` tests flip-flops (its compares were the fmax proxy's
         # critical path)
         nix_ok, nix0_ok, niy_ok = Signal(name="nix_ok"), Signal(name="nix0_ok"), Signal(name="niy_ok")
-        ky, kx, k = Signal(16, name="ky_idx"), Signal(16, name="kx_idx"), Signal(16, name="k_idx")
+        kx, k = Signal(16, name="kx_idx"), Signal(16, name="k_idx")
         eoff, kbase, rem = u32("eoff"), u32("kbase"), s32("rem")
         lane = Signal(range(L + 1))
         wh = Signal()                       # IN half being filled
@@ -255,18 +261,14 @@ class WindowGenerator(wiring.Component):
                      s1["base"].eq(eoff + Mux(wh, Q, 0)), s1["rot"].eq(rot),
                      s1["rw"].eq(rot - (addr[:LFB] << LE) if FB > 1 else rot),
                      s1["n"].eq(Mux(rem > erb, erb, rem)), s1["done"].eq(phase_end)]
-        # the flags' combinations the emission cycle tests beside `arrived`, registered: le, the
-        # lane's last read (k, kx, ky all last); be, also the batch's last lane (lane == L-1 or no
-        # position left). Each is updated from its value after a read of the walk or after a lane
-        # start, both functions of registers alone; at a batch's end the phase's last is `dxy`.
+        # the flags the emission cycle tests beside `arrived`, registered: le, the lane's last read;
+        # be, also the batch's last lane (lane == L-1 or no position left). After a read of the
+        # walk each loads from the lane's second-to-last-read flag (rd_p), after a lane start from
+        # set-up flags; at a batch's end the phase's last is `dxy`.
         le, be = Signal(name="lane_end"), Signal(name="batch_end")
-        one1 = Signal()                     # a lane is one read (CW, KW, KH all 1)
+        one1 = Signal()                     # a lane is one read (CW / RB, KW, KH all 1)
         dxy = Signal()                      # the phase is the last (dx, dy both last)
-        k_l_e = Mux(k_l, cw_1, k_p)
-        kx_l_e = Mux(k_l, Mux(kx_l, kw_1, kx_p), kx_l)
-        ky_l_e = Mux(k_l & kx_l, ky_p, ky_l)
-        le_walk = k_l_e & kx_l_e & ky_l_e
-        be_walk = le_walk & (lane_l | left_z)
+        be_walk = rd_p & (lane_l | left_z)
         lane_l_ls = Signal()
         be_ls = one1 & (lane_l_ls | left_1)
 
@@ -319,14 +321,15 @@ class WindowGenerator(wiring.Component):
                 pw_cw.eq(d.PW_CW), npos.eq(d.NPOS),
                 pk_m1.eq(pk - 1),
                 k0.eq(biased_start(rcw, 2)), cw_m3_16.eq((rcw - 3)[16:32] == 0),
+                rd0.eq(biased_start(d.LANE_BEATS >> rbl, 2, bits=32)), rd_2.eq((d.LANE_BEATS >> rbl) == 2),
                 rb.eq(Const(1, FB + 1) << rbl), rbm1.eq((Const(1, FB + 1) << rbl) - 1),
                 erb.eq(Const(E, NB.bit_length()) << rbl),
-                kx0.eq(biased_start(d.KERNEL.KW, 2)), ky0.eq(biased_start(d.KERNEL.KH, 2)),
-                cw_2.eq(rcw == 2), kw_2.eq(d.KERNEL.KW == 2), kh_2.eq(d.KERNEL.KH == 2),
+                kx0.eq(biased_start(d.KERNEL.KW, 2)),
+                cw_2.eq(rcw == 2), kw_2.eq(d.KERNEL.KW == 2),
                 wp_0.eq(biased_start(d.OUT_HW.WP, 1)), hp_0.eq(biased_start(d.OUT_HW.HP, 1)),
-                cw_1.eq(rcw == 1), kw_1.eq(d.KERNEL.KW == 1), kh_1.eq(d.KERNEL.KH == 1),
+                cw_1.eq(rcw == 1), kw_1.eq(d.KERNEL.KW == 1),
                 wp_1.eq(d.OUT_HW.WP == 1), hp_1.eq(d.OUT_HW.HP == 1),
-                one1.eq((rcw == 1) & (d.KERNEL.KW == 1) & (d.KERNEL.KH == 1)),
+                one1.eq((d.LANE_BEATS >> rbl) == 1),
             ]
             m.d.sync += [st["SETUP2"].eq(0), st["SETUP3"].eq(1)]
         with m.If(st["SETUP3"]):
@@ -433,7 +436,7 @@ class WindowGenerator(wiring.Component):
             with m.If(arrived & ~(le & pend_nz) if multi else arrived):
                 m.d.comb += emit.eq(1)
                 # element offset and kernel walk
-                (nk, nk_p), (nkx, nkx_p), (nky, nky_p) = (biased_step(c) for c in (k, kx, ky))    # carry: "now second-to-last"
+                (nk, nk_p), (nkx, nkx_p), (nrd, nrd_p) = (biased_step(c) for c in (k, kx, rd))    # carry: "now second-to-last"
                 with m.If(~k_l):
                     m.d.sync += [k.eq(nk), eoff.eq(eoff + erb), rem.eq(rem - erb),
                                  k_l.eq(k_p), k_p.eq(nk_p & cw_m3_16),
@@ -447,12 +450,12 @@ class WindowGenerator(wiring.Component):
                                      addr.eq(addr + c_kx), kx_l.eq(kx_p), kx_p.eq(nkx_p)]
                     with m.Else():
                         nniy = (niy + d.DILATION.DH)[:32].as_signed()
-                        m.d.sync += [kx.eq(kx0), nix.eq(nix0), ix_ok.eq(ix0_ok), nix_ok.eq(nix0_ok), ky.eq(nky),
+                        m.d.sync += [kx.eq(kx0), nix.eq(nix0), ix_ok.eq(ix0_ok), nix_ok.eq(nix0_ok),
                                      niy.eq(nniy), iy_ok.eq(niy_ok), niy_ok.eq(y_ok(nniy)),
                                      addr.eq(rowad + dh_wcw), rowad.eq(rowad + dh_wcw),
-                                     kx_l.eq(kw_1), kx_p.eq(kw_2), ky_l.eq(ky_p), ky_p.eq(nky_p)]
+                                     kx_l.eq(kw_1), kx_p.eq(kw_2)]
                 with m.If(~le):
-                    m.d.sync += [le.eq(le_walk), be.eq(be_walk)]
+                    m.d.sync += [rd.eq(nrd), rd_p.eq(nrd_p), le.eq(rd_p), be.eq(be_walk)]
                 with m.Else():
                     m.d.sync += [lane.eq(lane + 1), lane_l.eq(lane_p), lane_p.eq(lane == L - 3)]
                 # be implies le (be_walk and be_ls include le's terms): tested alone, one term fewer
@@ -478,10 +481,10 @@ class WindowGenerator(wiring.Component):
             m.d.sync += [nix.eq(nx_nix), nix0.eq(nx_nix), niy.eq(nx_niy), addr.eq(nx_ad), rowad.eq(nx_ad),
                          ix_ok.eq(nx_xok), ix0_ok.eq(nx_xok), iy_ok.eq(nx_yok),
                          nix_ok.eq(nx_nxok), nix0_ok.eq(nx_nxok), niy_ok.eq(nx_nyok),
-                         ky.eq(ky0), kx.eq(kx0), k.eq(k0), eoff.eq(0), kbase.eq(0),
+                         rd.eq(rd0), rd_p.eq(rd_2), kx.eq(kx0), k.eq(k0), eoff.eq(0), kbase.eq(0),
                          rem.eq(d.IN_C.C), nx_left.eq(nx_left - 1), left_z.eq(left_1),
                          left_1.eq(nx_left == 2),
-                         k_l.eq(cw_1), kx_l.eq(kw_1), ky_l.eq(kh_1), k_p.eq(cw_2), kx_p.eq(kw_2), ky_p.eq(kh_2)]
+                         k_l.eq(cw_1), kx_l.eq(kw_1), k_p.eq(cw_2), kx_p.eq(kw_2)]
         if multi:
             # in the first batch-phase's G - 1 cycles, generator g walks its first g positions
             m.d.comb += adv.eq(starts(arr_adv) | (pend_nz & (~init | (pend >= G - g))))

@@ -48,9 +48,9 @@ def test_refuses_an_engine_that_is_not_the_networks():
         EngineDriver(GoldenTransport(env, lanes=32), env).check_identity()
     with pytest.raises(LiteflyError, match=r"interface version 9\.0 is not supported"):
         EngineDriver(GoldenTransport(env, version=(9, 0)), env).check_identity()
-    with pytest.raises(LiteflyError) as exc:           # 3.1 engines had no ring frame buffer
-        EngineDriver(GoldenTransport(env, version=(3, 1)), env).check_identity()
-    assert one_line(exc) == "bitstream interface version 3.1 is older than this litefly's 3.2: rebuild the bitstream"
+    with pytest.raises(LiteflyError) as exc:           # 3.2 engines had no LANE_BEATS
+        EngineDriver(GoldenTransport(env, version=(3, 2)), env).check_identity()
+    assert one_line(exc) == "bitstream interface version 3.2 is older than this litefly's 3.3: rebuild the bitstream"
     ident = EngineDriver(GoldenTransport(env), env).check_identity()
     assert ident["CONFIG_HASH"] == env.hash32 and ident["LANES"] == env.lanes
 
