@@ -136,7 +136,9 @@ class WindowGenerator(wiring.Component):
         # counted as one biased 32-bit index (rd, from rd0 at a lane start), whose carry is the
         # lane's "second-to-last read" flag (rd_p, rd_2 at a lane start): the lane's last-read flag
         # loads from it, one flip-flop, not from the kernel walk's six flags
+        # (LANE_BEATS / RB registered in the second set-up cycle as `reads`, its flags in the third)
         rd, rd0 = Signal(32, name="rd_idx", reset_less=True), Signal(32, name="rd_idx0", reset_less=True)
+        reads = u32("lane_reads")
         rd_p, rd_2 = Signal(name="rd_pen"), Signal(name="rd_2")
         lane_l, left_z = Signal(name="lane_last"), Signal(name="left_zero")     # lane == L-1, nx_left == 0
         lane_p = Signal(name="lane_pen")                                        # lane == L-2
@@ -321,7 +323,7 @@ class WindowGenerator(wiring.Component):
                 pw_cw.eq(d.PW_CW), npos.eq(d.NPOS),
                 pk_m1.eq(pk - 1),
                 k0.eq(biased_start(rcw, 2)), cw_m3_16.eq((rcw - 3)[16:32] == 0),
-                rd0.eq(biased_start(d.LANE_BEATS >> rbl, 2, bits=32)), rd_2.eq((d.LANE_BEATS >> rbl) == 2),
+                reads.eq(d.LANE_BEATS >> rbl),
                 rb.eq(Const(1, FB + 1) << rbl), rbm1.eq((Const(1, FB + 1) << rbl) - 1),
                 erb.eq(Const(E, NB.bit_length()) << rbl),
                 kx0.eq(biased_start(d.KERNEL.KW, 2)),
@@ -329,7 +331,6 @@ class WindowGenerator(wiring.Component):
                 wp_0.eq(biased_start(d.OUT_HW.WP, 1)), hp_0.eq(biased_start(d.OUT_HW.HP, 1)),
                 cw_1.eq(rcw == 1), kw_1.eq(d.KERNEL.KW == 1),
                 wp_1.eq(d.OUT_HW.WP == 1), hp_1.eq(d.OUT_HW.HP == 1),
-                one1.eq((d.LANE_BEATS >> rbl) == 1),
             ]
             m.d.sync += [st["SETUP2"].eq(0), st["SETUP3"].eq(1)]
         with m.If(st["SETUP3"]):
@@ -338,6 +339,7 @@ class WindowGenerator(wiring.Component):
                 hwcw.eq(d.HW_CW), xstep_cw.eq(d.XSTEP_CW), ystep_wcw.eq(d.YSTEP_WCW),
                 dh_wcw.eq(d.DH_WCW), sh_wcw.eq(d.SH_WCW), ph_wcw.eq(d.PH_WCW),
                 c_kx.eq(dw_cw - cw + rb),
+                rd0.eq(biased_start(reads, 2, bits=32)), rd_2.eq(reads == 2), one1.eq(reads == 1),
                 bs_x.eq(wp_0), bs_y.eq(hp_0), bs_img.eq(0), bs_left.eq((npos + (G - 1 - g)) >> (G.bit_length() - 1)),
                 bs_px.eq(0), bs_pcx.eq(0), bs_py.eq(0), bs_pry.eq(0),
                 dy.eq(0), dx.eq(0), pdy.eq(0), pdx.eq(0), pdy_wcw.eq(0), pdx_cw.eq(0),
