@@ -219,7 +219,7 @@ def _plan_text(plan: dict) -> str:
 def _path_text(path: dict) -> str:
     """The deepest path of a synth report (:class:`litefly.boards.logic_depth.PathReport`) in words."""
     text = (f"{path['lut_levels']} LUT levels between registers on Yosys's default (abc9) mapping, which "
-            f"lets paths off its critical one grow to its delay (docs/boards.md, session 29) "
+            f"lets paths off its critical one grow to its delay (docs/boards.md, \"Logic depth\") "
             f"(+{path['carry_cells']} CARRY cells, {path['cells']} cells in all), from {path['start']} to {path['end']}")
     if path.get("through"):          # reports cached before the path's cells were kept have none
         text += f" through {' -> '.join(path['through'])}"
